@@ -1,0 +1,231 @@
+//! The tamper-evident audit trail (SPEC section 8).
+//!
+//! One writer thread owns the chain: it takes events in arrival order, computes
+//! `event_hash = sha256(JCS(event with prev_event_hash))`, and appends a batch in one
+//! transaction (group commit). [`AuditLog::record`] resolves only after the batch holding
+//! the event committed, so every event a client was answered for is durable: a request
+//! is acknowledged after its audit event, never before.
+
+mod verify;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::hashing::jcs_sha256;
+use crate::protocol::ids::{self, Kind};
+use crate::store::{self, AuditRow, StoreError};
+
+pub use verify::{VerifyReport, verify_chain};
+
+/// The `prev_event_hash` of the first event.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit writer stopped")]
+    WriterStopped,
+    #[error("audit write failed: {0}")]
+    Write(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Outcome class of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    Failed,
+    Denied,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::Denied => "denied",
+        }
+    }
+}
+
+/// An event before it joins the chain.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub org_id: Option<String>,
+    pub app_id: Option<String>,
+    pub key_id: Option<String>,
+    pub actor_user_id: Option<String>,
+    pub performed_by_user_id: Option<String>,
+    pub action: String,
+    pub status: Status,
+    pub code: String,
+    pub request_id: Option<String>,
+    pub draft_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub details: Map<String, Value>,
+    pub tool: Option<String>,
+    pub risk: Option<String>,
+    pub policy_ids: Vec<String>,
+    pub plugin: Option<String>,
+    pub plugin_digest: Option<String>,
+    pub latency_us: Option<i64>,
+    pub created_at: String,
+}
+
+impl AuditEvent {
+    pub fn new(action: &str, status: Status, code: &str, created_at: String) -> Self {
+        AuditEvent {
+            org_id: None,
+            app_id: None,
+            key_id: None,
+            actor_user_id: None,
+            performed_by_user_id: None,
+            action: action.to_string(),
+            status,
+            code: code.to_string(),
+            request_id: None,
+            draft_id: None,
+            execution_id: None,
+            ip: None,
+            user_agent: None,
+            details: Map::new(),
+            tool: None,
+            risk: None,
+            policy_ids: Vec::new(),
+            plugin: None,
+            plugin_digest: None,
+            latency_us: None,
+            created_at,
+        }
+    }
+
+    fn into_row(self, prev_event_hash: String) -> AuditRow {
+        let mut row = AuditRow {
+            seq: 0,
+            id: ids::new_id(Kind::Audit),
+            org_id: self.org_id,
+            app_id: self.app_id,
+            key_id: self.key_id,
+            actor_user_id: self.actor_user_id,
+            performed_by_user_id: self.performed_by_user_id,
+            action: self.action,
+            status: self.status.as_str().to_string(),
+            code: self.code,
+            request_id: self.request_id,
+            draft_id: self.draft_id,
+            execution_id: self.execution_id,
+            ip: self.ip,
+            user_agent: self.user_agent,
+            details: Value::Object(self.details),
+            tool: self.tool,
+            risk: self.risk,
+            policy_ids: self.policy_ids,
+            plugin: self.plugin,
+            plugin_digest: self.plugin_digest,
+            latency_us: self.latency_us,
+            created_at: self.created_at,
+            prev_event_hash,
+            event_hash: String::new(),
+        };
+        row.event_hash = event_hash(&row);
+        row
+    }
+}
+
+/// `hex(sha256(JCS(every field but event_hash)))`.
+pub fn event_hash(row: &AuditRow) -> String {
+    let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        map.remove("event_hash");
+    }
+    jcs_sha256(&value)
+}
+
+struct Pending {
+    event: AuditEvent,
+    done: oneshot::Sender<Result<String, String>>,
+}
+
+/// Handle to the audit writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    queue: mpsc::SyncSender<Pending>,
+}
+
+impl AuditLog {
+    /// Starts the writer on its own connection to the store at `path`.
+    pub fn start(path: &Path) -> Result<AuditLog, AuditError> {
+        let mut conn = store::connect(path)?;
+        let mut head = store::audit_chain_head(&conn)?.map(|(_, h)| h).unwrap_or_else(|| GENESIS_HASH.into());
+        // Bounded: when the disk stalls, producers wait instead of growing memory.
+        let (queue, inbox) = mpsc::sync_channel::<Pending>(16 * MAX_BATCH);
+        thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                while let Ok(first) = inbox.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match inbox.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut rows = Vec::with_capacity(batch.len());
+                    let mut prev = head.clone();
+                    for p in &batch {
+                        let row = p.event.clone().into_row(prev);
+                        prev = row.event_hash.clone();
+                        rows.push(row);
+                    }
+                    match store::append_audit_rows(&mut conn, &rows) {
+                        Ok(()) => {
+                            head = prev;
+                            for (p, row) in batch.into_iter().zip(rows) {
+                                let _ = p.done.send(Ok(row.id));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit batch not written");
+                            for p in batch {
+                                let _ = p.done.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| AuditError::Write(e.to_string()))?;
+        Ok(AuditLog { queue })
+    }
+
+    /// Appends an event and waits until it is durable. Returns the event id.
+    pub async fn record(&self, event: AuditEvent) -> Result<String, AuditError> {
+        let (done, wait) = oneshot::channel();
+        let queue = self.queue.clone();
+        let pending = Pending { event, done };
+        // `try_send` first: the common case never blocks the async worker.
+        match queue.try_send(pending) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(pending)) => {
+                tokio::task::spawn_blocking(move || queue.send(pending))
+                    .await
+                    .map_err(|_| AuditError::WriterStopped)?
+                    .map_err(|_| AuditError::WriterStopped)?;
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(AuditError::WriterStopped),
+        }
+        match wait.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(message)) => Err(AuditError::Write(message)),
+            Err(_) => Err(AuditError::WriterStopped),
+        }
+    }
+}

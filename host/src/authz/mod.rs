@@ -1,0 +1,328 @@
+//! Cedar authorization (SPEC section 5): the only module that touches `cedar_policy`.
+//!
+//! A policy set is a schema plus `.cedar` files, validated strictly before it is used;
+//! a set that fails is refused and the previous one keeps serving. Any evaluation error
+//! denies.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
+    Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::catalog::Tool;
+
+/// The default schema and policies, compiled in so `openport demo` needs no files.
+pub const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
+pub const DEFAULT_POLICIES: &str = include_str!("../../../policies/base.cedar");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("schema is invalid: {0}")]
+    Schema(String),
+    #[error("policy file `{file}` does not parse: {message}")]
+    Parse { file: String, message: String },
+    #[error("policy set fails validation:\n{0}")]
+    Validation(String),
+    #[error("policy id `{0}` is used twice")]
+    DuplicateId(String),
+}
+
+/// The actions of the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Discover,
+    Read,
+    Propose,
+    AutoExecute,
+    Execute,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Discover => "discover",
+            Action::Read => "read",
+            Action::Propose => "propose",
+            Action::AutoExecute => "auto_execute",
+            Action::Execute => "execute",
+        }
+    }
+}
+
+/// The principal as Cedar sees it: an app of a tenant, with its data policy.
+#[derive(Debug, Clone)]
+pub struct AppFacts<'a> {
+    pub app_id: &'a str,
+    pub app_name: &'a str,
+    pub org_id: &'a str,
+    pub key_id: &'a str,
+    pub scopes: &'a [String],
+    /// The app's `policy` object (`{network, data}`).
+    pub policy: &'a Value,
+}
+
+/// Facts about the request for the context.
+#[derive(Debug, Clone)]
+pub struct RequestFacts<'a> {
+    pub client_ip: IpAddr,
+    pub now: OffsetDateTime,
+    /// `None` for discovery, which is decided without arguments.
+    pub payload: Option<&'a Value>,
+    pub has_idempotency_key: bool,
+    pub has_preflight_hash: bool,
+    pub has_justification: bool,
+}
+
+/// Our decision: no Cedar types escape this module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policies that determined the decision.
+    pub policy_ids: Vec<String>,
+    /// Evaluation errors (each of which denies).
+    pub errors: Vec<String>,
+}
+
+/// A validated policy set with its schema.
+#[derive(Debug)]
+pub struct Authorizer {
+    schema: Schema,
+    policies: PolicySet,
+    ids: Vec<String>,
+    authorizer: CedarAuthorizer,
+}
+
+impl Authorizer {
+    /// Builds from source text: `(file name, text)` pairs. Validates strictly.
+    pub fn from_sources(schema_text: &str, files: &[(String, String)]) -> Result<Authorizer, AuthzError> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(schema_text).map_err(|e| AuthzError::Schema(format!("{e:?}")))?;
+        let mut policies = PolicySet::new();
+        let mut ids = Vec::new();
+        for (file, text) in files {
+            let parsed = PolicySet::from_str(text)
+                .map_err(|e| AuthzError::Parse { file: file.clone(), message: format!("{e}") })?;
+            for (index, policy) in parsed.policies().enumerate() {
+                let id = policy.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{file}#{index}"));
+                let renamed: Policy = policy.new_id(PolicyId::new(&id));
+                policies.add(renamed).map_err(|_| AuthzError::DuplicateId(id.clone()))?;
+                ids.push(id);
+            }
+        }
+        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let messages: Vec<String> = result.validation_errors().map(|e| format!("- {e}")).collect();
+            return Err(AuthzError::Validation(messages.join("\n")));
+        }
+        Ok(Authorizer { schema, policies, ids, authorizer: CedarAuthorizer::new() })
+    }
+
+    /// The compiled-in default set.
+    pub fn default_set() -> Result<Authorizer, AuthzError> {
+        Authorizer::from_sources(DEFAULT_SCHEMA, &[("base.cedar".into(), DEFAULT_POLICIES.into())])
+    }
+
+    /// Loads `schema.cedarschema` and every `*.cedar` file of a directory (sorted by name).
+    pub fn from_dir(dir: &Path) -> Result<Authorizer, AuthzError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| AuthzError::Read { path: path.display().to_string(), source })
+        };
+        let schema = read(&dir.join("schema.cedarschema"))?;
+        let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read { path: dir.display().to_string(), source })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        for path in paths {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push((name, read(&path)?));
+        }
+        Authorizer::from_sources(&schema, &files)
+    }
+
+    /// Policy ids in load order.
+    pub fn policy_ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
+    pub fn decide(&self, app: &AppFacts<'_>, action: Action, tool: &Tool, facts: &RequestFacts<'_>) -> Decision {
+        match self.build_and_decide(app, action, tool, facts) {
+            Ok(decision) => decision,
+            Err(error) => Decision { allowed: false, policy_ids: Vec::new(), errors: vec![error] },
+        }
+    }
+
+    fn build_and_decide(
+        &self,
+        app: &AppFacts<'_>,
+        action: Action,
+        tool: &Tool,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Decision, String> {
+        let tenant = uid("Tenant", app.org_id)?;
+        let principal = uid("App", app.app_id)?;
+        let resource = uid("Tool", &tool.name)?;
+        let action_uid = uid("Action", action.name())?;
+        let app_entity = Entity::new(
+            principal.clone(),
+            HashMap::from([
+                ("name".to_string(), RestrictedExpression::new_string(app.app_name.to_string())),
+                ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
+                ("data_policy".to_string(), data_policy(app.policy)),
+            ]),
+            HashSet::from([tenant.clone()]),
+        )
+        .map_err(|e| e.to_string())?;
+        let tool_entity = Entity::new(
+            resource.clone(),
+            HashMap::from([
+                ("name".to_string(), RestrictedExpression::new_string(tool.name.clone())),
+                ("risk".to_string(), RestrictedExpression::new_string(tool.risk.as_str().to_string())),
+                ("risk_level".to_string(), RestrictedExpression::new_long(tool.risk.level())),
+                ("effect".to_string(), RestrictedExpression::new_string(tool.effect.as_str().to_string())),
+                ("required_scopes".to_string(), string_set(tool.required_scopes.iter().map(String::as_str))),
+                ("plugin".to_string(), RestrictedExpression::new_string(tool.plugin.name().to_string())),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let tenant_entity = Entity::new_no_attrs(tenant, HashSet::new());
+        let entities = Entities::from_entities([app_entity, tool_entity, tenant_entity], Some(&self.schema))
+            .map_err(|e| format!("entities: {e}"))?;
+        let context = Context::from_pairs(context_pairs(app, facts)).map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+        let policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
+        Ok(Decision { allowed, policy_ids, errors })
+    }
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
+    let type_name = EntityTypeName::from_str(&format!("OpenPort::{kind}")).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
+}
+
+fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.to_string())))
+}
+
+fn data_policy(policy: &Value) -> RestrictedExpression {
+    let data = &policy["data"];
+    let ledgers: Vec<&str> = data["allowed_ledger_ids"].as_array().map_or_else(Vec::new, |a| {
+        a.iter().filter_map(Value::as_str).collect()
+    });
+    let max_days = data["max_days"].as_i64().filter(|d| *d > 0).map_or(0, |d| d.min(3650));
+    let record = [
+        ("restrict_ledgers".to_string(), RestrictedExpression::new_bool(!ledgers.is_empty())),
+        ("allowed_ledger_ids".to_string(), string_set(ledgers.into_iter())),
+        ("max_days".to_string(), RestrictedExpression::new_long(max_days)),
+        (
+            "allow_sensitive_fields".to_string(),
+            RestrictedExpression::new_bool(data["allow_sensitive_fields"].as_bool() != Some(false)),
+        ),
+    ];
+    // Only fixed keys: building this record cannot fail.
+    RestrictedExpression::new_record(record).unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+}
+
+/// String fields of the payload that the schema's `Payload` type declares.
+const PAYLOAD_STRINGS: &[&str] =
+    &["ledgerId", "transactionId", "kind", "title", "currency_home", "startDate", "endDate"];
+
+fn context_pairs(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> Vec<(String, RestrictedExpression)> {
+    let now = facts.now;
+    let time = RestrictedExpression::new_record([
+        ("hour".to_string(), RestrictedExpression::new_long(i64::from(now.hour()))),
+        ("weekday".to_string(), RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday()))),
+        ("unix_seconds".to_string(), RestrictedExpression::new_long(now.unix_timestamp())),
+    ])
+    .unwrap_or_else(|_| RestrictedExpression::new_bool(false));
+    let mut payload = Vec::new();
+    let mut range_days = None;
+    if let Some(Value::Object(map)) = facts.payload {
+        for field in PAYLOAD_STRINGS {
+            if let Some(Value::String(s)) = map.get(*field) {
+                payload.push((field.to_string(), RestrictedExpression::new_string(s.clone())));
+            }
+        }
+        if let Some(amount) = map.get("amount_home").and_then(Value::as_f64) {
+            // Cedar decimals hold four fractional digits and |x| < 9.2e14; outside that the
+            // request is given an unparseable decimal, which errors, which denies.
+            payload.push(("amount_home".to_string(), RestrictedExpression::new_decimal(decimal_text(amount))));
+        }
+        range_days = date_range_days(map.get("startDate"), map.get("endDate"));
+    }
+    let mut pairs = vec![
+        ("client_ip".to_string(), RestrictedExpression::new_ip(facts.client_ip.to_string())),
+        ("time".to_string(), time),
+        ("key_id".to_string(), RestrictedExpression::new_string(app.key_id.to_string())),
+        ("has_payload".to_string(), RestrictedExpression::new_bool(facts.payload.is_some())),
+        (
+            "payload".to_string(),
+            RestrictedExpression::new_record(payload).unwrap_or_else(|_| RestrictedExpression::new_bool(false)),
+        ),
+        ("has_idempotency_key".to_string(), RestrictedExpression::new_bool(facts.has_idempotency_key)),
+        ("has_preflight_hash".to_string(), RestrictedExpression::new_bool(facts.has_preflight_hash)),
+        ("has_justification".to_string(), RestrictedExpression::new_bool(facts.has_justification)),
+    ];
+    if let Some(days) = range_days {
+        pairs.push(("range_days".to_string(), RestrictedExpression::new_long(days)));
+    }
+    pairs
+}
+
+fn decimal_text(x: f64) -> String {
+    if x.is_finite() && x.abs() < 9.0e14 { format!("{x:.4}") } else { "out-of-range".to_string() }
+}
+
+/// Whole days from `startDate` to `endDate` (`YYYY-MM-DD` prefixes), inclusive of both.
+fn date_range_days(start: Option<&Value>, end: Option<&Value>) -> Option<i64> {
+    let parse = |v: Option<&Value>| {
+        let text = v?.as_str()?.get(..10)?;
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(text, &format).ok()
+    };
+    let (start, end) = (parse(start)?, parse(end)?);
+    Some((end - start).whole_days() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_set_validates() {
+        let authz = Authorizer::default_set().expect("default set validates");
+        assert!(authz.policy_ids().iter().any(|id| id == "base.scoped-tools"));
+    }
+
+    #[test]
+    fn a_set_that_fails_validation_is_refused_with_the_validator_message() {
+        let bad = r#"permit (principal is OpenPort::App, action, resource) when { principal.no_such_attr };"#;
+        let err = Authorizer::from_sources(DEFAULT_SCHEMA, &[("bad.cedar".into(), bad.into())]).expect_err("refused");
+        assert!(err.to_string().contains("no_such_attr"), "{err}");
+    }
+
+    #[test]
+    fn date_ranges_count_both_ends() {
+        let d = |s: &str| Value::String(s.into());
+        assert_eq!(date_range_days(Some(&d("2026-01-01")), Some(&d("2026-01-31"))), Some(31));
+        assert_eq!(date_range_days(Some(&d("2026-01-01")), None), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! The tools the gateway serves: what each plugin's `describe` reported, checked against
+//! its manifest, with compiled input schemas. One immutable snapshot per plugin set;
+//! a hot load builds a new one and swaps it in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::plugin::Plugin;
+
+/// Risk classes, ordered: an override may only move a tool up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
+
+    /// 1 (low) to 4 (critical), for Cedar comparisons.
+    pub fn level(self) -> i64 {
+        match self {
+            Risk::Low => 1,
+            Risk::Medium => 2,
+            Risk::High => 3,
+            Risk::Critical => 4,
+        }
+    }
+}
+
+impl fmt::Display for Risk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Read,
+    Write,
+    Delete,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Read => "read",
+            Effect::Write => "write",
+            Effect::Delete => "delete",
+        }
+    }
+}
+
+/// One served tool.
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    pub input_schema: Value,
+    pub output_schema: Option<Value>,
+    pub effect: Effect,
+    pub risk: Risk,
+    pub required_scopes: Vec<String>,
+    pub requires_confirmation: bool,
+    /// For reads: the path under `/api/agent/v1/`.
+    pub http_path: Option<String>,
+    pub idempotent: bool,
+    pub plugin: Arc<Plugin>,
+    validator: jsonschema::Validator,
+}
+
+impl fmt::Debug for Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tool").field("name", &self.name).field("plugin", &self.plugin.name()).finish()
+    }
+}
+
+/// One schema violation, in the reference's `details.issues` shape.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Issue {
+    pub code: &'static str,
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+/// What a tool descriptor from a plugin says, before the host checks it.
+#[derive(Debug, Clone)]
+pub struct Descriptor {
+    pub name: String,
+    pub description: String,
+    pub input_schema: String,
+    pub output_schema: Option<String>,
+    pub effect: Effect,
+    pub risk: Risk,
+    pub required_scopes: Vec<String>,
+    pub requires_confirmation: bool,
+    pub http_path: Option<String>,
+    pub idempotent: bool,
+}
+
+impl Tool {
+    /// Checks a descriptor and compiles its schema. `risk_floor` is the operator's override.
+    pub fn new(d: Descriptor, risk_floor: Option<Risk>, plugin: Arc<Plugin>) -> Result<Tool, String> {
+        if !is_tool_name(&d.name) {
+            return Err(format!("tool name `{}` is not `domain.verb` in lowercase ASCII", d.name));
+        }
+        let input_schema: Value = serde_json::from_str(&d.input_schema)
+            .map_err(|e| format!("tool `{}` input schema is not JSON: {e}", d.name))?;
+        if input_schema.get("type") != Some(&json!("object")) {
+            return Err(format!("tool `{}` input schema must describe an object", d.name));
+        }
+        let validator = jsonschema::validator_for(&input_schema)
+            .map_err(|e| format!("tool `{}` input schema is invalid: {e}", d.name))?;
+        let output_schema = match d.output_schema {
+            Some(text) => Some(
+                serde_json::from_str(&text).map_err(|e| format!("tool `{}` output schema is not JSON: {e}", d.name))?,
+            ),
+            None => None,
+        };
+        if let Some(path) = &d.http_path {
+            if d.effect != Effect::Read {
+                return Err(format!("tool `{}` is a write and cannot declare an http path", d.name));
+            }
+            if !is_route_segment(path) {
+                return Err(format!("tool `{}` http path `{path}` must be one lowercase segment", d.name));
+            }
+        }
+        if d.required_scopes.is_empty() {
+            return Err(format!("tool `{}` declares no required scope", d.name));
+        }
+        // The plugin's claim is a floor too: the override raises, never lowers.
+        let risk = risk_floor.map_or(d.risk, |floor| floor.max(d.risk));
+        Ok(Tool {
+            name: d.name,
+            description: d.description,
+            input_schema,
+            output_schema,
+            effect: d.effect,
+            risk,
+            required_scopes: d.required_scopes,
+            requires_confirmation: d.requires_confirmation || risk >= Risk::High,
+            http_path: d.http_path,
+            idempotent: d.idempotent,
+            plugin,
+            validator,
+        })
+    }
+
+    /// Validates a payload against the input schema.
+    pub fn validate(&self, payload: &Value) -> Result<(), Vec<Issue>> {
+        let issues: Vec<Issue> = self
+            .validator
+            .iter_errors(payload)
+            .take(20)
+            .map(|e| Issue {
+                code: "invalid",
+                path: e
+                    .instance_path
+                    .as_str()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                message: e.to_string(),
+            })
+            .collect();
+        if issues.is_empty() { Ok(()) } else { Err(issues) }
+    }
+
+    pub fn is_read(&self) -> bool {
+        self.effect == Effect::Read
+    }
+
+    /// The tool as the manifest and MCP `tools/list` describe it.
+    pub fn describe(&self, rate_limit: &RateHint) -> Value {
+        json!({
+            "name": self.name,
+            "description": self.description,
+            "requiredScopes": self.required_scopes,
+            "risk": self.risk,
+            "requiresConfirmation": self.requires_confirmation,
+            "kind": if self.is_read() { "read" } else { "action" },
+            "effect": self.effect.as_str(),
+            "idempotent": self.idempotent,
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
+            "http": match &self.http_path {
+                Some(path) => json!({"method": "GET", "path": format!("/api/agent/v1/{path}")}),
+                None if self.is_read() => Value::Null,
+                None => json!({"method": "POST", "path": "/api/agent/v1/actions"}),
+            },
+            "draftPolicy": if self.is_read() { "none" } else if self.risk == Risk::Critical { "always" } else { "default" },
+            "rateLimitHints": {"requests": rate_limit.requests, "windowSeconds": rate_limit.window_seconds},
+        })
+    }
+}
+
+/// The per-key limit agents should plan for, shown in the manifest.
+#[derive(Debug, Clone, Copy)]
+pub struct RateHint {
+    pub requests: u32,
+    pub window_seconds: u32,
+}
+
+fn is_tool_name(name: &str) -> bool {
+    let mut parts = name.split('.');
+    let ok = |s: Option<&str>| {
+        s.is_some_and(|s| {
+            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+fn is_route_segment(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 64
+        && path.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !matches!(path, "manifest" | "actions" | "preflight" | "drafts")
+}
+
+/// An immutable snapshot of every loaded plugin and the tools they serve.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    tools: BTreeMap<String, Arc<Tool>>,
+    routes: HashMap<String, String>,
+}
+
+impl Catalog {
+    /// A catalog with one more (or a replaced) plugin. Refuses tool or route clashes with
+    /// other plugins; the current catalog stays untouched either way.
+    pub fn with_plugin(&self, plugin: Arc<Plugin>, tools: Vec<Tool>) -> Result<Catalog, String> {
+        let name = plugin.name().to_string();
+        let mut next = self.without_plugin(&name);
+        for tool in tools {
+            if let Some(other) = next.tools.get(&tool.name) {
+                return Err(format!("tool `{}` is already served by plugin `{}`", tool.name, other.plugin.name()));
+            }
+            if let Some(path) = &tool.http_path {
+                if let Some(other) = next.routes.get(path) {
+                    return Err(format!("route `/api/agent/v1/{path}` is already served by tool `{other}`"));
+                }
+                next.routes.insert(path.clone(), tool.name.clone());
+            }
+            next.tools.insert(tool.name.clone(), Arc::new(tool));
+        }
+        next.plugins.insert(name, plugin);
+        Ok(next)
+    }
+
+    /// A catalog without the named plugin and its tools.
+    pub fn without_plugin(&self, name: &str) -> Catalog {
+        let tools: BTreeMap<_, _> =
+            self.tools.iter().filter(|(_, t)| t.plugin.name() != name).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let routes = self.routes.iter().filter(|(_, t)| tools.contains_key(*t)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut plugins = self.plugins.clone();
+        plugins.remove(name);
+        Catalog { plugins, tools, routes }
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&Arc<Tool>> {
+        self.tools.get(name)
+    }
+
+    /// The read tool bound to `GET /api/agent/v1/<path>`.
+    pub fn tool_for_route(&self, path: &str) -> Option<&Arc<Tool>> {
+        self.routes.get(path).and_then(|name| self.tools.get(name))
+    }
+
+    pub fn tools(&self) -> impl Iterator<Item = &Arc<Tool>> {
+        self.tools.values()
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names_are_domain_dot_verb() {
+        assert!(is_tool_name("transaction.list"));
+        assert!(is_tool_name("transactions.export_csv"));
+        for bad in ["transaction", "a.b.c", "Transaction.list", "tx.lіst", "../etc.passwd", ".list", "a."] {
+            assert!(!is_tool_name(bad), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn risk_overrides_only_raise() {
+        assert_eq!(Some(Risk::High).map_or(Risk::Low, |f| f.max(Risk::Low)), Risk::High);
+        assert_eq!(Some(Risk::Low).map_or(Risk::High, |f| f.max(Risk::High)), Risk::High);
+    }
+}

@@ -1,0 +1,288 @@
+//! The command line. Exit codes: 0 success, 1 runtime failure, 64 bad configuration or
+//! usage (EX_USAGE).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::authz::Authorizer;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::store::{self, AuditFilter, Store};
+use crate::{Server, audit, demo};
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "openport", version, about = "A governance gateway for AI agents' tool calls")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a demo gateway: SQLite, the ledger plugin, default policies, demo credentials.
+    Demo {
+        /// Where the demo keeps its data; re-running on the same directory reuses it.
+        #[arg(long, default_value = "openport-demo")]
+        data_dir: PathBuf,
+        /// The agent plane's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The admin plane's address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+    },
+    /// Run the gateway from a config file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file, its policies and its plugins, then exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read and verify the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Validate Cedar policy sets.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The gateway's config file.
+    #[arg(long, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// A demo data directory (instead of --config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print the newest events, oldest first, as JSON Lines.
+    Tail {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Re-walk the hash chain and report the first broken link.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy directory (schema.cedarschema and *.cedar) strictly.
+    Check {
+        /// The directory.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Demo { data_dir, listen, admin_listen } => demo_command(&data_dir, listen, admin_listen),
+        Command::Serve { config } => match load_config(&config) {
+            Ok(config) => serve(config, None),
+            Err(code) => code,
+        },
+        Command::Check { config } => check(&config),
+        Command::Audit { command } => audit_command(command),
+        Command::Policy { command: PolicyCommand::Check { dir } } => match Authorizer::from_dir(&dir) {
+            Ok(authz) => {
+                println!("policy set `{}` is valid: {} policies", dir.display(), authz.policy_ids().len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENPORT_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: invalid config `{}`: {e}", path.display());
+        ExitCode::from(EX_USAGE)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn demo_command(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let prepared = demo::write_files(data_dir, listen, admin_listen).map_err(|e| e.to_string()).and_then(|path| {
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;
+        Ok((config, creds))
+    });
+    match prepared {
+        Ok((config, creds)) => serve(config, Some((data_dir.to_path_buf(), creds))),
+        Err(e) => {
+            eprintln!("error: cannot prepare the demo in `{}`: {e}", data_dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config, demo: Option<(PathBuf, demo::Credentials)>) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let server = match Server::start(config, clock).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        tracing::info!(agent = %server.agent_addr, admin = %server.admin_addr, "openport listening");
+        if let Some((dir, creds)) = demo {
+            println!("{}", demo::banner(&server.gateway.config, &dir, &creds));
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let clock: SharedClock = Arc::new(SystemClock);
+        match crate::Gateway::start(config, clock).await {
+            Ok(gw) => {
+                let catalog = gw.catalog();
+                println!(
+                    "config `{}` is valid: {} policies, {} plugins, {} tools",
+                    path.display(),
+                    gw.authorizer().policy_ids().len(),
+                    catalog.plugins().count(),
+                    catalog.tools().count()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        }
+    })
+}
+
+fn store_path(args: &StoreArgs) -> Result<PathBuf, ExitCode> {
+    match (&args.config, &args.data_dir) {
+        (Some(config), _) => load_config(config).map(|c| c.store_path),
+        (None, Some(dir)) => Ok(dir.join("openport.db")),
+        (None, None) => {
+            eprintln!("error: give --config FILE or --data-dir DIR");
+            Err(ExitCode::from(EX_USAGE))
+        }
+    }
+}
+
+fn audit_command(command: AuditCommand) -> ExitCode {
+    let args = match &command {
+        AuditCommand::Tail { store, .. } | AuditCommand::Verify { store } => store,
+    };
+    let path = match store_path(args) {
+        Ok(path) => path,
+        Err(code) => return code,
+    };
+    if !path.exists() {
+        eprintln!("error: no store at `{}`", path.display());
+        return ExitCode::from(EX_USAGE);
+    }
+    match command {
+        AuditCommand::Tail { lines, .. } => {
+            let result = Store::open(&path).and_then(|s| s.audit_events(&AuditFilter { limit: lines, ..AuditFilter::default() }));
+            match result {
+                Ok(mut rows) => {
+                    rows.reverse();
+                    for row in rows {
+                        println!("{}", serde_json::to_string(&row).unwrap_or_default());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Verify { .. } => match store::connect(&path).and_then(|c| audit::verify_chain(&c)) {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                if report.intact { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

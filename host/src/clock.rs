@@ -1,0 +1,84 @@
+//! The one place that reads the wall clock. Tests inject a [`ManualClock`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A source of the current time in UTC.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> OffsetDateTime;
+
+    fn now_ms(&self) -> i64 {
+        (self.now().unix_timestamp_nanos() / 1_000_000) as i64
+    }
+}
+
+/// Shared handle to the gateway's clock.
+pub type SharedClock = Arc<dyn Clock>;
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    unix_ms: AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(start: OffsetDateTime) -> Self {
+        ManualClock { unix_ms: AtomicI64::new((start.unix_timestamp_nanos() / 1_000_000) as i64) }
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.unix_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        let ms = self.unix_ms.load(Ordering::SeqCst);
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// `2026-02-01T00:00:00.000Z`: the reference's timestamp format (JavaScript `toISOString`).
+pub fn iso(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Parses an RFC 3339 timestamp; `None` when it is not one.
+pub fn parse_iso(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_matches_javascript_to_iso_string() {
+        let t = OffsetDateTime::from_unix_timestamp(1_769_904_000).expect("valid");
+        assert_eq!(iso(t), "2026-02-01T00:00:00.000Z");
+        assert_eq!(parse_iso("2026-02-01T00:00:00.000Z"), Some(t));
+    }
+}

@@ -1,0 +1,248 @@
+//! Configuration: a TOML file read into a raw mirror (`deny_unknown_fields`) and checked
+//! into [`Config`] before any port is bound. A bad file is an error that names the key;
+//! the binary exits 64 (EX_USAGE).
+//!
+//! Relative paths are resolved against the directory of the config file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::admission::RateClass;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    store: RawStore,
+    #[serde(default)]
+    policies: RawPolicies,
+    #[serde(default)]
+    admission: RawAdmission,
+    #[serde(default)]
+    drafts: RawDrafts,
+    #[serde(default, rename = "plugin")]
+    plugins: Vec<RawPlugin>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    admin_listen: String,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+fn default_max_body_bytes() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicies {
+    /// A directory with `schema.cedarschema` and `*.cedar`; absent: the built-in set.
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmission {
+    #[serde(default = "default_requests")]
+    requests: u32,
+    #[serde(default = "default_window")]
+    window_seconds: u32,
+}
+
+impl Default for RawAdmission {
+    fn default() -> Self {
+        RawAdmission { requests: default_requests(), window_seconds: default_window() }
+    }
+}
+
+fn default_requests() -> u32 {
+    RateClass::DEFAULT.requests
+}
+fn default_window() -> u32 {
+    RateClass::DEFAULT.window_seconds
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrafts {
+    #[serde(default = "default_review_window")]
+    review_window_seconds: u64,
+}
+
+impl Default for RawDrafts {
+    fn default() -> Self {
+        RawDrafts { review_window_seconds: default_review_window() }
+    }
+}
+
+fn default_review_window() -> u64 {
+    7 * 24 * 3600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    manifest: PathBuf,
+}
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        ConfigError { key: key.to_string(), message: message.into() }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub store_path: PathBuf,
+    pub policies_dir: Option<PathBuf>,
+    pub rate: RateClass,
+    pub draft_review_window_seconds: u64,
+    pub plugin_manifests: Vec<PathBuf>,
+    /// Where compiled plugin code is cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("config", format!("cannot read `{}`: {e}", path.display())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &base)
+    }
+
+    /// Validates config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e.span().map(|span| key_at(text, span.start)).unwrap_or_else(|| "config".into());
+            ConfigError::new(&key, e.message().to_string())
+        })?;
+        let addr = |key: &str, value: &str| {
+            value.parse::<SocketAddr>().map_err(|_| ConfigError::new(key, format!("`{value}` is not an address like 127.0.0.1:8080")))
+        };
+        let listen = addr("server.listen", &raw.server.listen)?;
+        let admin_listen = addr("server.admin_listen", &raw.server.admin_listen)?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
+        }
+        if !(1024..=64 << 20).contains(&raw.server.max_body_bytes) {
+            return Err(ConfigError::new("server.max_body_bytes", "must be between 1024 and 67108864"));
+        }
+        let mut trusted_proxies = Vec::new();
+        for entry in &raw.server.trusted_proxies {
+            let net = crate::auth::network::parse_entry(entry)
+                .ok_or_else(|| ConfigError::new("server.trusted_proxies", format!("`{entry}` is not an address or CIDR")))?;
+            trusted_proxies.push(net);
+        }
+        if raw.admission.requests == 0 {
+            return Err(ConfigError::new("admission.requests", "must be at least 1"));
+        }
+        if raw.admission.window_seconds == 0 || raw.admission.window_seconds > 86_400 {
+            return Err(ConfigError::new("admission.window_seconds", "must be between 1 and 86400"));
+        }
+        if raw.drafts.review_window_seconds < 60 {
+            return Err(ConfigError::new("drafts.review_window_seconds", "must be at least 60"));
+        }
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let store_path = resolve(&raw.store.path);
+        Ok(Config {
+            listen,
+            admin_listen,
+            max_body_bytes: raw.server.max_body_bytes,
+            trusted_proxies,
+            cache_dir: store_path.parent().map(|dir| dir.join("cache")),
+            store_path,
+            policies_dir: raw.policies.dir.as_deref().map(resolve),
+            rate: RateClass { requests: raw.admission.requests, window_seconds: raw.admission.window_seconds },
+            draft_review_window_seconds: raw.drafts.review_window_seconds,
+            plugin_manifests: raw.plugins.iter().map(|p| resolve(&p.manifest)).collect(),
+        })
+    }
+}
+
+/// The dotted key whose line contains byte `offset`, from the nearest table header.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[')).then(|| l.trim_matches(|c| c == '[' || c == ']').to_string())
+        })
+        .unwrap_or_default();
+    let field = line.split('=').next().unwrap_or("").trim();
+    match (table.is_empty(), field.is_empty() || field.starts_with('[')) {
+        (true, true) => "config".into(),
+        (true, false) => field.into(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{field}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:8081"
+
+[store]
+path = "data/openport.db"
+"#;
+
+    #[test]
+    fn a_minimal_config_gets_defaults_and_resolved_paths() {
+        let c = Config::parse(GOOD, Path::new("/etc/openport")).expect("valid");
+        assert_eq!(c.store_path, PathBuf::from("/etc/openport/data/openport.db"));
+        assert_eq!(c.rate, RateClass::DEFAULT);
+        assert!(c.policies_dir.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let err = Config::parse(&GOOD.replace("[store]", "[store]\ncolour = 1"), Path::new("/")).expect_err("refused");
+        assert_eq!(err.key, "store.colour", "{err}");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let err = Config::parse(&GOOD.replace("127.0.0.1:8081", "nowhere"), Path::new("/")).expect_err("refused");
+        assert_eq!(err.key, "server.admin_listen");
+        let err = Config::parse(&format!("{GOOD}\n[admission]\nrequests = 0\n"), Path::new("/")).expect_err("refused");
+        assert_eq!(err.key, "admission.requests");
+    }
+}

@@ -1,0 +1,253 @@
+//! `openport demo`: a ready-to-try gateway in one command. It writes a data directory
+//! (config, the demo ledger plugin and its manifest, the default policies), seeds the
+//! reference's ledger data into the store, creates demo apps with different grants and
+//! admin credentials, and writes them to `DIR/demo-credentials.json` before serving.
+//! Re-running on the same directory reuses the data and the credentials.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::apps::{self, NewApp};
+use crate::auth::Role;
+use crate::authz::{DEFAULT_POLICIES, DEFAULT_SCHEMA};
+use crate::clock::{self, SharedClock};
+use crate::config::{Config, ConfigError};
+use crate::hashing::sha256_hex;
+use crate::store::{Store, StoreError};
+
+/// The compiled demo plugins.
+pub mod artifacts {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+/// The demo tenant and the second tenant that shows isolation.
+pub const DEMO_ORG: &str = "org_demo";
+pub const OTHER_ORG: &str = "org_other";
+
+/// The file the demo writes its credentials to.
+pub const CREDENTIALS_FILE: &str = "demo-credentials.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot write `{path}`: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Apps(#[from] apps::AppError),
+}
+
+/// What `DIR/demo-credentials.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    /// App name → agent token, the full-access app first.
+    pub agent_tokens: BTreeMap<String, String>,
+    /// Role → admin token.
+    pub admin_tokens: BTreeMap<String, String>,
+    /// App name → app id.
+    #[serde(default)]
+    pub app_ids: BTreeMap<String, String>,
+}
+
+/// The demo apps: name, tenant, scopes. The first has every demo scope.
+pub const DEMO_APPS: &[(&str, &str, &[&str])] = &[
+    (
+        "Demo Integration",
+        DEMO_ORG,
+        &["ledger.read", "transaction.read", "transaction.write", "transaction.delete", "transaction.export"],
+    ),
+    ("Read-only Reporter", DEMO_ORG, &["ledger.read", "transaction.read"]),
+    ("Other Tenant", OTHER_ORG, &["ledger.read", "transaction.read", "transaction.write"]),
+];
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| DemoError::Write { path: dir.display().to_string(), source })?;
+    }
+    std::fs::write(path, bytes).map_err(|source| DemoError::Write { path: path.display().to_string(), source })
+}
+
+/// Writes the demo's files and returns its config path.
+pub fn write_files(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> Result<PathBuf, DemoError> {
+    let ledger = artifacts::LEDGER;
+    write_file(&data_dir.join("plugins/ledger.wasm"), ledger)?;
+    let manifest = format!(
+        r#"# The demo ledger adapter (the OpenPort reference's domain).
+name = "ledger"
+version = "0.1.0"
+world = "tool-adapter"
+component = "ledger.wasm"
+sha256 = "{}"
+tools = ["ledger.list", "transaction.list", "transaction.create", "transaction.update",
+         "transaction.delete", "transaction.hard_delete", "transactions.export_csv"]
+
+[grants]
+log = true
+clock = true
+kv = true
+
+[limits]
+timeout_ms = 2000
+memory_mib = 32
+max_output_bytes = 1048576
+"#,
+        sha256_hex(ledger)
+    );
+    write_file(&data_dir.join("plugins/ledger.toml"), manifest.as_bytes())?;
+    // Policies are the operator's to edit: written once, never overwritten.
+    for (name, text) in [("schema.cedarschema", DEFAULT_SCHEMA), ("base.cedar", DEFAULT_POLICIES)] {
+        let path = data_dir.join("policies").join(name);
+        if !path.exists() {
+            write_file(&path, text.as_bytes())?;
+        }
+    }
+    let config = format!(
+        r#"# Written by `openport demo`; rewritten on every demo start.
+[server]
+listen = "{listen}"
+admin_listen = "{admin_listen}"
+
+[store]
+path = "openport.db"
+
+[policies]
+dir = "policies"
+
+[[plugin]]
+manifest = "plugins/ledger.toml"
+"#
+    );
+    let path = data_dir.join("openport.toml");
+    write_file(&path, config.as_bytes())?;
+    Ok(path)
+}
+
+/// Seeds the store (once) and returns the credentials, minting new ones when the
+/// credentials file is gone.
+pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Credentials, DemoError> {
+    let store = Store::open(&config.store_path)?;
+    let now = clock::iso(clock.now());
+    let path = data_dir.join(CREDENTIALS_FILE);
+    if store.meta_get("demo_seeded")?.is_some() {
+        if let Some(existing) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Credentials>(&b).ok()) {
+            return Ok(existing);
+        }
+    } else {
+        seed_ledgers(&store, &now)?;
+    }
+    // New credentials: the apps are created the first time, and on a re-run without the
+    // credentials file the old apps are revoked and replaced.
+    for app in store.apps()? {
+        if app.created_by.as_deref() == Some("demo") && app.status == "active" {
+            apps::revoke_app(&store, &app.id, &now)?;
+        }
+    }
+    let mut creds = Credentials { agent_tokens: BTreeMap::new(), admin_tokens: BTreeMap::new(), app_ids: BTreeMap::new() };
+    for (name, org, scopes) in DEMO_APPS {
+        let created = apps::create_app(
+            &store,
+            NewApp {
+                scope: "workspace".into(),
+                name: (*name).into(),
+                description: Some("Created by `openport demo`".into()),
+                org_id: Some((*org).into()),
+                user_id: None,
+                service_user_id: None,
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                policy: None,
+            },
+            "demo",
+            &now,
+        )?;
+        creds.agent_tokens.insert((*name).into(), created.token);
+        creds.app_ids.insert((*name).into(), created.app.id);
+    }
+    for role in [Role::Operator, Role::Reviewer, Role::Auditor] {
+        let token = apps::create_admin_token(&store, &format!("demo-{}", role.as_str()), role, None, &now)?;
+        creds.admin_tokens.insert(role.as_str().into(), token);
+    }
+    let text = serde_json::to_vec_pretty(&creds).unwrap_or_default();
+    write_file(&path, &text)?;
+    restrict_permissions(&path);
+    store.meta_set("demo_seeded", &now)?;
+    Ok(creds)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+/// The reference's demo data, in the ledger plugin's key-value namespace.
+fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
+    let ledger = |id: &str, name: &str, tz: &str, org: &str| {
+        json!({"id": id, "name": name, "currency_home": "USD", "tz": tz, "organization_id": org})
+    };
+    let txn = |id: &str, ledger_id: &str, kind: &str, title: &str, amount: i64, notes: Value| {
+        json!({
+            "id": id, "ledger_id": ledger_id, "kind": kind, "title": title, "amount_home": amount,
+            "currency_home": "USD", "date": now, "notes": notes, "is_deleted": false,
+            "created_at": now, "updated_at": now,
+        })
+    };
+    let rows = [
+        (DEMO_ORG, "ledger/ledger_main", ledger("ledger_main", "Main Ledger", "America/Los_Angeles", DEMO_ORG)),
+        (DEMO_ORG, "ledger/ledger_ops", ledger("ledger_ops", "Ops Ledger", "America/New_York", DEMO_ORG)),
+        (DEMO_ORG, "txn/txn_1", txn("txn_1", "ledger_main", "income", "Consulting payment", 1200, Value::Null)),
+        (DEMO_ORG, "txn/txn_2", txn("txn_2", "ledger_main", "expense", "Software subscription", 80, json!("annual plan"))),
+        (OTHER_ORG, "ledger/ledger_other", ledger("ledger_other", "Other Org Ledger", "Europe/Berlin", OTHER_ORG)),
+        (OTHER_ORG, "txn/txn_9", txn("txn_9", "ledger_other", "expense", "Office rent", 2500, Value::Null)),
+    ];
+    for (org, key, value) in rows {
+        store.kv_set("ledger", org, key, &value.to_string())?;
+    }
+    Ok(())
+}
+
+/// The banner printed when the demo starts: tokens once, and lines to paste.
+pub fn banner(config: &Config, data_dir: &Path, creds: &Credentials) -> String {
+    let agent = format!("http://{}", config.listen);
+    let admin = format!("http://{}", config.admin_listen);
+    let full = creds.agent_tokens.get(DEMO_APPS[0].0).cloned().unwrap_or_default();
+    let narrow = creds.agent_tokens.get(DEMO_APPS[1].0).cloned().unwrap_or_default();
+    let auditor = creds.admin_tokens.get("auditor").cloned().unwrap_or_default();
+    format!(
+        r#"
+OpenPort demo is running.
+  agent plane  {agent}
+  admin plane  {admin}
+  data         {dir}
+  credentials  {creds_path}
+
+Demo token (app "{full_name}", every demo scope):
+  {full}
+
+Try it:
+  export OPENPORT_TOKEN={full}
+  curl -s {agent}/api/agent/v1/manifest -H "Authorization: Bearer $OPENPORT_TOKEN"
+  curl -s {agent}/api/agent/v1/ledgers -H "Authorization: Bearer $OPENPORT_TOKEN"
+  curl -s "{agent}/api/agent/v1/transactions?ledgerId=ledger_main" -H "Authorization: Bearer $OPENPORT_TOKEN"
+  curl -s -X POST {agent}/api/agent/v1/actions -H "Authorization: Bearer $OPENPORT_TOKEN" -H "Content-Type: application/json" \
+       -d '{{"action":"transaction.create","payload":{{"ledgerId":"ledger_main","kind":"expense","title":"Team lunch","amount_home":42}}}}'
+  # a denied call: the read-only app may not create transactions (agent.scope_denied)
+  curl -s -X POST {agent}/api/agent/v1/actions -H "Authorization: Bearer {narrow}" -H "Content-Type: application/json" \
+       -d '{{"action":"transaction.create","payload":{{"ledgerId":"ledger_main","kind":"expense","title":"x","amount_home":1}}}}'
+  # the audit trail
+  curl -s "{admin}/api/agent-admin/v1/audit?limit=5" -H "Authorization: Bearer {auditor}"
+  openport audit tail --data-dir {dir}
+"#,
+        dir = data_dir.display(),
+        creds_path = data_dir.join(CREDENTIALS_FILE).display(),
+        full_name = DEMO_APPS[0].0,
+    )
+}

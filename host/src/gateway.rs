@@ -1,0 +1,146 @@
+//! The running gateway's shared state, and how it starts.
+
+use std::sync::{Arc, RwLock};
+
+use crate::admission::Admission;
+use crate::audit::{AuditError, AuditEvent, AuditLog, Status};
+use crate::authz::{Authorizer, AuthzError};
+use crate::catalog::{Catalog, Tool};
+use crate::clock::{self, SharedClock};
+use crate::config::Config;
+use crate::plugin::manifest::ManifestError;
+use crate::plugin::{LoadError, PluginManifest, PluginRuntime};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store `{path}`: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("cannot create `{path}`: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("audit: {0}")]
+    Audit(#[from] AuditError),
+    #[error("policies: {0}")]
+    Policies(#[from] AuthzError),
+    #[error("plugin manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("plugin `{name}`: {source}")]
+    Plugin { name: String, source: LoadError },
+    #[error("plugin `{name}`: {message}")]
+    Catalog { name: String, message: String },
+}
+
+/// Everything a request needs. Shared behind an `Arc`.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub audit: AuditLog,
+    pub clock: SharedClock,
+    pub admission: Admission,
+    pub runtime: PluginRuntime,
+    catalog: RwLock<Arc<Catalog>>,
+    authz: RwLock<Arc<Authorizer>>,
+}
+
+impl Gateway {
+    /// Opens the store, loads policies and plugins. Nothing listens yet.
+    pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, StartError> {
+        let store_err = |source| StartError::Store { path: config.store_path.display().to_string(), source };
+        if let Some(dir) = config.store_path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+        }
+        let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
+        let audit = AuditLog::start(&config.store_path)?;
+        let authz = load_policies(&config)?;
+        let runtime = PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref())
+            .map_err(|source| StartError::Plugin { name: "runtime".into(), source })?;
+        let gateway = Arc::new(Gateway {
+            admission: Admission::new(config.rate),
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            authz: RwLock::new(Arc::new(authz)),
+            store,
+            audit,
+            clock,
+            runtime,
+            config,
+        });
+        for path in gateway.config.plugin_manifests.clone() {
+            let manifest = PluginManifest::load(&path)?;
+            gateway.load_plugin(manifest).await?;
+        }
+        Ok(gateway)
+    }
+
+    /// The current catalog snapshot.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current policy set.
+    pub fn authorizer(&self) -> Arc<Authorizer> {
+        match self.authz.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn now_iso(&self) -> String {
+        clock::iso(self.clock.now())
+    }
+
+    /// Loads (or replaces) a plugin. On any failure the current catalog keeps serving.
+    /// Every load and refusal is an audit event.
+    pub async fn load_plugin(&self, manifest: PluginManifest) -> Result<(), StartError> {
+        let name = manifest.name.clone();
+        let overrides = manifest.risk.clone();
+        let result = async {
+            let (plugin, descriptors) = self
+                .runtime
+                .load(manifest)
+                .await
+                .map_err(|source| StartError::Plugin { name: name.clone(), source })?;
+            let mut tools = Vec::with_capacity(descriptors.len());
+            for d in descriptors {
+                let floor = overrides.get(&d.name).copied();
+                let tool = Tool::new(d, floor, plugin.clone())
+                    .map_err(|message| StartError::Catalog { name: name.clone(), message })?;
+                tools.push(tool);
+            }
+            let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            let next = guard
+                .with_plugin(plugin.clone(), tools)
+                .map_err(|message| StartError::Catalog { name: name.clone(), message })?;
+            *guard = Arc::new(next);
+            Ok::<_, StartError>(plugin)
+        }
+        .await;
+        let mut event = match &result {
+            Ok(plugin) => {
+                let mut e = AuditEvent::new("plugin.load", Status::Success, "common.success", self.now_iso());
+                e.plugin_digest = Some(plugin.digest().to_string());
+                e.details.insert("version".into(), plugin.version().into());
+                e
+            }
+            Err(err) => {
+                let mut e = AuditEvent::new("plugin.load", Status::Failed, "common.validation", self.now_iso());
+                e.details.insert("error".into(), err.to_string().into());
+                e
+            }
+        };
+        event.plugin = Some(name);
+        self.audit.record(event).await?;
+        result.map(|_| ())
+    }
+}
+
+fn load_policies(config: &Config) -> Result<Authorizer, AuthzError> {
+    match &config.policies_dir {
+        Some(dir) => Authorizer::from_dir(dir),
+        None => Authorizer::default_set(),
+    }
+}

@@ -1,0 +1,253 @@
+//! The admin plane (SPEC section 10): its own listener and bearer credentials with roles.
+//! A missing or wrong credential is `admin.unauthorized` (401), a role without the right
+//! is `admin.forbidden` (403); every request gets one audit event.
+
+use serde_json::{Map, Value, json};
+
+use crate::apps::{self, AppError, NewApp, NewKey};
+use crate::audit::{self, AuditEvent, Status};
+use crate::auth::{self, AdminPrincipal, Role};
+use crate::gateway::Gateway;
+use crate::pipeline::{BodyError, Inbound, Outbound, respond};
+use crate::protocol::codes;
+use crate::protocol::{Envelope, Failure};
+use crate::store::{self, AuditFilter};
+
+/// An admin route, parsed.
+#[derive(Debug)]
+enum Route {
+    ListApps,
+    CreateApp,
+    CreateKey(String),
+    RevokeApp(String),
+    RevokeKey(String),
+    ListPlugins,
+    Audit,
+    VerifyAudit,
+}
+
+impl Route {
+    fn parse(method: &str, path: &str) -> Option<Route> {
+        let rest = path.strip_prefix("/api/agent-admin/v1/")?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        Some(match (method, segments.as_slice()) {
+            ("GET", ["apps"]) => Route::ListApps,
+            ("POST", ["apps"]) => Route::CreateApp,
+            ("POST", ["apps", id, "keys"]) => Route::CreateKey((*id).into()),
+            ("POST", ["apps", id, "revoke"]) => Route::RevokeApp((*id).into()),
+            ("POST", ["keys", id, "revoke"]) => Route::RevokeKey((*id).into()),
+            ("GET", ["plugins"]) => Route::ListPlugins,
+            ("GET", ["audit"]) => Route::Audit,
+            ("POST", ["audit", "verify"]) => Route::VerifyAudit,
+            _ => return None,
+        })
+    }
+
+    fn audit_action(&self) -> &'static str {
+        match self {
+            Route::ListApps => "admin.apps.list",
+            Route::CreateApp => "agent_app.create",
+            Route::CreateKey(_) => "agent_key.create",
+            Route::RevokeApp(_) => "agent_app.revoke",
+            Route::RevokeKey(_) => "agent_key.revoke",
+            Route::ListPlugins => "admin.plugins.list",
+            Route::Audit => "admin.audit.read",
+            Route::VerifyAudit => "admin.audit.verify",
+        }
+    }
+
+    /// Roles allowed on the route.
+    fn roles(&self) -> &'static [Role] {
+        match self {
+            Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
+            Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
+            Route::Audit | Route::VerifyAudit => &[Role::Auditor, Role::Operator],
+        }
+    }
+}
+
+struct Done {
+    data: Value,
+    details: Map<String, Value>,
+    app_id: Option<String>,
+    key_id: Option<String>,
+}
+
+impl Done {
+    fn data(data: Value) -> Self {
+        Done { data, details: Map::new(), app_id: None, key_id: None }
+    }
+}
+
+/// Answers one admin-plane request.
+pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+    let route = Route::parse(&inbound.method, &inbound.path);
+    let action = route.as_ref().map_or("admin.request", Route::audit_action);
+    let mut admin: Option<AdminPrincipal> = None;
+    let outcome = run(gw, &inbound, route, &mut admin).await;
+    let (status, code) = match &outcome {
+        Ok(_) => (Status::Success, codes::SUCCESS),
+        Err(f) if matches!(f.code.status, 401 | 403) => (Status::Denied, f.code),
+        Err(f) => (Status::Failed, f.code),
+    };
+    let mut event = AuditEvent::new(action, status, code.name, gw.now_iso());
+    event.request_id = Some(inbound.request_id.clone());
+    event.ip = Some(inbound.peer.to_string());
+    event.user_agent = inbound.user_agent.clone();
+    event.performed_by_user_id = admin.as_ref().map(|a| a.name.clone());
+    event.org_id = admin.as_ref().and_then(|a| a.org_id.clone());
+    event.details.insert("method".into(), inbound.method.clone().into());
+    event.details.insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
+    if let Some(a) = &admin {
+        event.details.insert("role".into(), a.role.as_str().into());
+    }
+    if let Ok(done) = &outcome {
+        event.app_id = done.app_id.clone();
+        event.key_id = done.key_id.clone();
+        event.details.extend(done.details.clone());
+    }
+    if let Err(e) = gw.audit.record(event).await {
+        tracing::error!(error = %e, "admin audit event not durable");
+        return respond(500, Envelope::failure(&Failure::internal(), &inbound.request_id), Vec::new(), &inbound.request_id);
+    }
+    match outcome {
+        Ok(done) => respond(200, Envelope::success(done.data, &inbound.request_id), Vec::new(), &inbound.request_id),
+        Err(f) => respond(f.code.status, Envelope::failure(&f, &inbound.request_id), Vec::new(), &inbound.request_id),
+    }
+}
+
+async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut Option<AdminPrincipal>) -> Result<Done, Failure> {
+    let internal = |e: &dyn std::fmt::Display| {
+        tracing::error!(request_id = %inbound.request_id, error = %e, "admin request failed");
+        Failure::internal()
+    };
+    let principal = auth::authenticate_admin(&gw.store, inbound.authorization.as_deref())
+        .map_err(|e| internal(&e))?
+        .ok_or_else(|| Failure::new(codes::ADMIN_UNAUTHORIZED, "Missing or invalid admin credential"))?;
+    *admin = Some(principal.clone());
+    let Some(route) = route else { return Err(Failure::new(codes::NOT_FOUND, "Route not found")) };
+    if !route.roles().contains(&principal.role) {
+        return Err(Failure::new(codes::ADMIN_FORBIDDEN, format!("role `{}` may not do this", principal.role.as_str())));
+    }
+    let now = gw.now_iso();
+    let by = principal.name.as_str();
+    let app_error = |e: AppError| match e {
+        AppError::Invalid(message) => Failure::validation(&[], message),
+        AppError::NotFound(_) => Failure::new(codes::NOT_FOUND, "Agent app not found"),
+        AppError::Store(e) => internal(&e),
+    };
+    // A tenant-scoped admin sees and changes only its tenant's apps.
+    let in_scope = |org: Option<&str>| principal.org_id.as_deref().is_none_or(|own| org == Some(own));
+    let scoped_app = |id: &str| -> Result<crate::store::AppRecord, Failure> {
+        gw.store
+            .app(id)
+            .map_err(|e| internal(&e))?
+            .filter(|a| in_scope(a.org_id.as_deref()))
+            .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Agent app not found"))
+    };
+    match route {
+        Route::ListApps => {
+            let mut items = Vec::new();
+            for app in gw.store.apps().map_err(|e| internal(&e))? {
+                if in_scope(app.org_id.as_deref()) {
+                    items.push(apps::app_json(&gw.store, &app).map_err(|e| internal(&e))?);
+                }
+            }
+            Ok(Done::data(json!({"items": items})))
+        }
+        Route::CreateApp => {
+            let mut new: NewApp = json_body(inbound)?;
+            if let Some(own) = &principal.org_id {
+                if new.org_id.as_deref().is_some_and(|o| o != own) {
+                    return Err(Failure::new(codes::ADMIN_FORBIDDEN, "admin credential is scoped to another tenant"));
+                }
+                new.org_id = Some(own.clone());
+            }
+            let created = apps::create_app(&gw.store, new, by, &now).map_err(app_error)?;
+            let mut done = Done::data(json!({
+                "app": created.app,
+                "key": {"id": created.key.id, "name": created.key.name, "token_prefix": created.key.token_prefix, "created_at": created.key.created_at},
+                "token": created.token,
+            }));
+            done.app_id = Some(created.app.id.clone());
+            done.key_id = Some(created.key.id.clone());
+            Ok(done)
+        }
+        Route::CreateKey(app_id) => {
+            scoped_app(&app_id)?;
+            let new: NewKey = if matches!(&inbound.body, Ok(b) if b.is_empty()) { NewKey::default() } else { json_body(inbound)? };
+            let (key, token) = apps::create_key(&gw.store, &app_id, new, by, &now).map_err(app_error)?;
+            let mut done = Done::data(json!({
+                "key": {"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at},
+                "token": token,
+            }));
+            done.app_id = Some(app_id);
+            done.key_id = Some(key.id);
+            Ok(done)
+        }
+        Route::RevokeApp(app_id) => {
+            scoped_app(&app_id)?;
+            let app = apps::revoke_app(&gw.store, &app_id, &now).map_err(app_error)?;
+            let mut done = Done::data(json!({"ok": true, "app": app}));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::RevokeKey(key_id) => {
+            let key = gw.store.key(&key_id).map_err(|e| internal(&e))?.ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
+            scoped_app(&key.app_id)?;
+            gw.store.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
+            let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
+            done.app_id = Some(key.app_id);
+            done.key_id = Some(key_id);
+            Ok(done)
+        }
+        Route::ListPlugins => {
+            let catalog = gw.catalog();
+            let items: Vec<Value> = catalog
+                .plugins()
+                .map(|p| {
+                    let tools: Vec<&str> = catalog.tools().filter(|t| t.plugin.name() == p.name()).map(|t| t.name.as_str()).collect();
+                    json!({"name": p.name(), "version": p.version(), "world": "tool-adapter", "sha256": p.digest(), "tools": tools})
+                })
+                .collect();
+            Ok(Done::data(json!({"items": items})))
+        }
+        Route::Audit => {
+            let query = query_map(inbound.query.as_deref());
+            let filter = AuditFilter {
+                org_id: principal.org_id.clone().or_else(|| query.get("orgId").cloned()),
+                app_id: query.get("appId").cloned(),
+                tool: query.get("tool").cloned(),
+                code: query.get("code").cloned(),
+                since: query.get("since").cloned(),
+                until: query.get("until").cloned(),
+                after_seq: None,
+                limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
+                ascending: false,
+            };
+            let items = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
+            Ok(Done::data(json!({"items": items})))
+        }
+        Route::VerifyAudit => {
+            let conn = store::connect(gw.store.path()).map_err(|e| internal(&e))?;
+            let report = audit::verify_chain(&conn).map_err(|e| internal(&e))?;
+            let mut done = Done::data(serde_json::to_value(&report).unwrap_or(Value::Null));
+            done.details.insert("intact".into(), report.intact.into());
+            Ok(done)
+        }
+    }
+}
+
+fn json_body<T: for<'de> serde::Deserialize<'de>>(inbound: &Inbound) -> Result<T, Failure> {
+    let body = match &inbound.body {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large")),
+        Err(BodyError::Unreadable) => return Err(Failure::validation(&[], "request body could not be read")),
+    };
+    serde_json::from_slice(body).map_err(|e| Failure::validation(&[], format!("body is invalid: {e}")))
+}
+
+fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+

@@ -1,0 +1,137 @@
+//! The hyper server: the only module (with `mcp`) that knows HTTP exists. It bounds the
+//! request, hands a plain [`Inbound`] to the pipeline and writes the [`Outbound`] back.
+
+mod admin;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::gateway::Gateway;
+use crate::pipeline::{self, BodyError, Inbound, Outbound};
+use crate::protocol::Envelope;
+use crate::protocol::ids::{self, Kind};
+
+/// Slow-client protection: headers and body must arrive within these.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest request head hyper buffers.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Open connections per listener; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Agent,
+    Admin,
+}
+
+/// Serves one listener until `shutdown` turns true.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, plane: Plane, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(dispatch(&gw, plane, peer, req).await) }
+            });
+            let result = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let request_id = ids::new_id(Kind::Request);
+    let path = req.uri().path().to_string();
+    if req.method() == hyper::Method::GET && (path == "/healthz" || path == "/readyz") {
+        // Probes are not agent requests: answered without credentials or audit events.
+        let data = if path == "/healthz" { json!({"status": "ok"}) } else { json!({"status": "ready", "tools": gw.catalog().tools().count()}) };
+        return write(pipeline::respond(200, Envelope::success(data, &request_id), Vec::new(), &request_id));
+    }
+    let inbound = read_inbound(gw, peer, req, request_id).await;
+    let outbound = match plane {
+        Plane::Agent => pipeline::handle(gw, inbound).await,
+        Plane::Admin => admin::handle(gw, inbound).await,
+    };
+    write(outbound)
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+}
+
+async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, request_id: String) -> Inbound {
+    let (parts, body) = req.into_parts();
+    let limit = gw.config.max_body_bytes;
+    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let body = if declared.is_some_and(|n| n > limit as u64) {
+        Err(BodyError::TooLarge)
+    } else {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+            Ok(Err(_)) | Err(_) => Err(BodyError::Unreadable),
+        }
+    };
+    Inbound {
+        request_id,
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(String::from),
+        authorization: header(&parts.headers, "authorization"),
+        forwarded_for: header(&parts.headers, "x-forwarded-for"),
+        user_agent: header(&parts.headers, "user-agent"),
+        content_type: header(&parts.headers, "content-type"),
+        peer: peer.ip(),
+        body,
+    }
+}
+
+fn write(outbound: Outbound) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(outbound.body)));
+    *response.status_mut() = hyper::StatusCode::from_u16(outbound.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in outbound.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

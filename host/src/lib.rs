@@ -1,0 +1,80 @@
+//! OpenPort: a gateway that lets AI agents use an application's tools safely.
+//!
+//! The library holds everything; the `openport` binary only parses the command line.
+//! Tests start the same [`Server`] that production does. See `docs/architecture.md` for
+//! the module map and the dependency rules between modules.
+
+pub mod admission;
+pub mod apps;
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod catalog;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod hashing;
+pub mod http;
+pub mod pipeline;
+pub mod plugin;
+pub mod protocol;
+pub mod store;
+pub mod writes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+pub use gateway::{Gateway, StartError};
+
+/// A running gateway: both listeners bound and serving.
+#[derive(Debug)]
+pub struct Server {
+    pub gateway: Arc<Gateway>,
+    pub agent_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+impl Server {
+    /// Starts the gateway (store, policies, plugins), then binds both listeners.
+    pub async fn start(config: Config, clock: clock::SharedClock) -> Result<Server, RunError> {
+        let (agent_cfg, admin_cfg) = (config.listen, config.admin_listen);
+        let gateway = Gateway::start(config, clock).await?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+        };
+        let agent = bind(agent_cfg).await?;
+        let admin = bind(admin_cfg).await?;
+        let agent_addr = agent.local_addr().map_err(|source| RunError::Bind { addr: agent_cfg, source })?;
+        let admin_addr = admin.local_addr().map_err(|source| RunError::Bind { addr: admin_cfg, source })?;
+        let (shutdown, watch) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(http::serve(gateway.clone(), agent, http::Plane::Agent, watch.clone())),
+            tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch)),
+        ];
+        Ok(Server { gateway, agent_addr, admin_addr, shutdown, tasks })
+    }
+
+    /// Stops accepting connections and waits for the accept loops to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

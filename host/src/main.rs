@@ -1,0 +1,5 @@
+//! The `openport` binary: all behaviour lives in the library.
+
+fn main() -> std::process::ExitCode {
+    openport::cli::main()
+}

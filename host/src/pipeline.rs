@@ -1,0 +1,613 @@
+//! The one place that fixes the order of the governance steps (SPEC section 4).
+//!
+//! Every agent request runs, in order: (1) parse and bound the request; (2) bearer token
+//! present and well formed; (3) hash lookup, not revoked; (4) not expired; (5) app active;
+//! (6) actor and tenant bound; (7) network policy; (8) admission control; (9) tool
+//! resolved; (10) scopes; (11) tenant boundary; (12) Cedar (which also enforces the app's
+//! data policy); (13) input validation; (14) dispatch. The first failure ends the request
+//! with its code; nothing after (8) runs for a refused request; and every request, whatever
+//! its outcome, gets exactly one terminal audit event before it is answered.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::admission::Refusal as RateRefusal;
+use crate::audit::{AuditEvent, Status};
+use crate::auth::{self, AuthFailure, Principal, network};
+use crate::authz::{Action, AppFacts, RequestFacts};
+use crate::catalog::{Issue, RateHint, Tool};
+use crate::gateway::Gateway;
+use crate::hashing::{canonical_json, sha256_hex};
+use crate::plugin::{CallContext, CallError, GuestError};
+use crate::protocol::codes::{self, Code};
+use crate::protocol::{Envelope, Failure};
+use crate::writes;
+
+/// Why the body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// An agent request as the HTTP layer hands it over: no hyper types past this point.
+#[derive(Debug)]
+pub struct Inbound {
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    pub peer: IpAddr,
+    pub body: Result<Bytes, BodyError>,
+}
+
+/// The response the HTTP layer writes.
+#[derive(Debug)]
+pub struct Outbound {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What a request asks for, once parsed (step 1).
+#[derive(Debug)]
+enum Operation {
+    Manifest,
+    Read { route: String, query: Option<String> },
+    Action(ActionBody),
+    Preflight(PreflightBody),
+    Draft { id: String },
+}
+
+impl Operation {
+    fn audit_action(&self) -> String {
+        match self {
+            Operation::Manifest => "agent.manifest.read".into(),
+            Operation::Read { route, .. } => format!("agent.read.{route}"),
+            Operation::Action(_) => "agent.action.propose".into(),
+            Operation::Preflight(_) => "agent.action.preflight".into(),
+            Operation::Draft { .. } => "agent.draft.read".into(),
+        }
+    }
+}
+
+/// `POST /api/agent/v1/actions` body (SPEC section 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ActionBody {
+    pub action: String,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    #[serde(default)]
+    pub preflight_id: Option<String>,
+    #[serde(default)]
+    pub execute: Option<bool>,
+    #[serde(default)]
+    pub force_draft: Option<bool>,
+    #[serde(default)]
+    pub request_id: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub justification: Option<String>,
+    #[serde(default)]
+    pub preflight_hash: Option<String>,
+    #[serde(default)]
+    pub state_witness_hash: Option<String>,
+}
+
+/// `POST /api/agent/v1/preflight` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightBody {
+    pub action: String,
+    pub payload: Value,
+}
+
+/// A successful result.
+#[derive(Debug)]
+pub struct Reply {
+    pub data: Value,
+    pub code: Code,
+}
+
+impl Reply {
+    fn ok(data: Value) -> Self {
+        Reply { data, code: codes::SUCCESS }
+    }
+}
+
+/// A refusal or failure, with what the audit event and the response need.
+#[derive(Debug)]
+pub struct Refused {
+    pub failure: Failure,
+    pub headers: Vec<(&'static str, String)>,
+    /// Internal detail for the log and the audit event; never sent to the client.
+    pub internal: Option<String>,
+}
+
+impl From<Failure> for Refused {
+    fn from(failure: Failure) -> Self {
+        Refused { failure, headers: Vec::new(), internal: None }
+    }
+}
+
+impl Refused {
+    /// A failure whose detail goes to the log and audit event, never to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Refused { failure: Failure::internal(), headers: Vec::new(), internal: Some(detail.to_string()) }
+    }
+}
+
+/// What the audit event of a request records beyond the outcome.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub action: String,
+    pub principal: Option<Principal>,
+    pub client_ip: Option<IpAddr>,
+    pub tool: Option<Arc<Tool>>,
+    pub policy_ids: Vec<String>,
+    pub draft_id: Option<String>,
+    pub details: Map<String, Value>,
+}
+
+/// Runs one agent request through the pipeline and answers it.
+pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+    let started = Instant::now();
+    let mut trail = Trail { action: "agent.request".into(), ..Trail::default() };
+    let outcome = steps(gw, &inbound, &mut trail).await;
+    finish(gw, &inbound, trail, outcome, started).await
+}
+
+async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Reply, Refused> {
+    // (1) Parse and bound the request.
+    let operation = parse(inbound)?;
+    trail.action = operation.audit_action();
+
+    // (2)-(6) Token present and well formed, found, not revoked, not expired, app active,
+    // actor and tenant bound.
+    let now = gw.clock.now();
+    let principal = match auth::authenticate(&gw.store, inbound.authorization.as_deref(), now) {
+        Ok(Ok(principal)) => principal,
+        Ok(Err(failure)) => return Err(auth_refusal(failure).into()),
+        Err(e) => return Err(Refused::internal(e)),
+    };
+    trail.principal = Some(principal.clone());
+
+    // (7) Network policy.
+    let client_ip = network::client_ip(inbound.peer, inbound.forwarded_for.as_deref(), &gw.config.trusted_proxies);
+    trail.client_ip = Some(client_ip);
+    let allowed_ips = string_list(&principal.app.policy["network"]["allowed_ips"]);
+    if !network::allowed(client_ip, &allowed_ips) {
+        return Err(Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration").with("reason", "network_policy").into());
+    }
+
+    // (8) Admission control, before any plugin or Cedar work.
+    if let Err(refusal) = gw.admission.admit(&format!("{}|{client_ip}", principal.key.id), gw.clock.now_ms()) {
+        return Err(rate_refusal(&refusal));
+    }
+
+    let request = Governed { gw, principal: &principal, client_ip, request_id: &inbound.request_id };
+    match operation {
+        Operation::Manifest => request.manifest(),
+        Operation::Read { route, query } => request.read(&route, query.as_deref(), trail).await,
+        Operation::Action(body) => request.action(body, trail).await,
+        Operation::Preflight(body) => request.preflight(body, trail).await,
+        Operation::Draft { id } => request.draft(&id, trail),
+    }
+}
+
+/// Steps 9 to 14 for an authenticated, admitted caller.
+struct Governed<'a> {
+    gw: &'a Gateway,
+    principal: &'a Principal,
+    client_ip: IpAddr,
+    request_id: &'a str,
+}
+
+impl Governed<'_> {
+    fn app_facts(&self) -> AppFacts<'_> {
+        AppFacts {
+            app_id: &self.principal.app.id,
+            app_name: &self.principal.app.name,
+            org_id: &self.principal.org_id,
+            key_id: &self.principal.key.id,
+            scopes: &self.principal.app.scopes,
+            policy: &self.principal.app.policy,
+        }
+    }
+
+    fn holds_scopes(&self, tool: &Tool) -> bool {
+        tool.required_scopes.iter().all(|s| self.principal.app.scopes.contains(s))
+    }
+
+    /// The manifest: exactly the tools whose scopes are held and that Cedar lets this
+    /// app discover, decided without arguments.
+    fn manifest(&self) -> Result<Reply, Refused> {
+        let catalog = self.gw.catalog();
+        let authz = self.gw.authorizer();
+        let facts = self.facts(None, false, false, false);
+        let app = self.app_facts();
+        let hint = RateHint { requests: self.gw.config.rate.requests, window_seconds: self.gw.config.rate.window_seconds };
+        let tools: Vec<Value> = catalog
+            .tools()
+            .filter(|tool| self.holds_scopes(tool))
+            .filter(|tool| authz.decide(&app, Action::Discover, tool, &facts).allowed)
+            .map(|tool| tool.describe(&hint))
+            .collect();
+        let app = &self.principal.app;
+        Ok(Reply::ok(json!({
+            "app": {"id": app.id, "name": app.name, "scope": app.scope, "orgId": app.org_id},
+            "tools": tools,
+        })))
+    }
+
+    fn facts<'p>(&self, payload: Option<&'p Value>, idempotency: bool, preflight: bool, justification: bool) -> RequestFacts<'p> {
+        RequestFacts {
+            client_ip: self.client_ip,
+            now: self.gw.clock.now(),
+            payload,
+            has_idempotency_key: idempotency,
+            has_preflight_hash: preflight,
+            has_justification: justification,
+        }
+    }
+
+    /// Steps 10 to 13 for one tool and payload.
+    fn authorize(
+        &self,
+        tool: &Arc<Tool>,
+        action: Action,
+        payload: &Value,
+        facts: &RequestFacts<'_>,
+        trail: &mut Trail,
+    ) -> Result<CallContext, Refused> {
+        trail.tool = Some(tool.clone());
+        // (10) Scopes.
+        if !self.holds_scopes(tool) {
+            let missing: Vec<&String> = tool.required_scopes.iter().filter(|s| !self.principal.app.scopes.contains(s)).collect();
+            return Err(Failure::new(codes::SCOPE_DENIED, "Insufficient permissions").with("missingScopes", json!(missing)).into());
+        }
+        // (11) Tenant boundary: the plugin learns the tenant from the server-verified app,
+        // never from the request, and its data is namespaced by it.
+        let context = CallContext {
+            tenant: self.principal.org_id.clone(),
+            integration: self.principal.app.id.clone(),
+            request_id: self.request_id.to_string(),
+            actor: self.principal.actor_user_id.clone(),
+        };
+        // (12) Cedar, which also enforces the app's data policy.
+        let decision = self.gw.authorizer().decide(&self.app_facts(), action, tool, facts);
+        trail.policy_ids = decision.policy_ids.clone();
+        if !decision.allowed {
+            if !decision.errors.is_empty() {
+                trail.details.insert("policyErrors".into(), json!(decision.errors));
+            }
+            return Err(Failure::new(codes::POLICY_DENIED, "Denied by policy").with("reason", "policy").into());
+        }
+        // (13) Input validation against the tool's schema.
+        if let Err(issues) = tool.validate(payload) {
+            let code = if tool.is_read() { codes::VALIDATION } else { codes::ACTION_INVALID };
+            let message = if tool.is_read() { "Validation failed" } else { "Invalid payload for the action" };
+            return Err(Failure::new(code, message).with("issues", issues_json(&issues)).into());
+        }
+        Ok(context)
+    }
+
+    async fn read(&self, route: &str, query: Option<&str>, trail: &mut Trail) -> Result<Reply, Refused> {
+        // (9) Tool resolved from the route.
+        let catalog = self.gw.catalog();
+        let tool = catalog
+            .tool_for_route(route)
+            .cloned()
+            .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
+        trail.action = format!("agent.{}", tool.name);
+        let payload = query_payload(query, &tool.input_schema)?;
+        trail.details.insert("payload_sha256".into(), payload_hash(&payload).into());
+        let facts = self.facts(Some(&payload), false, false, false);
+        let context = self.authorize(&tool, Action::Read, &payload, &facts, trail)?;
+        // (14) Dispatch: a read runs now.
+        let output = tool
+            .plugin
+            .invoke(&context, &tool.name, &canonical_json(&payload))
+            .await
+            .map_err(|e| call_refusal(e, true))?;
+        let data = output.structured.unwrap_or_else(|| json!({}));
+        if let Some(items) = data.get("items").and_then(Value::as_array) {
+            trail.details.insert("resultCount".into(), items.len().into());
+        }
+        Ok(Reply::ok(data))
+    }
+
+    /// Resolves an action's tool (step 9): unknown names and reads are unknown actions.
+    fn action_tool(&self, name: &str) -> Result<Arc<Tool>, Refused> {
+        let catalog = self.gw.catalog();
+        match catalog.tool(name) {
+            Some(tool) if !tool.is_read() => Ok(tool.clone()),
+            Some(tool) => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
+                .with("hint", format!("`{}` is a read: use GET /api/agent/v1/{}", tool.name, tool.http_path.as_deref().unwrap_or("")))
+                .into()),
+            None => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action").into()),
+        }
+    }
+
+    async fn action(&self, body: ActionBody, trail: &mut Trail) -> Result<Reply, Refused> {
+        let tool = self.action_tool(&body.action)?;
+        trail.tool = Some(tool.clone());
+        let preflight = match &body.preflight_id {
+            Some(id) => Some(writes::bound_preflight(self.gw, self.principal, id, &body.action)?),
+            None => None,
+        };
+        let payload = match (&body.payload, &preflight) {
+            (Some(payload), _) => payload.clone(),
+            (None, Some(preflight)) => preflight.payload.clone(),
+            (None, None) => return Err(Failure::validation(&["payload"], "payload or preflightId is required").into()),
+        };
+        trail.details.insert("payload_sha256".into(), payload_hash(&payload).into());
+        let facts = self.facts(
+            Some(&payload),
+            body.idempotency_key.is_some(),
+            body.preflight_hash.is_some() || preflight.is_some(),
+            body.justification.as_deref().is_some_and(|j| !j.trim().is_empty()),
+        );
+        let context = self.authorize(&tool, Action::Propose, &payload, &facts, trail)?;
+        // (14) Dispatch: an action enters the write lifecycle; it is a draft by default.
+        let proposal = writes::Proposal { tool: &tool, payload, body: &body, preflight: preflight.as_ref() };
+        let outcome = writes::propose(self.gw, self.principal, &context, proposal).await?;
+        trail.action = "agent.action.draft.created".into();
+        trail.draft_id = Some(outcome.draft_id.clone());
+        trail.details.extend(outcome.audit_details);
+        Ok(Reply::ok(outcome.data))
+    }
+
+    async fn preflight(&self, body: PreflightBody, trail: &mut Trail) -> Result<Reply, Refused> {
+        let tool = self.action_tool(&body.action)?;
+        trail.tool = Some(tool.clone());
+        if !body.payload.is_object() {
+            return Err(Failure::validation(&["payload"], "payload must be an object").into());
+        }
+        trail.details.insert("payload_sha256".into(), payload_hash(&body.payload).into());
+        let facts = self.facts(Some(&body.payload), false, false, false);
+        let context = self.authorize(&tool, Action::Propose, &body.payload, &facts, trail)?;
+        let data = writes::preflight(self.gw, self.principal, &context, &tool, body.payload).await?;
+        Ok(Reply::ok(data))
+    }
+
+    fn draft(&self, id: &str, trail: &mut Trail) -> Result<Reply, Refused> {
+        let draft = self.gw.store.draft(id).map_err(Refused::internal)?;
+        // Another app's draft answers exactly like a missing one.
+        let Some(draft) = draft.filter(|d| d.app_id == self.principal.app.id) else {
+            return Err(Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into());
+        };
+        trail.draft_id = Some(draft.id.clone());
+        Ok(Reply::ok(json!({"draft": writes::public_draft(&draft), "execution": Value::Null})))
+    }
+}
+
+/// Step 1: route and body. Everything here is decided without credentials.
+fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
+    let body = match &inbound.body {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large").into()),
+        Err(BodyError::Unreadable) => return Err(Failure::validation(&[], "request body could not be read").into()),
+    };
+    if let Some(query) = &inbound.query {
+        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_credential_param(&k)) {
+            return Err(Failure::validation(&["query"], "credentials are not accepted in the query string; use the Authorization header").into());
+        }
+    }
+    let Some(rest) = inbound.path.strip_prefix("/api/agent/v1/") else {
+        return Err(not_found());
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (inbound.method.as_str(), segments.as_slice()) {
+        ("GET", ["manifest"]) => {
+            no_body(body)?;
+            Ok(Operation::Manifest)
+        }
+        ("GET", ["drafts", id]) if !id.is_empty() => {
+            no_body(body)?;
+            Ok(Operation::Draft { id: (*id).to_string() })
+        }
+        ("POST", ["actions"]) => Ok(Operation::Action(json_body(inbound, body)?)),
+        ("POST", ["preflight"]) => Ok(Operation::Preflight(json_body(inbound, body)?)),
+        ("GET", [route]) if is_route(route) => {
+            no_body(body)?;
+            Ok(Operation::Read { route: (*route).to_string(), query: inbound.query.clone() })
+        }
+        _ => Err(not_found()),
+    }
+}
+
+fn not_found() -> Refused {
+    Failure::new(codes::NOT_FOUND, "Route not found").into()
+}
+
+fn is_route(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment.len() <= 64
+        && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_credential_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["token", "access_token", "api_key", "apikey", "key", "authorization", "bearer"].contains(&name.as_str())
+}
+
+fn no_body(body: &Bytes) -> Result<(), Refused> {
+    if body.is_empty() { Ok(()) } else { Err(Failure::validation(&[], "this route takes no request body").into()) }
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(inbound: &Inbound, body: &Bytes) -> Result<T, Refused> {
+    let is_json = inbound.content_type.as_deref().is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !is_json {
+        return Err(Failure::validation(&["content-type"], "content type must be application/json").into());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let message = if e.is_syntax() || e.is_eof() {
+            format!("body is not valid JSON: {e}")
+        } else {
+            format!("body does not match the request schema: {e}")
+        };
+        Failure::validation(&[], message).into()
+    })
+}
+
+/// Query parameters as the read tool's payload, typed by its input schema.
+fn query_payload(query: Option<&str>, schema: &Value) -> Result<Value, Refused> {
+    let mut payload = Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let kind = schema["properties"][key.as_ref()]["type"].as_str();
+        let typed = match kind {
+            Some("integer") => value.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(value.to_string())),
+            Some("number") => value
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(value.to_string())),
+            Some("boolean") => match value.as_ref() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => Value::String(value.to_string()),
+            },
+            _ => Value::String(value.to_string()),
+        };
+        if payload.insert(key.to_string(), typed).is_some() {
+            return Err(Failure::validation(&[key.as_ref()], format!("query parameter `{key}` is repeated")).into());
+        }
+    }
+    Ok(Value::Object(payload))
+}
+
+fn string_list(value: &Value) -> Vec<String> {
+    value.as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+}
+
+fn issues_json(issues: &[Issue]) -> Value {
+    serde_json::to_value(issues).unwrap_or_else(|_| json!([]))
+}
+
+/// Payloads are stored in the audit trail only as this hash.
+pub fn payload_hash(payload: &Value) -> String {
+    sha256_hex(canonical_json(payload).as_bytes())
+}
+
+fn auth_refusal(failure: AuthFailure) -> Failure {
+    match failure {
+        AuthFailure::Missing => Failure::new(codes::TOKEN_INVALID, "Missing agent token"),
+        AuthFailure::Invalid => Failure::new(codes::TOKEN_INVALID, "Invalid agent token"),
+        AuthFailure::Expired => Failure::new(codes::TOKEN_EXPIRED, "Agent token expired"),
+        AuthFailure::Misconfigured => Failure::new(codes::FORBIDDEN, "Agent app is misconfigured"),
+    }
+}
+
+fn rate_refusal(refusal: &RateRefusal) -> Refused {
+    let failure = Failure::new(codes::RATE_LIMITED, "Rate limit exceeded").with("retry_after_ms", refusal.retry_after_ms);
+    let mut headers = vec![("Retry-After", refusal.retry_after_seconds().to_string())];
+    headers.extend(refusal.headers());
+    Refused { failure, headers, internal: None }
+}
+
+/// Maps a failed plugin call. Messages the agent sees are fixed strings or the plugin's
+/// own words for its documented input and not-found cases; everything else is sanitized.
+pub fn call_refusal(error: CallError, read: bool) -> Refused {
+    let internal = Some(error.to_string());
+    let failure = match error {
+        CallError::Timeout => Failure::new(codes::PLUGIN_TIMEOUT, "The tool did not answer in time"),
+        CallError::Guest(GuestError::InvalidInput(message)) => {
+            let code = if read { codes::VALIDATION } else { codes::ACTION_INVALID };
+            Failure::new(code, sanitize(&message))
+        }
+        CallError::Guest(GuestError::NotFound(message)) => Failure::new(codes::NOT_FOUND, sanitize(&message)),
+        CallError::Guest(GuestError::Conflict(message)) => Failure::new(codes::ACTION_INVALID, sanitize(&message)),
+        CallError::Guest(GuestError::Unavailable(_)) | CallError::Guest(GuestError::UnknownTool(_)) | CallError::Instantiate(_) => {
+            Failure::new(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable")
+        }
+        CallError::Guest(GuestError::Internal(_))
+        | CallError::Trap(_)
+        | CallError::OutOfMemory
+        | CallError::OutputTooLarge { .. } => Failure::new(codes::EXECUTION_FAILED, "The tool failed"),
+    };
+    Refused { failure, headers: Vec::new(), internal }
+}
+
+/// Plugin text shown to agents: one short line, no control characters.
+fn sanitize(message: &str) -> String {
+    message.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// Writes the terminal audit event, then builds the response. If the event cannot be
+/// made durable, the client gets a 500 instead of an unaudited answer.
+async fn finish(gw: &Gateway, inbound: &Inbound, trail: Trail, outcome: Result<Reply, Refused>, started: Instant) -> Outbound {
+    let (status_class, code, http_status) = match &outcome {
+        Ok(reply) => (Status::Success, reply.code, 200),
+        Err(refused) => {
+            let code = refused.failure.code;
+            let class = match code.status {
+                401 | 403 | 409 | 429 => Status::Denied,
+                _ => Status::Failed,
+            };
+            (class, code, code.status)
+        }
+    };
+    let mut event = AuditEvent::new(&trail.action, status_class, code.name, gw.now_iso());
+    event.request_id = Some(inbound.request_id.clone());
+    event.ip = Some(trail.client_ip.unwrap_or(inbound.peer).to_string());
+    event.user_agent = inbound.user_agent.as_ref().map(|ua| ua.chars().take(256).collect());
+    if let Some(p) = &trail.principal {
+        event.org_id = Some(p.org_id.clone());
+        event.app_id = Some(p.app.id.clone());
+        event.key_id = Some(p.key.id.clone());
+        event.actor_user_id = Some(p.actor_user_id.clone());
+    }
+    if let Some(tool) = &trail.tool {
+        event.tool = Some(tool.name.clone());
+        event.risk = Some(tool.risk.as_str().into());
+        event.plugin = Some(tool.plugin.name().into());
+        event.plugin_digest = Some(tool.plugin.digest().into());
+    }
+    event.policy_ids = trail.policy_ids;
+    event.draft_id = trail.draft_id;
+    event.details = trail.details;
+    event.details.insert("method".into(), inbound.method.clone().into());
+    event.details.insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
+    if let Err(refused) = &outcome {
+        if let Some(internal) = &refused.internal {
+            tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
+            event.details.insert("error".into(), internal.clone().into());
+        }
+    }
+    event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+
+    if let Err(e) = gw.audit.record(event).await {
+        tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
+        return respond(500, Envelope::failure(&Failure::internal(), &inbound.request_id), Vec::new(), &inbound.request_id);
+    }
+    match outcome {
+        Ok(reply) => respond(http_status, Envelope::success_with(reply.code, reply.data, &inbound.request_id), Vec::new(), &inbound.request_id),
+        Err(refused) => respond(http_status, Envelope::failure(&refused.failure, &inbound.request_id), refused.headers, &inbound.request_id),
+    }
+}
+
+/// An envelope response with the headers every response carries.
+pub fn respond(status: u16, envelope: Envelope, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("X-Request-Id", request_id.to_string()),
+        ("Cache-Control", "no-store".to_string()),
+    ];
+    headers.extend(extra);
+    Outbound { status, headers, body: envelope.to_bytes() }
+}

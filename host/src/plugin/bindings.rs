@@ -1,0 +1,7 @@
+//! The only `bindgen!` call: host-side types for the `openport:plugin` worlds.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "tool-adapter",
+    exports: { default: async },
+});

@@ -1,0 +1,129 @@
+//! The plugin manifest an operator writes next to a component (TOML).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::catalog::Risk;
+
+/// Which contract a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    ToolAdapter,
+    StateWitness,
+}
+
+/// Capabilities granted to a plugin; everything absent is denied.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Structured logging through the gateway's log.
+    #[serde(default)]
+    pub log: bool,
+    /// Reading the gateway's clock.
+    #[serde(default)]
+    pub clock: bool,
+    /// A key-value namespace in the store, per tenant.
+    #[serde(default)]
+    pub kv: bool,
+    /// Configuration values the plugin may read.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Time, memory and output budgets of one call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: default_timeout_ms(),
+            memory_mib: default_memory_mib(),
+            max_output_bytes: default_max_output_bytes(),
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+fn default_memory_mib() -> u64 {
+    64
+}
+fn default_max_output_bytes() -> usize {
+    1 << 20
+}
+
+/// `<name>.toml` beside the component.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginManifest {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    /// Path of the component, relative to the manifest's directory.
+    pub component: PathBuf,
+    /// Lowercase hex sha256 of the component; a mismatch refuses the load.
+    pub sha256: String,
+    /// The tools the plugin may serve; `describe` may not report others.
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub grants: Grants,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Operator overrides that raise a tool's risk (never lower it).
+    #[serde(default)]
+    pub risk: BTreeMap<String, Risk>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read plugin manifest `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("plugin manifest `{path}` is invalid: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl PluginManifest {
+    /// Reads and checks a manifest; `component` is resolved against its directory.
+    pub fn load(path: &Path) -> Result<PluginManifest, ManifestError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
+        let invalid = |message: String| ManifestError::Invalid { path: path.display().to_string(), message };
+        let mut manifest: PluginManifest = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if !is_plugin_name(&manifest.name) {
+            return Err(invalid(format!("`name` = `{}` must be lowercase letters, digits and `-`", manifest.name)));
+        }
+        if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("`sha256` must be 64 hex digits".into()));
+        }
+        manifest.sha256 = manifest.sha256.to_ascii_lowercase();
+        if manifest.limits.timeout_ms == 0 || manifest.limits.timeout_ms > 60_000 {
+            return Err(invalid("`limits.timeout_ms` must be between 1 and 60000".into()));
+        }
+        if manifest.limits.memory_mib == 0 || manifest.limits.memory_mib > 1024 {
+            return Err(invalid("`limits.memory_mib` must be between 1 and 1024".into()));
+        }
+        if let Some(dir) = path.parent() {
+            manifest.component = dir.join(&manifest.component);
+        }
+        Ok(manifest)
+    }
+}
+
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}

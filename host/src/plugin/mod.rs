@@ -1,0 +1,441 @@
+//! The plugin runtime: the only module that imports wasmtime.
+//!
+//! Every plugin is treated as hostile. A component is compiled once per digest (and
+//! cached on disk by wasmtime's cache), pre-linked once, and every call gets a fresh
+//! `Store` with a memory limit, an epoch deadline and a cap on output bytes. WASI is
+//! linked because guests built with Rust's std import it, but its context grants nothing:
+//! no files, environment, arguments, stdio or sockets.
+
+mod bindings;
+mod host_impl;
+pub mod manifest;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use self::bindings::openport::plugin::types as wit;
+use self::bindings::{ToolAdapter, ToolAdapterPre};
+use crate::catalog::{Descriptor, Effect, Risk};
+use crate::clock::SharedClock;
+use crate::hashing::sha256_hex;
+use crate::store::Store as Db;
+pub use manifest::{Grants, Limits, PluginManifest, World};
+
+/// How often the epoch advances; deadlines are rounded up to it.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read component `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("component digest {actual} does not match the manifest's sha256 {expected}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("plugin world `{0:?}` is not supported by this gateway yet")]
+    UnsupportedWorld(World),
+    #[error("component does not implement world `tool-adapter`: {0}")]
+    WorldMismatch(String),
+    #[error("component failed to compile: {0}")]
+    Compile(String),
+    #[error("`describe` failed: {0}")]
+    Describe(String),
+    #[error("`describe` reported tool `{0}`, which the manifest does not list")]
+    UndeclaredTool(String),
+    #[error("runtime setup failed: {0}")]
+    Runtime(String),
+}
+
+/// Why a call into a plugin did not return a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin exceeded its time budget")]
+    Timeout,
+    #[error("plugin exceeded its memory budget")]
+    OutOfMemory,
+    #[error("plugin output exceeded {limit} bytes")]
+    OutputTooLarge { limit: usize },
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin returned an error: {0:?}")]
+    Guest(GuestError),
+}
+
+/// The WIT `error` variant, as host data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestError {
+    InvalidInput(String),
+    NotFound(String),
+    Conflict(String),
+    UnknownTool(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<wit::Error> for GuestError {
+    fn from(e: wit::Error) -> Self {
+        match e {
+            wit::Error::InvalidInput(m) => GuestError::InvalidInput(m),
+            wit::Error::NotFound(m) => GuestError::NotFound(m),
+            wit::Error::Conflict(m) => GuestError::Conflict(m),
+            wit::Error::UnknownTool(m) => GuestError::UnknownTool(m),
+            wit::Error::Unavailable(m) => GuestError::Unavailable(m),
+            wit::Error::Internal(m) => GuestError::Internal(m),
+        }
+    }
+}
+
+/// The server-verified context handed to a plugin: never from the agent.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub tenant: String,
+    pub integration: String,
+    pub request_id: String,
+    pub actor: String,
+}
+
+/// One piece of a tool result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Text(String),
+    Json(String),
+    Image { mime_type: String, data: Vec<u8> },
+    Audio { mime_type: String, data: Vec<u8> },
+    Resource { uri: String, mime_type: Option<String>, text: Option<String>, blob: Option<Vec<u8>> },
+}
+
+/// What `invoke` returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    pub structured: Option<serde_json::Value>,
+    pub content: Vec<Content>,
+}
+
+/// What `plan` returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedImpact {
+    pub summary: String,
+    pub detail: serde_json::Value,
+}
+
+/// Per-plugin state shared by all its calls.
+struct PluginEnv {
+    name: String,
+    grants: Grants,
+    store: Arc<Db>,
+    clock: SharedClock,
+}
+
+/// Per-call state: a fresh one for every call.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    env: Arc<PluginEnv>,
+    tenant: String,
+    request_id: String,
+    log_lines: u32,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A loaded plugin: its manifest, digest and pre-linked component.
+pub struct Plugin {
+    manifest: PluginManifest,
+    digest: String,
+    pre: ToolAdapterPre<CallState>,
+    env: Arc<PluginEnv>,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.manifest.name).field("digest", &self.digest).finish()
+    }
+}
+
+/// The compiled engine and linker shared by every plugin.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    store: Arc<Db>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").finish_non_exhaustive()
+    }
+}
+
+impl PluginRuntime {
+    /// Builds the engine. `cache_dir` holds compiled code keyed by digest and settings.
+    pub fn new(store: Arc<Db>, clock: SharedClock, cache_dir: Option<&Path>) -> Result<PluginRuntime, LoadError> {
+        let runtime = |e: wasmtime::Error| LoadError::Runtime(e.to_string());
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(1024)
+            .total_memories(512)
+            .total_tables(512)
+            .total_stacks(256)
+            .max_memory_size(1 << 30);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            config.cache(Some(wasmtime::Cache::new(cache).map_err(runtime)?));
+        }
+        let engine = Engine::new(&config).map_err(runtime)?;
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(runtime)?;
+        ToolAdapter::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s).map_err(runtime)?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Runtime(e.to_string()))?;
+        Ok(PluginRuntime { engine, linker: Arc::new(linker), store, clock })
+    }
+
+    /// Verifies, compiles and describes a plugin. Returns it with the tools it reported.
+    pub async fn load(&self, manifest: PluginManifest) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
+        let bytes = std::fs::read(&manifest.component)
+            .map_err(|source| LoadError::Read { path: manifest.component.display().to_string(), source })?;
+        self.load_bytes(manifest, &bytes).await
+    }
+
+    /// As [`load`](Self::load), from bytes already in memory.
+    pub async fn load_bytes(
+        &self,
+        manifest: PluginManifest,
+        bytes: &[u8],
+    ) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
+        let digest = sha256_hex(bytes);
+        if digest != manifest.sha256 {
+            return Err(LoadError::DigestMismatch { expected: manifest.sha256.clone(), actual: digest });
+        }
+        if manifest.world != World::ToolAdapter {
+            return Err(LoadError::UnsupportedWorld(manifest.world));
+        }
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        // Compiling takes tens of milliseconds: keep it off the async workers.
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))?
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
+        let pre = ToolAdapterPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
+        let env = Arc::new(PluginEnv {
+            name: manifest.name.clone(),
+            grants: manifest.grants.clone(),
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+        });
+        let plugin = Arc::new(Plugin { manifest, digest, pre, env, engine: self.engine.clone() });
+        let ctx = CallContext {
+            tenant: String::new(),
+            integration: String::new(),
+            request_id: "load".into(),
+            actor: String::new(),
+        };
+        let described = plugin
+            .call(&ctx, |adapter, store| Box::pin(async move { adapter.call_describe(store).await }))
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?
+            .map_err(|e| LoadError::Describe(format!("{:?}", GuestError::from(e))))?;
+        let mut descriptors = Vec::with_capacity(described.len());
+        for d in described {
+            if !plugin.manifest.tools.contains(&d.name) {
+                return Err(LoadError::UndeclaredTool(d.name));
+            }
+            descriptors.push(Descriptor {
+                name: d.name,
+                description: d.description,
+                input_schema: d.input_schema,
+                output_schema: d.output_schema,
+                effect: match d.effect {
+                    wit::Effect::Read => Effect::Read,
+                    wit::Effect::Write => Effect::Write,
+                    wit::Effect::Delete => Effect::Delete,
+                },
+                risk: match d.risk {
+                    wit::Risk::Low => Risk::Low,
+                    wit::Risk::Medium => Risk::Medium,
+                    wit::Risk::High => Risk::High,
+                    wit::Risk::Critical => Risk::Critical,
+                },
+                required_scopes: d.required_scopes,
+                requires_confirmation: d.requires_confirmation,
+                http_path: d.http_path,
+                idempotent: d.idempotent,
+            });
+        }
+        Ok((plugin, descriptors))
+    }
+}
+
+type CallFuture<'a, R> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+
+    /// Hex sha256 of the component.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn manifest(&self) -> &PluginManifest {
+        &self.manifest
+    }
+
+    /// Runs `invoke` for a tool.
+    pub async fn invoke(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<ToolOutput, CallError> {
+        let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
+        let result = self
+            .call(ctx, |adapter, store| {
+                Box::pin(async move { adapter.call_invoke(store, &wctx, &tool, &payload).await })
+            })
+            .await?
+            .map_err(|e| CallError::Guest(e.into()))?;
+        let limit = self.manifest.limits.max_output_bytes;
+        let structured = match result.structured {
+            Some(text) => {
+                check_size(text.len(), limit)?;
+                Some(serde_json::from_str(&text).map_err(|_| {
+                    CallError::Guest(GuestError::Internal("structured result is not JSON".into()))
+                })?)
+            }
+            None => None,
+        };
+        let mut total = 0;
+        let mut content = Vec::with_capacity(result.content.len());
+        for c in result.content {
+            let item = match c {
+                wit::Content::Text(t) => Content::Text(t),
+                wit::Content::Json(t) => Content::Json(t),
+                wit::Content::Image(m) => Content::Image { mime_type: m.mime_type, data: m.data },
+                wit::Content::Audio(m) => Content::Audio { mime_type: m.mime_type, data: m.data },
+                wit::Content::Embedded(r) => {
+                    Content::Resource { uri: r.uri, mime_type: r.mime_type, text: r.text, blob: r.blob }
+                }
+            };
+            total += content_size(&item);
+            check_size(total, limit)?;
+            content.push(item);
+        }
+        Ok(ToolOutput { structured, content })
+    }
+
+    /// Runs `plan` for a write.
+    pub async fn plan(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<PlannedImpact, CallError> {
+        let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
+        let impact = self
+            .call(ctx, |adapter, store| Box::pin(async move { adapter.call_plan(store, &wctx, &tool, &payload).await }))
+            .await?
+            .map_err(|e| CallError::Guest(e.into()))?;
+        check_size(impact.summary.len() + impact.detail.len(), self.manifest.limits.max_output_bytes)?;
+        let detail = serde_json::from_str(&impact.detail)
+            .map_err(|_| CallError::Guest(GuestError::Internal("impact detail is not JSON".into())))?;
+        Ok(PlannedImpact { summary: impact.summary, detail })
+    }
+
+    /// Instantiates the component in a fresh store with this plugin's budgets and runs `f`.
+    async fn call<R>(
+        &self,
+        ctx: &CallContext,
+        f: impl for<'a> FnOnce(&'a ToolAdapter, &'a mut Store<CallState>) -> CallFuture<'a, R>,
+    ) -> Result<R, CallError> {
+        let limits = &self.manifest.limits;
+        let memory = usize::try_from(limits.memory_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+        let state = CallState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(memory).instances(32).tables(64).trap_on_grow_failure(true).build(),
+            env: self.env.clone(),
+            tenant: ctx.tenant.clone(),
+            request_id: ctx.request_id.clone(),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        store.set_epoch_deadline(1);
+        // Yield to the executor on every tick so a looping guest cannot starve other
+        // requests, and stop it at its deadline.
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        let adapter = self.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e, true))?;
+        f(&adapter, &mut store).await.map_err(|e| classify(&e, false))
+    }
+}
+
+fn wit_context(ctx: &CallContext) -> wit::CallContext {
+    wit::CallContext {
+        tenant: ctx.tenant.clone(),
+        integration: ctx.integration.clone(),
+        request_id: ctx.request_id.clone(),
+        actor: ctx.actor.clone(),
+    }
+}
+
+fn check_size(size: usize, limit: usize) -> Result<(), CallError> {
+    if size > limit { Err(CallError::OutputTooLarge { limit }) } else { Ok(()) }
+}
+
+fn content_size(c: &Content) -> usize {
+    match c {
+        Content::Text(t) | Content::Json(t) => t.len(),
+        Content::Image { mime_type, data } | Content::Audio { mime_type, data } => mime_type.len() + data.len(),
+        Content::Resource { uri, mime_type, text, blob } => {
+            uri.len()
+                + mime_type.as_ref().map_or(0, String::len)
+                + text.as_ref().map_or(0, String::len)
+                + blob.as_ref().map_or(0, Vec::len)
+        }
+    }
+}
+
+/// Maps a wasmtime error to why the call failed. Details stay in the log.
+fn classify(e: &wasmtime::Error, instantiating: bool) -> CallError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout,
+        Some(Trap::MemoryOutOfBounds) | Some(Trap::AllocationTooLarge) => CallError::OutOfMemory,
+        Some(trap) => CallError::Trap(trap.to_string()),
+        None if instantiating => CallError::Instantiate(format!("{e:#}")),
+        None => {
+            let text = format!("{e:#}");
+            if text.contains("memory") && text.contains("limit") {
+                CallError::OutOfMemory
+            } else {
+                CallError::Trap(text)
+            }
+        }
+    }
+}

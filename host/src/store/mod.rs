@@ -1,0 +1,328 @@
+//! The embedded SQLite store: the only module with SQL.
+//!
+//! One connection behind a mutex serves the request path; the audit writer opens its own
+//! (see `audit`). WAL mode lets readers run beside the writer. Each call holds the lock
+//! for one short statement or transaction.
+
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use records::{AdminTokenRecord, AppRecord, AuditRow, DraftRecord, KeyRecord, PreflightRecord};
+
+/// Ordered migrations; never edit one after it shipped, add the next.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored JSON in `{column}` is invalid: {source}")]
+    Json { column: &'static str, source: serde_json::Error },
+    #[error("database `{path}` has schema version {found}, newer than this binary's {known}")]
+    TooNew { path: String, found: usize, known: usize },
+    #[error("the store lock was poisoned by a panic")]
+    Poisoned,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// Opens a connection with the settings every connection of the gateway uses.
+pub fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    // WAL + synchronous=NORMAL: a committed transaction survives a process crash; a power
+    // loss may lose the last commits (docs/operations.md says how to choose FULL).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = connect(path)?;
+        migrate(&mut conn, path)?;
+        Ok(Store { path: path.to_path_buf(), conn: Mutex::new(conn) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    // ---- meta ----
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    // ---- apps and keys ----
+
+    pub fn insert_app(&self, app: &AppRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        records::insert_app(&conn, app)
+    }
+
+    pub fn app(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::app(&conn, id)
+    }
+
+    pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::apps(&conn)
+    }
+
+    pub fn set_app_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE apps SET status = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, status, now],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        records::insert_key(&conn, key)
+    }
+
+    /// Keys whose token starts with `prefix`, for the constant-time comparison in `auth`.
+    pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::keys_where(&conn, "token_prefix = ?1", prefix)
+    }
+
+    pub fn keys_of_app(&self, app_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::keys_where(&conn, "app_id = ?1", app_id)
+    }
+
+    /// Revokes one key; `false` when there is no such key.
+    pub fn revoke_key(&self, key_id: &str, now: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", params![key_id, now])?;
+        Ok(n == 1)
+    }
+
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.conn()?;
+        Ok(records::keys_where(&conn, "id = ?1", key_id)?.into_iter().next())
+    }
+
+    pub fn revoke_keys_of_app(&self, app_id: &str, now: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE keys SET revoked_at = ?2 WHERE app_id = ?1 AND revoked_at IS NULL",
+            params![app_id, now],
+        )?;
+        Ok(())
+    }
+
+    // ---- admin credentials ----
+
+    pub fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO admin_tokens (id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                token.id,
+                token.name,
+                token.role,
+                token.org_id,
+                token.token_prefix,
+                token.token_hash,
+                token.revoked_at,
+                token.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn admin_tokens_by_prefix(&self, prefix: &str) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at
+             FROM admin_tokens WHERE token_prefix = ?1",
+        )?;
+        let rows = stmt.query_map([prefix], |r| {
+            Ok(AdminTokenRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: r.get(2)?,
+                org_id: r.get(3)?,
+                token_prefix: r.get(4)?,
+                token_hash: r.get(5)?,
+                revoked_at: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- plugin key-value namespaces ----
+
+    pub fn kv_get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT value FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
+        )?;
+        Ok(stmt.query_row(params![plugin, tenant, key], |r| r.get(0)).optional()?)
+    }
+
+    pub fn kv_set(&self, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO plugin_kv (plugin, tenant, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value",
+        )?;
+        stmt.execute(params![plugin, tenant, key, value])?;
+        Ok(())
+    }
+
+    pub fn kv_delete(&self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
+            params![plugin, tenant, key],
+        )?;
+        Ok(())
+    }
+
+    /// Keys starting with `prefix`, in byte order, at most `limit` of them.
+    pub fn kv_list(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND substr(key, 1, ?4) = ?3
+             ORDER BY key LIMIT ?5",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![plugin, tenant, prefix, prefix_len, limit], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- drafts ----
+
+    pub fn insert_draft(&self, draft: &DraftRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        records::insert_draft(&conn, draft)
+    }
+
+    pub fn draft(&self, id: &str) -> Result<Option<DraftRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::draft(&conn, id)
+    }
+
+    // ---- preflights ----
+
+    pub fn insert_preflight(&self, preflight: &PreflightRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        records::insert_preflight(&conn, preflight)
+    }
+
+    pub fn preflight(&self, id: &str) -> Result<Option<PreflightRecord>, StoreError> {
+        let conn = self.conn()?;
+        records::preflight(&conn, id)
+    }
+
+    // ---- audit (reads; the writer lives in `audit`) ----
+
+    /// The newest audit events first, after applying the filter.
+    pub fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        let conn = self.conn()?;
+        records::audit_events(&conn, filter)
+    }
+}
+
+/// Which audit events to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub org_id: Option<String>,
+    pub app_id: Option<String>,
+    pub tool: Option<String>,
+    pub code: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// Only events after this sequence number (for `tail --follow`).
+    pub after_seq: Option<i64>,
+    pub limit: usize,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(index + 1).unwrap_or(i64::MAX))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Reads all audit rows in chain order for verification, in pages to bound memory.
+pub fn audit_chain_page(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
+    records::audit_events(
+        conn,
+        &AuditFilter { after_seq: Some(after_seq), limit, ascending: true, ..AuditFilter::default() },
+    )
+}
+
+/// The newest event's sequence number and hash, where the chain continues.
+pub fn audit_chain_head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .query_row("SELECT seq, event_hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
+}
+
+/// Appends audit rows in one transaction; the caller computed their chain hashes.
+pub fn append_audit_rows(conn: &mut Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    records::insert_audit_rows(&tx, rows)?;
+    tx.commit()?;
+    Ok(())
+}

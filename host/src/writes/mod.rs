@@ -1,0 +1,223 @@
+//! The write lifecycle (SPEC section 6): preflight impact binding and draft-first actions.
+//!
+//! An action becomes a draft unless `execute: true` and the auto-execute gate passes.
+//! The gate reads the app's auto-execute policy; an app without one never auto-executes,
+//! and the draft says why in `autoExecuteDeniedCode`.
+
+use serde_json::{Map, Value, json};
+use time::Duration;
+
+use crate::auth::Principal;
+use crate::catalog::Tool;
+use crate::clock;
+use crate::gateway::Gateway;
+use crate::hashing::jcs_sha256;
+use crate::pipeline::{ActionBody, Refused, call_refusal};
+use crate::plugin::CallContext;
+use crate::protocol::codes::{self, Code};
+use crate::protocol::ids::{self, Kind};
+use crate::protocol::Failure;
+use crate::store::{DraftRecord, PreflightRecord};
+
+/// How long a preflight binding lives.
+const PREFLIGHT_TTL: Duration = Duration::minutes(10);
+
+/// What the reference returns as the review location.
+pub const REVIEW_PATH: &str = "/agent-admin/v1/drafts";
+
+/// An action that passed authorization and validation.
+#[derive(Debug)]
+pub struct Proposal<'a> {
+    pub tool: &'a Tool,
+    pub payload: Value,
+    pub body: &'a ActionBody,
+    pub preflight: Option<&'a PreflightRecord>,
+}
+
+/// The result of `/actions`: the response data and what the audit event adds.
+#[derive(Debug)]
+pub struct Proposed {
+    pub data: Value,
+    pub draft_id: String,
+    pub audit_details: Map<String, Value>,
+}
+
+/// The impact of a write from the adapter's `plan` on live state, with its binding hash
+/// `hex(sha256(JCS({action, payload, impact})))`.
+async fn impact(context: &CallContext, tool: &Tool, payload: &Value) -> Result<(Value, String), Refused> {
+    let planned = tool
+        .plugin
+        .plan(context, &tool.name, &crate::hashing::canonical_json(payload))
+        .await
+        .map_err(|e| call_refusal(e, false))?;
+    let mut impact = match planned.detail {
+        Value::Object(map) => map,
+        other => {
+            let mut map = Map::new();
+            map.insert("detail".into(), other);
+            map
+        }
+    };
+    impact.entry("summary").or_insert_with(|| Value::String(planned.summary));
+    let impact = Value::Object(impact);
+    let hash = jcs_sha256(&json!({"action": tool.name, "payload": payload, "impact": impact}));
+    Ok((impact, hash))
+}
+
+/// `POST /preflight`: computes and stores the impact binding.
+pub async fn preflight(
+    gw: &Gateway,
+    principal: &Principal,
+    context: &CallContext,
+    tool: &Tool,
+    payload: Value,
+) -> Result<Value, Refused> {
+    let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    let now = gw.clock.now();
+    let record = PreflightRecord {
+        id: ids::new_id(Kind::Preflight),
+        app_id: principal.app.id.clone(),
+        key_id: principal.key.id.clone(),
+        actor_user_id: principal.actor_user_id.clone(),
+        action: tool.name.clone(),
+        payload,
+        impact: impact.clone(),
+        impact_hash: impact_hash.clone(),
+        state_witness: None,
+        state_witness_hash: None,
+        plugin_digest: tool.plugin.digest().to_string(),
+        created_at: clock::iso(now),
+        expires_at: clock::iso(now + PREFLIGHT_TTL),
+    };
+    gw.store.insert_preflight(&record).map_err(Refused::internal)?;
+    Ok(json!({
+        "action": tool.name,
+        "risk": tool.risk,
+        "requiresConfirmation": tool.requires_confirmation,
+        "impact": impact,
+        "impactHash": impact_hash,
+        "stateWitness": Value::Null,
+        "stateWitnessHash": Value::Null,
+        "preflightId": record.id,
+    }))
+}
+
+/// Loads a preflight bound to this app, key and actor, unexpired, for this action.
+pub fn bound_preflight(gw: &Gateway, principal: &Principal, id: &str, action: &str) -> Result<PreflightRecord, Refused> {
+    let not_found = || Refused::from(Failure::new(codes::PREFLIGHT_NOT_FOUND, "Preflight not found"));
+    let record = gw.store.preflight(id).map_err(Refused::internal)?.ok_or_else(not_found)?;
+    let bound = record.app_id == principal.app.id
+        && record.key_id == principal.key.id
+        && record.actor_user_id == principal.actor_user_id;
+    let live = clock::parse_iso(&record.expires_at).is_some_and(|t| t > gw.clock.now());
+    if !bound || !live {
+        return Err(not_found());
+    }
+    if record.action != action {
+        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch").with("reason", "action").into());
+    }
+    Ok(record)
+}
+
+/// Why auto-execution was not done, when it was asked for. An app without an
+/// auto-execute policy has it disabled for every class.
+fn auto_execute_denied(body: &ActionBody, auto_execute: &Value, tool: &Tool) -> Option<Code> {
+    let wants = body.execute == Some(true) && body.force_draft != Some(true);
+    if !wants {
+        return None;
+    }
+    let class = if tool.risk >= crate::catalog::Risk::High { "high_risk" } else { "writes" };
+    if auto_execute[class]["enabled"] != json!(true) {
+        return Some(codes::AUTO_EXECUTE_DISABLED);
+    }
+    // Execution after the gate is the draft lifecycle's work (issue 6): until it lands,
+    // an enabled window still yields a draft, said plainly rather than executed.
+    Some(codes::AUTO_EXECUTE_DENIED)
+}
+
+/// `POST /actions`: the impact is computed from live state, and a draft is stored.
+pub async fn propose(
+    gw: &Gateway,
+    principal: &Principal,
+    context: &CallContext,
+    proposal: Proposal<'_>,
+) -> Result<Proposed, Refused> {
+    let Proposal { tool, payload, body, preflight } = proposal;
+    let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    if let Some(preflight) = preflight {
+        if preflight.impact_hash != impact_hash {
+            return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch").with("reason", "impact_changed").into());
+        }
+    }
+    let denied = auto_execute_denied(body, &principal.app.auto_execute, tool);
+    let now = gw.clock.now();
+    let review_window = Duration::seconds(i64::try_from(gw.config.draft_review_window_seconds).unwrap_or(i64::MAX));
+    let draft = DraftRecord {
+        id: ids::new_id(Kind::Draft),
+        app_id: principal.app.id.clone(),
+        key_id: principal.key.id.clone(),
+        org_id: principal.org_id.clone(),
+        actor_user_id: principal.actor_user_id.clone(),
+        action_type: tool.name.clone(),
+        payload,
+        status: "draft".into(),
+        risk: tool.risk.as_str().into(),
+        requires_confirmation: tool.requires_confirmation,
+        auto_execute_requested: body.execute == Some(true),
+        justification: body.justification.clone(),
+        idempotency_key: body.idempotency_key.clone(),
+        request_id: context.request_id.clone(),
+        impact: Some(impact),
+        impact_hash: Some(impact_hash),
+        preflight_hash: body.preflight_hash.clone().or_else(|| preflight.map(|p| p.impact_hash.clone())),
+        preflight_state_witness_hash: body.state_witness_hash.clone(),
+        plugin: tool.plugin.name().into(),
+        plugin_digest: tool.plugin.digest().into(),
+        created_at: clock::iso(now),
+        updated_at: clock::iso(now),
+        expires_at: clock::iso(now + review_window),
+        confirmed_at: None,
+        canceled_at: None,
+        confirmed_by_user_id: None,
+    };
+    gw.store.insert_draft(&draft).map_err(Refused::internal)?;
+    let mut audit_details = Map::new();
+    audit_details.insert("actionType".into(), tool.name.clone().into());
+    audit_details.insert("autoExecuteRequested".into(), draft.auto_execute_requested.into());
+    audit_details.insert("autoExecuteDeniedCode".into(), denied.map(|c| c.name).into());
+    Ok(Proposed {
+        data: json!({
+            "status": "draft",
+            "draft": public_draft(&draft),
+            "autoExecuteDeniedCode": denied.map(|c| c.name),
+            "review_path": REVIEW_PATH,
+        }),
+        draft_id: draft.id,
+        audit_details,
+    })
+}
+
+/// The draft as agents see it: the reference's public fields, plus ours.
+pub fn public_draft(d: &DraftRecord) -> Value {
+    json!({
+        "id": d.id,
+        "app_id": d.app_id,
+        "key_id": d.key_id,
+        "action_type": d.action_type,
+        "payload": d.payload,
+        "status": d.status,
+        "risk": d.risk,
+        "requires_confirmation": d.requires_confirmation,
+        "auto_execute_requested": d.auto_execute_requested,
+        "justification": d.justification,
+        "preflight_hash": d.preflight_hash,
+        "preflight_state_witness_hash": d.preflight_state_witness_hash,
+        "impact": d.impact,
+        "impact_hash": d.impact_hash,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "expires_at": d.expires_at,
+        "confirmed_at": d.confirmed_at,
+        "canceled_at": d.canceled_at,
+    })
+}

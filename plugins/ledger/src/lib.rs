@@ -1,0 +1,57 @@
+//! The demo ledger app as a tool adapter: the OpenPort reference's domain.
+//!
+//! Data lives in the host's key-value store, namespaced by tenant: `ledger/<id>` and
+//! `txn/<id>` hold one JSON object each. The plugin never sees another tenant's keys.
+
+mod tools;
+
+wit_bindgen::generate!({ world: "tool-adapter", path: "../../wit" });
+
+use openport::plugin::host;
+
+
+struct Ledger;
+
+impl Guest for Ledger {
+    fn describe() -> Result<Vec<ToolDescriptor>, Error> {
+        Ok(tools::descriptors())
+    }
+
+    fn plan(_ctx: CallContext, tool: String, payload: String) -> Result<Impact, Error> {
+        let payload = tools::parse_payload(&payload)?;
+        tools::plan(&tool, &payload)
+    }
+
+    fn invoke(_ctx: CallContext, tool: String, payload: String) -> Result<ToolResult, Error> {
+        let payload = tools::parse_payload(&payload)?;
+        let data = tools::invoke(&tool, &payload)?;
+        Ok(ToolResult { structured: Some(data.to_string()), content: Vec::new() })
+    }
+}
+
+export!(Ledger);
+
+/// Reads and decodes one stored JSON object.
+fn load(key: &str) -> Result<Option<serde_json::Value>, Error> {
+    match host::kv_get(key)? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}"))),
+    }
+}
+
+/// Loads every stored object under a prefix.
+fn load_all(prefix: &str) -> Result<Vec<serde_json::Value>, Error> {
+    let mut out = Vec::new();
+    for key in host::kv_list(prefix)? {
+        if let Some(value) = load(&key)? {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+fn store(key: &str, value: &serde_json::Value) -> Result<(), Error> {
+    host::kv_set(key, &value.to_string())
+}
