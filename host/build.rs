@@ -5,14 +5,22 @@
 //! The nested cargo uses its own target directory (`target/plugins`): sharing the outer
 //! one would deadlock on its lock.
 
+#![expect(clippy::expect_used, reason = "a build script reports failure by panicking")]
+
 use std::env;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Plugins embedded in the binary for `openport demo`.
+const DEMO_PLUGINS: &[&str] = &["ledger"];
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("host/ lives in the workspace root")
+        .to_path_buf();
     let plugins = root.join("plugins");
     let target_dir = root.join("target").join("plugins");
     println!("cargo:rerun-if-changed={}", plugins.join("Cargo.toml").display());
@@ -32,7 +40,14 @@ fn main() {
         cmd.arg("--offline");
     }
     // Settings meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the plugins");
@@ -46,14 +61,25 @@ fn main() {
     let artifacts = target_dir.join("wasm32-wasip2").join("release");
     let mut out = String::new();
     writeln!(out, "/// Where the built plugin components are.").ok();
-    writeln!(out, "pub const ARTIFACT_DIR: &str = {:?};", artifacts.display().to_string()).ok();
+    writeln!(
+        out,
+        "pub const ARTIFACT_DIR: &str = {:?};",
+        artifacts.display().to_string()
+    )
+    .ok();
     writeln!(out, "/// Every plugin crate in `plugins/`, by crate name.").ok();
     writeln!(out, "pub const ALL: &[&str] = &{members:?};").ok();
-    for demo in ["ledger"] {
+    for demo in DEMO_PLUGINS {
         let path = artifacts.join(format!("{demo}.wasm"));
         assert!(path.exists(), "plugin `{demo}` was not built at {}", path.display());
         writeln!(out, "/// The `{demo}` component.").ok();
-        writeln!(out, "pub const {}: &[u8] = include_bytes!({:?});", demo.to_uppercase(), path.display().to_string()).ok();
+        writeln!(
+            out,
+            "pub const {}: &[u8] = include_bytes!({:?});",
+            demo.to_uppercase(),
+            path.display().to_string()
+        )
+        .ok();
     }
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out_dir.join("plugins.rs"), out).expect("write plugins.rs");

@@ -58,7 +58,10 @@ pub struct CreatedApp {
 }
 
 fn is_scope(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
 }
 
 fn is_org_id(s: &str) -> bool {
@@ -82,9 +85,15 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
         return Err(AppError::Invalid("`org_id` must be letters, digits, `_` or `-`".into()));
     }
     let (user_id, service_user_id) = if new.scope == "workspace" {
-        (new.user_id, Some(new.service_user_id.unwrap_or_else(|| format!("svc_{org_id}"))))
+        (
+            new.user_id,
+            Some(new.service_user_id.unwrap_or_else(|| format!("svc_{org_id}"))),
+        )
     } else {
-        (Some(new.user_id.unwrap_or_else(|| created_by.to_string())), new.service_user_id)
+        (
+            Some(new.user_id.unwrap_or_else(|| created_by.to_string())),
+            new.service_user_id,
+        )
     };
     let mut scopes = new.scopes;
     scopes.sort();
@@ -136,12 +145,21 @@ fn insert_key(
 }
 
 /// Adds a key to an active app.
-pub fn create_key(store: &Store, app_id: &str, new: NewKey, created_by: &str, now: &str) -> Result<(KeyRecord, String), AppError> {
-    let app = store.app(app_id)?.filter(|a| a.status == "active").ok_or_else(|| AppError::NotFound(app_id.into()))?;
-    if let Some(expires_at) = &new.expires_at {
-        if crate::clock::parse_iso(expires_at).is_none() {
-            return Err(AppError::Invalid("`expiresAt` must be an RFC 3339 timestamp".into()));
-        }
+pub fn create_key(
+    store: &Store,
+    app_id: &str,
+    new: NewKey,
+    created_by: &str,
+    now: &str,
+) -> Result<(KeyRecord, String), AppError> {
+    let app = store
+        .app(app_id)?
+        .filter(|a| a.status == "active")
+        .ok_or_else(|| AppError::NotFound(app_id.into()))?;
+    if let Some(expires_at) = &new.expires_at
+        && crate::clock::parse_iso(expires_at).is_none()
+    {
+        return Err(AppError::Invalid("`expiresAt` must be an RFC 3339 timestamp".into()));
     }
     let name = new.name.unwrap_or_else(|| "New key".into());
     insert_key(store, &app.id, &name, new.expires_at, created_by, now)

@@ -84,7 +84,10 @@ pub struct Tool {
 
 impl fmt::Debug for Tool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tool").field("name", &self.name).field("plugin", &self.plugin.name()).finish()
+        f.debug_struct("Tool")
+            .field("name", &self.name)
+            .field("plugin", &self.plugin.name())
+            .finish()
     }
 }
 
@@ -115,7 +118,10 @@ impl Tool {
     /// Checks a descriptor and compiles its schema. `risk_floor` is the operator's override.
     pub fn new(d: Descriptor, risk_floor: Option<Risk>, plugin: Arc<Plugin>) -> Result<Tool, String> {
         if !is_tool_name(&d.name) {
-            return Err(format!("tool name `{}` is not `domain.verb` in lowercase ASCII", d.name));
+            return Err(format!(
+                "tool name `{}` is not `domain.verb` in lowercase ASCII",
+                d.name
+            ));
         }
         let input_schema: Value = serde_json::from_str(&d.input_schema)
             .map_err(|e| format!("tool `{}` input schema is not JSON: {e}", d.name))?;
@@ -135,7 +141,10 @@ impl Tool {
                 return Err(format!("tool `{}` is a write and cannot declare an http path", d.name));
             }
             if !is_route_segment(path) {
-                return Err(format!("tool `{}` http path `{path}` must be one lowercase segment", d.name));
+                return Err(format!(
+                    "tool `{}` http path `{path}` must be one lowercase segment",
+                    d.name
+                ));
             }
         }
         if d.required_scopes.is_empty() {
@@ -219,7 +228,10 @@ fn is_tool_name(name: &str) -> bool {
     let mut parts = name.split('.');
     let ok = |s: Option<&str>| {
         s.is_some_and(|s| {
-            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
@@ -228,7 +240,9 @@ fn is_tool_name(name: &str) -> bool {
 fn is_route_segment(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= 64
-        && path.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && !matches!(path, "manifest" | "actions" | "preflight" | "drafts")
 }
 
@@ -248,11 +262,17 @@ impl Catalog {
         let mut next = self.without_plugin(&name);
         for tool in tools {
             if let Some(other) = next.tools.get(&tool.name) {
-                return Err(format!("tool `{}` is already served by plugin `{}`", tool.name, other.plugin.name()));
+                return Err(format!(
+                    "tool `{}` is already served by plugin `{}`",
+                    tool.name,
+                    other.plugin.name()
+                ));
             }
             if let Some(path) = &tool.http_path {
                 if let Some(other) = next.routes.get(path) {
-                    return Err(format!("route `/api/agent/v1/{path}` is already served by tool `{other}`"));
+                    return Err(format!(
+                        "route `/api/agent/v1/{path}` is already served by tool `{other}`"
+                    ));
                 }
                 next.routes.insert(path.clone(), tool.name.clone());
             }
@@ -264,9 +284,18 @@ impl Catalog {
 
     /// A catalog without the named plugin and its tools.
     pub fn without_plugin(&self, name: &str) -> Catalog {
-        let tools: BTreeMap<_, _> =
-            self.tools.iter().filter(|(_, t)| t.plugin.name() != name).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let routes = self.routes.iter().filter(|(_, t)| tools.contains_key(*t)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let tools: BTreeMap<_, _> = self
+            .tools
+            .iter()
+            .filter(|(_, t)| t.plugin.name() != name)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let routes = self
+            .routes
+            .iter()
+            .filter(|(_, t)| tools.contains_key(*t))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut plugins = self.plugins.clone();
         plugins.remove(name);
         Catalog { plugins, tools, routes }
@@ -298,7 +327,15 @@ mod tests {
     fn tool_names_are_domain_dot_verb() {
         assert!(is_tool_name("transaction.list"));
         assert!(is_tool_name("transactions.export_csv"));
-        for bad in ["transaction", "a.b.c", "Transaction.list", "tx.lіst", "../etc.passwd", ".list", "a."] {
+        for bad in [
+            "transaction",
+            "a.b.c",
+            "Transaction.list",
+            "tx.lіst",
+            "../etc.passwd",
+            ".list",
+            "a.",
+        ] {
             assert!(!is_tool_name(bad), "{bad} accepted");
         }
     }

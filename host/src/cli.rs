@@ -101,16 +101,26 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Demo { data_dir, listen, admin_listen } => demo_command(&data_dir, listen, admin_listen),
+        Command::Demo {
+            data_dir,
+            listen,
+            admin_listen,
+        } => demo_command(&data_dir, listen, admin_listen),
         Command::Serve { config } => match load_config(&config) {
             Ok(config) => serve(config, None),
             Err(code) => code,
         },
         Command::Check { config } => check(&config),
         Command::Audit { command } => audit_command(command),
-        Command::Policy { command: PolicyCommand::Check { dir } } => match Authorizer::from_dir(&dir) {
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => match Authorizer::from_dir(&dir) {
             Ok(authz) => {
-                println!("policy set `{}` is valid: {} policies", dir.display(), authz.policy_ids().len());
+                println!(
+                    "policy set `{}` is valid: {} policies",
+                    dir.display(),
+                    authz.policy_ids().len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -123,7 +133,11 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENPORT_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -134,19 +148,24 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 fn demo_command(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
     let clock: SharedClock = Arc::new(SystemClock);
-    let prepared = demo::write_files(data_dir, listen, admin_listen).map_err(|e| e.to_string()).and_then(|path| {
-        let config = Config::load(&path).map_err(|e| e.to_string())?;
-        let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;
-        Ok((config, creds))
-    });
+    let prepared = demo::write_files(data_dir, listen, admin_listen)
+        .map_err(|e| e.to_string())
+        .and_then(|path| {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;
+            Ok((config, creds))
+        });
     match prepared {
         Ok((config, creds)) => serve(config, Some((data_dir.to_path_buf(), creds))),
         Err(e) => {
@@ -259,7 +278,12 @@ fn audit_command(command: AuditCommand) -> ExitCode {
     }
     match command {
         AuditCommand::Tail { lines, .. } => {
-            let result = Store::open(&path).and_then(|s| s.audit_events(&AuditFilter { limit: lines, ..AuditFilter::default() }));
+            let result = Store::open(&path).and_then(|s| {
+                s.audit_events(&AuditFilter {
+                    limit: lines,
+                    ..AuditFilter::default()
+                })
+            });
             match result {
                 Ok(mut rows) => {
                     rows.reverse();
@@ -277,7 +301,11 @@ fn audit_command(command: AuditCommand) -> ExitCode {
         AuditCommand::Verify { .. } => match store::connect(&path).and_then(|c| audit::verify_chain(&c)) {
             Ok(report) => {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
-                if report.intact { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                if report.intact {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");

@@ -35,7 +35,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: OffsetDateTime) -> Self {
-        ManualClock { unix_ms: AtomicI64::new((start.unix_timestamp_nanos() / 1_000_000) as i64) }
+        ManualClock {
+            unix_ms: AtomicI64::new((start.unix_timestamp_nanos() / 1_000_000) as i64),
+        }
     }
 
     pub fn advance_ms(&self, ms: i64) {
@@ -46,8 +48,7 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         let ms = self.unix_ms.load(Ordering::SeqCst);
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }
 

@@ -66,7 +66,10 @@ struct RawAdmission {
 
 impl Default for RawAdmission {
     fn default() -> Self {
-        RawAdmission { requests: default_requests(), window_seconds: default_window() }
+        RawAdmission {
+            requests: default_requests(),
+            window_seconds: default_window(),
+        }
     }
 }
 
@@ -86,7 +89,9 @@ struct RawDrafts {
 
 impl Default for RawDrafts {
     fn default() -> Self {
-        RawDrafts { review_window_seconds: default_review_window() }
+        RawDrafts {
+            review_window_seconds: default_review_window(),
+        }
     }
 }
 
@@ -110,7 +115,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError { key: key.to_string(), message: message.into() }
+        ConfigError {
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -142,31 +150,46 @@ impl Config {
     /// Validates config text; relative paths resolve against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let key = e.span().map(|span| key_at(text, span.start)).unwrap_or_else(|| "config".into());
+            let key = e
+                .span()
+                .map(|span| key_at(text, span.start))
+                .unwrap_or_else(|| "config".into());
             ConfigError::new(&key, e.message().to_string())
         })?;
         let addr = |key: &str, value: &str| {
-            value.parse::<SocketAddr>().map_err(|_| ConfigError::new(key, format!("`{value}` is not an address like 127.0.0.1:8080")))
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::new(key, format!("`{value}` is not an address like 127.0.0.1:8080")))
         };
         let listen = addr("server.listen", &raw.server.listen)?;
         let admin_listen = addr("server.admin_listen", &raw.server.admin_listen)?;
         if listen == admin_listen && listen.port() != 0 {
-            return Err(ConfigError::new("server.admin_listen", "must differ from server.listen"));
+            return Err(ConfigError::new(
+                "server.admin_listen",
+                "must differ from server.listen",
+            ));
         }
         if !(1024..=64 << 20).contains(&raw.server.max_body_bytes) {
-            return Err(ConfigError::new("server.max_body_bytes", "must be between 1024 and 67108864"));
+            return Err(ConfigError::new(
+                "server.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
         }
         let mut trusted_proxies = Vec::new();
         for entry in &raw.server.trusted_proxies {
-            let net = crate::auth::network::parse_entry(entry)
-                .ok_or_else(|| ConfigError::new("server.trusted_proxies", format!("`{entry}` is not an address or CIDR")))?;
+            let net = crate::auth::network::parse_entry(entry).ok_or_else(|| {
+                ConfigError::new("server.trusted_proxies", format!("`{entry}` is not an address or CIDR"))
+            })?;
             trusted_proxies.push(net);
         }
         if raw.admission.requests == 0 {
             return Err(ConfigError::new("admission.requests", "must be at least 1"));
         }
         if raw.admission.window_seconds == 0 || raw.admission.window_seconds > 86_400 {
-            return Err(ConfigError::new("admission.window_seconds", "must be between 1 and 86400"));
+            return Err(ConfigError::new(
+                "admission.window_seconds",
+                "must be between 1 and 86400",
+            ));
         }
         if raw.drafts.review_window_seconds < 60 {
             return Err(ConfigError::new("drafts.review_window_seconds", "must be at least 60"));
@@ -181,7 +204,10 @@ impl Config {
             cache_dir: store_path.parent().map(|dir| dir.join("cache")),
             store_path,
             policies_dir: raw.policies.dir.as_deref().map(resolve),
-            rate: RateClass { requests: raw.admission.requests, window_seconds: raw.admission.window_seconds },
+            rate: RateClass {
+                requests: raw.admission.requests,
+                window_seconds: raw.admission.window_seconds,
+            },
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             plugin_manifests: raw.plugins.iter().map(|p| resolve(&p.manifest)).collect(),
         })

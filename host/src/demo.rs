@@ -60,17 +60,33 @@ pub const DEMO_APPS: &[(&str, &str, &[&str])] = &[
     (
         "Demo Integration",
         DEMO_ORG,
-        &["ledger.read", "transaction.read", "transaction.write", "transaction.delete", "transaction.export"],
+        &[
+            "ledger.read",
+            "transaction.read",
+            "transaction.write",
+            "transaction.delete",
+            "transaction.export",
+        ],
     ),
     ("Read-only Reporter", DEMO_ORG, &["ledger.read", "transaction.read"]),
-    ("Other Tenant", OTHER_ORG, &["ledger.read", "transaction.read", "transaction.write"]),
+    (
+        "Other Tenant",
+        OTHER_ORG,
+        &["ledger.read", "transaction.read", "transaction.write"],
+    ),
 ];
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| DemoError::Write { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
-    std::fs::write(path, bytes).map_err(|source| DemoError::Write { path: path.display().to_string(), source })
+    std::fs::write(path, bytes).map_err(|source| DemoError::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Writes the demo's files and returns its config path.
@@ -135,7 +151,10 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
     let now = clock::iso(clock.now());
     let path = data_dir.join(CREDENTIALS_FILE);
     if store.meta_get("demo_seeded")?.is_some() {
-        if let Some(existing) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Credentials>(&b).ok()) {
+        if let Some(existing) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Credentials>(&b).ok())
+        {
             return Ok(existing);
         }
     } else {
@@ -148,7 +167,11 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
             apps::revoke_app(&store, &app.id, &now)?;
         }
     }
-    let mut creds = Credentials { agent_tokens: BTreeMap::new(), admin_tokens: BTreeMap::new(), app_ids: BTreeMap::new() };
+    let mut creds = Credentials {
+        agent_tokens: BTreeMap::new(),
+        admin_tokens: BTreeMap::new(),
+        app_ids: BTreeMap::new(),
+    };
     for (name, org, scopes) in DEMO_APPS {
         let created = apps::create_app(
             &store,
@@ -190,9 +213,7 @@ fn restrict_permissions(_: &Path) {}
 
 /// The reference's demo data, in the ledger plugin's key-value namespace.
 fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
-    let ledger = |id: &str, name: &str, tz: &str, org: &str| {
-        json!({"id": id, "name": name, "currency_home": "USD", "tz": tz, "organization_id": org})
-    };
+    let ledger = |id: &str, name: &str, tz: &str, org: &str| json!({"id": id, "name": name, "currency_home": "USD", "tz": tz, "organization_id": org});
     let txn = |id: &str, ledger_id: &str, kind: &str, title: &str, amount: i64, notes: Value| {
         json!({
             "id": id, "ledger_id": ledger_id, "kind": kind, "title": title, "amount_home": amount,
@@ -201,12 +222,50 @@ fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
         })
     };
     let rows = [
-        (DEMO_ORG, "ledger/ledger_main", ledger("ledger_main", "Main Ledger", "America/Los_Angeles", DEMO_ORG)),
-        (DEMO_ORG, "ledger/ledger_ops", ledger("ledger_ops", "Ops Ledger", "America/New_York", DEMO_ORG)),
-        (DEMO_ORG, "txn/txn_1", txn("txn_1", "ledger_main", "income", "Consulting payment", 1200, Value::Null)),
-        (DEMO_ORG, "txn/txn_2", txn("txn_2", "ledger_main", "expense", "Software subscription", 80, json!("annual plan"))),
-        (OTHER_ORG, "ledger/ledger_other", ledger("ledger_other", "Other Org Ledger", "Europe/Berlin", OTHER_ORG)),
-        (OTHER_ORG, "txn/txn_9", txn("txn_9", "ledger_other", "expense", "Office rent", 2500, Value::Null)),
+        (
+            DEMO_ORG,
+            "ledger/ledger_main",
+            ledger("ledger_main", "Main Ledger", "America/Los_Angeles", DEMO_ORG),
+        ),
+        (
+            DEMO_ORG,
+            "ledger/ledger_ops",
+            ledger("ledger_ops", "Ops Ledger", "America/New_York", DEMO_ORG),
+        ),
+        (
+            DEMO_ORG,
+            "txn/txn_1",
+            txn(
+                "txn_1",
+                "ledger_main",
+                "income",
+                "Consulting payment",
+                1200,
+                Value::Null,
+            ),
+        ),
+        (
+            DEMO_ORG,
+            "txn/txn_2",
+            txn(
+                "txn_2",
+                "ledger_main",
+                "expense",
+                "Software subscription",
+                80,
+                json!("annual plan"),
+            ),
+        ),
+        (
+            OTHER_ORG,
+            "ledger/ledger_other",
+            ledger("ledger_other", "Other Org Ledger", "Europe/Berlin", OTHER_ORG),
+        ),
+        (
+            OTHER_ORG,
+            "txn/txn_9",
+            txn("txn_9", "ledger_other", "expense", "Office rent", 2500, Value::Null),
+        ),
     ];
     for (org, key, value) in rows {
         store.kv_set("ledger", org, key, &value.to_string())?;

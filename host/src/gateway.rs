@@ -46,16 +46,26 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store, loads policies and plugins. Nothing listens yet.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, StartError> {
-        let store_err = |source| StartError::Store { path: config.store_path.display().to_string(), source };
+        let store_err = |source| StartError::Store {
+            path: config.store_path.display().to_string(),
+            source,
+        };
         if let Some(dir) = config.store_path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
         let audit = AuditLog::start(&config.store_path)?;
         let authz = load_policies(&config)?;
-        let runtime = PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref())
-            .map_err(|source| StartError::Plugin { name: "runtime".into(), source })?;
+        let runtime =
+            PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref()).map_err(|source| {
+                StartError::Plugin {
+                    name: "runtime".into(),
+                    source,
+                }
+            })?;
         let gateway = Arc::new(Gateway {
             admission: Admission::new(config.rate),
             catalog: RwLock::new(Arc::new(Catalog::default())),
@@ -99,22 +109,26 @@ impl Gateway {
         let name = manifest.name.clone();
         let overrides = manifest.risk.clone();
         let result = async {
-            let (plugin, descriptors) = self
-                .runtime
-                .load(manifest)
-                .await
-                .map_err(|source| StartError::Plugin { name: name.clone(), source })?;
+            let (plugin, descriptors) = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
+                name: name.clone(),
+                source,
+            })?;
             let mut tools = Vec::with_capacity(descriptors.len());
             for d in descriptors {
                 let floor = overrides.get(&d.name).copied();
-                let tool = Tool::new(d, floor, plugin.clone())
-                    .map_err(|message| StartError::Catalog { name: name.clone(), message })?;
+                let tool = Tool::new(d, floor, plugin.clone()).map_err(|message| StartError::Catalog {
+                    name: name.clone(),
+                    message,
+                })?;
                 tools.push(tool);
             }
             let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
             let next = guard
                 .with_plugin(plugin.clone(), tools)
-                .map_err(|message| StartError::Catalog { name: name.clone(), message })?;
+                .map_err(|message| StartError::Catalog {
+                    name: name.clone(),
+                    message,
+                })?;
             *guard = Arc::new(next);
             Ok::<_, StartError>(plugin)
         }

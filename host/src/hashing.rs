@@ -34,7 +34,10 @@ transaction","transaction":{"amount_home":80,"date":"2026-02-01T00:00:00.000Z","
                 .as_str(),
         )
         .expect("test vector is JSON");
-        assert_eq!(jcs_sha256(&value), "46747f065387b71085c7c433acbbf45393f6493010d16b03cf65349f4826a8b4");
+        assert_eq!(
+            jcs_sha256(&value),
+            "46747f065387b71085c7c433acbbf45393f6493010d16b03cf65349f4826a8b4"
+        );
     }
 
     #[test]

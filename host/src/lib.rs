@@ -56,18 +56,32 @@ impl Server {
         let (agent_cfg, admin_cfg) = (config.listen, config.admin_listen);
         let gateway = Gateway::start(config, clock).await?;
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })
         };
         let agent = bind(agent_cfg).await?;
         let admin = bind(admin_cfg).await?;
-        let agent_addr = agent.local_addr().map_err(|source| RunError::Bind { addr: agent_cfg, source })?;
-        let admin_addr = admin.local_addr().map_err(|source| RunError::Bind { addr: admin_cfg, source })?;
+        let agent_addr = agent.local_addr().map_err(|source| RunError::Bind {
+            addr: agent_cfg,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| RunError::Bind {
+            addr: admin_cfg,
+            source,
+        })?;
         let (shutdown, watch) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(http::serve(gateway.clone(), agent, http::Plane::Agent, watch.clone())),
             tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch)),
         ];
-        Ok(Server { gateway, agent_addr, admin_addr, shutdown, tasks })
+        Ok(Server {
+            gateway,
+            agent_addr,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Stops accepting connections and waits for the accept loops to end.

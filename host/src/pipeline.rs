@@ -122,7 +122,10 @@ pub struct Reply {
 
 impl Reply {
     fn ok(data: Value) -> Self {
-        Reply { data, code: codes::SUCCESS }
+        Reply {
+            data,
+            code: codes::SUCCESS,
+        }
     }
 }
 
@@ -137,14 +140,22 @@ pub struct Refused {
 
 impl From<Failure> for Refused {
     fn from(failure: Failure) -> Self {
-        Refused { failure, headers: Vec::new(), internal: None }
+        Refused {
+            failure,
+            headers: Vec::new(),
+            internal: None,
+        }
     }
 }
 
 impl Refused {
     /// A failure whose detail goes to the log and audit event, never to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        Refused { failure: Failure::internal(), headers: Vec::new(), internal: Some(detail.to_string()) }
+        Refused {
+            failure: Failure::internal(),
+            headers: Vec::new(),
+            internal: Some(detail.to_string()),
+        }
     }
 }
 
@@ -163,7 +174,10 @@ pub struct Trail {
 /// Runs one agent request through the pipeline and answers it.
 pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
     let started = Instant::now();
-    let mut trail = Trail { action: "agent.request".into(), ..Trail::default() };
+    let mut trail = Trail {
+        action: "agent.request".into(),
+        ..Trail::default()
+    };
     let outcome = steps(gw, &inbound, &mut trail).await;
     finish(gw, &inbound, trail, outcome, started).await
 }
@@ -184,19 +198,35 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
     trail.principal = Some(principal.clone());
 
     // (7) Network policy.
-    let client_ip = network::client_ip(inbound.peer, inbound.forwarded_for.as_deref(), &gw.config.trusted_proxies);
+    let client_ip = network::client_ip(
+        inbound.peer,
+        inbound.forwarded_for.as_deref(),
+        &gw.config.trusted_proxies,
+    );
     trail.client_ip = Some(client_ip);
     let allowed_ips = string_list(&principal.app.policy["network"]["allowed_ips"]);
     if !network::allowed(client_ip, &allowed_ips) {
-        return Err(Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration").with("reason", "network_policy").into());
+        return Err(
+            Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration")
+                .with("reason", "network_policy")
+                .into(),
+        );
     }
 
     // (8) Admission control, before any plugin or Cedar work.
-    if let Err(refusal) = gw.admission.admit(&format!("{}|{client_ip}", principal.key.id), gw.clock.now_ms()) {
+    if let Err(refusal) = gw
+        .admission
+        .admit(&format!("{}|{client_ip}", principal.key.id), gw.clock.now_ms())
+    {
         return Err(rate_refusal(&refusal));
     }
 
-    let request = Governed { gw, principal: &principal, client_ip, request_id: &inbound.request_id };
+    let request = Governed {
+        gw,
+        principal: &principal,
+        client_ip,
+        request_id: &inbound.request_id,
+    };
     match operation {
         Operation::Manifest => request.manifest(),
         Operation::Read { route, query } => request.read(&route, query.as_deref(), trail).await,
@@ -227,7 +257,9 @@ impl Governed<'_> {
     }
 
     fn holds_scopes(&self, tool: &Tool) -> bool {
-        tool.required_scopes.iter().all(|s| self.principal.app.scopes.contains(s))
+        tool.required_scopes
+            .iter()
+            .all(|s| self.principal.app.scopes.contains(s))
     }
 
     /// The manifest: exactly the tools whose scopes are held and that Cedar lets this
@@ -237,7 +269,10 @@ impl Governed<'_> {
         let authz = self.gw.authorizer();
         let facts = self.facts(None, false, false, false);
         let app = self.app_facts();
-        let hint = RateHint { requests: self.gw.config.rate.requests, window_seconds: self.gw.config.rate.window_seconds };
+        let hint = RateHint {
+            requests: self.gw.config.rate.requests,
+            window_seconds: self.gw.config.rate.window_seconds,
+        };
         let tools: Vec<Value> = catalog
             .tools()
             .filter(|tool| self.holds_scopes(tool))
@@ -251,7 +286,13 @@ impl Governed<'_> {
         })))
     }
 
-    fn facts<'p>(&self, payload: Option<&'p Value>, idempotency: bool, preflight: bool, justification: bool) -> RequestFacts<'p> {
+    fn facts<'p>(
+        &self,
+        payload: Option<&'p Value>,
+        idempotency: bool,
+        preflight: bool,
+        justification: bool,
+    ) -> RequestFacts<'p> {
         RequestFacts {
             client_ip: self.client_ip,
             now: self.gw.clock.now(),
@@ -274,8 +315,14 @@ impl Governed<'_> {
         trail.tool = Some(tool.clone());
         // (10) Scopes.
         if !self.holds_scopes(tool) {
-            let missing: Vec<&String> = tool.required_scopes.iter().filter(|s| !self.principal.app.scopes.contains(s)).collect();
-            return Err(Failure::new(codes::SCOPE_DENIED, "Insufficient permissions").with("missingScopes", json!(missing)).into());
+            let missing: Vec<&String> = tool
+                .required_scopes
+                .iter()
+                .filter(|s| !self.principal.app.scopes.contains(s))
+                .collect();
+            return Err(Failure::new(codes::SCOPE_DENIED, "Insufficient permissions")
+                .with("missingScopes", json!(missing))
+                .into());
         }
         // (11) Tenant boundary: the plugin learns the tenant from the server-verified app,
         // never from the request, and its data is namespaced by it.
@@ -292,12 +339,22 @@ impl Governed<'_> {
             if !decision.errors.is_empty() {
                 trail.details.insert("policyErrors".into(), json!(decision.errors));
             }
-            return Err(Failure::new(codes::POLICY_DENIED, "Denied by policy").with("reason", "policy").into());
+            return Err(Failure::new(codes::POLICY_DENIED, "Denied by policy")
+                .with("reason", "policy")
+                .into());
         }
         // (13) Input validation against the tool's schema.
         if let Err(issues) = tool.validate(payload) {
-            let code = if tool.is_read() { codes::VALIDATION } else { codes::ACTION_INVALID };
-            let message = if tool.is_read() { "Validation failed" } else { "Invalid payload for the action" };
+            let code = if tool.is_read() {
+                codes::VALIDATION
+            } else {
+                codes::ACTION_INVALID
+            };
+            let message = if tool.is_read() {
+                "Validation failed"
+            } else {
+                "Invalid payload for the action"
+            };
             return Err(Failure::new(code, message).with("issues", issues_json(&issues)).into());
         }
         Ok(context)
@@ -312,7 +369,9 @@ impl Governed<'_> {
             .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
         trail.action = format!("agent.{}", tool.name);
         let payload = query_payload(query, &tool.input_schema)?;
-        trail.details.insert("payload_sha256".into(), payload_hash(&payload).into());
+        trail
+            .details
+            .insert("payload_sha256".into(), payload_hash(&payload).into());
         let facts = self.facts(Some(&payload), false, false, false);
         let context = self.authorize(&tool, Action::Read, &payload, &facts, trail)?;
         // (14) Dispatch: a read runs now.
@@ -334,7 +393,14 @@ impl Governed<'_> {
         match catalog.tool(name) {
             Some(tool) if !tool.is_read() => Ok(tool.clone()),
             Some(tool) => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
-                .with("hint", format!("`{}` is a read: use GET /api/agent/v1/{}", tool.name, tool.http_path.as_deref().unwrap_or("")))
+                .with(
+                    "hint",
+                    format!(
+                        "`{}` is a read: use GET /api/agent/v1/{}",
+                        tool.name,
+                        tool.http_path.as_deref().unwrap_or("")
+                    ),
+                )
                 .into()),
             None => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action").into()),
         }
@@ -352,7 +418,9 @@ impl Governed<'_> {
             (None, Some(preflight)) => preflight.payload.clone(),
             (None, None) => return Err(Failure::validation(&["payload"], "payload or preflightId is required").into()),
         };
-        trail.details.insert("payload_sha256".into(), payload_hash(&payload).into());
+        trail
+            .details
+            .insert("payload_sha256".into(), payload_hash(&payload).into());
         let facts = self.facts(
             Some(&payload),
             body.idempotency_key.is_some(),
@@ -361,7 +429,12 @@ impl Governed<'_> {
         );
         let context = self.authorize(&tool, Action::Propose, &payload, &facts, trail)?;
         // (14) Dispatch: an action enters the write lifecycle; it is a draft by default.
-        let proposal = writes::Proposal { tool: &tool, payload, body: &body, preflight: preflight.as_ref() };
+        let proposal = writes::Proposal {
+            tool: &tool,
+            payload,
+            body: &body,
+            preflight: preflight.as_ref(),
+        };
         let outcome = writes::propose(self.gw, self.principal, &context, proposal).await?;
         trail.action = "agent.action.draft.created".into();
         trail.draft_id = Some(outcome.draft_id.clone());
@@ -375,7 +448,9 @@ impl Governed<'_> {
         if !body.payload.is_object() {
             return Err(Failure::validation(&["payload"], "payload must be an object").into());
         }
-        trail.details.insert("payload_sha256".into(), payload_hash(&body.payload).into());
+        trail
+            .details
+            .insert("payload_sha256".into(), payload_hash(&body.payload).into());
         let facts = self.facts(Some(&body.payload), false, false, false);
         let context = self.authorize(&tool, Action::Propose, &body.payload, &facts, trail)?;
         let data = writes::preflight(self.gw, self.principal, &context, &tool, body.payload).await?;
@@ -389,7 +464,9 @@ impl Governed<'_> {
             return Err(Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into());
         };
         trail.draft_id = Some(draft.id.clone());
-        Ok(Reply::ok(json!({"draft": writes::public_draft(&draft), "execution": Value::Null})))
+        Ok(Reply::ok(
+            json!({"draft": writes::public_draft(&draft), "execution": Value::Null}),
+        ))
     }
 }
 
@@ -400,10 +477,14 @@ fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
         Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large").into()),
         Err(BodyError::Unreadable) => return Err(Failure::validation(&[], "request body could not be read").into()),
     };
-    if let Some(query) = &inbound.query {
-        if form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_credential_param(&k)) {
-            return Err(Failure::validation(&["query"], "credentials are not accepted in the query string; use the Authorization header").into());
-        }
+    if let Some(query) = &inbound.query
+        && form_urlencoded::parse(query.as_bytes()).any(|(k, _)| is_credential_param(&k))
+    {
+        return Err(Failure::validation(
+            &["query"],
+            "credentials are not accepted in the query string; use the Authorization header",
+        )
+        .into());
     }
     let Some(rest) = inbound.path.strip_prefix("/api/agent/v1/") else {
         return Err(not_found());
@@ -422,7 +503,10 @@ fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
         ("POST", ["preflight"]) => Ok(Operation::Preflight(json_body(inbound, body)?)),
         ("GET", [route]) if is_route(route) => {
             no_body(body)?;
-            Ok(Operation::Read { route: (*route).to_string(), query: inbound.query.clone() })
+            Ok(Operation::Read {
+                route: (*route).to_string(),
+                query: inbound.query.clone(),
+            })
         }
         _ => Err(not_found()),
     }
@@ -435,21 +519,38 @@ fn not_found() -> Refused {
 fn is_route(segment: &str) -> bool {
     !segment.is_empty()
         && segment.len() <= 64
-        && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn is_credential_param(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["token", "access_token", "api_key", "apikey", "key", "authorization", "bearer"].contains(&name.as_str())
+    [
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "key",
+        "authorization",
+        "bearer",
+    ]
+    .contains(&name.as_str())
 }
 
 fn no_body(body: &Bytes) -> Result<(), Refused> {
-    if body.is_empty() { Ok(()) } else { Err(Failure::validation(&[], "this route takes no request body").into()) }
+    if body.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::validation(&[], "this route takes no request body").into())
+    }
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(inbound: &Inbound, body: &Bytes) -> Result<T, Refused> {
     let is_json = inbound.content_type.as_deref().is_some_and(|ct| {
-        ct.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
     });
     if !is_json {
         return Err(Failure::validation(&["content-type"], "content type must be application/json").into());
@@ -470,7 +571,10 @@ fn query_payload(query: Option<&str>, schema: &Value) -> Result<Value, Refused> 
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let kind = schema["properties"][key.as_ref()]["type"].as_str();
         let typed = match kind {
-            Some("integer") => value.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(value.to_string())),
+            Some("integer") => value
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(value.to_string())),
             Some("number") => value
                 .parse::<f64>()
                 .ok()
@@ -492,7 +596,9 @@ fn query_payload(query: Option<&str>, schema: &Value) -> Result<Value, Refused> 
 }
 
 fn string_list(value: &Value) -> Vec<String> {
-    value.as_array().map_or_else(Vec::new, |a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+    value.as_array().map_or_else(Vec::new, |a| {
+        a.iter().filter_map(|v| v.as_str().map(String::from)).collect()
+    })
 }
 
 fn issues_json(issues: &[Issue]) -> Value {
@@ -514,10 +620,15 @@ fn auth_refusal(failure: AuthFailure) -> Failure {
 }
 
 fn rate_refusal(refusal: &RateRefusal) -> Refused {
-    let failure = Failure::new(codes::RATE_LIMITED, "Rate limit exceeded").with("retry_after_ms", refusal.retry_after_ms);
+    let failure =
+        Failure::new(codes::RATE_LIMITED, "Rate limit exceeded").with("retry_after_ms", refusal.retry_after_ms);
     let mut headers = vec![("Retry-After", refusal.retry_after_seconds().to_string())];
     headers.extend(refusal.headers());
-    Refused { failure, headers, internal: None }
+    Refused {
+        failure,
+        headers,
+        internal: None,
+    }
 }
 
 /// Maps a failed plugin call. Messages the agent sees are fixed strings or the plugin's
@@ -532,15 +643,19 @@ pub fn call_refusal(error: CallError, read: bool) -> Refused {
         }
         CallError::Guest(GuestError::NotFound(message)) => Failure::new(codes::NOT_FOUND, sanitize(&message)),
         CallError::Guest(GuestError::Conflict(message)) => Failure::new(codes::ACTION_INVALID, sanitize(&message)),
-        CallError::Guest(GuestError::Unavailable(_)) | CallError::Guest(GuestError::UnknownTool(_)) | CallError::Instantiate(_) => {
-            Failure::new(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable")
-        }
+        CallError::Guest(GuestError::Unavailable(_))
+        | CallError::Guest(GuestError::UnknownTool(_))
+        | CallError::Instantiate(_) => Failure::new(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable"),
         CallError::Guest(GuestError::Internal(_))
         | CallError::Trap(_)
         | CallError::OutOfMemory
         | CallError::OutputTooLarge { .. } => Failure::new(codes::EXECUTION_FAILED, "The tool failed"),
     };
-    Refused { failure, headers: Vec::new(), internal }
+    Refused {
+        failure,
+        headers: Vec::new(),
+        internal,
+    }
 }
 
 /// Plugin text shown to agents: one short line, no control characters.
@@ -550,7 +665,13 @@ fn sanitize(message: &str) -> String {
 
 /// Writes the terminal audit event, then builds the response. If the event cannot be
 /// made durable, the client gets a 500 instead of an unaudited answer.
-async fn finish(gw: &Gateway, inbound: &Inbound, trail: Trail, outcome: Result<Reply, Refused>, started: Instant) -> Outbound {
+async fn finish(
+    gw: &Gateway,
+    inbound: &Inbound,
+    trail: Trail,
+    outcome: Result<Reply, Refused>,
+    started: Instant,
+) -> Outbound {
     let (status_class, code, http_status) = match &outcome {
         Ok(reply) => (Status::Success, reply.code, 200),
         Err(refused) => {
@@ -582,22 +703,39 @@ async fn finish(gw: &Gateway, inbound: &Inbound, trail: Trail, outcome: Result<R
     event.draft_id = trail.draft_id;
     event.details = trail.details;
     event.details.insert("method".into(), inbound.method.clone().into());
-    event.details.insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
-    if let Err(refused) = &outcome {
-        if let Some(internal) = &refused.internal {
-            tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
-            event.details.insert("error".into(), internal.clone().into());
-        }
+    event
+        .details
+        .insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
+    if let Err(refused) = &outcome
+        && let Some(internal) = &refused.internal
+    {
+        tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
+        event.details.insert("error".into(), internal.clone().into());
     }
     event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
 
     if let Err(e) = gw.audit.record(event).await {
         tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
-        return respond(500, Envelope::failure(&Failure::internal(), &inbound.request_id), Vec::new(), &inbound.request_id);
+        return respond(
+            500,
+            Envelope::failure(&Failure::internal(), &inbound.request_id),
+            Vec::new(),
+            &inbound.request_id,
+        );
     }
     match outcome {
-        Ok(reply) => respond(http_status, Envelope::success_with(reply.code, reply.data, &inbound.request_id), Vec::new(), &inbound.request_id),
-        Err(refused) => respond(http_status, Envelope::failure(&refused.failure, &inbound.request_id), refused.headers, &inbound.request_id),
+        Ok(reply) => respond(
+            http_status,
+            Envelope::success_with(reply.code, reply.data, &inbound.request_id),
+            Vec::new(),
+            &inbound.request_id,
+        ),
+        Err(refused) => respond(
+            http_status,
+            Envelope::failure(&refused.failure, &inbound.request_id),
+            refused.headers,
+            &inbound.request_id,
+        ),
     }
 }
 
@@ -609,5 +747,9 @@ pub fn respond(status: u16, envelope: Envelope, extra: Vec<(&'static str, String
         ("Cache-Control", "no-store".to_string()),
     ];
     headers.extend(extra);
-    Outbound { status, headers, body: envelope.to_bytes() }
+    Outbound {
+        status,
+        headers,
+        body: envelope.to_bytes(),
+    }
 }

@@ -17,7 +17,10 @@ pub struct RateClass {
 
 impl RateClass {
     /// The reference's limit: 240 requests per 60 s.
-    pub const DEFAULT: RateClass = RateClass { requests: 240, window_seconds: 60 };
+    pub const DEFAULT: RateClass = RateClass {
+        requests: 240,
+        window_seconds: 60,
+    };
 
     fn per_ms(self) -> f64 {
         f64::from(self.requests) / (f64::from(self.window_seconds) * 1000.0)
@@ -42,8 +45,14 @@ impl Refusal {
     /// `RateLimit-Policy` and `RateLimit` header values (IETF httpapi draft).
     pub fn headers(&self) -> [(&'static str, String); 2] {
         [
-            ("RateLimit-Policy", format!("\"per-key\";q={};w={}", self.class.requests, self.class.window_seconds)),
-            ("RateLimit", format!("\"per-key\";r={};t={}", self.remaining, self.retry_after_seconds())),
+            (
+                "RateLimit-Policy",
+                format!("\"per-key\";q={};w={}", self.class.requests, self.class.window_seconds),
+            ),
+            (
+                "RateLimit",
+                format!("\"per-key\";r={};t={}", self.remaining, self.retry_after_seconds()),
+            ),
         ]
     }
 }
@@ -66,7 +75,10 @@ const SWEEP_AT: usize = 100_000;
 
 impl Admission {
     pub fn new(class: RateClass) -> Self {
-        Admission { class, buckets: Mutex::new(HashMap::new()) }
+        Admission {
+            class,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn class(&self) -> RateClass {
@@ -79,13 +91,20 @@ impl Admission {
         let capacity = f64::from(class.requests);
         let Ok(mut buckets) = self.buckets.lock() else {
             // A poisoned lock means a panic elsewhere: refuse rather than admit blindly.
-            return Err(Refusal { retry_after_ms: 1000, class, remaining: 0 });
+            return Err(Refusal {
+                retry_after_ms: 1000,
+                class,
+                remaining: 0,
+            });
         };
         if buckets.len() >= SWEEP_AT {
             let per_ms = class.per_ms();
             buckets.retain(|_, b| b.tokens + (now_ms - b.updated_ms) as f64 * per_ms < capacity);
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket { tokens: capacity, updated_ms: now_ms });
+        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+            tokens: capacity,
+            updated_ms: now_ms,
+        });
         let elapsed = (now_ms - bucket.updated_ms).max(0) as f64;
         bucket.tokens = (bucket.tokens + elapsed * class.per_ms()).min(capacity);
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
@@ -95,7 +114,11 @@ impl Admission {
         } else {
             let missing = 1.0 - bucket.tokens;
             let retry_after_ms = (missing / class.per_ms()).ceil() as u64;
-            Err(Refusal { retry_after_ms, class, remaining: 0 })
+            Err(Refusal {
+                retry_after_ms,
+                class,
+                remaining: 0,
+            })
         }
     }
 }
@@ -106,7 +129,10 @@ mod tests {
 
     #[test]
     fn a_burst_meets_a_refusal_and_waiting_retry_after_is_enough() {
-        let admission = Admission::new(RateClass { requests: 3, window_seconds: 60 });
+        let admission = Admission::new(RateClass {
+            requests: 3,
+            window_seconds: 60,
+        });
         for _ in 0..3 {
             assert_eq!(admission.admit("k", 0), Ok(()));
         }
@@ -120,9 +146,17 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let r = Refusal { retry_after_ms: 1001, class: RateClass::DEFAULT, remaining: 0 };
+        let r = Refusal {
+            retry_after_ms: 1001,
+            class: RateClass::DEFAULT,
+            remaining: 0,
+        };
         assert_eq!(r.retry_after_seconds(), 2);
-        let r = Refusal { retry_after_ms: 1, class: RateClass::DEFAULT, remaining: 0 };
+        let r = Refusal {
+            retry_after_ms: 1,
+            class: RateClass::DEFAULT,
+            remaining: 0,
+        };
         assert_eq!(r.retry_after_seconds(), 1);
     }
 }

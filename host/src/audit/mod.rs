@@ -165,7 +165,9 @@ impl AuditLog {
     /// Starts the writer on its own connection to the store at `path`.
     pub fn start(path: &Path) -> Result<AuditLog, AuditError> {
         let mut conn = store::connect(path)?;
-        let mut head = store::audit_chain_head(&conn)?.map(|(_, h)| h).unwrap_or_else(|| GENESIS_HASH.into());
+        let mut head = store::audit_chain_head(&conn)?
+            .map(|(_, h)| h)
+            .unwrap_or_else(|| GENESIS_HASH.into());
         // Bounded: when the disk stalls, producers wait instead of growing memory.
         let (queue, inbox) = mpsc::sync_channel::<Pending>(16 * MAX_BATCH);
         thread::Builder::new()

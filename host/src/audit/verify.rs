@@ -34,7 +34,11 @@ pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
     loop {
         let page = store::audit_chain_page(conn, after, 2048)?;
         if page.is_empty() {
-            return Ok(VerifyReport { events, intact: true, first_broken: None });
+            return Ok(VerifyReport {
+                events,
+                intact: true,
+                first_broken: None,
+            });
         }
         for row in page {
             events += 1;
@@ -50,7 +54,11 @@ pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
                 return Ok(VerifyReport {
                     events,
                     intact: false,
-                    first_broken: Some(BrokenLink { seq: row.seq, id: row.id, reason }),
+                    first_broken: Some(BrokenLink {
+                        seq: row.seq,
+                        id: row.id,
+                        reason,
+                    }),
                 });
             }
             prev = row.event_hash;

@@ -32,7 +32,11 @@ pub fn mint(literal: &str) -> Minted {
     let mut bytes = [0_u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!("{literal}{}", URL_SAFE_NO_PAD.encode(bytes));
-    Minted { prefix: token.chars().take(PREFIX_LEN).collect(), hash: sha256_hex(token.as_bytes()), token }
+    Minted {
+        prefix: token.chars().take(PREFIX_LEN).collect(),
+        hash: sha256_hex(token.as_bytes()),
+        token,
+    }
 }
 
 /// Why an agent credential was refused. Unknown, revoked and inactive share one answer.
@@ -72,7 +76,10 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
 /// Whether a token has the shape of an agent token: `op_` and 43 base64url characters.
 fn well_formed(token: &str, literal: &str) -> bool {
     token.strip_prefix(literal).is_some_and(|rest| {
-        rest.len() == 43 && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
 }
 
@@ -82,7 +89,11 @@ fn hash_matches(token_hash: &str, stored: &str) -> bool {
 
 /// Steps 2 to 6 of the pipeline: token present and well formed, found, not revoked,
 /// not expired, app active, actor and tenant bound.
-pub fn authenticate(store: &Store, header: Option<&str>, now: OffsetDateTime) -> Result<Result<Principal, AuthFailure>, StoreError> {
+pub fn authenticate(
+    store: &Store,
+    header: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(token) = bearer(header).filter(|t| well_formed(t, "op_")) else {
         return Ok(Err(AuthFailure::Missing));
     };
@@ -95,7 +106,9 @@ pub fn authenticate(store: &Store, header: Option<&str>, now: OffsetDateTime) ->
             found = Some(key);
         }
     }
-    let Some(key) = found else { return Ok(Err(AuthFailure::Invalid)) };
+    let Some(key) = found else {
+        return Ok(Err(AuthFailure::Invalid));
+    };
     if key.revoked_at.is_some() {
         return Ok(Err(AuthFailure::Invalid));
     }
@@ -105,15 +118,26 @@ pub fn authenticate(store: &Store, header: Option<&str>, now: OffsetDateTime) ->
             return Ok(Err(AuthFailure::Expired));
         }
     }
-    let Some(app) = store.app(&key.app_id)? else { return Ok(Err(AuthFailure::Invalid)) };
+    let Some(app) = store.app(&key.app_id)? else {
+        return Ok(Err(AuthFailure::Invalid));
+    };
     if app.status != "active" {
         return Ok(Err(AuthFailure::Invalid));
     }
-    let actor = if app.scope == "workspace" { app.service_user_id.clone() } else { app.user_id.clone() };
+    let actor = if app.scope == "workspace" {
+        app.service_user_id.clone()
+    } else {
+        app.user_id.clone()
+    };
     let (Some(org_id), Some(actor_user_id)) = (app.org_id.clone(), actor) else {
         return Ok(Err(AuthFailure::Misconfigured));
     };
-    Ok(Ok(Principal { app, key, org_id, actor_user_id }))
+    Ok(Ok(Principal {
+        app,
+        key,
+        org_id,
+        actor_user_id,
+    }))
 }
 
 /// Roles of the admin plane.
@@ -158,7 +182,9 @@ pub struct AdminPrincipal {
 
 /// Checks an admin bearer token; `None` when missing, unknown or revoked.
 pub fn authenticate_admin(store: &Store, header: Option<&str>) -> Result<Option<AdminPrincipal>, StoreError> {
-    let Some(token) = bearer(header).filter(|t| well_formed(t, "opa_")) else { return Ok(None) };
+    let Some(token) = bearer(header).filter(|t| well_formed(t, "opa_")) else {
+        return Ok(None);
+    };
     let hash = sha256_hex(token.as_bytes());
     let prefix: String = token.chars().take(PREFIX_LEN).collect();
     let mut found: Option<AdminTokenRecord> = None;
@@ -168,7 +194,12 @@ pub fn authenticate_admin(store: &Store, header: Option<&str>) -> Result<Option<
         }
     }
     Ok(found.filter(|r| r.revoked_at.is_none()).and_then(|r| {
-        Some(AdminPrincipal { role: Role::parse(&r.role)?, id: r.id, name: r.name, org_id: r.org_id })
+        Some(AdminPrincipal {
+            role: Role::parse(&r.role)?,
+            id: r.id,
+            name: r.name,
+            org_id: r.org_id,
+        })
     }))
 }
 

@@ -39,13 +39,20 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// Parses one `allowed_ips` entry: an address or a CIDR, IPv4 or IPv6.
 pub fn parse_entry(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
-    entry.parse::<IpNet>().ok().or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
+    entry
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// Whether `ip` is allowed by the list. An empty list allows every address; an entry
 /// that does not parse allows nothing (fail closed).
 pub fn allowed(ip: IpAddr, list: &[String]) -> bool {
-    list.is_empty() || list.iter().filter_map(|e| parse_entry(e)).any(|net| net.contains(&canonical(ip)))
+    list.is_empty()
+        || list
+            .iter()
+            .filter_map(|e| parse_entry(e))
+            .any(|net| net.contains(&canonical(ip)))
 }
 
 #[cfg(test)]
@@ -58,7 +65,11 @@ mod tests {
 
     #[test]
     fn allow_lists_take_v4_and_v6_addresses_and_cidrs() {
-        let list = vec!["10.0.0.0/8".to_string(), "2001:db8::/32".to_string(), "192.168.1.7".to_string()];
+        let list = vec![
+            "10.0.0.0/8".to_string(),
+            "2001:db8::/32".to_string(),
+            "192.168.1.7".to_string(),
+        ];
         assert!(allowed(ip("10.1.2.3"), &list));
         assert!(allowed(ip("::ffff:10.1.2.3"), &list));
         assert!(allowed(ip("2001:db8::1"), &list));
@@ -72,9 +83,18 @@ mod tests {
     #[test]
     fn forwarded_for_is_trusted_only_from_trusted_proxies() {
         let proxies = vec!["127.0.0.1/32".parse().expect("net")];
-        assert_eq!(client_ip(ip("127.0.0.1"), Some("203.0.113.9"), &proxies), ip("203.0.113.9"));
-        assert_eq!(client_ip(ip("198.51.100.1"), Some("203.0.113.9"), &proxies), ip("198.51.100.1"));
-        assert_eq!(client_ip(ip("127.0.0.1"), Some("1.1.1.1, 203.0.113.9, 127.0.0.1"), &proxies), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), Some("203.0.113.9"), &proxies),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), Some("203.0.113.9"), &proxies),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), Some("1.1.1.1, 203.0.113.9, 127.0.0.1"), &proxies),
+            ip("203.0.113.9")
+        );
         assert_eq!(client_ip(ip("127.0.0.1"), None, &proxies), ip("127.0.0.1"));
     }
 }

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -109,10 +109,15 @@ impl Authorizer {
         let mut policies = PolicySet::new();
         let mut ids = Vec::new();
         for (file, text) in files {
-            let parsed = PolicySet::from_str(text)
-                .map_err(|e| AuthzError::Parse { file: file.clone(), message: format!("{e}") })?;
+            let parsed = PolicySet::from_str(text).map_err(|e| AuthzError::Parse {
+                file: file.clone(),
+                message: format!("{e}"),
+            })?;
             for (index, policy) in parsed.policies().enumerate() {
-                let id = policy.annotation("id").map(str::to_string).unwrap_or_else(|| format!("{file}#{index}"));
+                let id = policy
+                    .annotation("id")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{file}#{index}"));
                 let renamed: Policy = policy.new_id(PolicyId::new(&id));
                 policies.add(renamed).map_err(|_| AuthzError::DuplicateId(id.clone()))?;
                 ids.push(id);
@@ -123,7 +128,12 @@ impl Authorizer {
             let messages: Vec<String> = result.validation_errors().map(|e| format!("- {e}")).collect();
             return Err(AuthzError::Validation(messages.join("\n")));
         }
-        Ok(Authorizer { schema, policies, ids, authorizer: CedarAuthorizer::new() })
+        Ok(Authorizer {
+            schema,
+            policies,
+            ids,
+            authorizer: CedarAuthorizer::new(),
+        })
     }
 
     /// The compiled-in default set.
@@ -134,10 +144,16 @@ impl Authorizer {
     /// Loads `schema.cedarschema` and every `*.cedar` file of a directory (sorted by name).
     pub fn from_dir(dir: &Path) -> Result<Authorizer, AuthzError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| AuthzError::Read { path: path.display().to_string(), source })
+            std::fs::read_to_string(path).map_err(|source| AuthzError::Read {
+                path: path.display().to_string(),
+                source,
+            })
         };
         let schema = read(&dir.join("schema.cedarschema"))?;
-        let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read { path: dir.display().to_string(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let mut paths: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
@@ -146,7 +162,10 @@ impl Authorizer {
         paths.sort();
         let mut files = Vec::new();
         for path in paths {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             files.push((name, read(&path)?));
         }
         Authorizer::from_sources(&schema, &files)
@@ -161,7 +180,11 @@ impl Authorizer {
     pub fn decide(&self, app: &AppFacts<'_>, action: Action, tool: &Tool, facts: &RequestFacts<'_>) -> Decision {
         match self.build_and_decide(app, action, tool, facts) {
             Ok(decision) => decision,
-            Err(error) => Decision { allowed: false, policy_ids: Vec::new(), errors: vec![error] },
+            Err(error) => Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: vec![error],
+            },
         }
     }
 
@@ -179,7 +202,10 @@ impl Authorizer {
         let app_entity = Entity::new(
             principal.clone(),
             HashMap::from([
-                ("name".to_string(), RestrictedExpression::new_string(app.app_name.to_string())),
+                (
+                    "name".to_string(),
+                    RestrictedExpression::new_string(app.app_name.to_string()),
+                ),
                 ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
                 ("data_policy".to_string(), data_policy(app.policy)),
             ]),
@@ -190,11 +216,26 @@ impl Authorizer {
             resource.clone(),
             HashMap::from([
                 ("name".to_string(), RestrictedExpression::new_string(tool.name.clone())),
-                ("risk".to_string(), RestrictedExpression::new_string(tool.risk.as_str().to_string())),
-                ("risk_level".to_string(), RestrictedExpression::new_long(tool.risk.level())),
-                ("effect".to_string(), RestrictedExpression::new_string(tool.effect.as_str().to_string())),
-                ("required_scopes".to_string(), string_set(tool.required_scopes.iter().map(String::as_str))),
-                ("plugin".to_string(), RestrictedExpression::new_string(tool.plugin.name().to_string())),
+                (
+                    "risk".to_string(),
+                    RestrictedExpression::new_string(tool.risk.as_str().to_string()),
+                ),
+                (
+                    "risk_level".to_string(),
+                    RestrictedExpression::new_long(tool.risk.level()),
+                ),
+                (
+                    "effect".to_string(),
+                    RestrictedExpression::new_string(tool.effect.as_str().to_string()),
+                ),
+                (
+                    "required_scopes".to_string(),
+                    string_set(tool.required_scopes.iter().map(String::as_str)),
+                ),
+                (
+                    "plugin".to_string(),
+                    RestrictedExpression::new_string(tool.plugin.name().to_string()),
+                ),
             ]),
             HashSet::new(),
         )
@@ -209,7 +250,11 @@ impl Authorizer {
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
-        Ok(Decision { allowed, policy_ids, errors })
+        Ok(Decision {
+            allowed,
+            policy_ids,
+            errors,
+        })
     }
 }
 
@@ -224,12 +269,15 @@ fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression 
 
 fn data_policy(policy: &Value) -> RestrictedExpression {
     let data = &policy["data"];
-    let ledgers: Vec<&str> = data["allowed_ledger_ids"].as_array().map_or_else(Vec::new, |a| {
-        a.iter().filter_map(Value::as_str).collect()
-    });
+    let ledgers: Vec<&str> = data["allowed_ledger_ids"]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
     let max_days = data["max_days"].as_i64().filter(|d| *d > 0).map_or(0, |d| d.min(3650));
     let record = [
-        ("restrict_ledgers".to_string(), RestrictedExpression::new_bool(!ledgers.is_empty())),
+        (
+            "restrict_ledgers".to_string(),
+            RestrictedExpression::new_bool(!ledgers.is_empty()),
+        ),
         ("allowed_ledger_ids".to_string(), string_set(ledgers.into_iter())),
         ("max_days".to_string(), RestrictedExpression::new_long(max_days)),
         (
@@ -242,15 +290,31 @@ fn data_policy(policy: &Value) -> RestrictedExpression {
 }
 
 /// String fields of the payload that the schema's `Payload` type declares.
-const PAYLOAD_STRINGS: &[&str] =
-    &["ledgerId", "transactionId", "kind", "title", "currency_home", "startDate", "endDate"];
+const PAYLOAD_STRINGS: &[&str] = &[
+    "ledgerId",
+    "transactionId",
+    "kind",
+    "title",
+    "currency_home",
+    "startDate",
+    "endDate",
+];
 
 fn context_pairs(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> Vec<(String, RestrictedExpression)> {
     let now = facts.now;
     let time = RestrictedExpression::new_record([
-        ("hour".to_string(), RestrictedExpression::new_long(i64::from(now.hour()))),
-        ("weekday".to_string(), RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday()))),
-        ("unix_seconds".to_string(), RestrictedExpression::new_long(now.unix_timestamp())),
+        (
+            "hour".to_string(),
+            RestrictedExpression::new_long(i64::from(now.hour())),
+        ),
+        (
+            "weekday".to_string(),
+            RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday())),
+        ),
+        (
+            "unix_seconds".to_string(),
+            RestrictedExpression::new_long(now.unix_timestamp()),
+        ),
     ])
     .unwrap_or_else(|_| RestrictedExpression::new_bool(false));
     let mut payload = Vec::new();
@@ -264,22 +328,43 @@ fn context_pairs(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> Vec<(String, R
         if let Some(amount) = map.get("amount_home").and_then(Value::as_f64) {
             // Cedar decimals hold four fractional digits and |x| < 9.2e14; outside that the
             // request is given an unparseable decimal, which errors, which denies.
-            payload.push(("amount_home".to_string(), RestrictedExpression::new_decimal(decimal_text(amount))));
+            payload.push((
+                "amount_home".to_string(),
+                RestrictedExpression::new_decimal(decimal_text(amount)),
+            ));
         }
         range_days = date_range_days(map.get("startDate"), map.get("endDate"));
     }
     let mut pairs = vec![
-        ("client_ip".to_string(), RestrictedExpression::new_ip(facts.client_ip.to_string())),
+        (
+            "client_ip".to_string(),
+            RestrictedExpression::new_ip(facts.client_ip.to_string()),
+        ),
         ("time".to_string(), time),
-        ("key_id".to_string(), RestrictedExpression::new_string(app.key_id.to_string())),
-        ("has_payload".to_string(), RestrictedExpression::new_bool(facts.payload.is_some())),
+        (
+            "key_id".to_string(),
+            RestrictedExpression::new_string(app.key_id.to_string()),
+        ),
+        (
+            "has_payload".to_string(),
+            RestrictedExpression::new_bool(facts.payload.is_some()),
+        ),
         (
             "payload".to_string(),
             RestrictedExpression::new_record(payload).unwrap_or_else(|_| RestrictedExpression::new_bool(false)),
         ),
-        ("has_idempotency_key".to_string(), RestrictedExpression::new_bool(facts.has_idempotency_key)),
-        ("has_preflight_hash".to_string(), RestrictedExpression::new_bool(facts.has_preflight_hash)),
-        ("has_justification".to_string(), RestrictedExpression::new_bool(facts.has_justification)),
+        (
+            "has_idempotency_key".to_string(),
+            RestrictedExpression::new_bool(facts.has_idempotency_key),
+        ),
+        (
+            "has_preflight_hash".to_string(),
+            RestrictedExpression::new_bool(facts.has_preflight_hash),
+        ),
+        (
+            "has_justification".to_string(),
+            RestrictedExpression::new_bool(facts.has_justification),
+        ),
     ];
     if let Some(days) = range_days {
         pairs.push(("range_days".to_string(), RestrictedExpression::new_long(days)));
@@ -288,7 +373,11 @@ fn context_pairs(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> Vec<(String, R
 }
 
 fn decimal_text(x: f64) -> String {
-    if x.is_finite() && x.abs() < 9.0e14 { format!("{x:.4}") } else { "out-of-range".to_string() }
+    if x.is_finite() && x.abs() < 9.0e14 {
+        format!("{x:.4}")
+    } else {
+        "out-of-range".to_string()
+    }
 }
 
 /// Whole days from `startDate` to `endDate` (`YYYY-MM-DD` prefixes), inclusive of both.
@@ -322,7 +411,10 @@ mod tests {
     #[test]
     fn date_ranges_count_both_ends() {
         let d = |s: &str| Value::String(s.into());
-        assert_eq!(date_range_days(Some(&d("2026-01-01")), Some(&d("2026-01-31"))), Some(31));
+        assert_eq!(
+            date_range_days(Some(&d("2026-01-01")), Some(&d("2026-01-31"))),
+            Some(31)
+        );
         assert_eq!(date_range_days(Some(&d("2026-01-01")), None), None);
     }
 }

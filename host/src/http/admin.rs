@@ -75,7 +75,12 @@ struct Done {
 
 impl Done {
     fn data(data: Value) -> Self {
-        Done { data, details: Map::new(), app_id: None, key_id: None }
+        Done {
+            data,
+            details: Map::new(),
+            app_id: None,
+            key_id: None,
+        }
     }
 }
 
@@ -97,7 +102,9 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
     event.performed_by_user_id = admin.as_ref().map(|a| a.name.clone());
     event.org_id = admin.as_ref().and_then(|a| a.org_id.clone());
     event.details.insert("method".into(), inbound.method.clone().into());
-    event.details.insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
+    event
+        .details
+        .insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
     if let Some(a) = &admin {
         event.details.insert("role".into(), a.role.as_str().into());
     }
@@ -108,15 +115,35 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
     }
     if let Err(e) = gw.audit.record(event).await {
         tracing::error!(error = %e, "admin audit event not durable");
-        return respond(500, Envelope::failure(&Failure::internal(), &inbound.request_id), Vec::new(), &inbound.request_id);
+        return respond(
+            500,
+            Envelope::failure(&Failure::internal(), &inbound.request_id),
+            Vec::new(),
+            &inbound.request_id,
+        );
     }
     match outcome {
-        Ok(done) => respond(200, Envelope::success(done.data, &inbound.request_id), Vec::new(), &inbound.request_id),
-        Err(f) => respond(f.code.status, Envelope::failure(&f, &inbound.request_id), Vec::new(), &inbound.request_id),
+        Ok(done) => respond(
+            200,
+            Envelope::success(done.data, &inbound.request_id),
+            Vec::new(),
+            &inbound.request_id,
+        ),
+        Err(f) => respond(
+            f.code.status,
+            Envelope::failure(&f, &inbound.request_id),
+            Vec::new(),
+            &inbound.request_id,
+        ),
     }
 }
 
-async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut Option<AdminPrincipal>) -> Result<Done, Failure> {
+async fn run(
+    gw: &Gateway,
+    inbound: &Inbound,
+    route: Option<Route>,
+    admin: &mut Option<AdminPrincipal>,
+) -> Result<Done, Failure> {
     let internal = |e: &dyn std::fmt::Display| {
         tracing::error!(request_id = %inbound.request_id, error = %e, "admin request failed");
         Failure::internal()
@@ -125,9 +152,14 @@ async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut 
         .map_err(|e| internal(&e))?
         .ok_or_else(|| Failure::new(codes::ADMIN_UNAUTHORIZED, "Missing or invalid admin credential"))?;
     *admin = Some(principal.clone());
-    let Some(route) = route else { return Err(Failure::new(codes::NOT_FOUND, "Route not found")) };
+    let Some(route) = route else {
+        return Err(Failure::new(codes::NOT_FOUND, "Route not found"));
+    };
     if !route.roles().contains(&principal.role) {
-        return Err(Failure::new(codes::ADMIN_FORBIDDEN, format!("role `{}` may not do this", principal.role.as_str())));
+        return Err(Failure::new(
+            codes::ADMIN_FORBIDDEN,
+            format!("role `{}` may not do this", principal.role.as_str()),
+        ));
     }
     let now = gw.now_iso();
     let by = principal.name.as_str();
@@ -159,7 +191,10 @@ async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut 
             let mut new: NewApp = json_body(inbound)?;
             if let Some(own) = &principal.org_id {
                 if new.org_id.as_deref().is_some_and(|o| o != own) {
-                    return Err(Failure::new(codes::ADMIN_FORBIDDEN, "admin credential is scoped to another tenant"));
+                    return Err(Failure::new(
+                        codes::ADMIN_FORBIDDEN,
+                        "admin credential is scoped to another tenant",
+                    ));
                 }
                 new.org_id = Some(own.clone());
             }
@@ -175,7 +210,11 @@ async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut 
         }
         Route::CreateKey(app_id) => {
             scoped_app(&app_id)?;
-            let new: NewKey = if matches!(&inbound.body, Ok(b) if b.is_empty()) { NewKey::default() } else { json_body(inbound)? };
+            let new: NewKey = if matches!(&inbound.body, Ok(b) if b.is_empty()) {
+                NewKey::default()
+            } else {
+                json_body(inbound)?
+            };
             let (key, token) = apps::create_key(&gw.store, &app_id, new, by, &now).map_err(app_error)?;
             let mut done = Done::data(json!({
                 "key": {"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at},
@@ -193,7 +232,11 @@ async fn run(gw: &Gateway, inbound: &Inbound, route: Option<Route>, admin: &mut 
             Ok(done)
         }
         Route::RevokeKey(key_id) => {
-            let key = gw.store.key(&key_id).map_err(|e| internal(&e))?.ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
+            let key = gw
+                .store
+                .key(&key_id)
+                .map_err(|e| internal(&e))?
+                .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
             scoped_app(&key.app_id)?;
             gw.store.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
             let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
@@ -248,6 +291,7 @@ fn json_body<T: for<'de> serde::Deserialize<'de>>(inbound: &Inbound) -> Result<T
 }
 
 fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
-

@@ -44,7 +44,9 @@ pub enum Plane {
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, plane: Plane, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.changed() => return,
@@ -83,8 +85,17 @@ async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Inc
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::GET && (path == "/healthz" || path == "/readyz") {
         // Probes are not agent requests: answered without credentials or audit events.
-        let data = if path == "/healthz" { json!({"status": "ok"}) } else { json!({"status": "ready", "tools": gw.catalog().tools().count()}) };
-        return write(pipeline::respond(200, Envelope::success(data, &request_id), Vec::new(), &request_id));
+        let data = if path == "/healthz" {
+            json!({"status": "ok"})
+        } else {
+            json!({"status": "ready", "tools": gw.catalog().tools().count()})
+        };
+        return write(pipeline::respond(
+            200,
+            Envelope::success(data, &request_id),
+            Vec::new(),
+            &request_id,
+        ));
     }
     let inbound = read_inbound(gw, peer, req, request_id).await;
     let outbound = match plane {
@@ -101,7 +112,11 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, request_id: String) -> Inbound {
     let (parts, body) = req.into_parts();
     let limit = gw.config.max_body_bytes;
-    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let body = if declared.is_some_and(|n| n > limit as u64) {
         Err(BodyError::TooLarge)
     } else {
@@ -127,7 +142,8 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
 
 fn write(outbound: Outbound) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(outbound.body)));
-    *response.status_mut() = hyper::StatusCode::from_u16(outbound.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(outbound.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in outbound.headers {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.headers_mut().insert(name, value);

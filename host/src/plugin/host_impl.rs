@@ -59,7 +59,9 @@ impl Host for CallState {
             )));
         }
         let store = self.kv("set")?;
-        store.kv_set(&self.env.name, &self.tenant, &key, &value).map_err(backend)
+        store
+            .kv_set(&self.env.name, &self.tenant, &key, &value)
+            .map_err(backend)
     }
 
     fn kv_delete(&mut self, key: String) -> Result<(), Error> {
@@ -69,7 +71,9 @@ impl Host for CallState {
 
     fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, Error> {
         let store = self.kv("list")?;
-        store.kv_list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST).map_err(backend)
+        store
+            .kv_list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
+            .map_err(backend)
     }
 
     fn config_get(&mut self, key: String) -> Result<Option<String>, Error> {

@@ -98,12 +98,20 @@ pub enum ManifestError {
 impl PluginManifest {
     /// Reads and checks a manifest; `component` is resolved against its directory.
     pub fn load(path: &Path) -> Result<PluginManifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
-        let invalid = |message: String| ManifestError::Invalid { path: path.display().to_string(), message };
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let invalid = |message: String| ManifestError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
         let mut manifest: PluginManifest = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         if !is_plugin_name(&manifest.name) {
-            return Err(invalid(format!("`name` = `{}` must be lowercase letters, digits and `-`", manifest.name)));
+            return Err(invalid(format!(
+                "`name` = `{}` must be lowercase letters, digits and `-`",
+                manifest.name
+            )));
         }
         if manifest.sha256.len() != 64 || !manifest.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("`sha256` must be 64 hex digits".into()));
@@ -125,5 +133,7 @@ impl PluginManifest {
 fn is_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }

@@ -15,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use self::bindings::openport::plugin::types as wit;
@@ -104,9 +107,20 @@ pub struct CallContext {
 pub enum Content {
     Text(String),
     Json(String),
-    Image { mime_type: String, data: Vec<u8> },
-    Audio { mime_type: String, data: Vec<u8> },
-    Resource { uri: String, mime_type: Option<String>, text: Option<String>, blob: Option<Vec<u8>> },
+    Image {
+        mime_type: String,
+        data: Vec<u8>,
+    },
+    Audio {
+        mime_type: String,
+        data: Vec<u8>,
+    },
+    Resource {
+        uri: String,
+        mime_type: Option<String>,
+        text: Option<String>,
+        blob: Option<Vec<u8>>,
+    },
 }
 
 /// What `invoke` returned.
@@ -144,7 +158,10 @@ pub struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -159,7 +176,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.manifest.name).field("digest", &self.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.manifest.name)
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
@@ -213,13 +233,20 @@ impl PluginRuntime {
                 }
             })
             .map_err(|e| LoadError::Runtime(e.to_string()))?;
-        Ok(PluginRuntime { engine, linker: Arc::new(linker), store, clock })
+        Ok(PluginRuntime {
+            engine,
+            linker: Arc::new(linker),
+            store,
+            clock,
+        })
     }
 
     /// Verifies, compiles and describes a plugin. Returns it with the tools it reported.
     pub async fn load(&self, manifest: PluginManifest) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
-        let bytes = std::fs::read(&manifest.component)
-            .map_err(|source| LoadError::Read { path: manifest.component.display().to_string(), source })?;
+        let bytes = std::fs::read(&manifest.component).map_err(|source| LoadError::Read {
+            path: manifest.component.display().to_string(),
+            source,
+        })?;
         self.load_bytes(manifest, &bytes).await
     }
 
@@ -231,7 +258,10 @@ impl PluginRuntime {
     ) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
         let digest = sha256_hex(bytes);
         if digest != manifest.sha256 {
-            return Err(LoadError::DigestMismatch { expected: manifest.sha256.clone(), actual: digest });
+            return Err(LoadError::DigestMismatch {
+                expected: manifest.sha256.clone(),
+                actual: digest,
+            });
         }
         if manifest.world != World::ToolAdapter {
             return Err(LoadError::UnsupportedWorld(manifest.world));
@@ -243,7 +273,10 @@ impl PluginRuntime {
             .await
             .map_err(|e| LoadError::Compile(e.to_string()))?
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
         let pre = ToolAdapterPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
         let env = Arc::new(PluginEnv {
             name: manifest.name.clone(),
@@ -251,7 +284,13 @@ impl PluginRuntime {
             store: self.store.clone(),
             clock: self.clock.clone(),
         });
-        let plugin = Arc::new(Plugin { manifest, digest, pre, env, engine: self.engine.clone() });
+        let plugin = Arc::new(Plugin {
+            manifest,
+            digest,
+            pre,
+            env,
+            engine: self.engine.clone(),
+        });
         let ctx = CallContext {
             tenant: String::new(),
             integration: String::new(),
@@ -259,7 +298,9 @@ impl PluginRuntime {
             actor: String::new(),
         };
         let described = plugin
-            .call(&ctx, |adapter, store| Box::pin(async move { adapter.call_describe(store).await }))
+            .call(&ctx, |adapter, store| {
+                Box::pin(async move { adapter.call_describe(store).await })
+            })
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?
             .map_err(|e| LoadError::Describe(format!("{:?}", GuestError::from(e))))?;
@@ -327,9 +368,10 @@ impl Plugin {
         let structured = match result.structured {
             Some(text) => {
                 check_size(text.len(), limit)?;
-                Some(serde_json::from_str(&text).map_err(|_| {
-                    CallError::Guest(GuestError::Internal("structured result is not JSON".into()))
-                })?)
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|_| CallError::Guest(GuestError::Internal("structured result is not JSON".into())))?,
+                )
             }
             None => None,
         };
@@ -339,11 +381,20 @@ impl Plugin {
             let item = match c {
                 wit::Content::Text(t) => Content::Text(t),
                 wit::Content::Json(t) => Content::Json(t),
-                wit::Content::Image(m) => Content::Image { mime_type: m.mime_type, data: m.data },
-                wit::Content::Audio(m) => Content::Audio { mime_type: m.mime_type, data: m.data },
-                wit::Content::Embedded(r) => {
-                    Content::Resource { uri: r.uri, mime_type: r.mime_type, text: r.text, blob: r.blob }
-                }
+                wit::Content::Image(m) => Content::Image {
+                    mime_type: m.mime_type,
+                    data: m.data,
+                },
+                wit::Content::Audio(m) => Content::Audio {
+                    mime_type: m.mime_type,
+                    data: m.data,
+                },
+                wit::Content::Embedded(r) => Content::Resource {
+                    uri: r.uri,
+                    mime_type: r.mime_type,
+                    text: r.text,
+                    blob: r.blob,
+                },
             };
             total += content_size(&item);
             check_size(total, limit)?;
@@ -356,13 +407,21 @@ impl Plugin {
     pub async fn plan(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<PlannedImpact, CallError> {
         let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
         let impact = self
-            .call(ctx, |adapter, store| Box::pin(async move { adapter.call_plan(store, &wctx, &tool, &payload).await }))
+            .call(ctx, |adapter, store| {
+                Box::pin(async move { adapter.call_plan(store, &wctx, &tool, &payload).await })
+            })
             .await?
             .map_err(|e| CallError::Guest(e.into()))?;
-        check_size(impact.summary.len() + impact.detail.len(), self.manifest.limits.max_output_bytes)?;
+        check_size(
+            impact.summary.len() + impact.detail.len(),
+            self.manifest.limits.max_output_bytes,
+        )?;
         let detail = serde_json::from_str(&impact.detail)
             .map_err(|_| CallError::Guest(GuestError::Internal("impact detail is not JSON".into())))?;
-        Ok(PlannedImpact { summary: impact.summary, detail })
+        Ok(PlannedImpact {
+            summary: impact.summary,
+            detail,
+        })
     }
 
     /// Instantiates the component in a fresh store with this plugin's budgets and runs `f`.
@@ -372,11 +431,18 @@ impl Plugin {
         f: impl for<'a> FnOnce(&'a ToolAdapter, &'a mut Store<CallState>) -> CallFuture<'a, R>,
     ) -> Result<R, CallError> {
         let limits = &self.manifest.limits;
-        let memory = usize::try_from(limits.memory_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+        let memory = usize::try_from(limits.memory_mib)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20);
         let state = CallState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory).instances(32).tables(64).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .instances(32)
+                .tables(64)
+                .trap_on_grow_failure(true)
+                .build(),
             env: self.env.clone(),
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
@@ -389,9 +455,17 @@ impl Plugin {
         // Yield to the executor on every tick so a looping guest cannot starve other
         // requests, and stop it at its deadline.
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Ok(UpdateDeadline::Interrupt) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
-        let adapter = self.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e, true))?;
+        let adapter = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(&e, true))?;
         f(&adapter, &mut store).await.map_err(|e| classify(&e, false))
     }
 }
@@ -406,14 +480,23 @@ fn wit_context(ctx: &CallContext) -> wit::CallContext {
 }
 
 fn check_size(size: usize, limit: usize) -> Result<(), CallError> {
-    if size > limit { Err(CallError::OutputTooLarge { limit }) } else { Ok(()) }
+    if size > limit {
+        Err(CallError::OutputTooLarge { limit })
+    } else {
+        Ok(())
+    }
 }
 
 fn content_size(c: &Content) -> usize {
     match c {
         Content::Text(t) | Content::Json(t) => t.len(),
         Content::Image { mime_type, data } | Content::Audio { mime_type, data } => mime_type.len() + data.len(),
-        Content::Resource { uri, mime_type, text, blob } => {
+        Content::Resource {
+            uri,
+            mime_type,
+            text,
+            blob,
+        } => {
             uri.len()
                 + mime_type.as_ref().map_or(0, String::len)
                 + text.as_ref().map_or(0, String::len)

@@ -130,6 +130,9 @@ mod tests {
             std::fs::write(path, &want).expect("write docs/reason-codes.md");
         }
         let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(have == want, "docs/reason-codes.md is stale: run `BLESS=1 cargo test -p openport reason_codes_doc`");
+        assert!(
+            have == want,
+            "docs/reason-codes.md is stale: run `BLESS=1 cargo test -p openport reason_codes_doc`"
+        );
     }
 }

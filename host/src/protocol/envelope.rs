@@ -16,7 +16,11 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into(), details: Map::new() }
+        Failure {
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
     }
 
     /// Adds one `details` entry.

@@ -30,7 +30,11 @@ impl Kind {
 
 /// A fresh id of the given kind.
 pub fn new_id(kind: Kind) -> String {
-    format!("{}_{}", kind.prefix(), ulid::Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "{}_{}",
+        kind.prefix(),
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 /// Whether `id` is well formed for `kind`: the prefix, then 26 base32 characters.

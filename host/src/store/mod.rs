@@ -9,7 +9,8 @@ mod records;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
+pub use rusqlite::Connection;
+use rusqlite::{OptionalExtension, params};
 
 pub use records::{AdminTokenRecord, AppRecord, AuditRow, DraftRecord, KeyRecord, PreflightRecord};
 
@@ -21,7 +22,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored JSON in `{column}` is invalid: {source}")]
-    Json { column: &'static str, source: serde_json::Error },
+    Json {
+        column: &'static str,
+        source: serde_json::Error,
+    },
     #[error("database `{path}` has schema version {found}, newer than this binary's {known}")]
     TooNew { path: String, found: usize, known: usize },
     #[error("the store lock was poisoned by a panic")]
@@ -51,7 +55,10 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = connect(path)?;
         migrate(&mut conn, path)?;
-        Ok(Store { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,6 +114,16 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Replaces an app's data policy (`{network, data}`).
+    pub fn set_app_policy(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE apps SET policy = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, policy.to_string(), now],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
         let conn = self.conn()?;
         records::insert_key(&conn, key)
@@ -126,7 +143,10 @@ impl Store {
     /// Revokes one key; `false` when there is no such key.
     pub fn revoke_key(&self, key_id: &str, now: &str) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let n = conn.execute("UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1", params![key_id, now])?;
+        let n = conn.execute(
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![key_id, now],
+        )?;
         Ok(n == 1)
     }
 
@@ -190,9 +210,8 @@ impl Store {
 
     pub fn kv_get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT value FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
-        )?;
+        let mut stmt =
+            conn.prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
         Ok(stmt.query_row(params![plugin, tenant, key], |r| r.get(0)).optional()?)
     }
 
@@ -216,13 +235,7 @@ impl Store {
     }
 
     /// Keys starting with `prefix`, in byte order, at most `limit` of them.
-    pub fn kv_list(
-        &self,
-        plugin: &str,
-        tenant: &str,
-        prefix: &str,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
+    pub fn kv_list(&self, plugin: &str, tenant: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND substr(key, 1, ?4) = ?3
@@ -306,16 +319,23 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 pub fn audit_chain_page(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
     records::audit_events(
         conn,
-        &AuditFilter { after_seq: Some(after_seq), limit, ascending: true, ..AuditFilter::default() },
+        &AuditFilter {
+            after_seq: Some(after_seq),
+            limit,
+            ascending: true,
+            ..AuditFilter::default()
+        },
     )
 }
 
 /// The newest event's sequence number and hash, where the chain continues.
 pub fn audit_chain_head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
     Ok(conn
-        .query_row("SELECT seq, event_hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT seq, event_hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?)
 }
 

@@ -154,7 +154,9 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
 
 pub(super) fn insert_app(conn: &Connection, app: &AppRecord) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+        &format!(
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
         params![
             app.id,
             app.name,
@@ -163,7 +165,10 @@ pub(super) fn insert_app(conn: &Connection, app: &AppRecord) -> Result<(), Store
             app.org_id,
             app.user_id,
             app.service_user_id,
-            serde_json::to_string(&app.scopes).map_err(|source| StoreError::Json { column: "scopes", source })?,
+            serde_json::to_string(&app.scopes).map_err(|source| StoreError::Json {
+                column: "scopes",
+                source
+            })?,
             app.status,
             app.policy.to_string(),
             app.auto_execute.to_string(),
@@ -209,7 +214,9 @@ pub(super) fn insert_key(conn: &Connection, key: &KeyRecord) -> Result<(), Store
 }
 
 pub(super) fn keys_where(conn: &Connection, condition: &str, value: &str) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {condition} ORDER BY created_at"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM keys WHERE {condition} ORDER BY created_at"
+    ))?;
     let rows = stmt.query_map([value], |r| {
         Ok(KeyRecord {
             id: r.get(0)?,
@@ -335,7 +342,10 @@ pub(super) fn insert_audit_rows(conn: &Connection, rows: &[AuditRow]) -> Result<
             e.details.to_string(),
             e.tool,
             e.risk,
-            serde_json::to_string(&e.policy_ids).map_err(|source| StoreError::Json { column: "policy_ids", source })?,
+            serde_json::to_string(&e.policy_ids).map_err(|source| StoreError::Json {
+                column: "policy_ids",
+                source
+            })?,
             e.plugin,
             e.plugin_digest,
             e.latency_us,
@@ -375,7 +385,11 @@ pub(super) fn audit_events(conn: &Connection, f: &AuditFilter) -> Result<Vec<Aud
     if let Some(v) = f.after_seq {
         add("seq >", Box::new(v));
     }
-    sql.push_str(if f.ascending { " ORDER BY seq ASC" } else { " ORDER BY seq DESC" });
+    sql.push_str(if f.ascending {
+        " ORDER BY seq ASC"
+    } else {
+        " ORDER BY seq DESC"
+    });
     sql.push_str(&format!(" LIMIT {}", f.limit.max(1)));
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {

@@ -14,9 +14,9 @@ use crate::gateway::Gateway;
 use crate::hashing::jcs_sha256;
 use crate::pipeline::{ActionBody, Refused, call_refusal};
 use crate::plugin::CallContext;
+use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{self, Kind};
-use crate::protocol::Failure;
 use crate::store::{DraftRecord, PreflightRecord};
 
 /// How long a preflight binding lives.
@@ -58,7 +58,9 @@ async fn impact(context: &CallContext, tool: &Tool, payload: &Value) -> Result<(
             map
         }
     };
-    impact.entry("summary").or_insert_with(|| Value::String(planned.summary));
+    impact
+        .entry("summary")
+        .or_insert_with(|| Value::String(planned.summary));
     let impact = Value::Object(impact);
     let hash = jcs_sha256(&json!({"action": tool.name, "payload": payload, "impact": impact}));
     Ok((impact, hash))
@@ -103,9 +105,18 @@ pub async fn preflight(
 }
 
 /// Loads a preflight bound to this app, key and actor, unexpired, for this action.
-pub fn bound_preflight(gw: &Gateway, principal: &Principal, id: &str, action: &str) -> Result<PreflightRecord, Refused> {
+pub fn bound_preflight(
+    gw: &Gateway,
+    principal: &Principal,
+    id: &str,
+    action: &str,
+) -> Result<PreflightRecord, Refused> {
     let not_found = || Refused::from(Failure::new(codes::PREFLIGHT_NOT_FOUND, "Preflight not found"));
-    let record = gw.store.preflight(id).map_err(Refused::internal)?.ok_or_else(not_found)?;
+    let record = gw
+        .store
+        .preflight(id)
+        .map_err(Refused::internal)?
+        .ok_or_else(not_found)?;
     let bound = record.app_id == principal.app.id
         && record.key_id == principal.key.id
         && record.actor_user_id == principal.actor_user_id;
@@ -114,7 +125,9 @@ pub fn bound_preflight(gw: &Gateway, principal: &Principal, id: &str, action: &s
         return Err(not_found());
     }
     if record.action != action {
-        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch").with("reason", "action").into());
+        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch")
+            .with("reason", "action")
+            .into());
     }
     Ok(record)
 }
@@ -126,7 +139,11 @@ fn auto_execute_denied(body: &ActionBody, auto_execute: &Value, tool: &Tool) -> 
     if !wants {
         return None;
     }
-    let class = if tool.risk >= crate::catalog::Risk::High { "high_risk" } else { "writes" };
+    let class = if tool.risk >= crate::catalog::Risk::High {
+        "high_risk"
+    } else {
+        "writes"
+    };
     if auto_execute[class]["enabled"] != json!(true) {
         return Some(codes::AUTO_EXECUTE_DISABLED);
     }
@@ -142,12 +159,19 @@ pub async fn propose(
     context: &CallContext,
     proposal: Proposal<'_>,
 ) -> Result<Proposed, Refused> {
-    let Proposal { tool, payload, body, preflight } = proposal;
+    let Proposal {
+        tool,
+        payload,
+        body,
+        preflight,
+    } = proposal;
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
-    if let Some(preflight) = preflight {
-        if preflight.impact_hash != impact_hash {
-            return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch").with("reason", "impact_changed").into());
-        }
+    if let Some(preflight) = preflight
+        && preflight.impact_hash != impact_hash
+    {
+        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch")
+            .with("reason", "impact_changed")
+            .into());
     }
     let denied = auto_execute_denied(body, &principal.app.auto_execute, tool);
     let now = gw.clock.now();
@@ -169,7 +193,10 @@ pub async fn propose(
         request_id: context.request_id.clone(),
         impact: Some(impact),
         impact_hash: Some(impact_hash),
-        preflight_hash: body.preflight_hash.clone().or_else(|| preflight.map(|p| p.impact_hash.clone())),
+        preflight_hash: body
+            .preflight_hash
+            .clone()
+            .or_else(|| preflight.map(|p| p.impact_hash.clone())),
         preflight_state_witness_hash: body.state_witness_hash.clone(),
         plugin: tool.plugin.name().into(),
         plugin_digest: tool.plugin.digest().into(),

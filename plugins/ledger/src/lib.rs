@@ -9,7 +9,6 @@ wit_bindgen::generate!({ world: "tool-adapter", path: "../../wit" });
 
 use openport::plugin::host;
 
-
 struct Ledger;
 
 impl Guest for Ledger {
@@ -25,7 +24,10 @@ impl Guest for Ledger {
     fn invoke(_ctx: CallContext, tool: String, payload: String) -> Result<ToolResult, Error> {
         let payload = tools::parse_payload(&payload)?;
         let data = tools::invoke(&tool, &payload)?;
-        Ok(ToolResult { structured: Some(data.to_string()), content: Vec::new() })
+        Ok(ToolResult {
+            structured: Some(data.to_string()),
+            content: Vec::new(),
+        })
     }
 }
 

@@ -208,8 +208,16 @@ fn live_transaction(id: &str) -> Result<Value, Error> {
 fn public_transaction(t: &Value) -> Value {
     let mut out = Map::new();
     for field in [
-        "id", "ledger_id", "kind", "title", "amount_home", "currency_home", "date", "notes",
-        "created_at", "updated_at",
+        "id",
+        "ledger_id",
+        "kind",
+        "title",
+        "amount_home",
+        "currency_home",
+        "date",
+        "notes",
+        "created_at",
+        "updated_at",
     ] {
         out.insert(field.into(), t.get(field).cloned().unwrap_or(Value::Null));
     }
@@ -246,7 +254,11 @@ fn iso_from_millis(ms: u64) -> String {
 
 /// The end of a date filter: a bare date covers its whole day.
 fn end_bound(end: &str) -> String {
-    if end.len() <= 10 { format!("{end}T23:59:59.999Z") } else { end.to_string() }
+    if end.len() <= 10 {
+        format!("{end}T23:59:59.999Z")
+    } else {
+        end.to_string()
+    }
 }
 
 fn transactions_in(payload: &Payload, ledger_id: &str) -> Result<Vec<Value>, Error> {
@@ -268,11 +280,23 @@ fn list_transactions(payload: &Payload) -> Result<Value, Error> {
     let ledger_id = required(payload, "ledgerId")?;
     ledger(ledger_id)?;
     let rows = transactions_in(payload, ledger_id)?;
-    let page = payload.get("page").and_then(Value::as_u64).unwrap_or(1).clamp(1, 10_000);
-    let page_size = payload.get("pageSize").and_then(Value::as_u64).unwrap_or(50).clamp(1, 200);
+    let page = payload
+        .get("page")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 10_000);
+    let page_size = payload
+        .get("pageSize")
+        .and_then(Value::as_u64)
+        .unwrap_or(50)
+        .clamp(1, 200);
     let start = usize::try_from((page - 1) * page_size).unwrap_or(usize::MAX);
-    let items: Vec<Value> =
-        rows.iter().skip(start).take(page_size as usize).map(public_transaction).collect();
+    let items: Vec<Value> = rows
+        .iter()
+        .skip(start)
+        .take(page_size as usize)
+        .map(public_transaction)
+        .collect();
     let has_more = start.saturating_add(items.len()) < rows.len();
     Ok(json!({
         "items": items,
@@ -320,7 +344,10 @@ pub fn plan(tool: &str, payload: &Payload) -> Result<Impact, Error> {
         "transaction.create" => {
             let ledger_id = required(payload, "ledgerId")?;
             ledger(ledger_id)?;
-            ("Create 1 transaction".to_string(), json!({"transaction": transaction_changes(payload)}))
+            (
+                "Create 1 transaction".to_string(),
+                json!({"transaction": transaction_changes(payload)}),
+            )
         }
         "transaction.update" => {
             let t = live_transaction(required(payload, "transactionId")?)?;
@@ -331,7 +358,11 @@ pub fn plan(tool: &str, payload: &Payload) -> Result<Impact, Error> {
         }
         "transaction.delete" | "transaction.hard_delete" => {
             let t = live_transaction(required(payload, "transactionId")?)?;
-            let verb = if tool == "transaction.delete" { "Delete" } else { "Hard delete" };
+            let verb = if tool == "transaction.delete" {
+                "Delete"
+            } else {
+                "Hard delete"
+            };
             (format!("{verb} 1 transaction"), json!({"transaction": impact_of(&t)}))
         }
         "transactions.export_csv" => {
@@ -358,7 +389,10 @@ pub fn plan(tool: &str, payload: &Payload) -> Result<Impact, Error> {
     if let Some(map) = detail.as_object_mut() {
         map.insert("summary".into(), json!(summary));
     }
-    Ok(Impact { summary, detail: detail.to_string() })
+    Ok(Impact {
+        summary,
+        detail: detail.to_string(),
+    })
 }
 
 pub fn invoke(tool: &str, payload: &Payload) -> Result<Value, Error> {
@@ -409,24 +443,35 @@ pub fn invoke(tool: &str, payload: &Payload) -> Result<Value, Error> {
         }
         "transaction.hard_delete" => {
             let id = required(payload, "transactionId")?;
-            load(&format!("txn/{id}"))?
-                .ok_or_else(|| Error::NotFound("Transaction not found".into()))?;
+            load(&format!("txn/{id}"))?.ok_or_else(|| Error::NotFound("Transaction not found".into()))?;
             host::kv_delete(&format!("txn/{id}"))?;
             Ok(json!({"deleted": {"id": id, "deleted": true, "hard": true}}))
         }
         "transactions.export_csv" => {
             let ledger_id = required(payload, "ledgerId")?;
             ledger(ledger_id)?;
-            let limit = payload.get("limit").and_then(Value::as_u64).unwrap_or(200).clamp(1, 5000);
+            let limit = payload
+                .get("limit")
+                .and_then(Value::as_u64)
+                .unwrap_or(200)
+                .clamp(1, 5000);
             let rows = transactions_in(payload, ledger_id)?;
-            let mut lines =
-                vec!["id,date,kind,title,amount_home,currency_home,created_at,updated_at".to_string()];
+            let mut lines = vec!["id,date,kind,title,amount_home,currency_home,created_at,updated_at".to_string()];
             for t in rows.iter().take(limit as usize) {
                 let cell = |f: &str| csv_cell(&t[f]);
                 lines.push(
-                    ["id", "date", "kind", "title", "amount_home", "currency_home", "created_at", "updated_at"]
-                        .map(cell)
-                        .join(","),
+                    [
+                        "id",
+                        "date",
+                        "kind",
+                        "title",
+                        "amount_home",
+                        "currency_home",
+                        "created_at",
+                        "updated_at",
+                    ]
+                    .map(cell)
+                    .join(","),
                 );
             }
             Ok(json!({"export": {

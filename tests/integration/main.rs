@@ -1,0 +1,15 @@
+//! The gateway's integration tests: one binary, a module per topic. Each test starts a
+//! real gateway on 127.0.0.1 port 0 and talks to it over HTTP.
+
+#![allow(clippy::expect_used, reason = "helpers fail the test by panicking")]
+
+mod support;
+
+/// One terminal audit event per request, and a verifiable chain.
+mod audit;
+/// The command-line binary: config errors, `check`, `audit`.
+mod cli;
+/// Authentication and authorization along the pipeline's steps 2 to 12.
+mod governance;
+/// The walking skeleton: envelope, manifest, governed reads, drafts, bad input.
+mod skeleton;

@@ -1,0 +1,261 @@
+use serde_json::{Value, json};
+
+use crate::support::TestGateway;
+
+fn names(reply: &crate::support::Reply) -> Vec<String> {
+    reply.data()["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn manifest_lists_the_tools_of_the_app_with_openport_metadata() {
+    let gw = TestGateway::start();
+    let reply = gw.get("/api/agent/v1/manifest", Some(&gw.full()));
+    reply.expect(200, "common.success");
+    let data = reply.data();
+    assert_eq!(data["app"]["name"], "Demo Integration");
+    assert_eq!(data["app"]["orgId"], "org_demo");
+    assert_eq!(data["app"]["scope"], "workspace");
+    assert_eq!(
+        names(&reply),
+        [
+            "ledger.list",
+            "transaction.create",
+            "transaction.delete",
+            "transaction.hard_delete",
+            "transaction.list",
+            "transaction.update",
+            "transactions.export_csv"
+        ]
+    );
+    let list = data["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "transaction.list"))
+        .expect("transaction.list");
+    assert_eq!(list["risk"], "low");
+    assert_eq!(list["requiredScopes"], json!(["transaction.read"]));
+    assert_eq!(list["requiresConfirmation"], false);
+    assert_eq!(
+        list["http"],
+        json!({"method": "GET", "path": "/api/agent/v1/transactions"})
+    );
+    assert_eq!(list["inputSchema"]["required"], json!(["ledgerId"]));
+    assert_eq!(list["rateLimitHints"], json!({"requests": 240, "windowSeconds": 60}));
+    let delete = data["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "transaction.delete"))
+        .expect("delete");
+    assert_eq!(
+        (delete["risk"].as_str(), delete["requiresConfirmation"].as_bool()),
+        (Some("high"), Some(true))
+    );
+}
+
+#[test]
+fn two_apps_with_different_scopes_see_different_manifests() {
+    let gw = TestGateway::start();
+    let full = names(
+        gw.get("/api/agent/v1/manifest", Some(&gw.full()))
+            .expect(200, "common.success"),
+    );
+    let reader = names(
+        gw.get("/api/agent/v1/manifest", Some(&gw.token("Read-only Reporter")))
+            .expect(200, "common.success"),
+    );
+    assert_eq!(reader, ["ledger.list", "transaction.list"]);
+    assert_eq!(full.len(), 7);
+}
+
+#[test]
+fn ledgers_and_transactions_are_read_through_the_wasm_adapter() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let ledgers = gw.get("/api/agent/v1/ledgers", Some(&token));
+    ledgers.expect(200, "common.success");
+    let ids: Vec<&str> = ledgers.data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ledger_main", "ledger_ops"]);
+
+    let txns = gw.get(
+        "/api/agent/v1/transactions?ledgerId=ledger_main&pageSize=1",
+        Some(&token),
+    );
+    txns.expect(200, "common.success");
+    let data = txns.data();
+    assert_eq!(
+        (data["total"].as_u64(), data["page"].as_u64(), data["pageSize"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(data["hasMore"], true);
+    let item = &data["items"][0];
+    assert!(item["id"] == "txn_1" || item["id"] == "txn_2", "{item}");
+    assert!(item.get("is_deleted").is_none(), "internal field leaked: {item}");
+}
+
+#[test]
+fn another_tenants_ledger_answers_exactly_like_a_missing_one() {
+    let gw = TestGateway::start();
+    let other = gw.token("Other Tenant");
+    let own = gw.get("/api/agent/v1/ledgers", Some(&other));
+    assert_eq!(own.data()["items"][0]["id"], "ledger_other");
+    assert_eq!(own.data()["items"].as_array().map(Vec::len), Some(1));
+
+    let foreign = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&other));
+    let missing = gw.get("/api/agent/v1/transactions?ledgerId=ledger_nope", Some(&other));
+    foreign.expect(404, "agent.not_found");
+    missing.expect(404, "agent.not_found");
+    assert_eq!(foreign.body["message"], missing.body["message"]);
+    assert_eq!(foreign.body["details"], missing.body["details"]);
+}
+
+#[test]
+fn an_action_becomes_a_draft_the_app_can_read_back() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let payload = json!({"ledgerId": "ledger_main", "kind": "expense", "title": "Conformance Test", "amount_home": 10, "currency_home": "USD", "date": "2026-02-13T00:00:00.000Z"});
+    let reply = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.create", "payload": payload, "execute": true}),
+    );
+    reply.expect(200, "common.success");
+    let data = reply.data();
+    assert_eq!(data["status"], "draft");
+    assert_eq!(
+        data["autoExecuteDeniedCode"], "agent.auto_execute_disabled",
+        "no auto-execute policy: disabled"
+    );
+    assert_eq!(data["review_path"], "/agent-admin/v1/drafts");
+    let draft = &data["draft"];
+    assert_eq!(
+        (draft["status"].as_str(), draft["action_type"].as_str()),
+        (Some("draft"), Some("transaction.create"))
+    );
+    assert_eq!(draft["impact"]["summary"], "Create 1 transaction");
+    assert_eq!(draft["payload"], payload);
+
+    let id = draft["id"].as_str().expect("draft id");
+    let read = gw.get(&format!("/api/agent/v1/drafts/{id}"), Some(&token));
+    read.expect(200, "common.success");
+    assert_eq!(read.data()["draft"]["id"], id);
+    assert_eq!(read.data()["execution"], Value::Null);
+
+    // Nothing executed: the ledger still has its two transactions.
+    let txns = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&token));
+    assert_eq!(txns.data()["total"], 2);
+
+    // Another app's draft answers like an unknown one.
+    gw.get(
+        &format!("/api/agent/v1/drafts/{id}"),
+        Some(&gw.token("Read-only Reporter")),
+    )
+    .expect(404, "agent.draft_not_found");
+    gw.get("/api/agent/v1/drafts/drf_nope", Some(&token))
+        .expect(404, "agent.draft_not_found");
+}
+
+#[test]
+fn preflight_binds_the_impact_and_actions_accept_its_id() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let reply = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&token),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}}),
+    );
+    reply.expect(200, "common.success");
+    let data = reply.data();
+    assert_eq!(data["impact"]["summary"], "Delete 1 transaction");
+    assert_eq!(data["impact"]["transaction"]["id"], "txn_2");
+    let expected = openport::hashing::jcs_sha256(
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}, "impact": data["impact"]}),
+    );
+    assert_eq!(data["impactHash"], expected);
+    let id = data["preflightId"].as_str().expect("preflight id");
+
+    let action = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.delete", "preflightId": id}),
+    );
+    action.expect(200, "common.success");
+    assert_eq!(action.data()["draft"]["preflight_hash"], expected);
+
+    let other = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.update", "preflightId": id}),
+    );
+    other.expect(400, "agent.preflight_mismatch");
+    let foreign = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.token("Other Tenant")),
+        &json!({"action": "transaction.delete", "preflightId": id}),
+    );
+    foreign.expect(400, "agent.preflight_not_found");
+}
+
+#[test]
+fn bad_input_gets_its_code_and_never_a_500() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let url = format!("{}/api/agent/v1/actions", gw.agent);
+    let post = |ct: Option<&str>, body: &[u8]| gw.send_url("POST", &url, Some(&token), ct, body);
+
+    post(Some("application/json"), b"{not json").expect(400, "common.validation");
+    post(Some("text/plain"), br#"{"action":"transaction.create","payload":{}}"#).expect(400, "common.validation");
+    post(
+        Some("application/json"),
+        br#"{"action":"transaction.create","payload":{},"surprise":1}"#,
+    )
+    .expect(400, "common.validation");
+    post(Some("application/json"), br#"{"action":"no.such_action","payload":{}}"#).expect(400, "agent.action_unknown");
+    post(Some("application/json"), br#"{"action":"ledger.list","payload":{}}"#).expect(400, "agent.action_unknown");
+    post(Some("application/json"), br#"{"action":"transaction.create"}"#).expect(400, "common.validation");
+    let invalid = post(
+        Some("application/json"),
+        br#"{"action":"transaction.create","payload":{"ledgerId":"ledger_main"}}"#,
+    );
+    invalid.expect(400, "agent.action_invalid");
+    assert!(
+        invalid.body["details"]["issues"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    );
+    let huge = vec![b' '; 2 << 20];
+    post(Some("application/json"), &huge).expect(413, "agent.request_too_large");
+
+    gw.get("/api/agent/v1/no-such-route", Some(&token))
+        .expect(404, "agent.not_found");
+    gw.get("/nowhere", Some(&token)).expect(404, "agent.not_found");
+    gw.get("/api/agent/v1/transactions", Some(&token))
+        .expect(400, "common.validation");
+    gw.get(
+        "/api/agent/v1/transactions?ledgerId=ledger_main&page=zero",
+        Some(&token),
+    )
+    .expect(400, "common.validation");
+    gw.get("/api/agent/v1/transactions?ledgerId=a&ledgerId=b", Some(&token))
+        .expect(400, "common.validation");
+    gw.get(&format!("/api/agent/v1/ledgers?access_token={token}"), None)
+        .expect(400, "common.validation");
+}
+
+#[test]
+fn probes_answer_without_credentials() {
+    let gw = TestGateway::start();
+    let health = gw.get("/healthz", None);
+    health.expect(200, "common.success");
+    assert_eq!(health.data()["status"], "ok");
+    let ready = gw.get("/readyz", None);
+    ready.expect(200, "common.success");
+    assert_eq!(ready.data()["tools"], 7);
+}

@@ -1,0 +1,246 @@
+//! A real gateway on loopback port 0 per test, built from the demo's files in a temp
+//! directory, and a small blocking HTTP client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openport::clock::{SharedClock, SystemClock};
+use openport::demo::{self, Credentials};
+use openport::store::{AuditFilter, AuditRow};
+use openport::{Config, Server};
+use serde_json::Value;
+
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub agent: String,
+    pub admin: String,
+    pub creds: Credentials,
+    pub server: Server,
+    /// Keeps the server's tasks alive for the test's lifetime.
+    _runtime: tokio::runtime::Runtime,
+    client: ureq::Agent,
+}
+
+/// One response: status, headers (lowercase names) and the parsed body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn request_id(&self) -> String {
+        self.headers.get("x-request-id").cloned().unwrap_or_default()
+    }
+
+    /// Asserts the status and code, and that the envelope carries the request id.
+    pub fn expect(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(
+            (self.status, self.code()),
+            (status, code),
+            "unexpected reply: {:#}",
+            self.body
+        );
+        assert_eq!(
+            self.body["request_id"].as_str(),
+            Some(self.request_id().as_str()),
+            "request_id in envelope and header"
+        );
+        assert_eq!(self.body["ok"], Value::Bool(status == 200), "ok flag: {:#}", self.body);
+        if status != 200 {
+            assert!(
+                self.body["message"].is_string(),
+                "error without message: {:#}",
+                self.body
+            );
+        }
+        self
+    }
+}
+
+/// Options for a test gateway.
+#[derive(Default)]
+pub struct Builder {
+    extra_config: String,
+}
+
+impl Builder {
+    /// Appends TOML to the demo config (e.g. an `[admission]` table).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra_config.push_str(toml);
+        self
+    }
+
+    pub fn start(self) -> TestGateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let path = demo::write_files(dir.path(), any, any).expect("demo files");
+        if !self.extra_config.is_empty() {
+            let mut text = std::fs::read_to_string(&path).expect("config");
+            text.push_str(&self.extra_config);
+            std::fs::write(&path, text).expect("config");
+        }
+        let config = Config::load(&path).expect("valid config");
+        let clock: SharedClock = Arc::new(SystemClock);
+        let creds = demo::seed(&config, dir.path(), &clock).expect("seed");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = runtime.block_on(Server::start(config, clock)).expect("gateway starts");
+        let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        TestGateway {
+            agent: format!("http://{}", server.agent_addr),
+            admin: format!("http://{}", server.admin_addr),
+            dir,
+            creds,
+            server,
+            _runtime: runtime,
+            client,
+        }
+    }
+}
+
+impl TestGateway {
+    pub fn start() -> TestGateway {
+        Builder::default().start()
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The token of a demo app by name.
+    pub fn token(&self, app: &str) -> String {
+        self.creds
+            .agent_tokens
+            .get(app)
+            .cloned()
+            .unwrap_or_else(|| panic!("no demo app `{app}`"))
+    }
+
+    pub fn full(&self) -> String {
+        self.token("Demo Integration")
+    }
+
+    pub fn admin_token(&self, role: &str) -> String {
+        self.creds
+            .admin_tokens
+            .get(role)
+            .cloned()
+            .unwrap_or_else(|| panic!("no admin role `{role}`"))
+    }
+
+    pub fn app_id(&self, app: &str) -> String {
+        self.creds
+            .app_ids
+            .get(app)
+            .cloned()
+            .unwrap_or_else(|| panic!("no demo app `{app}`"))
+    }
+
+    fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut response = result.expect("request reaches the gateway");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = response.body_mut().read_to_string().expect("body");
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"));
+        Reply { status, headers, body }
+    }
+
+    /// `GET` on a full URL.
+    pub fn get_url(&self, url: &str, token: Option<&str>) -> Reply {
+        let mut request = self.client.get(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        self.finish(request.call())
+    }
+
+    /// `GET` on the agent plane.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.get_url(&format!("{}{path}", self.agent), token)
+    }
+
+    /// A request with a raw body on a full URL.
+    pub fn send_url(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if let Some(ct) = content_type {
+            request = request.header("Content-Type", ct);
+        }
+        let request = request.body(body.to_vec()).expect("request");
+        self.finish(self.client.run(request))
+    }
+
+    /// `POST` JSON on the agent plane.
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send_url(
+            "POST",
+            &format!("{}{path}", self.agent),
+            token,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// `POST` JSON on the admin plane.
+    pub fn admin_post(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        self.send_url(
+            "POST",
+            &format!("{}{path}", self.admin),
+            token,
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    pub fn admin_get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.get_url(&format!("{}{path}", self.admin), token)
+    }
+
+    /// Every audit event, oldest first.
+    pub fn audit(&self) -> Vec<AuditRow> {
+        self.server
+            .gateway
+            .store
+            .audit_events(&AuditFilter {
+                limit: 100_000,
+                ascending: true,
+                ..AuditFilter::default()
+            })
+            .expect("audit rows")
+    }
+
+    /// The audit events of one request.
+    pub fn audit_of(&self, reply: &Reply) -> Vec<AuditRow> {
+        let id = reply.request_id();
+        self.audit()
+            .into_iter()
+            .filter(|e| e.request_id.as_deref() == Some(id.as_str()))
+            .collect()
+    }
+}
