@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::admission::RateClass;
+use std::collections::BTreeMap;
+
+use crate::admission::{Limits, Rate, RateClass};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +25,8 @@ struct RawConfig {
     admission: RawAdmission,
     #[serde(default)]
     drafts: RawDrafts,
+    #[serde(default)]
+    audit: RawAudit,
     #[serde(default, rename = "plugin")]
     plugins: Vec<RawPlugin>,
 }
@@ -58,26 +62,139 @@ struct RawPolicies {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmission {
-    #[serde(default = "default_requests")]
-    requests: u32,
-    #[serde(default = "default_window")]
-    window_seconds: u32,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: usize,
+    /// The rate class of apps that name none.
+    #[serde(default)]
+    default: RawClass,
+    /// Named classes, chosen per app with `policy.rate_class`.
+    #[serde(default)]
+    classes: BTreeMap<String, RawClass>,
 }
 
 impl Default for RawAdmission {
     fn default() -> Self {
         RawAdmission {
+            max_in_flight: default_max_in_flight(),
+            default: RawClass::default(),
+            classes: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_max_in_flight() -> usize {
+    1024
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    requests: u32,
+    window_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClass {
+    /// Per key and client address.
+    #[serde(default = "default_requests")]
+    requests: u32,
+    #[serde(default = "default_window")]
+    window_seconds: u32,
+    #[serde(default)]
+    per_tool: Option<RawRate>,
+    #[serde(default)]
+    per_tenant: Option<RawRate>,
+    #[serde(default)]
+    quota: Option<RawRate>,
+    #[serde(default = "default_concurrency")]
+    concurrency: u32,
+}
+
+impl Default for RawClass {
+    fn default() -> Self {
+        RawClass {
             requests: default_requests(),
             window_seconds: default_window(),
+            per_tool: None,
+            per_tenant: None,
+            quota: None,
+            concurrency: default_concurrency(),
         }
     }
 }
 
 fn default_requests() -> u32 {
-    RateClass::DEFAULT.requests
+    Rate::DEFAULT.requests
 }
 fn default_window() -> u32 {
-    RateClass::DEFAULT.window_seconds
+    Rate::DEFAULT.window_seconds
+}
+fn default_concurrency() -> u32 {
+    64
+}
+
+fn rate(key: &str, requests: u32, window_seconds: u32) -> Result<Rate, ConfigError> {
+    if requests == 0 {
+        return Err(ConfigError::new(&format!("{key}.requests"), "must be at least 1"));
+    }
+    if window_seconds == 0 || window_seconds > 31 * 86_400 {
+        return Err(ConfigError::new(
+            &format!("{key}.window_seconds"),
+            "must be between 1 and 2678400",
+        ));
+    }
+    Ok(Rate {
+        requests,
+        window_seconds,
+    })
+}
+
+fn class(key: &str, raw: &RawClass) -> Result<RateClass, ConfigError> {
+    let optional = |name: &str, r: Option<RawRate>| {
+        r.map(|r| rate(&format!("{key}.{name}"), r.requests, r.window_seconds))
+            .transpose()
+    };
+    Ok(RateClass {
+        per_key: rate(key, raw.requests, raw.window_seconds)?,
+        per_tool: optional("per_tool", raw.per_tool)?,
+        per_tenant: optional("per_tenant", raw.per_tenant)?,
+        quota: optional("quota", raw.quota)?,
+        concurrency: (raw.concurrency > 0).then_some(raw.concurrency),
+    })
+}
+
+/// What audit events keep of a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    /// Only `payload_sha256` (the default).
+    Hash,
+    /// The hash and the payload with sensitive fields replaced by `[redacted]`.
+    Redacted,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// Days of events to keep; 0 keeps everything.
+    #[serde(default)]
+    retention_days: u32,
+    #[serde(default = "default_capture")]
+    capture: Capture,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            retention_days: 0,
+            capture: default_capture(),
+        }
+    }
+}
+
+fn default_capture() -> Capture {
+    Capture::Hash
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,7 +248,12 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub store_path: PathBuf,
     pub policies_dir: Option<PathBuf>,
-    pub rate: RateClass,
+    pub admission: Limits,
+    /// Days of audit events to keep; `None` keeps everything.
+    pub audit_retention_days: Option<u32>,
+    pub audit_capture: Capture,
+    /// The file this was read from, for reloads.
+    pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
     pub plugin_manifests: Vec<PathBuf>,
     /// Where compiled plugin code is cached.
@@ -144,7 +266,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("config", format!("cannot read `{}`: {e}", path.display())))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::parse(&text, &base)
+        let mut config = Config::parse(&text, &base)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Validates config text; relative paths resolve against `base`.
@@ -182,15 +306,18 @@ impl Config {
             })?;
             trusted_proxies.push(net);
         }
-        if raw.admission.requests == 0 {
-            return Err(ConfigError::new("admission.requests", "must be at least 1"));
+        if raw.admission.max_in_flight == 0 {
+            return Err(ConfigError::new("admission.max_in_flight", "must be at least 1"));
         }
-        if raw.admission.window_seconds == 0 || raw.admission.window_seconds > 86_400 {
-            return Err(ConfigError::new(
-                "admission.window_seconds",
-                "must be between 1 and 86400",
-            ));
+        let mut classes = BTreeMap::new();
+        for (name, raw_class) in &raw.admission.classes {
+            classes.insert(name.clone(), class(&format!("admission.classes.{name}"), raw_class)?);
         }
+        let admission = Limits {
+            default: class("admission.default", &raw.admission.default)?,
+            classes,
+            max_in_flight: raw.admission.max_in_flight,
+        };
         if raw.drafts.review_window_seconds < 60 {
             return Err(ConfigError::new("drafts.review_window_seconds", "must be at least 60"));
         }
@@ -204,10 +331,10 @@ impl Config {
             cache_dir: store_path.parent().map(|dir| dir.join("cache")),
             store_path,
             policies_dir: raw.policies.dir.as_deref().map(resolve),
-            rate: RateClass {
-                requests: raw.admission.requests,
-                window_seconds: raw.admission.window_seconds,
-            },
+            admission,
+            audit_retention_days: (raw.audit.retention_days > 0).then_some(raw.audit.retention_days),
+            audit_capture: raw.audit.capture,
+            path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             plugin_manifests: raw.plugins.iter().map(|p| resolve(&p.manifest)).collect(),
         })
@@ -253,7 +380,7 @@ path = "data/openport.db"
     fn a_minimal_config_gets_defaults_and_resolved_paths() {
         let c = Config::parse(GOOD, Path::new("/etc/openport")).expect("valid");
         assert_eq!(c.store_path, PathBuf::from("/etc/openport/data/openport.db"));
-        assert_eq!(c.rate, RateClass::DEFAULT);
+        assert_eq!(c.admission, Limits::default());
         assert!(c.policies_dir.is_none());
     }
 
@@ -268,7 +395,8 @@ path = "data/openport.db"
     fn a_bad_value_is_named() {
         let err = Config::parse(&GOOD.replace("127.0.0.1:8081", "nowhere"), Path::new("/")).expect_err("refused");
         assert_eq!(err.key, "server.admin_listen");
-        let err = Config::parse(&format!("{GOOD}\n[admission]\nrequests = 0\n"), Path::new("/")).expect_err("refused");
-        assert_eq!(err.key, "admission.requests");
+        let err = Config::parse(&format!("{GOOD}\n[admission.default]\nrequests = 0\n"), Path::new("/"))
+            .expect_err("refused");
+        assert_eq!(err.key, "admission.default.requests");
     }
 }

@@ -7,7 +7,8 @@ use crate::audit::{AuditError, AuditEvent, AuditLog, Status};
 use crate::authz::{Authorizer, AuthzError};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
 use crate::plugin::manifest::ManifestError;
 use crate::plugin::{LoadError, PluginManifest, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -39,6 +40,7 @@ pub struct Gateway {
     pub clock: SharedClock,
     pub admission: Admission,
     pub runtime: PluginRuntime,
+    pub metrics: Metrics,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
 }
@@ -67,7 +69,8 @@ impl Gateway {
                 }
             })?;
         let gateway = Arc::new(Gateway {
-            admission: Admission::new(config.rate),
+            admission: Admission::new(config.admission.clone()),
+            metrics: Metrics::new(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
             store,
@@ -149,6 +152,59 @@ impl Gateway {
         event.plugin = Some(name);
         self.audit.record(event).await?;
         result.map(|_| ())
+    }
+}
+
+/// Why a reload was refused; the running settings stay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload from")]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Policies(#[from] AuthzError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+impl Gateway {
+    /// Re-reads the config file and applies what can change while serving: admission
+    /// limits and the policy set. All or nothing: a file or policy set that fails
+    /// validation changes nothing. Each reload and refusal is an audit event.
+    pub async fn reload(&self, by: &str) -> Result<String, ReloadError> {
+        let result = self.prepare_reload();
+        let mut event = match &result {
+            Ok((_, authz)) => {
+                let mut e = AuditEvent::new("gateway.reload", Status::Success, "common.success", self.now_iso());
+                e.policy_ids = authz.policy_ids().to_vec();
+                e
+            }
+            Err(err) => {
+                let mut e = AuditEvent::new("gateway.reload", Status::Failed, "common.validation", self.now_iso());
+                e.details.insert("error".into(), err.to_string().into());
+                e
+            }
+        };
+        event.performed_by_user_id = Some(by.to_string());
+        self.audit.record(event).await?;
+        let (config, authz) = result?;
+        let summary = format!(
+            "{} policies; default rate {} per {} s",
+            authz.policy_ids().len(),
+            config.admission.default.per_key.requests,
+            config.admission.default.per_key.window_seconds
+        );
+        self.admission.set_limits(config.admission);
+        *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+        Ok(summary)
+    }
+
+    fn prepare_reload(&self) -> Result<(Config, Authorizer), ReloadError> {
+        let path = self.config.path.as_deref().ok_or(ReloadError::NoConfigFile)?;
+        let config = Config::load(path)?;
+        let authz = load_policies(&config)?;
+        Ok((config, authz))
     }
 }
 

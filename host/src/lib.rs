@@ -17,6 +17,7 @@ pub mod demo;
 pub mod gateway;
 pub mod hashing;
 pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod protocol;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::admission::Refusal as RateRefusal;
+use crate::admission::{Caller, Limit, Permit, Refusal as RateRefusal};
 use crate::audit::{AuditEvent, Status};
 use crate::auth::{self, AuthFailure, Principal, network};
 use crate::authz::{Action, AppFacts, RequestFacts};
@@ -69,6 +69,16 @@ enum Operation {
 }
 
 impl Operation {
+    /// The tool a request names, before it is resolved: for per-tool admission limits.
+    fn tool_hint(&self) -> Option<&str> {
+        match self {
+            Operation::Read { route, .. } => Some(route),
+            Operation::Action(body) => Some(&body.action),
+            Operation::Preflight(body) => Some(&body.action),
+            Operation::Manifest | Operation::Draft { .. } => None,
+        }
+    }
+
     fn audit_action(&self) -> String {
         match self {
             Operation::Manifest => "agent.manifest.read".into(),
@@ -169,6 +179,19 @@ pub struct Trail {
     pub policy_ids: Vec<String>,
     pub draft_id: Option<String>,
     pub details: Map<String, Value>,
+    /// Held until the request is answered: it counts the call as in flight.
+    pub permit: Option<Permit>,
+    /// Time spent per pipeline stage, for the metrics.
+    pub stages: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Trail {
+    fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let out = f();
+        self.stages.push((stage, started.elapsed()));
+        out
+    }
 }
 
 /// Runs one agent request through the pipeline and answers it.
@@ -190,7 +213,10 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
     // (2)-(6) Token present and well formed, found, not revoked, not expired, app active,
     // actor and tenant bound.
     let now = gw.clock.now();
-    let principal = match auth::authenticate(&gw.store, inbound.authorization.as_deref(), now) {
+    let authenticated = trail.time("authenticate", || {
+        auth::authenticate(&gw.store, inbound.authorization.as_deref(), now)
+    });
+    let principal = match authenticated {
         Ok(Ok(principal)) => principal,
         Ok(Err(failure)) => return Err(auth_refusal(failure).into()),
         Err(e) => return Err(Refused::internal(e)),
@@ -214,11 +240,21 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
     }
 
     // (8) Admission control, before any plugin or Cedar work.
-    if let Err(refusal) = gw
-        .admission
-        .admit(&format!("{}|{client_ip}", principal.key.id), gw.clock.now_ms())
-    {
-        return Err(rate_refusal(&refusal));
+    let client = client_ip.to_string();
+    let caller = Caller {
+        app_id: &principal.app.id,
+        key_id: &principal.key.id,
+        tenant: &principal.org_id,
+        client: &client,
+        tool: operation.tool_hint(),
+        class: principal.app.policy["rate_class"].as_str(),
+    };
+    match trail.time("admission", || gw.admission.admit(&caller, gw.clock.now_ms())) {
+        Ok(permit) => trail.permit = Some(permit),
+        Err(refusal) => {
+            gw.metrics.refusal(refusal.limit.name());
+            return Err(rate_refusal(&refusal));
+        }
     }
 
     let request = Governed {
@@ -269,9 +305,11 @@ impl Governed<'_> {
         let authz = self.gw.authorizer();
         let facts = self.facts(None, false, false, false);
         let app = self.app_facts();
+        let limits = self.gw.admission.limits();
+        let rate = limits.class(self.principal.app.policy["rate_class"].as_str()).per_key;
         let hint = RateHint {
-            requests: self.gw.config.rate.requests,
-            window_seconds: self.gw.config.rate.window_seconds,
+            requests: rate.requests,
+            window_seconds: rate.window_seconds,
         };
         let tools: Vec<Value> = catalog
             .tools()
@@ -333,7 +371,9 @@ impl Governed<'_> {
             actor: self.principal.actor_user_id.clone(),
         };
         // (12) Cedar, which also enforces the app's data policy.
-        let decision = self.gw.authorizer().decide(&self.app_facts(), action, tool, facts);
+        let decision = trail.time("cedar", || {
+            self.gw.authorizer().decide(&self.app_facts(), action, tool, facts)
+        });
         trail.policy_ids = decision.policy_ids.clone();
         if !decision.allowed {
             if !decision.errors.is_empty() {
@@ -344,7 +384,7 @@ impl Governed<'_> {
                 .into());
         }
         // (13) Input validation against the tool's schema.
-        if let Err(issues) = tool.validate(payload) {
+        if let Err(issues) = trail.time("validate", || tool.validate(payload)) {
             let code = if tool.is_read() {
                 codes::VALIDATION
             } else {
@@ -375,11 +415,14 @@ impl Governed<'_> {
         let facts = self.facts(Some(&payload), false, false, false);
         let context = self.authorize(&tool, Action::Read, &payload, &facts, trail)?;
         // (14) Dispatch: a read runs now.
+        let started = Instant::now();
         let output = tool
             .plugin
             .invoke(&context, &tool.name, &canonical_json(&payload))
-            .await
-            .map_err(|e| call_refusal(e, true))?;
+            .await;
+        trail.stages.push(("plugin", started.elapsed()));
+        self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
+        let output = output.map_err(|e| call_refusal(e, true))?;
         let data = output.structured.unwrap_or_else(|| json!({}));
         if let Some(items) = data.get("items").and_then(Value::as_array) {
             trail.details.insert("resultCount".into(), items.len().into());
@@ -620,8 +663,15 @@ fn auth_refusal(failure: AuthFailure) -> Failure {
 }
 
 fn rate_refusal(refusal: &RateRefusal) -> Refused {
-    let failure =
-        Failure::new(codes::RATE_LIMITED, "Rate limit exceeded").with("retry_after_ms", refusal.retry_after_ms);
+    let (code, message) = match refusal.limit {
+        Limit::PerKey | Limit::PerTool | Limit::PerTenant => (codes::RATE_LIMITED, "Rate limit exceeded"),
+        Limit::Quota => (codes::QUOTA_EXCEEDED, "Quota exceeded"),
+        Limit::Concurrency => (codes::CONCURRENCY_LIMITED, "Too many calls in flight"),
+        Limit::Overloaded => (codes::OVERLOADED, "The gateway is overloaded"),
+    };
+    let failure = Failure::new(code, message)
+        .with("retry_after_ms", refusal.retry_after_ms)
+        .with("limit", refusal.limit.name());
     let mut headers = vec![("Retry-After", refusal.retry_after_seconds().to_string())];
     headers.extend(refusal.headers());
     Refused {
@@ -668,7 +718,7 @@ fn sanitize(message: &str) -> String {
 async fn finish(
     gw: &Gateway,
     inbound: &Inbound,
-    trail: Trail,
+    mut trail: Trail,
     outcome: Result<Reply, Refused>,
     started: Instant,
 ) -> Outbound {
@@ -699,9 +749,9 @@ async fn finish(
         event.plugin = Some(tool.plugin.name().into());
         event.plugin_digest = Some(tool.plugin.digest().into());
     }
-    event.policy_ids = trail.policy_ids;
-    event.draft_id = trail.draft_id;
-    event.details = trail.details;
+    event.policy_ids = std::mem::take(&mut trail.policy_ids);
+    event.draft_id = trail.draft_id.take();
+    event.details = std::mem::take(&mut trail.details);
     event.details.insert("method".into(), inbound.method.clone().into());
     event
         .details
@@ -713,8 +763,18 @@ async fn finish(
         event.details.insert("error".into(), internal.clone().into());
     }
     event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+    let tool_name = event.tool.clone();
 
-    if let Err(e) = gw.audit.record(event).await {
+    let audit_started = Instant::now();
+    let recorded = gw.audit.record(event).await;
+    gw.metrics.stage("audit", audit_started.elapsed());
+    for (stage, elapsed) in &trail.stages {
+        gw.metrics.stage(stage, *elapsed);
+    }
+    gw.metrics
+        .request("agent", tool_name.as_deref(), code.name, started.elapsed());
+    drop(trail.permit);
+    if let Err(e) = recorded {
         tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
         return respond(
             500,

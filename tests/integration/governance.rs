@@ -95,7 +95,7 @@ fn cedar_enforces_the_data_policy_and_the_audit_names_the_policy() {
 #[test]
 fn a_burst_is_refused_with_retry_after_and_ratelimit_headers_and_no_side_effect() {
     let gw = TestGateway::builder()
-        .config("\n[admission]\nrequests = 3\nwindow_seconds = 60\n")
+        .config("\n[admission.default]\nrequests = 3\nwindow_seconds = 60\n")
         .start();
     let token = gw.full();
     for _ in 0..3 {

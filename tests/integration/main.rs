@@ -5,6 +5,8 @@
 
 mod support;
 
+/// Admission control: buckets, quotas, reloadable limits, metrics.
+mod admission;
 /// One terminal audit event per request, and a verifiable chain.
 mod audit;
 /// The command-line binary: config errors, `check`, `audit`.

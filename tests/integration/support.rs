@@ -222,6 +222,18 @@ impl TestGateway {
         self.get_url(&format!("{}{path}", self.admin), token)
     }
 
+    /// A plain-text admin response body (metrics).
+    pub fn admin_text(&self, path: &str, token: &str) -> String {
+        let mut response = self
+            .client
+            .get(&format!("{}{path}", self.admin))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        response.body_mut().read_to_string().expect("body")
+    }
+
     /// Every audit event, oldest first.
     pub fn audit(&self) -> Vec<AuditRow> {
         self.server

@@ -1,23 +1,33 @@
-//! Admission control (pipeline step 8, SPEC section 7): runs before any plugin or Cedar
-//! work, and a refusal has no side effect.
+//! Admission control (pipeline step 8, SPEC section 7). It runs before any plugin or Cedar
+//! work, and a refusal has no side effect: every limit is checked first and tokens are
+//! taken only when all of them pass.
 //!
-//! Token buckets keyed by (key, client address), as the reference keys its limiter. The
-//! bucket refills continuously, so `Retry-After` is exact: a client that waits it out is
-//! admitted.
+//! Limits, for the app's rate class:
+//! - a token bucket per key and client address (the reference keys its limiter so),
+//! - a token bucket per key and tool,
+//! - a token bucket per tenant,
+//! - a quota per app and fixed window (a day by default),
+//! - a cap on calls in flight per app,
+//! - and a global cap on calls in flight, which sheds with `agent.overloaded`.
+//!
+//! Buckets refill continuously, so `Retry-After` is exact: a client that waits it out is
+//! admitted. Limits can be replaced at run time ([`Admission::set_limits`]); bucket state
+//! carries over.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// A rate class: `requests` per `window_seconds`, with bursts up to `requests`.
+/// A token bucket's shape: `requests` per `window_seconds`, bursts up to `requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateClass {
+pub struct Rate {
     pub requests: u32,
     pub window_seconds: u32,
 }
 
-impl RateClass {
+impl Rate {
     /// The reference's limit: 240 requests per 60 s.
-    pub const DEFAULT: RateClass = RateClass {
+    pub const DEFAULT: Rate = Rate {
         requests: 240,
         window_seconds: 60,
     };
@@ -27,99 +37,345 @@ impl RateClass {
     }
 }
 
+/// The limits of one rate class. `None` switches a limit off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateClass {
+    pub per_key: Rate,
+    pub per_tool: Option<Rate>,
+    pub per_tenant: Option<Rate>,
+    pub quota: Option<Rate>,
+    pub concurrency: Option<u32>,
+}
+
+impl Default for RateClass {
+    fn default() -> Self {
+        RateClass {
+            per_key: Rate::DEFAULT,
+            per_tool: None,
+            per_tenant: None,
+            quota: None,
+            concurrency: Some(64),
+        }
+    }
+}
+
+/// Every limit, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The class of apps that name none (or an unknown one).
+    pub default: RateClass,
+    /// Named classes an app can be put in (`policy.rate_class`).
+    pub classes: BTreeMap<String, RateClass>,
+    /// Requests in flight across the gateway before it sheds load.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            default: RateClass::default(),
+            classes: BTreeMap::new(),
+            max_in_flight: 1024,
+        }
+    }
+}
+
+impl Limits {
+    pub fn class(&self, name: Option<&str>) -> &RateClass {
+        name.and_then(|n| self.classes.get(n)).unwrap_or(&self.default)
+    }
+}
+
+/// Which limit refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    PerKey,
+    PerTool,
+    PerTenant,
+    Quota,
+    Concurrency,
+    Overloaded,
+}
+
+impl Limit {
+    /// The `RateLimit-Policy` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::PerKey => "per-key",
+            Limit::PerTool => "per-tool",
+            Limit::PerTenant => "per-tenant",
+            Limit::Quota => "quota",
+            Limit::Concurrency => "concurrency",
+            Limit::Overloaded => "global",
+        }
+    }
+}
+
 /// An admission refusal, with what the client needs to retry well.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
+    pub limit: Limit,
     pub retry_after_ms: u64,
-    pub class: RateClass,
-    /// Requests left in the bucket (always 0 on refusal, kept for the header).
-    pub remaining: u32,
+    /// The limit's shape, for the `RateLimit-Policy` header.
+    pub rate: Option<Rate>,
 }
 
 impl Refusal {
-    /// `Retry-After` in whole seconds, rounded up.
+    /// `Retry-After` in whole seconds, rounded up (at least 1).
     pub fn retry_after_seconds(&self) -> u64 {
         self.retry_after_ms.div_ceil(1000).max(1)
     }
 
-    /// `RateLimit-Policy` and `RateLimit` header values (IETF httpapi draft).
-    pub fn headers(&self) -> [(&'static str, String); 2] {
-        [
-            (
+    /// `RateLimit-Policy` and `RateLimit` header values (IETF httpapi ratelimit-headers).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let name = self.limit.name();
+        let mut out = Vec::new();
+        if let Some(rate) = self.rate {
+            out.push((
                 "RateLimit-Policy",
-                format!("\"per-key\";q={};w={}", self.class.requests, self.class.window_seconds),
-            ),
-            (
-                "RateLimit",
-                format!("\"per-key\";r={};t={}", self.remaining, self.retry_after_seconds()),
-            ),
-        ]
+                format!("\"{name}\";q={};w={}", rate.requests, rate.window_seconds),
+            ));
+        }
+        out.push(("RateLimit", format!("\"{name}\";r=0;t={}", self.retry_after_seconds())));
+        out
     }
 }
 
-#[derive(Debug)]
+/// Who is asking, for admission.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub app_id: &'a str,
+    pub key_id: &'a str,
+    pub tenant: &'a str,
+    pub client: &'a str,
+    /// The route or action named in the request, if any (resolved at step 9, but named
+    /// here so per-tool limits need no plugin work).
+    pub tool: Option<&'a str>,
+    pub class: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     updated_ms: i64,
 }
 
-/// Buckets per (key id, client address).
-#[derive(Debug)]
-pub struct Admission {
-    class: RateClass,
-    buckets: Mutex<HashMap<String, Bucket>>,
+impl Bucket {
+    /// Tokens now, after refilling.
+    fn level(&self, rate: Rate, now_ms: i64) -> f64 {
+        let elapsed = (now_ms - self.updated_ms).max(0) as f64;
+        (self.tokens + elapsed * rate.per_ms()).min(f64::from(rate.requests))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    map: HashMap<String, Bucket>,
 }
 
 /// Buckets kept before idle full ones are swept.
 const SWEEP_AT: usize = 100_000;
 
-impl Admission {
-    pub fn new(class: RateClass) -> Self {
-        Admission {
-            class,
-            buckets: Mutex::new(HashMap::new()),
+impl Buckets {
+    /// Milliseconds until a token is available; 0 when one is.
+    fn wait_ms(&self, key: &str, rate: Rate, now_ms: i64) -> u64 {
+        let level = self
+            .map
+            .get(key)
+            .map_or(f64::from(rate.requests), |b| b.level(rate, now_ms));
+        if level >= 1.0 {
+            0
+        } else {
+            ((1.0 - level) / rate.per_ms()).ceil() as u64
         }
     }
 
-    pub fn class(&self) -> RateClass {
-        self.class
-    }
-
-    /// Takes one token for `key` at `now_ms`, or says when to come back.
-    pub fn admit(&self, key: &str, now_ms: i64) -> Result<(), Refusal> {
-        let class = self.class;
-        let capacity = f64::from(class.requests);
-        let Ok(mut buckets) = self.buckets.lock() else {
-            // A poisoned lock means a panic elsewhere: refuse rather than admit blindly.
-            return Err(Refusal {
-                retry_after_ms: 1000,
-                class,
-                remaining: 0,
-            });
-        };
-        if buckets.len() >= SWEEP_AT {
-            let per_ms = class.per_ms();
-            buckets.retain(|_, b| b.tokens + (now_ms - b.updated_ms) as f64 * per_ms < capacity);
+    fn take(&mut self, key: &str, rate: Rate, now_ms: i64) {
+        if self.map.len() >= SWEEP_AT {
+            self.map.retain(|_, b| b.level(rate, now_ms) < f64::from(rate.requests));
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: capacity,
+        let bucket = self.map.entry(key.to_string()).or_insert(Bucket {
+            tokens: f64::from(rate.requests),
             updated_ms: now_ms,
         });
-        let elapsed = (now_ms - bucket.updated_ms).max(0) as f64;
-        bucket.tokens = (bucket.tokens + elapsed * class.per_ms()).min(capacity);
+        bucket.tokens = bucket.level(rate, now_ms) - 1.0;
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let missing = 1.0 - bucket.tokens;
-            let retry_after_ms = (missing / class.per_ms()).ceil() as u64;
-            Err(Refusal {
-                retry_after_ms,
-                class,
-                remaining: 0,
-            })
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    per_key: Buckets,
+    per_tool: Buckets,
+    per_tenant: Buckets,
+    /// app → (window index, calls in it)
+    quota: HashMap<String, (i64, u32)>,
+    /// app → calls in flight
+    in_flight: HashMap<String, u32>,
+}
+
+/// Admission control for the agent plane.
+#[derive(Debug)]
+pub struct Admission {
+    limits: RwLock<Arc<Limits>>,
+    state: Arc<Mutex<State>>,
+    global: Arc<AtomicUsize>,
+}
+
+/// Held while a request runs; releases its in-flight slots when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    state: Arc<Mutex<State>>,
+    global: Arc<AtomicUsize>,
+    app_id: String,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.global.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(mut state) = self.state.lock()
+            && let Some(n) = state.in_flight.get_mut(&self.app_id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.in_flight.remove(&self.app_id);
+            }
         }
+    }
+}
+
+impl Admission {
+    pub fn new(limits: Limits) -> Self {
+        Admission {
+            limits: RwLock::new(Arc::new(limits)),
+            state: Arc::new(Mutex::new(State::default())),
+            global: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |g| g.clone())
+    }
+
+    /// Replaces the limits; bucket state carries over.
+    pub fn set_limits(&self, limits: Limits) {
+        let mut guard = self.limits.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(limits);
+    }
+
+    /// Calls in flight across the gateway.
+    pub fn in_flight(&self) -> usize {
+        self.global.load(Ordering::Acquire)
+    }
+
+    /// Admits a call at `now_ms`, or says which limit refused and when to come back.
+    pub fn admit(&self, caller: &Caller<'_>, now_ms: i64) -> Result<Permit, Refusal> {
+        let limits = self.limits();
+        // Shedding first: it is the cheapest answer when the gateway is saturated.
+        if self.global.fetch_add(1, Ordering::AcqRel) >= limits.max_in_flight {
+            self.global.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal {
+                limit: Limit::Overloaded,
+                retry_after_ms: 1000,
+                rate: None,
+            });
+        }
+        let refuse = |refusal: Refusal| {
+            self.global.fetch_sub(1, Ordering::AcqRel);
+            Err(refusal)
+        };
+        let class = limits.class(caller.class);
+        let Ok(mut state) = self.state.lock() else {
+            // A poisoned lock means a panic elsewhere: refuse rather than admit blindly.
+            return refuse(Refusal {
+                limit: Limit::Overloaded,
+                retry_after_ms: 1000,
+                rate: None,
+            });
+        };
+        if let Some(cap) = class.concurrency
+            && state.in_flight.get(caller.app_id).copied().unwrap_or(0) >= cap
+        {
+            return refuse(Refusal {
+                limit: Limit::Concurrency,
+                retry_after_ms: 1000,
+                rate: None,
+            });
+        }
+        let key_bucket = format!("{}|{}", caller.key_id, caller.client);
+        let tool_bucket = caller.tool.map(|t| format!("{}|{t}", caller.key_id));
+        // Check every limit before taking anything, so a refusal changes no state.
+        let mut worst: Option<Refusal> = None;
+        let mut consider = |limit: Limit, rate: Rate, wait: u64| {
+            if wait > 0 && worst.as_ref().is_none_or(|w| wait > w.retry_after_ms) {
+                worst = Some(Refusal {
+                    limit,
+                    retry_after_ms: wait,
+                    rate: Some(rate),
+                });
+            }
+        };
+        consider(
+            Limit::PerKey,
+            class.per_key,
+            state.per_key.wait_ms(&key_bucket, class.per_key, now_ms),
+        );
+        if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
+            consider(Limit::PerTool, rate, state.per_tool.wait_ms(key, rate, now_ms));
+        }
+        if let Some(rate) = class.per_tenant {
+            consider(
+                Limit::PerTenant,
+                rate,
+                state.per_tenant.wait_ms(caller.tenant, rate, now_ms),
+            );
+        }
+        let quota_window = class.quota.map(|q| {
+            let window_ms = i64::from(q.window_seconds) * 1000;
+            (q, now_ms.div_euclid(window_ms), window_ms)
+        });
+        if let Some((quota, index, window_ms)) = quota_window {
+            let used = match state.quota.get(caller.app_id) {
+                Some((i, n)) if *i == index => *n,
+                _ => 0,
+            };
+            if used >= quota.requests {
+                let until_end = (index + 1) * window_ms - now_ms;
+                let wait = u64::try_from(until_end).unwrap_or(1).max(1);
+                // A quota refusal wins over bucket waits: it is the longer story.
+                worst = Some(Refusal {
+                    limit: Limit::Quota,
+                    retry_after_ms: wait,
+                    rate: Some(quota),
+                });
+            }
+        }
+        if let Some(refusal) = worst {
+            drop(state);
+            return refuse(refusal);
+        }
+        state.per_key.take(&key_bucket, class.per_key, now_ms);
+        if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
+            state.per_tool.take(key, rate, now_ms);
+        }
+        if let Some(rate) = class.per_tenant {
+            state.per_tenant.take(caller.tenant, rate, now_ms);
+        }
+        if let Some((_, index, _)) = quota_window {
+            let entry = state.quota.entry(caller.app_id.to_string()).or_insert((index, 0));
+            if entry.0 != index {
+                *entry = (index, 0);
+            }
+            entry.1 += 1;
+        }
+        *state.in_flight.entry(caller.app_id.to_string()).or_insert(0) += 1;
+        Ok(Permit {
+            state: self.state.clone(),
+            global: self.global.clone(),
+            app_id: caller.app_id.to_string(),
+        })
     }
 }
 
@@ -127,36 +383,156 @@ impl Admission {
 mod tests {
     use super::*;
 
+    fn caller(tool: Option<&'static str>) -> Caller<'static> {
+        Caller {
+            app_id: "app",
+            key_id: "key",
+            tenant: "org",
+            client: "127.0.0.1",
+            tool,
+            class: None,
+        }
+    }
+
+    fn limits(class: RateClass) -> Limits {
+        Limits {
+            default: class,
+            classes: BTreeMap::new(),
+            max_in_flight: 100,
+        }
+    }
+
     #[test]
     fn a_burst_meets_a_refusal_and_waiting_retry_after_is_enough() {
-        let admission = Admission::new(RateClass {
-            requests: 3,
-            window_seconds: 60,
-        });
+        let admission = Admission::new(limits(RateClass {
+            per_key: Rate {
+                requests: 3,
+                window_seconds: 60,
+            },
+            ..RateClass::default()
+        }));
         for _ in 0..3 {
-            assert_eq!(admission.admit("k", 0), Ok(()));
+            drop(admission.admit(&caller(None), 0).expect("admitted"));
         }
-        let refusal = admission.admit("k", 0).expect_err("fourth call refused");
-        assert_eq!(refusal.retry_after_ms, 20_000);
+        let refusal = admission.admit(&caller(None), 0).expect_err("fourth call refused");
+        assert_eq!((refusal.limit, refusal.retry_after_ms), (Limit::PerKey, 20_000));
         assert_eq!(refusal.retry_after_seconds(), 20);
-        assert!(admission.admit("k", 19_999).is_err());
-        assert_eq!(admission.admit("k", 20_000), Ok(()));
-        assert_eq!(admission.admit("other", 0), Ok(()), "buckets are per key");
+        assert!(admission.admit(&caller(None), 19_999).is_err());
+        assert!(admission.admit(&caller(None), 20_000).is_ok());
+        let other = Caller {
+            key_id: "other",
+            ..caller(None)
+        };
+        assert!(admission.admit(&other, 0).is_ok(), "buckets are per key");
+    }
+
+    #[test]
+    fn a_refusal_takes_no_token_from_the_limits_that_passed() {
+        let admission = Admission::new(limits(RateClass {
+            per_key: Rate {
+                requests: 10,
+                window_seconds: 10,
+            },
+            per_tool: Some(Rate {
+                requests: 1,
+                window_seconds: 10,
+            }),
+            ..RateClass::default()
+        }));
+        drop(admission.admit(&caller(Some("ledgers")), 0).expect("first"));
+        for _ in 0..5 {
+            let refusal = admission.admit(&caller(Some("ledgers")), 0).expect_err("per tool");
+            assert_eq!(refusal.limit, Limit::PerTool);
+        }
+        // Nine key tokens remain: the five refusals took none.
+        let tools: Vec<String> = (0..9).map(|i| format!("tool{i}")).collect();
+        for tool in &tools {
+            let c = Caller {
+                tool: Some(tool),
+                ..caller(None)
+            };
+            drop(admission.admit(&c, 0).expect("per key still has tokens"));
+        }
+        let c = Caller {
+            tool: Some("tool-x"),
+            ..caller(None)
+        };
+        assert_eq!(
+            admission.admit(&c, 0).expect_err("key bucket empty").limit,
+            Limit::PerKey
+        );
+    }
+
+    #[test]
+    fn quotas_refuse_until_the_window_ends() {
+        let admission = Admission::new(limits(RateClass {
+            quota: Some(Rate {
+                requests: 2,
+                window_seconds: 100,
+            }),
+            ..RateClass::default()
+        }));
+        drop(admission.admit(&caller(None), 10_000).expect("1"));
+        drop(admission.admit(&caller(None), 10_000).expect("2"));
+        let refusal = admission.admit(&caller(None), 10_000).expect_err("quota");
+        assert_eq!((refusal.limit, refusal.retry_after_ms), (Limit::Quota, 90_000));
+        assert!(admission.admit(&caller(None), 100_000).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn concurrency_and_global_caps_count_calls_in_flight() {
+        let admission = Admission::new(Limits {
+            default: RateClass {
+                concurrency: Some(2),
+                ..RateClass::default()
+            },
+            classes: BTreeMap::new(),
+            max_in_flight: 3,
+        });
+        let a = admission.admit(&caller(None), 0).expect("1");
+        let _b = admission.admit(&caller(None), 0).expect("2");
+        assert_eq!(
+            admission.admit(&caller(None), 0).expect_err("cap").limit,
+            Limit::Concurrency
+        );
+        let _c = admission
+            .admit(
+                &Caller {
+                    app_id: "other",
+                    ..caller(None)
+                },
+                0,
+            )
+            .expect("3");
+        assert_eq!(
+            admission
+                .admit(
+                    &Caller {
+                        app_id: "third",
+                        ..caller(None)
+                    },
+                    0
+                )
+                .expect_err("shed")
+                .limit,
+            Limit::Overloaded
+        );
+        drop(a);
+        assert_eq!(admission.in_flight(), 2);
+        assert!(admission.admit(&caller(None), 0).is_ok());
     }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let r = Refusal {
+            limit: Limit::PerKey,
             retry_after_ms: 1001,
-            class: RateClass::DEFAULT,
-            remaining: 0,
+            rate: Some(Rate::DEFAULT),
         };
         assert_eq!(r.retry_after_seconds(), 2);
-        let r = Refusal {
-            retry_after_ms: 1,
-            class: RateClass::DEFAULT,
-            remaining: 0,
-        };
-        assert_eq!(r.retry_after_seconds(), 1);
+        assert_eq!(
+            r.headers()[0],
+            ("RateLimit-Policy", "\"per-key\";q=240;w=60".to_string())
+        );
     }
 }

@@ -24,6 +24,8 @@ enum Route {
     ListPlugins,
     Audit,
     VerifyAudit,
+    Metrics,
+    Reload,
 }
 
 impl Route {
@@ -39,6 +41,8 @@ impl Route {
             ("GET", ["plugins"]) => Route::ListPlugins,
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
+            ("GET", ["metrics"]) => Route::Metrics,
+            ("POST", ["policies", "reload"]) => Route::Reload,
             _ => return None,
         })
     }
@@ -53,6 +57,8 @@ impl Route {
             Route::ListPlugins => "admin.plugins.list",
             Route::Audit => "admin.audit.read",
             Route::VerifyAudit => "admin.audit.verify",
+            Route::Metrics => "admin.metrics.read",
+            Route::Reload => "admin.reload",
         }
     }
 
@@ -61,7 +67,8 @@ impl Route {
         match self {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
             Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
-            Route::Audit | Route::VerifyAudit => &[Role::Auditor, Role::Operator],
+            Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
+            Route::Reload => &[Role::Operator],
         }
     }
 }
@@ -71,6 +78,8 @@ struct Done {
     details: Map<String, Value>,
     app_id: Option<String>,
     key_id: Option<String>,
+    /// A plain-text body instead of the envelope (Prometheus metrics).
+    text: Option<String>,
 }
 
 impl Done {
@@ -80,6 +89,7 @@ impl Done {
             details: Map::new(),
             app_id: None,
             key_id: None,
+            text: None,
         }
     }
 }
@@ -123,6 +133,14 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         );
     }
     match outcome {
+        Ok(Done { text: Some(text), .. }) => Outbound {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/plain; version=0.0.4; charset=utf-8".to_string()),
+                ("X-Request-Id", inbound.request_id.clone()),
+            ],
+            body: text.into_bytes(),
+        },
         Ok(done) => respond(
             200,
             Envelope::success(done.data, &inbound.request_id),
@@ -271,6 +289,21 @@ async fn run(
             let items = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
             Ok(Done::data(json!({"items": items})))
         }
+        Route::Metrics => {
+            let drafts = gw.store.drafts_by_state().map_err(|e| internal(&e))?;
+            let text = gw.metrics.render(&drafts, gw.admission.in_flight());
+            Ok(Done {
+                data: Value::Null,
+                details: Map::new(),
+                app_id: None,
+                key_id: None,
+                text: Some(text),
+            })
+        }
+        Route::Reload => match gw.reload(by).await {
+            Ok(summary) => Ok(Done::data(json!({"reloaded": true, "summary": summary}))),
+            Err(e) => Err(Failure::validation(&[], e.to_string())),
+        },
         Route::VerifyAudit => {
             let conn = store::connect(gw.store.path()).map_err(|e| internal(&e))?;
             let report = audit::verify_chain(&conn).map_err(|e| internal(&e))?;

@@ -254,6 +254,14 @@ impl Store {
         records::insert_draft(&conn, draft)
     }
 
+    /// Draft counts by state, for the metrics.
+    pub fn drafts_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM drafts GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn draft(&self, id: &str) -> Result<Option<DraftRecord>, StoreError> {
         let conn = self.conn()?;
         records::draft(&conn, id)

@@ -1,0 +1,199 @@
+//! Prometheus metrics, served on the admin plane (`GET /api/agent-admin/v1/metrics`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    plane: &'static str,
+    tool: String,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaneLabels {
+    plane: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+fn latency_buckets() -> Histogram {
+    // 10 µs to ~10 s.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
+}
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<PlaneLabels, Histogram, fn() -> Histogram>,
+    stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
+    plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    refusals: Family<LimitLabels, Counter>,
+    drafts: Family<StateLabels, Gauge>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("openport");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by plane, tool and reason code",
+            requests.clone(),
+        );
+        let request_seconds = Family::<PlaneLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "request_seconds",
+            "Time from a parsed request to its answer",
+            request_seconds.clone(),
+        );
+        let stage_seconds = Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "stage_seconds",
+            "Time spent in each pipeline stage",
+            stage_seconds.clone(),
+        );
+        let plugin_seconds = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "plugin_seconds",
+            "Time spent in plugin calls, by plugin",
+            plugin_seconds.clone(),
+        );
+        let refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "admission_refusals",
+            "Calls refused by admission control, by limit",
+            refusals.clone(),
+        );
+        let drafts = Family::<StateLabels, Gauge>::default();
+        registry.register("drafts", "Drafts by state", drafts.clone());
+        let in_flight = Gauge::default();
+        registry.register("in_flight", "Agent calls in flight", in_flight.clone());
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            stage_seconds,
+            plugin_seconds,
+            refusals,
+            drafts,
+            in_flight,
+        }
+    }
+
+    pub fn request(&self, plane: &'static str, tool: Option<&str>, code: &'static str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                plane,
+                tool: tool.unwrap_or("").to_string(),
+                code,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&PlaneLabels { plane })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn stage(&self, stage: &'static str, elapsed: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn plugin(&self, plugin: &str, elapsed: Duration) {
+        self.plugin_seconds
+            .get_or_create(&PluginLabels {
+                plugin: plugin.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn refusal(&self, limit: &'static str) {
+        self.refusals.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Renders the text exposition format, with gauges read now.
+    pub fn render(&self, drafts_by_state: &[(String, i64)], in_flight: usize) -> String {
+        for (state, count) in drafts_by_state {
+            self.drafts
+                .get_or_create(&StateLabels { state: state.clone() })
+                .set(*count);
+        }
+        self.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family() {
+        let m = Metrics::new();
+        m.request(
+            "agent",
+            Some("ledger.list"),
+            "common.success",
+            Duration::from_micros(120),
+        );
+        m.stage("cedar", Duration::from_micros(5));
+        m.plugin("ledger", Duration::from_micros(40));
+        m.refusal("per-key");
+        let text = m.render(&[("draft".into(), 3)], 2);
+        for needle in [
+            "# TYPE openport_requests counter",
+            "openport_requests_total{plane=\"agent\",tool=\"ledger.list\",code=\"common.success\"} 1",
+            "openport_stage_seconds_bucket{le=",
+            "openport_plugin_seconds_count{plugin=\"ledger\"} 1",
+            "openport_admission_refusals_total{limit=\"per-key\"} 1",
+            "openport_drafts{state=\"draft\"} 3",
+            "openport_in_flight 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}
