@@ -69,6 +69,45 @@ struct StoreArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// Which events to read.
+#[derive(Debug, clap::Args)]
+struct FilterArgs {
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-22T00:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this tenant (`org_id`).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this integration (app id).
+    #[arg(long)]
+    app: Option<String>,
+    /// Only this tool.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Only this reason code.
+    #[arg(long)]
+    code: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self, limit: usize, ascending: bool) -> AuditFilter {
+        AuditFilter {
+            org_id: self.tenant.clone(),
+            app_id: self.app.clone(),
+            tool: self.tool.clone(),
+            code: self.code.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            after_seq: None,
+            limit,
+            ascending,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Print the newest events, oldest first, as JSON Lines.
@@ -78,6 +117,26 @@ enum AuditCommand {
         /// How many events.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+    },
+    /// Print the newest matching events, oldest first, as JSON Lines.
+    Query {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many events.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Write every matching event, oldest first, as JSON Lines (for a SIEM).
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// The output file; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Re-walk the hash chain and report the first broken link.
     Verify {
@@ -266,7 +325,10 @@ fn store_path(args: &StoreArgs) -> Result<PathBuf, ExitCode> {
 
 fn audit_command(command: AuditCommand) -> ExitCode {
     let args = match &command {
-        AuditCommand::Tail { store, .. } | AuditCommand::Verify { store } => store,
+        AuditCommand::Tail { store, .. }
+        | AuditCommand::Query { store, .. }
+        | AuditCommand::Export { store, .. }
+        | AuditCommand::Verify { store } => store,
     };
     let path = match store_path(args) {
         Ok(path) => path,
@@ -298,6 +360,45 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 }
             }
         }
+        AuditCommand::Query { filter, limit, .. } => {
+            match Store::open(&path).and_then(|s| s.audit_events(&filter.filter(limit, false))) {
+                Ok(mut rows) => {
+                    rows.reverse();
+                    for row in rows {
+                        println!("{}", serde_json::to_string(&row).unwrap_or_default());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Export { filter, out, .. } => {
+            let mut sink: Box<dyn std::io::Write> = match &out {
+                Some(file) => match std::fs::File::create(file) {
+                    Ok(f) => Box::new(std::io::BufWriter::new(f)),
+                    Err(e) => {
+                        eprintln!("error: cannot write `{}`: {e}", file.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => Box::new(std::io::stdout().lock()),
+            };
+            match export(&path, &filter.filter(5_000, true), &mut sink) {
+                Ok(n) => {
+                    if out.is_some() {
+                        eprintln!("exported {n} events");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         AuditCommand::Verify { .. } => match store::connect(&path).and_then(|c| audit::verify_chain(&c)) {
             Ok(report) => {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -313,4 +414,23 @@ fn audit_command(command: AuditCommand) -> ExitCode {
             }
         },
     }
+}
+
+/// Streams every matching event, oldest first, in pages.
+fn export(path: &Path, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> Result<u64, String> {
+    let store = Store::open(path).map_err(|e| e.to_string())?;
+    let mut page_filter = filter.clone();
+    let mut written = 0;
+    loop {
+        let rows = store.audit_events(&page_filter).map_err(|e| e.to_string())?;
+        let Some(last) = rows.last() else { break };
+        page_filter.after_seq = Some(last.seq);
+        for row in &rows {
+            let line = serde_json::to_string(row).map_err(|e| e.to_string())?;
+            writeln!(sink, "{line}").map_err(|e| e.to_string())?;
+            written += 1;
+        }
+    }
+    sink.flush().map_err(|e| e.to_string())?;
+    Ok(written)
 }

@@ -72,10 +72,13 @@ impl Server {
             source,
         })?;
         let (shutdown, watch) = watch::channel(false);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(http::serve(gateway.clone(), agent, http::Plane::Agent, watch.clone())),
-            tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch)),
+            tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch.clone())),
         ];
+        if let Some(days) = gateway.config.audit_retention_days {
+            tasks.push(tokio::spawn(retention(gateway.clone(), days, watch)));
+        }
         Ok(Server {
             gateway,
             agent_addr,
@@ -90,6 +93,23 @@ impl Server {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Applies the audit retention horizon at start and then hourly.
+async fn retention(gateway: Arc<Gateway>, days: u32, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let now = gateway.clock.now();
+        let before = clock::iso(now - time::Duration::days(i64::from(days)));
+        match gateway.audit.prune(before, clock::iso(now)).await {
+            Ok(report) if report.removed > 0 => tracing::info!(removed = report.removed, "audit retention applied"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "audit retention failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

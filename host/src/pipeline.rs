@@ -409,9 +409,7 @@ impl Governed<'_> {
             .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
         trail.action = format!("agent.{}", tool.name);
         let payload = query_payload(query, &tool.input_schema)?;
-        trail
-            .details
-            .insert("payload_sha256".into(), payload_hash(&payload).into());
+        trail.payload(self.gw, &payload);
         let facts = self.facts(Some(&payload), false, false, false);
         let context = self.authorize(&tool, Action::Read, &payload, &facts, trail)?;
         // (14) Dispatch: a read runs now.
@@ -461,9 +459,7 @@ impl Governed<'_> {
             (None, Some(preflight)) => preflight.payload.clone(),
             (None, None) => return Err(Failure::validation(&["payload"], "payload or preflightId is required").into()),
         };
-        trail
-            .details
-            .insert("payload_sha256".into(), payload_hash(&payload).into());
+        trail.payload(self.gw, &payload);
         let facts = self.facts(
             Some(&payload),
             body.idempotency_key.is_some(),
@@ -491,9 +487,7 @@ impl Governed<'_> {
         if !body.payload.is_object() {
             return Err(Failure::validation(&["payload"], "payload must be an object").into());
         }
-        trail
-            .details
-            .insert("payload_sha256".into(), payload_hash(&body.payload).into());
+        trail.payload(self.gw, &body.payload);
         let facts = self.facts(Some(&body.payload), false, false, false);
         let context = self.authorize(&tool, Action::Propose, &body.payload, &facts, trail)?;
         let data = writes::preflight(self.gw, self.principal, &context, &tool, body.payload).await?;
@@ -648,9 +642,58 @@ fn issues_json(issues: &[Issue]) -> Value {
     serde_json::to_value(issues).unwrap_or_else(|_| json!([]))
 }
 
-/// Payloads are stored in the audit trail only as this hash.
+/// Payloads are stored in the audit trail as this hash, and in clear only when the config
+/// asks for redacted capture.
 pub fn payload_hash(payload: &Value) -> String {
     sha256_hex(canonical_json(payload).as_bytes())
+}
+
+/// Keys whose values never reach the audit trail, even with redacted capture.
+const SENSITIVE_KEYS: &[&str] = &[
+    "title",
+    "notes",
+    "description",
+    "password",
+    "secret",
+    "token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "email",
+];
+
+/// The payload with sensitive values replaced by `[redacted]`, at any depth.
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let sensitive = SENSITIVE_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s));
+                    (
+                        k.clone(),
+                        if sensitive {
+                            Value::String("[redacted]".into())
+                        } else {
+                            redact(v)
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+impl Trail {
+    /// Records a payload as the config says: its hash, and a redacted copy if enabled.
+    fn payload(&mut self, gw: &Gateway, payload: &Value) {
+        self.details
+            .insert("payload_sha256".into(), payload_hash(payload).into());
+        if gw.config.audit_capture == crate::config::Capture::Redacted {
+            self.details.insert("payload".into(), redact(payload));
+        }
+    }
 }
 
 fn auth_refusal(failure: AuthFailure) -> Failure {

@@ -55,31 +55,167 @@ fn every_request_gets_exactly_one_terminal_event() {
     );
 }
 
-#[test]
-fn the_chain_verifies_and_an_edit_is_found() {
+/// A gateway with a few events, and an auditor's verify call.
+fn verified(gw: &TestGateway) -> serde_json::Value {
+    let verify = gw.admin_post(
+        "/api/agent-admin/v1/audit/verify",
+        Some(&gw.admin_token("auditor")),
+        &json!({}),
+    );
+    verify.expect(200, "common.success");
+    verify.data().clone()
+}
+
+fn with_events(n: usize) -> TestGateway {
     let gw = TestGateway::start();
-    for _ in 0..5 {
+    for _ in 0..n {
         gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
             .expect(200, "common.success");
     }
-    let auditor = gw.admin_token("auditor");
-    let verify = gw.admin_post("/api/agent-admin/v1/audit/verify", Some(&auditor), &json!({}));
-    verify.expect(200, "common.success");
-    assert_eq!(verify.data()["intact"], true);
-    assert!(verify.data()["events"].as_u64().is_some_and(|n| n >= 5));
+    gw
+}
 
-    let conn = rusqlite_connection(&gw);
+#[test]
+fn the_chain_verifies_and_an_edited_row_is_found() {
+    let gw = with_events(5);
+    let report = verified(&gw);
+    assert_eq!(report["intact"], true);
+    assert!(report["events"].as_u64().is_some_and(|n| n >= 5));
+
+    let conn = connection(&gw);
     conn.execute(
         r#"UPDATE audit_events SET details = '{"tampered":true}' WHERE seq = 3"#,
         [],
     )
     .expect("tamper");
-    let verify = gw.admin_post("/api/agent-admin/v1/audit/verify", Some(&auditor), &json!({}));
-    assert_eq!(verify.data()["intact"], false);
-    assert_eq!(verify.data()["first_broken"]["reason"], "edited");
-    assert_eq!(verify.data()["first_broken"]["seq"], 3);
+    let report = verified(&gw);
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["first_broken"]["reason"], "edited");
+    assert_eq!(report["first_broken"]["seq"], 3);
 }
 
-fn rusqlite_connection(gw: &TestGateway) -> openport::store::Connection {
+#[test]
+fn a_deleted_row_is_found() {
+    let gw = with_events(5);
+    connection(&gw)
+        .execute("DELETE FROM audit_events WHERE seq = 3", [])
+        .expect("delete");
+    let report = verified(&gw);
+    assert_eq!(
+        (report["intact"].as_bool(), report["first_broken"]["reason"].as_str()),
+        (Some(false), Some("unlinked"))
+    );
+    assert_eq!(report["first_broken"]["seq"], 4);
+}
+
+#[test]
+fn reordered_rows_are_found() {
+    let gw = with_events(5);
+    let conn = connection(&gw);
+    // Swap the sequence numbers of events 3 and 4.
+    conn.execute_batch(
+        "UPDATE audit_events SET seq = -3 WHERE seq = 3;
+         UPDATE audit_events SET seq = 3 WHERE seq = 4;
+         UPDATE audit_events SET seq = 4 WHERE seq = -3;",
+    )
+    .expect("reorder");
+    let report = verified(&gw);
+    assert_eq!(
+        (report["intact"].as_bool(), report["first_broken"]["reason"].as_str()),
+        (Some(false), Some("unlinked"))
+    );
+    assert_eq!(report["first_broken"]["seq"], 3);
+}
+
+#[test]
+fn retention_removes_old_events_and_the_chain_still_verifies() {
+    let gw = with_events(4);
+    let before_prune = gw.audit().len();
+    let op = gw.admin_token("operator");
+    let prune = gw.admin_post(
+        "/api/agent-admin/v1/audit/prune",
+        Some(&op),
+        &json!({"before": "2999-01-01T00:00:00Z"}),
+    );
+    prune.expect(200, "common.success");
+    assert_eq!(prune.data()["removed"].as_u64(), Some(before_prune as u64));
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+    let events = gw.audit();
+    assert_eq!(events[0].action, "audit.retention.checkpoint");
+    let report = verified(&gw);
+    assert_eq!(report["intact"], true, "{report}");
+
+    // Cutting more rows without a checkpoint is caught.
+    connection(&gw)
+        .execute(
+            "DELETE FROM audit_events WHERE action = 'audit.retention.checkpoint'",
+            [],
+        )
+        .expect("delete");
+    let report = verified(&gw);
+    assert_eq!(report["intact"], false, "{report}");
+}
+
+#[test]
+fn redacted_capture_keeps_the_payload_without_its_sensitive_fields() {
+    let gw = TestGateway::builder()
+        .config("\n[audit]\ncapture = \"redacted\"\n")
+        .start();
+    let reply = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "Secret dinner", "amount_home": 3}}),
+    );
+    reply.expect(200, "common.success");
+    let event = &gw.audit_of(&reply)[0];
+    assert_eq!(event.details["payload"]["ledgerId"], "ledger_main");
+    assert_eq!(event.details["payload"]["title"], "[redacted]");
+    assert!(!event.details.to_string().contains("Secret dinner"));
+}
+
+#[test]
+fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 150\n")
+        .start();
+    let tokens = [gw.full(), gw.token("Read-only Reporter"), "op_invalid".to_string()];
+    let ids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for worker in 0..6 {
+            let (gw, tokens, ids) = (&gw, &tokens, &ids);
+            scope.spawn(move || {
+                for i in 0..50 {
+                    let token = &tokens[(worker + i) % tokens.len()];
+                    let reply = match i % 3 {
+                        0 => gw.get("/api/agent/v1/ledgers", Some(token)),
+                        1 => gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(token)),
+                        _ => gw.post(
+                            "/api/agent/v1/actions",
+                            Some(token),
+                            &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_1"}}),
+                        ),
+                    };
+                    ids.lock().expect("lock").push(reply.request_id());
+                }
+            });
+        }
+    });
+    let sent = ids.into_inner().expect("ids");
+    assert_eq!(sent.len(), 300);
+    let events = gw.audit();
+    let mut counts = std::collections::HashMap::new();
+    for e in &events {
+        if let Some(id) = &e.request_id {
+            *counts.entry(id.clone()).or_insert(0) += 1;
+        }
+    }
+    for id in &sent {
+        assert_eq!(counts.get(id), Some(&1), "request {id}");
+    }
+    assert_eq!(verified(&gw)["intact"], true);
+}
+
+fn connection(gw: &TestGateway) -> openport::store::Connection {
     openport::store::connect(gw.server.gateway.store.path()).expect("connect")
 }

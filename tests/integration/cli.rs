@@ -68,3 +68,107 @@ fn audit_tail_and_verify_read_the_store() {
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn audit_query_filters_and_export_writes_json_lines() {
+    let gw = TestGateway::start();
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+    gw.get("/api/agent/v1/ledgers", None).expect(401, "agent.token_invalid");
+    let out = openport()
+        .args(["audit", "query", "--code", "agent.token_invalid", "--data-dir"])
+        .arg(gw.dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["code"], "agent.token_invalid");
+
+    let file = gw.dir.path().join("export.jsonl");
+    let out = openport()
+        .args(["audit", "export", "--tool", "ledger.list", "--out"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(gw.dir.path())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&file).expect("export");
+    let tools: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["tool"].to_string())
+        .collect();
+    assert_eq!(tools, ["\"ledger.list\""]);
+}
+
+#[test]
+fn acknowledged_events_survive_a_crash() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let port = |l: std::net::TcpListener| l.local_addr().expect("addr").port();
+    let (a, b) = (
+        port(std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
+        port(std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
+    );
+    let mut child = openport()
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{a}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{b}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // The banner is printed once both listeners are bound.
+    let stdout = child.stdout.take().expect("stdout");
+    let banner = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("is running"));
+    assert!(banner);
+    let creds: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo-credentials.json")).expect("creds")).expect("json");
+    let token = creds["agent_tokens"]["Demo Integration"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut acknowledged = Vec::new();
+    for _ in 0..40 {
+        let response = agent
+            .get(&format!("http://127.0.0.1:{a}/api/agent/v1/ledgers"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("answered");
+        acknowledged.push(response.headers()["x-request-id"].to_str().expect("id").to_string());
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let store = openport::store::Store::open(&dir.path().join("openport.db")).expect("store");
+    let events = store
+        .audit_events(&openport::store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .expect("events");
+    for id in &acknowledged {
+        assert!(
+            events.iter().any(|e| e.request_id.as_deref() == Some(id.as_str())),
+            "acknowledged {id} lost"
+        );
+    }
+    let out = openport()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("verify");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -155,10 +155,29 @@ struct Pending {
     done: oneshot::Sender<Result<String, String>>,
 }
 
+/// Work for the writer thread, in arrival order.
+enum Job {
+    Append(Pending),
+    /// Remove events created before `before` and chain a checkpoint event.
+    Prune {
+        before: String,
+        now: String,
+        done: oneshot::Sender<Result<PruneReport, String>>,
+    },
+}
+
+/// What a retention run removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PruneReport {
+    pub removed: i64,
+    /// The last removed event's sequence number, if any was removed.
+    pub upto_seq: Option<i64>,
+}
+
 /// Handle to the audit writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    queue: mpsc::SyncSender<Pending>,
+    queue: mpsc::SyncSender<Job>,
 }
 
 impl AuditLog {
@@ -169,38 +188,33 @@ impl AuditLog {
             .map(|(_, h)| h)
             .unwrap_or_else(|| GENESIS_HASH.into());
         // Bounded: when the disk stalls, producers wait instead of growing memory.
-        let (queue, inbox) = mpsc::sync_channel::<Pending>(16 * MAX_BATCH);
+        let (queue, inbox) = mpsc::sync_channel::<Job>(16 * MAX_BATCH);
         thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                while let Ok(first) = inbox.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match inbox.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
+                let mut next = inbox.recv().ok();
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Append(first) => {
+                            let mut batch = vec![first];
+                            while batch.len() < MAX_BATCH {
+                                match inbox.try_recv() {
+                                    Ok(Job::Append(p)) => batch.push(p),
+                                    Ok(other) => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            write_batch(&mut conn, &mut head, batch);
+                        }
+                        Job::Prune { before, now, done } => {
+                            let _ = done.send(prune(&mut conn, &mut head, &before, &now));
                         }
                     }
-                    let mut rows = Vec::with_capacity(batch.len());
-                    let mut prev = head.clone();
-                    for p in &batch {
-                        let row = p.event.clone().into_row(prev);
-                        prev = row.event_hash.clone();
-                        rows.push(row);
-                    }
-                    match store::append_audit_rows(&mut conn, &rows) {
-                        Ok(()) => {
-                            head = prev;
-                            for (p, row) in batch.into_iter().zip(rows) {
-                                let _ = p.done.send(Ok(row.id));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "audit batch not written");
-                            for p in batch {
-                                let _ = p.done.send(Err(e.to_string()));
-                            }
-                        }
+                    if next.is_none() {
+                        next = inbox.recv().ok();
                     }
                 }
             })
@@ -208,11 +222,27 @@ impl AuditLog {
         Ok(AuditLog { queue })
     }
 
+    /// Removes events created before `before` (RFC 3339), keeping the chain verifiable
+    /// through a checkpoint event. Runs on the writer, in order with appends.
+    pub async fn prune(&self, before: String, now: String) -> Result<PruneReport, AuditError> {
+        let (done, wait) = oneshot::channel();
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || queue.send(Job::Prune { before, now, done }))
+            .await
+            .map_err(|_| AuditError::WriterStopped)?
+            .map_err(|_| AuditError::WriterStopped)?;
+        match wait.await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(message)) => Err(AuditError::Write(message)),
+            Err(_) => Err(AuditError::WriterStopped),
+        }
+    }
+
     /// Appends an event and waits until it is durable. Returns the event id.
     pub async fn record(&self, event: AuditEvent) -> Result<String, AuditError> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.clone();
-        let pending = Pending { event, done };
+        let pending = Job::Append(Pending { event, done });
         // `try_send` first: the common case never blocks the async worker.
         match queue.try_send(pending) {
             Ok(()) => {}
@@ -229,5 +259,61 @@ impl AuditLog {
             Ok(Err(message)) => Err(AuditError::Write(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
+    }
+}
+
+/// Appends one batch in one transaction and answers every waiter.
+fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, batch: Vec<Pending>) {
+    let mut rows = Vec::with_capacity(batch.len());
+    let mut prev = head.clone();
+    for p in &batch {
+        let row = p.event.clone().into_row(prev);
+        prev = row.event_hash.clone();
+        rows.push(row);
+    }
+    match store::append_audit_rows(conn, &rows) {
+        Ok(()) => {
+            *head = prev;
+            for (p, row) in batch.into_iter().zip(rows) {
+                let _ = p.done.send(Ok(row.id));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit batch not written");
+            for p in batch {
+                let _ = p.done.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+fn prune(conn: &mut rusqlite::Connection, head: &mut String, before: &str, now: &str) -> Result<PruneReport, String> {
+    let prev = head.clone();
+    let result = store::prune_audit(conn, before, now, |upto_seq, upto_hash, removed| {
+        let mut event = AuditEvent::new(
+            "audit.retention.checkpoint",
+            Status::Success,
+            "common.success",
+            now.to_string(),
+        );
+        event.details.insert("upto_seq".into(), upto_seq.into());
+        event.details.insert("upto_hash".into(), upto_hash.into());
+        event.details.insert("removed".into(), removed.into());
+        event.details.insert("before".into(), before.into());
+        event.into_row(prev)
+    });
+    match result {
+        Ok(Some((upto_seq, _, removed, row))) => {
+            *head = row.event_hash;
+            Ok(PruneReport {
+                removed,
+                upto_seq: Some(upto_seq),
+            })
+        }
+        Ok(None) => Ok(PruneReport {
+            removed: 0,
+            upto_seq: None,
+        }),
+        Err(e) => Err(e.to_string()),
     }
 }

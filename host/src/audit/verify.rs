@@ -21,19 +21,37 @@ pub struct VerifyReport {
 pub struct BrokenLink {
     pub seq: i64,
     pub id: String,
-    /// `edited` (the stored hash does not match the content) or `unlinked` (its
-    /// `prev_event_hash` is not the previous event's hash: a deletion or reordering).
+    /// `edited` (the stored hash does not match the content), `unlinked` (its
+    /// `prev_event_hash` is not the previous event's hash: a deletion or reordering), or
+    /// `unattested_checkpoint` (a retention cut no chained checkpoint event vouches for).
     pub reason: &'static str,
 }
 
-/// Verifies every event of the chain in `conn`, oldest first.
+/// Verifies every event of the chain in `conn`, oldest first. After a retention cut the
+/// chain starts at the cut's hash, and a chained checkpoint event must attest the cut.
 pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
-    let mut prev = GENESIS_HASH.to_string();
+    let anchor = store::audit_anchor(conn)?;
+    let mut prev = anchor
+        .as_ref()
+        .map_or_else(|| GENESIS_HASH.to_string(), |(_, hash)| hash.clone());
+    let mut attested = anchor.is_none();
     let mut after = 0_i64;
     let mut events = 0_u64;
     loop {
         let page = store::audit_chain_page(conn, after, 2048)?;
         if page.is_empty() {
+            if !attested {
+                let (seq, _) = anchor.unwrap_or_default();
+                return Ok(VerifyReport {
+                    events,
+                    intact: false,
+                    first_broken: Some(BrokenLink {
+                        seq,
+                        id: String::new(),
+                        reason: "unattested_checkpoint",
+                    }),
+                });
+            }
             return Ok(VerifyReport {
                 events,
                 intact: true,
@@ -60,6 +78,13 @@ pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
                         reason,
                     }),
                 });
+            }
+            if let Some((seq, hash)) = &anchor
+                && row.action == "audit.retention.checkpoint"
+                && row.details["upto_seq"].as_i64() == Some(*seq)
+                && row.details["upto_hash"].as_str() == Some(hash.as_str())
+            {
+                attested = true;
             }
             prev = row.event_hash;
         }

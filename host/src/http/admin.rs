@@ -26,6 +26,8 @@ enum Route {
     VerifyAudit,
     Metrics,
     Reload,
+    ExportAudit,
+    PruneAudit,
 }
 
 impl Route {
@@ -42,6 +44,8 @@ impl Route {
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
             ("GET", ["metrics"]) => Route::Metrics,
+            ("GET", ["audit", "export"]) => Route::ExportAudit,
+            ("POST", ["audit", "prune"]) => Route::PruneAudit,
             ("POST", ["policies", "reload"]) => Route::Reload,
             _ => return None,
         })
@@ -59,6 +63,8 @@ impl Route {
             Route::VerifyAudit => "admin.audit.verify",
             Route::Metrics => "admin.metrics.read",
             Route::Reload => "admin.reload",
+            Route::ExportAudit => "admin.audit.export",
+            Route::PruneAudit => "admin.audit.prune",
         }
     }
 
@@ -68,7 +74,8 @@ impl Route {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
             Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
             Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
-            Route::Reload => &[Role::Operator],
+            Route::Reload | Route::PruneAudit => &[Role::Operator],
+            Route::ExportAudit => &[Role::Auditor, Role::Operator],
         }
     }
 }
@@ -78,8 +85,8 @@ struct Done {
     details: Map<String, Value>,
     app_id: Option<String>,
     key_id: Option<String>,
-    /// A plain-text body instead of the envelope (Prometheus metrics).
-    text: Option<String>,
+    /// A plain body and its media type instead of the envelope (metrics, exports).
+    text: Option<(&'static str, String)>,
 }
 
 impl Done {
@@ -133,10 +140,13 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         );
     }
     match outcome {
-        Ok(Done { text: Some(text), .. }) => Outbound {
+        Ok(Done {
+            text: Some((media_type, text)),
+            ..
+        }) => Outbound {
             status: 200,
             headers: vec![
-                ("Content-Type", "text/plain; version=0.0.4; charset=utf-8".to_string()),
+                ("Content-Type", media_type.to_string()),
                 ("X-Request-Id", inbound.request_id.clone()),
             ],
             body: text.into_bytes(),
@@ -273,19 +283,54 @@ async fn run(
                 .collect();
             Ok(Done::data(json!({"items": items})))
         }
+        Route::ExportAudit => {
+            let query = query_map(inbound.query.as_deref());
+            let mut filter = audit_filter(&principal, &query);
+            filter.ascending = true;
+            filter.limit = 5_000;
+            let mut lines = String::new();
+            let mut count = 0_u64;
+            // Bounded: one export answers at most 100,000 events; `since` pages further.
+            while count < 100_000 {
+                let rows = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
+                let Some(last) = rows.last() else { break };
+                filter.after_seq = Some(last.seq);
+                for row in &rows {
+                    lines.push_str(&serde_json::to_string(row).unwrap_or_default());
+                    lines.push('\n');
+                    count += 1;
+                }
+            }
+            let mut done = Done {
+                text: Some(("application/x-ndjson", lines)),
+                ..Done::data(Value::Null)
+            };
+            done.details.insert("exported".into(), count.into());
+            Ok(done)
+        }
+        Route::PruneAudit => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Prune {
+                before: String,
+            }
+            let body: Prune = json_body(inbound)?;
+            if crate::clock::parse_iso(&body.before).is_none() {
+                return Err(Failure::validation(
+                    &["before"],
+                    "`before` must be an RFC 3339 timestamp",
+                ));
+            }
+            let report = gw
+                .audit
+                .prune(body.before, now.clone())
+                .await
+                .map_err(|e| internal(&e))?;
+            Ok(Done::data(serde_json::to_value(report).unwrap_or(Value::Null)))
+        }
         Route::Audit => {
             let query = query_map(inbound.query.as_deref());
-            let filter = AuditFilter {
-                org_id: principal.org_id.clone().or_else(|| query.get("orgId").cloned()),
-                app_id: query.get("appId").cloned(),
-                tool: query.get("tool").cloned(),
-                code: query.get("code").cloned(),
-                since: query.get("since").cloned(),
-                until: query.get("until").cloned(),
-                after_seq: None,
-                limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
-                ascending: false,
-            };
+            let filter = audit_filter(&principal, &query);
             let items = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
             Ok(Done::data(json!({"items": items})))
         }
@@ -293,11 +338,8 @@ async fn run(
             let drafts = gw.store.drafts_by_state().map_err(|e| internal(&e))?;
             let text = gw.metrics.render(&drafts, gw.admission.in_flight());
             Ok(Done {
-                data: Value::Null,
-                details: Map::new(),
-                app_id: None,
-                key_id: None,
-                text: Some(text),
+                text: Some(("text/plain; version=0.0.4; charset=utf-8", text)),
+                ..Done::data(Value::Null)
             })
         }
         Route::Reload => match gw.reload(by).await {
@@ -327,4 +369,19 @@ fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
+}
+
+/// The audit filter of a query string; a tenant-scoped admin sees only its tenant.
+fn audit_filter(principal: &AdminPrincipal, query: &std::collections::HashMap<String, String>) -> AuditFilter {
+    AuditFilter {
+        org_id: principal.org_id.clone().or_else(|| query.get("orgId").cloned()),
+        app_id: query.get("appId").cloned(),
+        tool: query.get("tool").cloned(),
+        code: query.get("code").cloned(),
+        since: query.get("since").cloned(),
+        until: query.get("until").cloned(),
+        after_seq: None,
+        limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
+        ascending: false,
+    }
 }

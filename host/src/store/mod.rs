@@ -15,7 +15,10 @@ use rusqlite::{OptionalExtension, params};
 pub use records::{AdminTokenRecord, AppRecord, AuditRow, DraftRecord, KeyRecord, PreflightRecord};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_audit_checkpoints.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -345,6 +348,49 @@ pub fn audit_chain_head(conn: &Connection) -> Result<Option<(i64, String)>, Stor
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?)
+}
+
+/// The latest retention cut: `(upto_seq, upto_hash)`.
+pub fn audit_anchor(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT upto_seq, upto_hash FROM audit_checkpoints ORDER BY upto_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Removes events created before `before`, records the cut, and appends the checkpoint
+/// event built by `checkpoint(upto_seq, upto_hash, removed)`, all in one transaction.
+/// Returns the cut, or `None` when nothing was old enough.
+pub fn prune_audit(
+    conn: &mut Connection,
+    before: &str,
+    now: &str,
+    checkpoint: impl FnOnce(i64, &str, i64) -> AuditRow,
+) -> Result<Option<(i64, String, i64, AuditRow)>, StoreError> {
+    let tx = conn.transaction()?;
+    let upto: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, event_hash FROM audit_events WHERE created_at < ?1 ORDER BY seq DESC LIMIT 1",
+            [before],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((upto_seq, upto_hash)) = upto else {
+        return Ok(None);
+    };
+    let removed = tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [upto_seq])?;
+    let removed = i64::try_from(removed).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT OR REPLACE INTO audit_checkpoints (upto_seq, upto_hash, removed, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![upto_seq, upto_hash, removed, now],
+    )?;
+    let row = checkpoint(upto_seq, &upto_hash, removed);
+    records::insert_audit_rows(&tx, std::slice::from_ref(&row))?;
+    tx.commit()?;
+    Ok(Some((upto_seq, upto_hash, removed, row)))
 }
 
 /// Appends audit rows in one transaction; the caller computed their chain hashes.
