@@ -156,6 +156,10 @@ struct Pending {
 }
 
 /// Work for the writer thread, in arrival order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "appends are the hot path; boxing them would allocate per event"
+)]
 enum Job {
     Append(Pending),
     /// Remove events created before `before` and chain a checkpoint event.
