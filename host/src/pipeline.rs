@@ -816,6 +816,16 @@ async fn finish(
     }
     gw.metrics
         .request("agent", tool_name.as_deref(), code.name, started.elapsed());
+    tracing::info!(
+        target: "openport::access",
+        request_id = %inbound.request_id,
+        method = %inbound.method,
+        path = %inbound.path,
+        status = http_status,
+        code = code.name,
+        tool = tool_name.as_deref().unwrap_or(""),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
     drop(trail.permit);
     if let Err(e) = recorded {
         tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
