@@ -103,6 +103,8 @@ sha256 = "{}"
 tools = ["ledger.list", "transaction.list", "transaction.create", "transaction.update",
          "transaction.delete", "transaction.hard_delete", "transactions.export_csv"]
 
+sensitive_fields = ["title", "notes"]
+
 [grants]
 log = true
 clock = true

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use crate::admission::{Caller, Limit, Permit, Refusal as RateRefusal};
 use crate::audit::{AuditEvent, Status};
 use crate::auth::{self, AuthFailure, Principal, network};
-use crate::authz::{Action, AppFacts, RequestFacts};
+use crate::authz::{self, Action, AppFacts, RequestFacts};
 use crate::catalog::{Issue, RateHint, Tool};
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, sha256_hex};
@@ -303,7 +303,7 @@ impl Governed<'_> {
     fn manifest(&self) -> Result<Reply, Refused> {
         let catalog = self.gw.catalog();
         let authz = self.gw.authorizer();
-        let facts = self.facts(None, false, false, false);
+        let facts = self.facts(None, Flags::default());
         let app = self.app_facts();
         let limits = self.gw.admission.limits();
         let rate = limits.class(self.principal.app.policy["rate_class"].as_str()).per_key;
@@ -324,30 +324,25 @@ impl Governed<'_> {
         })))
     }
 
-    fn facts<'p>(
-        &self,
-        payload: Option<&'p Value>,
-        idempotency: bool,
-        preflight: bool,
-        justification: bool,
-    ) -> RequestFacts<'p> {
+    fn facts<'p>(&self, payload: Option<&'p Value>, flags: Flags) -> RequestFacts<'p> {
         RequestFacts {
             client_ip: self.client_ip,
             now: self.gw.clock.now(),
             payload,
-            has_idempotency_key: idempotency,
-            has_preflight_hash: preflight,
-            has_justification: justification,
+            has_idempotency_key: flags.idempotency_key,
+            has_preflight_hash: flags.preflight_hash,
+            has_justification: flags.justification,
         }
     }
 
-    /// Steps 10 to 13 for one tool and payload.
+    /// Steps 10 to 13 for one tool and payload. The payload may be shaped by the app's
+    /// data policy (step 11) before Cedar and the schema see it.
     fn authorize(
         &self,
         tool: &Arc<Tool>,
         action: Action,
-        payload: &Value,
-        facts: &RequestFacts<'_>,
+        payload: &mut Value,
+        flags: Flags,
         trail: &mut Trail,
     ) -> Result<CallContext, Refused> {
         trail.tool = Some(tool.clone());
@@ -362,18 +357,39 @@ impl Governed<'_> {
                 .with("missingScopes", json!(missing))
                 .into());
         }
-        // (11) Tenant boundary: the plugin learns the tenant from the server-verified app,
-        // never from the request, and its data is namespaced by it.
+        // (11) Tenant boundary and data policy: the plugin learns the tenant from the
+        // server-verified app, never from the request, and its data is namespaced by it;
+        // a `max_days` window bounds date ranges the request leaves open.
+        let policy = &self.principal.app.policy;
+        bound_dates(
+            payload,
+            &tool.input_schema,
+            authz::max_days(policy),
+            self.gw.clock.now().date(),
+        )?;
         let context = CallContext {
             tenant: self.principal.org_id.clone(),
             integration: self.principal.app.id.clone(),
             request_id: self.request_id.to_string(),
             actor: self.principal.actor_user_id.clone(),
+            allow_sensitive_fields: authz::allows_sensitive_fields(policy),
         };
-        // (12) Cedar, which also enforces the app's data policy.
-        let decision = trail.time("cedar", || {
-            self.gw.authorizer().decide(&self.app_facts(), action, tool, facts)
-        });
+        // (12) Cedar. A tool the app may not discover answers like an unknown one; then
+        // the call itself, with the data-policy policies.
+        let authorizer = self.gw.authorizer();
+        let app = self.app_facts();
+        let discover = self.facts(None, flags);
+        let visible = trail.time("cedar", || authorizer.decide(&app, Action::Discover, tool, &discover));
+        if !visible.allowed {
+            trail.policy_ids = visible.policy_ids;
+            trail.details.insert("reason".into(), "hidden".into());
+            if !visible.errors.is_empty() {
+                trail.details.insert("policyErrors".into(), json!(visible.errors));
+            }
+            return Err(unknown_tool(tool).into());
+        }
+        let facts = self.facts(Some(payload), flags);
+        let decision = trail.time("cedar", || authorizer.decide(&app, action, tool, &facts));
         trail.policy_ids = decision.policy_ids.clone();
         if !decision.allowed {
             if !decision.errors.is_empty() {
@@ -385,15 +401,10 @@ impl Governed<'_> {
         }
         // (13) Input validation against the tool's schema.
         if let Err(issues) = trail.time("validate", || tool.validate(payload)) {
-            let code = if tool.is_read() {
-                codes::VALIDATION
+            let (code, message) = if tool.is_read() {
+                (codes::VALIDATION, "Validation failed")
             } else {
-                codes::ACTION_INVALID
-            };
-            let message = if tool.is_read() {
-                "Validation failed"
-            } else {
-                "Invalid payload for the action"
+                (codes::ACTION_INVALID, "Invalid payload for the action")
             };
             return Err(Failure::new(code, message).with("issues", issues_json(&issues)).into());
         }
@@ -410,8 +421,8 @@ impl Governed<'_> {
         trail.action = format!("agent.{}", tool.name);
         let payload = query_payload(query, &tool.input_schema)?;
         trail.payload(self.gw, &payload);
-        let facts = self.facts(Some(&payload), false, false, false);
-        let context = self.authorize(&tool, Action::Read, &payload, &facts, trail)?;
+        let mut payload = payload;
+        let context = self.authorize(&tool, Action::Read, &mut payload, Flags::default(), trail)?;
         // (14) Dispatch: a read runs now.
         let started = Instant::now();
         let output = tool
@@ -421,7 +432,12 @@ impl Governed<'_> {
         trail.stages.push(("plugin", started.elapsed()));
         self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
         let output = output.map_err(|e| call_refusal(e, true))?;
-        let data = output.structured.unwrap_or_else(|| json!({}));
+        let mut data = output.structured.unwrap_or_else(|| json!({}));
+        if !context.allow_sensitive_fields {
+            let mut redacted = std::collections::BTreeSet::new();
+            redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
+            trail.details.insert("redactedFields".into(), json!(redacted));
+        }
         if let Some(items) = data.get("items").and_then(Value::as_array) {
             trail.details.insert("resultCount".into(), items.len().into());
         }
@@ -460,13 +476,13 @@ impl Governed<'_> {
             (None, None) => return Err(Failure::validation(&["payload"], "payload or preflightId is required").into()),
         };
         trail.payload(self.gw, &payload);
-        let facts = self.facts(
-            Some(&payload),
-            body.idempotency_key.is_some(),
-            body.preflight_hash.is_some() || preflight.is_some(),
-            body.justification.as_deref().is_some_and(|j| !j.trim().is_empty()),
-        );
-        let context = self.authorize(&tool, Action::Propose, &payload, &facts, trail)?;
+        let flags = Flags {
+            idempotency_key: body.idempotency_key.is_some(),
+            preflight_hash: body.preflight_hash.is_some() || preflight.is_some(),
+            justification: body.justification.as_deref().is_some_and(|j| !j.trim().is_empty()),
+        };
+        let mut payload = payload;
+        let context = self.authorize(&tool, Action::Propose, &mut payload, flags, trail)?;
         // (14) Dispatch: an action enters the write lifecycle; it is a draft by default.
         let proposal = writes::Proposal {
             tool: &tool,
@@ -488,9 +504,9 @@ impl Governed<'_> {
             return Err(Failure::validation(&["payload"], "payload must be an object").into());
         }
         trail.payload(self.gw, &body.payload);
-        let facts = self.facts(Some(&body.payload), false, false, false);
-        let context = self.authorize(&tool, Action::Propose, &body.payload, &facts, trail)?;
-        let data = writes::preflight(self.gw, self.principal, &context, &tool, body.payload).await?;
+        let mut payload = body.payload;
+        let context = self.authorize(&tool, Action::Propose, &mut payload, Flags::default(), trail)?;
+        let data = writes::preflight(self.gw, self.principal, &context, &tool, payload).await?;
         Ok(Reply::ok(data))
     }
 
@@ -505,6 +521,80 @@ impl Governed<'_> {
             json!({"draft": writes::public_draft(&draft), "execution": Value::Null}),
         ))
     }
+}
+
+/// Replaces the named fields, at any depth, with `[redacted]`; records which it found.
+fn redact_fields(value: &mut Value, fields: &[String], found: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if fields.iter().any(|f| f == key) {
+                    if !v.is_null() {
+                        *v = Value::String("[redacted]".into());
+                    }
+                    found.insert(key.clone());
+                } else {
+                    redact_fields(v, fields, found);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_fields(v, fields, found)),
+        _ => {}
+    }
+}
+
+/// Request flags Cedar sees in its context.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    idempotency_key: bool,
+    preflight_hash: bool,
+    justification: bool,
+}
+
+/// The answer for a tool the app may not see: the same as for a tool that does not exist.
+fn unknown_tool(tool: &Tool) -> Failure {
+    if tool.is_read() {
+        Failure::new(codes::NOT_FOUND, "Route not found")
+    } else {
+        Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
+    }
+}
+
+/// Applies a `max_days` window to a payload whose schema has `startDate`/`endDate`: an
+/// open end becomes today (UTC) and an open start `max_days - 1` days before the end, as
+/// the reference does. Cedar's `base.data-policy.max-days` then bounds the range.
+fn bound_dates(payload: &mut Value, schema: &Value, max_days: i64, today: time::Date) -> Result<(), Refused> {
+    let has = |field: &str| schema["properties"].get(field).is_some();
+    if max_days <= 0 || !has("startDate") || !has("endDate") {
+        return Ok(());
+    }
+    let Some(map) = payload.as_object_mut() else {
+        return Ok(());
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let parse = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(|s| time::Date::parse(s.get(..10).unwrap_or(s), &format))
+    };
+    let end = match parse(map.get("endDate")) {
+        Some(Ok(date)) => date,
+        Some(Err(_)) => return Err(Failure::validation(&["endDate"], "`endDate` must be a date (YYYY-MM-DD)").into()),
+        None => today,
+    };
+    let start = match parse(map.get("startDate")) {
+        Some(Ok(date)) => date,
+        Some(Err(_)) => {
+            return Err(Failure::validation(&["startDate"], "`startDate` must be a date (YYYY-MM-DD)").into());
+        }
+        None => end.checked_sub(time::Duration::days(max_days - 1)).unwrap_or(end),
+    };
+    if start > end {
+        return Err(Failure::new(codes::ACTION_INVALID, "Invalid date range").into());
+    }
+    let text = |d: time::Date| d.format(&format).unwrap_or_default();
+    map.insert("startDate".into(), text(start).into());
+    map.insert("endDate".into(), text(end).into());
+    Ok(())
 }
 
 /// Step 1: route and body. Everything here is decided without credentials.

@@ -94,7 +94,7 @@ fn metrics_count_requests_stages_and_refusals() {
     for needle in [
         "openport_requests_total{plane=\"agent\",tool=\"ledger.list\",code=\"common.success\"} 2",
         "openport_admission_refusals_total{limit=\"per-key\"} 1",
-        "openport_stage_seconds_count{stage=\"cedar\"} 2",
+        "openport_stage_seconds_count{stage=\"cedar\"} 4",
         "openport_stage_seconds_count{stage=\"audit\"} 3",
         "openport_plugin_seconds_count{plugin=\"ledger\"} 2",
     ] {

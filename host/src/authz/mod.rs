@@ -8,10 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -93,12 +95,42 @@ pub struct Decision {
 }
 
 /// A validated policy set with its schema.
+///
+/// Requests are decided against the slice of the set whose scope can match the request's
+/// app (or its tenant) and tool, so cost grows with the policies that concern a request,
+/// not with the whole set. A policy's scope is a necessary condition for it to apply,
+/// so the slice decides exactly as the whole set would (tested by
+/// `slices_decide_like_the_whole_set`).
 #[derive(Debug)]
 pub struct Authorizer {
     schema: Schema,
     policies: PolicySet,
     ids: Vec<String>,
     authorizer: CedarAuthorizer,
+    scoped: Vec<Policy>,
+    slices: Mutex<HashMap<(String, String, String), Arc<PolicySet>>>,
+}
+
+/// Slices kept before the cache starts over.
+const MAX_SLICES: usize = 10_000;
+
+fn principal_matches(constraint: &PrincipalConstraint, app: &EntityUid, tenant: &EntityUid) -> bool {
+    match constraint {
+        PrincipalConstraint::Any => true,
+        PrincipalConstraint::Eq(uid) => uid == app,
+        PrincipalConstraint::In(uid) => uid == app || uid == tenant,
+        PrincipalConstraint::Is(kind) => kind == app.type_name(),
+        PrincipalConstraint::IsIn(kind, uid) => kind == app.type_name() && (uid == app || uid == tenant),
+    }
+}
+
+fn resource_matches(constraint: &ResourceConstraint, tool: &EntityUid) -> bool {
+    match constraint {
+        ResourceConstraint::Any => true,
+        ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => uid == tool,
+        ResourceConstraint::Is(kind) => kind == tool.type_name(),
+        ResourceConstraint::IsIn(kind, uid) => kind == tool.type_name() && uid == tool,
+    }
 }
 
 impl Authorizer {
@@ -128,11 +160,14 @@ impl Authorizer {
             let messages: Vec<String> = result.validation_errors().map(|e| format!("- {e}")).collect();
             return Err(AuthzError::Validation(messages.join("\n")));
         }
+        let scoped = policies.policies().cloned().collect();
         Ok(Authorizer {
             schema,
             policies,
             ids,
             authorizer: CedarAuthorizer::new(),
+            scoped,
+            slices: Mutex::new(HashMap::new()),
         })
     }
 
@@ -176,9 +211,58 @@ impl Authorizer {
         &self.ids
     }
 
+    /// The policies whose scope can match this app (or its tenant) and tool.
+    fn slice(&self, app: &EntityUid, tenant: &EntityUid, tool: &EntityUid) -> Result<Arc<PolicySet>, String> {
+        let key = (
+            app.id().unescaped().to_string(),
+            tenant.id().unescaped().to_string(),
+            tool.id().unescaped().to_string(),
+        );
+        if let Ok(cache) = self.slices.lock()
+            && let Some(slice) = cache.get(&key)
+        {
+            return Ok(slice.clone());
+        }
+        let mut set = PolicySet::new();
+        for policy in &self.scoped {
+            if principal_matches(&policy.principal_constraint(), app, tenant)
+                && resource_matches(&policy.resource_constraint(), tool)
+            {
+                set.add(policy.clone()).map_err(|e| e.to_string())?;
+            }
+        }
+        let set = Arc::new(set);
+        if let Ok(mut cache) = self.slices.lock() {
+            if cache.len() >= MAX_SLICES {
+                cache.clear();
+            }
+            cache.insert(key, set.clone());
+        }
+        Ok(set)
+    }
+
+    /// Decides one request against the whole set, bypassing slices (for tests and
+    /// `openport policy test`).
+    pub fn decide_unsliced(
+        &self,
+        app: &AppFacts<'_>,
+        action: Action,
+        tool: &Tool,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
+        match self.build_and_decide(app, action, tool, facts, false) {
+            Ok(decision) => decision,
+            Err(error) => Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: vec![error],
+            },
+        }
+    }
+
     /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
     pub fn decide(&self, app: &AppFacts<'_>, action: Action, tool: &Tool, facts: &RequestFacts<'_>) -> Decision {
-        match self.build_and_decide(app, action, tool, facts) {
+        match self.build_and_decide(app, action, tool, facts, true) {
             Ok(decision) => decision,
             Err(error) => Decision {
                 allowed: false,
@@ -194,6 +278,7 @@ impl Authorizer {
         action: Action,
         tool: &Tool,
         facts: &RequestFacts<'_>,
+        sliced: bool,
     ) -> Result<Decision, String> {
         let tenant = uid("Tenant", app.org_id)?;
         let principal = uid("App", app.app_id)?;
@@ -205,6 +290,10 @@ impl Authorizer {
                 (
                     "name".to_string(),
                     RestrictedExpression::new_string(app.app_name.to_string()),
+                ),
+                (
+                    "org_id".to_string(),
+                    RestrictedExpression::new_string(app.org_id.to_string()),
                 ),
                 ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
                 ("data_policy".to_string(), data_policy(app.policy)),
@@ -240,13 +329,22 @@ impl Authorizer {
             HashSet::new(),
         )
         .map_err(|e| e.to_string())?;
+        let (principal_for_slice, tenant_for_slice, resource_for_slice) =
+            (principal.clone(), tenant.clone(), resource.clone());
         let tenant_entity = Entity::new_no_attrs(tenant, HashSet::new());
         let entities = Entities::from_entities([app_entity, tool_entity, tenant_entity], Some(&self.schema))
             .map_err(|e| format!("entities: {e}"))?;
         let context = Context::from_pairs(context_pairs(app, facts)).map_err(|e| format!("context: {e}"))?;
         let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
             .map_err(|e| format!("request: {e}"))?;
-        let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+        let slice;
+        let policies = if sliced {
+            slice = self.slice(&principal_for_slice, &tenant_for_slice, &resource_for_slice)?;
+            slice.as_ref()
+        } else {
+            &self.policies
+        };
+        let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
@@ -267,22 +365,42 @@ fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression 
     RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.to_string())))
 }
 
+/// The app's `max_days`, clamped to 1..3650; 0 when unset or invalid (no limit).
+pub fn max_days(policy: &Value) -> i64 {
+    policy["data"]["max_days"]
+        .as_i64()
+        .filter(|d| *d > 0)
+        .map_or(0, |d| d.min(3650))
+}
+
+/// Whether the app may see sensitive fields (the default).
+pub fn allows_sensitive_fields(policy: &Value) -> bool {
+    policy["data"]["allow_sensitive_fields"].as_bool() != Some(false)
+}
+
 fn data_policy(policy: &Value) -> RestrictedExpression {
     let data = &policy["data"];
     let ledgers: Vec<&str> = data["allowed_ledger_ids"]
         .as_array()
         .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
-    let max_days = data["max_days"].as_i64().filter(|d| *d > 0).map_or(0, |d| d.min(3650));
+    let orgs: Vec<&str> = data["allowed_org_ids"]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
     let record = [
         (
             "restrict_ledgers".to_string(),
             RestrictedExpression::new_bool(!ledgers.is_empty()),
         ),
         ("allowed_ledger_ids".to_string(), string_set(ledgers.into_iter())),
-        ("max_days".to_string(), RestrictedExpression::new_long(max_days)),
+        (
+            "restrict_orgs".to_string(),
+            RestrictedExpression::new_bool(!orgs.is_empty()),
+        ),
+        ("allowed_org_ids".to_string(), string_set(orgs.into_iter())),
+        ("max_days".to_string(), RestrictedExpression::new_long(max_days(policy))),
         (
             "allow_sensitive_fields".to_string(),
-            RestrictedExpression::new_bool(data["allow_sensitive_fields"].as_bool() != Some(false)),
+            RestrictedExpression::new_bool(allows_sensitive_fields(policy)),
         ),
     ];
     // Only fixed keys: building this record cannot fail.

@@ -82,6 +82,9 @@ pub struct PluginManifest {
     pub grants: Grants,
     #[serde(default)]
     pub limits: Limits,
+    /// Result fields the host redacts when an app's data policy disallows sensitive fields.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
     /// Operator overrides that raise a tool's risk (never lower it).
     #[serde(default)]
     pub risk: BTreeMap<String, Risk>,

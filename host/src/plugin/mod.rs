@@ -100,6 +100,8 @@ pub struct CallContext {
     pub integration: String,
     pub request_id: String,
     pub actor: String,
+    /// The app's data policy allows sensitive fields (titles, notes) in results.
+    pub allow_sensitive_fields: bool,
 }
 
 /// One piece of a tool result.
@@ -296,6 +298,7 @@ impl PluginRuntime {
             integration: String::new(),
             request_id: "load".into(),
             actor: String::new(),
+            allow_sensitive_fields: false,
         };
         let described = plugin
             .call(&ctx, |adapter, store| {
@@ -476,6 +479,7 @@ fn wit_context(ctx: &CallContext) -> wit::CallContext {
         integration: ctx.integration.clone(),
         request_id: ctx.request_id.clone(),
         actor: ctx.actor.clone(),
+        allow_sensitive_fields: ctx.allow_sensitive_fields,
     }
 }
 

@@ -21,9 +21,9 @@ impl Guest for Ledger {
         tools::plan(&tool, &payload)
     }
 
-    fn invoke(_ctx: CallContext, tool: String, payload: String) -> Result<ToolResult, Error> {
+    fn invoke(ctx: CallContext, tool: String, payload: String) -> Result<ToolResult, Error> {
         let payload = tools::parse_payload(&payload)?;
-        let data = tools::invoke(&tool, &payload)?;
+        let data = tools::invoke(&tool, &payload, ctx.allow_sensitive_fields)?;
         Ok(ToolResult {
             structured: Some(data.to_string()),
             content: Vec::new(),

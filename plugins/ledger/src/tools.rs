@@ -395,7 +395,7 @@ pub fn plan(tool: &str, payload: &Payload) -> Result<Impact, Error> {
     })
 }
 
-pub fn invoke(tool: &str, payload: &Payload) -> Result<Value, Error> {
+pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Result<Value, Error> {
     match tool {
         "ledger.list" => Ok(json!({"items": load_all("ledger/")?})),
         "transaction.list" => list_transactions(payload),
@@ -458,7 +458,14 @@ pub fn invoke(tool: &str, payload: &Payload) -> Result<Value, Error> {
             let rows = transactions_in(payload, ledger_id)?;
             let mut lines = vec!["id,date,kind,title,amount_home,currency_home,created_at,updated_at".to_string()];
             for t in rows.iter().take(limit as usize) {
-                let cell = |f: &str| csv_cell(&t[f]);
+                // The title is sensitive: blank when the data policy disallows it.
+                let cell = |f: &str| {
+                    if f == "title" && !allow_sensitive_fields {
+                        String::new()
+                    } else {
+                        csv_cell(&t[f])
+                    }
+                };
                 lines.push(
                     [
                         "id",
