@@ -1,6 +1,7 @@
 //! The command line. Exit codes: 0 success, 1 runtime failure, 64 bad configuration or
 //! usage (EX_USAGE).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -250,7 +251,12 @@ fn serve(config: Config, demo: Option<(PathBuf, demo::Credentials)>) -> ExitCode
         };
         tracing::info!(agent = %server.agent_addr, admin = %server.admin_addr, "openport listening");
         if let Some((dir, creds)) = demo {
-            println!("{}", demo::banner(&server.gateway.config, &dir, &creds));
+            // A closed stdout must not take the gateway down: ignore write errors.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                demo::banner(&server.gateway.config, &dir, &creds)
+            );
         }
         wait_for_signal().await;
         tracing::info!("shutting down");
