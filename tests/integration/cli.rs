@@ -129,11 +129,16 @@ fn acknowledged_events_survive_a_crash() {
         .expect("spawn");
     // The banner is printed once both listeners are bound.
     let stdout = child.stdout.take().expect("stdout");
-    let banner = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("is running"));
-    assert!(banner);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("is running") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the demo starts");
     let creds: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("demo-credentials.json")).expect("creds")).expect("json");
     let token = creds["agent_tokens"]["Demo Integration"]
