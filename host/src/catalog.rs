@@ -189,6 +189,17 @@ impl Tool {
         if issues.is_empty() { Ok(()) } else { Err(issues) }
     }
 
+    /// What Cedar sees of the tool.
+    pub fn facts(&self) -> crate::authz::ToolFacts<'_> {
+        crate::authz::ToolFacts {
+            name: &self.name,
+            risk: self.risk,
+            effect: self.effect,
+            required_scopes: &self.required_scopes,
+            plugin: self.plugin.name(),
+        }
+    }
+
     pub fn is_read(&self) -> bool {
         self.effect == Effect::Read
     }

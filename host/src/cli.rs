@@ -154,6 +154,12 @@ enum PolicyCommand {
         #[arg(long, default_value = "policies")]
         dir: PathBuf,
     },
+    /// Run scenario files: each scenario's expected decision and determining policies.
+    Test {
+        /// Scenario files (`scenarios.json`); see `policies/README.md`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -172,6 +178,9 @@ pub fn main() -> ExitCode {
         },
         Command::Check { config } => check(&config),
         Command::Audit { command } => audit_command(command),
+        Command::Policy {
+            command: PolicyCommand::Test { files },
+        } => policy_test(&files),
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => match Authorizer::from_dir(&dir) {
@@ -439,4 +448,36 @@ fn export(path: &Path, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> R
     }
     sink.flush().map_err(|e| e.to_string())?;
     Ok(written)
+}
+
+fn policy_test(files: &[PathBuf]) -> ExitCode {
+    let (mut passed, mut failed) = (0, 0);
+    for file in files {
+        match crate::authz::scenarios::load(file) {
+            Ok((scenarios, authz)) => {
+                for outcome in crate::authz::scenarios::run(&scenarios, &authz) {
+                    match outcome.failure {
+                        None => {
+                            passed += 1;
+                            println!("ok   {}: {}", file.display(), outcome.name);
+                        }
+                        Some(why) => {
+                            failed += 1;
+                            println!("FAIL {}: {}: {why}", file.display(), outcome.name);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

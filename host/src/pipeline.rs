@@ -314,7 +314,7 @@ impl Governed<'_> {
         let tools: Vec<Value> = catalog
             .tools()
             .filter(|tool| self.holds_scopes(tool))
-            .filter(|tool| authz.decide(&app, Action::Discover, tool, &facts).allowed)
+            .filter(|tool| authz.decide(&app, Action::Discover, &tool.facts(), &facts).allowed)
             .map(|tool| tool.describe(&hint))
             .collect();
         let app = &self.principal.app;
@@ -379,7 +379,9 @@ impl Governed<'_> {
         let authorizer = self.gw.authorizer();
         let app = self.app_facts();
         let discover = self.facts(None, flags);
-        let visible = trail.time("cedar", || authorizer.decide(&app, Action::Discover, tool, &discover));
+        let visible = trail.time("cedar", || {
+            authorizer.decide(&app, Action::Discover, &tool.facts(), &discover)
+        });
         if !visible.allowed {
             trail.policy_ids = visible.policy_ids;
             trail.details.insert("reason".into(), "hidden".into());
@@ -389,7 +391,7 @@ impl Governed<'_> {
             return Err(unknown_tool(tool).into());
         }
         let facts = self.facts(Some(payload), flags);
-        let decision = trail.time("cedar", || authorizer.decide(&app, action, tool, &facts));
+        let decision = trail.time("cedar", || authorizer.decide(&app, action, &tool.facts(), &facts));
         trail.policy_ids = decision.policy_ids.clone();
         if !decision.allowed {
             if !decision.errors.is_empty() {

@@ -13,5 +13,7 @@ mod audit;
 mod cli;
 /// Authentication and authorization along the pipeline's steps 2 to 12.
 mod governance;
+/// The shipped Cedar policy sets and their scenario files.
+mod policies;
 /// The walking skeleton: envelope, manifest, governed reads, drafts, bad input.
 mod skeleton;

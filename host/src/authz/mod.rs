@@ -18,7 +18,19 @@ use cedar_policy::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::catalog::Tool;
+use crate::catalog::{Effect, Risk};
+
+pub mod scenarios;
+
+/// The resource as Cedar sees it: a tool's name and metadata.
+#[derive(Debug, Clone)]
+pub struct ToolFacts<'a> {
+    pub name: &'a str,
+    pub risk: Risk,
+    pub effect: Effect,
+    pub required_scopes: &'a [String],
+    pub plugin: &'a str,
+}
 
 /// The default schema and policies, compiled in so `openport demo` needs no files.
 pub const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
@@ -178,30 +190,41 @@ impl Authorizer {
 
     /// Loads `schema.cedarschema` and every `*.cedar` file of a directory (sorted by name).
     pub fn from_dir(dir: &Path) -> Result<Authorizer, AuthzError> {
+        Authorizer::from_dirs(&[dir.to_path_buf()])
+    }
+
+    /// Loads the schema of the first directory and every `*.cedar` of all of them, in
+    /// order (a base set, then an example that extends it).
+    pub fn from_dirs(dirs: &[std::path::PathBuf]) -> Result<Authorizer, AuthzError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| AuthzError::Read {
                 path: path.display().to_string(),
                 source,
             })
         };
-        let schema = read(&dir.join("schema.cedarschema"))?;
-        let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let mut paths: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
-            .collect();
-        paths.sort();
+        let first = dirs
+            .first()
+            .ok_or_else(|| AuthzError::Schema("no policy directory given".into()))?;
+        let schema = read(&first.join("schema.cedarschema"))?;
         let mut files = Vec::new();
-        for path in paths {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            files.push((name, read(&path)?));
+        for dir in dirs {
+            let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            let mut paths: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                files.push((name, read(&path)?));
+            }
         }
         Authorizer::from_sources(&schema, &files)
     }
@@ -247,7 +270,7 @@ impl Authorizer {
         &self,
         app: &AppFacts<'_>,
         action: Action,
-        tool: &Tool,
+        tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
         match self.build_and_decide(app, action, tool, facts, false) {
@@ -261,7 +284,13 @@ impl Authorizer {
     }
 
     /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
-    pub fn decide(&self, app: &AppFacts<'_>, action: Action, tool: &Tool, facts: &RequestFacts<'_>) -> Decision {
+    pub fn decide(
+        &self,
+        app: &AppFacts<'_>,
+        action: Action,
+        tool: &ToolFacts<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Decision {
         match self.build_and_decide(app, action, tool, facts, true) {
             Ok(decision) => decision,
             Err(error) => Decision {
@@ -276,13 +305,13 @@ impl Authorizer {
         &self,
         app: &AppFacts<'_>,
         action: Action,
-        tool: &Tool,
+        tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
         sliced: bool,
     ) -> Result<Decision, String> {
         let tenant = uid("Tenant", app.org_id)?;
         let principal = uid("App", app.app_id)?;
-        let resource = uid("Tool", &tool.name)?;
+        let resource = uid("Tool", tool.name)?;
         let action_uid = uid("Action", action.name())?;
         let app_entity = Entity::new(
             principal.clone(),
@@ -304,7 +333,10 @@ impl Authorizer {
         let tool_entity = Entity::new(
             resource.clone(),
             HashMap::from([
-                ("name".to_string(), RestrictedExpression::new_string(tool.name.clone())),
+                (
+                    "name".to_string(),
+                    RestrictedExpression::new_string(tool.name.to_string()),
+                ),
                 (
                     "risk".to_string(),
                     RestrictedExpression::new_string(tool.risk.as_str().to_string()),
@@ -323,7 +355,7 @@ impl Authorizer {
                 ),
                 (
                     "plugin".to_string(),
-                    RestrictedExpression::new_string(tool.plugin.name().to_string()),
+                    RestrictedExpression::new_string(tool.plugin.to_string()),
                 ),
             ]),
             HashSet::new(),
