@@ -205,3 +205,146 @@ pub fn create_admin_token(
     })?;
     Ok(minted.token)
 }
+
+/// Restores a revoked app. Its keys stay revoked: a restored app needs a new key, so a
+/// leaked old token never comes back to life.
+pub fn restore_app(store: &Store, app_id: &str, now: &str) -> Result<AppRecord, AppError> {
+    if !store.set_app_status(app_id, "active", now)? {
+        return Err(AppError::NotFound(app_id.into()));
+    }
+    store.app(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
+}
+
+/// Deletes a revoked app with no pending drafts, and its keys.
+pub fn delete_app(store: &Store, app_id: &str) -> Result<(), AppError> {
+    let app = store.app(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))?;
+    if app.status != "revoked" {
+        return Err(AppError::Invalid(
+            "Only disabled integrations can be permanently deleted".into(),
+        ));
+    }
+    if store.pending_drafts_of_app(app_id)? > 0 {
+        return Err(AppError::Invalid(
+            "Cannot permanently delete integration with pending drafts".into(),
+        ));
+    }
+    store.delete_app(app_id)?;
+    Ok(())
+}
+
+/// The most entries a list in a data policy may have.
+const MAX_POLICY_LIST: usize = 500;
+
+/// Checks an app policy (`{network, data, rate_class}`) and returns it normalized. The
+/// whole policy is replaced, as in the reference.
+pub fn validate_policy(policy: &Value) -> Result<Value, AppError> {
+    let invalid = |m: String| AppError::Invalid(m);
+    let Some(top) = policy.as_object() else {
+        return Err(invalid("policy must be an object".into()));
+    };
+    for key in top.keys() {
+        if !["network", "data", "rate_class"].contains(&key.as_str()) {
+            return Err(invalid(format!("unknown policy field `{key}`")));
+        }
+    }
+    let strings = |value: &Value, name: &str| -> Result<Vec<String>, AppError> {
+        match value {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(items) if items.len() <= MAX_POLICY_LIST => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| invalid(format!("`{name}` must list strings")))
+                })
+                .collect(),
+            Value::Array(_) => Err(invalid(format!("`{name}` has more than {MAX_POLICY_LIST} entries"))),
+            _ => Err(invalid(format!("`{name}` must be a list"))),
+        }
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(network) = top.get("network") {
+        let Some(map) = network.as_object() else {
+            return Err(invalid("`network` must be an object".into()));
+        };
+        if let Some(key) = map.keys().find(|k| k.as_str() != "allowed_ips") {
+            return Err(invalid(format!("unknown field `network.{key}`")));
+        }
+        let ips = strings(map.get("allowed_ips").unwrap_or(&Value::Null), "network.allowed_ips")?;
+        if let Some(bad) = ips.iter().find(|ip| crate::auth::network::parse_entry(ip).is_none()) {
+            return Err(invalid(format!(
+                "`network.allowed_ips` entry `{bad}` is not an IP address or CIDR"
+            )));
+        }
+        out.insert("network".into(), json!({"allowed_ips": ips}));
+    }
+    if let Some(data) = top.get("data") {
+        let Some(map) = data.as_object() else {
+            return Err(invalid("`data` must be an object".into()));
+        };
+        let known = [
+            "allowed_ledger_ids",
+            "allowed_org_ids",
+            "max_days",
+            "allow_sensitive_fields",
+        ];
+        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(invalid(format!("unknown field `data.{key}`")));
+        }
+        let mut d = serde_json::Map::new();
+        for list in ["allowed_ledger_ids", "allowed_org_ids"] {
+            if let Some(v) = map.get(list) {
+                d.insert(list.into(), json!(strings(v, &format!("data.{list}"))?));
+            }
+        }
+        match map.get("max_days") {
+            None | Some(Value::Null) => {}
+            Some(v) => match v.as_i64() {
+                Some(days) if (1..=3650).contains(&days) => {
+                    d.insert("max_days".into(), days.into());
+                }
+                _ => return Err(invalid("`data.max_days` must be an integer from 1 to 3650".into())),
+            },
+        }
+        match map.get("allow_sensitive_fields") {
+            None | Some(Value::Null) => {}
+            Some(Value::Bool(b)) => {
+                d.insert("allow_sensitive_fields".into(), (*b).into());
+            }
+            Some(_) => return Err(invalid("`data.allow_sensitive_fields` must be true or false".into())),
+        }
+        out.insert("data".into(), Value::Object(d));
+    }
+    match top.get("rate_class") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(class)) if !class.is_empty() && class.len() <= 64 => {
+            out.insert("rate_class".into(), class.clone().into());
+        }
+        Some(_) => return Err(invalid("`rate_class` must be a class name".into())),
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_checked_field_by_field() {
+        let ok = validate_policy(
+            &json!({"network": {"allowed_ips": ["10.0.0.0/8", "::1"]}, "data": {"max_days": 30, "allow_sensitive_fields": false}}),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for bad in [
+            json!({"network": {"allowed_ips": ["nope"]}}),
+            json!({"data": {"max_days": 0}}),
+            json!({"data": {"max_days": "7"}}),
+            json!({"data": {"allow_sensitive_fields": "no"}}),
+            json!({"data": {"colour": 1}}),
+            json!({"surprise": true}),
+            json!([]),
+        ] {
+            assert!(validate_policy(&bad).is_err(), "{bad} accepted");
+        }
+    }
+}

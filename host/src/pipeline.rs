@@ -301,23 +301,8 @@ impl Governed<'_> {
     /// The manifest: exactly the tools whose scopes are held and that Cedar lets this
     /// app discover, decided without arguments.
     fn manifest(&self) -> Result<Reply, Refused> {
-        let catalog = self.gw.catalog();
-        let authz = self.gw.authorizer();
-        let facts = self.facts(None, Flags::default());
-        let app = self.app_facts();
-        let limits = self.gw.admission.limits();
-        let rate = limits.class(self.principal.app.policy["rate_class"].as_str()).per_key;
-        let hint = RateHint {
-            requests: rate.requests,
-            window_seconds: rate.window_seconds,
-        };
-        let tools: Vec<Value> = catalog
-            .tools()
-            .filter(|tool| self.holds_scopes(tool))
-            .filter(|tool| authz.decide(&app, Action::Discover, &tool.facts(), &facts).allowed)
-            .map(|tool| tool.describe(&hint))
-            .collect();
         let app = &self.principal.app;
+        let tools = visible_tools(self.gw, app, &self.principal.key.id, self.client_ip);
         Ok(Reply::ok(json!({
             "app": {"id": app.id, "name": app.name, "scope": app.scope, "orgId": app.org_id},
             "tools": tools,
@@ -543,6 +528,42 @@ fn redact_fields(value: &mut Value, fields: &[String], found: &mut std::collecti
         Value::Array(items) => items.iter_mut().for_each(|v| redact_fields(v, fields, found)),
         _ => {}
     }
+}
+
+/// The tools an app can discover: its scopes held and Cedar's `discover` allowed, without
+/// arguments. The manifest, MCP `tools/list` and the admin's app view share it.
+pub fn visible_tools(gw: &Gateway, app: &crate::store::AppRecord, key_id: &str, client_ip: IpAddr) -> Vec<Value> {
+    let catalog = gw.catalog();
+    let authz = gw.authorizer();
+    let empty = String::new();
+    let facts = AppFacts {
+        app_id: &app.id,
+        app_name: &app.name,
+        org_id: app.org_id.as_ref().unwrap_or(&empty),
+        key_id,
+        scopes: &app.scopes,
+        policy: &app.policy,
+    };
+    let request = RequestFacts {
+        client_ip,
+        now: gw.clock.now(),
+        payload: None,
+        has_idempotency_key: false,
+        has_preflight_hash: false,
+        has_justification: false,
+    };
+    let limits = gw.admission.limits();
+    let rate = limits.class(app.policy["rate_class"].as_str()).per_key;
+    let hint = RateHint {
+        requests: rate.requests,
+        window_seconds: rate.window_seconds,
+    };
+    catalog
+        .tools()
+        .filter(|tool| tool.required_scopes.iter().all(|s| app.scopes.contains(s)))
+        .filter(|tool| authz.decide(&facts, Action::Discover, &tool.facts(), &request).allowed)
+        .map(|tool| tool.describe(&hint))
+        .collect()
 }
 
 /// Request flags Cedar sees in its context.

@@ -171,3 +171,177 @@ fn a_new_app_works_at_once_and_revocation_is_immediate() {
     )
     .expect(400, "common.validation");
 }
+
+#[test]
+fn the_data_policy_is_patched_validated_and_enforced() {
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let app = gw.app_id("Demo Integration");
+    let path = format!("{}/api/agent-admin/v1/apps/{app}/policy", gw.admin);
+    let patch = |body: serde_json::Value| {
+        gw.send_url(
+            "PATCH",
+            &path,
+            Some(&op),
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    };
+    patch(json!({"network": {"allowed_ips": ["not-an-ip"]}})).expect(400, "common.validation");
+    patch(json!({"data": {"max_days": 0}})).expect(400, "common.validation");
+    patch(json!({"data": {"allow_sensitive_fields": false, "max_days": 30}})).expect(200, "common.success");
+
+    // Sensitive fields are redacted and the audit event lists which.
+    let reply = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()));
+    reply.expect(200, "common.success");
+    let item = &reply.data()["items"][0];
+    assert_eq!(item["title"], "[redacted]");
+    assert!(item["amount_home"].is_number());
+    assert_eq!(
+        gw.audit_of(&reply)[0].details["redactedFields"],
+        json!(["notes", "title"])
+    );
+
+    // max_days: an open range is bounded to the window, a wider one is refused.
+    gw.get(
+        "/api/agent/v1/transactions?ledgerId=ledger_main&startDate=2020-01-01&endDate=2020-12-31",
+        Some(&gw.full()),
+    )
+    .expect(403, "agent.policy_denied");
+    gw.get(
+        "/api/agent/v1/transactions?ledgerId=ledger_main&startDate=2020-02-01&endDate=2020-01-01",
+        Some(&gw.full()),
+    )
+    .expect(400, "agent.action_invalid");
+    let events = gw.audit();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "agent_app.policy.update" && e.status == "success")
+    );
+}
+
+#[test]
+fn three_apps_with_different_grants_see_three_manifests_and_a_hidden_tool_is_unknown() {
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let mut lists = Vec::new();
+    for scopes in [
+        json!(["ledger.read"]),
+        json!(["ledger.read", "transaction.read"]),
+        json!(["transaction.read", "transaction.write"]),
+    ] {
+        let created = gw.admin_post(
+            "/api/agent-admin/v1/apps",
+            Some(&op),
+            &json!({"scope": "workspace", "name": "m", "scopes": scopes}),
+        );
+        let token = created.data()["token"].as_str().expect("token").to_string();
+        let manifest = gw.get("/api/agent/v1/manifest", Some(&token));
+        let names: Vec<String> = manifest.data()["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap_or("").into())
+            .collect();
+        lists.push((token, names));
+    }
+    assert_eq!(lists[0].1, ["ledger.list"]);
+    assert_eq!(lists[1].1, ["ledger.list", "transaction.list"]);
+    assert_eq!(
+        lists[2].1,
+        ["transaction.create", "transaction.list", "transaction.update"]
+    );
+
+    // A policy that hides a tool: the tool leaves the manifest and answers like an unknown one.
+    let policies = gw.dir.path().join("policies");
+    std::fs::write(
+        policies.join("hide.cedar"),
+        "@id(\"hide-update\")\nforbid (principal, action, resource == OpenPort::Tool::\"transaction.update\");\n",
+    )
+    .expect("write");
+    gw.admin_post("/api/agent-admin/v1/policies/reload", Some(&op), &json!({}))
+        .expect(200, "common.success");
+    let token = &lists[2].0;
+    let manifest = gw.get("/api/agent/v1/manifest", Some(token));
+    assert!(!manifest.body.to_string().contains("transaction.update"));
+    let hidden = gw.post(
+        "/api/agent/v1/actions",
+        Some(token),
+        &json!({"action": "transaction.update", "payload": {"transactionId": "txn_1"}}),
+    );
+    let unknown = gw.post(
+        "/api/agent/v1/actions",
+        Some(token),
+        &json!({"action": "transaction.nope", "payload": {"transactionId": "txn_1"}}),
+    );
+    hidden.expect(400, "agent.action_unknown");
+    unknown.expect(400, "agent.action_unknown");
+    assert_eq!(hidden.body["message"], unknown.body["message"]);
+    assert_eq!(hidden.body["details"], unknown.body["details"]);
+    assert_eq!(gw.audit_of(&hidden)[0].policy_ids, ["hide-update"]);
+
+    // A set that fails validation is refused and the old one keeps serving.
+    std::fs::write(
+        policies.join("broken.cedar"),
+        "permit (principal, action, resource) when { principal.nope };",
+    )
+    .expect("write");
+    gw.admin_post("/api/agent-admin/v1/policies/reload", Some(&op), &json!({}))
+        .expect(400, "common.validation");
+    std::fs::remove_file(policies.join("broken.cedar")).expect("rm");
+    assert_eq!(
+        gw.get("/api/agent/v1/manifest", Some(token)).data()["tools"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn apps_are_restored_without_their_old_keys_and_deleted_only_when_revoked() {
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&op),
+        &json!({"scope": "workspace", "name": "r", "scopes": ["ledger.read"]}),
+    );
+    let id = created.data()["app"]["id"].as_str().expect("id").to_string();
+    let old = created.data()["token"].as_str().expect("token").to_string();
+    let delete = format!("{}/api/agent-admin/v1/apps/{id}", gw.admin);
+    gw.send_url("DELETE", &delete, Some(&op), None, b"")
+        .expect(400, "common.validation");
+    gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/revoke"), Some(&op), &json!({}))
+        .expect(200, "common.success");
+    gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/restore"), Some(&op), &json!({}))
+        .expect(200, "common.success");
+    gw.get("/api/agent/v1/manifest", Some(&old))
+        .expect(401, "agent.token_invalid");
+    let key = gw.admin_post(
+        &format!("/api/agent-admin/v1/apps/{id}/keys"),
+        Some(&op),
+        &json!({"name": "second"}),
+    );
+    key.expect(200, "common.success");
+    let new = key.data()["token"].as_str().expect("token").to_string();
+    gw.get("/api/agent/v1/manifest", Some(&new))
+        .expect(200, "common.success");
+    let tools = gw.admin_get(&format!("/api/agent-admin/v1/apps/{id}/tools"), Some(&op));
+    assert_eq!(tools.data()["items"][0]["name"], "ledger.list");
+    gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/revoke"), Some(&op), &json!({}))
+        .expect(200, "common.success");
+    gw.send_url("DELETE", &delete, Some(&op), None, b"")
+        .expect(200, "common.success");
+    gw.admin_get("/api/agent-admin/v1/apps", Some(&op)).data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .for_each(|a| assert_ne!(a["id"], id.as_str()));
+    let validate = gw.admin_post(
+        "/api/agent-admin/v1/policies/validate",
+        Some(&op),
+        &json!({"policies": {"x.cedar": "forbid (principal, action, resource) when { resource.nope };"}}),
+    );
+    assert_eq!(validate.data()["valid"], false);
+}

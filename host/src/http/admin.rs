@@ -28,6 +28,12 @@ enum Route {
     Reload,
     ExportAudit,
     PruneAudit,
+    RestoreApp(String),
+    DeleteApp(String),
+    PatchPolicy(String),
+    AppTools(String),
+    Policies,
+    ValidatePolicies,
 }
 
 impl Route {
@@ -44,6 +50,12 @@ impl Route {
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
             ("GET", ["metrics"]) => Route::Metrics,
+            ("POST", ["apps", id, "restore"]) => Route::RestoreApp((*id).into()),
+            ("DELETE", ["apps", id]) => Route::DeleteApp((*id).into()),
+            ("PATCH", ["apps", id, "policy"]) => Route::PatchPolicy((*id).into()),
+            ("GET", ["apps", id, "tools"]) => Route::AppTools((*id).into()),
+            ("GET", ["policies"]) => Route::Policies,
+            ("POST", ["policies", "validate"]) => Route::ValidatePolicies,
             ("GET", ["audit", "export"]) => Route::ExportAudit,
             ("POST", ["audit", "prune"]) => Route::PruneAudit,
             ("POST", ["policies", "reload"]) => Route::Reload,
@@ -64,6 +76,12 @@ impl Route {
             Route::Metrics => "admin.metrics.read",
             Route::Reload => "admin.reload",
             Route::ExportAudit => "admin.audit.export",
+            Route::RestoreApp(_) => "agent_app.restore",
+            Route::DeleteApp(_) => "agent_app.delete",
+            Route::PatchPolicy(_) => "agent_app.policy.update",
+            Route::AppTools(_) => "admin.apps.tools",
+            Route::Policies => "admin.policies.read",
+            Route::ValidatePolicies => "admin.policies.validate",
             Route::PruneAudit => "admin.audit.prune",
         }
     }
@@ -74,7 +92,13 @@ impl Route {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
             Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
             Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
-            Route::Reload | Route::PruneAudit => &[Role::Operator],
+            Route::Reload
+            | Route::PruneAudit
+            | Route::RestoreApp(_)
+            | Route::DeleteApp(_)
+            | Route::PatchPolicy(_)
+            | Route::ValidatePolicies => &[Role::Operator],
+            Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
             Route::ExportAudit => &[Role::Auditor, Role::Operator],
         }
     }
@@ -282,6 +306,62 @@ async fn run(
                 })
                 .collect();
             Ok(Done::data(json!({"items": items})))
+        }
+        Route::RestoreApp(app_id) => {
+            scoped_app(&app_id)?;
+            let app = apps::restore_app(&gw.store, &app_id, &now).map_err(app_error)?;
+            let mut done = Done::data(json!({"ok": true, "app": app}));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::DeleteApp(app_id) => {
+            scoped_app(&app_id)?;
+            apps::delete_app(&gw.store, &app_id).map_err(app_error)?;
+            let mut done = Done::data(json!({"ok": true, "app": {"id": app_id, "deleted": true}}));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::PatchPolicy(app_id) => {
+            scoped_app(&app_id)?;
+            let body: Value = json_body(inbound)?;
+            let policy = apps::validate_policy(&body).map_err(app_error)?;
+            gw.store
+                .set_app_policy(&app_id, &policy, &now)
+                .map_err(|e| internal(&e))?;
+            let mut done = Done::data(json!({"ok": true, "policy": policy}));
+            done.details.insert("policy".into(), policy);
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::AppTools(app_id) => {
+            let app = scoped_app(&app_id)?;
+            let items = crate::pipeline::visible_tools(gw, &app, "", inbound.peer);
+            let mut done = Done::data(json!({"items": items}));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::Policies => {
+            let authz = gw.authorizer();
+            Ok(Done::data(json!({
+                "dir": gw.config.policies_dir.as_ref().map(|d| d.display().to_string()),
+                "ids": authz.policy_ids(),
+            })))
+        }
+        Route::ValidatePolicies => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Candidate {
+                #[serde(default)]
+                schema: Option<String>,
+                policies: std::collections::BTreeMap<String, String>,
+            }
+            let body: Candidate = json_body(inbound)?;
+            let schema = body.schema.unwrap_or_else(|| crate::authz::DEFAULT_SCHEMA.to_string());
+            let files: Vec<(String, String)> = body.policies.into_iter().collect();
+            match crate::authz::Authorizer::from_sources(&schema, &files) {
+                Ok(authz) => Ok(Done::data(json!({"valid": true, "ids": authz.policy_ids()}))),
+                Err(e) => Ok(Done::data(json!({"valid": false, "errors": e.to_string()}))),
+            }
         }
         Route::ExportAudit => {
             let query = query_map(inbound.query.as_deref());

@@ -127,6 +127,23 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Drafts of an app still waiting for review.
+    pub fn pending_drafts_of_app(&self, app_id: &str) -> Result<i64, StoreError> {
+        let conn = self.conn()?;
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM drafts WHERE app_id = ?1 AND status = 'draft'",
+            [app_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Deletes an app and (by cascade) its keys.
+    pub fn delete_app(&self, app_id: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+        Ok(())
+    }
+
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
         let conn = self.conn()?;
         records::insert_key(&conn, key)
