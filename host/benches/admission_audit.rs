@@ -6,6 +6,12 @@
 //! - audit events written per second (batched) and verified per second,
 //! - completeness under load: requests answered vs terminal events stored.
 
+#![allow(
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark fails by panicking and reports on stdout"
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -213,7 +219,7 @@ fn http_admitted_vs_refused() -> Vec<(String, String)> {
             ),
         ),
         (
-            format!("refused read (429), same load"),
+            "refused read (429), same load".to_string(),
             format!(
                 "{no_rate:.0} req/s, p50 {}, p99 {}",
                 pct(&no_lat, 0.5),

@@ -53,11 +53,84 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Validate Cedar policy sets.
+    /// Validate Cedar policy sets, test scenarios, reload a running gateway's set.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Manage apps (integrations) through a running gateway's admin plane.
+    App {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Manage keys through a running gateway's admin plane.
+    Key {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+/// How to reach the admin plane.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The admin plane's base URL.
+    #[arg(
+        long,
+        env = "OPENPORT_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    admin_url: String,
+    /// An admin bearer token (operator for changes).
+    #[arg(long, env = "OPENPORT_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// List apps with their keys.
+    List,
+    /// Create an app and its first key; the token is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, e.g. ledger.read,transaction.read
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "org_demo")]
+        tenant: String,
+        #[arg(long, default_value = "workspace")]
+        scope: String,
+    },
+    /// Revoke an app and all its keys at once.
+    Revoke { id: String },
+    /// Restore a revoked app (its old keys stay revoked).
+    Restore { id: String },
+    /// Delete a revoked app with no pending drafts.
+    Delete { id: String },
+    /// Replace an app's data policy with a JSON object ({network, data, rate_class}).
+    Policy { id: String, json: String },
+    /// The tools an app can discover.
+    Tools { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Add a key to an app; the token is printed once.
+    Create {
+        app: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 expiry.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// Revoke a key; the next call with it fails.
+    Revoke { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,6 +227,11 @@ enum PolicyCommand {
         #[arg(long, default_value = "policies")]
         dir: PathBuf,
     },
+    /// Reload a running gateway's config and policy set (all or nothing).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run scenario files: each scenario's expected decision and determining policies.
     Test {
         /// Scenario files (`scenarios.json`); see `policies/README.md`.
@@ -181,6 +259,11 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { files },
         } => policy_test(&files),
+        Command::Policy {
+            command: PolicyCommand::Reload { admin },
+        } => admin_call(&admin, "POST", "policies/reload".into(), Some(serde_json::json!({}))),
+        Command::App { admin, command } => app_command(&admin, command),
+        Command::Key { admin, command } => key_command(&admin, command),
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => match Authorizer::from_dir(&dir) {
@@ -267,32 +350,37 @@ fn serve(config: Config, demo: Option<(PathBuf, demo::Credentials)>) -> ExitCode
                 demo::banner(&server.gateway.config, &dir, &creds)
             );
         }
-        wait_for_signal().await;
+        wait_for_signal(&server.gateway).await;
         tracing::info!("shutting down");
         server.stop().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Waits for Ctrl-C or SIGTERM; SIGHUP reloads the config and policies meanwhile.
+async fn wait_for_signal(gateway: &crate::Gateway) {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
         };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => match gateway.reload("SIGHUP").await {
+                    Ok(summary) => tracing::info!(%summary, "reloaded on SIGHUP"),
+                    Err(e) => tracing::warn!(error = %e, "reload on SIGHUP refused; the old settings stay"),
+                },
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = gateway;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -479,5 +567,66 @@ fn policy_test(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Sends one admin request and prints its `data` as pretty JSON.
+fn admin_call(admin: &AdminArgs, method: &str, path: String, body: Option<serde_json::Value>) -> ExitCode {
+    let Some(token) = &admin.admin_token else {
+        eprintln!("error: give --admin-token or set OPENPORT_ADMIN_TOKEN");
+        return ExitCode::from(EX_USAGE);
+    };
+    let client = crate::admin_client::AdminClient::new(&admin.admin_url, token);
+    match client.call(method, &path, body.as_ref()) {
+        Ok(data) => {
+            println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn app_command(admin: &AdminArgs, command: AppCommand) -> ExitCode {
+    use serde_json::json;
+    match command {
+        AppCommand::List => admin_call(admin, "GET", "apps".into(), None),
+        AppCommand::Create {
+            name,
+            scopes,
+            tenant,
+            scope,
+        } => admin_call(
+            admin,
+            "POST",
+            "apps".into(),
+            Some(json!({"name": name, "scopes": scopes, "org_id": tenant, "scope": scope})),
+        ),
+        AppCommand::Revoke { id } => admin_call(admin, "POST", format!("apps/{id}/revoke"), Some(json!({}))),
+        AppCommand::Restore { id } => admin_call(admin, "POST", format!("apps/{id}/restore"), Some(json!({}))),
+        AppCommand::Delete { id } => admin_call(admin, "DELETE", format!("apps/{id}"), None),
+        AppCommand::Policy { id, json: text } => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(policy) => admin_call(admin, "PATCH", format!("apps/{id}/policy"), Some(policy)),
+            Err(e) => {
+                eprintln!("error: the policy is not JSON: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        AppCommand::Tools { id } => admin_call(admin, "GET", format!("apps/{id}/tools"), None),
+    }
+}
+
+fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
+    use serde_json::json;
+    match command {
+        KeyCommand::Create { app, name, expires_at } => admin_call(
+            admin,
+            "POST",
+            format!("apps/{app}/keys"),
+            Some(json!({"name": name, "expiresAt": expires_at})),
+        ),
+        KeyCommand::Revoke { id } => admin_call(admin, "POST", format!("keys/{id}/revoke"), Some(json!({}))),
     }
 }

@@ -4,6 +4,7 @@
 //! Tests start the same [`Server`] that production does. See `docs/architecture.md` for
 //! the module map and the dependency rules between modules.
 
+pub mod admin_client;
 pub mod admission;
 pub mod apps;
 pub mod audit;
@@ -76,6 +77,9 @@ impl Server {
             tokio::spawn(http::serve(gateway.clone(), agent, http::Plane::Agent, watch.clone())),
             tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch.clone())),
         ];
+        if gateway.config.path.is_some() {
+            tasks.push(tokio::spawn(watch_files(gateway.clone(), watch.clone())));
+        }
         if let Some(days) = gateway.config.audit_retention_days {
             tasks.push(tokio::spawn(retention(gateway.clone(), days, watch)));
         }
@@ -110,6 +114,40 @@ async fn retention(gateway: Arc<Gateway>, days: u32, mut shutdown: watch::Receiv
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The newest modification time among the config file and the policy directory's files.
+fn newest_change(config: &Config) -> Option<std::time::SystemTime> {
+    let mut paths: Vec<std::path::PathBuf> = config.path.iter().cloned().collect();
+    if let Some(dir) = &config.policies_dir {
+        paths.push(dir.clone());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+    }
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+/// Reloads when the config file or a policy file changes (polled every 2 s).
+async fn watch_files(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut seen = newest_change(&gateway.config);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = newest_change(&gateway.config);
+        if now != seen {
+            seen = now;
+            match gateway.reload("file-watch").await {
+                Ok(summary) => tracing::info!(%summary, "reloaded after a file change"),
+                Err(e) => tracing::warn!(error = %e, "a changed config or policy set was refused; the old one stays"),
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ fn a_reload_changes_the_limits_without_a_restart_and_a_bad_file_changes_nothing(
     let events: Vec<_> = gw
         .audit()
         .into_iter()
-        .filter(|e| e.action == "gateway.reload")
+        .filter(|e| e.action == "gateway.reload" && e.performed_by_user_id.as_deref() == Some("demo-operator"))
         .collect();
     assert_eq!(
         events.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),

@@ -177,3 +177,87 @@ fn acknowledged_events_survive_a_crash() {
         .expect("verify");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn apps_and_keys_are_managed_from_the_cli_through_the_admin_plane() {
+    let gw = TestGateway::start();
+    let run = |args: &[&str]| {
+        let out = openport()
+            .args(args)
+            .env("OPENPORT_ADMIN_URL", &gw.admin)
+            .env("OPENPORT_ADMIN_TOKEN", gw.admin_token("operator"))
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[
+        "app",
+        "create",
+        "--name",
+        "cli-app",
+        "--scopes",
+        "ledger.read,transaction.read",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let (id, token) = (
+        created["app"]["id"].as_str().expect("id"),
+        created["token"].as_str().expect("token"),
+    );
+    gw.get("/api/agent/v1/ledgers", Some(token))
+        .expect(200, "common.success");
+    let (code, _, stderr) = run(&["app", "policy", id, r#"{"data": {"max_days": 99999}}"#]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("common.validation") && stderr.contains("max_days"),
+        "{stderr}"
+    );
+    let (code, _, _) = run(&["app", "revoke", id]);
+    assert_eq!(code, Some(0));
+    gw.get("/api/agent/v1/ledgers", Some(token))
+        .expect(401, "agent.token_invalid");
+    let out = openport()
+        .args(["app", "list"])
+        .env("OPENPORT_ADMIN_URL", &gw.admin)
+        .env("OPENPORT_ADMIN_TOKEN", "opa_wrong")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.unauthorized"));
+}
+
+#[test]
+fn a_changed_policy_file_is_picked_up_without_a_call() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let before = gw.get("/api/agent/v1/manifest", Some(&token)).data()["tools"]
+        .as_array()
+        .map(Vec::len);
+    std::fs::write(
+        gw.dir.path().join("policies/block.cedar"),
+        "@id(\"block-export\")\nforbid (principal, action, resource == OpenPort::Tool::\"transactions.export_csv\");\n",
+    )
+    .expect("write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = gw.get("/api/agent/v1/manifest", Some(&token)).data()["tools"]
+            .as_array()
+            .map(Vec::len);
+        if now == before.map(|n| n - 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy change was not picked up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        gw.audit()
+            .iter()
+            .any(|e| e.action == "gateway.reload" && e.performed_by_user_id.as_deref() == Some("file-watch"))
+    );
+}
