@@ -6,6 +6,7 @@
 //! the event committed, so every event a client was answered for is durable: a request
 //! is acknowledged after its audit event, never before.
 
+mod canonical;
 mod verify;
 
 use std::path::Path;
@@ -15,7 +16,6 @@ use std::thread;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::hashing::jcs_sha256;
 use crate::protocol::ids::{self, Kind};
 use crate::store::{self, AuditRow, StoreError};
 
@@ -108,6 +108,13 @@ impl AuditEvent {
         }
     }
 
+    /// The row without its chain hashes, and its canonical form split for the writer.
+    fn prepare(self) -> (AuditRow, canonical::Split) {
+        let row = self.into_row(String::new());
+        let split = canonical::split(&row);
+        (row, split)
+    }
+
     fn into_row(self, prev_event_hash: String) -> AuditRow {
         let mut row = AuditRow {
             seq: 0,
@@ -143,15 +150,12 @@ impl AuditEvent {
 
 /// `hex(sha256(JCS(every field but event_hash)))`.
 pub fn event_hash(row: &AuditRow) -> String {
-    let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
-    if let Some(map) = value.as_object_mut() {
-        map.remove("event_hash");
-    }
-    jcs_sha256(&value)
+    canonical::hash(&canonical::split(row), &row.prev_event_hash)
 }
 
 struct Pending {
-    event: AuditEvent,
+    row: AuditRow,
+    split: canonical::Split,
     done: oneshot::Sender<Result<String, String>>,
 }
 
@@ -246,7 +250,9 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<String, AuditError> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.clone();
-        let pending = Job::Append(Pending { event, done });
+        // Serialize here, on the request's thread: the writer only chains and stores.
+        let (row, split) = event.prepare();
+        let pending = Job::Append(Pending { row, split, done });
         // `try_send` first: the common case never blocks the async worker.
         match queue.try_send(pending) {
             Ok(()) => {}
@@ -269,23 +275,25 @@ impl AuditLog {
 /// Appends one batch in one transaction and answers every waiter.
 fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, batch: Vec<Pending>) {
     let mut rows = Vec::with_capacity(batch.len());
+    let mut dones = Vec::with_capacity(batch.len());
     let mut prev = head.clone();
-    for p in &batch {
-        let row = p.event.clone().into_row(prev);
-        prev = row.event_hash.clone();
+    for Pending { mut row, split, done } in batch {
+        row.event_hash = canonical::hash(&split, &prev);
+        row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
         rows.push(row);
+        dones.push(done);
     }
     match store::append_audit_rows(conn, &rows) {
         Ok(()) => {
             *head = prev;
-            for (p, row) in batch.into_iter().zip(rows) {
-                let _ = p.done.send(Ok(row.id));
+            for (done, row) in dones.into_iter().zip(rows) {
+                let _ = done.send(Ok(row.id));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "audit batch not written");
-            for p in batch {
-                let _ = p.done.send(Err(e.to_string()));
+            for done in dones {
+                let _ = done.send(Err(e.to_string()));
             }
         }
     }
