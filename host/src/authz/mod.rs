@@ -11,9 +11,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression,
-    Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer as CedarAuthorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -51,7 +51,7 @@ pub enum AuthzError {
 }
 
 /// The actions of the schema.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Discover,
     Read,
@@ -120,7 +120,7 @@ pub struct Authorizer {
     ids: Vec<String>,
     authorizer: CedarAuthorizer,
     scoped: Vec<Policy>,
-    slices: Mutex<HashMap<(String, String, String), Arc<PolicySet>>>,
+    slices: Mutex<HashMap<(String, String, String, Action), Arc<PolicySet>>>,
 }
 
 /// Slices kept before the cache starts over.
@@ -133,6 +133,15 @@ fn principal_matches(constraint: &PrincipalConstraint, app: &EntityUid, tenant: 
         PrincipalConstraint::In(uid) => uid == app || uid == tenant,
         PrincipalConstraint::Is(kind) => kind == app.type_name(),
         PrincipalConstraint::IsIn(kind, uid) => kind == app.type_name() && (uid == app || uid == tenant),
+    }
+}
+
+/// Our schema has no action groups, so `in [..]` is membership in the list.
+fn action_matches(constraint: &ActionConstraint, action: &EntityUid) -> bool {
+    match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => uid == action,
+        ActionConstraint::In(uids) => uids.contains(action),
     }
 }
 
@@ -234,12 +243,19 @@ impl Authorizer {
         &self.ids
     }
 
-    /// The policies whose scope can match this app (or its tenant) and tool.
-    fn slice(&self, app: &EntityUid, tenant: &EntityUid, tool: &EntityUid) -> Result<Arc<PolicySet>, String> {
+    /// The policies whose scope can match this app (or its tenant), action and tool.
+    fn slice(
+        &self,
+        app: &EntityUid,
+        tenant: &EntityUid,
+        action: (Action, &EntityUid),
+        tool: &EntityUid,
+    ) -> Result<Arc<PolicySet>, String> {
         let key = (
             app.id().unescaped().to_string(),
             tenant.id().unescaped().to_string(),
             tool.id().unescaped().to_string(),
+            action.0,
         );
         if let Ok(cache) = self.slices.lock()
             && let Some(slice) = cache.get(&key)
@@ -249,6 +265,7 @@ impl Authorizer {
         let mut set = PolicySet::new();
         for policy in &self.scoped {
             if principal_matches(&policy.principal_constraint(), app, tenant)
+                && action_matches(&policy.action_constraint(), action.1)
                 && resource_matches(&policy.resource_constraint(), tool)
             {
                 set.add(policy.clone()).map_err(|e| e.to_string())?;
@@ -264,8 +281,9 @@ impl Authorizer {
         Ok(set)
     }
 
-    /// Decides one request against the whole set, bypassing slices (for tests and
-    /// `openport policy test`).
+    /// Decides one request against the whole set, bypassing slices, with the entities,
+    /// context and request checked against the schema: the reference path that
+    /// `openport policy test` and the tests compare the fast path with.
     pub fn decide_unsliced(
         &self,
         app: &AppFacts<'_>,
@@ -361,24 +379,35 @@ impl Authorizer {
             HashSet::new(),
         )
         .map_err(|e| e.to_string())?;
-        let (principal_for_slice, tenant_for_slice, resource_for_slice) =
-            (principal.clone(), tenant.clone(), resource.clone());
+        let (principal_for_slice, tenant_for_slice, resource_for_slice, action_for_slice) =
+            (principal.clone(), tenant.clone(), resource.clone(), action_uid.clone());
         let tenant_entity = Entity::new_no_attrs(tenant, HashSet::new());
-        let entities = Entities::from_entities([app_entity, tool_entity, tenant_entity], Some(&self.schema))
+        // Request-time schema checks are for the reference path (`decide_unsliced`, which
+        // scenarios and tests use): the gateway builds entities and context the same way
+        // every time, policies were validated against the schema at load, and an
+        // evaluation error still denies.
+        let schema = (!sliced).then_some(&self.schema);
+        let entities = Entities::from_entities([app_entity, tool_entity, tenant_entity], schema)
             .map_err(|e| format!("entities: {e}"))?;
         let context = Context::from_pairs(context_pairs(app, facts)).map_err(|e| format!("context: {e}"))?;
-        let request = Request::new(principal, action_uid, resource, context, Some(&self.schema))
-            .map_err(|e| format!("request: {e}"))?;
+        let request =
+            Request::new(principal, action_uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
         let slice;
         let policies = if sliced {
-            slice = self.slice(&principal_for_slice, &tenant_for_slice, &resource_for_slice)?;
+            slice = self.slice(
+                &principal_for_slice,
+                &tenant_for_slice,
+                (action, &action_for_slice),
+                &resource_for_slice,
+            )?;
             slice.as_ref()
         } else {
             &self.policies
         };
         let response = self.authorizer.is_authorized(&request, policies, &entities);
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        let policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+        policy_ids.sort();
         let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
         Ok(Decision {
             allowed,
@@ -556,6 +585,85 @@ mod tests {
         let bad = r#"permit (principal is OpenPort::App, action, resource) when { principal.no_such_attr };"#;
         let err = Authorizer::from_sources(DEFAULT_SCHEMA, &[("bad.cedar".into(), bad.into())]).expect_err("refused");
         assert!(err.to_string().contains("no_such_attr"), "{err}");
+    }
+
+    #[test]
+    fn slices_decide_like_the_whole_set() {
+        // Policies scoped every way the slicer distinguishes, then requests across apps,
+        // tenants, actions and tools: the slice and the whole set must agree every time.
+        let mut text = String::new();
+        let actions = ["discover", "read", "propose", "auto_execute", "execute"];
+        for i in 0..60 {
+            let principal = match i % 5 {
+                0 => "principal".to_string(),
+                1 => format!("principal == OpenPort::App::\"app_{}\"", i % 4),
+                2 => format!("principal in OpenPort::Tenant::\"org_{}\"", i % 2),
+                3 => "principal is OpenPort::App".to_string(),
+                _ => format!("principal is OpenPort::App in OpenPort::Tenant::\"org_{}\"", i % 2),
+            };
+            let action = match i % 3 {
+                0 => "action".to_string(),
+                1 => format!("action == OpenPort::Action::\"{}\"", actions[i % 5]),
+                _ => format!(
+                    "action in [OpenPort::Action::\"{}\", OpenPort::Action::\"read\"]",
+                    actions[(i + 2) % 5]
+                ),
+            };
+            let resource = match i % 4 {
+                0 => "resource".to_string(),
+                1 => format!("resource == OpenPort::Tool::\"t.{}\"", i % 3),
+                2 => "resource is OpenPort::Tool".to_string(),
+                _ => format!("resource in OpenPort::Tool::\"t.{}\"", i % 3),
+            };
+            let effect = if i % 7 == 0 { "forbid" } else { "permit" };
+            text.push_str(&format!(
+                "@id(\"p{i}\")\n{effect} ({principal}, {action}, {resource}) when {{ resource.risk_level <= {} }};\n",
+                1 + i % 4
+            ));
+        }
+        let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("gen.cedar".into(), text)]).expect("valid");
+        let scopes = vec!["s".to_string()];
+        let policy = serde_json::json!({});
+        let payload = serde_json::json!({"ledgerId": "l"});
+        for n in 0..400 {
+            let app_id = format!("app_{}", n % 5);
+            let org_id = format!("org_{}", n % 3);
+            let tool_name = format!("t.{}", n % 4);
+            let action = [
+                Action::Discover,
+                Action::Read,
+                Action::Propose,
+                Action::AutoExecute,
+                Action::Execute,
+            ][n % 5];
+            let risk = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical][n % 4];
+            let app = AppFacts {
+                app_id: &app_id,
+                app_name: "a",
+                org_id: &org_id,
+                key_id: "k",
+                scopes: &scopes,
+                policy: &policy,
+            };
+            let tool = ToolFacts {
+                name: &tool_name,
+                risk,
+                effect: Effect::Write,
+                required_scopes: &scopes,
+                plugin: "p",
+            };
+            let facts = RequestFacts {
+                client_ip: IpAddr::from([127, 0, 0, 1]),
+                now: OffsetDateTime::UNIX_EPOCH,
+                payload: Some(&payload),
+                has_idempotency_key: false,
+                has_preflight_hash: false,
+                has_justification: false,
+            };
+            let sliced = authz.decide(&app, action, &tool, &facts);
+            let whole = authz.decide_unsliced(&app, action, &tool, &facts);
+            assert_eq!(sliced, whole, "request {n}");
+        }
     }
 
     #[test]

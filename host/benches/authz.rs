@@ -1,0 +1,181 @@
+//! Authorization figures (issue: authorization): Cedar decision latency with 10, 100 and
+//! 1,000 policies (sliced, and the whole set for comparison), discovery over 500 tools,
+//! and authentication cost per request.
+//!
+//! `cargo bench -p openport --bench authz` prints a Markdown table.
+
+#![allow(
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark fails by panicking and reports on stdout"
+)]
+
+use std::time::{Duration, Instant};
+
+use openport::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts, ToolFacts};
+use openport::catalog::{Effect, Risk};
+use serde_json::json;
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let i = ((samples.len() as f64 * p) as usize).min(samples.len() - 1);
+    samples[i].as_secs_f64() * 1e6
+}
+
+/// The default set plus enough policies to make `n`, each about one of 100 apps and one
+/// of 50 tools (no two about the same pair).
+fn policy_set(n: usize) -> Authorizer {
+    let base = Authorizer::default_set().expect("default set").policy_ids().len();
+    let mut extra = String::new();
+    for i in 0..n.saturating_sub(base) {
+        extra.push_str(&format!(
+            "@id(\"p{i}\")\nforbid (principal == OpenPort::App::\"app_{}\", action, resource == OpenPort::Tool::\"tool.t{}\") when {{ context.payload has amount_home && context.payload.amount_home.greaterThan(decimal(\"{}.0\")) }};\n",
+            i % 100,
+            (i / 100) % 50,
+            i + 1
+        ));
+    }
+    Authorizer::from_sources(
+        DEFAULT_SCHEMA,
+        &[
+            ("base.cedar".into(), DEFAULT_POLICIES.into()),
+            ("extra.cedar".into(), extra),
+        ],
+    )
+    .expect("valid set")
+}
+
+fn main() {
+    let scopes = vec!["tool.use".to_string()];
+    let required = vec!["tool.use".to_string()];
+    let policy = json!({"data": {"allowed_ledger_ids": ["ledger_main"], "max_days": 90}});
+    let payload = json!({"ledgerId": "ledger_main", "amount_home": 50});
+    let facts = RequestFacts {
+        client_ip: "127.0.0.1".parse().expect("ip"),
+        now: time::OffsetDateTime::now_utc(),
+        payload: Some(&payload),
+        has_idempotency_key: false,
+        has_preflight_hash: false,
+        has_justification: false,
+    };
+    println!("| figure | p50 | p99 |\n|---|---|---|");
+    for n in [10, 100, 1000] {
+        let authz = policy_set(n);
+        assert_eq!(authz.policy_ids().len(), n);
+        for (label, sliced) in [("sliced (what requests use)", true), ("whole set", false)] {
+            let mut samples = Vec::with_capacity(20_000);
+            // Two passes over the same requests: the first builds each (app, action, tool)
+            // slice once, the second measures the steady state.
+            for n_iter in 0..40_000 {
+                let i = n_iter % 20_000;
+                let app_id = format!("app_{}", i % 100);
+                let tool_name = format!("tool.t{}", (i / 7) % 50);
+                let app = AppFacts {
+                    app_id: &app_id,
+                    app_name: "bench",
+                    org_id: "org_demo",
+                    key_id: "key",
+                    scopes: &scopes,
+                    policy: &policy,
+                };
+                let tool = ToolFacts {
+                    name: &tool_name,
+                    risk: Risk::Medium,
+                    effect: Effect::Write,
+                    required_scopes: &required,
+                    plugin: "bench",
+                };
+                let started = Instant::now();
+                let d = if sliced {
+                    authz.decide(&app, Action::Propose, &tool, &facts)
+                } else {
+                    authz.decide_unsliced(&app, Action::Propose, &tool, &facts)
+                };
+                if n_iter >= 20_000 {
+                    samples.push(started.elapsed());
+                }
+                assert!(d.errors.is_empty(), "{:?}", d.errors);
+            }
+            let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+            println!("| Cedar decision, {n} policies, {label} | {p50:.1} µs | {p99:.1} µs |");
+        }
+    }
+
+    // Discovery: one `discover` decision per tool, the manifest's authorization work.
+    let authz = policy_set(100);
+    let tools: Vec<String> = (0..500).map(|i| format!("tool.t{i}")).collect();
+    let app = AppFacts {
+        app_id: "app_1",
+        app_name: "bench",
+        org_id: "org_demo",
+        key_id: "key",
+        scopes: &scopes,
+        policy: &policy,
+    };
+    let discover = RequestFacts {
+        payload: None,
+        ..facts.clone()
+    };
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let visible = tools
+            .iter()
+            .filter(|name| {
+                let tool = ToolFacts {
+                    name,
+                    risk: Risk::Low,
+                    effect: Effect::Read,
+                    required_scopes: &required,
+                    plugin: "bench",
+                };
+                authz.decide(&app, Action::Discover, &tool, &discover).allowed
+            })
+            .count();
+        samples.push(started.elapsed());
+        assert_eq!(visible, 500);
+    }
+    let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+    println!(
+        "| discovery over 500 tools (500 Cedar `discover` decisions) | {:.2} ms | {:.2} ms |",
+        p50 / 1000.0,
+        p99 / 1000.0
+    );
+
+    // Authentication: sha256 of the token, prefix lookup among 1,000 keys, app lookup.
+    let dir = tempfile::tempdir().expect("dir");
+    let store = openport::store::Store::open(&dir.path().join("auth.db")).expect("store");
+    let mut token = String::new();
+    for i in 0..1000 {
+        let created = openport::apps::create_app(
+            &store,
+            openport::apps::NewApp {
+                scope: "workspace".into(),
+                name: format!("app {i}"),
+                description: None,
+                org_id: Some("org_demo".into()),
+                user_id: None,
+                service_user_id: None,
+                scopes: vec!["ledger.read".into()],
+                policy: None,
+            },
+            "bench",
+            "2026-01-01T00:00:00.000Z",
+        )
+        .expect("app");
+        token = created.token;
+    }
+    let header = format!("Bearer {token}");
+    let now = time::OffsetDateTime::now_utc();
+    let mut samples = Vec::new();
+    for _ in 0..20_000 {
+        let started = Instant::now();
+        let principal = openport::auth::authenticate(&store, Some(&header), now)
+            .expect("store")
+            .expect("valid");
+        samples.push(started.elapsed());
+        assert_eq!(principal.org_id, "org_demo");
+    }
+    let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+    println!("| authentication (1,000 keys in the store) | {p50:.1} µs | {p99:.1} µs |");
+}
