@@ -120,8 +120,11 @@ pub struct Authorizer {
     ids: Vec<String>,
     authorizer: CedarAuthorizer,
     scoped: Vec<Policy>,
-    slices: Mutex<HashMap<(String, String, String, Action), Arc<PolicySet>>>,
+    slices: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
 }
+
+/// App, tenant, tool and action: what a slice is cut for.
+type SliceKey = (String, String, String, Action);
 
 /// Slices kept before the cache starts over.
 const MAX_SLICES: usize = 10_000;
