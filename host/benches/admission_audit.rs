@@ -76,7 +76,7 @@ fn audit_throughput() -> Vec<(String, String)> {
         .build()
         .expect("rt");
     let total = 200_000;
-    let producers = 64;
+    let producers = 500;
     let started = Instant::now();
     runtime.block_on(async {
         let mut tasks = Vec::new();

@@ -17,6 +17,10 @@ use crate::store::AuditRow;
 pub struct Split {
     head: String,
     tail: String,
+    /// The canonical `details`, stored as the column's text.
+    pub details: String,
+    /// `policy_ids` as a JSON array, stored as the column's text.
+    pub policy_ids: String,
 }
 
 fn string(out: &mut String, value: &str) {
@@ -58,7 +62,8 @@ pub fn split(row: &AuditRow) -> Split {
     string(&mut head, &row.created_at);
     head.push(',');
     key(&mut head, "details");
-    head.push_str(&crate::hashing::canonical_json(&row.details));
+    let details = crate::hashing::canonical_json(&row.details);
+    head.push_str(&details);
     head.push(',');
     key(&mut head, "draft_id");
     optional(&mut head, row.draft_id.as_deref());
@@ -94,14 +99,16 @@ pub fn split(row: &AuditRow) -> Split {
     optional(&mut head, row.plugin_digest.as_deref());
     head.push(',');
     key(&mut head, "policy_ids");
-    head.push('[');
+    let mut policy_ids = String::from("[");
     for (i, id) in row.policy_ids.iter().enumerate() {
         if i > 0 {
-            head.push(',');
+            policy_ids.push(',');
         }
-        string(&mut head, id);
+        string(&mut policy_ids, id);
     }
-    head.push_str("],");
+    policy_ids.push(']');
+    head.push_str(&policy_ids);
+    head.push(',');
 
     let mut tail = String::with_capacity(256);
     tail.push(',');
@@ -120,7 +127,7 @@ pub fn split(row: &AuditRow) -> Split {
     key(&mut tail, "user_agent");
     optional(&mut tail, row.user_agent.as_deref());
     tail.push('}');
-    Split { head, tail }
+    Split { head, tail, details, policy_ids }
 }
 
 /// The event hash of a split row chained after `prev`.

@@ -275,15 +275,22 @@ impl AuditLog {
 /// Appends one batch in one transaction and answers every waiter.
 fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, batch: Vec<Pending>) {
     let mut rows = Vec::with_capacity(batch.len());
+    let mut texts = Vec::with_capacity(batch.len());
     let mut dones = Vec::with_capacity(batch.len());
     let mut prev = head.clone();
     for Pending { mut row, split, done } in batch {
         row.event_hash = canonical::hash(&split, &prev);
         row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
         rows.push(row);
+        texts.push((split.details, split.policy_ids));
         dones.push(done);
     }
-    match store::append_audit_rows(conn, &rows) {
+    let inserts: Vec<store::AuditInsert<'_>> = rows
+        .iter()
+        .zip(&texts)
+        .map(|(row, (details, policy_ids))| store::AuditInsert { row, details, policy_ids })
+        .collect();
+    match store::append_audit_rows(conn, &inserts) {
         Ok(()) => {
             *head = prev;
             for (done, row) in dones.into_iter().zip(rows) {

@@ -102,7 +102,7 @@ CREATE TABLE preflights (
 -- The audit trail: append-only, hash-chained (SPEC section 8).
 CREATE TABLE audit_events (
     seq                  INTEGER PRIMARY KEY,
-    id                   TEXT NOT NULL UNIQUE,
+    id                   TEXT NOT NULL,          -- a ULID: unique by construction
     org_id               TEXT,
     app_id               TEXT,
     key_id               TEXT,
