@@ -102,6 +102,8 @@ struct RawClass {
     #[serde(default = "default_window")]
     window_seconds: u32,
     #[serde(default)]
+    per_app: Option<RawRate>,
+    #[serde(default)]
     per_tool: Option<RawRate>,
     #[serde(default)]
     per_tenant: Option<RawRate>,
@@ -116,6 +118,7 @@ impl Default for RawClass {
         RawClass {
             requests: default_requests(),
             window_seconds: default_window(),
+            per_app: None,
             per_tool: None,
             per_tenant: None,
             quota: None,
@@ -157,6 +160,7 @@ fn class(key: &str, raw: &RawClass) -> Result<RateClass, ConfigError> {
     };
     Ok(RateClass {
         per_key: rate(key, raw.requests, raw.window_seconds)?,
+        per_app: optional("per_app", raw.per_app)?,
         per_tool: optional("per_tool", raw.per_tool)?,
         per_tenant: optional("per_tenant", raw.per_tenant)?,
         quota: optional("quota", raw.quota)?,

@@ -820,7 +820,9 @@ fn auth_refusal(failure: AuthFailure) -> Failure {
 
 fn rate_refusal(refusal: &RateRefusal) -> Refused {
     let (code, message) = match refusal.limit {
-        Limit::PerKey | Limit::PerTool | Limit::PerTenant => (codes::RATE_LIMITED, "Rate limit exceeded"),
+        Limit::PerKey | Limit::PerApp | Limit::PerTool | Limit::PerTenant => {
+            (codes::RATE_LIMITED, "Rate limit exceeded")
+        }
         Limit::Quota => (codes::QUOTA_EXCEEDED, "Quota exceeded"),
         Limit::Concurrency => (codes::CONCURRENCY_LIMITED, "Too many calls in flight"),
         Limit::Overloaded => (codes::OVERLOADED, "The gateway is overloaded"),

@@ -101,3 +101,22 @@ fn metrics_count_requests_stages_and_refusals() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+#[test]
+fn a_per_app_limit_spans_all_of_the_apps_keys() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 100\nper_app = { requests = 2, window_seconds = 60 }\n")
+        .start();
+    let store = &gw.server.gateway.store;
+    let now = gw.server.gateway.now_iso();
+    let app = gw.app_id("Demo Integration");
+    let (_, second) =
+        openport::apps::create_key(store, &app, openport::apps::NewKey::default(), "test", &now).expect("key");
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+    gw.get("/api/agent/v1/ledgers", Some(&second))
+        .expect(200, "common.success");
+    let refused = gw.get("/api/agent/v1/ledgers", Some(&second));
+    refused.expect(429, "agent.rate_limited");
+    assert_eq!(refused.body["details"]["limit"], "per-app");
+}

@@ -261,3 +261,60 @@ fn a_changed_policy_file_is_picked_up_without_a_call() {
             .any(|e| e.action == "gateway.reload" && e.performed_by_user_id.as_deref() == Some("file-watch"))
     );
 }
+
+#[test]
+fn sighup_reloads_a_running_gateway() {
+    let dir = tempfile::tempdir().expect("dir");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (a, b) = (free(), free());
+    let mut child = openport()
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{a}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{b}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while agent.get(&format!("http://127.0.0.1:{a}/healthz")).call().is_err() {
+        assert!(std::time::Instant::now() < deadline, "the demo did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let store = openport::store::Store::open(&dir.path().join("openport.db")).expect("store");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = store
+            .audit_events(&openport::store::AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .expect("events");
+        if events
+            .iter()
+            .any(|e| e.action == "gateway.reload" && e.performed_by_user_id.as_deref() == Some("SIGHUP"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reload after SIGHUP");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}

@@ -345,3 +345,45 @@ fn apps_are_restored_without_their_old_keys_and_deleted_only_when_revoked() {
     );
     assert_eq!(validate.data()["valid"], false);
 }
+
+#[test]
+fn forwarded_for_counts_only_from_a_trusted_proxy() {
+    for (trusted, want) in [(false, 403), (true, 200)] {
+        let builder = TestGateway::builder();
+        let gw = if trusted {
+            builder.server_config("trusted_proxies = [\"127.0.0.1/32\"]")
+        } else {
+            builder
+        }
+        .start();
+        let store = &gw.server.gateway.store;
+        let now = gw.server.gateway.now_iso();
+        store
+            .set_app_policy(
+                &gw.app_id("Demo Integration"),
+                &json!({"network": {"allowed_ips": ["203.0.113.0/24", "2001:db8::/32"]}}),
+                &now,
+            )
+            .expect("policy");
+        let reply = gw.get_with(
+            "/api/agent/v1/ledgers",
+            &gw.full(),
+            &[("X-Forwarded-For", "198.51.100.1, 203.0.113.7")],
+        );
+        assert_eq!(reply.status, want, "trusted proxy {trusted}: {:#}", reply.body);
+        let v6 = gw.get_with(
+            "/api/agent/v1/ledgers",
+            &gw.full(),
+            &[("X-Forwarded-For", "2001:db8::42")],
+        );
+        assert_eq!(v6.status, want, "IPv6 through trusted proxy {trusted}");
+        // Without the header the peer (127.0.0.1) is the client: not on the list.
+        gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+            .expect(403, "agent.policy_denied");
+        let event = &gw.audit_of(&reply)[0];
+        assert_eq!(
+            event.ip.as_deref(),
+            Some(if trusted { "203.0.113.7" } else { "127.0.0.1" })
+        );
+    }
+}

@@ -71,6 +71,7 @@ impl Reply {
 #[derive(Default)]
 pub struct Builder {
     extra_config: String,
+    server_config: String,
 }
 
 impl Builder {
@@ -80,12 +81,20 @@ impl Builder {
         self
     }
 
+    /// Adds a line to the config's `[server]` table.
+    pub fn server_config(mut self, line: &str) -> Self {
+        self.server_config.push_str(line);
+        self.server_config.push('\n');
+        self
+    }
+
     pub fn start(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let any = "127.0.0.1:0".parse().expect("addr");
         let path = demo::write_files(dir.path(), any, any).expect("demo files");
-        if !self.extra_config.is_empty() {
+        if !self.extra_config.is_empty() || !self.server_config.is_empty() {
             let mut text = std::fs::read_to_string(&path).expect("config");
+            text = text.replace("[server]\n", &format!("[server]\n{}", self.server_config));
             text.push_str(&self.extra_config);
             std::fs::write(&path, text).expect("config");
         }
@@ -174,6 +183,18 @@ impl TestGateway {
     /// `GET` on the agent plane.
     pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.get_url(&format!("{}{path}", self.agent), token)
+    }
+
+    /// `GET` on the agent plane with extra headers.
+    pub fn get_with(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = self
+            .client
+            .get(&format!("{}{path}", self.agent))
+            .header("Authorization", &format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.finish(request.call())
     }
 
     /// A request with a raw body on a full URL.

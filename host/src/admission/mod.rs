@@ -4,6 +4,7 @@
 //!
 //! Limits, for the app's rate class:
 //! - a token bucket per key and client address (the reference keys its limiter so),
+//! - a token bucket per app (integration), across its keys and addresses,
 //! - a token bucket per key and tool,
 //! - a token bucket per tenant,
 //! - a quota per app and fixed window (a day by default),
@@ -41,6 +42,7 @@ impl Rate {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateClass {
     pub per_key: Rate,
+    pub per_app: Option<Rate>,
     pub per_tool: Option<Rate>,
     pub per_tenant: Option<Rate>,
     pub quota: Option<Rate>,
@@ -51,6 +53,7 @@ impl Default for RateClass {
     fn default() -> Self {
         RateClass {
             per_key: Rate::DEFAULT,
+            per_app: None,
             per_tool: None,
             per_tenant: None,
             quota: None,
@@ -90,6 +93,7 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     PerKey,
+    PerApp,
     PerTool,
     PerTenant,
     Quota,
@@ -102,6 +106,7 @@ impl Limit {
     pub fn name(self) -> &'static str {
         match self {
             Limit::PerKey => "per-key",
+            Limit::PerApp => "per-app",
             Limit::PerTool => "per-tool",
             Limit::PerTenant => "per-tenant",
             Limit::Quota => "quota",
@@ -206,6 +211,7 @@ impl Buckets {
 #[derive(Debug, Default)]
 struct State {
     per_key: Buckets,
+    per_app: Buckets,
     per_tool: Buckets,
     per_tenant: Buckets,
     /// app → (window index, calls in it)
@@ -322,6 +328,9 @@ impl Admission {
             class.per_key,
             state.per_key.wait_ms(&key_bucket, class.per_key, now_ms),
         );
+        if let Some(rate) = class.per_app {
+            consider(Limit::PerApp, rate, state.per_app.wait_ms(caller.app_id, rate, now_ms));
+        }
         if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
             consider(Limit::PerTool, rate, state.per_tool.wait_ms(key, rate, now_ms));
         }
@@ -357,6 +366,9 @@ impl Admission {
             return refuse(refusal);
         }
         state.per_key.take(&key_bucket, class.per_key, now_ms);
+        if let Some(rate) = class.per_app {
+            state.per_app.take(caller.app_id, rate, now_ms);
+        }
         if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
             state.per_tool.take(key, rate, now_ms);
         }

@@ -127,7 +127,12 @@ pub fn split(row: &AuditRow) -> Split {
     key(&mut tail, "user_agent");
     optional(&mut tail, row.user_agent.as_deref());
     tail.push('}');
-    Split { head, tail, details, policy_ids }
+    Split {
+        head,
+        tail,
+        details,
+        policy_ids,
+    }
 }
 
 /// The event hash of a split row chained after `prev`.

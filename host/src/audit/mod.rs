@@ -288,7 +288,11 @@ fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, batch: Vec<Pe
     let inserts: Vec<store::AuditInsert<'_>> = rows
         .iter()
         .zip(&texts)
-        .map(|(row, (details, policy_ids))| store::AuditInsert { row, details, policy_ids })
+        .map(|(row, (details, policy_ids))| store::AuditInsert {
+            row,
+            details,
+            policy_ids,
+        })
         .collect();
     match store::append_audit_rows(conn, &inserts) {
         Ok(()) => {

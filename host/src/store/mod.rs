@@ -411,8 +411,18 @@ pub fn prune_audit(
     )?;
     let row = checkpoint(upto_seq, &upto_hash, removed);
     let details = row.details.to_string();
-    let policy_ids = serde_json::to_string(&row.policy_ids).map_err(|source| StoreError::Json { column: "policy_ids", source })?;
-    records::insert_audit_rows(&tx, &[AuditInsert { row: &row, details: &details, policy_ids: &policy_ids }])?;
+    let policy_ids = serde_json::to_string(&row.policy_ids).map_err(|source| StoreError::Json {
+        column: "policy_ids",
+        source,
+    })?;
+    records::insert_audit_rows(
+        &tx,
+        &[AuditInsert {
+            row: &row,
+            details: &details,
+            policy_ids: &policy_ids,
+        }],
+    )?;
     tx.commit()?;
     Ok(Some((upto_seq, upto_hash, removed, row)))
 }

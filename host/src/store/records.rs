@@ -339,8 +339,10 @@ pub(super) fn insert_audit_rows(conn: &Connection, rows: &[AuditInsert<'_>]) -> 
             })
             .collect();
         // One cached statement per chunk size: in practice the full size and a remainder.
-        let mut stmt =
-            conn.prepare_cached(&format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}", placeholders.join(", ")))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}",
+            placeholders.join(", ")
+        ))?;
         let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 24);
         for insert in chunk {
             let e = insert.row;
