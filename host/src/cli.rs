@@ -65,6 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Load, list and remove plugins of a running gateway.
+    Plugin {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Manage keys through a running gateway's admin plane.
     Key {
         #[command(flatten)]
@@ -116,6 +123,16 @@ enum AppCommand {
     Policy { id: String, json: String },
     /// The tools an app can discover.
     Tools { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin from its manifest (or replace the loaded one of the same name).
+    Add { manifest: PathBuf },
+    /// The loaded plugins with their digests, tools, grants and limits.
+    List,
+    /// Remove a plugin and its tools.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +281,22 @@ pub fn main() -> ExitCode {
         } => admin_call(&admin, "POST", "policies/reload".into(), Some(serde_json::json!({}))),
         Command::App { admin, command } => app_command(&admin, command),
         Command::Key { admin, command } => key_command(&admin, command),
+        Command::Plugin { admin, command } => match command {
+            PluginCommand::Add { manifest } => match std::path::absolute(&manifest) {
+                Ok(path) => admin_call(
+                    &admin,
+                    "POST",
+                    "plugins".into(),
+                    Some(serde_json::json!({"manifest": path})),
+                ),
+                Err(e) => {
+                    eprintln!("error: `{}`: {e}", manifest.display());
+                    ExitCode::from(EX_USAGE)
+                }
+            },
+            PluginCommand::List => admin_call(&admin, "GET", "plugins".into(), None),
+            PluginCommand::Remove { name } => admin_call(&admin, "DELETE", format!("plugins/{name}"), None),
+        },
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => match Authorizer::from_dir(&dir) {

@@ -81,7 +81,23 @@ impl Gateway {
         });
         for path in gateway.config.plugin_manifests.clone() {
             let manifest = PluginManifest::load(&path)?;
-            gateway.load_plugin(manifest).await?;
+            gateway.load_plugin(manifest, "config").await?;
+        }
+        // Plugins loaded through the admin plane come back after a restart. One that no
+        // longer loads is refused (and audited) without stopping the gateway.
+        let remembered = gateway.store.remembered_plugins().map_err(|source| StartError::Store {
+            path: gateway.config.store_path.display().to_string(),
+            source,
+        })?;
+        for (name, path) in remembered {
+            match PluginManifest::load(std::path::Path::new(&path)) {
+                Ok(manifest) => {
+                    if let Err(e) = gateway.load_plugin(manifest, "restart").await {
+                        tracing::warn!(plugin = %name, error = %e, "a remembered plugin no longer loads");
+                    }
+                }
+                Err(e) => tracing::warn!(plugin = %name, error = %e, "a remembered plugin manifest is unreadable"),
+            }
         }
         Ok(gateway)
     }
@@ -107,10 +123,13 @@ impl Gateway {
     }
 
     /// Loads (or replaces) a plugin. On any failure the current catalog keeps serving.
-    /// Every load and refusal is an audit event.
-    pub async fn load_plugin(&self, manifest: PluginManifest) -> Result<(), StartError> {
+    /// A replacement is atomic: new calls go to the new version, calls in flight hold
+    /// their `Arc` of the old one and finish on it. Every load, replace and refusal is an
+    /// audit event; `by` names who asked.
+    pub async fn load_plugin(&self, manifest: PluginManifest, by: &str) -> Result<(), StartError> {
         let name = manifest.name.clone();
         let overrides = manifest.risk.clone();
+        let replaces = self.catalog().plugins().any(|p| p.name() == name);
         let result = async {
             let (plugin, descriptors) = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
                 name: name.clone(),
@@ -138,20 +157,42 @@ impl Gateway {
         .await;
         let mut event = match &result {
             Ok(plugin) => {
-                let mut e = AuditEvent::new("plugin.load", Status::Success, "common.success", self.now_iso());
+                let action = if replaces { "plugin.replace" } else { "plugin.load" };
+                let mut e = AuditEvent::new(action, Status::Success, "common.success", self.now_iso());
                 e.plugin_digest = Some(plugin.digest().to_string());
                 e.details.insert("version".into(), plugin.version().into());
                 e
             }
             Err(err) => {
-                let mut e = AuditEvent::new("plugin.load", Status::Failed, "common.validation", self.now_iso());
+                let mut e = AuditEvent::new("plugin.refused", Status::Failed, "common.validation", self.now_iso());
                 e.details.insert("error".into(), err.to_string().into());
                 e
             }
         };
         event.plugin = Some(name);
+        event.performed_by_user_id = Some(by.to_string());
         self.audit.record(event).await?;
         result.map(|_| ())
+    }
+
+    /// Removes a plugin and its tools; calls in flight finish on it. `false` when no
+    /// plugin has that name.
+    pub async fn remove_plugin(&self, name: &str, by: &str) -> Result<bool, StartError> {
+        let removed = {
+            let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            let existed = guard.plugins().any(|p| p.name() == name);
+            if existed {
+                *guard = Arc::new(guard.without_plugin(name));
+            }
+            existed
+        };
+        if removed {
+            let mut event = AuditEvent::new("plugin.remove", Status::Success, "common.success", self.now_iso());
+            event.plugin = Some(name.to_string());
+            event.performed_by_user_id = Some(by.to_string());
+            self.audit.record(event).await?;
+        }
+        Ok(removed)
     }
 }
 

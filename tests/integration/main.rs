@@ -13,6 +13,8 @@ mod audit;
 mod cli;
 /// Authentication and authorization along the pipeline's steps 2 to 12.
 mod governance;
+/// Plugins: hot load, replace, remove, refusals and the hostile fixtures.
+mod plugins;
 /// The shipped Cedar policy sets and their scenario files.
 mod policies;
 /// The walking skeleton: envelope, manifest, governed reads, drafts, bad input.

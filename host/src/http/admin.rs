@@ -34,6 +34,8 @@ enum Route {
     AppTools(String),
     Policies,
     ValidatePolicies,
+    AddPlugin,
+    RemovePlugin(String),
 }
 
 impl Route {
@@ -47,6 +49,8 @@ impl Route {
             ("POST", ["apps", id, "revoke"]) => Route::RevokeApp((*id).into()),
             ("POST", ["keys", id, "revoke"]) => Route::RevokeKey((*id).into()),
             ("GET", ["plugins"]) => Route::ListPlugins,
+            ("POST", ["plugins"]) => Route::AddPlugin,
+            ("DELETE", ["plugins", name]) => Route::RemovePlugin((*name).into()),
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
             ("GET", ["metrics"]) => Route::Metrics,
@@ -82,6 +86,8 @@ impl Route {
             Route::AppTools(_) => "admin.apps.tools",
             Route::Policies => "admin.policies.read",
             Route::ValidatePolicies => "admin.policies.validate",
+            Route::AddPlugin => "admin.plugins.add",
+            Route::RemovePlugin(_) => "admin.plugins.remove",
             Route::PruneAudit => "admin.audit.prune",
         }
     }
@@ -97,7 +103,9 @@ impl Route {
             | Route::RestoreApp(_)
             | Route::DeleteApp(_)
             | Route::PatchPolicy(_)
-            | Route::ValidatePolicies => &[Role::Operator],
+            | Route::ValidatePolicies
+            | Route::AddPlugin
+            | Route::RemovePlugin(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
             Route::ExportAudit => &[Role::Auditor, Role::Operator],
         }
@@ -298,13 +306,7 @@ async fn run(
         }
         Route::ListPlugins => {
             let catalog = gw.catalog();
-            let items: Vec<Value> = catalog
-                .plugins()
-                .map(|p| {
-                    let tools: Vec<&str> = catalog.tools().filter(|t| t.plugin.name() == p.name()).map(|t| t.name.as_str()).collect();
-                    json!({"name": p.name(), "version": p.version(), "world": "tool-adapter", "sha256": p.digest(), "tools": tools})
-                })
-                .collect();
+            let items: Vec<Value> = catalog.plugins().map(|p| plugin_json(&catalog, p)).collect();
             Ok(Done::data(json!({"items": items})))
         }
         Route::RestoreApp(app_id) => {
@@ -362,6 +364,48 @@ async fn run(
                 Ok(authz) => Ok(Done::data(json!({"valid": true, "ids": authz.policy_ids()}))),
                 Err(e) => Ok(Done::data(json!({"valid": false, "errors": e.to_string()}))),
             }
+        }
+        Route::AddPlugin => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Add {
+                /// Absolute path of a plugin manifest on the gateway's host.
+                manifest: String,
+            }
+            let body: Add = json_body(inbound)?;
+            let path = std::path::PathBuf::from(&body.manifest);
+            if !path.is_absolute() {
+                return Err(Failure::validation(
+                    &["manifest"],
+                    "`manifest` must be an absolute path on the gateway's host",
+                ));
+            }
+            let manifest = crate::plugin::PluginManifest::load(&path)
+                .map_err(|e| Failure::validation(&["manifest"], e.to_string()))?;
+            let name = manifest.name.clone();
+            gw.load_plugin(manifest, by).await.map_err(|e| match e {
+                crate::gateway::StartError::Audit(e) => internal(&e),
+                other => Failure::validation(&["manifest"], other.to_string()),
+            })?;
+            gw.store
+                .remember_plugin(&name, &body.manifest, &now)
+                .map_err(|e| internal(&e))?;
+            let catalog = gw.catalog();
+            let plugin = catalog
+                .plugins()
+                .find(|p| p.name() == name)
+                .map(|p| plugin_json(&catalog, p));
+            Ok(Done::data(json!({"plugin": plugin})))
+        }
+        Route::RemovePlugin(name) => {
+            let removed = gw.remove_plugin(&name, by).await.map_err(|e| internal(&e))?;
+            if !removed {
+                return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
+            }
+            gw.store.forget_plugin(&name).map_err(|e| internal(&e))?;
+            Ok(Done::data(
+                json!({"ok": true, "plugin": {"name": name, "removed": true}}),
+            ))
         }
         Route::ExportAudit => {
             let query = query_map(inbound.query.as_deref());
@@ -464,4 +508,23 @@ fn audit_filter(principal: &AdminPrincipal, query: &std::collections::HashMap<St
         limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
         ascending: false,
     }
+}
+
+/// A loaded plugin as the admin plane shows it.
+fn plugin_json(catalog: &crate::catalog::Catalog, plugin: &crate::plugin::Plugin) -> Value {
+    let tools: Vec<&str> = catalog
+        .tools()
+        .filter(|t| t.plugin.name() == plugin.name())
+        .map(|t| t.name.as_str())
+        .collect();
+    let m = plugin.manifest();
+    json!({
+        "name": plugin.name(),
+        "version": plugin.version(),
+        "world": "tool-adapter",
+        "sha256": plugin.digest(),
+        "tools": tools,
+        "grants": {"log": m.grants.log, "clock": m.grants.clock, "kv": m.grants.kv, "config": m.grants.config.keys().collect::<Vec<_>>()},
+        "limits": {"timeout_ms": m.limits.timeout_ms, "memory_mib": m.limits.memory_mib, "max_output_bytes": m.limits.max_output_bytes},
+    })
 }

@@ -18,6 +18,7 @@ pub use records::{AdminTokenRecord, AppRecord, AuditInsert, AuditRow, DraftRecor
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_audit_checkpoints.sql"),
+    include_str!("migrations/0003_plugins.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +270,32 @@ impl Store {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let prefix_len = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX);
         let rows = stmt.query_map(params![plugin, tenant, prefix, prefix_len, limit], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    // ---- plugins loaded at run time ----
+
+    pub fn remember_plugin(&self, name: &str, manifest: &str, now: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO plugins (name, manifest, loaded_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, loaded_at = excluded.loaded_at",
+            params![name, manifest, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn forget_plugin(&self, name: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute("DELETE FROM plugins WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Manifests of plugins loaded through the admin plane, in load order.
+    pub fn remembered_plugins(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT name, manifest FROM plugins ORDER BY loaded_at, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

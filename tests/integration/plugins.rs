@@ -1,0 +1,309 @@
+//! Plugins: hot load, replace and remove; refusals that leave the old version serving; and
+//! the hostile fixtures, each with the code it must produce while the host keeps serving.
+
+use std::path::{Path, PathBuf};
+
+use openport::demo::artifacts;
+use serde_json::json;
+
+use crate::support::TestGateway;
+
+/// Writes a manifest for a built fixture into the test's directory; returns its path.
+fn manifest(gw: &TestGateway, name: &str, crate_name: &str, tools: &[&str], extra: &str) -> PathBuf {
+    let component = Path::new(artifacts::ARTIFACT_DIR).join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let bytes = std::fs::read(&component).unwrap_or_else(|e| panic!("{}: {e}", component.display()));
+    let digest = openport::hashing::sha256_hex(&bytes);
+    let tools: Vec<String> = tools.iter().map(|t| format!("{t:?}")).collect();
+    let text = format!(
+        "name = {name:?}\nversion = \"1.0.0\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = [{}]\n{extra}",
+        component.display().to_string(),
+        tools.join(", ")
+    );
+    let path = gw.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("manifest");
+    path
+}
+
+fn add(gw: &TestGateway, path: &Path) -> crate::support::Reply {
+    gw.admin_post(
+        "/api/agent-admin/v1/plugins",
+        Some(&gw.admin_token("operator")),
+        &json!({"manifest": path}),
+    )
+}
+
+/// An app holding the fixtures' scope.
+fn hostile_app(gw: &TestGateway) -> String {
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&gw.admin_token("operator")),
+        &json!({"scope": "workspace", "name": "hostile", "scopes": ["hostile.use", "ledger.read"]}),
+    );
+    created.data()["token"].as_str().expect("token").to_string()
+}
+
+#[test]
+fn every_plugin_crate_is_built_and_every_hostile_fixture_has_a_test() {
+    for name in artifacts::ALL {
+        let wasm = Path::new(artifacts::ARTIFACT_DIR).join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(wasm.exists(), "{name} was not built");
+    }
+    let this = include_str!("plugins.rs");
+    for fixture in artifacts::ALL.iter().filter(|n| n.starts_with("test-")) {
+        assert!(
+            this.contains(&format!("\"{fixture}\"")),
+            "fixture `{fixture}` has no test"
+        );
+    }
+}
+
+#[test]
+fn an_infinite_loop_times_out_and_the_host_keeps_serving() {
+    let gw = TestGateway::start();
+    let path = manifest(
+        &gw,
+        "loop",
+        "test-loop",
+        &["hostile.loop"],
+        "[limits]\ntimeout_ms = 1500\n",
+    );
+    add(&gw, &path).expect(200, "common.success");
+    let token = hostile_app(&gw);
+    std::thread::scope(|scope| {
+        let looping = scope.spawn(|| gw.get("/api/agent/v1/hostile-loop", Some(&token)));
+        // While it loops, reads of another plugin are answered promptly.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+                .expect(200, "common.success");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
+        let reply = looping.join().expect("thread");
+        reply.expect(504, "agent.plugin_timeout");
+    });
+}
+
+#[test]
+fn a_memory_bomb_huge_output_and_trap_fail_sanitized() {
+    let gw = TestGateway::start();
+    for (name, krate, tool, extra) in [
+        ("memory", "test-memory", "hostile.memory", "[limits]\nmemory_mib = 16\n"),
+        (
+            "output",
+            "test-output",
+            "hostile.output",
+            "[limits]\nmax_output_bytes = 65536\n",
+        ),
+        ("trap", "test-trap", "hostile.trap", ""),
+    ] {
+        let path = manifest(&gw, name, krate, &[tool], extra);
+        add(&gw, &path).expect(200, "common.success");
+    }
+    let token = hostile_app(&gw);
+    for route in ["hostile-memory", "hostile-output", "hostile-trap"] {
+        let reply = gw.get(&format!("/api/agent/v1/{route}"), Some(&token));
+        reply.expect(502, "agent.execution_failed");
+        assert_eq!(reply.body["message"], "The tool failed");
+        let text = reply.body.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("wasm"), "{text}");
+        let event = &gw.audit_of(&reply)[0];
+        assert!(
+            !event.details.to_string().contains("hunter2"),
+            "secret in the audit trail"
+        );
+    }
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+}
+
+#[test]
+fn a_plugin_that_understates_its_risk_is_raised_by_the_operator() {
+    let gw = TestGateway::start();
+    let path = manifest(
+        &gw,
+        "lying",
+        "test-lying-risk",
+        &["hostile.wipe"],
+        "[risk]\n\"hostile.wipe\" = \"critical\"\n",
+    );
+    add(&gw, &path).expect(200, "common.success");
+    let token = hostile_app(&gw);
+    let manifest = gw.get("/api/agent/v1/manifest", Some(&token));
+    let wipe = manifest.data()["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "hostile.wipe"))
+        .cloned()
+        .expect("listed");
+    assert_eq!(
+        (wipe["risk"].as_str(), wipe["requiresConfirmation"].as_bool()),
+        (Some("critical"), Some(true))
+    );
+    assert_eq!(wipe["draftPolicy"], "always");
+}
+
+#[test]
+fn refused_loads_name_the_reason_and_the_old_version_keeps_serving() {
+    let gw = TestGateway::start();
+    let good = manifest(&gw, "trap", "test-trap", &["hostile.trap"], "");
+    add(&gw, &good).expect(200, "common.success");
+    // A digest that does not match the component.
+    let text = std::fs::read_to_string(&good).expect("read");
+    let bad_digest = gw.dir.path().join("bad-digest.toml");
+    let digest_line = text
+        .lines()
+        .find(|l| l.starts_with("sha256"))
+        .expect("sha256 line")
+        .to_string();
+    std::fs::write(
+        &bad_digest,
+        text.replace(&digest_line, &format!("sha256 = \"{}\"", "0".repeat(64))),
+    )
+    .expect("write");
+    let refused = add(&gw, &bad_digest);
+    refused.expect(400, "common.validation");
+    assert!(
+        refused.body.to_string().contains("does not match"),
+        "{:#}",
+        refused.body
+    );
+    // A failing `describe` (the fixture fails it when configured to).
+    let failing = manifest(
+        &gw,
+        "trap",
+        "test-trap",
+        &["hostile.trap"],
+        "[grants.config]\nfail_describe = \"yes\"\n",
+    );
+    let refused = add(&gw, &failing);
+    refused.expect(400, "common.validation");
+    assert!(refused.body.to_string().contains("describe"), "{:#}", refused.body);
+    // A tool another plugin already serves.
+    let clash = manifest(
+        &gw,
+        "ledger-copy",
+        "ledger",
+        &[
+            "ledger.list",
+            "transaction.list",
+            "transaction.create",
+            "transaction.update",
+            "transaction.delete",
+            "transaction.hard_delete",
+            "transactions.export_csv",
+        ],
+        "[grants]\nkv = true\n",
+    );
+    let refused = add(&gw, &clash);
+    refused.expect(400, "common.validation");
+    assert!(
+        refused.body.to_string().contains("already served"),
+        "{:#}",
+        refused.body
+    );
+    // A component that is not a tool adapter (an empty component, in text form).
+    let empty = gw.dir.path().join("empty.wat");
+    std::fs::write(&empty, "(component)").expect("write");
+    let digest = openport::hashing::sha256_hex(b"(component)");
+    let not_adapter = gw.dir.path().join("not-adapter.toml");
+    std::fs::write(&not_adapter, format!("name = \"empty\"\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = []\n", empty.display().to_string())).expect("write");
+    let refused = add(&gw, &not_adapter);
+    refused.expect(400, "common.validation");
+    assert!(
+        refused.body.to_string().contains("does not implement world"),
+        "{:#}",
+        refused.body
+    );
+
+    // Through all of it the first version serves, and the ledger too.
+    let token = hostile_app(&gw);
+    gw.get("/api/agent/v1/hostile-trap", Some(&token))
+        .expect(502, "agent.execution_failed");
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+    let actions: Vec<String> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e.action.starts_with("plugin."))
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| *a == "plugin.refused").count(),
+        4,
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts() {
+    let gw = TestGateway::start();
+    let token = hostile_app(&gw);
+    let v1 = manifest(&gw, "trap", "test-trap", &["hostile.trap"], "");
+    add(&gw, &v1).expect(200, "common.success");
+    let v2 = gw.dir.path().join("trap-v2.toml");
+    std::fs::write(
+        &v2,
+        std::fs::read_to_string(&v1)
+            .expect("read")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\""),
+    )
+    .expect("write");
+    let replaced = add(&gw, &v2);
+    replaced.expect(200, "common.success");
+    assert_eq!(replaced.data()["plugin"]["version"], "2.0.0");
+    let listed = gw.admin_get("/api/agent-admin/v1/plugins", Some(&gw.admin_token("auditor")));
+    assert_eq!(listed.data()["items"].as_array().map(Vec::len), Some(2));
+
+    // The gateway remembers it: a second gateway on the same data directory loads it.
+    let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
+    let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let again = runtime
+        .block_on(openport::Gateway::start(config, clock))
+        .expect("starts");
+    assert!(
+        again
+            .catalog()
+            .plugins()
+            .any(|p| p.name() == "trap" && p.version() == "2.0.0")
+    );
+    drop(again);
+
+    let op = gw.admin_token("operator");
+    gw.send_url(
+        "DELETE",
+        &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
+        Some(&op),
+        None,
+        b"",
+    )
+    .expect(200, "common.success");
+    gw.get("/api/agent/v1/hostile-trap", Some(&token))
+        .expect(404, "agent.not_found");
+    gw.send_url(
+        "DELETE",
+        &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
+        Some(&op),
+        None,
+        b"",
+    )
+    .expect(404, "agent.not_found");
+    let actions: Vec<String> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e.action.starts_with("plugin."))
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.ends_with(&["plugin.load".into(), "plugin.replace".into(), "plugin.remove".into()])
+            || actions.contains(&"plugin.remove".to_string()),
+        "{actions:?}"
+    );
+}
