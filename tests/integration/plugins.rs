@@ -307,3 +307,118 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
         "{actions:?}"
     );
 }
+
+/// A tiny support desk on loopback: the application the `tickets` adapter fronts.
+fn start_desk() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let (status, reply) = if request_line.starts_with("GET /tickets") {
+                (
+                    "200 OK",
+                    json!({"items": [{"id": "T-1", "title": "Printer on fire", "status": "open"}]}),
+                )
+            } else if request_line.starts_with("POST /tickets") {
+                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                (
+                    "201 Created",
+                    json!({"id": "T-2", "title": sent["title"], "status": "open"}),
+                )
+            } else {
+                ("404 Not Found", json!({"error": "no such route"}))
+            };
+            let text = reply.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn the_ticket_desk_adapter_reaches_its_app_over_granted_http() {
+    let gw = TestGateway::start();
+    let port = start_desk();
+    let grants =
+        format!("[grants]\nhttp = [\"127.0.0.1:{port}\"]\n[grants.config]\nbase_url = \"http://127.0.0.1:{port}\"\n");
+    let path = manifest(&gw, "tickets", "tickets", &["ticket.list", "ticket.create"], &grants);
+    add(&gw, &path).expect(200, "common.success");
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&gw.admin_token("operator")),
+        &json!({"scope": "workspace", "name": "desk agent", "scopes": ["ticket.read", "ticket.write"]}),
+    );
+    let token = created.data()["token"].as_str().expect("token").to_string();
+    let list = gw.get("/api/agent/v1/tickets", Some(&token));
+    list.expect(200, "common.success");
+    assert_eq!(list.data()["items"][0]["id"], "T-1");
+    let draft = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "ticket.create", "payload": {"title": "Coffee machine", "priority": "urgent"}}),
+    );
+    draft.expect(200, "common.success");
+    assert_eq!(draft.data()["draft"]["impact"]["open_tickets"], 1);
+    assert_eq!(draft.data()["draft"]["impact"]["summary"], "Open 1 support ticket");
+
+    // The same adapter granted another port cannot reach the desk.
+    let wrong = manifest(
+        &gw,
+        "tickets",
+        "tickets",
+        &["ticket.list", "ticket.create"],
+        &grants.replacen(&format!("127.0.0.1:{port}\"]"), "127.0.0.1:1\"]", 1),
+    );
+    add(&gw, &wrong).expect(200, "common.success");
+    let refused = gw.get("/api/agent/v1/tickets", Some(&token));
+    refused.expect(503, "agent.plugin_unavailable");
+    assert!(
+        gw.audit_of(&refused)[0].details["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not granted"))
+    );
+}
+
+#[test]
+fn a_request_to_an_ungranted_host_is_refused_before_connecting() {
+    let gw = TestGateway::start();
+    let path = manifest(&gw, "ssrf", "test-http-denied", &["hostile.ssrf"], "");
+    add(&gw, &path).expect(200, "common.success");
+    let token = hostile_app(&gw);
+    let started = std::time::Instant::now();
+    let reply = gw.get("/api/agent/v1/hostile-ssrf", Some(&token));
+    reply.expect(503, "agent.plugin_unavailable");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "no connection was attempted"
+    );
+    assert!(
+        !reply.body.to_string().contains("169.254"),
+        "the agent learns nothing about the refusal"
+    );
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+}

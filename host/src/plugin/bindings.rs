@@ -3,5 +3,6 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "tool-adapter",
+    imports: { "openport:plugin/host.http-fetch": async },
     exports: { default: async },
 });

@@ -2,7 +2,7 @@
 //! backend; a missing grant is `error.unavailable`, never a trap.
 
 use super::CallState;
-use super::bindings::openport::plugin::host::{Host, Level};
+use super::bindings::openport::plugin::host::{Host, HttpRequest, HttpResponse, Level};
 use super::bindings::openport::plugin::types::{self, Error};
 
 /// Longest key and value a plugin may store, and most keys one `kv-list` returns.
@@ -79,6 +79,95 @@ impl Host for CallState {
     fn config_get(&mut self, key: String) -> Result<Option<String>, Error> {
         // Only keys the operator wrote into the manifest exist; there is nothing ambient.
         Ok(self.env.grants.config.get(&key).cloned())
+    }
+
+    async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let uri: ureq::http::Uri = request
+            .url
+            .parse()
+            .map_err(|_| Error::InvalidInput(format!("`{}` is not a URL", request.url)))?;
+        let scheme = uri.scheme_str().unwrap_or("");
+        if scheme != "http" && scheme != "https" {
+            return Err(Error::InvalidInput("only http and https URLs are allowed".into()));
+        }
+        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if !host_granted(&self.env.grants.http, &host, port) {
+            tracing::warn!(plugin = %self.env.name, request_id = %self.request_id, %host, port, "outbound request to an ungranted host refused");
+            return Err(Error::Unavailable(format!(
+                "host `{host}:{port}` is not granted to this plugin"
+            )));
+        }
+        let remaining = self.deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::Unavailable("the call's time budget is spent".into()));
+        }
+        let limit = self.max_output_bytes;
+        // ureq blocks: run it on the blocking pool so the async workers stay free.
+        let result = tokio::task::spawn_blocking(move || send(request, remaining, limit)).await;
+        result.unwrap_or_else(|_| Err(Error::Internal("outbound request task failed".into())))
+    }
+}
+
+/// Whether `host:port` matches an allow-list entry (`host` or `host:port`).
+fn host_granted(list: &[String], host: &str, port: u16) -> bool {
+    list.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        match entry.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => h == host && p.parse::<u16>() == Ok(port),
+            _ => entry == host,
+        }
+    })
+}
+
+fn send(request: HttpRequest, timeout: std::time::Duration, limit: usize) -> Result<HttpResponse, Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        // Redirects could leave the allow-list: the plugin sees them and decides.
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut builder = ureq::http::Request::builder()
+        .method(request.method.as_str())
+        .uri(&request.url);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let req = builder
+        .body(request.body.unwrap_or_default())
+        .map_err(|e| Error::InvalidInput(format!("bad request: {e}")))?;
+    let mut response = agent
+        .run(req)
+        .map_err(|e| Error::Unavailable(format!("request failed: {e}")))?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+        .read_to_vec()
+        .map_err(|e| Error::Unavailable(format!("response unreadable or over {limit} bytes: {e}")))?;
+    Ok(HttpResponse { status, headers, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_granted;
+
+    #[test]
+    fn the_http_allow_list_matches_host_and_port() {
+        let list = vec!["127.0.0.1:8090".to_string(), "api.example.com".to_string()];
+        assert!(host_granted(&list, "127.0.0.1", 8090));
+        assert!(!host_granted(&list, "127.0.0.1", 8091));
+        assert!(host_granted(&list, "api.example.com", 443));
+        assert!(!host_granted(&list, "169.254.169.254", 80));
+        assert!(!host_granted(&list, "api.example.com.evil.test", 443));
+        assert!(!host_granted(&[], "127.0.0.1", 80));
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Grants {
     /// Configuration values the plugin may read.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Hosts the plugin may send HTTP requests to: `host` (any port) or `host:port`.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// Time, memory and output budgets of one call.

@@ -156,6 +156,9 @@ pub struct CallState {
     tenant: String,
     request_id: String,
     log_lines: u32,
+    /// When the call's time budget ends; host calls that wait (HTTP) stop there too.
+    deadline: Instant,
+    max_output_bytes: usize,
 }
 
 impl WasiView for CallState {
@@ -454,6 +457,8 @@ impl Plugin {
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
             log_lines: 0,
+            deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
+            max_output_bytes: limits.max_output_bytes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
