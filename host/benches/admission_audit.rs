@@ -164,7 +164,8 @@ fn pct(lat: &[Duration], p: f64) -> String {
 fn http_admitted_vs_refused() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().expect("dir");
     let any = "127.0.0.1:0".parse().expect("addr");
-    let path = demo::write_files(dir.path(), any, any).expect("files");
+    let desk = demo::desk::start().expect("desk");
+    let path = demo::write_files(dir.path(), any, any, desk).expect("files");
     let mut text = std::fs::read_to_string(&path).expect("config");
     // Admitted: a class with room for everything; refused: the demo reader app's class allows 1.
     text.push_str(

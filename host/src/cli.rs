@@ -344,8 +344,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn demo_command(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
     let clock: SharedClock = Arc::new(SystemClock);
-    let prepared = demo::write_files(data_dir, listen, admin_listen)
-        .map_err(|e| e.to_string())
+    let prepared = demo::desk::start()
+        .map_err(|e| format!("cannot start the demo support desk: {e}"))
+        .and_then(|desk| demo::write_files(data_dir, listen, admin_listen, desk).map_err(|e| e.to_string()))
         .and_then(|path| {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;

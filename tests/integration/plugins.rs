@@ -256,7 +256,11 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
     replaced.expect(200, "common.success");
     assert_eq!(replaced.data()["plugin"]["version"], "2.0.0");
     let listed = gw.admin_get("/api/agent-admin/v1/plugins", Some(&gw.admin_token("auditor")));
-    assert_eq!(listed.data()["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        listed.data()["items"].as_array().map(Vec::len),
+        Some(3),
+        "ledger, tickets and trap"
+    );
 
     // The gateway remembers it: a second gateway on the same data directory loads it.
     let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
@@ -308,62 +312,13 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
     );
 }
 
-/// A tiny support desk on loopback: the application the `tickets` adapter fronts.
-fn start_desk() -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let (status, reply) = if request_line.starts_with("GET /tickets") {
-                (
-                    "200 OK",
-                    json!({"items": [{"id": "T-1", "title": "Printer on fire", "status": "open"}]}),
-                )
-            } else if request_line.starts_with("POST /tickets") {
-                let sent: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                (
-                    "201 Created",
-                    json!({"id": "T-2", "title": sent["title"], "status": "open"}),
-                )
-            } else {
-                ("404 Not Found", json!({"error": "no such route"}))
-            };
-            let text = reply.to_string();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    port
-}
-
 #[test]
 fn the_ticket_desk_adapter_reaches_its_app_over_granted_http() {
     let gw = TestGateway::start();
-    let port = start_desk();
+    let port = openport::demo::desk::start().expect("desk").port();
     let grants =
         format!("[grants]\nhttp = [\"127.0.0.1:{port}\"]\n[grants.config]\nbase_url = \"http://127.0.0.1:{port}\"\n");
+    // The demo already serves a `tickets` plugin; this replaces it with one for this desk.
     let path = manifest(&gw, "tickets", "tickets", &["ticket.list", "ticket.create"], &grants);
     add(&gw, &path).expect(200, "common.success");
     let created = gw.admin_post(

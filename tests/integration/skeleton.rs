@@ -24,6 +24,8 @@ fn manifest_lists_the_tools_of_the_app_with_openport_metadata() {
         names(&reply),
         [
             "ledger.list",
+            "ticket.create",
+            "ticket.list",
             "transaction.create",
             "transaction.delete",
             "transaction.hard_delete",
@@ -67,7 +69,7 @@ fn two_apps_with_different_scopes_see_different_manifests() {
             .expect(200, "common.success"),
     );
     assert_eq!(reader, ["ledger.list", "transaction.list"]);
-    assert_eq!(full.len(), 7);
+    assert_eq!(full.len(), 9);
 }
 
 #[test]
@@ -290,5 +292,5 @@ fn probes_answer_without_credentials() {
     assert_eq!(health.data()["status"], "ok");
     let ready = gw.get("/readyz", None);
     ready.expect(200, "common.success");
-    assert_eq!(ready.data()["tools"], 7);
+    assert_eq!(ready.data()["tools"], 9);
 }

@@ -91,7 +91,8 @@ impl Builder {
     pub fn start(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let any = "127.0.0.1:0".parse().expect("addr");
-        let path = demo::write_files(dir.path(), any, any).expect("demo files");
+        let desk = demo::desk::start().expect("desk");
+        let path = demo::write_files(dir.path(), any, any, desk).expect("demo files");
         if !self.extra_config.is_empty() || !self.server_config.is_empty() {
             let mut text = std::fs::read_to_string(&path).expect("config");
             text = text.replace("[server]\n", &format!("[server]\n{}", self.server_config));

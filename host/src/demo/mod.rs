@@ -19,6 +19,8 @@ use crate::config::{Config, ConfigError};
 use crate::hashing::sha256_hex;
 use crate::store::{Store, StoreError};
 
+pub mod desk;
+
 /// The compiled demo plugins.
 pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
@@ -66,6 +68,8 @@ pub const DEMO_APPS: &[(&str, &str, &[&str])] = &[
             "transaction.write",
             "transaction.delete",
             "transaction.export",
+            "ticket.read",
+            "ticket.write",
         ],
     ),
     ("Read-only Reporter", DEMO_ORG, &["ledger.read", "transaction.read"]),
@@ -89,8 +93,14 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     })
 }
 
-/// Writes the demo's files and returns its config path.
-pub fn write_files(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> Result<PathBuf, DemoError> {
+/// Writes the demo's files and returns its config path. `desk` is the support desk the
+/// tickets adapter fronts.
+pub fn write_files(
+    data_dir: &Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    desk: SocketAddr,
+) -> Result<PathBuf, DemoError> {
     let ledger = artifacts::LEDGER;
     write_file(&data_dir.join("plugins/ledger.wasm"), ledger)?;
     let manifest = format!(
@@ -118,6 +128,31 @@ max_output_bytes = 1048576
         sha256_hex(ledger)
     );
     write_file(&data_dir.join("plugins/ledger.toml"), manifest.as_bytes())?;
+    let tickets = artifacts::TICKETS;
+    write_file(&data_dir.join("plugins/tickets.wasm"), tickets)?;
+    let manifest = format!(
+        r#"# The example support-desk adapter: it calls the desk's HTTP API.
+name = "tickets"
+version = "0.1.0"
+world = "tool-adapter"
+component = "tickets.wasm"
+sha256 = "{}"
+tools = ["ticket.list", "ticket.create"]
+
+[grants]
+log = true
+http = ["{desk}"]
+
+[grants.config]
+base_url = "http://{desk}"
+
+[limits]
+timeout_ms = 3000
+memory_mib = 32
+"#,
+        sha256_hex(tickets)
+    );
+    write_file(&data_dir.join("plugins/tickets.toml"), manifest.as_bytes())?;
     // Policies are the operator's to edit: written once, never overwritten.
     for (name, text) in [("schema.cedarschema", DEFAULT_SCHEMA), ("base.cedar", DEFAULT_POLICIES)] {
         let path = data_dir.join("policies").join(name);
@@ -139,6 +174,9 @@ dir = "policies"
 
 [[plugin]]
 manifest = "plugins/ledger.toml"
+
+[[plugin]]
+manifest = "plugins/tickets.toml"
 "#
     );
     let path = data_dir.join("openport.toml");
@@ -298,6 +336,7 @@ Try it:
   curl -s {agent}/api/agent/v1/manifest -H "Authorization: Bearer $OPENPORT_TOKEN"
   curl -s {agent}/api/agent/v1/ledgers -H "Authorization: Bearer $OPENPORT_TOKEN"
   curl -s "{agent}/api/agent/v1/transactions?ledgerId=ledger_main" -H "Authorization: Bearer $OPENPORT_TOKEN"
+  curl -s {agent}/api/agent/v1/tickets -H "Authorization: Bearer $OPENPORT_TOKEN"   # the tickets adapter calls a desk over HTTP
   curl -s -X POST {agent}/api/agent/v1/actions -H "Authorization: Bearer $OPENPORT_TOKEN" -H "Content-Type: application/json" \
        -d '{{"action":"transaction.create","payload":{{"ledgerId":"ledger_main","kind":"expense","title":"Team lunch","amount_home":42}}}}'
   # a denied call: the read-only app may not create transactions (agent.scope_denied)
