@@ -155,6 +155,15 @@ fn send(request: HttpRequest, timeout: std::time::Duration, limit: usize) -> Res
     Ok(HttpResponse { status, headers, body })
 }
 
+impl CallState {
+    fn kv(&self, _op: &str) -> Result<std::sync::Arc<crate::store::Store>, Error> {
+        if !self.env.grants.kv {
+            return Err(denied("kv"));
+        }
+        Ok(self.env.store.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_granted;
@@ -168,14 +177,5 @@ mod tests {
         assert!(!host_granted(&list, "169.254.169.254", 80));
         assert!(!host_granted(&list, "api.example.com.evil.test", 443));
         assert!(!host_granted(&[], "127.0.0.1", 80));
-    }
-}
-
-impl CallState {
-    fn kv(&self, _op: &str) -> Result<std::sync::Arc<crate::store::Store>, Error> {
-        if !self.env.grants.kv {
-            return Err(denied("kv"));
-        }
-        Ok(self.env.store.clone())
     }
 }
