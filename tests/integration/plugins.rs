@@ -377,3 +377,26 @@ fn a_request_to_an_ungranted_host_is_refused_before_connecting() {
     gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
         .expect(200, "common.success");
 }
+
+#[test]
+fn the_template_plugin_loads_and_serves_as_the_authoring_guide_says() {
+    let gw = TestGateway::start();
+    let path = manifest(&gw, "template", "template", &["hello.greet"], "");
+    add(&gw, &path).expect(200, "common.success");
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&gw.admin_token("operator")),
+        &json!({"scope": "workspace", "name": "greeter", "scopes": ["hello.read"]}),
+    );
+    let token = created.data()["token"].as_str().expect("token").to_string();
+    let reply = gw.get("/api/agent/v1/hello?name=Ada", Some(&token));
+    reply.expect(200, "common.success");
+    assert_eq!(reply.data()["greeting"], "Hello, Ada!");
+    assert_eq!(
+        reply.data()["tenant"],
+        "org_demo",
+        "the tenant comes from the app, not the request"
+    );
+    gw.get("/api/agent/v1/hello", Some(&token))
+        .expect(400, "common.validation");
+}
