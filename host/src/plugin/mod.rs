@@ -31,6 +31,10 @@ pub use manifest::{Grants, Limits, PluginManifest, World};
 
 /// How often the epoch advances; deadlines are rounded up to it.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Calls running longer than this are throttled ...
+const LONG_CALL: Duration = Duration::from_millis(20);
+/// ... sleeping this long after each epoch slice (about a tenth of a core).
+const THROTTLE_SLEEP: Duration = Duration::from_millis(45);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -466,9 +470,18 @@ impl Plugin {
         store.set_epoch_deadline(1);
         // Yield to the executor on every tick so a looping guest cannot starve other
         // requests, and stop it at its deadline.
+        let started = Instant::now();
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 Ok(UpdateDeadline::Interrupt)
+            } else if now.duration_since(started) > LONG_CALL {
+                // A call this long is throttled: it sleeps between slices, so a looping
+                // plugin gets a small share of a core and everyone else keeps theirs.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::time::sleep(THROTTLE_SLEEP)),
+                ))
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }

@@ -1,0 +1,212 @@
+//! Plugin runtime figures (issue: plugin runtime): instantiate + invoke latency of a
+//! trivial adapter, cold compile vs cached load, and governed-read throughput while a
+//! hostile plugin of another tenant loops until its deadline.
+//!
+//! `cargo bench -p openport --bench plugins` prints a Markdown table.
+
+#![allow(
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "a benchmark fails by panicking and reports on stdout"
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openport::clock::{SharedClock, SystemClock};
+use openport::demo::{self, artifacts};
+use openport::plugin::{CallContext, PluginManifest, PluginRuntime};
+use openport::{Config, Server};
+
+fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) -> PluginManifest {
+    let component = Path::new(artifacts::ARTIFACT_DIR).join(format!("{}.wasm", krate.replace('-', "_")));
+    let digest = openport::hashing::sha256_hex(&std::fs::read(&component).expect("component"));
+    let tools: Vec<String> = tools.iter().map(|t| format!("{t:?}")).collect();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = {name:?}\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = [{}]\n{extra}",
+            component.display().to_string(),
+            tools.join(", ")
+        ),
+    )
+    .expect("manifest");
+    PluginManifest::load(&path).expect("manifest")
+}
+
+fn pct(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(openport::store::Store::open(&dir.path().join("b.db")).expect("store"));
+    let clock: SharedClock = Arc::new(SystemClock);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    println!("| figure | value |\n|---|---|");
+
+    // Cold compile vs a load from the on-disk cache (a second engine, same cache dir).
+    let cache = dir.path().join("cache");
+    for (label, krate, tools) in [
+        ("template (100 KB)", "template", &["hello.greet"][..]),
+        (
+            "ledger (165 KB)",
+            "ledger",
+            &[
+                "ledger.list",
+                "transaction.list",
+                "transaction.create",
+                "transaction.update",
+                "transaction.delete",
+                "transaction.hard_delete",
+                "transactions.export_csv",
+            ][..],
+        ),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..2 {
+            let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache)).expect("runtime");
+            let m = manifest(dir.path(), krate, krate, tools, "");
+            let started = Instant::now();
+            rt.block_on(runtime.load(m)).expect("loads");
+            times.push(started.elapsed());
+        }
+        println!(
+            "| load {label}: cold compile / from the compiled-code cache | {:.1} ms / {:.1} ms |",
+            times[0].as_secs_f64() * 1e3,
+            times[1].as_secs_f64() * 1e3
+        );
+    }
+
+    // Instantiate + invoke of a trivial adapter: a fresh store and instance per call.
+    let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache)).expect("runtime");
+    let (plugin, _) = rt
+        .block_on(runtime.load(manifest(dir.path(), "template", "template", &["hello.greet"], "")))
+        .expect("load");
+    let ctx = CallContext {
+        tenant: "org_demo".into(),
+        integration: "app".into(),
+        request_id: "req".into(),
+        actor: "svc".into(),
+        allow_sensitive_fields: true,
+    };
+    let mut samples = Vec::with_capacity(20_000);
+    rt.block_on(async {
+        for i in 0..25_000 {
+            let started = Instant::now();
+            plugin
+                .invoke(&ctx, "hello.greet", r#"{"name":"Ada"}"#)
+                .await
+                .expect("invoke");
+            if i >= 5_000 {
+                samples.push(started.elapsed());
+            }
+        }
+    });
+    let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
+    println!("| instantiate + invoke, trivial adapter (20,000 calls) | p50 {p50:.1} µs, p99 {p99:.1} µs |");
+    drop(rt);
+
+    // A governed read's throughput, alone and while another tenant's plugin loops.
+    let any = "127.0.0.1:0".parse().expect("addr");
+    let desk = demo::desk::start().expect("desk");
+    let path = demo::write_files(dir.path(), any, any, desk).expect("files");
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str("\n[admission]\nmax_in_flight = 100000\n[admission.default]\nrequests = 100000000\nwindow_seconds = 1\nconcurrency = 100000\n");
+    std::fs::write(&path, text).expect("config");
+    let config = Config::load(&path).expect("config");
+    let creds = demo::seed(&config, dir.path(), &clock).expect("seed");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let server = rt.block_on(Server::start(config, clock.clone())).expect("server");
+    rt.block_on(server.gateway.load_plugin(
+        manifest(
+            dir.path(),
+            "loop",
+            "test-loop",
+            &["hostile.loop"],
+            "[limits]\ntimeout_ms = 2000\n",
+        ),
+        "bench",
+    ))
+    .expect("loop fixture");
+    let other = openport::apps::create_app(
+        &server.gateway.store,
+        openport::apps::NewApp {
+            scope: "workspace".into(),
+            name: "hostile".into(),
+            description: None,
+            org_id: Some("org_other".into()),
+            user_id: None,
+            service_user_id: None,
+            scopes: vec!["hostile.use".into()],
+            policy: None,
+        },
+        "bench",
+        "2026-01-01T00:00:00.000Z",
+    )
+    .expect("app");
+    let url = format!(
+        "http://{}/api/agent/v1/transactions?ledgerId=ledger_main",
+        server.agent_addr
+    );
+    let loop_url = format!("http://{}/api/agent/v1/hostile-loop", server.agent_addr);
+    let token = creds.agent_tokens["Demo Integration"].clone();
+    let drive = |secs: u64, hostile: bool| -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        std::thread::scope(|scope| {
+            if hostile {
+                scope.spawn(|| {
+                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                    while Instant::now() < deadline {
+                        let _ = agent
+                            .get(&loop_url)
+                            .header("Authorization", &format!("Bearer {}", other.token))
+                            .call();
+                    }
+                });
+            }
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let agent: ureq::Agent =
+                            ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                        let mut n = 0_u64;
+                        while Instant::now() < deadline {
+                            agent
+                                .get(&url)
+                                .header("Authorization", &format!("Bearer {token}"))
+                                .call()
+                                .expect("answered");
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum::<u64>() as f64 / secs as f64
+        })
+    };
+    // A/B/A: the undisturbed figure is the mean of a run before and a run after, so a
+    // drift over time (a growing audit table) does not count against the plugin.
+    let before = drive(6, false);
+    let disturbed = drive(6, true);
+    let after = drive(6, false);
+    let alone = (before + after) / 2.0;
+    println!("| governed read alone (4 in-process clients, 6 s; before / after) | {before:.0} / {after:.0} req/s |");
+    println!(
+        "| the same while another tenant's plugin loops to its 2 s deadline | {disturbed:.0} req/s ({:.0}% of alone) |",
+        disturbed / alone * 100.0
+    );
+    drop(server);
+}
