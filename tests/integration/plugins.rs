@@ -400,3 +400,31 @@ fn the_template_plugin_loads_and_serves_as_the_authoring_guide_says() {
     gw.get("/api/agent/v1/hello", Some(&token))
         .expect(400, "common.validation");
 }
+
+#[test]
+fn a_replacement_lets_calls_in_flight_finish_on_the_old_version() {
+    let gw = TestGateway::start();
+    let token = hostile_app(&gw);
+    let v1 = manifest(
+        &gw,
+        "swap",
+        "test-loop",
+        &["hostile.loop"],
+        "[limits]\ntimeout_ms = 1500\n",
+    );
+    add(&gw, &v1).expect(200, "common.success");
+    std::thread::scope(|scope| {
+        let in_flight = scope.spawn(|| gw.get("/api/agent/v1/hostile-loop", Some(&token)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Version 2 of plugin `swap` serves a different tool.
+        let v2 = manifest(&gw, "swap", "template", &["hello.greet"], "");
+        add(&gw, &v2).expect(200, "common.success");
+        // New calls see version 2 at once ...
+        gw.get("/api/agent/v1/hostile-loop", Some(&token))
+            .expect(404, "agent.not_found");
+        // ... while the call already running finishes on version 1, at its own deadline.
+        let reply = in_flight.join().expect("thread");
+        reply.expect(504, "agent.plugin_timeout");
+        assert_eq!(gw.audit_of(&reply)[0].tool.as_deref(), Some("hostile.loop"));
+    });
+}
