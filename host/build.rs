@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Plugins embedded in the binary for `openport demo`.
-const DEMO_PLUGINS: &[&str] = &["ledger", "tickets"];
+const DEMO_PLUGINS: &[&str] = &["ledger", "ledger-witness", "tickets"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -70,13 +70,14 @@ fn main() {
     writeln!(out, "/// Every plugin crate in `plugins/`, by crate name.").ok();
     writeln!(out, "pub const ALL: &[&str] = &{members:?};").ok();
     for demo in DEMO_PLUGINS {
-        let path = artifacts.join(format!("{demo}.wasm"));
+        let file = demo.replace('-', "_");
+        let path = artifacts.join(format!("{file}.wasm"));
         assert!(path.exists(), "plugin `{demo}` was not built at {}", path.display());
         writeln!(out, "/// The `{demo}` component.").ok();
         writeln!(
             out,
             "pub const {}: &[u8] = include_bytes!({:?});",
-            demo.to_uppercase(),
+            file.to_uppercase(),
             path.display().to_string()
         )
         .ok();

@@ -263,6 +263,8 @@ pub struct Catalog {
     plugins: BTreeMap<String, Arc<Plugin>>,
     tools: BTreeMap<String, Arc<Tool>>,
     routes: HashMap<String, String>,
+    /// Tool name → the state witness that watches it.
+    witnesses: HashMap<String, Arc<Plugin>>,
 }
 
 impl Catalog {
@@ -293,6 +295,47 @@ impl Catalog {
         Ok(next)
     }
 
+    /// A catalog with one more (or a replaced) state witness. Refuses a tool another
+    /// witness already watches.
+    pub fn with_witness(&self, plugin: Arc<Plugin>, witnessed: Vec<String>) -> Result<Catalog, String> {
+        let name = plugin.name().to_string();
+        let mut next = self.without_plugin(&name);
+        for tool in witnessed {
+            if let Some(other) = next.witnesses.get(&tool) {
+                return Err(format!(
+                    "tool `{tool}` is already witnessed by plugin `{}`",
+                    other.name()
+                ));
+            }
+            next.witnesses.insert(tool, plugin.clone());
+        }
+        next.plugins.insert(name, plugin);
+        Ok(next)
+    }
+
+    /// The state witness of a tool, if one is loaded.
+    pub fn witness(&self, tool: &str) -> Option<&Arc<Plugin>> {
+        self.witnesses.get(tool)
+    }
+
+    /// The tools a plugin serves or witnesses.
+    pub fn tools_of(&self, plugin: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .tools
+            .values()
+            .filter(|t| t.plugin.name() == plugin)
+            .map(|t| t.name.as_str())
+            .collect();
+        out.extend(
+            self.witnesses
+                .iter()
+                .filter(|(_, p)| p.name() == plugin)
+                .map(|(t, _)| t.as_str()),
+        );
+        out.sort();
+        out
+    }
+
     /// A catalog without the named plugin and its tools.
     pub fn without_plugin(&self, name: &str) -> Catalog {
         let tools: BTreeMap<_, _> = self
@@ -309,7 +352,18 @@ impl Catalog {
             .collect();
         let mut plugins = self.plugins.clone();
         plugins.remove(name);
-        Catalog { plugins, tools, routes }
+        let witnesses = self
+            .witnesses
+            .iter()
+            .filter(|(_, p)| p.name() != name)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Catalog {
+            plugins,
+            tools,
+            routes,
+            witnesses,
+        }
     }
 
     pub fn tool(&self, name: &str) -> Option<&Arc<Tool>> {

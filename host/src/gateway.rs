@@ -131,12 +131,13 @@ impl Gateway {
         let overrides = manifest.risk.clone();
         let replaces = self.catalog().plugins().any(|p| p.name() == name);
         let result = async {
-            let (plugin, descriptors) = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
+            let loaded = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
                 name: name.clone(),
                 source,
             })?;
-            let mut tools = Vec::with_capacity(descriptors.len());
-            for d in descriptors {
+            let plugin = loaded.plugin;
+            let mut tools = Vec::with_capacity(loaded.tools.len());
+            for d in loaded.tools {
                 let floor = overrides.get(&d.name).copied();
                 let tool = Tool::new(d, floor, plugin.clone()).map_err(|message| StartError::Catalog {
                     name: name.clone(),
@@ -145,12 +146,14 @@ impl Gateway {
                 tools.push(tool);
             }
             let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            let next = guard
-                .with_plugin(plugin.clone(), tools)
-                .map_err(|message| StartError::Catalog {
-                    name: name.clone(),
-                    message,
-                })?;
+            let next = match plugin.world() {
+                crate::plugin::World::ToolAdapter => guard.with_plugin(plugin.clone(), tools),
+                crate::plugin::World::StateWitness => guard.with_witness(plugin.clone(), loaded.witnessed),
+            }
+            .map_err(|message| StartError::Catalog {
+                name: name.clone(),
+                message,
+            })?;
             *guard = Arc::new(next);
             Ok::<_, StartError>(plugin)
         }

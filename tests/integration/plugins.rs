@@ -214,7 +214,10 @@ fn refused_loads_name_the_reason_and_the_old_version_keeps_serving() {
     let refused = add(&gw, &not_adapter);
     refused.expect(400, "common.validation");
     assert!(
-        refused.body.to_string().contains("does not implement world"),
+        refused
+            .body
+            .to_string()
+            .contains("does not implement the manifest's world"),
         "{:#}",
         refused.body
     );
@@ -258,8 +261,8 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
     let listed = gw.admin_get("/api/agent-admin/v1/plugins", Some(&gw.admin_token("auditor")));
     assert_eq!(
         listed.data()["items"].as_array().map(Vec::len),
-        Some(3),
-        "ledger, tickets and trap"
+        Some(4),
+        "ledger, its witness, tickets and trap"
     );
 
     // The gateway remembers it: a second gateway on the same data directory loads it.

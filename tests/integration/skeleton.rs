@@ -294,3 +294,49 @@ fn probes_answer_without_credentials() {
     ready.expect(200, "common.success");
     assert_eq!(ready.data()["tools"], 9);
 }
+
+#[test]
+fn preflight_and_drafts_carry_the_state_witness_and_a_stale_hash_is_refused() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let pre = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&token),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}}),
+    );
+    pre.expect(200, "common.success");
+    let witness = &pre.data()["stateWitness"];
+    assert_eq!(witness["kind"], "resource_version");
+    assert_eq!(
+        (witness["id"].as_str(), witness["is_deleted"].as_bool()),
+        (Some("txn_2"), Some(false))
+    );
+    let hash = pre.data()["stateWitnessHash"].as_str().expect("hash").to_string();
+    assert_eq!(hash, openport::hashing::jcs_sha256(witness));
+
+    let stale = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}, "stateWitnessHash": "0".repeat(64)}),
+    );
+    stale.expect(409, "agent.precondition_failed");
+    assert_eq!(stale.body["details"]["reason"], "state_witness_mismatch");
+    assert!(gw.audit_of(&stale)[0].draft_id.is_none(), "no draft");
+
+    let good = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}, "stateWitnessHash": hash}),
+    );
+    good.expect(200, "common.success");
+    assert_eq!(good.data()["draft"]["preflight_state_witness_hash"], hash);
+
+    // A tool no witness watches cannot promise a state.
+    let unsupported = gw.post(
+        "/api/agent/v1/actions",
+        Some(&token),
+        &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "income", "title": "t", "amount_home": 1}, "stateWitnessHash": hash}),
+    );
+    unsupported.expect(409, "agent.precondition_failed");
+    assert_eq!(unsupported.body["details"]["reason"], "state_witness_unsupported");
+}

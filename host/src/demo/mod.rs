@@ -128,6 +128,28 @@ max_output_bytes = 1048576
         sha256_hex(ledger)
     );
     write_file(&data_dir.join("plugins/ledger.toml"), manifest.as_bytes())?;
+    let witness = artifacts::LEDGER_WITNESS;
+    write_file(&data_dir.join("plugins/ledger-witness.wasm"), witness)?;
+    let manifest = format!(
+        r#"# The ledger's State Witness: re-checked before a reviewed write executes.
+name = "ledger-witness"
+version = "0.1.0"
+world = "state-witness"
+component = "ledger-witness.wasm"
+sha256 = "{}"
+tools = ["transaction.update", "transaction.delete", "transaction.hard_delete"]
+
+[grants]
+kv = true
+kv_namespace = "ledger"
+
+[limits]
+timeout_ms = 1000
+memory_mib = 16
+"#,
+        sha256_hex(witness)
+    );
+    write_file(&data_dir.join("plugins/ledger-witness.toml"), manifest.as_bytes())?;
     let tickets = artifacts::TICKETS;
     write_file(&data_dir.join("plugins/tickets.wasm"), tickets)?;
     let manifest = format!(
@@ -174,6 +196,9 @@ dir = "policies"
 
 [[plugin]]
 manifest = "plugins/ledger.toml"
+
+[[plugin]]
+manifest = "plugins/ledger-witness.toml"
 
 [[plugin]]
 manifest = "plugins/tickets.toml"

@@ -2,8 +2,8 @@
 //! backend; a missing grant is `error.unavailable`, never a trap.
 
 use super::CallState;
-use super::bindings::openport::plugin::host::{Host, HttpRequest, HttpResponse, Level};
-use super::bindings::openport::plugin::types::{self, Error};
+use super::bindings::adapter::openport::plugin::host::{Host, HttpRequest, HttpResponse, Level};
+use super::bindings::adapter::openport::plugin::types::{self, Error};
 
 /// Longest key and value a plugin may store, and most keys one `kv-list` returns.
 const MAX_KV_KEY: usize = 512;
@@ -49,7 +49,7 @@ impl Host for CallState {
 
     fn kv_get(&mut self, key: String) -> Result<Option<String>, Error> {
         let store = self.kv("get")?;
-        store.kv_get(&self.env.name, &self.tenant, &key).map_err(backend)
+        store.kv_get(self.namespace(), &self.tenant, &key).map_err(backend)
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), Error> {
@@ -66,7 +66,7 @@ impl Host for CallState {
 
     fn kv_delete(&mut self, key: String) -> Result<(), Error> {
         let store = self.kv("delete")?;
-        store.kv_delete(&self.env.name, &self.tenant, &key).map_err(backend)
+        store.kv_delete(self.namespace(), &self.tenant, &key).map_err(backend)
     }
 
     fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, Error> {
@@ -156,6 +156,11 @@ fn send(request: HttpRequest, timeout: std::time::Duration, limit: usize) -> Res
 }
 
 impl CallState {
+    /// The key-value namespace: the plugin's own, or the one the operator granted.
+    fn namespace(&self) -> &str {
+        self.env.grants.kv_namespace.as_deref().unwrap_or(&self.env.name)
+    }
+
     fn kv(&self, _op: &str) -> Result<std::sync::Arc<crate::store::Store>, Error> {
         if !self.env.grants.kv {
             return Err(denied("kv"));

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::catalog::Risk;
 
 /// Which contract a component implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum World {
     ToolAdapter,
@@ -28,6 +28,10 @@ pub struct Grants {
     /// A key-value namespace in the store, per tenant.
     #[serde(default)]
     pub kv: bool,
+    /// Use another plugin's key-value namespace instead of its own: a state witness reads
+    /// the state of the adapter it watches. Granted by the operator, never by the plugin.
+    #[serde(default)]
+    pub kv_namespace: Option<String>,
     /// Configuration values the plugin may read.
     #[serde(default)]
     pub config: BTreeMap<String, String>,

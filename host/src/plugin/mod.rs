@@ -21,8 +21,9 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use self::bindings::openport::plugin::types as wit;
-use self::bindings::{ToolAdapter, ToolAdapterPre};
+use self::bindings::adapter::openport::plugin::types as wit;
+use self::bindings::adapter::{ToolAdapter, ToolAdapterPre};
+use self::bindings::witness::{StateWitness, StateWitnessPre, Verdict as WitVerdict};
 use crate::catalog::{Descriptor, Effect, Risk};
 use crate::clock::SharedClock;
 use crate::hashing::sha256_hex;
@@ -42,9 +43,7 @@ pub enum LoadError {
     Read { path: String, source: std::io::Error },
     #[error("component digest {actual} does not match the manifest's sha256 {expected}")]
     DigestMismatch { expected: String, actual: String },
-    #[error("plugin world `{0:?}` is not supported by this gateway yet")]
-    UnsupportedWorld(World),
-    #[error("component does not implement world `tool-adapter`: {0}")]
+    #[error("component does not implement the manifest's world: {0}")]
     WorldMismatch(String),
     #[error("component failed to compile: {0}")]
     Compile(String),
@@ -174,11 +173,25 @@ impl WasiView for CallState {
     }
 }
 
+/// A pre-linked component of either world.
+enum Pre {
+    Adapter(ToolAdapterPre<CallState>),
+    Witness(StateWitnessPre<CallState>),
+}
+
+/// What a witness says of the state it captured earlier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Unchanged,
+    /// What changed, for the audit trail.
+    Changed(String),
+}
+
 /// A loaded plugin: its manifest, digest and pre-linked component.
 pub struct Plugin {
     manifest: PluginManifest,
     digest: String,
-    pre: ToolAdapterPre<CallState>,
+    pre: Pre,
     env: Arc<PluginEnv>,
     engine: Engine,
 }
@@ -255,7 +268,7 @@ impl PluginRuntime {
     }
 
     /// Verifies, compiles and describes a plugin. Returns it with the tools it reported.
-    pub async fn load(&self, manifest: PluginManifest) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
+    pub async fn load(&self, manifest: PluginManifest) -> Result<Loaded, LoadError> {
         let bytes = std::fs::read(&manifest.component).map_err(|source| LoadError::Read {
             path: manifest.component.display().to_string(),
             source,
@@ -264,20 +277,13 @@ impl PluginRuntime {
     }
 
     /// As [`load`](Self::load), from bytes already in memory.
-    pub async fn load_bytes(
-        &self,
-        manifest: PluginManifest,
-        bytes: &[u8],
-    ) -> Result<(Arc<Plugin>, Vec<Descriptor>), LoadError> {
+    pub async fn load_bytes(&self, manifest: PluginManifest, bytes: &[u8]) -> Result<Loaded, LoadError> {
         let digest = sha256_hex(bytes);
         if digest != manifest.sha256 {
             return Err(LoadError::DigestMismatch {
                 expected: manifest.sha256.clone(),
                 actual: digest,
             });
-        }
-        if manifest.world != World::ToolAdapter {
-            return Err(LoadError::UnsupportedWorld(manifest.world));
         }
         let engine = self.engine.clone();
         let owned = bytes.to_vec();
@@ -290,7 +296,14 @@ impl PluginRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
-        let pre = ToolAdapterPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?;
+        let pre = match manifest.world {
+            World::ToolAdapter => {
+                Pre::Adapter(ToolAdapterPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?)
+            }
+            World::StateWitness => Pre::Witness(
+                StateWitnessPre::new(instance_pre).map_err(|e| LoadError::WorldMismatch(format!("{e:#}")))?,
+            ),
+        };
         let env = Arc::new(PluginEnv {
             name: manifest.name.clone(),
             grants: manifest.grants.clone(),
@@ -311,6 +324,22 @@ impl PluginRuntime {
             actor: String::new(),
             allow_sensitive_fields: false,
         };
+        if manifest_world(&plugin) == World::StateWitness {
+            let witnessed = plugin
+                .call_witness(&ctx, |witness, store| {
+                    Box::pin(async move { witness.call_witnessed_tools(store).await })
+                })
+                .await
+                .map_err(|e| LoadError::Describe(e.to_string()))?;
+            if let Some(undeclared) = witnessed.iter().find(|t| !plugin.manifest.tools.contains(t)) {
+                return Err(LoadError::UndeclaredTool(undeclared.clone()));
+            }
+            return Ok(Loaded {
+                plugin,
+                tools: Vec::new(),
+                witnessed,
+            });
+        }
         let described = plugin
             .call(&ctx, |adapter, store| {
                 Box::pin(async move { adapter.call_describe(store).await })
@@ -345,8 +374,25 @@ impl PluginRuntime {
                 idempotent: d.idempotent,
             });
         }
-        Ok((plugin, descriptors))
+        Ok(Loaded {
+            plugin,
+            tools: descriptors,
+            witnessed: Vec::new(),
+        })
     }
+}
+
+fn manifest_world(plugin: &Plugin) -> World {
+    plugin.world()
+}
+
+/// A plugin that passed its checks, with what it serves: tools (adapters) or the tools it
+/// witnesses (state witnesses).
+#[derive(Debug)]
+pub struct Loaded {
+    pub plugin: Arc<Plugin>,
+    pub tools: Vec<Descriptor>,
+    pub witnessed: Vec<String>,
 }
 
 type CallFuture<'a, R> = std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>;
@@ -358,6 +404,10 @@ impl Plugin {
 
     pub fn version(&self) -> &str {
         &self.manifest.version
+    }
+
+    pub fn world(&self) -> World {
+        self.manifest.world
     }
 
     /// Hex sha256 of the component.
@@ -438,12 +488,8 @@ impl Plugin {
         })
     }
 
-    /// Instantiates the component in a fresh store with this plugin's budgets and runs `f`.
-    async fn call<R>(
-        &self,
-        ctx: &CallContext,
-        f: impl for<'a> FnOnce(&'a ToolAdapter, &'a mut Store<CallState>) -> CallFuture<'a, R>,
-    ) -> Result<R, CallError> {
+    /// A fresh store with this plugin's budgets: memory, an epoch deadline, throttling.
+    fn fresh_store(&self, ctx: &CallContext) -> Store<CallState> {
         let limits = &self.manifest.limits;
         let memory = usize::try_from(limits.memory_mib)
             .unwrap_or(usize::MAX)
@@ -486,12 +532,80 @@ impl Plugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let adapter = self
-            .pre
+        store
+    }
+
+    /// Instantiates the tool adapter in a fresh store and runs `f`.
+    async fn call<R>(
+        &self,
+        ctx: &CallContext,
+        f: impl for<'a> FnOnce(&'a ToolAdapter, &'a mut Store<CallState>) -> CallFuture<'a, R>,
+    ) -> Result<R, CallError> {
+        let Pre::Adapter(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a tool adapter".into()));
+        };
+        let mut store = self.fresh_store(ctx);
+        let adapter = pre
             .instantiate_async(&mut store)
             .await
             .map_err(|e| classify(&e, true))?;
         f(&adapter, &mut store).await.map_err(|e| classify(&e, false))
+    }
+
+    /// Instantiates the state witness in a fresh store and runs `f`.
+    async fn call_witness<R>(
+        &self,
+        ctx: &CallContext,
+        f: impl for<'a> FnOnce(&'a StateWitness, &'a mut Store<CallState>) -> CallFuture<'a, R>,
+    ) -> Result<R, CallError> {
+        let Pre::Witness(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a state witness".into()));
+        };
+        let mut store = self.fresh_store(ctx);
+        let witness = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(&e, true))?;
+        f(&witness, &mut store).await.map_err(|e| classify(&e, false))
+    }
+
+    /// Captures the state a write depends on, as a JSON object.
+    pub async fn capture(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<serde_json::Value, CallError> {
+        let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
+        let text = self
+            .call_witness(ctx, |w, store| {
+                Box::pin(async move { w.call_capture(store, &wctx, &tool, &payload).await })
+            })
+            .await?
+            .map_err(|e| CallError::Guest(e.into()))?;
+        check_size(text.len(), self.manifest.limits.max_output_bytes)?;
+        serde_json::from_str(&text).map_err(|_| CallError::Guest(GuestError::Internal("witness is not JSON".into())))
+    }
+
+    /// Checks a captured witness against live state.
+    pub async fn verify(
+        &self,
+        ctx: &CallContext,
+        tool: &str,
+        payload: &str,
+        witness: &serde_json::Value,
+    ) -> Result<Verdict, CallError> {
+        let (wctx, tool, payload, witness) = (
+            wit_context(ctx),
+            tool.to_string(),
+            payload.to_string(),
+            witness.to_string(),
+        );
+        let verdict = self
+            .call_witness(ctx, |w, store| {
+                Box::pin(async move { w.call_verify(store, &wctx, &tool, &payload, &witness).await })
+            })
+            .await?
+            .map_err(|e| CallError::Guest(e.into()))?;
+        Ok(match verdict {
+            WitVerdict::Unchanged => Verdict::Unchanged,
+            WitVerdict::Changed(what) => Verdict::Changed(what),
+        })
     }
 }
 

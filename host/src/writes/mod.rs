@@ -66,6 +66,30 @@ async fn impact(context: &CallContext, tool: &Tool, payload: &Value) -> Result<(
     Ok((impact, hash))
 }
 
+/// The State Witness of a write, when a witness plugin watches the tool: the captured
+/// state and `hex(sha256(JCS(witness)))`. A witness that fails fails the request closed.
+async fn witness(
+    gw: &Gateway,
+    context: &CallContext,
+    tool: &Tool,
+    payload: &Value,
+) -> Result<Option<(Value, String)>, Refused> {
+    let catalog = gw.catalog();
+    let Some(plugin) = catalog.witness(&tool.name) else {
+        return Ok(None);
+    };
+    let captured = plugin
+        .capture(context, &tool.name, &crate::hashing::canonical_json(payload))
+        .await
+        .map_err(|e| Refused {
+            failure: Failure::new(codes::WITNESS_UNAVAILABLE, "The state witness is unavailable"),
+            headers: Vec::new(),
+            internal: Some(e.to_string()),
+        })?;
+    let hash = jcs_sha256(&captured);
+    Ok(Some((captured, hash)))
+}
+
 /// `POST /preflight`: computes and stores the impact binding.
 pub async fn preflight(
     gw: &Gateway,
@@ -75,6 +99,8 @@ pub async fn preflight(
     payload: Value,
 ) -> Result<Value, Refused> {
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    let witnessed = witness(gw, context, tool, &payload).await?;
+    let (state_witness, state_witness_hash) = witnessed.map_or((None, None), |(w, h)| (Some(w), Some(h)));
     let now = gw.clock.now();
     let record = PreflightRecord {
         id: ids::new_id(Kind::Preflight),
@@ -85,8 +111,8 @@ pub async fn preflight(
         payload,
         impact: impact.clone(),
         impact_hash: impact_hash.clone(),
-        state_witness: None,
-        state_witness_hash: None,
+        state_witness: state_witness.clone(),
+        state_witness_hash: state_witness_hash.clone(),
         plugin_digest: tool.plugin.digest().to_string(),
         created_at: clock::iso(now),
         expires_at: clock::iso(now + PREFLIGHT_TTL),
@@ -98,8 +124,8 @@ pub async fn preflight(
         "requiresConfirmation": tool.requires_confirmation,
         "impact": impact,
         "impactHash": impact_hash,
-        "stateWitness": Value::Null,
-        "stateWitnessHash": Value::Null,
+        "stateWitness": state_witness,
+        "stateWitnessHash": state_witness_hash,
         "preflightId": record.id,
     }))
 }
@@ -166,6 +192,26 @@ pub async fn propose(
         preflight,
     } = proposal;
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    // The State Witness at draft creation; a supplied hash must match it (SPEC 6).
+    let witnessed = witness(gw, context, tool, &payload).await?;
+    let supplied = body
+        .state_witness_hash
+        .clone()
+        .or_else(|| preflight.and_then(|p| p.state_witness_hash.clone()));
+    let current = witnessed.as_ref().map(|(_, hash)| hash.clone());
+    if let Some(supplied) = &supplied {
+        let reason = match &current {
+            None => Some("state_witness_unsupported"),
+            Some(current) if current != supplied => Some("state_witness_mismatch"),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            return Err(Failure::new(codes::PRECONDITION_FAILED, "State precondition failed")
+                .with("action", tool.name.clone())
+                .with("reason", reason)
+                .into());
+        }
+    }
     if let Some(preflight) = preflight
         && preflight.impact_hash != impact_hash
     {
@@ -197,7 +243,7 @@ pub async fn propose(
             .preflight_hash
             .clone()
             .or_else(|| preflight.map(|p| p.impact_hash.clone())),
-        preflight_state_witness_hash: body.state_witness_hash.clone(),
+        preflight_state_witness_hash: current,
         plugin: tool.plugin.name().into(),
         plugin_digest: tool.plugin.digest().into(),
         created_at: clock::iso(now),
