@@ -87,9 +87,10 @@ fn main() {
 
     // Instantiate + invoke of a trivial adapter: a fresh store and instance per call.
     let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache)).expect("runtime");
-    let (plugin, _) = rt
+    let plugin = rt
         .block_on(runtime.load(manifest(dir.path(), "template", "template", &["hello.greet"], "")))
-        .expect("load");
+        .expect("load")
+        .plugin;
     let ctx = CallContext {
         tenant: "org_demo".into(),
         integration: "app".into(),
