@@ -431,3 +431,30 @@ fn a_replacement_lets_calls_in_flight_finish_on_the_old_version() {
         assert_eq!(gw.audit_of(&reply)[0].tool.as_deref(), Some("hostile.loop"));
     });
 }
+
+#[test]
+fn a_capability_the_manifest_does_not_grant_is_refused() {
+    let gw = TestGateway::start();
+    // The demo's ledger again, without its `kv` grant: it can no longer read its data.
+    let tools = [
+        "ledger.list",
+        "transaction.list",
+        "transaction.create",
+        "transaction.update",
+        "transaction.delete",
+        "transaction.hard_delete",
+        "transactions.export_csv",
+    ];
+    let path = manifest(&gw, "ledger", "ledger", &tools, "[grants]\nclock = true\n");
+    add(&gw, &path).expect(200, "common.success");
+    let reply = gw.get("/api/agent/v1/ledgers", Some(&gw.full()));
+    reply.expect(503, "agent.plugin_unavailable");
+    let event = &gw.audit_of(&reply)[0];
+    assert!(
+        event.details["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("capability `kv` is not granted")),
+        "{:?}",
+        event.details
+    );
+}
