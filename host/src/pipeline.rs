@@ -504,8 +504,9 @@ impl Governed<'_> {
             return Err(Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into());
         };
         trail.draft_id = Some(draft.id.clone());
+        let execution = self.gw.store.latest_execution(&draft.id).map_err(Refused::internal)?;
         Ok(Reply::ok(
-            json!({"draft": writes::public_draft(&draft), "execution": Value::Null}),
+            json!({"draft": writes::public_draft(&draft), "execution": execution}),
         ))
     }
 }

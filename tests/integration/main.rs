@@ -11,6 +11,8 @@ mod admission;
 mod audit;
 /// The command-line binary: config errors, `check`, `audit`.
 mod cli;
+/// Human review of drafts: approve, reject, races, expiry, State Witness.
+mod drafts;
 /// Authentication and authorization along the pipeline's steps 2 to 12.
 mod governance;
 /// Plugins: hot load, replace, remove, refusals and the hostile fixtures.

@@ -36,6 +36,10 @@ enum Route {
     ValidatePolicies,
     AddPlugin,
     RemovePlugin(String),
+    ListDrafts,
+    Draft(String),
+    ApproveDraft(String),
+    RejectDraft(String),
 }
 
 impl Route {
@@ -50,6 +54,10 @@ impl Route {
             ("POST", ["keys", id, "revoke"]) => Route::RevokeKey((*id).into()),
             ("GET", ["plugins"]) => Route::ListPlugins,
             ("POST", ["plugins"]) => Route::AddPlugin,
+            ("GET", ["drafts"]) => Route::ListDrafts,
+            ("GET", ["drafts", id]) => Route::Draft((*id).into()),
+            ("POST", ["drafts", id, "approve"]) => Route::ApproveDraft((*id).into()),
+            ("POST", ["drafts", id, "reject"]) => Route::RejectDraft((*id).into()),
             ("DELETE", ["plugins", name]) => Route::RemovePlugin((*name).into()),
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
@@ -87,6 +95,10 @@ impl Route {
             Route::Policies => "admin.policies.read",
             Route::ValidatePolicies => "admin.policies.validate",
             Route::AddPlugin => "admin.plugins.add",
+            Route::ListDrafts => "admin.drafts.list",
+            Route::Draft(_) => "admin.drafts.read",
+            Route::ApproveDraft(_) => "admin.drafts.approve",
+            Route::RejectDraft(_) => "admin.drafts.reject",
             Route::RemovePlugin(_) => "admin.plugins.remove",
             Route::PruneAudit => "admin.audit.prune",
         }
@@ -107,6 +119,8 @@ impl Route {
             | Route::AddPlugin
             | Route::RemovePlugin(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
+            Route::ListDrafts | Route::Draft(_) => &[Role::Reviewer, Role::Operator, Role::Auditor],
+            Route::ApproveDraft(_) | Route::RejectDraft(_) => &[Role::Reviewer],
             Route::ExportAudit => &[Role::Auditor, Role::Operator],
         }
     }
@@ -407,6 +421,67 @@ async fn run(
                 json!({"ok": true, "plugin": {"name": name, "removed": true}}),
             ))
         }
+        Route::ListDrafts => {
+            let query = query_map(inbound.query.as_deref());
+            let drafts = gw
+                .store
+                .drafts(
+                    principal.org_id.as_deref(),
+                    query.get("appId").map(String::as_str),
+                    query.get("status").map(String::as_str),
+                    query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
+                )
+                .map_err(|e| internal(&e))?;
+            let items: Vec<Value> = drafts.iter().map(crate::writes::public_draft).collect();
+            Ok(Done::data(json!({"items": items})))
+        }
+        Route::Draft(id) => {
+            let reviewer = reviewer(&principal, &inbound.request_id);
+            let draft = crate::writes::review::visible_draft(gw, &reviewer, &id).map_err(|r| r.failure)?;
+            let execution = gw.store.latest_execution(&id).map_err(|e| internal(&e))?;
+            let mut done = Done::data(json!({"draft": crate::writes::public_draft(&draft), "execution": execution}));
+            done.app_id = Some(draft.app_id);
+            Ok(done)
+        }
+        Route::ApproveDraft(ref id) | Route::RejectDraft(ref id) => {
+            let id = id.clone();
+            #[derive(serde::Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Review {
+                #[serde(default)]
+                note: Option<String>,
+                #[serde(default, rename = "impactHash")]
+                impact_hash: Option<String>,
+            }
+            let body: Review = if matches!(&inbound.body, Ok(b) if b.is_empty()) {
+                Review::default()
+            } else {
+                json_body(inbound)?
+            };
+            let reviewer = reviewer(&principal, &inbound.request_id);
+            let approving = matches!(route, Route::ApproveDraft(_));
+            let result = if approving {
+                crate::writes::review::approve(gw, &reviewer, &id, body.impact_hash.as_deref()).await
+            } else {
+                crate::writes::review::reject(gw, &reviewer, &id).await
+            };
+            match result {
+                Ok(data) => {
+                    let mut done = Done::data(data);
+                    if let Some(note) = body.note {
+                        done.details
+                            .insert("note".into(), note.chars().take(2000).collect::<String>().into());
+                    }
+                    Ok(done)
+                }
+                Err(refused) => {
+                    if let Some(detail) = &refused.internal {
+                        tracing::warn!(request_id = %inbound.request_id, error = %detail, "review failed");
+                    }
+                    Err(refused.failure)
+                }
+            }
+        }
         Route::ExportAudit => {
             let query = query_map(inbound.query.as_deref());
             let mut filter = audit_filter(&principal, &query);
@@ -527,4 +602,12 @@ fn plugin_json(catalog: &crate::catalog::Catalog, plugin: &crate::plugin::Plugin
         "grants": {"log": m.grants.log, "clock": m.grants.clock, "kv": m.grants.kv, "config": m.grants.config.keys().collect::<Vec<_>>()},
         "limits": {"timeout_ms": m.limits.timeout_ms, "memory_mib": m.limits.memory_mib, "max_output_bytes": m.limits.max_output_bytes},
     })
+}
+
+fn reviewer<'a>(principal: &'a AdminPrincipal, request_id: &'a str) -> crate::writes::review::Reviewer<'a> {
+    crate::writes::review::Reviewer {
+        name: &principal.name,
+        org_id: principal.org_id.as_deref(),
+        request_id,
+    }
 }

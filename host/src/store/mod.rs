@@ -12,13 +12,16 @@ use std::sync::{Mutex, MutexGuard};
 pub use rusqlite::Connection;
 use rusqlite::{OptionalExtension, params};
 
-pub use records::{AdminTokenRecord, AppRecord, AuditInsert, AuditRow, DraftRecord, KeyRecord, PreflightRecord};
+pub use records::{
+    AdminTokenRecord, AppRecord, AuditInsert, AuditRow, DraftRecord, ExecutionRecord, KeyRecord, PreflightRecord,
+};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_audit_checkpoints.sql"),
     include_str!("migrations/0003_plugins.sql"),
+    include_str!("migrations/0004_executions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -304,6 +307,101 @@ impl Store {
     pub fn insert_draft(&self, draft: &DraftRecord) -> Result<(), StoreError> {
         let conn = self.conn()?;
         records::insert_draft(&conn, draft)
+    }
+
+    /// Moves a draft from `from` to `to` in one statement; `false` when it was not in
+    /// `from` any more (another request won the race, or it is final). `by` and `at` fill
+    /// the confirmation or cancellation columns the target state has.
+    pub fn transition_draft(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: Option<&str>,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE drafts SET status = ?3, updated_at = ?5,
+                 confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_at END,
+                 confirmed_by_user_id = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_by_user_id END,
+                 canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END
+             WHERE id = ?1 AND status = ?2",
+            params![id, from, to, by, at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records an execution of a draft.
+    pub fn insert_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO executions (id, draft_id, app_id, idempotency_key, status, result, error, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                execution.id,
+                execution.draft_id,
+                execution.app_id,
+                execution.idempotency_key,
+                execution.status,
+                execution.result.as_ref().map(serde_json::Value::to_string),
+                execution.error,
+                execution.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The latest execution of a draft.
+    pub fn latest_execution(&self, draft_id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, draft_id, app_id, idempotency_key, status, result, error, created_at
+             FROM executions WHERE draft_id = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row([draft_id], |r| {
+                let result: Option<String> = r.get(5)?;
+                Ok(ExecutionRecord {
+                    id: r.get(0)?,
+                    draft_id: r.get(1)?,
+                    app_id: r.get(2)?,
+                    idempotency_key: r.get(3)?,
+                    status: r.get(4)?,
+                    result: result.and_then(|t| serde_json::from_str(&t).ok()),
+                    error: r.get(6)?,
+                    created_at: r.get(7)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Drafts for review, newest first, filtered by tenant, app and status.
+    pub fn drafts(
+        &self,
+        org_id: Option<&str>,
+        app_id: Option<&str>,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DraftRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM drafts WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR app_id = ?2)
+             AND (?3 IS NULL OR status = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map(
+                params![org_id, app_id, status, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = records::draft(&conn, &id)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 
     /// Draft counts by state, for the metrics.

@@ -515,3 +515,17 @@ pub(super) fn preflight(conn: &Connection, id: &str) -> Result<Option<PreflightR
         })
         .optional()?)
 }
+
+/// One run of a draft's action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub draft_id: String,
+    pub app_id: String,
+    pub idempotency_key: Option<String>,
+    /// `success` or `failed`.
+    pub status: String,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: String,
+}

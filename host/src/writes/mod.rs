@@ -4,6 +4,8 @@
 //! The gate reads the app's auto-execute policy; an app without one never auto-executes,
 //! and the draft says why in `autoExecuteDeniedCode`.
 
+pub mod review;
+
 use serde_json::{Map, Value, json};
 use time::Duration;
 

@@ -1,0 +1,284 @@
+//! Human review of drafts on the admin plane: approve (which executes the draft once) and
+//! reject. Every state change is one conditional store update, so of two racing approvals
+//! exactly one wins; the loser is told the draft is no longer pending.
+
+use serde_json::{Value, json};
+
+use crate::audit::{AuditEvent, Status};
+use crate::clock;
+use crate::gateway::Gateway;
+use crate::hashing::{canonical_json, jcs_sha256};
+use crate::pipeline::{Refused, call_refusal};
+use crate::plugin::CallContext;
+use crate::protocol::Failure;
+use crate::protocol::codes::{self, Code};
+use crate::protocol::ids::{self, Kind};
+use crate::store::{DraftRecord, ExecutionRecord};
+
+/// Who reviews: an admin credential's name and, if scoped, its tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct Reviewer<'a> {
+    pub name: &'a str,
+    pub org_id: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+fn refused(code: Code, message: &str) -> Refused {
+    Failure::new(code, message).into()
+}
+
+/// A draft the reviewer may see: another tenant's answers like a missing one.
+pub fn visible_draft(gw: &Gateway, reviewer: &Reviewer<'_>, id: &str) -> Result<DraftRecord, Refused> {
+    gw.store
+        .draft(id)
+        .map_err(Refused::internal)?
+        .filter(|d| reviewer.org_id.is_none_or(|org| org == d.org_id))
+        .ok_or_else(|| refused(codes::DRAFT_NOT_FOUND, "Draft not found"))
+}
+
+/// Refuses a draft that is not pending, marking an overdue one `expired` first.
+async fn pending(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> Result<(), Refused> {
+    if draft.status != "draft" {
+        return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
+    }
+    let now = gw.clock.now();
+    if clock::parse_iso(&draft.expires_at).is_none_or(|t| t <= now) {
+        if gw
+            .store
+            .transition_draft(&draft.id, "draft", "expired", None, &clock::iso(now))
+            .map_err(Refused::internal)?
+        {
+            lifecycle(
+                gw,
+                reviewer,
+                draft,
+                "agent.draft.expired",
+                Status::Failed,
+                codes::DRAFT_EXPIRED,
+                None,
+            )
+            .await?;
+        }
+        return Err(refused(codes::DRAFT_EXPIRED, "Draft expired before review"));
+    }
+    Ok(())
+}
+
+/// A lifecycle audit event, durable before this returns.
+async fn lifecycle(
+    gw: &Gateway,
+    reviewer: &Reviewer<'_>,
+    draft: &DraftRecord,
+    action: &str,
+    status: Status,
+    code: Code,
+    execution_id: Option<&str>,
+) -> Result<(), Refused> {
+    let mut event = AuditEvent::new(action, status, code.name, gw.now_iso());
+    event.org_id = Some(draft.org_id.clone());
+    event.app_id = Some(draft.app_id.clone());
+    event.key_id = Some(draft.key_id.clone());
+    event.actor_user_id = Some(draft.actor_user_id.clone());
+    event.performed_by_user_id = Some(reviewer.name.to_string());
+    event.request_id = Some(reviewer.request_id.to_string());
+    event.draft_id = Some(draft.id.clone());
+    event.execution_id = execution_id.map(String::from);
+    event.tool = Some(draft.action_type.clone());
+    event.risk = Some(draft.risk.clone());
+    event.plugin = Some(draft.plugin.clone());
+    event.plugin_digest = Some(draft.plugin_digest.clone());
+    gw.audit.record(event).await.map_err(Refused::internal)?;
+    Ok(())
+}
+
+/// Rejects a pending draft.
+pub async fn reject(gw: &Gateway, reviewer: &Reviewer<'_>, id: &str) -> Result<Value, Refused> {
+    let draft = visible_draft(gw, reviewer, id)?;
+    pending(gw, reviewer, &draft).await?;
+    let now = gw.now_iso();
+    if !gw
+        .store
+        .transition_draft(id, "draft", "canceled", Some(reviewer.name), &now)
+        .map_err(Refused::internal)?
+    {
+        return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
+    }
+    lifecycle(
+        gw,
+        reviewer,
+        &draft,
+        "agent.draft.reject",
+        Status::Success,
+        codes::SUCCESS,
+        None,
+    )
+    .await?;
+    let draft = visible_draft(gw, reviewer, id)?;
+    Ok(json!({"ok": true, "draft": super::public_draft(&draft)}))
+}
+
+/// Approves a pending draft and executes it once. `impact_hash`, when given, must be the
+/// hash of the impact the reviewer saw.
+pub async fn approve(
+    gw: &Gateway,
+    reviewer: &Reviewer<'_>,
+    id: &str,
+    impact_hash: Option<&str>,
+) -> Result<Value, Refused> {
+    let draft = visible_draft(gw, reviewer, id)?;
+    pending(gw, reviewer, &draft).await?;
+    if let Some(seen) = impact_hash
+        && draft.impact_hash.as_deref() != Some(seen)
+    {
+        return Err(
+            Failure::new(codes::PREFLIGHT_MISMATCH, "The impact you reviewed is not this draft's")
+                .with("reason", "impact_hash")
+                .into(),
+        );
+    }
+    let now = gw.now_iso();
+    // The one atomic claim: of racing approvals, exactly one gets past this line.
+    if !gw
+        .store
+        .transition_draft(id, "draft", "confirmed", Some(reviewer.name), &now)
+        .map_err(Refused::internal)?
+    {
+        return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
+    }
+    match execute(gw, reviewer, &draft).await {
+        Ok(execution) => Ok(json!({"draftStatus": "confirmed", "execution": execution})),
+        Err((to, refusal)) => {
+            let _ = gw.store.transition_draft(id, "confirmed", to, None, &gw.now_iso());
+            let action = if to == "stale" {
+                "agent.draft.stale"
+            } else {
+                "agent.action.execute"
+            };
+            let status = if to == "stale" { Status::Denied } else { Status::Failed };
+            lifecycle(gw, reviewer, &draft, action, status, refusal.failure.code, None).await?;
+            Err(refusal)
+        }
+    }
+}
+
+/// Re-checks the impact and the State Witness on live state, makes the approval durable in
+/// the audit trail, then runs the action. On a refusal, says which state the draft ends in.
+async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> Result<Value, (&'static str, Refused)> {
+    let fail = |r: Refused| ("failed", r);
+    let catalog = gw.catalog();
+    let tool = catalog
+        .tool(&draft.action_type)
+        .cloned()
+        .ok_or_else(|| fail(refused(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable")))?;
+    let app = gw.store.app(&draft.app_id).map_err(|e| fail(Refused::internal(e)))?;
+    let context = CallContext {
+        tenant: draft.org_id.clone(),
+        integration: draft.app_id.clone(),
+        request_id: reviewer.request_id.to_string(),
+        actor: draft.actor_user_id.clone(),
+        allow_sensitive_fields: app
+            .as_ref()
+            .is_none_or(|a| crate::authz::allows_sensitive_fields(&a.policy)),
+    };
+    let payload_text = canonical_json(&draft.payload);
+    // The State Witness, recomputed before any effect (SPEC 6): fail closed.
+    if let Some(expected) = &draft.preflight_state_witness_hash {
+        let Some(witness) = catalog.witness(&tool.name) else {
+            return Err((
+                "stale",
+                Failure::new(codes::PRECONDITION_FAILED, "State precondition failed")
+                    .with("reason", "state_witness_unsupported")
+                    .into(),
+            ));
+        };
+        let now = witness
+            .capture(&context, &tool.name, &payload_text)
+            .await
+            .map_err(|e| {
+                fail(Refused {
+                    failure: Failure::new(codes::WITNESS_UNAVAILABLE, "The state witness is unavailable"),
+                    headers: Vec::new(),
+                    internal: Some(e.to_string()),
+                })
+            })?;
+        if &jcs_sha256(&now) != expected {
+            return Err((
+                "stale",
+                Failure::new(codes::PRECONDITION_FAILED, "State precondition failed")
+                    .with("reason", "state_witness_mismatch")
+                    .into(),
+            ));
+        }
+    }
+    // The impact, recomputed: a plugin upgrade or a changed state that alters it never executes.
+    let planned = tool
+        .plugin
+        .plan(&context, &tool.name, &payload_text)
+        .await
+        .map_err(|e| fail(call_refusal(e, false)))?;
+    let mut impact = match planned.detail {
+        Value::Object(map) => map,
+        other => serde_json::Map::from_iter([("detail".to_string(), other)]),
+    };
+    impact
+        .entry("summary")
+        .or_insert_with(|| Value::String(planned.summary));
+    let recomputed =
+        jcs_sha256(&json!({"action": tool.name, "payload": draft.payload, "impact": Value::Object(impact)}));
+    if draft.impact_hash.as_deref() != Some(recomputed.as_str()) {
+        return Err(fail(
+            Failure::new(codes::PREFLIGHT_MISMATCH, "The impact changed since the draft was made")
+                .with("reason", "impact_changed")
+                .into(),
+        ));
+    }
+    // The approval is durable before the write runs.
+    lifecycle(
+        gw,
+        reviewer,
+        draft,
+        "agent.draft.approve",
+        Status::Success,
+        codes::SUCCESS,
+        None,
+    )
+    .await
+    .map_err(fail)?;
+    let output = tool.plugin.invoke(&context, &tool.name, &payload_text).await;
+    let execution_id = ids::new_id(Kind::Execution);
+    let (status, result, error, refusal) = match output {
+        Ok(out) => ("success", out.structured, None, None),
+        Err(e) => {
+            let r = call_refusal(e, false);
+            ("failed", None, Some(r.failure.message.clone()), Some(r))
+        }
+    };
+    let record = ExecutionRecord {
+        id: execution_id.clone(),
+        draft_id: draft.id.clone(),
+        app_id: draft.app_id.clone(),
+        idempotency_key: draft.idempotency_key.clone(),
+        status: status.to_string(),
+        result,
+        error,
+        created_at: gw.now_iso(),
+    };
+    gw.store
+        .insert_execution(&record)
+        .map_err(|e| fail(Refused::internal(e)))?;
+    if let Some(refusal) = refusal {
+        return Err(fail(refusal));
+    }
+    lifecycle(
+        gw,
+        reviewer,
+        draft,
+        "agent.action.execute",
+        Status::Success,
+        codes::SUCCESS,
+        Some(&execution_id),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(serde_json::to_value(record).unwrap_or(Value::Null))
+}

@@ -1,0 +1,195 @@
+//! Human review: approval executes a draft exactly once; every other transition is refused
+//! with a stable code; the State Witness is re-checked before any effect.
+
+use serde_json::json;
+
+use crate::support::{Reply, TestGateway};
+
+fn propose(gw: &TestGateway, action: &str, payload: serde_json::Value) -> String {
+    let reply = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": action, "payload": payload}),
+    );
+    reply.expect(200, "common.success");
+    reply.data()["draft"]["id"].as_str().expect("draft id").to_string()
+}
+
+fn create_draft(gw: &TestGateway) -> String {
+    propose(
+        gw,
+        "transaction.create",
+        json!({"ledgerId": "ledger_main", "kind": "expense", "title": "Team lunch", "amount_home": 42}),
+    )
+}
+
+fn review(gw: &TestGateway, id: &str, verb: &str, body: serde_json::Value) -> Reply {
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/drafts/{id}/{verb}"),
+        Some(&gw.admin_token("reviewer")),
+        &body,
+    )
+}
+
+fn transactions(gw: &TestGateway) -> u64 {
+    gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()))
+        .data()["total"]
+        .as_u64()
+        .expect("total")
+}
+
+#[test]
+fn approval_executes_the_draft_once() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    let listed = gw.admin_get(
+        "/api/agent-admin/v1/drafts?status=draft",
+        Some(&gw.admin_token("reviewer")),
+    );
+    assert!(
+        listed.data()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|d| d["id"] == id.as_str())
+    );
+    let approved = review(&gw, &id, "approve", json!({"note": "fine"}));
+    approved.expect(200, "common.success");
+    assert_eq!(approved.data()["draftStatus"], "confirmed");
+    assert_eq!(approved.data()["execution"]["status"], "success");
+    assert_eq!(
+        approved.data()["execution"]["result"]["transaction"]["title"],
+        "Team lunch"
+    );
+    assert_eq!(transactions(&gw), 3);
+
+    let read = gw.get(&format!("/api/agent/v1/drafts/{id}"), Some(&gw.full()));
+    assert_eq!(read.data()["draft"]["status"], "confirmed");
+    assert_eq!(read.data()["execution"]["status"], "success");
+
+    review(&gw, &id, "approve", json!({})).expect(400, "agent.draft_already_final");
+    review(&gw, &id, "reject", json!({})).expect(400, "agent.draft_already_final");
+    assert_eq!(transactions(&gw), 3, "nothing ran twice");
+    let actions: Vec<String> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e.draft_id.as_deref() == Some(id.as_str()))
+        .map(|e| e.action)
+        .collect();
+    for expected in [
+        "agent.action.draft.created",
+        "agent.draft.approve",
+        "agent.action.execute",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+}
+
+#[test]
+fn a_rejected_draft_never_executes() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    let rejected = review(&gw, &id, "reject", json!({"note": "no"}));
+    rejected.expect(200, "common.success");
+    assert_eq!(rejected.data()["draft"]["status"], "canceled");
+    review(&gw, &id, "approve", json!({})).expect(400, "agent.draft_already_final");
+    assert_eq!(transactions(&gw), 2);
+}
+
+#[test]
+fn racing_approvals_execute_once() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| review(&gw, &id, "approve", json!({}))))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let won = replies.iter().filter(|r| r.status == 200).count();
+    let lost = replies
+        .iter()
+        .filter(|r| r.code() == "agent.draft_already_final")
+        .count();
+    assert_eq!((won, lost), (1, 7));
+    assert_eq!(transactions(&gw), 3);
+}
+
+#[test]
+fn a_changed_transaction_makes_an_approved_delete_stale_and_untouched() {
+    let gw = TestGateway::start();
+    let delete = propose(&gw, "transaction.delete", json!({"transactionId": "txn_2"}));
+    // Another reviewed write changes txn_2 after the delete draft captured its witness.
+    let update = propose(
+        &gw,
+        "transaction.update",
+        json!({"transactionId": "txn_2", "title": "Software (renewed)"}),
+    );
+    review(&gw, &update, "approve", json!({})).expect(200, "common.success");
+    let refused = review(&gw, &delete, "approve", json!({}));
+    refused.expect(409, "agent.precondition_failed");
+    assert_eq!(refused.body["details"]["reason"], "state_witness_mismatch");
+    let read = gw.get(&format!("/api/agent/v1/drafts/{delete}"), Some(&gw.full()));
+    assert_eq!(read.data()["draft"]["status"], "stale");
+    assert_eq!(read.data()["execution"], serde_json::Value::Null, "nothing executed");
+    assert_eq!(transactions(&gw), 2, "txn_2 is still there");
+    review(&gw, &delete, "approve", json!({})).expect(400, "agent.draft_already_final");
+    assert!(
+        gw.audit()
+            .iter()
+            .any(|e| e.action == "agent.draft.stale" && e.status == "denied")
+    );
+}
+
+#[test]
+fn the_reviewed_impact_hash_must_match_and_expired_drafts_never_execute() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    review(&gw, &id, "approve", json!({"impactHash": "0".repeat(64)})).expect(400, "agent.preflight_mismatch");
+    let conn = openport::store::connect(gw.server.gateway.store.path()).expect("conn");
+    conn.execute(
+        "UPDATE drafts SET expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
+        [&id],
+    )
+    .expect("expire");
+    review(&gw, &id, "approve", json!({})).expect(410, "agent.draft_expired");
+    let read = gw.get(&format!("/api/agent/v1/drafts/{id}"), Some(&gw.full()));
+    assert_eq!(read.data()["draft"]["status"], "expired");
+    assert_eq!(transactions(&gw), 2);
+}
+
+#[test]
+fn a_reviewer_of_one_tenant_cannot_see_or_act_on_anothers_drafts() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    let store = &gw.server.gateway.store;
+    let other = openport::apps::create_admin_token(
+        store,
+        "other-reviewer",
+        openport::auth::Role::Reviewer,
+        Some("org_other"),
+        &gw.server.gateway.now_iso(),
+    )
+    .expect("token");
+    gw.admin_get(&format!("/api/agent-admin/v1/drafts/{id}"), Some(&other))
+        .expect(404, "agent.draft_not_found");
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/drafts/{id}/approve"),
+        Some(&other),
+        &json!({}),
+    )
+    .expect(404, "agent.draft_not_found");
+    let listed = gw.admin_get("/api/agent-admin/v1/drafts", Some(&other));
+    assert_eq!(listed.data()["items"].as_array().map(Vec::len), Some(0));
+    // Only reviewers approve.
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/drafts/{id}/approve"),
+        Some(&gw.admin_token("operator")),
+        &json!({}),
+    )
+    .expect(403, "admin.forbidden");
+    assert_eq!(transactions(&gw), 2);
+}
