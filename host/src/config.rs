@@ -206,12 +206,20 @@ fn default_capture() -> Capture {
 struct RawDrafts {
     #[serde(default = "default_review_window")]
     review_window_seconds: u64,
+    /// How long an idempotency key is remembered.
+    #[serde(default = "default_idempotency_ttl")]
+    idempotency_ttl_seconds: u64,
+}
+
+fn default_idempotency_ttl() -> u64 {
+    24 * 3600
 }
 
 impl Default for RawDrafts {
     fn default() -> Self {
         RawDrafts {
             review_window_seconds: default_review_window(),
+            idempotency_ttl_seconds: default_idempotency_ttl(),
         }
     }
 }
@@ -259,6 +267,7 @@ pub struct Config {
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
+    pub idempotency_ttl_seconds: u64,
     pub plugin_manifests: Vec<PathBuf>,
     /// Where compiled plugin code is cached.
     pub cache_dir: Option<PathBuf>,
@@ -340,6 +349,7 @@ impl Config {
             audit_capture: raw.audit.capture,
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
+            idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,
             plugin_manifests: raw.plugins.iter().map(|p| resolve(&p.manifest)).collect(),
         })
     }

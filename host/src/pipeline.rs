@@ -46,6 +46,8 @@ pub struct Inbound {
     pub forwarded_for: Option<String>,
     pub user_agent: Option<String>,
     pub content_type: Option<String>,
+    /// The `Idempotency-Key` header, an alias of the body's `idempotencyKey`.
+    pub idempotency_key: Option<String>,
     pub peer: IpAddr,
     pub body: Result<Bytes, BodyError>,
 }
@@ -481,7 +483,10 @@ impl Governed<'_> {
         trail.action = "agent.action.draft.created".into();
         trail.draft_id = Some(outcome.draft_id.clone());
         trail.details.extend(outcome.audit_details);
-        Ok(Reply::ok(outcome.data))
+        Ok(Reply {
+            data: outcome.data,
+            code: outcome.code,
+        })
     }
 
     async fn preflight(&self, body: PreflightBody, trail: &mut Trail) -> Result<Reply, Refused> {
@@ -650,7 +655,21 @@ fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
             no_body(body)?;
             Ok(Operation::Draft { id: (*id).to_string() })
         }
-        ("POST", ["actions"]) => Ok(Operation::Action(json_body(inbound, body)?)),
+        ("POST", ["actions"]) => {
+            let mut action: ActionBody = json_body(inbound, body)?;
+            match (&action.idempotency_key, &inbound.idempotency_key) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Failure::validation(
+                        &["idempotencyKey"],
+                        "the `Idempotency-Key` header and `idempotencyKey` differ",
+                    )
+                    .into());
+                }
+                (None, Some(header)) => action.idempotency_key = Some(header.clone()),
+                _ => {}
+            }
+            Ok(Operation::Action(action))
+        }
         ("POST", ["preflight"]) => Ok(Operation::Preflight(json_body(inbound, body)?)),
         ("GET", [route]) if is_route(route) => {
             no_body(body)?;

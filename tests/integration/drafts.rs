@@ -193,3 +193,88 @@ fn a_reviewer_of_one_tenant_cannot_see_or_act_on_anothers_drafts() {
     .expect(403, "admin.forbidden");
     assert_eq!(transactions(&gw), 2);
 }
+
+#[test]
+fn an_idempotency_key_returns_the_same_draft_replays_its_execution_and_refuses_another_request() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let body = json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "idem", "amount_home": 1}, "idempotencyKey": "k-1"});
+    let first = gw.post("/api/agent/v1/actions", Some(&token), &body);
+    first.expect(200, "common.success");
+    let id = first.data()["draft"]["id"].as_str().expect("id").to_string();
+    // The header is an alias of the body field.
+    let url = format!("{}/api/agent/v1/actions", gw.agent);
+    let mut via_header = body.clone();
+    via_header.as_object_mut().expect("object").remove("idempotencyKey");
+    let again = {
+        let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = client
+            .post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Idempotency-Key", "k-1")
+            .header("Content-Type", "application/json")
+            .send(via_header.to_string().as_bytes())
+            .expect("sent");
+        serde_json::from_str::<serde_json::Value>(&r.body_mut().read_to_string().expect("body")).expect("json")
+    };
+    assert_eq!(again["data"]["draft"]["id"], id.as_str());
+    assert_eq!(again["data"]["replayed"], true);
+
+    let mut other = body.clone();
+    other["payload"]["title"] = json!("other");
+    gw.post("/api/agent/v1/actions", Some(&token), &other)
+        .expect(409, "agent.idempotency_mismatch");
+
+    review(&gw, &id, "approve", json!({})).expect(200, "common.success");
+    let replay = gw.post("/api/agent/v1/actions", Some(&token), &body);
+    replay.expect(200, "agent.idempotency_replay");
+    assert_eq!(
+        (replay.data()["status"].as_str(), replay.data()["replayed"].as_bool()),
+        (Some("executed"), Some(true))
+    );
+    assert_eq!(replay.data()["execution"]["status"], "success");
+    assert_eq!(transactions(&gw), 3, "one effect");
+
+    // The same key of another app is another key.
+    let other_app = gw.post("/api/agent/v1/actions", Some(&gw.token("Other Tenant")), &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_other", "kind": "expense", "title": "idem", "amount_home": 1}, "idempotencyKey": "k-1"}));
+    other_app.expect(200, "common.success");
+    assert_ne!(other_app.data()["draft"]["id"], id.as_str());
+}
+
+#[test]
+fn a_hundred_identical_requests_make_one_draft() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let body = json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "storm", "amount_home": 1}, "idempotencyKey": "storm"});
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..25)
+                        .map(|_| gw.post("/api/agent/v1/actions", Some(&token), &body))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    let drafts: std::collections::HashSet<String> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.data()["draft"]["id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(drafts.len(), 1, "{drafts:?}");
+    for r in &replies {
+        assert!(
+            r.status == 200 || r.code() == "agent.idempotency_in_progress",
+            "{:#}",
+            r.body
+        );
+    }
+    let created = gw
+        .audit()
+        .iter()
+        .filter(|e| e.action == "agent.action.draft.created" && e.details.get("replayed").is_none())
+        .count();
+    assert_eq!(created, 1);
+}

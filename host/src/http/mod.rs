@@ -135,6 +135,7 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
         forwarded_for: header(&parts.headers, "x-forwarded-for"),
         user_agent: header(&parts.headers, "user-agent"),
         content_type: header(&parts.headers, "content-type"),
+        idempotency_key: header(&parts.headers, "idempotency-key"),
         peer: peer.ip(),
         body,
     }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_audit_checkpoints.sql"),
     include_str!("migrations/0003_plugins.sql"),
     include_str!("migrations/0004_executions.sql"),
+    include_str!("migrations/0005_idempotency.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +331,61 @@ impl Store {
             params![id, from, to, by, at],
         )?;
         Ok(n == 1)
+    }
+
+    /// Reserves an idempotency key for a request with `fingerprint`, atomically. An expired
+    /// reservation is replaced. Returns `None` when this request holds the reservation, or
+    /// the existing one's fingerprint and draft (`None` while it is still running).
+    pub fn reserve_idempotency(
+        &self,
+        scope: (&str, &str, &str),
+        fingerprint: &str,
+        now: &str,
+        expires_at: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let (app_id, key_id, idem_key) = scope;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM idempotency WHERE app_id = ?1 AND key_id = ?2 AND idem_key = ?3 AND expires_at <= ?4",
+            params![app_id, key_id, idem_key, now],
+        )?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO idempotency (app_id, key_id, idem_key, fingerprint, draft_id, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?6)",
+            params![app_id, key_id, idem_key, fingerprint, now, expires_at],
+        )?;
+        let existing = if inserted == 1 {
+            None
+        } else {
+            Some(tx.query_row(
+                "SELECT fingerprint, draft_id FROM idempotency WHERE app_id = ?1 AND key_id = ?2 AND idem_key = ?3",
+                params![app_id, key_id, idem_key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        };
+        tx.commit()?;
+        Ok(existing)
+    }
+
+    /// Records the draft a reserved key produced.
+    pub fn complete_idempotency(&self, scope: (&str, &str, &str), draft_id: &str) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "UPDATE idempotency SET draft_id = ?4 WHERE app_id = ?1 AND key_id = ?2 AND idem_key = ?3",
+            params![scope.0, scope.1, scope.2, draft_id],
+        )?;
+        Ok(())
+    }
+
+    /// Frees a reservation whose request failed before producing a draft, so a retry runs.
+    pub fn release_idempotency(&self, scope: (&str, &str, &str)) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "DELETE FROM idempotency WHERE app_id = ?1 AND key_id = ?2 AND idem_key = ?3 AND draft_id IS NULL",
+            params![scope.0, scope.1, scope.2],
+        )?;
+        Ok(())
     }
 
     /// Records an execution of a draft.

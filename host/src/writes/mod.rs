@@ -42,6 +42,8 @@ pub struct Proposed {
     pub data: Value,
     pub draft_id: String,
     pub audit_details: Map<String, Value>,
+    /// `common.success`, or `agent.idempotency_replay` for a replayed execution.
+    pub code: Code,
 }
 
 /// The impact of a write from the adapter's `plan` on live state, with its binding hash
@@ -181,7 +183,102 @@ fn auto_execute_denied(body: &ActionBody, auto_execute: &Value, tool: &Tool) -> 
 }
 
 /// `POST /actions`: the impact is computed from live state, and a draft is stored.
+/// `POST /actions` with its idempotency key, if any (SPEC 6): a durable reservation is taken
+/// before any effect; the same key with the same request gets the same draft again (or its
+/// stored execution, `agent.idempotency_replay`); a different request is
+/// `agent.idempotency_mismatch`; one still running is `agent.idempotency_in_progress`.
 pub async fn propose(
+    gw: &Gateway,
+    principal: &Principal,
+    context: &CallContext,
+    proposal: Proposal<'_>,
+) -> Result<Proposed, Refused> {
+    let Some(key) = proposal.body.idempotency_key.clone() else {
+        return create(gw, principal, context, proposal).await;
+    };
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(Failure::validation(
+            &["idempotencyKey"],
+            "`idempotencyKey` must be 1 to 255 printable characters",
+        )
+        .into());
+    }
+    let scope = (principal.app.id.as_str(), principal.key.id.as_str(), key.as_str());
+    let fingerprint = jcs_sha256(&json!({"action": proposal.tool.name, "payload": proposal.payload}));
+    let now = gw.clock.now();
+    let ttl = Duration::seconds(i64::try_from(gw.config.idempotency_ttl_seconds).unwrap_or(i64::MAX));
+    let existing = gw
+        .store
+        .reserve_idempotency(scope, &fingerprint, &clock::iso(now), &clock::iso(now + ttl))
+        .map_err(Refused::internal)?;
+    match existing {
+        None => {
+            let result = create(gw, principal, context, proposal).await;
+            let stored = match &result {
+                Ok(proposed) => gw.store.complete_idempotency(scope, &proposed.draft_id),
+                Err(_) => gw.store.release_idempotency(scope),
+            };
+            stored.map_err(Refused::internal)?;
+            result
+        }
+        Some((other, _)) if other != fingerprint => Err(Failure::new(
+            codes::IDEMPOTENCY_MISMATCH,
+            "This idempotency key was used for a different request",
+        )
+        .into()),
+        Some((_, None)) => Err(Refused {
+            failure: Failure::new(
+                codes::IDEMPOTENCY_IN_PROGRESS,
+                "The first request with this key is still running",
+            )
+            .with("retry_after_ms", 1000),
+            headers: vec![("Retry-After", "1".to_string())],
+            internal: None,
+        }),
+        Some((_, Some(draft_id))) => replay(gw, &draft_id),
+    }
+}
+
+/// The answer to a repeated key: the stored execution if the draft ran (a failure replays
+/// as a failure), else the same draft again.
+fn replay(gw: &Gateway, draft_id: &str) -> Result<Proposed, Refused> {
+    let draft = gw
+        .store
+        .draft(draft_id)
+        .map_err(Refused::internal)?
+        .ok_or_else(|| Refused::internal("idempotent draft vanished"))?;
+    let mut audit_details = Map::new();
+    audit_details.insert("replayed".into(), true.into());
+    if let Some(execution) = gw.store.latest_execution(draft_id).map_err(Refused::internal)? {
+        return Ok(Proposed {
+            data: json!({
+                "status": "executed",
+                "replayed": true,
+                "code": codes::IDEMPOTENCY_REPLAY.name,
+                "draft": {"id": draft.id, "status": draft.status},
+                "execution": execution,
+            }),
+            draft_id: draft.id,
+            audit_details,
+            code: codes::IDEMPOTENCY_REPLAY,
+        });
+    }
+    Ok(Proposed {
+        data: json!({
+            "status": "draft",
+            "replayed": true,
+            "draft": public_draft(&draft),
+            "autoExecuteDeniedCode": Value::Null,
+            "review_path": REVIEW_PATH,
+        }),
+        draft_id: draft.id,
+        audit_details,
+        code: codes::SUCCESS,
+    })
+}
+
+/// Creates the draft: impact from live state, preflight and State Witness checks.
+async fn create(
     gw: &Gateway,
     principal: &Principal,
     context: &CallContext,
@@ -194,6 +291,14 @@ pub async fn propose(
         preflight,
     } = proposal;
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    // A payload swapped after preflight is caught first: its impact is not the one bound.
+    if let Some(preflight) = preflight
+        && preflight.impact_hash != impact_hash
+    {
+        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch")
+            .with("reason", "impact_changed")
+            .into());
+    }
     // The State Witness at draft creation; a supplied hash must match it (SPEC 6).
     let witnessed = witness(gw, context, tool, &payload).await?;
     let supplied = body
@@ -213,13 +318,6 @@ pub async fn propose(
                 .with("reason", reason)
                 .into());
         }
-    }
-    if let Some(preflight) = preflight
-        && preflight.impact_hash != impact_hash
-    {
-        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch")
-            .with("reason", "impact_changed")
-            .into());
     }
     let denied = auto_execute_denied(body, &principal.app.auto_execute, tool);
     let now = gw.clock.now();
@@ -269,6 +367,7 @@ pub async fn propose(
         }),
         draft_id: draft.id,
         audit_details,
+        code: codes::SUCCESS,
     })
 }
 
