@@ -232,6 +232,80 @@ pub fn delete_app(store: &Store, app_id: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Merges a `PATCH /apps/:id/auto-execute` body into the current policy, as the reference
+/// does: each section given (`writes`, `high_risk`) is replaced and normalized; `enabled`
+/// is true only when exactly `true`; `require_*` default to true; `max_export_rows` is
+/// clamped to 100..5000 (default 1000); a missing `allowed_actions` is `null` (any).
+pub fn merge_auto_execute(current: &Value, patch: &Value) -> Result<Value, AppError> {
+    let invalid = |m: &str| AppError::Invalid(m.to_string());
+    let Some(patch) = patch.as_object() else {
+        return Err(invalid("the auto-execute policy must be an object"));
+    };
+    let mut out = current.as_object().cloned().unwrap_or_default();
+    for (section, value) in patch {
+        let high = match section.as_str() {
+            "writes" => false,
+            "high_risk" => true,
+            other => return Err(AppError::Invalid(format!("unknown section `{other}`"))),
+        };
+        let Some(v) = value.as_object() else {
+            return Err(AppError::Invalid(format!("`{section}` must be an object")));
+        };
+        let known: &[&str] = if high {
+            &[
+                "enabled",
+                "expires_at",
+                "allowed_actions",
+                "require_preflight",
+                "require_idempotency",
+                "max_export_rows",
+            ]
+        } else {
+            &["enabled", "expires_at", "allowed_actions"]
+        };
+        if let Some(key) = v.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(AppError::Invalid(format!("unknown field `{section}.{key}`")));
+        }
+        let expires_at = match v.get("expires_at") {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::String(t)) if crate::clock::parse_iso(t).is_some() => Value::String(t.clone()),
+            Some(_) => {
+                return Err(AppError::Invalid(format!(
+                    "`{section}.expires_at` must be an RFC 3339 timestamp"
+                )));
+            }
+        };
+        let allowed = match v.get("allowed_actions") {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) && items.len() <= MAX_POLICY_LIST => {
+                Value::Array(items.clone())
+            }
+            Some(_) => {
+                return Err(AppError::Invalid(format!(
+                    "`{section}.allowed_actions` must list tool names"
+                )));
+            }
+        };
+        let mut normalized = serde_json::Map::new();
+        normalized.insert("enabled".into(), (v.get("enabled") == Some(&Value::Bool(true))).into());
+        normalized.insert("expires_at".into(), expires_at);
+        normalized.insert("allowed_actions".into(), allowed);
+        if high {
+            for flag in ["require_preflight", "require_idempotency"] {
+                normalized.insert(flag.into(), (v.get(flag) != Some(&Value::Bool(false))).into());
+            }
+            let rows = v
+                .get("max_export_rows")
+                .and_then(Value::as_i64)
+                .unwrap_or(1000)
+                .clamp(100, 5000);
+            normalized.insert("max_export_rows".into(), rows.into());
+        }
+        out.insert(section.clone(), Value::Object(normalized));
+    }
+    Ok(Value::Object(out))
+}
+
 /// The most entries a list in a data policy may have.
 const MAX_POLICY_LIST: usize = 500;
 

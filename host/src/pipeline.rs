@@ -473,14 +473,32 @@ impl Governed<'_> {
         let mut payload = payload;
         let context = self.authorize(&tool, Action::Propose, &mut payload, flags, trail)?;
         // (14) Dispatch: an action enters the write lifecycle; it is a draft by default.
+        // Cedar's `auto_execute` permit is one step of the auto-execute gate.
+        let wants_execute = body.execute == Some(true) && body.force_draft != Some(true);
+        let cedar_auto_execute = wants_execute && {
+            let facts = self.facts(Some(&payload), flags);
+            let decision = self
+                .gw
+                .authorizer()
+                .decide(&self.app_facts(), Action::AutoExecute, &tool.facts(), &facts);
+            trail
+                .details
+                .insert("autoExecutePolicyIds".into(), json!(decision.policy_ids));
+            decision.allowed
+        };
         let proposal = writes::Proposal {
             tool: &tool,
             payload,
             body: &body,
             preflight: preflight.as_ref(),
+            cedar_auto_execute,
         };
         let outcome = writes::propose(self.gw, self.principal, &context, proposal).await?;
-        trail.action = "agent.action.draft.created".into();
+        trail.action = if outcome.data["status"] == "executed" && outcome.code == codes::SUCCESS {
+            "agent.action.auto_execute".into()
+        } else {
+            "agent.action.draft.created".into()
+        };
         trail.draft_id = Some(outcome.draft_id.clone());
         trail.details.extend(outcome.audit_details);
         Ok(Reply {

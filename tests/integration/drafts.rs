@@ -278,3 +278,121 @@ fn a_hundred_identical_requests_make_one_draft() {
         .count();
     assert_eq!(created, 1);
 }
+
+fn set_auto_execute(gw: &TestGateway, body: serde_json::Value) -> Reply {
+    let app = gw.app_id("Demo Integration");
+    gw.send_url(
+        "PATCH",
+        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
+        Some(&gw.admin_token("operator")),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+}
+
+fn act(gw: &TestGateway, body: serde_json::Value) -> Reply {
+    gw.post("/api/agent/v1/actions", Some(&gw.full()), &body)
+}
+
+#[test]
+fn the_auto_execute_gate_falls_back_to_a_draft_with_each_steps_code() {
+    let gw = TestGateway::start();
+    let delete = |extra: serde_json::Value| {
+        let mut body = json!({"action": "transaction.delete", "payload": {"transactionId": "txn_1"}, "execute": true});
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let denied = |reply: &Reply| {
+        reply.data()["autoExecuteDeniedCode"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string()
+    };
+    assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_disabled");
+    set_auto_execute(
+        &gw,
+        json!({"high_risk": {"enabled": true, "expires_at": "2000-01-01T00:00:00Z"}}),
+    )
+    .expect(200, "common.success");
+    assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_expired");
+    set_auto_execute(
+        &gw,
+        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.update"]}}),
+    )
+    .expect(200, "common.success");
+    assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_denied");
+    set_auto_execute(
+        &gw,
+        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}}),
+    )
+    .expect(200, "common.success");
+    assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.action_invalid");
+    assert_eq!(
+        denied(&act(&gw, delete(json!({"justification": "cleanup"})))),
+        "agent.idempotency_required"
+    );
+    assert_eq!(
+        denied(&act(
+            &gw,
+            delete(json!({"justification": "cleanup", "idempotencyKey": "a"}))
+        )),
+        "agent.preflight_required"
+    );
+    assert_eq!(
+        denied(&act(
+            &gw,
+            delete(json!({"justification": "cleanup", "idempotencyKey": "b", "preflightHash": "0".repeat(64)}))
+        )),
+        "agent.preflight_mismatch"
+    );
+    assert_eq!(transactions(&gw), 2, "every fallback is a draft; nothing ran");
+
+    // All steps pass: the delete runs now, once.
+    let pre = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&gw.full()),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_1"}}),
+    );
+    let hash = pre.data()["impactHash"].as_str().expect("hash").to_string();
+    let body = delete(json!({"justification": "cleanup", "idempotencyKey": "c", "preflightHash": hash}));
+    let ran = act(&gw, body.clone());
+    ran.expect(200, "common.success");
+    assert_eq!(ran.data()["status"], "executed");
+    assert_eq!(ran.data()["execution"]["status"], "success");
+    assert_eq!(transactions(&gw), 1);
+    let replay = act(&gw, body);
+    replay.expect(200, "agent.idempotency_replay");
+    assert_eq!(transactions(&gw), 1);
+}
+
+#[test]
+fn medium_risk_writes_run_inside_their_window_and_bad_policies_are_refused() {
+    let gw = TestGateway::start();
+    set_auto_execute(&gw, json!({"writes": {"enabled": "yes", "expires_at": "soon"}})).expect(400, "common.validation");
+    set_auto_execute(
+        &gw,
+        json!({"writes": {"enabled": true, "expires_at": "2999-01-01T00:00:00Z"}}),
+    )
+    .expect(200, "common.success");
+    let ran = act(
+        &gw,
+        json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "income", "title": "auto", "amount_home": 5}, "execute": true}),
+    );
+    ran.expect(200, "common.success");
+    assert_eq!(ran.data()["status"], "executed");
+    assert_eq!(transactions(&gw), 3);
+    // forceDraft wins over execute.
+    let drafted = act(
+        &gw,
+        json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "income", "title": "later", "amount_home": 5}, "execute": true, "forceDraft": true}),
+    );
+    assert_eq!(drafted.data()["status"], "draft");
+    assert_eq!(transactions(&gw), 3);
+    assert!(
+        gw.audit()
+            .iter()
+            .any(|e| e.action == "agent_app.auto_execute.update" && e.status == "success")
+    );
+}

@@ -36,6 +36,7 @@ enum Route {
     ValidatePolicies,
     AddPlugin,
     RemovePlugin(String),
+    AutoExecute(String),
     ListDrafts,
     Draft(String),
     ApproveDraft(String),
@@ -54,6 +55,7 @@ impl Route {
             ("POST", ["keys", id, "revoke"]) => Route::RevokeKey((*id).into()),
             ("GET", ["plugins"]) => Route::ListPlugins,
             ("POST", ["plugins"]) => Route::AddPlugin,
+            ("PATCH", ["apps", id, "auto-execute"]) => Route::AutoExecute((*id).into()),
             ("GET", ["drafts"]) => Route::ListDrafts,
             ("GET", ["drafts", id]) => Route::Draft((*id).into()),
             ("POST", ["drafts", id, "approve"]) => Route::ApproveDraft((*id).into()),
@@ -95,6 +97,7 @@ impl Route {
             Route::Policies => "admin.policies.read",
             Route::ValidatePolicies => "admin.policies.validate",
             Route::AddPlugin => "admin.plugins.add",
+            Route::AutoExecute(_) => "agent_app.auto_execute.update",
             Route::ListDrafts => "admin.drafts.list",
             Route::Draft(_) => "admin.drafts.read",
             Route::ApproveDraft(_) => "admin.drafts.approve",
@@ -117,7 +120,8 @@ impl Route {
             | Route::PatchPolicy(_)
             | Route::ValidatePolicies
             | Route::AddPlugin
-            | Route::RemovePlugin(_) => &[Role::Operator],
+            | Route::RemovePlugin(_)
+            | Route::AutoExecute(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
             Route::ListDrafts | Route::Draft(_) => &[Role::Reviewer, Role::Operator, Role::Auditor],
             Route::ApproveDraft(_) | Route::RejectDraft(_) => &[Role::Reviewer],
@@ -420,6 +424,18 @@ async fn run(
             Ok(Done::data(
                 json!({"ok": true, "plugin": {"name": name, "removed": true}}),
             ))
+        }
+        Route::AutoExecute(app_id) => {
+            let app = scoped_app(&app_id)?;
+            let body: Value = json_body(inbound)?;
+            let merged = apps::merge_auto_execute(&app.auto_execute, &body).map_err(app_error)?;
+            gw.store
+                .set_app_auto_execute(&app_id, &merged, &now)
+                .map_err(|e| internal(&e))?;
+            let mut done = Done::data(json!({"ok": true, "auto_execute": merged}));
+            done.details.insert("auto_execute".into(), merged);
+            done.app_id = Some(app_id);
+            Ok(done)
         }
         Route::ListDrafts => {
             let query = query_map(inbound.query.as_deref());

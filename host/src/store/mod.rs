@@ -127,6 +127,16 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Replaces an app's auto-execute policy (`{writes, high_risk}`).
+    pub fn set_app_auto_execute(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE apps SET auto_execute = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, policy.to_string(), now],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Replaces an app's data policy (`{network, data}`).
     pub fn set_app_policy(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
         let conn = self.conn()?;

@@ -34,6 +34,8 @@ pub struct Proposal<'a> {
     pub payload: Value,
     pub body: &'a ActionBody,
     pub preflight: Option<&'a PreflightRecord>,
+    /// Whether Cedar permits `auto_execute` of this call (decided by the pipeline).
+    pub cedar_auto_execute: bool,
 }
 
 /// The result of `/actions`: the response data and what the audit event adds.
@@ -162,24 +164,53 @@ pub fn bound_preflight(
     Ok(record)
 }
 
-/// Why auto-execution was not done, when it was asked for. An app without an
+/// The auto-execute gate (SPEC 6), in its order. `None`: the action may run now;
+/// otherwise the code the draft reports as `autoExecuteDeniedCode`. An app without an
 /// auto-execute policy has it disabled for every class.
-fn auto_execute_denied(body: &ActionBody, auto_execute: &Value, tool: &Tool) -> Option<Code> {
-    let wants = body.execute == Some(true) && body.force_draft != Some(true);
-    if !wants {
-        return None;
-    }
-    let class = if tool.risk >= crate::catalog::Risk::High {
-        "high_risk"
-    } else {
-        "writes"
-    };
-    if auto_execute[class]["enabled"] != json!(true) {
+fn auto_execute_gate(
+    body: &ActionBody,
+    policy: &Value,
+    tool: &Tool,
+    impact_hash: &str,
+    cedar_allows: bool,
+    now: time::OffsetDateTime,
+) -> Option<Code> {
+    let high = tool.risk >= crate::catalog::Risk::High;
+    let class = &policy[if high { "high_risk" } else { "writes" }];
+    if class["enabled"] != json!(true) {
         return Some(codes::AUTO_EXECUTE_DISABLED);
     }
-    // Execution after the gate is the draft lifecycle's work (issue 6): until it lands,
-    // an enabled window still yields a draft, said plainly rather than executed.
-    Some(codes::AUTO_EXECUTE_DENIED)
+    match class["expires_at"].as_str() {
+        None if class["expires_at"].is_null() => {}
+        Some(text) if clock::parse_iso(text).is_some_and(|t| t > now) => {}
+        // Passed, or unparseable: the window is closed.
+        _ => return Some(codes::AUTO_EXECUTE_EXPIRED),
+    }
+    if let Some(allowed) = class["allowed_actions"].as_array()
+        && !allowed.iter().any(|a| a.as_str() == Some(tool.name.as_str()))
+    {
+        return Some(codes::AUTO_EXECUTE_DENIED);
+    }
+    if high {
+        if body.justification.as_deref().is_none_or(|j| j.trim().is_empty()) {
+            return Some(codes::ACTION_INVALID);
+        }
+        if class["require_idempotency"] != json!(false) && body.idempotency_key.is_none() {
+            return Some(codes::IDEMPOTENCY_REQUIRED);
+        }
+        if class["require_preflight"] != json!(false) {
+            match &body.preflight_hash {
+                None => return Some(codes::PREFLIGHT_REQUIRED),
+                Some(hash) if hash != impact_hash => return Some(codes::PREFLIGHT_MISMATCH),
+                Some(_) => {}
+            }
+        }
+    }
+    // Ours: a Cedar `auto_execute` permit is needed too, and critical never runs unattended.
+    if !cedar_allows || tool.risk == crate::catalog::Risk::Critical {
+        return Some(codes::AUTO_EXECUTE_DENIED);
+    }
+    None
 }
 
 /// `POST /actions`: the impact is computed from live state, and a draft is stored.
@@ -289,8 +320,18 @@ async fn create(
         payload,
         body,
         preflight,
+        cedar_auto_execute: proposal_cedar,
     } = proposal;
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
+    // A plugin upgraded since the preflight computed the impact under other code: the
+    // binding's provenance changed, so it no longer binds.
+    if let Some(preflight) = preflight
+        && preflight.plugin_digest != tool.plugin.digest()
+    {
+        return Err(Failure::new(codes::PREFLIGHT_MISMATCH, "Preflight mismatch")
+            .with("reason", "plugin_changed")
+            .into());
+    }
     // A payload swapped after preflight is caught first: its impact is not the one bound.
     if let Some(preflight) = preflight
         && preflight.impact_hash != impact_hash
@@ -319,8 +360,22 @@ async fn create(
                 .into());
         }
     }
-    let denied = auto_execute_denied(body, &principal.app.auto_execute, tool);
     let now = gw.clock.now();
+    let wants = body.execute == Some(true) && body.force_draft != Some(true);
+    let gate = if wants {
+        auto_execute_gate(
+            body,
+            &principal.app.auto_execute,
+            tool,
+            &impact_hash,
+            proposal_cedar,
+            now,
+        )
+    } else {
+        None
+    };
+    let denied = if wants { gate } else { None };
+    let runs_now = wants && gate.is_none();
     let review_window = Duration::seconds(i64::try_from(gw.config.draft_review_window_seconds).unwrap_or(i64::MAX));
     let draft = DraftRecord {
         id: ids::new_id(Kind::Draft),
@@ -354,6 +409,28 @@ async fn create(
         confirmed_by_user_id: None,
     };
     gw.store.insert_draft(&draft).map_err(Refused::internal)?;
+    if runs_now {
+        // The gate passed: execute now, through the same checks as a human approval.
+        let runner = review::Reviewer {
+            name: "auto-execute",
+            org_id: None,
+            request_id: &context.request_id,
+        };
+        let result = review::approve(gw, &runner, &draft.id, None).await?;
+        let mut audit_details = Map::new();
+        audit_details.insert("actionType".into(), tool.name.clone().into());
+        audit_details.insert("autoExecuted".into(), true.into());
+        return Ok(Proposed {
+            data: json!({
+                "status": "executed",
+                "draft": {"id": draft.id, "status": "confirmed"},
+                "execution": result["execution"],
+            }),
+            draft_id: draft.id,
+            audit_details,
+            code: codes::SUCCESS,
+        });
+    }
     let mut audit_details = Map::new();
     audit_details.insert("actionType".into(), tool.name.clone().into());
     audit_details.insert("autoExecuteRequested".into(), draft.auto_execute_requested.into());
