@@ -476,42 +476,14 @@ fn audit_command(command: AuditCommand) -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     match command {
-        AuditCommand::Tail { lines, .. } => {
-            let result = Store::open(&path).and_then(|s| {
-                s.audit_events(&AuditFilter {
-                    limit: lines,
-                    ..AuditFilter::default()
-                })
-            });
-            match result {
-                Ok(mut rows) => {
-                    rows.reverse();
-                    for row in rows {
-                        println!("{}", serde_json::to_string(&row).unwrap_or_default());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        AuditCommand::Query { filter, limit, .. } => {
-            match Store::open(&path).and_then(|s| s.audit_events(&filter.filter(limit, false))) {
-                Ok(mut rows) => {
-                    rows.reverse();
-                    for row in rows {
-                        println!("{}", serde_json::to_string(&row).unwrap_or_default());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        AuditCommand::Tail { lines, .. } => print_newest(
+            &path,
+            &AuditFilter {
+                limit: lines,
+                ..AuditFilter::default()
+            },
+        ),
+        AuditCommand::Query { filter, limit, .. } => print_newest(&path, &filter.filter(limit, false)),
         AuditCommand::Export { filter, out, .. } => {
             let mut sink: Box<dyn std::io::Write> = match &out {
                 Some(file) => match std::fs::File::create(file) {
@@ -662,5 +634,22 @@ fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
             Some(json!({"name": name, "expiresAt": expires_at})),
         ),
         KeyCommand::Revoke { id } => admin_call(admin, "POST", format!("keys/{id}/revoke"), Some(json!({}))),
+    }
+}
+
+/// Prints the newest matching events, oldest first, as JSON Lines.
+fn print_newest(path: &Path, filter: &AuditFilter) -> ExitCode {
+    match Store::open(path).and_then(|s| s.audit_events(filter)) {
+        Ok(mut rows) => {
+            rows.reverse();
+            for row in rows {
+                println!("{}", serde_json::to_string(&row).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

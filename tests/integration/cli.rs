@@ -105,42 +105,66 @@ fn audit_query_filters_and_export_writes_json_lines() {
     assert_eq!(tools, ["\"ledger.list\""]);
 }
 
+/// `openport demo` as a child process on free loopback ports, ready to serve.
+struct DemoProcess {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    agent: String,
+}
+
+impl DemoProcess {
+    fn start() -> DemoProcess {
+        let dir = tempfile::tempdir().expect("dir");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port()
+        };
+        let (a, b) = (free(), free());
+        let child = openport()
+            .args(["demo", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{a}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{b}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let agent = format!("http://127.0.0.1:{a}");
+        let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while client.get(&format!("{agent}/healthz")).call().is_err() {
+            assert!(std::time::Instant::now() < deadline, "the demo did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        DemoProcess { child, dir, agent }
+    }
+
+    fn store(&self) -> openport::store::Store {
+        openport::store::Store::open(&self.dir.path().join("openport.db")).expect("store")
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn acknowledged_events_survive_a_crash() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().expect("dir");
-    let port = |l: std::net::TcpListener| l.local_addr().expect("addr").port();
-    let (a, b) = (
-        port(std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
-        port(std::net::TcpListener::bind("127.0.0.1:0").expect("bind")),
-    );
-    let mut child = openport()
-        .args(["demo", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{a}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{b}"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    // The banner is printed once both listeners are bound.
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("is running") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the demo starts");
+    let mut demo = DemoProcess::start();
+    let dir = demo.dir.path().to_path_buf();
+    let a = demo.agent.clone();
     let creds: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("demo-credentials.json")).expect("creds")).expect("json");
+        serde_json::from_slice(&std::fs::read(dir.join("demo-credentials.json")).expect("creds")).expect("json");
     let token = creds["agent_tokens"]["Demo Integration"]
         .as_str()
         .expect("token")
@@ -149,15 +173,15 @@ fn acknowledged_events_survive_a_crash() {
     let mut acknowledged = Vec::new();
     for _ in 0..40 {
         let response = agent
-            .get(&format!("http://127.0.0.1:{a}/api/agent/v1/ledgers"))
+            .get(&format!("{a}/api/agent/v1/ledgers"))
             .header("Authorization", &format!("Bearer {token}"))
             .call()
             .expect("answered");
         acknowledged.push(response.headers()["x-request-id"].to_str().expect("id").to_string());
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
-    let store = openport::store::Store::open(&dir.path().join("openport.db")).expect("store");
+    demo.child.kill().expect("SIGKILL");
+    demo.child.wait().expect("reaped");
+    let store = demo.store();
     let events = store
         .audit_events(&openport::store::AuditFilter {
             limit: 10_000,
@@ -172,7 +196,7 @@ fn acknowledged_events_survive_a_crash() {
     }
     let out = openport()
         .args(["audit", "verify", "--data-dir"])
-        .arg(dir.path())
+        .arg(&dir)
         .output()
         .expect("verify");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -264,40 +288,13 @@ fn a_changed_policy_file_is_picked_up_without_a_call() {
 
 #[test]
 fn sighup_reloads_a_running_gateway() {
-    let dir = tempfile::tempdir().expect("dir");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (a, b) = (free(), free());
-    let mut child = openport()
-        .args(["demo", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{a}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{b}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while agent.get(&format!("http://127.0.0.1:{a}/healthz")).call().is_err() {
-        assert!(std::time::Instant::now() < deadline, "the demo did not start");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let demo = DemoProcess::start();
     let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &demo.child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let store = openport::store::Store::open(&dir.path().join("openport.db")).expect("store");
+    let store = demo.store();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let events = store
@@ -315,6 +312,4 @@ fn sighup_reloads_a_running_gateway() {
         assert!(std::time::Instant::now() < deadline, "no reload after SIGHUP");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    child.kill().expect("kill");
-    child.wait().expect("wait");
 }

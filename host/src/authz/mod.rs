@@ -294,14 +294,7 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        match self.build_and_decide(app, action, tool, facts, false) {
-            Ok(decision) => decision,
-            Err(error) => Decision {
-                allowed: false,
-                policy_ids: Vec::new(),
-                errors: vec![error],
-            },
-        }
+        deny_on_error(self.build_and_decide(app, action, tool, facts, false))
     }
 
     /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
@@ -312,14 +305,7 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        match self.build_and_decide(app, action, tool, facts, true) {
-            Ok(decision) => decision,
-            Err(error) => Decision {
-                allowed: false,
-                policy_ids: Vec::new(),
-                errors: vec![error],
-            },
-        }
+        deny_on_error(self.build_and_decide(app, action, tool, facts, true))
     }
 
     fn build_and_decide(
@@ -418,6 +404,15 @@ impl Authorizer {
             errors,
         })
     }
+}
+
+/// An error anywhere on the way to a decision is a denial that says why.
+fn deny_on_error(result: Result<Decision, String>) -> Decision {
+    result.unwrap_or_else(|error| Decision {
+        allowed: false,
+        policy_ids: Vec::new(),
+        errors: vec![error],
+    })
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
