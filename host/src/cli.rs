@@ -72,6 +72,13 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Review drafts through a running gateway's admin plane (reviewer token).
+    Drafts {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: DraftsCommand,
+    },
     /// Manage keys through a running gateway's admin plane.
     Key {
         #[command(flatten)]
@@ -123,6 +130,35 @@ enum AppCommand {
     Policy { id: String, json: String },
     /// The tools an app can discover.
     Tools { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DraftsCommand {
+    /// Drafts, newest first.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        /// draft, confirmed, canceled, failed, expired or stale
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One draft with its impact and latest execution.
+    Show { id: String },
+    /// Approve (and so execute) a pending draft.
+    Approve {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+        /// The impact hash you reviewed; refused if the draft's differs.
+        #[arg(long)]
+        impact_hash: Option<String>,
+    },
+    /// Reject a pending draft.
+    Reject {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +317,28 @@ pub fn main() -> ExitCode {
         } => admin_call(&admin, "POST", "policies/reload".into(), Some(serde_json::json!({}))),
         Command::App { admin, command } => app_command(&admin, command),
         Command::Key { admin, command } => key_command(&admin, command),
+        Command::Drafts { admin, command } => match command {
+            DraftsCommand::List { app, status } => {
+                let query: Vec<String> = [("appId", app), ("status", status)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                    .collect();
+                admin_call(&admin, "GET", format!("drafts?{}", query.join("&")), None)
+            }
+            DraftsCommand::Show { id } => admin_call(&admin, "GET", format!("drafts/{id}"), None),
+            DraftsCommand::Approve { id, note, impact_hash } => admin_call(
+                &admin,
+                "POST",
+                format!("drafts/{id}/approve"),
+                Some(serde_json::json!({"note": note, "impactHash": impact_hash})),
+            ),
+            DraftsCommand::Reject { id, note } => admin_call(
+                &admin,
+                "POST",
+                format!("drafts/{id}/reject"),
+                Some(serde_json::json!({"note": note})),
+            ),
+        },
         Command::Plugin { admin, command } => match command {
             PluginCommand::Add { manifest } => match std::path::absolute(&manifest) {
                 Ok(path) => admin_call(

@@ -64,10 +64,17 @@ pub struct Outbound {
 #[derive(Debug)]
 enum Operation {
     Manifest,
-    Read { route: String, query: Option<String> },
+    Read {
+        route: String,
+        query: Option<String>,
+    },
     Action(ActionBody),
     Preflight(PreflightBody),
-    Draft { id: String },
+    /// `?wait=N`: wait up to N seconds (at most 30) for a pending draft to change.
+    Draft {
+        id: String,
+        wait_seconds: u64,
+    },
 }
 
 impl Operation {
@@ -270,7 +277,7 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
         Operation::Read { route, query } => request.read(&route, query.as_deref(), trail).await,
         Operation::Action(body) => request.action(body, trail).await,
         Operation::Preflight(body) => request.preflight(body, trail).await,
-        Operation::Draft { id } => request.draft(&id, trail),
+        Operation::Draft { id, wait_seconds } => request.draft(&id, wait_seconds, trail).await,
     }
 }
 
@@ -520,12 +527,21 @@ impl Governed<'_> {
         Ok(Reply::ok(data))
     }
 
-    fn draft(&self, id: &str, trail: &mut Trail) -> Result<Reply, Refused> {
-        let draft = self.gw.store.draft(id).map_err(Refused::internal)?;
-        // Another app's draft answers exactly like a missing one.
-        let Some(draft) = draft.filter(|d| d.app_id == self.principal.app.id) else {
-            return Err(Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into());
+    async fn draft(&self, id: &str, wait_seconds: u64, trail: &mut Trail) -> Result<Reply, Refused> {
+        let mine = || -> Result<crate::store::DraftRecord, Refused> {
+            let draft = self.gw.store.draft(id).map_err(Refused::internal)?;
+            // Another app's draft answers exactly like a missing one.
+            draft
+                .filter(|d| d.app_id == self.principal.app.id)
+                .ok_or_else(|| Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into())
         };
+        let mut draft = mine()?;
+        // A bounded long-poll: re-read until the draft leaves `draft` or the wait ends.
+        let deadline = Instant::now() + std::time::Duration::from_secs(wait_seconds);
+        while draft.status == "draft" && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            draft = mine()?;
+        }
         trail.draft_id = Some(draft.id.clone());
         let execution = self.gw.store.latest_execution(&draft.id).map_err(Refused::internal)?;
         Ok(Reply::ok(
@@ -589,6 +605,9 @@ pub fn visible_tools(gw: &Gateway, app: &crate::store::AppRecord, key_id: &str, 
         .map(|tool| tool.describe(&hint))
         .collect()
 }
+
+/// The longest `GET /drafts/{id}?wait=` allowed.
+const MAX_DRAFT_WAIT_SECONDS: u64 = 30;
 
 /// Request flags Cedar sees in its context.
 #[derive(Debug, Clone, Copy, Default)]
@@ -671,7 +690,24 @@ fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
         }
         ("GET", ["drafts", id]) if !id.is_empty() => {
             no_body(body)?;
-            Ok(Operation::Draft { id: (*id).to_string() })
+            let wait = form_urlencoded::parse(inbound.query.as_deref().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "wait")
+                .map(|(_, v)| v.parse::<u64>())
+                .transpose()
+                .map_err(|_| {
+                    Refused::from(Failure::validation(
+                        &["wait"],
+                        "`wait` must be whole seconds (at most 30)",
+                    ))
+                })?
+                .unwrap_or(0);
+            if wait > MAX_DRAFT_WAIT_SECONDS {
+                return Err(Failure::validation(&["wait"], "`wait` must be whole seconds (at most 30)").into());
+            }
+            Ok(Operation::Draft {
+                id: (*id).to_string(),
+                wait_seconds: wait,
+            })
         }
         ("POST", ["actions"]) => {
             let mut action: ActionBody = json_body(inbound, body)?;

@@ -396,3 +396,32 @@ fn medium_risk_writes_run_inside_their_window_and_bad_policies_are_refused() {
             .any(|e| e.action == "agent_app.auto_execute.update" && e.status == "success")
     );
 }
+
+#[test]
+fn a_long_poll_returns_when_the_reviewer_decides_and_the_cli_reviews() {
+    let gw = TestGateway::start();
+    let id = create_draft(&gw);
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            let started = std::time::Instant::now();
+            (
+                gw.get(&format!("/api/agent/v1/drafts/{id}?wait=20"), Some(&gw.full())),
+                started.elapsed(),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
+            .args(["drafts", "approve", &id, "--note", "via cli"])
+            .env("OPENPORT_ADMIN_URL", &gw.admin)
+            .env("OPENPORT_ADMIN_TOKEN", gw.admin_token("reviewer"))
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (reply, waited) = waiting.join().expect("thread");
+        reply.expect(200, "common.success");
+        assert_eq!(reply.data()["draft"]["status"], "confirmed");
+        assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    });
+    gw.get(&format!("/api/agent/v1/drafts/{id}?wait=31"), Some(&gw.full()))
+        .expect(400, "common.validation");
+}
