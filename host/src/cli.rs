@@ -79,6 +79,13 @@ enum Command {
         #[command(subcommand)]
         command: DraftsCommand,
     },
+    /// Resolve executions a crash left indeterminate (operator token).
+    Executions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ExecutionsCommand,
+    },
     /// Manage keys through a running gateway's admin plane.
     Key {
         #[command(flatten)]
@@ -130,6 +137,20 @@ enum AppCommand {
     Policy { id: String, json: String },
     /// The tools an app can discover.
     Tools { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecutionsCommand {
+    /// Record what an indeterminate execution actually did, after checking the application.
+    Resolve {
+        id: String,
+        /// `success` or `failed`.
+        #[arg(long)]
+        outcome: String,
+        /// What you checked.
+        #[arg(long)]
+        note: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +338,15 @@ pub fn main() -> ExitCode {
         } => admin_call(&admin, "POST", "policies/reload".into(), Some(serde_json::json!({}))),
         Command::App { admin, command } => app_command(&admin, command),
         Command::Key { admin, command } => key_command(&admin, command),
+        Command::Executions {
+            admin,
+            command: ExecutionsCommand::Resolve { id, outcome, note },
+        } => admin_call(
+            &admin,
+            "POST",
+            format!("executions/{id}/resolve"),
+            Some(serde_json::json!({"outcome": outcome, "note": note})),
+        ),
         Command::Drafts { admin, command } => match command {
             DraftsCommand::List { app, status } => {
                 let query: Vec<String> = [("appId", app), ("status", status)]

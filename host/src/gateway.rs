@@ -41,6 +41,8 @@ pub struct Gateway {
     pub admission: Admission,
     pub runtime: PluginRuntime,
     pub metrics: Metrics,
+    /// This process's id, recorded on executions it starts (see `writes::review`).
+    pub instance_id: String,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
 }
@@ -71,6 +73,7 @@ impl Gateway {
         let gateway = Arc::new(Gateway {
             admission: Admission::new(config.admission.clone()),
             metrics: Metrics::new(),
+            instance_id: ulid::Ulid::new().to_string(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
             store,
@@ -79,6 +82,25 @@ impl Gateway {
             runtime,
             config,
         });
+        // Executions a previous process left running have an unknown outcome.
+        let orphans = gateway
+            .store
+            .mark_indeterminate(&gateway.instance_id)
+            .map_err(|source| StartError::Store {
+                path: gateway.config.store_path.display().to_string(),
+                source,
+            })?;
+        for (execution_id, draft_id) in orphans {
+            let mut event = AuditEvent::new(
+                "agent.execution.indeterminate",
+                Status::Failed,
+                crate::protocol::codes::EXECUTION_INDETERMINATE.name,
+                gateway.now_iso(),
+            );
+            event.execution_id = Some(execution_id);
+            event.draft_id = Some(draft_id);
+            gateway.audit.record(event).await?;
+        }
         for path in gateway.config.plugin_manifests.clone() {
             let manifest = PluginManifest::load(&path)?;
             gateway.load_plugin(manifest, "config").await?;

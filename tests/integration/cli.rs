@@ -1,5 +1,7 @@
 use std::process::Command;
 
+use serde_json::json;
+
 use crate::support::TestGateway;
 
 fn openport() -> Command {
@@ -110,11 +112,16 @@ struct DemoProcess {
     child: std::process::Child,
     dir: tempfile::TempDir,
     agent: String,
+    admin: String,
 }
 
 impl DemoProcess {
     fn start() -> DemoProcess {
-        let dir = tempfile::tempdir().expect("dir");
+        DemoProcess::start_in(tempfile::tempdir().expect("dir"))
+    }
+
+    /// Starts the demo on an existing data directory (a restart).
+    fn start_in(dir: tempfile::TempDir) -> DemoProcess {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .expect("bind")
@@ -143,7 +150,27 @@ impl DemoProcess {
             assert!(std::time::Instant::now() < deadline, "the demo did not start");
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        DemoProcess { child, dir, agent }
+        DemoProcess {
+            child,
+            dir,
+            agent,
+            admin: format!("http://127.0.0.1:{b}"),
+        }
+    }
+
+    fn credential(&self, kind: &str, name: &str) -> String {
+        let creds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("demo-credentials.json")).expect("creds"))
+                .expect("json");
+        creds[kind][name].as_str().expect("credential").to_string()
+    }
+
+    /// SIGKILL, then hand back the data directory.
+    fn crash(mut self) -> tempfile::TempDir {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+        let dir = tempfile::tempdir().expect("placeholder");
+        std::mem::replace(&mut self.dir, dir)
     }
 
     fn store(&self) -> openport::store::Store {
@@ -312,4 +339,148 @@ fn sighup_reloads_a_running_gateway() {
         assert!(std::time::Instant::now() < deadline, "no reload after SIGHUP");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A JSON request to a demo process; returns (status, body).
+fn call(method: &str, url: &str, token: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .body(body.map(|b| b.to_string()).unwrap_or_default().into_bytes())
+        .expect("request");
+    let mut response = agent.run(request).expect("answered");
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json"),
+    )
+}
+
+#[test]
+fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolves_it() {
+    let demo = DemoProcess::start();
+    let operator = demo.credential("admin_tokens", "operator");
+    let reviewer = demo.credential("admin_tokens", "reviewer");
+    // A write that runs until it is killed.
+    let component = std::path::Path::new(openport::demo::artifacts::ARTIFACT_DIR).join("test_slow_write.wasm");
+    let digest = openport::hashing::sha256_hex(&std::fs::read(&component).expect("component"));
+    let manifest = demo.dir.path().join("slow.toml");
+    std::fs::write(
+        &manifest,
+        format!("name = \"slow\"\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = [\"hostile.slow_write\"]\n[limits]\ntimeout_ms = 30000\n", component.display().to_string()),
+    )
+    .expect("manifest");
+    let (status, body) = call(
+        "POST",
+        &format!("{}/api/agent-admin/v1/plugins", demo.admin),
+        &operator,
+        Some(json!({"manifest": manifest})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, app) = call(
+        "POST",
+        &format!("{}/api/agent-admin/v1/apps", demo.admin),
+        &operator,
+        Some(json!({"scope": "workspace", "name": "w", "scopes": ["hostile.use"]})),
+    );
+    let token = app["data"]["token"].as_str().expect("token").to_string();
+    let action = json!({"action": "hostile.slow_write", "payload": {}, "idempotencyKey": "crash-1"});
+    let (status, drafted) = call(
+        "POST",
+        &format!("{}/api/agent/v1/actions", demo.agent),
+        &token,
+        Some(action.clone()),
+    );
+    assert_eq!(status, 200, "{drafted}");
+    let draft_id = drafted["data"]["draft"]["id"].as_str().expect("draft").to_string();
+
+    // Approve in the background; kill the gateway while the write runs.
+    let approve_url = format!("{}/api/agent-admin/v1/drafts/{draft_id}/approve", demo.admin);
+    let approving = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let _ = agent
+            .post(&approve_url)
+            .header("Authorization", &format!("Bearer {reviewer}"))
+            .send("{}");
+    });
+    let store = demo.store();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store
+        .latest_execution(&draft_id)
+        .expect("read")
+        .is_none_or(|e| e.status != "running")
+    {
+        assert!(std::time::Instant::now() < deadline, "the execution never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(store);
+    let dir = demo.crash();
+    let _ = approving.join();
+
+    // The next start marks it indeterminate and never runs it again.
+    let demo = DemoProcess::start_in(dir);
+    let (_, read) = call(
+        "GET",
+        &format!("{}/api/agent/v1/drafts/{draft_id}", demo.agent),
+        &token,
+        None,
+    );
+    assert_eq!(read["data"]["execution"]["status"], "indeterminate", "{read}");
+    let execution_id = read["data"]["execution"]["id"].as_str().expect("id").to_string();
+    let (status, again) = call(
+        "POST",
+        &format!("{}/api/agent/v1/actions", demo.agent),
+        &token,
+        Some(action.clone()),
+    );
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (500, Some("agent.execution_indeterminate")),
+        "{again}"
+    );
+    let events = demo
+        .store()
+        .audit_events(&openport::store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .expect("events");
+    assert!(events.iter().any(
+        |e| e.action == "agent.execution.indeterminate" && e.execution_id.as_deref() == Some(execution_id.as_str())
+    ));
+
+    // An operator checks the application and records the outcome.
+    let out = openport()
+        .args([
+            "executions",
+            "resolve",
+            &execution_id,
+            "--outcome",
+            "failed",
+            "--note",
+            "no write reached the app",
+        ])
+        .env("OPENPORT_ADMIN_URL", &demo.admin)
+        .env("OPENPORT_ADMIN_TOKEN", demo.credential("admin_tokens", "operator"))
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, replay) = call(
+        "POST",
+        &format!("{}/api/agent/v1/actions", demo.agent),
+        &token,
+        Some(action),
+    );
+    assert_eq!(
+        (status, replay["code"].as_str()),
+        (200, Some("agent.idempotency_replay")),
+        "{replay}"
+    );
+    assert_eq!(
+        replay["data"]["execution"]["status"], "failed",
+        "a failure replays as a failure"
+    );
 }

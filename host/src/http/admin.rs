@@ -37,6 +37,7 @@ enum Route {
     AddPlugin,
     RemovePlugin(String),
     AutoExecute(String),
+    ResolveExecution(String),
     ListDrafts,
     Draft(String),
     ApproveDraft(String),
@@ -57,6 +58,7 @@ impl Route {
             ("POST", ["plugins"]) => Route::AddPlugin,
             ("PATCH", ["apps", id, "auto-execute"]) => Route::AutoExecute((*id).into()),
             ("GET", ["drafts"]) => Route::ListDrafts,
+            ("POST", ["executions", id, "resolve"]) => Route::ResolveExecution((*id).into()),
             ("GET", ["drafts", id]) => Route::Draft((*id).into()),
             ("POST", ["drafts", id, "approve"]) => Route::ApproveDraft((*id).into()),
             ("POST", ["drafts", id, "reject"]) => Route::RejectDraft((*id).into()),
@@ -98,6 +100,7 @@ impl Route {
             Route::ValidatePolicies => "admin.policies.validate",
             Route::AddPlugin => "admin.plugins.add",
             Route::AutoExecute(_) => "agent_app.auto_execute.update",
+            Route::ResolveExecution(_) => "agent.execution.resolve",
             Route::ListDrafts => "admin.drafts.list",
             Route::Draft(_) => "admin.drafts.read",
             Route::ApproveDraft(_) => "admin.drafts.approve",
@@ -121,7 +124,8 @@ impl Route {
             | Route::ValidatePolicies
             | Route::AddPlugin
             | Route::RemovePlugin(_)
-            | Route::AutoExecute(_) => &[Role::Operator],
+            | Route::AutoExecute(_)
+            | Route::ResolveExecution(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
             Route::ListDrafts | Route::Draft(_) => &[Role::Reviewer, Role::Operator, Role::Auditor],
             Route::ApproveDraft(_) | Route::RejectDraft(_) => &[Role::Reviewer],
@@ -435,6 +439,39 @@ async fn run(
             let mut done = Done::data(json!({"ok": true, "auto_execute": merged}));
             done.details.insert("auto_execute".into(), merged);
             done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::ResolveExecution(id) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Resolve {
+                /// What the operator found: `success` or `failed`.
+                outcome: String,
+                note: String,
+            }
+            let body: Resolve = json_body(inbound)?;
+            if body.outcome != "success" && body.outcome != "failed" {
+                return Err(Failure::validation(
+                    &["outcome"],
+                    "`outcome` must be `success` or `failed`",
+                ));
+            }
+            if body.note.trim().is_empty() {
+                return Err(Failure::validation(&["note"], "say what you checked in `note`"));
+            }
+            let resolved = gw
+                .store
+                .resolve_execution(&id, &body.outcome, &format!("resolved by {by}: {}", body.note))
+                .map_err(|e| internal(&e))?
+                .ok_or_else(|| Failure::new(codes::NOT_FOUND, "No indeterminate execution with this id"))?;
+            if body.outcome == "failed" {
+                let _ = gw
+                    .store
+                    .transition_draft(&resolved.draft_id, "confirmed", "failed", None, &now);
+            }
+            let mut done = Done::data(json!({"ok": true, "execution": resolved}));
+            done.details.insert("outcome".into(), body.outcome.into());
+            done.app_id = Some(resolved.app_id.clone());
             Ok(done)
         }
         Route::ListDrafts => {

@@ -402,8 +402,8 @@ impl Store {
     pub fn insert_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         let conn = self.conn()?;
         conn.execute(
-            "INSERT INTO executions (id, draft_id, app_id, idempotency_key, status, result, error, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO executions (id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 execution.id,
                 execution.draft_id,
@@ -412,17 +412,77 @@ impl Store {
                 execution.status,
                 execution.result.as_ref().map(serde_json::Value::to_string),
                 execution.error,
+                execution.instance_id,
                 execution.created_at
             ],
         )?;
         Ok(())
     }
 
+    /// Records how a running execution ended; `false` if it was not running.
+    pub fn finish_execution(
+        &self,
+        id: &str,
+        status: &str,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE executions SET status = ?2, result = ?3, error = ?4 WHERE id = ?1 AND status = 'running'",
+            params![id, status, result.map(serde_json::Value::to_string), error],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Marks executions left `running` by another (dead) gateway instance as
+    /// `indeterminate`; returns them as (execution id, draft id).
+    pub fn mark_indeterminate(&self, current_instance: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT id, draft_id FROM executions WHERE status = 'running' AND instance_id != ?1")?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map([current_instance], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        conn.execute(
+            "UPDATE executions SET status = 'indeterminate' WHERE status = 'running' AND instance_id != ?1",
+            [current_instance],
+        )?;
+        Ok(rows)
+    }
+
+    /// An operator's decision on an indeterminate execution; `false` if it was not one.
+    pub fn resolve_execution(
+        &self,
+        id: &str,
+        outcome: &str,
+        note: &str,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let conn = self.conn()?;
+        let n = conn.execute(
+            "UPDATE executions SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'indeterminate'",
+            params![id, outcome, note],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        drop(conn);
+        let draft_id: Option<String> = {
+            let conn = self.conn()?;
+            conn.query_row("SELECT draft_id FROM executions WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+        };
+        match draft_id {
+            Some(d) => self.latest_execution(&d),
+            None => Ok(None),
+        }
+    }
+
     /// The latest execution of a draft.
     pub fn latest_execution(&self, draft_id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT id, draft_id, app_id, idempotency_key, status, result, error, created_at
+            "SELECT id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at
              FROM executions WHERE draft_id = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
         )?;
         Ok(stmt
@@ -436,7 +496,8 @@ impl Store {
                     status: r.get(4)?,
                     result: result.and_then(|t| serde_json::from_str(&t).ok()),
                     error: r.get(6)?,
-                    created_at: r.get(7)?,
+                    instance_id: r.get(7)?,
+                    created_at: r.get(8)?,
                 })
             })
             .optional()?)

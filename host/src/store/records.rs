@@ -523,9 +523,11 @@ pub struct ExecutionRecord {
     pub draft_id: String,
     pub app_id: String,
     pub idempotency_key: Option<String>,
-    /// `success` or `failed`.
+    /// `running`, `success`, `failed` or `indeterminate`.
     pub status: String,
     pub result: Option<Value>,
     pub error: Option<String>,
+    #[serde(skip)]
+    pub instance_id: String,
     pub created_at: String,
 }

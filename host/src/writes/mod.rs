@@ -281,6 +281,20 @@ fn replay(gw: &Gateway, draft_id: &str) -> Result<Proposed, Refused> {
     let mut audit_details = Map::new();
     audit_details.insert("replayed".into(), true.into());
     if let Some(execution) = gw.store.latest_execution(draft_id).map_err(Refused::internal)? {
+        if execution.status == "indeterminate" || execution.status == "running" {
+            let (code, message) = if execution.status == "running" {
+                (
+                    codes::IDEMPOTENCY_IN_PROGRESS,
+                    "The first request with this key is still running",
+                )
+            } else {
+                (
+                    codes::EXECUTION_INDETERMINATE,
+                    "The outcome of this execution is unknown; an operator must resolve it",
+                )
+            };
+            return Err(Failure::new(code, message).with("execution_id", execution.id).into());
+        }
         return Ok(Proposed {
             data: json!({
                 "status": "executed",

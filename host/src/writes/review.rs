@@ -244,8 +244,24 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
     )
     .await
     .map_err(fail)?;
-    let output = tool.plugin.invoke(&context, &tool.name, &payload_text).await;
+    // The run is on record before the plugin is called: if this process dies now, the next
+    // start finds it `running` and marks it `indeterminate`; it is never re-run silently.
     let execution_id = ids::new_id(Kind::Execution);
+    let mut record = ExecutionRecord {
+        id: execution_id.clone(),
+        draft_id: draft.id.clone(),
+        app_id: draft.app_id.clone(),
+        idempotency_key: draft.idempotency_key.clone(),
+        status: "running".to_string(),
+        result: None,
+        error: None,
+        instance_id: gw.instance_id.clone(),
+        created_at: gw.now_iso(),
+    };
+    gw.store
+        .insert_execution(&record)
+        .map_err(|e| fail(Refused::internal(e)))?;
+    let output = tool.plugin.invoke(&context, &tool.name, &payload_text).await;
     let (status, result, error, refusal) = match output {
         Ok(out) => ("success", out.structured, None, None),
         Err(e) => {
@@ -253,19 +269,12 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
             ("failed", None, Some(r.failure.message.clone()), Some(r))
         }
     };
-    let record = ExecutionRecord {
-        id: execution_id.clone(),
-        draft_id: draft.id.clone(),
-        app_id: draft.app_id.clone(),
-        idempotency_key: draft.idempotency_key.clone(),
-        status: status.to_string(),
-        result,
-        error,
-        created_at: gw.now_iso(),
-    };
     gw.store
-        .insert_execution(&record)
+        .finish_execution(&execution_id, status, result.as_ref(), error.as_deref())
         .map_err(|e| fail(Refused::internal(e)))?;
+    record.status = status.to_string();
+    record.result = result;
+    record.error = error;
     if let Some(refusal) = refusal {
         return Err(fail(refusal));
     }
