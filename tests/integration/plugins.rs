@@ -48,7 +48,7 @@ fn every_plugin_crate_is_built_and_every_hostile_fixture_has_a_test() {
         let wasm = Path::new(artifacts::ARTIFACT_DIR).join(format!("{}.wasm", name.replace('-', "_")));
         assert!(wasm.exists(), "{name} was not built");
     }
-    let this = include_str!("plugins.rs");
+    let this = [include_str!("plugins.rs"), include_str!("cli.rs")].concat();
     for fixture in artifacts::ALL.iter().filter(|n| n.starts_with("test-")) {
         assert!(
             this.contains(&format!("\"{fixture}\"")),
