@@ -142,6 +142,83 @@ fn main() {
         p99 / 1000.0
     );
 
+    // A real manifest of 500 tools over HTTP: one plugin serving them, an app holding the scope.
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let any = "127.0.0.1:0".parse().expect("addr");
+        let desk = openport::demo::desk::start().expect("desk");
+        let path = openport::demo::write_files(dir.path(), any, any, desk).expect("files");
+        let mut text = std::fs::read_to_string(&path).expect("config");
+        text.push_str("\n[admission.default]\nrequests = 100000000\nwindow_seconds = 1\n");
+        std::fs::write(&path, text).expect("config");
+        let config = openport::Config::load(&path).expect("config");
+        let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
+        openport::demo::seed(&config, dir.path(), &clock).expect("seed");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let server = rt.block_on(openport::Server::start(config, clock)).expect("server");
+        let component = std::path::Path::new(openport::demo::artifacts::ARTIFACT_DIR).join("many_tools.wasm");
+        let digest = openport::hashing::sha256_hex(&std::fs::read(&component).expect("component"));
+        let tools: Vec<String> = (0..500).map(|i| format!("\"bulk.t{i:03}\"")).collect();
+        let manifest = dir.path().join("many.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "name = \"many\"\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = [{}]\n",
+                component.display().to_string(),
+                tools.join(", ")
+            ),
+        )
+        .expect("manifest");
+        rt.block_on(server.gateway.load_plugin(
+            openport::plugin::PluginManifest::load(&manifest).expect("manifest"),
+            "bench",
+        ))
+        .expect("loads");
+        let app = openport::apps::create_app(
+            &server.gateway.store,
+            openport::apps::NewApp {
+                scope: "workspace".into(),
+                name: "bulk".into(),
+                description: None,
+                org_id: Some("org_demo".into()),
+                user_id: None,
+                service_user_id: None,
+                scopes: vec!["bulk.read".into()],
+                policy: None,
+            },
+            "bench",
+            "2026-01-01T00:00:00.000Z",
+        )
+        .expect("app");
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        let url = format!("http://{}/api/agent/v1/manifest", server.agent_addr);
+        let mut samples = Vec::new();
+        for i in 0..220 {
+            let started = Instant::now();
+            let mut response = agent
+                .get(&url)
+                .header("Authorization", &format!("Bearer {}", app.token))
+                .call()
+                .expect("manifest");
+            let body = response.body_mut().read_to_string().expect("body");
+            if i >= 20 {
+                samples.push(started.elapsed());
+            }
+            assert!(body.contains("bulk.t499"));
+        }
+        let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
+        println!(
+            "| GET /manifest listing 500 tools (HTTP, in-process client) | {:.2} ms | {:.2} ms |",
+            p50 / 1000.0,
+            p99 / 1000.0
+        );
+        drop(server);
+    }
+
     // Authentication: sha256 of the token, prefix lookup among 1,000 keys, app lookup.
     let dir = tempfile::tempdir().expect("dir");
     let store = openport::store::Store::open(&dir.path().join("auth.db")).expect("store");
