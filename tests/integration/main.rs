@@ -19,5 +19,7 @@ mod governance;
 mod plugins;
 /// The shipped Cedar policy sets and their scenario files.
 mod policies;
+/// High-risk safeguards under repetition and concurrency.
+mod safeguards;
 /// The walking skeleton: envelope, manifest, governed reads, drafts, bad input.
 mod skeleton;

@@ -1,0 +1,145 @@
+//! High-risk safeguards under repetition and concurrency: idempotent executes, preflight
+//! binding, and a State Witness that fails closed.
+
+use serde_json::json;
+
+use crate::support::{Reply, TestGateway};
+
+fn transactions(gw: &TestGateway) -> u64 {
+    gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()))
+        .data()["total"]
+        .as_u64()
+        .expect("total")
+}
+
+fn open_writes_window(gw: &TestGateway) {
+    let app = gw.app_id("Demo Integration");
+    gw.send_url(
+        "PATCH",
+        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
+        Some(&gw.admin_token("operator")),
+        Some("application/json"),
+        json!({"writes": {"enabled": true}}).to_string().as_bytes(),
+    )
+    .expect(200, "common.success");
+}
+
+#[test]
+fn a_hundred_identical_executes_make_one_execution_and_ninety_nine_replays() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 1000\n")
+        .start();
+    open_writes_window(&gw);
+    let body = json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "once", "amount_home": 9}, "execute": true, "idempotencyKey": "hundred"});
+    let replies: Vec<Reply> = (0..100)
+        .map(|_| gw.post("/api/agent/v1/actions", Some(&gw.full()), &body))
+        .collect();
+    replies[0].expect(200, "common.success");
+    assert_eq!(replies[0].data()["status"], "executed");
+    let execution = replies[0].data()["execution"]["id"]
+        .as_str()
+        .expect("execution")
+        .to_string();
+    for reply in &replies[1..] {
+        reply.expect(200, "agent.idempotency_replay");
+        assert_eq!(reply.data()["replayed"], true);
+        assert_eq!(reply.data()["execution"]["id"], execution.as_str());
+    }
+    assert_eq!(transactions(&gw), 3, "one effect");
+    let events = gw.audit();
+    let drafts = events
+        .iter()
+        .filter(|e| e.action == "agent.action.auto_execute")
+        .count();
+    let replays = events.iter().filter(|e| e.code == "agent.idempotency_replay").count();
+    let executions = events
+        .iter()
+        .filter(|e| e.action == "agent.action.execute" && e.status == "success")
+        .count();
+    assert_eq!((drafts, replays, executions), (1, 99, 1));
+}
+
+#[test]
+fn two_hundred_concurrent_executes_have_exactly_one_effect() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 1000\n")
+        .start();
+    open_writes_window(&gw);
+    let body = json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "storm", "amount_home": 9}, "execute": true, "idempotencyKey": "storm"});
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..25)
+                        .map(|_| gw.post("/api/agent/v1/actions", Some(&gw.full()), &body))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(replies.len(), 200);
+    for r in &replies {
+        assert!(
+            matches!(
+                r.code(),
+                "common.success" | "agent.idempotency_replay" | "agent.idempotency_in_progress"
+            ),
+            "{:#}",
+            r.body
+        );
+    }
+    assert_eq!(transactions(&gw), 3, "exactly one effect");
+}
+
+#[test]
+fn a_payload_swapped_after_preflight_never_executes() {
+    let gw = TestGateway::start();
+    let app = gw.app_id("Demo Integration");
+    gw.send_url(
+        "PATCH",
+        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
+        Some(&gw.admin_token("operator")),
+        Some("application/json"),
+        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect(200, "common.success");
+    let pre = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&gw.full()),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_1"}}),
+    );
+    let id = pre.data()["preflightId"].as_str().expect("id").to_string();
+    let swapped = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": "transaction.delete", "preflightId": id, "payload": {"transactionId": "txn_2"}, "execute": true, "idempotencyKey": "swap", "justification": "x"}),
+    );
+    swapped.expect(400, "agent.preflight_mismatch");
+    assert_eq!(transactions(&gw), 2, "nothing deleted");
+}
+
+#[test]
+fn a_failing_witness_fails_closed() {
+    let gw = TestGateway::start();
+    // The ledger witness again, without its key-value grant: it cannot capture.
+    let text = std::fs::read_to_string(gw.dir.path().join("plugins/ledger-witness.toml")).expect("manifest");
+    let broken = gw.dir.path().join("plugins/ledger-witness-broken.toml");
+    std::fs::write(&broken, text.replace("kv = true", "kv = false")).expect("write");
+    gw.admin_post(
+        "/api/agent-admin/v1/plugins",
+        Some(&gw.admin_token("operator")),
+        &json!({"manifest": broken}),
+    )
+    .expect(200, "common.success");
+    let reply = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}}),
+    );
+    reply.expect(503, "agent.witness_unavailable");
+    assert!(gw.audit_of(&reply)[0].draft_id.is_none(), "no draft");
+    assert_eq!(transactions(&gw), 2);
+}
