@@ -316,10 +316,11 @@ impl Authorizer {
         facts: &RequestFacts<'_>,
         sliced: bool,
     ) -> Result<Decision, String> {
-        let tenant = uid("Tenant", app.org_id)?;
-        let principal = uid("App", app.app_id)?;
-        let resource = uid("Tool", tool.name)?;
-        let action_uid = uid("Action", action.name())?;
+        let types = entity_types();
+        let tenant = EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(app.org_id));
+        let principal = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(app.app_id));
+        let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool.name));
+        let action_uid = EntityUid::from_type_name_and_id(types.action.clone(), EntityId::new(action.name()));
         let app_entity = Entity::new(
             principal.clone(),
             HashMap::from([
@@ -415,9 +416,26 @@ fn deny_on_error(result: Result<Decision, String>) -> Decision {
     })
 }
 
-fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
-    let type_name = EntityTypeName::from_str(&format!("OpenPort::{kind}")).map_err(|e| e.to_string())?;
-    Ok(EntityUid::from_type_name_and_id(type_name, EntityId::new(id)))
+/// The schema's entity type names, parsed once: parsing a name runs Cedar's parser.
+struct EntityTypes {
+    tenant: EntityTypeName,
+    app: EntityTypeName,
+    tool: EntityTypeName,
+    action: EntityTypeName,
+}
+
+fn entity_types() -> &'static EntityTypes {
+    static TYPES: std::sync::OnceLock<EntityTypes> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        // These literals are valid names; a parse failure would be a bug caught by every test.
+        let name = |n: &str| EntityTypeName::from_str(n).unwrap_or_else(|_| unreachable!("`{n}` is a valid name"));
+        EntityTypes {
+            tenant: name("OpenPort::Tenant"),
+            app: name("OpenPort::App"),
+            tool: name("OpenPort::Tool"),
+            action: name("OpenPort::Action"),
+        }
+    })
 }
 
 fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression {
