@@ -278,9 +278,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("config", format!("cannot read `{}`: {e}", path.display())))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Paths in the file are relative to it; anchor them to an absolute directory so a
+        // relative `--config` (or demo data directory) works from any working directory.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut config = Config::parse(&text, &base)?;
-        config.path = Some(path.to_path_buf());
+        config.path = Some(absolute);
         Ok(config)
     }
 
