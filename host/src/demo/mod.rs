@@ -369,8 +369,9 @@ Try it:
        -d '{{"action":"transaction.create","payload":{{"ledgerId":"ledger_main","kind":"expense","title":"x","amount_home":1}}}}'
   # the audit trail
   curl -s "{admin}/api/agent-admin/v1/audit?limit=5" -H "Authorization: Bearer {auditor}"
-  openport audit tail --data-dir {dir}
+  {exe} audit tail --data-dir {dir}
 "#,
+        exe = std::env::current_exe().map_or_else(|_| "openport".to_string(), |p| p.display().to_string()),
         dir = data_dir.display(),
         creds_path = data_dir.join(CREDENTIALS_FILE).display(),
         full_name = DEMO_APPS[0].0,
