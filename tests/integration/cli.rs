@@ -122,6 +122,13 @@ impl DemoProcess {
 
     /// Starts the demo on an existing data directory (a restart).
     fn start_in(dir: tempfile::TempDir) -> DemoProcess {
+        let data_dir = dir.path().to_path_buf();
+        DemoProcess::spawn(dir, &data_dir, None)
+    }
+
+    /// Starts `openport demo --data-dir DATA_DIR` (resolved against `cwd` when given) and
+    /// waits until it answers; `dir` lives as long as the process.
+    fn spawn(dir: tempfile::TempDir, data_dir: &std::path::Path, cwd: Option<&std::path::Path>) -> DemoProcess {
         let free = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .expect("bind")
@@ -130,9 +137,13 @@ impl DemoProcess {
                 .port()
         };
         let (a, b) = (free(), free());
-        let child = openport()
+        let mut command = openport();
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(["demo", "--data-dir"])
-            .arg(dir.path())
+            .arg(data_dir)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{a}"),
@@ -490,45 +501,8 @@ fn the_demo_starts_with_a_relative_data_directory() {
     // Regression: a relative `--data-dir` (the README's default, `openport-demo`) made the
     // compiled-code cache path relative, which wasmtime refuses.
     let cwd = tempfile::tempdir().expect("dir");
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
-    let (a, b) = (free(), free());
-    let mut child = openport()
-        .current_dir(cwd.path())
-        .args(["demo", "--data-dir", "relative-demo"])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{a}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{b}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut up = false;
-    while std::time::Instant::now() < deadline {
-        if client.get(&format!("http://127.0.0.1:{a}/healthz")).call().is_ok() {
-            up = true;
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            use std::io::Read;
-            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
-            panic!("the demo exited with {status}: {err}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(up, "the demo did not start");
-    assert!(cwd.path().join("relative-demo/demo-credentials.json").exists());
+    let root = cwd.path().to_path_buf();
+    let demo = DemoProcess::spawn(cwd, std::path::Path::new("relative-demo"), Some(&root));
+    assert!(root.join("relative-demo/demo-credentials.json").exists());
+    drop(demo);
 }

@@ -279,17 +279,6 @@ fn a_hundred_identical_requests_make_one_draft() {
     assert_eq!(created, 1);
 }
 
-fn set_auto_execute(gw: &TestGateway, body: serde_json::Value) -> Reply {
-    let app = gw.app_id("Demo Integration");
-    gw.send_url(
-        "PATCH",
-        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
-        Some(&gw.admin_token("operator")),
-        Some("application/json"),
-        body.to_string().as_bytes(),
-    )
-}
-
 fn act(gw: &TestGateway, body: serde_json::Value) -> Reply {
     gw.post("/api/agent/v1/actions", Some(&gw.full()), &body)
 }
@@ -311,23 +300,14 @@ fn the_auto_execute_gate_falls_back_to_a_draft_with_each_steps_code() {
             .to_string()
     };
     assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_disabled");
-    set_auto_execute(
-        &gw,
-        json!({"high_risk": {"enabled": true, "expires_at": "2000-01-01T00:00:00Z"}}),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"high_risk": {"enabled": true, "expires_at": "2000-01-01T00:00:00Z"}}))
+        .expect(200, "common.success");
     assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_expired");
-    set_auto_execute(
-        &gw,
-        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.update"]}}),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.update"]}}))
+        .expect(200, "common.success");
     assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.auto_execute_denied");
-    set_auto_execute(
-        &gw,
-        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}}),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}}))
+        .expect(200, "common.success");
     assert_eq!(denied(&act(&gw, delete(json!({})))), "agent.action_invalid");
     assert_eq!(
         denied(&act(&gw, delete(json!({"justification": "cleanup"})))),
@@ -370,12 +350,10 @@ fn the_auto_execute_gate_falls_back_to_a_draft_with_each_steps_code() {
 #[test]
 fn medium_risk_writes_run_inside_their_window_and_bad_policies_are_refused() {
     let gw = TestGateway::start();
-    set_auto_execute(&gw, json!({"writes": {"enabled": "yes", "expires_at": "soon"}})).expect(400, "common.validation");
-    set_auto_execute(
-        &gw,
-        json!({"writes": {"enabled": true, "expires_at": "2999-01-01T00:00:00Z"}}),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"writes": {"enabled": "yes", "expires_at": "soon"}}))
+        .expect(400, "common.validation");
+    gw.set_auto_execute(json!({"writes": {"enabled": true, "expires_at": "2999-01-01T00:00:00Z"}}))
+        .expect(200, "common.success");
     let ran = act(
         &gw,
         json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "income", "title": "auto", "amount_home": 5}, "execute": true}),

@@ -13,15 +13,8 @@ fn transactions(gw: &TestGateway) -> u64 {
 }
 
 fn open_writes_window(gw: &TestGateway) {
-    let app = gw.app_id("Demo Integration");
-    gw.send_url(
-        "PATCH",
-        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
-        Some(&gw.admin_token("operator")),
-        Some("application/json"),
-        json!({"writes": {"enabled": true}}).to_string().as_bytes(),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"writes": {"enabled": true}}))
+        .expect(200, "common.success");
 }
 
 #[test]
@@ -95,17 +88,8 @@ fn two_hundred_concurrent_executes_have_exactly_one_effect() {
 #[test]
 fn a_payload_swapped_after_preflight_never_executes() {
     let gw = TestGateway::start();
-    let app = gw.app_id("Demo Integration");
-    gw.send_url(
-        "PATCH",
-        &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", gw.admin),
-        Some(&gw.admin_token("operator")),
-        Some("application/json"),
-        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}})
-            .to_string()
-            .as_bytes(),
-    )
-    .expect(200, "common.success");
+    gw.set_auto_execute(json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}}))
+        .expect(200, "common.success");
     let pre = gw.post(
         "/api/agent/v1/preflight",
         Some(&gw.full()),

@@ -244,6 +244,18 @@ impl TestGateway {
         self.get_url(&format!("{}{path}", self.admin), token)
     }
 
+    /// Replaces sections of the demo app's auto-execute policy, as an operator.
+    pub fn set_auto_execute(&self, body: serde_json::Value) -> Reply {
+        let app = self.app_id("Demo Integration");
+        self.send_url(
+            "PATCH",
+            &format!("{}/api/agent-admin/v1/apps/{app}/auto-execute", self.admin),
+            Some(&self.admin_token("operator")),
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    }
+
     /// A plain-text admin response body (metrics).
     pub fn admin_text(&self, path: &str, token: &str) -> String {
         let mut response = self
