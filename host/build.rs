@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Plugins embedded in the binary for `openport demo`.
-const DEMO_PLUGINS: &[&str] = &["ledger", "ledger-witness", "tickets"];
+const DEMO_PLUGINS: &[&str] = &["ledger", "ledger-witness", "tickets", "mcp-conformance"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -119,7 +119,7 @@ impl Tool {
     pub fn new(d: Descriptor, risk_floor: Option<Risk>, plugin: Arc<Plugin>) -> Result<Tool, String> {
         if !is_tool_name(&d.name) {
             return Err(format!(
-                "tool name `{}` is not `domain.verb` in lowercase ASCII",
+                "tool name `{}` is not `domain.verb` (or one word) in lowercase ASCII",
                 d.name
             ));
         }
@@ -235,17 +235,18 @@ pub struct RateHint {
     pub window_seconds: u32,
 }
 
+/// `domain.verb` in lowercase ASCII, or one lowercase word such as `test_simple_text`:
+/// MCP clients and suites name tools without a domain (see docs/deviations.md).
 fn is_tool_name(name: &str) -> bool {
-    let mut parts = name.split('.');
-    let ok = |s: Option<&str>| {
-        s.is_some_and(|s| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
+    let segment = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     };
-    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+    let mut parts = name.split('.');
+    let first = parts.next().is_some_and(segment);
+    first && parts.next().is_none_or(segment) && parts.next().is_none()
 }
 
 fn is_route_segment(path: &str) -> bool {
@@ -379,6 +380,16 @@ impl Catalog {
         self.tools.values()
     }
 
+    /// Every scope some loaded tool requires, sorted.
+    pub fn scopes(&self) -> Vec<&str> {
+        let scopes: std::collections::BTreeSet<&str> = self
+            .tools
+            .values()
+            .flat_map(|t| t.required_scopes.iter().map(String::as_str))
+            .collect();
+        scopes.into_iter().collect()
+    }
+
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.plugins.values()
     }
@@ -389,11 +400,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tool_names_are_domain_dot_verb() {
+    fn tool_names_are_domain_dot_verb_or_one_word() {
         assert!(is_tool_name("transaction.list"));
         assert!(is_tool_name("transactions.export_csv"));
+        // One word is allowed too: MCP clients and the MCP conformance suite use such names.
+        assert!(is_tool_name("test_simple_text"));
         for bad in [
-            "transaction",
+            "",
             "a.b.c",
             "Transaction.list",
             "tx.lіst",

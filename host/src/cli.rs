@@ -438,6 +438,10 @@ fn demo_command(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -
         .and_then(|path| {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;
+            // The anonymous MCP app exists only now: name it in the config.
+            let anonymous = creds.app_ids.get(demo::MCP_LOCAL_APP).map(String::as_str);
+            let path = demo::write_config(data_dir, listen, admin_listen, anonymous).map_err(|e| e.to_string())?;
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
             Ok((config, creds))
         });
     match prepared {

@@ -29,6 +29,24 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default, rename = "plugin")]
     plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    mcp: RawMcp,
+}
+
+/// `[mcp]`: the MCP binding at `/mcp` on the agent listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    /// Local development only, off by default: MCP requests without credentials from a
+    /// loopback address act as this app (its scopes, policy and limits). Refused unless
+    /// `server.listen` is a loopback address.
+    anonymous_app: Option<String>,
+    /// `Origin` values accepted besides loopback ones (when listening on loopback).
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    /// `Host` values accepted besides loopback names (when listening on loopback).
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +289,17 @@ pub struct Config {
     pub plugin_manifests: Vec<PathBuf>,
     /// Where compiled plugin code is cached.
     pub cache_dir: Option<PathBuf>,
+    pub mcp: McpConfig,
+}
+
+/// The MCP binding's settings (`[mcp]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpConfig {
+    /// The app that unauthenticated loopback MCP requests act as; `None` (the default)
+    /// means every MCP request needs a credential.
+    pub anonymous_app: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Config {
@@ -337,6 +366,12 @@ impl Config {
         if raw.drafts.review_window_seconds < 60 {
             return Err(ConfigError::new("drafts.review_window_seconds", "must be at least 60"));
         }
+        if raw.mcp.anonymous_app.is_some() && !listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "mcp.anonymous_app",
+                "anonymous MCP access is a local-development feature: server.listen must be a loopback address",
+            ));
+        }
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         let store_path = resolve(&raw.store.path);
         Ok(Config {
@@ -354,6 +389,11 @@ impl Config {
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,
             plugin_manifests: raw.plugins.iter().map(|p| resolve(&p.manifest)).collect(),
+            mcp: McpConfig {
+                anonymous_app: raw.mcp.anonymous_app,
+                allowed_origins: raw.mcp.allowed_origins,
+                allowed_hosts: raw.mcp.allowed_hosts,
+            },
         })
     }
 }
@@ -406,6 +446,23 @@ path = "data/openport.db"
         let err = Config::parse(&GOOD.replace("[store]", "[store]\ncolour = 1"), Path::new("/")).expect_err("refused");
         assert_eq!(err.key, "store.colour", "{err}");
         assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn anonymous_mcp_is_refused_off_loopback() {
+        let config = format!("{GOOD}\n[mcp]\nanonymous_app = \"app_x\"\n");
+        let on_loopback = Config::parse(&config, Path::new("/")).expect("valid on loopback");
+        assert_eq!(on_loopback.mcp.anonymous_app.as_deref(), Some("app_x"));
+        let exposed = config.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        let err = Config::parse(&exposed, Path::new("/")).expect_err("refused");
+        assert_eq!(err.key, "mcp.anonymous_app");
+        assert!(
+            Config::parse(GOOD, Path::new("/"))
+                .expect("valid")
+                .mcp
+                .anonymous_app
+                .is_none()
+        );
     }
 
     #[test]

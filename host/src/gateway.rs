@@ -43,6 +43,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
+    /// Open MCP sessions (`Mcp-Session-Id`).
+    pub mcp_sessions: crate::mcp::Sessions,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
 }
@@ -74,6 +76,7 @@ impl Gateway {
             admission: Admission::new(config.admission.clone()),
             metrics: Metrics::new(),
             instance_id: ulid::Ulid::new().to_string(),
+            mcp_sessions: crate::mcp::Sessions::default(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
             store,

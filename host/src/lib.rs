@@ -18,6 +18,7 @@ pub mod demo;
 pub mod gateway;
 pub mod hashing;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

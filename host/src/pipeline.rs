@@ -23,7 +23,7 @@ use crate::authz::{self, Action, AppFacts, RequestFacts};
 use crate::catalog::{Issue, RateHint, Tool};
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, sha256_hex};
-use crate::plugin::{CallContext, CallError, GuestError};
+use crate::plugin::{CallContext, CallError, Content, GuestError};
 use crate::protocol::codes::{self, Code};
 use crate::protocol::{Envelope, Failure};
 use crate::writes;
@@ -48,8 +48,20 @@ pub struct Inbound {
     pub content_type: Option<String>,
     /// The `Idempotency-Key` header, an alias of the body's `idempotencyKey`.
     pub idempotency_key: Option<String>,
+    /// Headers only the MCP binding reads.
+    pub mcp: McpHeaders,
     pub peer: IpAddr,
     pub body: Result<Bytes, BodyError>,
+}
+
+/// The request headers the MCP binding needs: DNS-rebinding checks and its session.
+#[derive(Debug, Default)]
+pub struct McpHeaders {
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub session_id: Option<String>,
+    pub protocol_version: Option<String>,
+    pub accept: Option<String>,
 }
 
 /// The response the HTTP layer writes.
@@ -60,9 +72,10 @@ pub struct Outbound {
     pub body: Vec<u8>,
 }
 
-/// What a request asks for, once parsed (step 1).
+/// What a request asks for, once parsed (step 1). REST requests are parsed here; the MCP
+/// binding parses JSON-RPC itself and hands its operation to [`govern`].
 #[derive(Debug)]
-enum Operation {
+pub enum Operation {
     Manifest,
     Read {
         route: String,
@@ -75,6 +88,14 @@ enum Operation {
         id: String,
         wait_seconds: u64,
     },
+    /// A call by tool name (MCP `tools/call`): a read runs as a read, anything else as an
+    /// action; `body.action` is the tool and `body.payload` its arguments.
+    Call(ActionBody),
+    /// An MCP lifecycle request (`initialize`, `ping`, a notification, session end): the
+    /// caller is authenticated and admitted, and nothing else happens.
+    Session {
+        method: String,
+    },
 }
 
 impl Operation {
@@ -84,7 +105,8 @@ impl Operation {
             Operation::Read { route, .. } => Some(route),
             Operation::Action(body) => Some(&body.action),
             Operation::Preflight(body) => Some(&body.action),
-            Operation::Manifest | Operation::Draft { .. } => None,
+            Operation::Call(body) => Some(&body.action),
+            Operation::Manifest | Operation::Draft { .. } | Operation::Session { .. } => None,
         }
     }
 
@@ -95,6 +117,8 @@ impl Operation {
             Operation::Action(_) => "agent.action.propose".into(),
             Operation::Preflight(_) => "agent.action.preflight".into(),
             Operation::Draft { .. } => "agent.draft.read".into(),
+            Operation::Call(_) => "agent.tool.call".into(),
+            Operation::Session { method } => format!("agent.mcp.{method}"),
         }
     }
 }
@@ -137,6 +161,8 @@ pub struct PreflightBody {
 pub struct Reply {
     pub data: Value,
     pub code: Code,
+    /// A read's content blocks, for bindings that render them (MCP); REST sends `data`.
+    pub content: Vec<Content>,
 }
 
 impl Reply {
@@ -144,6 +170,7 @@ impl Reply {
         Reply {
             data,
             code: codes::SUCCESS,
+            content: Vec::new(),
         }
     }
 }
@@ -203,27 +230,96 @@ impl Trail {
     }
 }
 
-/// Runs one agent request through the pipeline and answers it.
+/// Which transport a request came through; recorded in its audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'a> {
+    Rest,
+    Mcp { session: McpSession<'a> },
+}
+
+impl Binding<'_> {
+    fn is_mcp(self) -> bool {
+        matches!(self, Binding::Mcp { .. })
+    }
+}
+
+/// An MCP request's session, checked right after authentication (the session is bound to
+/// the credential that opened it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum McpSession<'a> {
+    /// `initialize`: there is none yet.
+    Opening,
+    /// Every other request: the `Mcp-Session-Id` header, if any.
+    Existing(Option<&'a str>),
+}
+
+/// How a request may authenticate.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// An `Authorization: Bearer op_...` header.
+    Bearer,
+    /// No header: act as this app (the MCP binding's loopback-only anonymous integration).
+    Anonymous { app_id: &'a str },
+}
+
+/// Runs one REST agent request through the pipeline and answers it with an envelope.
 pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+    let operation = parse(&inbound);
+    let outcome = govern(gw, &inbound, operation, Binding::Rest, Credentials::Bearer).await;
+    envelope_response(&inbound.request_id, outcome)
+}
+
+/// Steps 2 to 14 for an operation, then its terminal audit event. Every binding comes
+/// through here, so a call over MCP is governed and audited exactly like one over REST.
+/// A refusal from step 1 (`operation` is `Err`) is audited too.
+pub async fn govern(
+    gw: &Gateway,
+    inbound: &Inbound,
+    operation: Result<Operation, Refused>,
+    binding: Binding<'_>,
+    credentials: Credentials<'_>,
+) -> Result<Reply, Refused> {
     let started = Instant::now();
     let mut trail = Trail {
         action: "agent.request".into(),
         ..Trail::default()
     };
-    let outcome = steps(gw, &inbound, &mut trail).await;
-    finish(gw, &inbound, trail, outcome, started).await
+    if binding.is_mcp() {
+        trail.details.insert("binding".into(), "mcp".into());
+    }
+    let outcome = match operation {
+        Ok(operation) => steps(gw, inbound, operation, binding, credentials, &mut trail).await,
+        Err(refused) => Err(refused),
+    };
+    finish(gw, inbound, trail, outcome, started).await
 }
 
-async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Reply, Refused> {
-    // (1) Parse and bound the request.
-    let operation = parse(inbound)?;
+async fn steps(
+    gw: &Gateway,
+    inbound: &Inbound,
+    operation: Operation,
+    binding: Binding<'_>,
+    credentials: Credentials<'_>,
+    trail: &mut Trail,
+) -> Result<Reply, Refused> {
+    // (1) The request was parsed and bounded by the binding.
     trail.action = operation.audit_action();
 
     // (2)-(6) Token present and well formed, found, not revoked, not expired, app active,
     // actor and tenant bound.
     let now = gw.clock.now();
-    let authenticated = trail.time("authenticate", || {
-        auth::authenticate(&gw.store, inbound.authorization.as_deref(), now)
+    let anonymous = match credentials {
+        Credentials::Anonymous { app_id } if inbound.authorization.is_none() => Some(app_id),
+        _ => None,
+    };
+    if anonymous.is_some() {
+        trail
+            .details
+            .insert("authentication".into(), "anonymous-loopback".into());
+    }
+    let authenticated = trail.time("authenticate", || match anonymous {
+        Some(app_id) => auth::anonymous(&gw.store, app_id),
+        None => auth::authenticate(&gw.store, inbound.authorization.as_deref(), now),
     });
     let principal = match authenticated {
         Ok(Ok(principal)) => principal,
@@ -231,6 +327,12 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
         Err(e) => return Err(Refused::internal(e)),
     };
     trail.principal = Some(principal.clone());
+    if let Binding::Mcp {
+        session: McpSession::Existing(id),
+    } = binding
+    {
+        crate::mcp::check_session(gw, inbound, id)?;
+    }
 
     // (7) Network policy.
     let client_ip = network::client_ip(
@@ -271,6 +373,7 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
         principal: &principal,
         client_ip,
         request_id: &inbound.request_id,
+        binding,
     };
     match operation {
         Operation::Manifest => request.manifest(),
@@ -278,6 +381,8 @@ async fn steps(gw: &Gateway, inbound: &Inbound, trail: &mut Trail) -> Result<Rep
         Operation::Action(body) => request.action(body, trail).await,
         Operation::Preflight(body) => request.preflight(body, trail).await,
         Operation::Draft { id, wait_seconds } => request.draft(&id, wait_seconds, trail).await,
+        Operation::Call(body) => request.call(body, trail).await,
+        Operation::Session { .. } => Ok(Reply::ok(json!({}))),
     }
 }
 
@@ -287,6 +392,7 @@ struct Governed<'a> {
     principal: &'a Principal,
     client_ip: IpAddr,
     request_id: &'a str,
+    binding: Binding<'a>,
 }
 
 impl Governed<'_> {
@@ -382,7 +488,7 @@ impl Governed<'_> {
             if !visible.errors.is_empty() {
                 trail.details.insert("policyErrors".into(), json!(visible.errors));
             }
-            return Err(unknown_tool(tool).into());
+            return Err(unknown_tool(tool, self.binding).into());
         }
         let facts = self.facts(Some(payload), flags);
         let decision = trail.time("cedar", || authorizer.decide(&app, action, &tool.facts(), &facts));
@@ -416,9 +522,31 @@ impl Governed<'_> {
             .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
         trail.action = format!("agent.{}", tool.name);
         let payload = query_payload(query, &tool.input_schema)?;
+        self.run_read(&tool, payload, trail).await
+    }
+
+    /// A call by tool name: reads run as reads (with the arguments as the payload), the
+    /// rest enter the write lifecycle as actions. Unknown names are unknown actions.
+    async fn call(&self, body: ActionBody, trail: &mut Trail) -> Result<Reply, Refused> {
+        let read = self.gw.catalog().tool(&body.action).filter(|t| t.is_read()).cloned();
+        match read {
+            Some(tool) => {
+                trail.action = format!("agent.{}", tool.name);
+                let payload = body.payload.unwrap_or_else(|| json!({}));
+                if !payload.is_object() {
+                    return Err(Failure::validation(&["arguments"], "arguments must be an object").into());
+                }
+                self.run_read(&tool, payload, trail).await
+            }
+            None => self.action(body, trail).await,
+        }
+    }
+
+    /// Steps 10 to 14 of a read.
+    async fn run_read(&self, tool: &Arc<Tool>, payload: Value, trail: &mut Trail) -> Result<Reply, Refused> {
         trail.payload(self.gw, &payload);
         let mut payload = payload;
-        let context = self.authorize(&tool, Action::Read, &mut payload, Flags::default(), trail)?;
+        let context = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
         // (14) Dispatch: a read runs now.
         let started = Instant::now();
         let output = tool
@@ -437,7 +565,11 @@ impl Governed<'_> {
         if let Some(items) = data.get("items").and_then(Value::as_array) {
             trail.details.insert("resultCount".into(), items.len().into());
         }
-        Ok(Reply::ok(data))
+        Ok(Reply {
+            data,
+            code: codes::SUCCESS,
+            content: output.content,
+        })
     }
 
     /// Resolves an action's tool (step 9): unknown names and reads are unknown actions.
@@ -445,6 +577,7 @@ impl Governed<'_> {
         let catalog = self.gw.catalog();
         match catalog.tool(name) {
             Some(tool) if !tool.is_read() => Ok(tool.clone()),
+            None if self.binding.is_mcp() => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown tool").into()),
             Some(tool) => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
                 .with(
                     "hint",
@@ -511,6 +644,7 @@ impl Governed<'_> {
         Ok(Reply {
             data: outcome.data,
             code: outcome.code,
+            content: Vec::new(),
         })
     }
 
@@ -618,8 +752,11 @@ struct Flags {
 }
 
 /// The answer for a tool the app may not see: the same as for a tool that does not exist.
-fn unknown_tool(tool: &Tool) -> Failure {
-    if tool.is_read() {
+/// Over MCP every tool is called by name, so every unknown one is an unknown tool.
+fn unknown_tool(tool: &Tool, binding: Binding<'_>) -> Failure {
+    if binding.is_mcp() {
+        Failure::new(codes::ACTION_UNKNOWN, "Unknown tool")
+    } else if tool.is_read() {
         Failure::new(codes::NOT_FOUND, "Route not found")
     } else {
         Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
@@ -945,15 +1082,15 @@ fn sanitize(message: &str) -> String {
     message.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
-/// Writes the terminal audit event, then builds the response. If the event cannot be
-/// made durable, the client gets a 500 instead of an unaudited answer.
+/// Writes the terminal audit event and hands the outcome back. If the event cannot be
+/// made durable, the outcome becomes an internal error instead of an unaudited answer.
 async fn finish(
     gw: &Gateway,
     inbound: &Inbound,
     mut trail: Trail,
     outcome: Result<Reply, Refused>,
     started: Instant,
-) -> Outbound {
+) -> Result<Reply, Refused> {
     let (status_class, code, http_status) = match &outcome {
         Ok(reply) => (Status::Success, reply.code, 200),
         Err(refused) => {
@@ -1018,25 +1155,25 @@ async fn finish(
     drop(trail.permit);
     if let Err(e) = recorded {
         tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
-        return respond(
-            500,
-            Envelope::failure(&Failure::internal(), &inbound.request_id),
-            Vec::new(),
-            &inbound.request_id,
-        );
+        return Err(Failure::internal().into());
     }
+    outcome
+}
+
+/// The REST answer: the SPEC's envelope, with the code's HTTP status.
+fn envelope_response(request_id: &str, outcome: Result<Reply, Refused>) -> Outbound {
     match outcome {
         Ok(reply) => respond(
-            http_status,
-            Envelope::success_with(reply.code, reply.data, &inbound.request_id),
+            200,
+            Envelope::success_with(reply.code, reply.data, request_id),
             Vec::new(),
-            &inbound.request_id,
+            request_id,
         ),
         Err(refused) => respond(
-            http_status,
-            Envelope::failure(&refused.failure, &inbound.request_id),
+            refused.failure.code.status,
+            Envelope::failure(&refused.failure, request_id),
             refused.headers,
-            &inbound.request_id,
+            request_id,
         ),
     }
 }

@@ -134,7 +134,7 @@ fn the_admin_plane_has_its_own_credentials_and_roles() {
         .expect(403, "admin.forbidden");
     let apps = gw.admin_get("/api/agent-admin/v1/apps", Some(&gw.admin_token("operator")));
     apps.expect(200, "common.success");
-    assert_eq!(apps.data()["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(apps.data()["items"].as_array().map(Vec::len), Some(4));
     assert!(
         !apps.body.to_string().contains("token_hash"),
         "hashes never leave the store"

@@ -15,6 +15,8 @@ mod cli;
 mod drafts;
 /// Authentication and authorization along the pipeline's steps 2 to 12.
 mod governance;
+/// The MCP binding: discovery, calls, refusals, sessions, anonymous local access.
+mod mcp;
 /// Plugins: hot load, replace, remove, refusals and the hostile fixtures.
 mod plugins;
 /// The shipped Cedar policy sets and their scenario files.

@@ -260,8 +260,8 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
     let listed = gw.admin_get("/api/agent-admin/v1/plugins", Some(&gw.admin_token("auditor")));
     assert_eq!(
         listed.data()["items"].as_array().map(Vec::len),
-        Some(4),
-        "ledger, its witness, tickets and trap"
+        Some(5),
+        "ledger, its witness, tickets, mcp-conformance and trap"
     );
 
     // The gateway remembers it: a second gateway on the same data directory loads it.

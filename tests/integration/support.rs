@@ -72,6 +72,7 @@ impl Reply {
 pub struct Builder {
     extra_config: String,
     server_config: String,
+    anonymous_mcp: bool,
 }
 
 impl Builder {
@@ -88,11 +89,23 @@ impl Builder {
         self
     }
 
+    /// Turns on the loopback-only anonymous MCP integration, as the demo does.
+    pub fn anonymous_mcp(mut self) -> Self {
+        self.anonymous_mcp = true;
+        self
+    }
+
     pub fn start(self) -> TestGateway {
         let dir = tempfile::tempdir().expect("temp dir");
         let any = "127.0.0.1:0".parse().expect("addr");
         let desk = demo::desk::start().expect("desk");
-        let path = demo::write_files(dir.path(), any, any, desk).expect("demo files");
+        let mut path = demo::write_files(dir.path(), any, any, desk).expect("demo files");
+        let clock: SharedClock = Arc::new(SystemClock);
+        let creds = demo::seed(&Config::load(&path).expect("valid config"), dir.path(), &clock).expect("seed");
+        if self.anonymous_mcp {
+            let app = creds.app_ids.get(demo::MCP_LOCAL_APP).expect("the local MCP app");
+            path = demo::write_config(dir.path(), any, any, Some(app)).expect("config");
+        }
         if !self.extra_config.is_empty() || !self.server_config.is_empty() {
             let mut text = std::fs::read_to_string(&path).expect("config");
             text = text.replace("[server]\n", &format!("[server]\n{}", self.server_config));
@@ -100,8 +113,6 @@ impl Builder {
             std::fs::write(&path, text).expect("config");
         }
         let config = Config::load(&path).expect("valid config");
-        let clock: SharedClock = Arc::new(SystemClock);
-        let creds = demo::seed(&config, dir.path(), &clock).expect("seed");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -168,7 +179,11 @@ impl TestGateway {
             .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
             .collect();
         let text = response.body_mut().read_to_string().expect("body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"));
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+        };
         Reply { status, headers, body }
     }
 
@@ -213,6 +228,18 @@ impl TestGateway {
         }
         if let Some(ct) = content_type {
             request = request.header("Content-Type", ct);
+        }
+        let request = request.body(body.to_vec()).expect("request");
+        self.finish(self.client.run(request))
+    }
+
+    /// A request on the agent plane with any headers and a raw body.
+    pub fn send_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.agent));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(body.to_vec()).expect("request");
         self.finish(self.client.run(request))

@@ -118,6 +118,33 @@ pub fn authenticate(
             return Ok(Err(AuthFailure::Expired));
         }
     }
+    principal(store, key)
+}
+
+/// The key an anonymous loopback request is recorded under: it has no token.
+pub const ANONYMOUS_KEY_ID: &str = "anonymous-loopback";
+
+/// The MCP binding's anonymous integration: a request without credentials acts as the
+/// configured app, which must exist and be active, with its grants and nothing more.
+/// Revoking the app turns anonymous access off.
+pub fn anonymous(store: &Store, app_id: &str) -> Result<Result<Principal, AuthFailure>, StoreError> {
+    let key = KeyRecord {
+        id: ANONYMOUS_KEY_ID.into(),
+        app_id: app_id.into(),
+        name: "anonymous loopback (mcp.anonymous_app)".into(),
+        token_prefix: String::new(),
+        token_hash: String::new(),
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        created_by: None,
+        created_at: String::new(),
+    };
+    principal(store, key)
+}
+
+/// Steps 5 and 6: the key's app is active and has a tenant and an actor.
+fn principal(store: &Store, key: KeyRecord) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(app) = store.app(&key.app_id)? else {
         return Ok(Err(AuthFailure::Invalid));
     };

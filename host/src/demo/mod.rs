@@ -78,7 +78,12 @@ pub const DEMO_APPS: &[(&str, &str, &[&str])] = &[
         OTHER_ORG,
         &["ledger.read", "transaction.read", "transaction.write"],
     ),
+    (MCP_LOCAL_APP, DEMO_ORG, &["conformance.read"]),
 ];
+
+/// The app that credential-less MCP requests from this machine act as (`[mcp]
+/// anonymous_app`): it holds only the MCP conformance suite's test tools.
+pub const MCP_LOCAL_APP: &str = "Local MCP Client (anonymous, loopback only)";
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     if let Some(dir) = path.parent() {
@@ -175,6 +180,25 @@ memory_mib = 32
         sha256_hex(tickets)
     );
     write_file(&data_dir.join("plugins/tickets.toml"), manifest.as_bytes())?;
+    let conformance = artifacts::MCP_CONFORMANCE;
+    write_file(&data_dir.join("plugins/mcp-conformance.wasm"), conformance)?;
+    let manifest = format!(
+        r#"# The tools the official MCP conformance suite calls (scope `conformance.read`).
+name = "mcp-conformance"
+version = "0.1.0"
+world = "tool-adapter"
+component = "mcp-conformance.wasm"
+sha256 = "{}"
+tools = ["test_simple_text", "test_image_content", "test_audio_content", "test_embedded_resource",
+         "test_multiple_content_types", "test_error_handling", "json_schema_2020_12_tool"]
+
+[limits]
+timeout_ms = 1000
+memory_mib = 16
+"#,
+        sha256_hex(conformance)
+    );
+    write_file(&data_dir.join("plugins/mcp-conformance.toml"), manifest.as_bytes())?;
     // Policies are the operator's to edit: written once, never overwritten.
     for (name, text) in [("schema.cedarschema", DEFAULT_SCHEMA), ("base.cedar", DEFAULT_POLICIES)] {
         let path = data_dir.join("policies").join(name);
@@ -182,6 +206,25 @@ memory_mib = 32
             write_file(&path, text.as_bytes())?;
         }
     }
+    write_config(data_dir, listen, admin_listen, None)
+}
+
+/// Writes the demo's `openport.toml` and returns its path. `anonymous_app` turns on the
+/// loopback-only anonymous MCP integration (only when listening on loopback).
+pub fn write_config(
+    data_dir: &Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    anonymous_app: Option<&str>,
+) -> Result<PathBuf, DemoError> {
+    let mcp = match anonymous_app {
+        Some(app) if listen.ip().is_loopback() => format!(
+            "\n# Local development: MCP clients on this machine may connect without a token and\n\
+             # act as the \"{MCP_LOCAL_APP}\" app (the MCP conformance suite's tools only).\n\
+             [mcp]\nanonymous_app = \"{app}\"\n"
+        ),
+        _ => String::new(),
+    };
     let config = format!(
         r#"# Written by `openport demo`; rewritten on every demo start.
 [server]
@@ -202,7 +245,10 @@ manifest = "plugins/ledger-witness.toml"
 
 [[plugin]]
 manifest = "plugins/tickets.toml"
-"#
+
+[[plugin]]
+manifest = "plugins/mcp-conformance.toml"
+{mcp}"#
     );
     let path = data_dir.join("openport.toml");
     write_file(&path, config.as_bytes())?;

@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::gateway::Gateway;
-use crate::pipeline::{self, BodyError, Inbound, Outbound};
+use crate::mcp;
+use crate::pipeline::{self, BodyError, Inbound, McpHeaders, Outbound};
 use crate::protocol::Envelope;
 use crate::protocol::ids::{self, Kind};
 
@@ -97,8 +98,14 @@ async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Inc
             &request_id,
         ));
     }
+    if plane == Plane::Agent && req.method() == hyper::Method::GET && mcp::is_resource_metadata_path(&path) {
+        // OAuth protected-resource metadata (RFC 9728) is public discovery, like a probe.
+        let host = header(req.headers(), "host");
+        return write(mcp::resource_metadata(gw, host.as_deref(), &request_id));
+    }
     let inbound = read_inbound(gw, peer, req, request_id).await;
     let outbound = match plane {
+        Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, inbound).await,
         Plane::Agent => pipeline::handle(gw, inbound).await,
         Plane::Admin => admin::handle(gw, inbound).await,
     };
@@ -136,6 +143,13 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
         user_agent: header(&parts.headers, "user-agent"),
         content_type: header(&parts.headers, "content-type"),
         idempotency_key: header(&parts.headers, "idempotency-key"),
+        mcp: McpHeaders {
+            host: header(&parts.headers, "host"),
+            origin: header(&parts.headers, "origin"),
+            session_id: header(&parts.headers, "mcp-session-id"),
+            protocol_version: header(&parts.headers, "mcp-protocol-version"),
+            accept: header(&parts.headers, "accept"),
+        },
         peer: peer.ip(),
         body,
     }

@@ -11,6 +11,8 @@ pub enum Kind {
     Audit,
     Request,
     AdminToken,
+    /// An MCP session (`Mcp-Session-Id`).
+    McpSession,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::Audit => "aud",
             Kind::Request => "req",
             Kind::AdminToken => "adm",
+            Kind::McpSession => "mcs",
         }
     }
 }

@@ -1,0 +1,688 @@
+//! The MCP binding: Streamable HTTP at `POST /mcp` (protocol `2025-11-25` and
+//! `2025-06-18`). It only translates: JSON-RPC in, a pipeline [`Operation`] through
+//! [`pipeline::govern`] (the same steps and audit as REST), JSON-RPC out.
+//!
+//! - `tools/list` is the manifest, as MCP tools (see [`tools`]).
+//! - `tools/call` is [`Operation::Call`]: reads return the adapter's content, actions the
+//!   `/actions` response shape as `structuredContent`, refusals `isError` results carrying
+//!   the envelope (with its `agent.*` code) as `structuredContent`.
+//! - Credentials are the agent bearer tokens; without one the answer is `401` with
+//!   `WWW-Authenticate` naming the protected-resource metadata, unless the operator turned
+//!   on the loopback-only anonymous integration (`[mcp] anonymous_app`).
+//! - `Origin` and `Host` are checked against DNS rebinding before anything else.
+
+mod session;
+mod tools;
+
+use serde_json::{Map, Value, json};
+
+use crate::gateway::Gateway;
+use crate::pipeline::{
+    self, ActionBody, Binding, BodyError, Credentials, Inbound, McpSession, Operation, Outbound, Refused,
+};
+use crate::protocol::codes::{self, Code};
+use crate::protocol::{Envelope, Failure};
+
+pub use session::Sessions;
+use session::{SessionError, credential_of};
+
+/// The route.
+pub const PATH: &str = "/mcp";
+
+/// Protocol versions this binding speaks, newest first. `2025-03-26` is accepted in the
+/// `MCP-Protocol-Version` header (clients send it after an older handshake) but never
+/// negotiated.
+const SUPPORTED: &[&str] = &["2025-11-25", "2025-06-18"];
+const ACCEPTED_HEADER_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+
+// JSON-RPC error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+/// A governance refusal of a request other than `tools/call` (e.g. a rate limit on
+/// `tools/list`); the envelope is in `error.data`.
+const REFUSED: i64 = -32000;
+const SESSION_NOT_FOUND: i64 = -32001;
+
+/// Whether `path` serves the OAuth protected-resource metadata (RFC 9728), at the root
+/// and in the path-suffixed form for `/mcp`.
+pub fn is_resource_metadata_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/.well-known/oauth-protected-resource" | "/.well-known/oauth-protected-resource/mcp"
+    )
+}
+
+/// The protected-resource metadata: which resource this is and how to present a token.
+/// Tokens are issued by operators on the admin plane, so no authorization server is listed.
+pub fn resource_metadata(gw: &Gateway, host: Option<&str>, request_id: &str) -> Outbound {
+    let base = base_url(gw, host);
+    let body = json!({
+        "resource": format!("{base}{PATH}"),
+        "resource_name": "OpenPort gateway",
+        "authorization_servers": [],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": gw.catalog().scopes(),
+    });
+    json_response(200, &body, Vec::new(), request_id)
+}
+
+/// `http://` + the request's `Host` when it is a plain authority, else the listen address.
+fn base_url(gw: &Gateway, host: Option<&str>) -> String {
+    let plain = |h: &&str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    };
+    match host.filter(plain) {
+        Some(host) => format!("http://{host}"),
+        None => format!("http://{}", gw.config.listen),
+    }
+}
+
+/// One `/mcp` request.
+pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+    let request_id = inbound.request_id.clone();
+    let credentials = match gw.config.mcp.anonymous_app.as_deref() {
+        Some(app_id) if inbound.peer.is_loopback() && inbound.authorization.is_none() => {
+            Credentials::Anonymous { app_id }
+        }
+        _ => Credentials::Bearer,
+    };
+    let reply = Responder {
+        gw,
+        request_id: &request_id,
+        sse: wants_event_stream(inbound.mcp.accept.as_deref()),
+        presented_credential: inbound.authorization.is_some(),
+    };
+
+    if let Err(what) = rebinding_guard(gw, &inbound) {
+        let refused = Refused::from(
+            Failure::new(codes::FORBIDDEN, format!("{what} not allowed")).with("reason", "dns_rebinding_protection"),
+        );
+        let refused = refusal(gw, &inbound, refused, credentials).await;
+        return reply.error(403, Value::Null, INVALID_REQUEST, &refused, Vec::new());
+    }
+
+    match inbound.method.as_str() {
+        "POST" => post(gw, &inbound, credentials, &reply).await,
+        "DELETE" => {
+            let credential = credential_of(inbound.authorization.as_deref());
+            let outcome = pipeline::govern(
+                gw,
+                &inbound,
+                Ok(Operation::Session {
+                    method: "session.delete".into(),
+                }),
+                Binding::Mcp {
+                    session: McpSession::Opening,
+                },
+                credentials,
+            )
+            .await;
+            match outcome {
+                Ok(_) => {
+                    let ended = inbound
+                        .mcp
+                        .session_id
+                        .as_deref()
+                        .is_some_and(|id| gw.mcp_sessions.close(id, &credential));
+                    let status = if ended { 204 } else { 404 };
+                    empty(status, Vec::new(), &request_id)
+                }
+                Err(refused) => reply.refused(Value::Null, refused),
+            }
+        }
+        _ => {
+            // No server-initiated stream: GET (and anything else) is not offered.
+            let refused = Refused::from(Failure::new(
+                codes::NOT_FOUND,
+                "Method not allowed: /mcp takes POST (and DELETE to end a session)",
+            ));
+            let _ = refusal(gw, &inbound, refused, credentials).await;
+            empty(405, vec![("Allow", "POST, DELETE".into())], &request_id)
+        }
+    }
+}
+
+/// Audits a refusal decided before any operation, through the pipeline like any other.
+async fn refusal(gw: &Gateway, inbound: &Inbound, refused: Refused, credentials: Credentials<'_>) -> Refused {
+    let binding = Binding::Mcp {
+        session: McpSession::Opening,
+    };
+    match pipeline::govern(gw, inbound, Err(refused), binding, credentials).await {
+        Ok(_) => Refused::internal("a refusal was answered as a success"),
+        Err(refused) => refused,
+    }
+}
+
+/// A parsed JSON-RPC message.
+enum Message {
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+    },
+    /// A response to a request of ours; we send none, so it is acknowledged and dropped.
+    Response,
+}
+
+/// Why a body is not a JSON-RPC message.
+struct Fault {
+    status: u16,
+    rpc_code: i64,
+    id: Value,
+    message: String,
+}
+
+fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
+    let fault = |status, rpc_code, message: &str| Fault {
+        status,
+        rpc_code,
+        id: Value::Null,
+        message: message.into(),
+    };
+    let body = match &inbound.body {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Err(fault(413, INVALID_REQUEST, "Request body too large")),
+        Err(BodyError::Unreadable) => return Err(fault(400, PARSE_ERROR, "Request body could not be read")),
+    };
+    let is_json = inbound.content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !is_json {
+        return Err(fault(415, INVALID_REQUEST, "Content-Type must be application/json"));
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| fault(400, PARSE_ERROR, &format!("Parse error: {e}")))?;
+    let Value::Object(mut message) = value else {
+        return Err(fault(
+            400,
+            INVALID_REQUEST,
+            "Expected one JSON-RPC message object (batches are not supported)",
+        ));
+    };
+    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(fault(400, INVALID_REQUEST, "`jsonrpc` must be \"2.0\""));
+    }
+    let id = message.remove("id");
+    let method = message.remove("method");
+    match (id, method) {
+        (Some(id @ (Value::String(_) | Value::Number(_))), Some(Value::String(method))) => Ok(Message::Request {
+            id,
+            method,
+            params: message.remove("params").unwrap_or(Value::Null),
+        }),
+        (None, Some(Value::String(method))) => Ok(Message::Notification { method }),
+        (Some(id), None) if message.contains_key("result") || message.contains_key("error") => {
+            let _ = id;
+            Ok(Message::Response)
+        }
+        (id, _) => Err(Fault {
+            status: 400,
+            rpc_code: INVALID_REQUEST,
+            id: id.filter(|v| v.is_string() || v.is_number()).unwrap_or(Value::Null),
+            message: "Invalid JSON-RPC message: a request needs a string `method` and a string or number `id`".into(),
+        }),
+    }
+}
+
+async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, reply: &Responder<'_>) -> Outbound {
+    let message = match parse_message(inbound) {
+        Ok(message) => message,
+        Err(fault) => {
+            let code = if fault.status == 413 {
+                codes::REQUEST_TOO_LARGE
+            } else {
+                codes::VALIDATION
+            };
+            let refused = refusal(
+                gw,
+                inbound,
+                Refused::from(Failure::new(code, fault.message)),
+                credentials,
+            )
+            .await;
+            return reply.error(fault.status, fault.id, fault.rpc_code, &refused, Vec::new());
+        }
+    };
+    if let Some(version) = inbound.mcp.protocol_version.as_deref()
+        && !ACCEPTED_HEADER_VERSIONS.contains(&version)
+    {
+        let failure = Failure::validation(
+            &["MCP-Protocol-Version"],
+            format!(
+                "unsupported MCP protocol version `{version}`; supported: {}",
+                SUPPORTED.join(", ")
+            ),
+        );
+        let refused = refusal(gw, inbound, failure.into(), credentials).await;
+        let id = match &message {
+            Message::Request { id, .. } => id.clone(),
+            _ => Value::Null,
+        };
+        return reply.error(400, id, INVALID_REQUEST, &refused, Vec::new());
+    }
+    let in_session = Binding::Mcp {
+        session: McpSession::Existing(inbound.mcp.session_id.as_deref()),
+    };
+    let (id, method, params) = match message {
+        Message::Request { id, method, params } => (id, method, params),
+        Message::Notification { method } => {
+            let operation = Operation::Session {
+                method: audit_name(&method),
+            };
+            return match pipeline::govern(gw, inbound, Ok(operation), in_session, credentials).await {
+                Ok(_) => empty(202, Vec::new(), reply.request_id),
+                Err(refused) => reply.refused(Value::Null, refused),
+            };
+        }
+        Message::Response => {
+            let operation = Operation::Session {
+                method: "response".into(),
+            };
+            return match pipeline::govern(gw, inbound, Ok(operation), in_session, credentials).await {
+                Ok(_) => empty(202, Vec::new(), reply.request_id),
+                Err(refused) => reply.refused(Value::Null, refused),
+            };
+        }
+    };
+
+    if method == "initialize" {
+        return initialize(gw, inbound, credentials, reply, id, &params).await;
+    }
+    match method.as_str() {
+        "ping" => {
+            let operation = Operation::Session { method: "ping".into() };
+            match pipeline::govern(gw, inbound, Ok(operation), in_session, credentials).await {
+                Ok(_) => reply.result(200, id, json!({}), Vec::new()),
+                Err(refused) => reply.refused(id, refused),
+            }
+        }
+        "tools/list" => match pipeline::govern(gw, inbound, Ok(Operation::Manifest), in_session, credentials).await {
+            Ok(manifest) => reply.result(200, id, tools::list(&manifest.data), Vec::new()),
+            Err(refused) => reply.refused(id, refused),
+        },
+        "tools/call" => {
+            let body = match call_body(&params) {
+                Ok(body) => body,
+                Err(message) => {
+                    let failure = Failure::validation(&["params"], message.clone());
+                    let refused = refusal(gw, inbound, failure.into(), credentials).await;
+                    return reply.error(200, id, INVALID_PARAMS, &refused, Vec::new());
+                }
+            };
+            let outcome = pipeline::govern(gw, inbound, Ok(Operation::Call(body)), in_session, credentials).await;
+            match outcome {
+                Ok(result) => reply.result(200, id, tools::call_result(result, reply.request_id), Vec::new()),
+                Err(refused) if is_protocol_refusal(&refused) => reply.refused(id, refused),
+                Err(refused) => {
+                    let headers = refused.headers.clone();
+                    reply.result(200, id, tools::refusal_result(&refused, reply.request_id), headers)
+                }
+            }
+        }
+        other => {
+            let failure = Failure::validation(&["method"], format!("method `{other}` is not supported by this server"));
+            let refused = refusal(gw, inbound, failure.into(), credentials).await;
+            reply.error(200, id, METHOD_NOT_FOUND, &refused, Vec::new())
+        }
+    }
+}
+
+async fn initialize(
+    gw: &Gateway,
+    inbound: &Inbound,
+    credentials: Credentials<'_>,
+    reply: &Responder<'_>,
+    id: Value,
+    params: &Value,
+) -> Outbound {
+    let Some(requested) = params["protocolVersion"].as_str() else {
+        let failure = Failure::validation(&["params", "protocolVersion"], "initialize needs `protocolVersion`");
+        let refused = refusal(gw, inbound, failure.into(), credentials).await;
+        return reply.error(200, id, INVALID_PARAMS, &refused, Vec::new());
+    };
+    // The client's version if we speak it, else our newest (the client then decides).
+    let version = SUPPORTED
+        .iter()
+        .copied()
+        .find(|v| *v == requested)
+        .unwrap_or(SUPPORTED[0]);
+    let operation = Operation::Session {
+        method: "initialize".into(),
+    };
+    let opening = Binding::Mcp {
+        session: McpSession::Opening,
+    };
+    match pipeline::govern(gw, inbound, Ok(operation), opening, credentials).await {
+        Ok(_) => {
+            let session = gw
+                .mcp_sessions
+                .open(credential_of(inbound.authorization.as_deref()), version);
+            let result = json!({
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": false}},
+                "serverInfo": {"name": "openport", "title": "OpenPort gateway", "version": env!("CARGO_PKG_VERSION")},
+                "instructions": "Tools are governed by OpenPort: writes become drafts for human review unless policy allows auto-execution. Refusals are tool results with isError and an `agent.*` code in structuredContent.code.",
+            });
+            reply.result(200, id, result, vec![("Mcp-Session-Id", session)])
+        }
+        Err(refused) => reply.refused(id, refused),
+    }
+}
+
+/// `tools/call` params as an action body: `name`, `arguments`, and the OpenPort action
+/// fields (`execute`, `idempotencyKey`, `justification`, `preflightHash`, ...) from `_meta`.
+fn call_body(params: &Value) -> Result<ActionBody, String> {
+    let Some(name) = params["name"].as_str() else {
+        return Err("tools/call needs a string `name`".into());
+    };
+    let arguments = match &params["arguments"] {
+        Value::Null => json!({}),
+        Value::Object(map) => Value::Object(map.clone()),
+        _ => return Err("`arguments` must be an object".into()),
+    };
+    let meta = match &params["_meta"] {
+        Value::Null => Map::new(),
+        Value::Object(map) => map.clone(),
+        _ => return Err("`_meta` must be an object".into()),
+    };
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match meta.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("`_meta.{key}` must be a string")),
+        }
+    };
+    let flag = |key: &str| -> Result<Option<bool>, String> {
+        match meta.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(format!("`_meta.{key}` must be a boolean")),
+        }
+    };
+    Ok(ActionBody {
+        action: name.to_string(),
+        payload: Some(arguments),
+        preflight_id: text("preflightId")?,
+        execute: flag("execute")?,
+        force_draft: flag("forceDraft")?,
+        request_id: text("requestId")?,
+        idempotency_key: text("idempotencyKey")?,
+        justification: text("justification")?,
+        preflight_hash: text("preflightHash")?,
+        state_witness_hash: text("stateWitnessHash")?,
+    })
+}
+
+/// Refusals that are about the request rather than the tool: they are answered as HTTP or
+/// JSON-RPC errors even for `tools/call`.
+fn is_protocol_refusal(refused: &Refused) -> bool {
+    is_authentication(refused.failure.code)
+        || matches!(
+            refused.failure.details.get("reason").and_then(Value::as_str),
+            Some(SESSION_MISSING | SESSION_UNKNOWN)
+        )
+}
+
+/// Pipeline hook, right after authentication: the request belongs to an open session of
+/// this credential.
+pub fn check_session(gw: &Gateway, inbound: &Inbound, id: Option<&str>) -> Result<(), Failure> {
+    let credential = credential_of(inbound.authorization.as_deref());
+    gw.mcp_sessions.touch(id, &credential).map(|_| ()).map_err(|e| match e {
+        SessionError::Missing => Failure::validation(
+            &["Mcp-Session-Id"],
+            "Mcp-Session-Id header is required; call initialize first",
+        )
+        .with("reason", SESSION_MISSING),
+        SessionError::NotFound => Failure::new(codes::NOT_FOUND, "Session not found; initialize a new session")
+            .with("reason", SESSION_UNKNOWN),
+    })
+}
+
+const SESSION_MISSING: &str = "mcp_session_missing";
+const SESSION_UNKNOWN: &str = "mcp_session_not_found";
+
+fn is_authentication(code: Code) -> bool {
+    code == codes::TOKEN_INVALID || code == codes::TOKEN_EXPIRED
+}
+
+/// A JSON-RPC method as an audit action suffix: `notifications/initialized` →
+/// `notifications.initialized`, bounded and without odd characters.
+fn audit_name(method: &str) -> String {
+    method
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '.' })
+        .collect()
+}
+
+/// DNS-rebinding protection. A browser page on another origin must not reach a gateway on
+/// this machine: an `Origin` must be allowed, and a loopback listener accepts only loopback
+/// `Host` names (plus the configured ones).
+fn rebinding_guard(gw: &Gateway, inbound: &Inbound) -> Result<(), &'static str> {
+    let mcp = &gw.config.mcp;
+    let loopback = gw.config.listen.ip().is_loopback();
+    if let Some(origin) = inbound.mcp.origin.as_deref()
+        && !(mcp.allowed_origins.iter().any(|o| o == origin) || loopback && is_loopback_origin(origin))
+    {
+        return Err("Origin");
+    }
+    let host = inbound.mcp.host.as_deref().unwrap_or("");
+    let listed = mcp.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+    // Loopback: loopback names or listed ones. Elsewhere: listed ones, if a list is set.
+    let host_ok = if loopback {
+        listed || is_loopback_authority(host)
+    } else {
+        listed || mcp.allowed_hosts.is_empty()
+    };
+    if !host_ok {
+        return Err("Host");
+    }
+    Ok(())
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(is_loopback_authority)
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` (any loopback address), with an optional port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((host, tail)) if tail.is_empty() || is_port(tail) => host,
+            _ => return false,
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) if is_port(&format!(":{port}")) => host,
+            Some(_) => return false,
+            None => authority,
+        }
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(tail: &str) -> bool {
+    tail.strip_prefix(':')
+        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether the client asked for an event stream only (it did not accept plain JSON).
+fn wants_event_stream(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    let json = types
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("application/json") || *t == "*/*" || t.eq_ignore_ascii_case("application/*"));
+    !json && types.iter().any(|t| t.eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// Writes JSON-RPC answers, as JSON or as a one-event SSE stream.
+struct Responder<'a> {
+    gw: &'a Gateway,
+    request_id: &'a str,
+    sse: bool,
+    /// Whether the request carried an `Authorization` header (then a 401 says why).
+    presented_credential: bool,
+}
+
+impl Responder<'_> {
+    fn result(&self, status: u16, id: Value, result: Value, headers: Vec<(&'static str, String)>) -> Outbound {
+        self.message(status, &json!({"jsonrpc": "2.0", "id": id, "result": result}), headers)
+    }
+
+    fn error(
+        &self,
+        status: u16,
+        id: Value,
+        rpc_code: i64,
+        refused: &Refused,
+        headers: Vec<(&'static str, String)>,
+    ) -> Outbound {
+        let envelope = Envelope::failure(&refused.failure, self.request_id);
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
+        });
+        let mut headers = headers;
+        headers.extend(refused.headers.iter().cloned());
+        self.message(status, &body, headers)
+    }
+
+    /// A governance refusal of a whole request: `401` (with `WWW-Authenticate`) for a
+    /// credential problem, otherwise a JSON-RPC error carrying the envelope.
+    fn refused(&self, id: Value, refused: Refused) -> Outbound {
+        if is_authentication(refused.failure.code) {
+            let base = base_url(self.gw, None);
+            let mut challenge = format!("Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource\"");
+            if self.presented_credential {
+                challenge.push_str(", error=\"invalid_token\"");
+            }
+            return self.error(401, id, REFUSED, &refused, vec![("WWW-Authenticate", challenge)]);
+        }
+        match refused.failure.details.get("reason").and_then(Value::as_str) {
+            Some(SESSION_MISSING) => return self.error(400, id, INVALID_REQUEST, &refused, Vec::new()),
+            Some(SESSION_UNKNOWN) => return self.error(404, id, SESSION_NOT_FOUND, &refused, Vec::new()),
+            _ => {}
+        }
+        let status = match refused.failure.code.status {
+            413 => 413,
+            500 => 500,
+            _ => 200,
+        };
+        self.error(status, id, REFUSED, &refused, Vec::new())
+    }
+
+    fn message(&self, status: u16, body: &Value, extra: Vec<(&'static str, String)>) -> Outbound {
+        if self.sse {
+            let mut headers = vec![
+                ("Content-Type", "text/event-stream".to_string()),
+                ("X-Request-Id", self.request_id.to_string()),
+                ("Cache-Control", "no-store".to_string()),
+            ];
+            headers.extend(extra);
+            let event = format!("event: message\ndata: {body}\n\n");
+            return Outbound {
+                status,
+                headers,
+                body: event.into_bytes(),
+            };
+        }
+        json_response(status, body, extra, self.request_id)
+    }
+}
+
+fn json_response(status: u16, body: &Value, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
+    let mut headers = vec![
+        ("Content-Type", "application/json".to_string()),
+        ("X-Request-Id", request_id.to_string()),
+        ("Cache-Control", "no-store".to_string()),
+    ];
+    headers.extend(extra);
+    Outbound {
+        status,
+        headers,
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}
+
+fn empty(status: u16, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
+    let mut headers = vec![("X-Request-Id", request_id.to_string())];
+    headers.extend(extra);
+    Outbound {
+        status,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "[::1]:9",
+            "[::1]",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example.com",
+            "localhost.evil.com",
+            "127.0.0.1:x",
+            "[::1]x",
+            "10.0.0.1:80",
+            "",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+        assert!(is_loopback_origin("http://localhost:3000"));
+        assert!(!is_loopback_origin("http://evil.example.com"));
+        assert!(!is_loopback_origin("null"));
+    }
+
+    #[test]
+    fn event_stream_only_when_json_is_not_accepted() {
+        assert!(!wants_event_stream(None));
+        assert!(!wants_event_stream(Some("application/json, text/event-stream")));
+        assert!(wants_event_stream(Some("text/event-stream")));
+        assert!(!wants_event_stream(Some("*/*")));
+    }
+
+    #[test]
+    fn openport_action_fields_travel_in_meta() {
+        let body = call_body(&json!({
+            "name": "transaction.create",
+            "arguments": {"ledgerId": "ledger_main"},
+            "_meta": {"execute": true, "idempotencyKey": "k1", "progressToken": 7}
+        }))
+        .expect("valid");
+        assert_eq!(body.action, "transaction.create");
+        assert_eq!(body.execute, Some(true));
+        assert_eq!(body.idempotency_key.as_deref(), Some("k1"));
+        assert!(call_body(&json!({"name": "x", "_meta": {"execute": "yes"}})).is_err());
+        assert!(call_body(&json!({"arguments": {}})).is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! The MCP binding, from an MCP client's side: the same governance as REST.
+
+use serde_json::{Value, json};
+
+use crate::support::{Reply, TestGateway};
+
+/// A minimal Streamable HTTP client: one session, JSON responses.
+struct Client<'a> {
+    gw: &'a TestGateway,
+    token: Option<String>,
+    session: Option<String>,
+    next_id: u64,
+}
+
+impl<'a> Client<'a> {
+    fn new(gw: &'a TestGateway, token: Option<String>) -> Self {
+        Client {
+            gw,
+            token,
+            session: None,
+            next_id: 1,
+        }
+    }
+
+    fn send(&self, message: &Value, extra: &[(&str, &str)]) -> Reply {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+        ];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        if let Some(session) = &self.session {
+            headers.push(("Mcp-Session-Id", session));
+            headers.push(("MCP-Protocol-Version", "2025-11-25"));
+        }
+        headers.extend_from_slice(extra);
+        self.gw
+            .send_with("POST", "/mcp", &headers, message.to_string().as_bytes())
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Reply {
+        let id = self.next_id;
+        self.next_id += 1;
+        let reply = self.send(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+            &[],
+        );
+        if reply.status == 200 {
+            assert_eq!(reply.body["id"], id, "response id: {:#}", reply.body);
+        }
+        reply
+    }
+
+    fn initialize(&mut self) -> Reply {
+        let reply = self.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}),
+        );
+        assert_eq!(reply.status, 200, "{:#}", reply.body);
+        self.session = Some(reply.headers["mcp-session-id"].clone());
+        let ack = self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), &[]);
+        assert_eq!(ack.status, 202);
+        reply
+    }
+
+    fn tool_names(&mut self) -> Vec<String> {
+        let reply = self.request("tools/list", json!({}));
+        assert_eq!(reply.status, 200, "{:#}", reply.body);
+        reply.body["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .map(|t| t["name"].as_str().expect("name").to_string())
+            .collect()
+    }
+
+    fn call(&mut self, name: &str, arguments: Value, meta: Value) -> Value {
+        let reply = self.request(
+            "tools/call",
+            json!({"name": name, "arguments": arguments, "_meta": meta}),
+        );
+        assert_eq!(reply.status, 200, "{:#}", reply.body);
+        reply.body["result"].clone()
+    }
+}
+
+#[test]
+fn two_credentials_list_the_tools_their_grants_allow_as_in_the_manifest() {
+    let gw = TestGateway::start();
+    let mut full = Client::new(&gw, Some(gw.full()));
+    let mut reporter = Client::new(&gw, Some(gw.token("Read-only Reporter")));
+    let init = full.initialize();
+    assert_eq!(init.body["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(init.body["result"]["capabilities"]["tools"]["listChanged"], false);
+    reporter.initialize();
+
+    let full_tools = full.tool_names();
+    let reporter_tools = reporter.tool_names();
+    assert_eq!(reporter_tools, ["ledger.list", "transaction.list"]);
+    assert!(full_tools.contains(&"transaction.delete".to_string()), "{full_tools:?}");
+    let manifest: Vec<String> = gw.get("/api/agent/v1/manifest", Some(&gw.full())).data()["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(full_tools, manifest, "tools/list is the manifest");
+
+    // Annotations and OpenPort metadata come from the tool's declaration.
+    let listed = full.request("tools/list", json!({}));
+    let tools = listed.body["result"]["tools"].as_array().expect("tools").clone();
+    let by_name = |name: &str| tools.iter().find(|t| t["name"] == name).expect("listed").clone();
+    let list = by_name("transaction.list");
+    assert_eq!(list["annotations"]["readOnlyHint"], true);
+    assert_eq!(list["annotations"]["destructiveHint"], false);
+    assert_eq!(list["inputSchema"]["type"], "object");
+    let delete = by_name("transaction.delete");
+    assert_eq!(delete["annotations"]["readOnlyHint"], false);
+    assert_eq!(delete["annotations"]["destructiveHint"], true);
+    assert_eq!(delete["_meta"]["openport"]["risk"], "high");
+    assert_eq!(
+        delete["_meta"]["openport"]["requiredScopes"],
+        json!(["transaction.delete"])
+    );
+    assert!(delete["_meta"]["openport"]["rateLimitHints"]["requests"].is_number());
+    assert!(delete["_meta"]["openport"]["draftPolicy"].is_string());
+}
+
+#[test]
+fn a_read_a_draft_a_denial_and_a_rate_limit_over_mcp() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 8\nwindow_seconds = 60\n")
+        .start();
+    let mut agent = Client::new(&gw, Some(gw.full()));
+    agent.initialize();
+
+    // A read returns the adapter's result as structured content.
+    let read = agent.call("transaction.list", json!({"ledgerId": "ledger_main"}), json!({}));
+    assert_eq!(read["isError"], false, "{read:#}");
+    assert!(
+        read["structuredContent"]["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "{read:#}"
+    );
+    assert!(read["content"][0]["text"].is_string());
+
+    // A write becomes a draft, in the /actions shape.
+    let draft = agent.call(
+        "transaction.create",
+        json!({"ledgerId": "ledger_main", "kind": "expense", "title": "Team lunch", "amount_home": 42}),
+        json!({"justification": "monthly team lunch"}),
+    );
+    assert_eq!(draft["isError"], false, "{draft:#}");
+    assert_eq!(draft["structuredContent"]["status"], "draft", "{draft:#}");
+    let draft_id = draft["structuredContent"]["draft"]["id"]
+        .as_str()
+        .expect("draft id")
+        .to_string();
+    let admin = gw.admin_get(
+        &format!("/api/agent-admin/v1/drafts/{draft_id}"),
+        Some(&gw.admin_token("reviewer")),
+    );
+    assert_eq!(
+        admin.status, 200,
+        "the draft is on the reviewer's list: {:#}",
+        admin.body
+    );
+
+    // A denial is a tool error carrying the code, so the model can react.
+    let mut reporter = Client::new(&gw, Some(gw.token("Read-only Reporter")));
+    reporter.initialize();
+    let denied = reporter.call(
+        "transaction.create",
+        json!({"ledgerId": "ledger_main", "kind": "expense", "title": "x", "amount_home": 1}),
+        json!({}),
+    );
+    assert_eq!(denied["isError"], true);
+    assert_eq!(denied["structuredContent"]["code"], "agent.scope_denied", "{denied:#}");
+    assert!(
+        denied["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("agent.scope_denied"))
+    );
+
+    // An unknown tool is refused like a hidden one.
+    let unknown = agent.call("transaction.teleport", json!({}), json!({}));
+    assert_eq!(unknown["structuredContent"]["code"], "agent.action_unknown");
+
+    // The per-key limit holds over MCP as over REST: eventually a 429-class refusal.
+    let mut refusal = Value::Null;
+    for _ in 0..10 {
+        let result = agent.call("ledger.list", json!({}), json!({}));
+        if result["isError"] == true {
+            refusal = result;
+            break;
+        }
+    }
+    assert_eq!(
+        refusal["structuredContent"]["code"], "agent.rate_limited",
+        "{refusal:#}"
+    );
+    assert!(refusal["structuredContent"]["details"]["retry_after_ms"].is_number());
+
+    // Every MCP request left exactly one audit event, marked with its binding.
+    let mcp_events: Vec<_> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e.details.get("binding").and_then(Value::as_str) == Some("mcp"))
+        .collect();
+    assert!(mcp_events.iter().any(|e| e.action == "agent.action.draft.created"));
+    assert!(mcp_events.iter().any(|e| e.code == "agent.scope_denied"));
+    assert!(mcp_events.iter().any(|e| e.code == "agent.rate_limited"));
+}
+
+#[test]
+fn a_missing_credential_is_401_with_a_pointer_to_the_resource_metadata() {
+    let gw = TestGateway::start();
+    let mut anonymous = Client::new(&gw, None);
+    let reply = anonymous.request(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    );
+    assert_eq!(reply.status, 401);
+    let challenge = &reply.headers["www-authenticate"];
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\"http://")
+            && challenge.contains("/.well-known/oauth-protected-resource\""),
+        "{challenge}"
+    );
+    assert_eq!(reply.body["error"]["data"]["code"], "agent.token_invalid");
+    let metadata = gw.get("/.well-known/oauth-protected-resource", None);
+    assert_eq!(metadata.status, 200);
+    assert!(metadata.body["resource"].as_str().is_some_and(|r| r.ends_with("/mcp")));
+    assert_eq!(metadata.body["bearer_methods_supported"], json!(["header"]));
+
+    let bad = Client::new(&gw, Some("op_notarealtokennotarealtokennotarealtokenxxx".into()));
+    let reply = bad.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}), &[]);
+    assert_eq!(reply.status, 401);
+    assert!(reply.headers["www-authenticate"].contains("error=\"invalid_token\""));
+    assert_eq!(gw.audit_of(&reply).len(), 1, "refusals are audited");
+}
+
+#[test]
+fn the_anonymous_integration_is_off_by_default_and_narrow_when_on() {
+    let gw = TestGateway::builder().anonymous_mcp().start();
+    let mut local = Client::new(&gw, None);
+    local.initialize();
+    let tools = local.tool_names();
+    assert!(tools.contains(&"test_simple_text".to_string()), "{tools:?}");
+    assert!(
+        !tools.iter().any(|t| t.starts_with("transaction.")),
+        "its own narrow grants: {tools:?}"
+    );
+    let text = local.call("test_simple_text", json!({}), json!({}));
+    assert_eq!(
+        text["content"][0]["text"],
+        "This is a simple text response for testing."
+    );
+    let refused = local.call("transaction.list", json!({"ledgerId": "ledger_main"}), json!({}));
+    assert_eq!(refused["structuredContent"]["code"], "agent.scope_denied");
+    let event = gw
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.tool.as_deref() == Some("test_simple_text"))
+        .expect("audited like any other call");
+    assert_eq!(event.key_id.as_deref(), Some("anonymous-loopback"));
+    assert_eq!(event.details["authentication"], "anonymous-loopback");
+    // The REST routes never accept anonymous callers.
+    gw.get("/api/agent/v1/manifest", None)
+        .expect(401, "agent.token_invalid");
+
+    // Revoking the app turns anonymous access off.
+    let app = gw.app_id(openport::demo::MCP_LOCAL_APP);
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/apps/{app}/revoke"),
+        Some(&gw.admin_token("operator")),
+        &json!({}),
+    );
+    let reply = local.send(&json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}), &[]);
+    assert_eq!(reply.status, 401);
+}
+
+#[test]
+fn dns_rebinding_sessions_and_protocol_faults_get_stable_answers() {
+    let gw = TestGateway::start();
+    let mut agent = Client::new(&gw, Some(gw.full()));
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                      "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    // A page on another origin, or a rebound host name, is refused before anything runs.
+    let evil = agent.send(&init, &[("Origin", "http://evil.example.com")]);
+    assert_eq!(evil.status, 403);
+    assert_eq!(
+        evil.body["error"]["data"]["details"]["reason"],
+        "dns_rebinding_protection"
+    );
+    let rebound = agent.send(&init, &[("Host", "evil.example.com")]);
+    assert_eq!(rebound.status, 403);
+    let local = agent.send(&init, &[("Origin", "http://localhost:3000")]);
+    assert_eq!(local.status, 200);
+    assert_eq!(
+        local.body["result"]["protocolVersion"], "2025-06-18",
+        "the client's version is kept"
+    );
+
+    // Requests after initialize need the session; an unknown one is 404.
+    let no_session = agent.request("tools/list", json!({}));
+    assert_eq!(no_session.status, 400);
+    agent.session = Some("mcs_00000000000000000000000000".into());
+    assert_eq!(agent.request("tools/list", json!({})).status, 404);
+    agent.session = None;
+    agent.initialize();
+    let other = Client {
+        gw: &gw,
+        token: Some(gw.token("Read-only Reporter")),
+        session: agent.session.clone(),
+        next_id: 1,
+    };
+    let stolen = other.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}), &[]);
+    assert_eq!(stolen.status, 404, "a session belongs to the credential that opened it");
+
+    // Protocol faults are JSON-RPC errors.
+    let parse = gw.send_with("POST", "/mcp", &[("Content-Type", "application/json")], b"{not json");
+    assert_eq!(
+        (parse.status, parse.body["error"]["code"].as_i64()),
+        (400, Some(-32700))
+    );
+    let unknown = agent.request("resources/list", json!({}));
+    assert_eq!(unknown.body["error"]["code"], -32601);
+    let bad_params = agent.request("tools/call", json!({"arguments": {}}));
+    assert_eq!(bad_params.body["error"]["code"], -32602);
+    assert_eq!(agent.request("ping", json!({})).body["result"], json!({}));
+
+    // GET opens no server stream here; DELETE ends the session.
+    let get = gw.send_with("GET", "/mcp", &[], b"");
+    assert_eq!(get.status, 405);
+    let session = agent.session.clone().expect("session");
+    let auth = format!("Bearer {}", gw.full());
+    let ended = gw.send_with(
+        "DELETE",
+        "/mcp",
+        &[("Authorization", &auth), ("Mcp-Session-Id", &session)],
+        b"",
+    );
+    assert_eq!(ended.status, 204);
+    assert_eq!(agent.request("ping", json!({})).status, 404);
+}
