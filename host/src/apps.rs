@@ -258,6 +258,7 @@ pub fn merge_auto_execute(current: &Value, patch: &Value) -> Result<Value, AppEr
                 "allowed_actions",
                 "require_preflight",
                 "require_idempotency",
+                "require_step_up",
                 "max_export_rows",
             ]
         } else {
@@ -294,6 +295,11 @@ pub fn merge_auto_execute(current: &Value, patch: &Value) -> Result<Value, AppEr
             for flag in ["require_preflight", "require_idempotency"] {
                 normalized.insert(flag.into(), (v.get(flag) != Some(&Value::Bool(false))).into());
             }
+            // Off unless asked for: a reviewer's step-up grant per execution (SPEC 6).
+            normalized.insert(
+                "require_step_up".into(),
+                (v.get("require_step_up") == Some(&Value::Bool(true))).into(),
+            );
             let rows = v
                 .get("max_export_rows")
                 .and_then(Value::as_i64)

@@ -146,6 +146,9 @@ pub struct ActionBody {
     pub preflight_hash: Option<String>,
     #[serde(default)]
     pub state_witness_hash: Option<String>,
+    /// A reviewer's step-up grant for this preflight (`stp_...`), when policy requires one.
+    #[serde(default)]
+    pub step_up_token: Option<String>,
 }
 
 /// `POST /api/agent/v1/preflight` body.

@@ -127,3 +127,89 @@ fn a_failing_witness_fails_closed() {
     assert!(gw.audit_of(&reply)[0].draft_id.is_none(), "no draft");
     assert_eq!(transactions(&gw), 2);
 }
+
+/// A preflight of `transaction.delete` for txn_2, and its id and impact hash.
+fn preflight_delete(gw: &TestGateway) -> (String, String) {
+    let pre = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&gw.full()),
+        &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}}),
+    );
+    pre.expect(200, "common.success");
+    let field = |name: &str| pre.data()[name].as_str().expect(name).to_string();
+    (field("preflightId"), field("impactHash"))
+}
+
+fn step_up(gw: &TestGateway, preflight_id: &str, body: &serde_json::Value) -> Reply {
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/preflights/{preflight_id}/step-up"),
+        Some(&gw.admin_token("reviewer")),
+        body,
+    )
+}
+
+#[test]
+fn high_risk_auto_execute_can_require_a_single_use_step_up_grant_bound_to_one_preflight() {
+    let gw = TestGateway::start();
+    gw.set_auto_execute(
+        json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"], "require_step_up": true}}),
+    )
+    .expect(200, "common.success");
+    let (preflight, hash) = preflight_delete(&gw);
+    let execute = |key: &str, token: Option<&str>, preflight: &str| {
+        let mut body = json!({"action": "transaction.delete", "payload": {"transactionId": "txn_2"}, "execute": true,
+                              "idempotencyKey": key, "justification": "duplicate charge", "preflightHash": hash,
+                              "preflightId": preflight});
+        if let Some(token) = token {
+            body["stepUpToken"] = json!(token);
+        }
+        gw.post("/api/agent/v1/actions", Some(&gw.full()), &body)
+    };
+
+    // Without a grant: refused outright, nothing drafted or executed.
+    let refused = execute("k1", None, &preflight);
+    refused.expect(403, "agent.step_up_required");
+    assert_eq!(transactions(&gw), 2);
+
+    // Only a reviewer issues grants; an operator or the agent cannot.
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/preflights/{preflight}/step-up"),
+        Some(&gw.admin_token("operator")),
+        &json!({}),
+    )
+    .expect(403, "admin.forbidden");
+    step_up(&gw, "pfl_unknown", &json!({})).expect(400, "agent.preflight_not_found");
+    step_up(&gw, &preflight, &json!({"ttlSeconds": 0})).expect(400, "common.validation");
+    let issued = step_up(
+        &gw,
+        &preflight,
+        &json!({"ttlSeconds": 120, "note": "checked with finance"}),
+    );
+    issued.expect(200, "common.success");
+    let token = issued.data()["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("stp_"));
+    assert_eq!(issued.data()["stepUp"]["impactHash"], hash.as_str());
+
+    // A grant for another preflight, or a made-up one, is invalid.
+    let (other_preflight, _) = preflight_delete(&gw);
+    execute("k2", Some(&token), &other_preflight).expect(403, "agent.step_up_invalid");
+    execute("k3", Some("stp_madeup"), &preflight).expect(403, "agent.step_up_invalid");
+
+    // The right grant executes once; it cannot be used again.
+    let done = execute("k4", Some(&token), &preflight);
+    done.expect(200, "common.success");
+    assert_eq!(done.data()["status"], "executed", "{:#}", done.body);
+    assert_eq!(transactions(&gw), 1);
+    let store = &gw.server.gateway.store;
+    let now = openport::clock::iso(time::OffsetDateTime::now_utc());
+    let hash = openport::hashing::sha256_hex(token.as_bytes());
+    let app = gw.app_id("Demo Integration");
+    assert!(
+        !store.use_step_up(&hash, &app, &preflight, &now).expect("store"),
+        "a grant is used once"
+    );
+
+    // The token never reaches the audit trail.
+    let trail = serde_json::to_string(&gw.audit().iter().map(|e| &e.details).collect::<Vec<_>>()).expect("json");
+    assert!(!trail.contains(&token), "step-up token in the audit trail");
+}

@@ -42,6 +42,7 @@ enum Route {
     Draft(String),
     ApproveDraft(String),
     RejectDraft(String),
+    StepUp(String),
 }
 
 impl Route {
@@ -62,6 +63,7 @@ impl Route {
             ("GET", ["drafts", id]) => Route::Draft((*id).into()),
             ("POST", ["drafts", id, "approve"]) => Route::ApproveDraft((*id).into()),
             ("POST", ["drafts", id, "reject"]) => Route::RejectDraft((*id).into()),
+            ("POST", ["preflights", id, "step-up"]) => Route::StepUp((*id).into()),
             ("DELETE", ["plugins", name]) => Route::RemovePlugin((*name).into()),
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
@@ -105,6 +107,7 @@ impl Route {
             Route::Draft(_) => "admin.drafts.read",
             Route::ApproveDraft(_) => "admin.drafts.approve",
             Route::RejectDraft(_) => "admin.drafts.reject",
+            Route::StepUp(_) => "admin.step_up.issue",
             Route::RemovePlugin(_) => "admin.plugins.remove",
             Route::PruneAudit => "admin.audit.prune",
         }
@@ -128,7 +131,7 @@ impl Route {
             | Route::ResolveExecution(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
             Route::ListDrafts | Route::Draft(_) => &[Role::Reviewer, Role::Operator, Role::Auditor],
-            Route::ApproveDraft(_) | Route::RejectDraft(_) => &[Role::Reviewer],
+            Route::ApproveDraft(_) | Route::RejectDraft(_) | Route::StepUp(_) => &[Role::Reviewer],
             Route::ExportAudit => &[Role::Auditor, Role::Operator],
         }
     }
@@ -534,6 +537,19 @@ async fn run(
                     Err(refused.failure)
                 }
             }
+        }
+        Route::StepUp(preflight_id) => {
+            let request: crate::writes::step_up::StepUpRequest = if matches!(&inbound.body, Ok(b) if b.is_empty()) {
+                Default::default()
+            } else {
+                json_body(inbound)?
+            };
+            let (data, app_id) =
+                crate::writes::step_up::issue(gw, &preflight_id, request, by, principal.org_id.as_deref())?;
+            let mut done = Done::data(data);
+            done.details.insert("preflightId".into(), preflight_id.into());
+            done.app_id = Some(app_id);
+            Ok(done)
         }
         Route::ExportAudit => {
             let query = query_map(inbound.query.as_deref());

@@ -380,7 +380,7 @@ async fn initialize(
 }
 
 /// `tools/call` params as an action body: `name`, `arguments`, and the OpenPort action
-/// fields (`execute`, `idempotencyKey`, `justification`, `preflightHash`, ...) from `_meta`.
+/// fields (`execute`, `idempotencyKey`, `justification`, `preflightHash`, `stepUpToken`, ...) from `_meta`.
 fn call_body(params: &Value) -> Result<ActionBody, String> {
     let Some(name) = params["name"].as_str() else {
         return Err("tools/call needs a string `name`".into());
@@ -420,6 +420,7 @@ fn call_body(params: &Value) -> Result<ActionBody, String> {
         justification: text("justification")?,
         preflight_hash: text("preflightHash")?,
         state_witness_hash: text("stateWitnessHash")?,
+        step_up_token: text("stepUpToken")?,
     })
 }
 

@@ -13,6 +13,8 @@ pub enum Kind {
     AdminToken,
     /// An MCP session (`Mcp-Session-Id`).
     McpSession,
+    /// A step-up grant.
+    StepUp,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Request => "req",
             Kind::AdminToken => "adm",
             Kind::McpSession => "mcs",
+            Kind::StepUp => "stp",
         }
     }
 }

@@ -14,6 +14,7 @@ use rusqlite::{OptionalExtension, params};
 
 pub use records::{
     AdminTokenRecord, AppRecord, AuditInsert, AuditRow, DraftRecord, ExecutionRecord, KeyRecord, PreflightRecord,
+    StepUpGrant,
 };
 
 /// Ordered migrations; never edit one after it shipped, add the next.
@@ -23,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_plugins.sql"),
     include_str!("migrations/0004_executions.sql"),
     include_str!("migrations/0005_idempotency.sql"),
+    include_str!("migrations/0006_step_up.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -554,6 +556,45 @@ impl Store {
     pub fn preflight(&self, id: &str) -> Result<Option<PreflightRecord>, StoreError> {
         let conn = self.conn()?;
         records::preflight(&conn, id)
+    }
+
+    // ---- step-up grants ----
+
+    pub fn insert_step_up(&self, grant: &StepUpGrant) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO step_up_grants (id, token_hash, preflight_id, app_id, issued_by, note, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            rusqlite::params![
+                grant.id,
+                grant.token_hash,
+                grant.preflight_id,
+                grant.app_id,
+                grant.issued_by,
+                grant.note,
+                grant.created_at,
+                grant.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Uses a step-up grant: true only if it exists for this app and preflight, has not
+    /// been used, and has not expired. One statement, so a grant is used at most once.
+    pub fn use_step_up(
+        &self,
+        token_hash: &str,
+        app_id: &str,
+        preflight_id: &str,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn()?;
+        let changed = conn.execute(
+            "UPDATE step_up_grants SET used_at = ?1
+             WHERE token_hash = ?2 AND app_id = ?3 AND preflight_id = ?4 AND used_at IS NULL AND expires_at > ?1",
+            rusqlite::params![now, token_hash, app_id, preflight_id],
+        )?;
+        Ok(changed == 1)
     }
 
     // ---- audit (reads; the writer lives in `audit`) ----

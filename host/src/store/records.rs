@@ -449,6 +449,19 @@ pub(super) fn audit_events(conn: &Connection, f: &AuditFilter) -> Result<Vec<Aud
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A stored step-up grant (its token only as a hash).
+#[derive(Debug, Clone)]
+pub struct StepUpGrant {
+    pub id: String,
+    pub token_hash: String,
+    pub preflight_id: String,
+    pub app_id: String,
+    pub issued_by: String,
+    pub note: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
 /// A stored preflight.
 #[derive(Debug, Clone)]
 pub struct PreflightRecord {

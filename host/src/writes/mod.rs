@@ -5,6 +5,7 @@
 //! and the draft says why in `autoExecuteDeniedCode`.
 
 pub mod review;
+pub mod step_up;
 
 use serde_json::{Map, Value, json};
 use time::Duration;
@@ -390,6 +391,11 @@ async fn create(
     };
     let denied = if wants { gate } else { None };
     let runs_now = wants && gate.is_none();
+    // Step-up (SPEC 6): a policy may make high-risk auto-execution wait for a reviewer's
+    // grant. Asking to execute without a valid one is refused outright, not drafted.
+    if runs_now && tool.risk >= crate::catalog::Risk::High && step_up::required(&principal.app.auto_execute) {
+        step_up::redeem(gw, principal, body)?;
+    }
     let review_window = Duration::seconds(i64::try_from(gw.config.draft_review_window_seconds).unwrap_or(i64::MAX));
     let draft = DraftRecord {
         id: ids::new_id(Kind::Draft),
