@@ -4,24 +4,39 @@
 //! so a wire-format regression cannot hide behind shared types.
 //!
 //! ```text
-//! openport-conformance --binary target/debug/openport [--profile core] [--report json FILE]
-//! openport-conformance --url http://127.0.0.1:8080 --token op_... [--profile core]
+//! openport-conformance --binary target/debug/openport [--profile NAME]... [--report json FILE]
+//! openport-conformance --url http://127.0.0.1:8080 --token op_... \
+//!     [--admin-url URL --admin-token ROLE=TOKEN...] [--profile NAME]...
 //! ```
 //! With `--url`, `OPENPORT_BASE_URL` and `OPENPORT_AGENT_TOKEN` are read when the flags
-//! are absent, as the reference's runner does.
+//! are absent, as the reference's runner does. Cases that reconfigure the gateway run only
+//! with `--binary` (the runner owns that gateway) and are reported as skipped otherwise.
 
 mod runner;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use runner::{Profile, Target};
+use runner::{Outcome, Profile, Target};
 
-const PROFILES: &[(&str, &str)] = &[("core", include_str!("../profiles/core.json"))];
+/// The profiles of SPEC section 11, in the order they run.
+const PROFILES: &[(&str, &str)] = &[
+    ("core", include_str!("../profiles/core.json")),
+    ("authz", include_str!("../profiles/authz.json")),
+    ("writes", include_str!("../profiles/writes.json")),
+    ("state-witness", include_str!("../profiles/state-witness.json")),
+    ("abuse", include_str!("../profiles/abuse.json")),
+    ("security", include_str!("../profiles/security.json")),
+    ("audit", include_str!("../profiles/audit.json")),
+    ("admin", include_str!("../profiles/admin.json")),
+    ("mcp", include_str!("../profiles/mcp.json")),
+];
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: openport-conformance (--binary PATH | --url URL [--token TOKEN]) [--profile NAME]... [--report json FILE]"
+        "usage: openport-conformance (--binary PATH | --url URL [--token TOKEN] [--admin-url URL] \
+         [--admin-token ROLE=TOKEN]...) [--profile NAME]... [--report json FILE] [--list]"
     );
     ExitCode::from(64)
 }
@@ -31,14 +46,25 @@ fn main() -> ExitCode {
     let mut binary = None;
     let mut url = std::env::var("OPENPORT_BASE_URL").ok();
     let mut token = std::env::var("OPENPORT_AGENT_TOKEN").ok();
+    let mut admin_url = std::env::var("OPENPORT_ADMIN_URL").ok();
+    let mut admin_tokens = BTreeMap::new();
     let mut profiles = Vec::new();
     let mut report = None;
+    let mut list = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--binary" => binary = args.next().map(PathBuf::from),
             "--url" => url = args.next(),
             "--token" => token = args.next(),
+            "--admin-url" => admin_url = args.next(),
+            "--admin-token" => match args.next().as_deref().and_then(|v| v.split_once('=')) {
+                Some((role, token)) => {
+                    admin_tokens.insert(role.to_string(), token.to_string());
+                }
+                None => return usage(),
+            },
             "--profile" => profiles.extend(args.next()),
+            "--list" => list = true,
             "--report" => {
                 if args.next().as_deref() != Some("json") {
                     return usage();
@@ -52,6 +78,10 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
+    if let Some(unknown) = profiles.iter().find(|p| !PROFILES.iter().any(|(name, _)| name == p)) {
+        eprintln!("unknown profile `{unknown}`");
+        return usage();
+    }
     let mut selected = Vec::new();
     for (name, text) in PROFILES {
         if profiles.is_empty() || profiles.iter().any(|p| p == name) {
@@ -64,9 +94,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Some(unknown) = profiles.iter().find(|p| !PROFILES.iter().any(|(name, _)| name == p)) {
-        eprintln!("unknown profile `{unknown}`");
-        return usage();
+    if list {
+        for profile in &selected {
+            for case in &profile.cases {
+                println!("{}/{}", profile.id, case.id);
+            }
+        }
+        return ExitCode::SUCCESS;
     }
     let target = match (binary, url) {
         (Some(binary), _) => match Target::start(&binary) {
@@ -77,25 +111,51 @@ fn main() -> ExitCode {
             }
         },
         (None, Some(url)) => match token {
-            Some(token) => Target::remote(url, token),
+            Some(token) => Target::remote(url, token, admin_url, admin_tokens),
             None => return usage(),
         },
         (None, None) => return usage(),
     };
     let results = runner::run(&target, &selected);
-    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for r in &results {
-        match &r.error {
-            None => println!("ok   {}", r.id),
-            Some(e) => println!("FAIL {}: {e}", r.id),
+        match &r.outcome {
+            Outcome::Passed => {
+                passed += 1;
+                println!("ok   {}", r.id);
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                println!("FAIL {}: {e}", r.id);
+            }
+            Outcome::Skipped(why) => {
+                skipped += 1;
+                println!("skip {}: {why}", r.id);
+            }
         }
     }
-    println!("{} passed, {} failed", results.len() - failed, failed);
+    if skipped > 0 {
+        println!("{skipped} skipped");
+    }
+    println!("{passed} passed, {failed} failed");
     if let Some(path) = report {
+        let cases: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let (status, error) = match &r.outcome {
+                    Outcome::Passed => ("passed", None),
+                    Outcome::Failed(e) => ("failed", Some(e.clone())),
+                    Outcome::Skipped(why) => ("skipped", Some(why.clone())),
+                };
+                serde_json::json!({"id": r.id, "status": status, "error": error, "codes": r.codes, "millis": r.millis})
+            })
+            .collect();
         let json = serde_json::json!({
-            "passed": results.len() - failed,
+            "target": target.url,
+            "passed": passed,
             "failed": failed,
-            "cases": results.iter().map(|r| serde_json::json!({"id": r.id, "ok": r.error.is_none(), "error": r.error})).collect::<Vec<_>>(),
+            "skipped": skipped,
+            "cases": cases,
         });
         if let Err(e) = std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap_or_default()) {
             eprintln!("cannot write report `{}`: {e}", path.display());

@@ -238,6 +238,9 @@ struct FilterArgs {
     /// Only this reason code.
     #[arg(long)]
     code: Option<String>,
+    /// Only the events of this request (its `X-Request-Id`).
+    #[arg(long)]
+    request_id: Option<String>,
 }
 
 impl FilterArgs {
@@ -247,6 +250,7 @@ impl FilterArgs {
             app_id: self.app.clone(),
             tool: self.tool.clone(),
             code: self.code.clone(),
+            request_id: self.request_id.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
             after_seq: None,

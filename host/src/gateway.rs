@@ -104,6 +104,21 @@ impl Gateway {
             event.draft_id = Some(draft_id);
             gateway.audit.record(event).await?;
         }
+        // Idempotency reservations a crash left open: linked to their draft, or freed.
+        let (linked, freed) = gateway
+            .store
+            .settle_orphan_reservations()
+            .map_err(|source| StartError::Store {
+                path: gateway.config.store_path.display().to_string(),
+                source,
+            })?;
+        if linked + freed > 0 {
+            tracing::warn!(
+                linked,
+                freed,
+                "settled idempotency reservations left by a previous process"
+            );
+        }
         for path in gateway.config.plugin_manifests.clone() {
             let manifest = PluginManifest::load(&path)?;
             gateway.load_plugin(manifest, "config").await?;

@@ -219,3 +219,33 @@ fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
 fn connection(gw: &TestGateway) -> openport::store::Connection {
     openport::store::connect(gw.server.gateway.store.path()).expect("connect")
 }
+
+#[test]
+fn a_store_failure_is_a_500_without_internals_and_is_audited_with_them() {
+    let gw = TestGateway::start();
+    // Break the drafts table behind the gateway's back, as a failing disk would.
+    let conn = rusqlite::Connection::open(gw.dir.path().join("openport.db")).expect("open");
+    conn.execute_batch("ALTER TABLE drafts RENAME TO drafts_elsewhere")
+        .expect("rename");
+    let reply = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "x", "amount_home": 1}}),
+    );
+    reply.expect(500, "common.internal_error");
+    assert!(
+        !reply.body.to_string().contains("drafts"),
+        "no internals: {}",
+        reply.body
+    );
+    let events = gw.audit_of(&reply);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].code, "common.internal_error");
+    assert!(
+        events[0].details["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("drafts")),
+        "the detail is in the audit event for the operator: {}",
+        events[0].details
+    );
+}

@@ -11,6 +11,8 @@ mod admission;
 mod audit;
 /// The command-line binary: config errors, `check`, `audit`.
 mod cli;
+/// The conformance profiles cover the reason-code registry.
+mod conformance;
 /// Human review of drafts: approve, reject, races, expiry, State Witness.
 mod drafts;
 /// Authentication and authorization along the pipeline's steps 2 to 12.

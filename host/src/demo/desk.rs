@@ -1,6 +1,11 @@
 //! A tiny support desk on loopback: the example application the `tickets` adapter fronts
 //! over HTTP. It exists for the demo and the tests; a real deployment points the adapter's
 //! `base_url` at its own desk.
+//!
+//! Like any real backend it can be slow or down, and the demo lets a caller make it so, to
+//! show (and let the conformance profiles check) what the gateway does then: a ticket whose
+//! title contains `[desk:slow]` takes 1.5 s to create, `[desk:stall]` 5 s (longer than the
+//! adapter's 3 s budget), and `[desk:down]` gets a `503`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -18,7 +23,11 @@ pub fn start() -> std::io::Result<SocketAddr> {
     ]));
     std::thread::Builder::new().name("demo-desk".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            let _ = serve(stream, &tickets);
+            // A connection per thread: one slow request must not hold up the others.
+            let tickets = tickets.clone();
+            let _ = std::thread::Builder::new()
+                .name("demo-desk-conn".into())
+                .spawn(move || serve(stream, &tickets));
         }
     })?;
     Ok(addr)
@@ -44,10 +53,19 @@ fn serve(mut stream: std::net::TcpStream, tickets: &Mutex<Vec<Value>>) -> std::i
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let fault = Fault::of(&body);
+    match fault {
+        Some(Fault::Slow) => std::thread::sleep(std::time::Duration::from_millis(1500)),
+        Some(Fault::Stall) => std::thread::sleep(std::time::Duration::from_secs(5)),
+        Some(Fault::Down) | None => {}
+    }
     let mut tickets = tickets
         .lock()
         .map_err(|_| std::io::Error::other("desk state poisoned"))?;
     let (status, reply) = match (method, path) {
+        ("POST", "/tickets") if fault == Some(Fault::Down) => {
+            ("503 Service Unavailable", json!({"error": "the desk is down"}))
+        }
         ("GET", "/tickets") => {
             let wanted = query.strip_prefix("status=").unwrap_or("open");
             let items: Vec<Value> = tickets.iter().filter(|t| t["status"] == wanted).cloned().collect();
@@ -74,4 +92,28 @@ fn serve(mut stream: std::net::TcpStream, tickets: &Mutex<Vec<Value>>) -> std::i
         "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     )
+}
+
+/// A fault a caller asked for in a new ticket's title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Slow,
+    Stall,
+    Down,
+}
+
+impl Fault {
+    fn of(body: &[u8]) -> Option<Fault> {
+        let title = serde_json::from_slice::<Value>(body).ok()?["title"]
+            .as_str()?
+            .to_string();
+        [
+            ("[desk:slow]", Fault::Slow),
+            ("[desk:stall]", Fault::Stall),
+            ("[desk:down]", Fault::Down),
+        ]
+        .into_iter()
+        .find(|(marker, _)| title.contains(marker))
+        .map(|(_, fault)| fault)
+    }
 }

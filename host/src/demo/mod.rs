@@ -237,6 +237,14 @@ path = "openport.db"
 [policies]
 dir = "policies"
 
+# Apps whose policy names `rate_class = "trial"` get a small daily quota and one call in
+# flight at a time (the default class: 240 requests a minute per key).
+[admission.classes.trial]
+requests = 100
+window_seconds = 60
+quota = {{ requests = 20, window_seconds = 86400 }}
+concurrency = 1
+
 [[plugin]]
 manifest = "plugins/ledger.toml"
 

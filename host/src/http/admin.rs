@@ -646,6 +646,7 @@ fn audit_filter(principal: &AdminPrincipal, query: &std::collections::HashMap<St
         app_id: query.get("appId").cloned(),
         tool: query.get("tool").cloned(),
         code: query.get("code").cloned(),
+        request_id: query.get("requestId").cloned(),
         since: query.get("since").cloned(),
         until: query.get("until").cloned(),
         after_seq: None,

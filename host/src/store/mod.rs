@@ -390,6 +390,27 @@ impl Store {
         Ok(())
     }
 
+    /// At startup: reservations a previous process left without a draft are settled. One
+    /// whose request did store a draft is linked to it (its replay then shows the draft, or
+    /// an execution that is `indeterminate`, never a re-run); one whose request stored
+    /// nothing had no effect and is freed, so a retry runs. Returns (linked, freed).
+    pub fn settle_orphan_reservations(&self) -> Result<(usize, usize), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let linked = tx.execute(
+            "UPDATE idempotency SET draft_id = (
+                 SELECT d.id FROM drafts d
+                 WHERE d.app_id = idempotency.app_id AND d.key_id = idempotency.key_id
+                   AND d.idempotency_key = idempotency.idem_key
+                 ORDER BY d.created_at DESC LIMIT 1)
+             WHERE draft_id IS NULL",
+            [],
+        )?;
+        let freed = tx.execute("DELETE FROM idempotency WHERE draft_id IS NULL", [])?;
+        tx.commit()?;
+        Ok((linked.saturating_sub(freed), freed))
+    }
+
     /// Frees a reservation whose request failed before producing a draft, so a retry runs.
     pub fn release_idempotency(&self, scope: (&str, &str, &str)) -> Result<(), StoreError> {
         let conn = self.conn()?;
@@ -613,6 +634,8 @@ pub struct AuditFilter {
     pub app_id: Option<String>,
     pub tool: Option<String>,
     pub code: Option<String>,
+    /// The events of one request (its `X-Request-Id`).
+    pub request_id: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     /// Only events after this sequence number (for `tail --follow`).

@@ -397,6 +397,9 @@ pub(super) fn audit_events(conn: &Connection, f: &AuditFilter) -> Result<Vec<Aud
     if let Some(v) = &f.code {
         add("code =", Box::new(v.clone()));
     }
+    if let Some(v) = &f.request_id {
+        add("request_id =", Box::new(v.clone()));
+    }
     if let Some(v) = &f.since {
         add("created_at >=", Box::new(v.clone()));
     }

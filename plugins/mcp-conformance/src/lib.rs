@@ -150,8 +150,9 @@ impl Guest for Conformance {
                     blob: None,
                 }),
             ]),
+            // A tool failure: the gateway reports `agent.execution_failed` and logs the text.
             "test_error_handling" => {
-                return Err(Error::Conflict(
+                return Err(Error::Internal(
                     "This tool intentionally returns an error for testing".into(),
                 ));
             }
