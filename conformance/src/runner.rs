@@ -631,12 +631,65 @@ struct Prepared {
     method: String,
     headers: BTreeMap<String, String>,
     body: Option<Vec<u8>>,
+    /// Oversized bodies go over a raw connection: the gateway answers and closes before
+    /// reading them, which an HTTP client reports as a broken pipe instead of the answer.
+    oversized: bool,
 }
 
 impl Prepared {
     fn send(&self) -> Result<Sent, String> {
+        if self.oversized {
+            return send_raw(
+                &self.url,
+                &self.method,
+                &self.headers,
+                self.body.as_deref().unwrap_or_default(),
+            );
+        }
         send(&self.url, &self.method, &self.headers, self.body.as_deref())
     }
+}
+
+/// HTTP/1.1 by hand: write everything (ignoring a peer that stops reading), then read the
+/// answer until the connection closes.
+fn send_raw(url: &str, method: &str, headers: &BTreeMap<String, String>, body: &[u8]) -> Result<Sent, String> {
+    let rest = url.strip_prefix("http://").ok_or("raw requests need an http:// URL")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = TcpStream::connect(authority).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("no complete answer on the raw connection")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Sent {
+        status,
+        headers,
+        text: body.to_string(),
+    })
 }
 
 fn prepare(target: &Target, spec: &RequestSpec, vars: &BTreeMap<String, String>) -> Result<Prepared, String> {
@@ -698,6 +751,7 @@ fn prepare(target: &Target, spec: &RequestSpec, vars: &BTreeMap<String, String>)
         method: spec.method.clone(),
         headers,
         body,
+        oversized: spec.pad.is_some(),
     })
 }
 

@@ -57,7 +57,7 @@ pub struct CreatedApp {
     pub token: String,
 }
 
-fn is_scope(s: &str) -> bool {
+pub(crate) fn is_scope(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

@@ -26,6 +26,9 @@ pub mod protocol;
 pub mod store;
 pub mod writes;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

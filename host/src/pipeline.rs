@@ -493,6 +493,17 @@ impl Governed<'_> {
             }
             return Err(unknown_tool(tool, self.binding).into());
         }
+        // Numbers the impact hash can bind, before Cedar reads the payload: RFC 8785 hashes
+        // numbers as IEEE doubles, so two integers past 2^53 could share a hash (and Cedar
+        // has no such integers). They must travel as strings.
+        if let Some(path) = unbindable_number(payload) {
+            let issue = Issue {
+                code: "unsafe_integer",
+                path,
+                message: "integers beyond ±2^53 cannot be bound by the impact hash; send them as strings".into(),
+            };
+            return Err(invalid_payload(tool, &[issue]));
+        }
         let facts = self.facts(Some(payload), flags);
         let decision = trail.time("cedar", || authorizer.decide(&app, action, &tool.facts(), &facts));
         trail.policy_ids = decision.policy_ids.clone();
@@ -506,12 +517,7 @@ impl Governed<'_> {
         }
         // (13) Input validation against the tool's schema.
         if let Err(issues) = trail.time("validate", || tool.validate(payload)) {
-            let (code, message) = if tool.is_read() {
-                (codes::VALIDATION, "Validation failed")
-            } else {
-                (codes::ACTION_INVALID, "Invalid payload for the action")
-            };
-            return Err(Failure::new(code, message).with("issues", issues_json(&issues)).into());
+            return Err(invalid_payload(tool, &issues));
         }
         Ok(context)
     }
@@ -804,7 +810,7 @@ fn bound_dates(payload: &mut Value, schema: &Value, max_days: i64, today: time::
 }
 
 /// Step 1: route and body. Everything here is decided without credentials.
-fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
+pub(crate) fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
     let body = match &inbound.body {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large").into()),
@@ -919,6 +925,10 @@ fn json_body<T: for<'de> Deserialize<'de>>(inbound: &Inbound, body: &Bytes) -> R
     if !is_json {
         return Err(Failure::validation(&["content-type"], "content type must be application/json").into());
     }
+    // serde also reads a struct from a JSON array; a request body must be an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Failure::validation(&[], "body must be a JSON object").into());
+    }
     serde_json::from_slice(body).map_err(|e| {
         let message = if e.is_syntax() || e.is_eof() {
             format!("body is not valid JSON: {e}")
@@ -957,6 +967,42 @@ fn query_payload(query: Option<&str>, schema: &Value) -> Result<Value, Refused> 
         }
     }
     Ok(Value::Object(payload))
+}
+
+/// A payload refused by validation: `common.validation` for reads, `agent.action_invalid`
+/// for actions (the reference's codes).
+fn invalid_payload(tool: &Tool, issues: &[Issue]) -> Refused {
+    let (code, message) = if tool.is_read() {
+        (codes::VALIDATION, "Validation failed")
+    } else {
+        (codes::ACTION_INVALID, "Invalid payload for the action")
+    };
+    Failure::new(code, message).with("issues", issues_json(issues)).into()
+}
+
+/// The path of the first number an IEEE double cannot hold exactly, if any.
+pub fn unbindable_number(value: &Value) -> Option<Vec<String>> {
+    const SAFE: u64 = (1 << 53) - 1;
+    match value {
+        Value::Number(n) => {
+            let unsafe_int =
+                n.as_u64().is_some_and(|u| u > SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > SAFE);
+            unsafe_int.then(Vec::new)
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            unbindable_number(v).map(|mut path| {
+                path.insert(0, i.to_string());
+                path
+            })
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            unbindable_number(v).map(|mut path| {
+                path.insert(0, k.clone());
+                path
+            })
+        }),
+        _ => None,
+    }
 }
 
 fn string_list(value: &Value) -> Vec<String> {

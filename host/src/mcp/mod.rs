@@ -159,7 +159,7 @@ async fn refusal(gw: &Gateway, inbound: &Inbound, refused: Refused, credentials:
 }
 
 /// A parsed JSON-RPC message.
-enum Message {
+pub(crate) enum Message {
     Request {
         id: Value,
         method: String,
@@ -173,14 +173,14 @@ enum Message {
 }
 
 /// Why a body is not a JSON-RPC message.
-struct Fault {
-    status: u16,
+pub(crate) struct Fault {
+    pub(crate) status: u16,
     rpc_code: i64,
     id: Value,
     message: String,
 }
 
-fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
+pub(crate) fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
     let fault = |status, rpc_code, message: &str| Fault {
         status,
         rpc_code,
