@@ -48,7 +48,7 @@ impl fmt::Display for Risk {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Effect {
     Read,
     Write,

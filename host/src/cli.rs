@@ -93,6 +93,13 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// The benchmark's ceiling: a bare hyper JSON echo with the gateway's server settings
+    /// and runtime, and nothing else (`bench/run`).
+    #[command(hide = true)]
+    BenchCeiling {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
 }
 
 /// How to reach the admin plane.
@@ -333,6 +340,21 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Check { config } => check(&config),
+        Command::BenchCeiling { listen } => match runtime() {
+            Ok(rt) => rt.block_on(async move {
+                match tokio::net::TcpListener::bind(listen).await {
+                    Ok(listener) => {
+                        crate::http::serve_ceiling(listener).await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: cannot listen on {listen}: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }),
+            Err(code) => code,
+        },
         Command::Audit { command } => audit_command(command),
         Command::Policy {
             command: PolicyCommand::Test { files },

@@ -51,6 +51,7 @@ fn inbound(method: &str, path: &str, query: Option<String>, content_type: Option
         user_agent: None,
         content_type: content_type.map(String::from),
         idempotency_key: None,
+        cookie: None,
         mcp: McpHeaders::default(),
         peer: IpAddr::from([127, 0, 0, 1]),
         body: Ok(Bytes::from(body)),

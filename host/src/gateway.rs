@@ -45,6 +45,8 @@ pub struct Gateway {
     pub instance_id: String,
     /// Open MCP sessions (`Mcp-Session-Id`).
     pub mcp_sessions: crate::mcp::Sessions,
+    /// Reviewers signed in to the `/review` page.
+    pub review_sessions: crate::http::review::ReviewSessions,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
 }
@@ -77,6 +79,7 @@ impl Gateway {
             metrics: Metrics::new(),
             instance_id: ulid::Ulid::new().to_string(),
             mcp_sessions: crate::mcp::Sessions::default(),
+            review_sessions: crate::http::review::ReviewSessions::default(),
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
             store,
@@ -102,6 +105,31 @@ impl Gateway {
             );
             event.execution_id = Some(execution_id);
             event.draft_id = Some(draft_id);
+            gateway.audit.record(event).await?;
+        }
+        // Approvals a crash left before their write started: failed, nothing ran.
+        let unstarted = gateway
+            .store
+            .fail_unstarted_approvals(&gateway.instance_id, &gateway.now_iso(), || {
+                crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
+            })
+            .map_err(|source| StartError::Store {
+                path: gateway.config.store_path.display().to_string(),
+                source,
+            })?;
+        for (draft_id, execution_id) in unstarted {
+            let mut event = AuditEvent::new(
+                "agent.execution.interrupted",
+                Status::Failed,
+                crate::protocol::codes::EXECUTION_FAILED.name,
+                gateway.now_iso(),
+            );
+            event.execution_id = Some(execution_id);
+            event.draft_id = Some(draft_id);
+            event.details.insert(
+                "reason".into(),
+                "stopped after approval, before the write started".into(),
+            );
             gateway.audit.record(event).await?;
         }
         // Idempotency reservations a crash left open: linked to their draft, or freed.

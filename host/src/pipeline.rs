@@ -48,6 +48,8 @@ pub struct Inbound {
     pub content_type: Option<String>,
     /// The `Idempotency-Key` header, an alias of the body's `idempotencyKey`.
     pub idempotency_key: Option<String>,
+    /// The `Cookie` header: only the reviewer page on the admin plane reads it.
+    pub cookie: Option<String>,
     /// Headers only the MCP binding reads.
     pub mcp: McpHeaders,
     pub peer: IpAddr,

@@ -506,3 +506,122 @@ fn the_demo_starts_with_a_relative_data_directory() {
     assert!(root.join("relative-demo/demo-credentials.json").exists());
     drop(demo);
 }
+
+/// How many ledger transactions carry this title, as the agent sees them.
+fn transactions_titled(demo: &DemoProcess, token: &str, title: &str) -> usize {
+    let (status, listed) = call(
+        "GET",
+        &format!(
+            "{}/api/agent/v1/transactions?ledgerId=ledger_main&pageSize=200",
+            demo.agent
+        ),
+        token,
+        None,
+    );
+    assert_eq!(status, 200, "{listed}");
+    listed["data"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|t| t["title"] == title)
+        .count()
+}
+
+#[test]
+fn sigkill_at_any_point_of_an_execution_never_makes_two_effects() {
+    let mut demo = DemoProcess::start();
+    let operator = demo.credential("admin_tokens", "operator");
+    let (_, app) = call(
+        "POST",
+        &format!("{}/api/agent-admin/v1/apps", demo.admin),
+        &operator,
+        Some(
+            json!({"scope": "workspace", "name": "crashy", "scopes": ["transaction.read", "transaction.write"],
+                    "policy": {"data": {"allow_sensitive_fields": true}}}),
+        ),
+    );
+    let token = app["data"]["token"].as_str().expect("token").to_string();
+    let app_id = app["data"]["app"]["id"].as_str().expect("app").to_string();
+    let (status, _) = call(
+        "PATCH",
+        &format!("{}/api/agent-admin/v1/apps/{app_id}/auto-execute", demo.admin),
+        &operator,
+        Some(json!({"writes": {"enabled": true}})),
+    );
+    assert_eq!(status, 200);
+    // Kill points from before the request is read to after it is answered: the store's
+    // reservation, the draft, the execution record, the plugin call and the outcome all
+    // fall somewhere in between.
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (round, delay_us) in [
+        0_u64, 150, 300, 450, 600, 800, 1000, 1300, 1700, 2500, 4000, 8000, 20_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let title = format!("crash round {round}");
+        let body = json!({"action": "transaction.create", "execute": true, "idempotencyKey": format!("crash-{round}"),
+                          "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": title, "amount_home": 5}});
+        let url = format!("{}/api/agent/v1/actions", demo.agent);
+        let sender = {
+            let (token, body) = (token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let _ = agent
+                    .post(&url)
+                    .header("Authorization", &format!("Bearer {token}"))
+                    .send_json(&body);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        let dir = demo.crash();
+        let _ = sender.join();
+        demo = DemoProcess::start_in(dir);
+
+        // The same request again, with the same key, after the restart.
+        let (status, again) = call(
+            "POST",
+            &format!("{}/api/agent/v1/actions", demo.agent),
+            &token,
+            Some(body),
+        );
+        let effects = transactions_titled(&demo, &token, &title);
+        let code = again["code"].as_str().unwrap_or("").to_string();
+        match (status, code.as_str()) {
+            // Nothing had been stored: it runs now, once.
+            (200, "common.success") => {
+                assert_eq!(again["data"]["status"], "executed", "round {round}: {again}");
+                assert_eq!(effects, 1, "round {round}: {again}");
+            }
+            // It had run before the kill (one effect), or the kill came between the
+            // approval and the write (a failed execution, no effect): replayed as it was.
+            (200, "agent.idempotency_replay") => {
+                assert_eq!(again["data"]["status"], "executed", "round {round}: {again}");
+                let ran = again["data"]["execution"]["status"] == "success";
+                assert_eq!(effects, usize::from(ran), "round {round}: {again}");
+            }
+            // Killed mid-execution: the outcome is unknown, never re-run.
+            (500, "agent.execution_indeterminate") => assert!(effects <= 1, "round {round}"),
+            other => panic!("round {round}: unexpected answer {other:?}: {again}"),
+        }
+        // Whatever the first answer was, asking once more changes nothing.
+        let (_, third) = call(
+            "POST",
+            &format!("{}/api/agent/v1/actions", demo.agent),
+            &token,
+            Some(
+                json!({"action": "transaction.create", "execute": true, "idempotencyKey": format!("crash-{round}"),
+                        "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": title, "amount_home": 5}}),
+            ),
+        );
+        assert_eq!(
+            transactions_titled(&demo, &token, &title),
+            effects,
+            "round {round}: {third}"
+        );
+        *outcomes.entry(code).or_insert(0) += 1;
+    }
+    // The kill points must have landed on both sides of the execution at least once.
+    eprintln!("answers after each kill and restart: {outcomes:?}");
+    assert!(outcomes.len() >= 2, "every kill landed in the same place: {outcomes:?}");
+}

@@ -9,6 +9,8 @@ mod support;
 mod admission;
 /// One terminal audit event per request, and a verifiable chain.
 mod audit;
+/// The reviewer page in a real headless browser.
+mod browser;
 /// The command-line binary: config errors, `check`, `audit`.
 mod cli;
 /// The conformance profiles cover the reason-code registry.

@@ -121,7 +121,29 @@ pub struct Authorizer {
     authorizer: CedarAuthorizer,
     scoped: Vec<Policy>,
     slices: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
+    /// The tenant, app and tool entities of a request, built once per distinct set of
+    /// their attributes: building them (and their ancestor closure) costs more than
+    /// evaluating the policies.
+    entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
 }
+
+/// Everything the cached entities are built from, so a changed app or tool misses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EntitiesKey {
+    app_id: String,
+    app_name: String,
+    org_id: String,
+    scopes: Vec<String>,
+    data_policy: DataPolicyFacts,
+    tool: String,
+    risk: Risk,
+    effect: Effect,
+    required_scopes: Vec<String>,
+    plugin: String,
+}
+
+/// Entity sets kept before the cache starts over.
+const MAX_ENTITY_SETS: usize = 10_000;
 
 /// App, tenant, tool and action: what a slice is cut for.
 type SliceKey = (String, String, String, Action);
@@ -192,6 +214,7 @@ impl Authorizer {
             authorizer: CedarAuthorizer::new(),
             scoped,
             slices: Mutex::new(HashMap::new()),
+            entities: Mutex::new(HashMap::new()),
         })
     }
 
@@ -321,64 +344,51 @@ impl Authorizer {
         let principal = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(app.app_id));
         let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool.name));
         let action_uid = EntityUid::from_type_name_and_id(types.action.clone(), EntityId::new(action.name()));
-        let app_entity = Entity::new(
-            principal.clone(),
-            HashMap::from([
-                (
-                    "name".to_string(),
-                    RestrictedExpression::new_string(app.app_name.to_string()),
-                ),
-                (
-                    "org_id".to_string(),
-                    RestrictedExpression::new_string(app.org_id.to_string()),
-                ),
-                ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
-                ("data_policy".to_string(), data_policy(app.policy)),
-            ]),
-            HashSet::from([tenant.clone()]),
-        )
-        .map_err(|e| e.to_string())?;
-        let tool_entity = Entity::new(
-            resource.clone(),
-            HashMap::from([
-                (
-                    "name".to_string(),
-                    RestrictedExpression::new_string(tool.name.to_string()),
-                ),
-                (
-                    "risk".to_string(),
-                    RestrictedExpression::new_string(tool.risk.as_str().to_string()),
-                ),
-                (
-                    "risk_level".to_string(),
-                    RestrictedExpression::new_long(tool.risk.level()),
-                ),
-                (
-                    "effect".to_string(),
-                    RestrictedExpression::new_string(tool.effect.as_str().to_string()),
-                ),
-                (
-                    "required_scopes".to_string(),
-                    string_set(tool.required_scopes.iter().map(String::as_str)),
-                ),
-                (
-                    "plugin".to_string(),
-                    RestrictedExpression::new_string(tool.plugin.to_string()),
-                ),
-            ]),
-            HashSet::new(),
-        )
-        .map_err(|e| e.to_string())?;
-        let (principal_for_slice, tenant_for_slice, resource_for_slice, action_for_slice) =
-            (principal.clone(), tenant.clone(), resource.clone(), action_uid.clone());
-        let tenant_entity = Entity::new_no_attrs(tenant, HashSet::new());
+        let data_policy = data_policy_facts(app.policy);
         // Request-time schema checks are for the reference path (`decide_unsliced`, which
         // scenarios and tests use): the gateway builds entities and context the same way
         // every time, policies were validated against the schema at load, and an
         // evaluation error still denies.
         let schema = (!sliced).then_some(&self.schema);
-        let entities = Entities::from_entities([app_entity, tool_entity, tenant_entity], schema)
-            .map_err(|e| format!("entities: {e}"))?;
+        let build = || -> Result<Entities, String> {
+            entities_for(app, tool, &data_policy, (&principal, &tenant, &resource), schema)
+        };
+        let entities = if sliced {
+            let key = EntitiesKey {
+                app_id: app.app_id.to_string(),
+                app_name: app.app_name.to_string(),
+                org_id: app.org_id.to_string(),
+                scopes: app.scopes.to_vec(),
+                data_policy: data_policy.clone(),
+                tool: tool.name.to_string(),
+                risk: tool.risk,
+                effect: tool.effect,
+                required_scopes: tool.required_scopes.to_vec(),
+                plugin: tool.plugin.to_string(),
+            };
+            let cached = self
+                .entities
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            match cached {
+                Some(entities) => entities,
+                None => {
+                    let built = Arc::new(build()?);
+                    let mut cache = self.entities.lock().unwrap_or_else(|e| e.into_inner());
+                    if cache.len() >= MAX_ENTITY_SETS {
+                        cache.clear();
+                    }
+                    cache.insert(key, built.clone());
+                    built
+                }
+            }
+        } else {
+            Arc::new(build()?)
+        };
+        let (principal_for_slice, tenant_for_slice, resource_for_slice, action_for_slice) =
+            (principal.clone(), tenant.clone(), resource.clone(), action_uid.clone());
         let context = Context::from_pairs(context_pairs(app, facts)).map_err(|e| format!("context: {e}"))?;
         let request =
             Request::new(principal, action_uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
@@ -394,7 +404,7 @@ impl Authorizer {
         } else {
             &self.policies
         };
-        let response = self.authorizer.is_authorized(&request, policies, &entities);
+        let response = self.authorizer.is_authorized(&request, policies, entities.as_ref());
         let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
         let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
         policy_ids.sort();
@@ -405,6 +415,66 @@ impl Authorizer {
             errors,
         })
     }
+}
+
+/// The tenant, the app (a member of it) and the tool, as Cedar entities.
+fn entities_for(
+    app: &AppFacts<'_>,
+    tool: &ToolFacts<'_>,
+    data_policy: &DataPolicyFacts,
+    (principal, tenant, resource): (&EntityUid, &EntityUid, &EntityUid),
+    schema: Option<&Schema>,
+) -> Result<Entities, String> {
+    let app_entity = Entity::new(
+        principal.clone(),
+        HashMap::from([
+            (
+                "name".to_string(),
+                RestrictedExpression::new_string(app.app_name.to_string()),
+            ),
+            (
+                "org_id".to_string(),
+                RestrictedExpression::new_string(app.org_id.to_string()),
+            ),
+            ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
+            ("data_policy".to_string(), self::data_policy(data_policy)),
+        ]),
+        HashSet::from([tenant.clone()]),
+    )
+    .map_err(|e| e.to_string())?;
+    let tool_entity = Entity::new(
+        resource.clone(),
+        HashMap::from([
+            (
+                "name".to_string(),
+                RestrictedExpression::new_string(tool.name.to_string()),
+            ),
+            (
+                "risk".to_string(),
+                RestrictedExpression::new_string(tool.risk.as_str().to_string()),
+            ),
+            (
+                "risk_level".to_string(),
+                RestrictedExpression::new_long(tool.risk.level()),
+            ),
+            (
+                "effect".to_string(),
+                RestrictedExpression::new_string(tool.effect.as_str().to_string()),
+            ),
+            (
+                "required_scopes".to_string(),
+                string_set(tool.required_scopes.iter().map(String::as_str)),
+            ),
+            (
+                "plugin".to_string(),
+                RestrictedExpression::new_string(tool.plugin.to_string()),
+            ),
+        ]),
+        HashSet::new(),
+    )
+    .map_err(|e| e.to_string())?;
+    let tenant_entity = Entity::new_no_attrs(tenant.clone(), HashSet::new());
+    Entities::from_entities([app_entity, tool_entity, tenant_entity], schema).map_err(|e| format!("entities: {e}"))
 }
 
 /// An error anywhere on the way to a decision is a denial that says why.
@@ -455,29 +525,51 @@ pub fn allows_sensitive_fields(policy: &Value) -> bool {
     policy["data"]["allow_sensitive_fields"].as_bool() != Some(false)
 }
 
-fn data_policy(policy: &Value) -> RestrictedExpression {
+/// The app's data policy as Cedar's `data_policy` attribute holds it: (restrict ledgers,
+/// allowed ledgers, restrict orgs, allowed orgs, max days, allow sensitive fields).
+type DataPolicyFacts = (bool, Vec<String>, bool, Vec<String>, i64, bool);
+
+fn data_policy_facts(policy: &Value) -> DataPolicyFacts {
     let data = &policy["data"];
-    let ledgers: Vec<&str> = data["allowed_ledger_ids"]
-        .as_array()
-        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
-    let orgs: Vec<&str> = data["allowed_org_ids"]
-        .as_array()
-        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
+    let list = |key: &str| -> Vec<String> {
+        data[key].as_array().map_or_else(Vec::new, |a| {
+            a.iter().filter_map(Value::as_str).map(String::from).collect()
+        })
+    };
+    let (ledgers, orgs) = (list("allowed_ledger_ids"), list("allowed_org_ids"));
+    (
+        !ledgers.is_empty(),
+        ledgers,
+        !orgs.is_empty(),
+        orgs,
+        max_days(policy),
+        allows_sensitive_fields(policy),
+    )
+}
+
+fn data_policy(facts: &DataPolicyFacts) -> RestrictedExpression {
+    let (restrict_ledgers, ledgers, restrict_orgs, orgs, max_days, sensitive) = facts;
     let record = [
         (
             "restrict_ledgers".to_string(),
-            RestrictedExpression::new_bool(!ledgers.is_empty()),
+            RestrictedExpression::new_bool(*restrict_ledgers),
         ),
-        ("allowed_ledger_ids".to_string(), string_set(ledgers.into_iter())),
+        (
+            "allowed_ledger_ids".to_string(),
+            string_set(ledgers.iter().map(String::as_str)),
+        ),
         (
             "restrict_orgs".to_string(),
-            RestrictedExpression::new_bool(!orgs.is_empty()),
+            RestrictedExpression::new_bool(*restrict_orgs),
         ),
-        ("allowed_org_ids".to_string(), string_set(orgs.into_iter())),
-        ("max_days".to_string(), RestrictedExpression::new_long(max_days(policy))),
+        (
+            "allowed_org_ids".to_string(),
+            string_set(orgs.iter().map(String::as_str)),
+        ),
+        ("max_days".to_string(), RestrictedExpression::new_long(*max_days)),
         (
             "allow_sensitive_fields".to_string(),
-            RestrictedExpression::new_bool(allows_sensitive_fields(policy)),
+            RestrictedExpression::new_bool(*sensitive),
         ),
     ];
     // Only fixed keys: building this record cannot fail.

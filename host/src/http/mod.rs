@@ -2,6 +2,7 @@
 //! request, hands a plain [`Inbound`] to the pipeline and writes the [`Outbound`] back.
 
 mod admin;
+pub mod review;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,9 +108,47 @@ async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Inc
     let outbound = match plane {
         Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, inbound).await,
         Plane::Agent => pipeline::handle(gw, inbound).await,
+        Plane::Admin if review::is_review_path(&inbound.path) => review::handle(gw, inbound).await,
         Plane::Admin => admin::handle(gw, inbound).await,
     };
     write(outbound)
+}
+
+/// The benchmark's ceiling: the same server settings and a JSON echo of the request in the
+/// envelope, with no governance at all. Its throughput bounds what the gateway can reach
+/// on the same machine (`bench/run`, workload 1).
+pub async fn serve_ceiling(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let request_id = ids::new_id(Kind::Request);
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let echo = json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "query": parts.uri.query(),
+                    "bytes": body.len(),
+                });
+                Ok::<_, Infallible>(write(pipeline::respond(
+                    200,
+                    Envelope::success(echo, &request_id),
+                    Vec::new(),
+                    &request_id,
+                )))
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -143,6 +182,7 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
         user_agent: header(&parts.headers, "user-agent"),
         content_type: header(&parts.headers, "content-type"),
         idempotency_key: header(&parts.headers, "idempotency-key"),
+        cookie: header(&parts.headers, "cookie"),
         mcp: McpHeaders {
             host: header(&parts.headers, "host"),
             origin: header(&parts.headers, "origin"),

@@ -474,6 +474,52 @@ impl Store {
         Ok(rows)
     }
 
+    /// At startup: approved drafts a previous process claimed but never started (no
+    /// execution record, which is written before the plugin is called) become `failed`
+    /// with a failed execution saying nothing ran, so their replay is a failure, never a
+    /// silent re-run. Returns (draft id, execution id) of each.
+    pub fn fail_unstarted_approvals(
+        &self,
+        instance_id: &str,
+        now: &str,
+        new_execution_id: impl Fn() -> String,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let stranded: Vec<(String, String, Option<String>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT d.id, d.app_id, d.idempotency_key FROM drafts d
+                 WHERE d.status = 'confirmed' AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.draft_id = d.id)",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut failed = Vec::new();
+        for (draft_id, app_id, idempotency_key) in stranded {
+            let execution_id = new_execution_id();
+            tx.execute(
+                "UPDATE drafts SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
+                params![draft_id, now],
+            )?;
+            tx.execute(
+                "INSERT INTO executions (id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7)",
+                params![
+                    execution_id,
+                    draft_id,
+                    app_id,
+                    idempotency_key,
+                    "the gateway stopped after the approval and before the write started; nothing was executed",
+                    instance_id,
+                    now
+                ],
+            )?;
+            failed.push((draft_id, execution_id));
+        }
+        tx.commit()?;
+        Ok(failed)
+    }
+
     /// An operator's decision on an indeterminate execution; `false` if it was not one.
     pub fn resolve_execution(
         &self,
