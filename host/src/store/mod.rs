@@ -62,6 +62,9 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     // 32 MiB of page cache per connection keeps the audit table's hot pages in memory.
     conn.pragma_update(None, "cache_size", -32_768)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Every query is a cached prepared statement; the default cache (16) is smaller than
+    // the number of distinct queries a request path runs, so statements were re-parsed.
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
