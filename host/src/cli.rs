@@ -169,6 +169,12 @@ enum DraftsCommand {
         /// draft, confirmed, canceled, failed, expired or stale
         #[arg(long)]
         status: Option<String>,
+        /// low, medium, high or critical
+        #[arg(long)]
+        risk: Option<String>,
+        /// Only drafts at least this many seconds old.
+        #[arg(long)]
+        min_age_seconds: Option<u64>,
     },
     /// One draft with its impact and latest execution.
     Show { id: String },
@@ -374,11 +380,21 @@ pub fn main() -> ExitCode {
             Some(serde_json::json!({"outcome": outcome, "note": note})),
         ),
         Command::Drafts { admin, command } => match command {
-            DraftsCommand::List { app, status } => {
-                let query: Vec<String> = [("appId", app), ("status", status)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
-                    .collect();
+            DraftsCommand::List {
+                app,
+                status,
+                risk,
+                min_age_seconds,
+            } => {
+                let query: Vec<String> = [
+                    ("appId", app),
+                    ("status", status),
+                    ("risk", risk),
+                    ("minAgeSeconds", min_age_seconds.map(|s| s.to_string())),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
                 admin_call(&admin, "GET", format!("drafts?{}", query.join("&")), None)
             }
             DraftsCommand::Show { id } => admin_call(&admin, "GET", format!("drafts/{id}"), None),

@@ -479,15 +479,29 @@ async fn run(
         }
         Route::ListDrafts => {
             let query = query_map(inbound.query.as_deref());
-            let drafts = gw
-                .store
-                .drafts(
-                    principal.org_id.as_deref(),
-                    query.get("appId").map(String::as_str),
-                    query.get("status").map(String::as_str),
-                    query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
-                )
-                .map_err(|e| internal(&e))?;
+            // `minAgeSeconds` / `maxAgeSeconds`: drafts at least / at most that old.
+            let age = |key: &str| -> Result<Option<String>, Failure> {
+                query
+                    .get(key)
+                    .map(|v| {
+                        v.parse::<i64>()
+                            .ok()
+                            .filter(|s| (0..=10 * 365 * 86_400).contains(s))
+                            .map(|s| crate::clock::iso(gw.clock.now() - time::Duration::seconds(s)))
+                            .ok_or_else(|| Failure::validation(&[key], format!("`{key}` must be whole seconds")))
+                    })
+                    .transpose()
+            };
+            let filter = crate::store::DraftFilter {
+                org_id: principal.org_id.as_deref(),
+                app_id: query.get("appId").map(String::as_str),
+                status: query.get("status").map(String::as_str),
+                risk: query.get("risk").map(String::as_str),
+                created_before: age("minAgeSeconds")?,
+                created_after: age("maxAgeSeconds")?,
+                limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
+            };
+            let drafts = gw.store.drafts(&filter).map_err(|e| internal(&e))?;
             let items: Vec<Value> = drafts.iter().map(crate::writes::public_draft).collect();
             Ok(Done::data(json!({"items": items})))
         }

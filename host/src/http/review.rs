@@ -214,7 +214,13 @@ async fn route(
                     .as_deref()
                     .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "notice"))
                     .map(|(_, v)| v.to_string());
-                let response = match gw.store.drafts(p.org_id.as_deref(), None, Some("draft"), 200) {
+                let filter = crate::store::DraftFilter {
+                    org_id: p.org_id.as_deref(),
+                    status: Some("draft"),
+                    limit: 200,
+                    ..Default::default()
+                };
+                let response = match gw.store.drafts(&filter) {
                     Ok(drafts) => list_page(p, session.map_or("", |s| s.csrf.as_str()), &drafts, notice.as_deref()),
                     Err(e) => {
                         tracing::error!(error = %e, "review page could not read drafts");

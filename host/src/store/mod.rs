@@ -576,21 +576,25 @@ impl Store {
     }
 
     /// Drafts for review, newest first, filtered by tenant, app and status.
-    pub fn drafts(
-        &self,
-        org_id: Option<&str>,
-        app_id: Option<&str>,
-        status: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<DraftRecord>, StoreError> {
+    pub fn drafts(&self, filter: &DraftFilter<'_>) -> Result<Vec<DraftRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id FROM drafts WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR app_id = ?2)
-             AND (?3 IS NULL OR status = ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
+             AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR risk = ?4)
+             AND (?5 IS NULL OR created_at <= ?5) AND (?6 IS NULL OR created_at >= ?6)
+             ORDER BY created_at DESC, id DESC LIMIT ?7",
         )?;
         let ids: Vec<String> = stmt
             .query_map(
-                params![org_id, app_id, status, i64::try_from(limit).unwrap_or(i64::MAX)],
+                params![
+                    filter.org_id,
+                    filter.app_id,
+                    filter.status,
+                    filter.risk,
+                    filter.created_before,
+                    filter.created_after,
+                    i64::try_from(filter.limit).unwrap_or(i64::MAX)
+                ],
                 |r| r.get(0),
             )?
             .collect::<Result<_, _>>()?;
@@ -674,6 +678,20 @@ impl Store {
         let conn = self.conn()?;
         records::audit_events(&conn, filter)
     }
+}
+
+/// Filters for listing drafts; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct DraftFilter<'a> {
+    pub org_id: Option<&'a str>,
+    pub app_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub risk: Option<&'a str>,
+    /// Only drafts created at or before this instant (RFC 3339): at least this old.
+    pub created_before: Option<String>,
+    /// Only drafts created at or after this instant: at most this old.
+    pub created_after: Option<String>,
+    pub limit: usize,
 }
 
 /// Which audit events to read.
