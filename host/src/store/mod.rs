@@ -175,14 +175,17 @@ impl Store {
     }
 
     /// Keys whose token starts with `prefix`, for the constant-time comparison in `auth`.
+    /// Keys whose token starts with `prefix`, in no particular order: authentication
+    /// compares them all. (No `ORDER BY`: with it, the bundled SQLite's STAT4 planner made
+    /// the statement depend on the bound value, so it was re-prepared on every call.)
     pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn()?;
-        records::keys_where(&conn, "token_prefix = ?1", prefix)
+        records::keys_where(&conn, "token_prefix = ?1", "", prefix)
     }
 
     pub fn keys_of_app(&self, app_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.conn()?;
-        records::keys_where(&conn, "app_id = ?1", app_id)
+        records::keys_where(&conn, "app_id = ?1", "ORDER BY created_at", app_id)
     }
 
     /// Revokes one key; `false` when there is no such key.
@@ -197,7 +200,7 @@ impl Store {
 
     pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.conn()?;
-        Ok(records::keys_where(&conn, "id = ?1", key_id)?.into_iter().next())
+        Ok(records::keys_where(&conn, "id = ?1", "", key_id)?.into_iter().next())
     }
 
     pub fn revoke_keys_of_app(&self, app_id: &str, now: &str) -> Result<(), StoreError> {

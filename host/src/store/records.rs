@@ -213,10 +213,13 @@ pub(super) fn insert_key(conn: &Connection, key: &KeyRecord) -> Result<(), Store
     Ok(())
 }
 
-pub(super) fn keys_where(conn: &Connection, condition: &str, value: &str) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {KEY_COLUMNS} FROM keys WHERE {condition} ORDER BY created_at"
-    ))?;
+pub(super) fn keys_where(
+    conn: &Connection,
+    condition: &str,
+    order: &str,
+    value: &str,
+) -> Result<Vec<KeyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {condition} {order}"))?;
     let rows = stmt.query_map([value], |r| {
         Ok(KeyRecord {
             id: r.get(0)?,
