@@ -52,6 +52,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    fn store_failure(&self, source: StoreError) -> StartError {
+        StartError::Store {
+            path: self.config.store_path.display().to_string(),
+            source,
+        }
+    }
+
     /// Opens the store, loads policies and plugins. Nothing listens yet.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, StartError> {
         let store_err = |source| StartError::Store {
@@ -92,10 +99,7 @@ impl Gateway {
         let orphans = gateway
             .store
             .mark_indeterminate(&gateway.instance_id)
-            .map_err(|source| StartError::Store {
-                path: gateway.config.store_path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| gateway.store_failure(source))?;
         for (execution_id, draft_id) in orphans {
             let mut event = AuditEvent::new(
                 "agent.execution.indeterminate",
@@ -113,10 +117,7 @@ impl Gateway {
             .fail_unstarted_approvals(&gateway.instance_id, &gateway.now_iso(), || {
                 crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
             })
-            .map_err(|source| StartError::Store {
-                path: gateway.config.store_path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| gateway.store_failure(source))?;
         for (draft_id, execution_id) in unstarted {
             let mut event = AuditEvent::new(
                 "agent.execution.interrupted",
@@ -136,10 +137,7 @@ impl Gateway {
         let (linked, freed) = gateway
             .store
             .settle_orphan_reservations()
-            .map_err(|source| StartError::Store {
-                path: gateway.config.store_path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| gateway.store_failure(source))?;
         if linked + freed > 0 {
             tracing::warn!(
                 linked,

@@ -1231,15 +1231,16 @@ fn envelope_response(request_id: &str, outcome: Result<Reply, Refused>) -> Outbo
 
 /// An envelope response with the headers every response carries.
 pub fn respond(status: u16, envelope: Envelope, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
+    respond_json(status, envelope.to_bytes(), extra, request_id)
+}
+
+/// A JSON body with the headers every response carries (the envelope, or JSON-RPC).
+pub fn respond_json(status: u16, body: Vec<u8>, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
     let mut headers = vec![
         ("Content-Type", "application/json".to_string()),
         ("X-Request-Id", request_id.to_string()),
         ("Cache-Control", "no-store".to_string()),
     ];
     headers.extend(extra);
-    Outbound {
-        status,
-        headers,
-        body: envelope.to_bytes(),
-    }
+    Outbound { status, headers, body }
 }

@@ -610,17 +610,7 @@ impl Responder<'_> {
 }
 
 fn json_response(status: u16, body: &Value, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
-    let mut headers = vec![
-        ("Content-Type", "application/json".to_string()),
-        ("X-Request-Id", request_id.to_string()),
-        ("Cache-Control", "no-store".to_string()),
-    ];
-    headers.extend(extra);
-    Outbound {
-        status,
-        headers,
-        body: serde_json::to_vec(body).unwrap_or_default(),
-    }
+    pipeline::respond_json(status, serde_json::to_vec(body).unwrap_or_default(), extra, request_id)
 }
 
 fn empty(status: u16, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
