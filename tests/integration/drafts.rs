@@ -403,3 +403,23 @@ fn a_long_poll_returns_when_the_reviewer_decides_and_the_cli_reviews() {
     gw.get(&format!("/api/agent/v1/drafts/{id}?wait=31"), Some(&gw.full()))
         .expect(400, "common.validation");
 }
+
+#[test]
+fn a_draft_expires_exactly_at_the_end_of_its_review_window() {
+    let clock = std::sync::Arc::new(openport::clock::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let gw = TestGateway::builder().clock(clock.clone()).start();
+    // Two drafts created at the same instant share their expiry.
+    let first = create_draft(&gw);
+    let second = create_draft(&gw);
+    let window_ms = 7 * 24 * 3600 * 1000;
+    // One millisecond before the window ends: still reviewable, and it executes.
+    clock.advance_ms(window_ms - 1);
+    review(&gw, &first, "approve", json!({})).expect(200, "common.success");
+    // At the end of the window: expired, never executed, even with no sweeper.
+    clock.advance_ms(1);
+    review(&gw, &second, "approve", json!({})).expect(410, "agent.draft_expired");
+    let read = gw.get(&format!("/api/agent/v1/drafts/{second}"), Some(&gw.full()));
+    assert_eq!(read.data()["draft"]["status"], "expired");
+    assert_eq!(read.data()["execution"], serde_json::Value::Null);
+    assert_eq!(transactions(&gw), 3, "only the first draft ran");
+}

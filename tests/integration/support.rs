@@ -73,6 +73,7 @@ pub struct Builder {
     extra_config: String,
     server_config: String,
     anonymous_mcp: bool,
+    clock: Option<SharedClock>,
 }
 
 impl Builder {
@@ -89,6 +90,12 @@ impl Builder {
         self
     }
 
+    /// Runs the gateway on this clock instead of the system's (e.g. a `ManualClock`).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Turns on the loopback-only anonymous MCP integration, as the demo does.
     pub fn anonymous_mcp(mut self) -> Self {
         self.anonymous_mcp = true;
@@ -100,7 +107,7 @@ impl Builder {
         let any = "127.0.0.1:0".parse().expect("addr");
         let desk = demo::desk::start().expect("desk");
         let mut path = demo::write_files(dir.path(), any, any, desk).expect("demo files");
-        let clock: SharedClock = Arc::new(SystemClock);
+        let clock: SharedClock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let creds = demo::seed(&Config::load(&path).expect("valid config"), dir.path(), &clock).expect("seed");
         if self.anonymous_mcp {
             let app = creds.app_ids.get(demo::MCP_LOCAL_APP).expect("the local MCP app");
