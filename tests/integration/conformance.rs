@@ -16,7 +16,7 @@ const UNREACHABLE_FROM_OUTSIDE: &[(&str, &str)] = &[
     (
         "agent.draft_expired",
         "needs the review window (at least 60 s, fixed at start) to pass; tested with an injected clock by \
-         drafts::the_reviewed_impact_hash_must_match_and_expired_drafts_never_execute",
+         drafts::a_draft_expires_exactly_at_the_end_of_its_review_window",
     ),
 ];
 
