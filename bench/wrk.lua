@@ -15,6 +15,13 @@ if extra then
   end
 end
 
+-- WRK_DELAY_MS paces each connection (a wait after each answer): a rough fixed rate, for
+-- measuring latency below saturation.
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if delay_ms then
+  function delay() return delay_ms end
+end
+
 function done(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
   io.write(string.format("RESULT requests=%d rps=%.1f p50=%.3f p99=%.3f p999=%.3f errors=%d non2xx=%d\n",

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub mcp_sessions: crate::mcp::Sessions,
     /// Reviewers signed in to the `/review` page.
     pub review_sessions: crate::http::review::ReviewSessions,
+    /// Keeps the background WAL checkpointer running while the gateway lives.
+    _checkpointer: Arc<()>,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
 }
@@ -73,6 +75,7 @@ impl Gateway {
         }
         let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
         let audit = AuditLog::start(&config.store_path)?;
+        let checkpointer = crate::store::start_checkpointer(&config.store_path).map_err(store_err)?;
         let authz = load_policies(&config)?;
         let runtime =
             PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref()).map_err(|source| {
@@ -87,6 +90,7 @@ impl Gateway {
             instance_id: ulid::Ulid::new().to_string(),
             mcp_sessions: crate::mcp::Sessions::default(),
             review_sessions: crate::http::review::ReviewSessions::default(),
+            _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
             store,

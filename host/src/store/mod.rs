@@ -7,7 +7,7 @@
 mod records;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use rusqlite::Connection;
 use rusqlite::{OptionalExtension, params};
@@ -40,6 +40,8 @@ pub enum StoreError {
     TooNew { path: String, found: usize, known: usize },
     #[error("the store lock was poisoned by a panic")]
     Poisoned,
+    #[error("cannot start a store thread: {0}")]
+    Thread(String),
 }
 
 #[derive(Debug)]
@@ -56,9 +58,10 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Checkpoint less often: under a stream of audit appends each checkpoint rewrites the
-    // pages just logged, so a larger WAL (up to ~40 MB before a checkpoint) halves writes.
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // No checkpoint on a commit: it would run on the committing thread (usually the audit
+    // writer) and stall every request waiting for that commit for milliseconds. A
+    // background thread checkpoints instead (`start_checkpointer`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // 32 MiB of page cache per connection keeps the audit table's hot pages in memory.
     conn.pragma_update(None, "cache_size", -32_768)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -66,6 +69,33 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     // the number of distinct queries a request path runs, so statements were re-parsed.
     conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
+}
+
+/// How often the background checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Starts the thread that checkpoints the WAL in the background (PASSIVE: it never blocks
+/// readers or the writer; SQLite restarts the log once a checkpoint has caught up). It runs
+/// as long as the returned token is held.
+pub fn start_checkpointer(path: &Path) -> Result<Arc<()>, StoreError> {
+    let conn = connect(path)?;
+    let alive = Arc::new(());
+    let watched = Arc::downgrade(&alive);
+    std::thread::Builder::new()
+        .name("wal-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if watched.upgrade().is_none() {
+                    return;
+                }
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Thread(e.to_string()))?;
+    Ok(alive)
 }
 
 impl Store {
