@@ -73,6 +73,8 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 /// How often the background checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Log size (in 4 KiB pages, about 200 MB) past which the checkpointer restarts the log.
+const MAX_WAL_FRAMES: i64 = 50_000;
 
 /// Starts the thread that checkpoints the WAL in the background (PASSIVE: it never blocks
 /// readers or the writer; SQLite restarts the log once a checkpoint has caught up). It runs
@@ -89,8 +91,19 @@ pub fn start_checkpointer(path: &Path) -> Result<Arc<()>, StoreError> {
                 if watched.upgrade().is_none() {
                     return;
                 }
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                // PASSIVE never waits, but under sustained writes it never catches up with the
+                // log either, so the log would only grow: past a bound, RESTART once (it waits
+                // for the writer between two commits) and the log starts over.
+                let frames = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                let restart = match frames {
+                    Ok(frames) => frames > MAX_WAL_FRAMES,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                        false
+                    }
+                };
+                if restart && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL restart failed; retrying");
                 }
             }
         })
