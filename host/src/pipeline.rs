@@ -588,7 +588,7 @@ impl Governed<'_> {
         let catalog = self.gw.catalog();
         match catalog.tool(name) {
             Some(tool) if !tool.is_read() => Ok(tool.clone()),
-            None if self.binding.is_mcp() => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown tool").into()),
+            None if self.binding.is_mcp() => Err(unknown_mcp_tool().into()),
             Some(tool) => Err(Failure::new(codes::ACTION_UNKNOWN, "Unknown action")
                 .with(
                     "hint",
@@ -762,11 +762,16 @@ struct Flags {
     justification: bool,
 }
 
+/// Over MCP, a name that does not exist and one the caller may not see answer alike.
+fn unknown_mcp_tool() -> Failure {
+    Failure::new(codes::ACTION_UNKNOWN, "Unknown tool")
+}
+
 /// The answer for a tool the app may not see: the same as for a tool that does not exist.
 /// Over MCP every tool is called by name, so every unknown one is an unknown tool.
 fn unknown_tool(tool: &Tool, binding: Binding<'_>) -> Failure {
     if binding.is_mcp() {
-        Failure::new(codes::ACTION_UNKNOWN, "Unknown tool")
+        unknown_mcp_tool()
     } else if tool.is_read() {
         Failure::new(codes::NOT_FOUND, "Route not found")
     } else {

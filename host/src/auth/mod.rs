@@ -27,11 +27,16 @@ pub struct Minted {
     pub hash: String,
 }
 
-/// Mints a token with the given literal prefix (`op_` or `opa_`).
-pub fn mint(literal: &str) -> Minted {
+/// 32 random bytes as base64url: the secret part of every token and session id.
+pub fn random_secret() -> String {
     let mut bytes = [0_u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let token = format!("{literal}{}", URL_SAFE_NO_PAD.encode(bytes));
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Mints a token with the given literal prefix (`op_` or `opa_`).
+pub fn mint(literal: &str) -> Minted {
+    let token = format!("{literal}{}", random_secret());
     Minted {
         prefix: token.chars().take(PREFIX_LEN).collect(),
         hash: sha256_hex(token.as_bytes()),

@@ -98,6 +98,23 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     })
 }
 
+/// Writes `plugins/NAME.wasm` and `plugins/NAME.toml`: a comment, the identity lines (name,
+/// world, component file and its sha256), then `rest` (tools, grants, limits).
+fn write_plugin(
+    data_dir: &Path,
+    (name, world, component): (&str, &str, &[u8]),
+    comment: &str,
+    rest: &str,
+) -> Result<(), DemoError> {
+    write_file(&data_dir.join(format!("plugins/{name}.wasm")), component)?;
+    let manifest = format!(
+        "{comment}\nname = \"{name}\"\nversion = \"0.1.0\"\nworld = \"{world}\"\ncomponent = \"{name}.wasm\"\n\
+         sha256 = \"{}\"\n{rest}",
+        sha256_hex(component)
+    );
+    write_file(&data_dir.join(format!("plugins/{name}.toml")), manifest.as_bytes())
+}
+
 /// Writes the demo's files and returns its config path. `desk` is the support desk the
 /// tickets adapter fronts.
 pub fn write_files(
@@ -106,16 +123,11 @@ pub fn write_files(
     admin_listen: SocketAddr,
     desk: SocketAddr,
 ) -> Result<PathBuf, DemoError> {
-    let ledger = artifacts::LEDGER;
-    write_file(&data_dir.join("plugins/ledger.wasm"), ledger)?;
-    let manifest = format!(
-        r#"# The demo ledger adapter (the OpenPort reference's domain).
-name = "ledger"
-version = "0.1.0"
-world = "tool-adapter"
-component = "ledger.wasm"
-sha256 = "{}"
-tools = ["ledger.list", "transaction.list", "transaction.create", "transaction.update",
+    write_plugin(
+        data_dir,
+        ("ledger", "tool-adapter", artifacts::LEDGER),
+        "# The demo ledger adapter (the OpenPort reference's domain).",
+        r#"tools = ["ledger.list", "transaction.list", "transaction.create", "transaction.update",
          "transaction.delete", "transaction.hard_delete", "transactions.export_csv"]
 
 sensitive_fields = ["title", "notes"]
@@ -130,19 +142,12 @@ timeout_ms = 2000
 memory_mib = 32
 max_output_bytes = 1048576
 "#,
-        sha256_hex(ledger)
-    );
-    write_file(&data_dir.join("plugins/ledger.toml"), manifest.as_bytes())?;
-    let witness = artifacts::LEDGER_WITNESS;
-    write_file(&data_dir.join("plugins/ledger-witness.wasm"), witness)?;
-    let manifest = format!(
-        r#"# The ledger's State Witness: re-checked before a reviewed write executes.
-name = "ledger-witness"
-version = "0.1.0"
-world = "state-witness"
-component = "ledger-witness.wasm"
-sha256 = "{}"
-tools = ["transaction.update", "transaction.delete", "transaction.hard_delete"]
+    )?;
+    write_plugin(
+        data_dir,
+        ("ledger-witness", "state-witness", artifacts::LEDGER_WITNESS),
+        "# The ledger's State Witness: re-checked before a reviewed write executes.",
+        r#"tools = ["transaction.update", "transaction.delete", "transaction.hard_delete"]
 
 [grants]
 kv = true
@@ -152,19 +157,13 @@ kv_namespace = "ledger"
 timeout_ms = 1000
 memory_mib = 16
 "#,
-        sha256_hex(witness)
-    );
-    write_file(&data_dir.join("plugins/ledger-witness.toml"), manifest.as_bytes())?;
-    let tickets = artifacts::TICKETS;
-    write_file(&data_dir.join("plugins/tickets.wasm"), tickets)?;
-    let manifest = format!(
-        r#"# The example support-desk adapter: it calls the desk's HTTP API.
-name = "tickets"
-version = "0.1.0"
-world = "tool-adapter"
-component = "tickets.wasm"
-sha256 = "{}"
-tools = ["ticket.list", "ticket.create"]
+    )?;
+    write_plugin(
+        data_dir,
+        ("tickets", "tool-adapter", artifacts::TICKETS),
+        "# The example support-desk adapter: it calls the desk's HTTP API.",
+        &format!(
+            r#"tools = ["ticket.list", "ticket.create"]
 
 [grants]
 log = true
@@ -176,29 +175,21 @@ base_url = "http://{desk}"
 [limits]
 timeout_ms = 3000
 memory_mib = 32
-"#,
-        sha256_hex(tickets)
-    );
-    write_file(&data_dir.join("plugins/tickets.toml"), manifest.as_bytes())?;
-    let conformance = artifacts::MCP_CONFORMANCE;
-    write_file(&data_dir.join("plugins/mcp-conformance.wasm"), conformance)?;
-    let manifest = format!(
-        r#"# The tools the official MCP conformance suite calls (scope `conformance.read`).
-name = "mcp-conformance"
-version = "0.1.0"
-world = "tool-adapter"
-component = "mcp-conformance.wasm"
-sha256 = "{}"
-tools = ["test_simple_text", "test_image_content", "test_audio_content", "test_embedded_resource",
+"#
+        ),
+    )?;
+    write_plugin(
+        data_dir,
+        ("mcp-conformance", "tool-adapter", artifacts::MCP_CONFORMANCE),
+        "# The tools the official MCP conformance suite calls (scope `conformance.read`).",
+        r#"tools = ["test_simple_text", "test_image_content", "test_audio_content", "test_embedded_resource",
          "test_multiple_content_types", "test_error_handling", "json_schema_2020_12_tool"]
 
 [limits]
 timeout_ms = 1000
 memory_mib = 16
 "#,
-        sha256_hex(conformance)
-    );
-    write_file(&data_dir.join("plugins/mcp-conformance.toml"), manifest.as_bytes())?;
+    )?;
     // Policies are the operator's to edit: written once, never overwritten.
     for (name, text) in [("schema.cedarschema", DEFAULT_SCHEMA), ("base.cedar", DEFAULT_POLICIES)] {
         let path = data_dir.join("policies").join(name);

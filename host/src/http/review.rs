@@ -12,9 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::audit::{AuditEvent, Status};
@@ -44,18 +41,12 @@ struct Session {
     opened: Instant,
 }
 
-fn random_token() -> String {
-    let mut bytes = [0_u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 impl ReviewSessions {
     fn open(&self, credential: &str) -> (String, Session) {
-        let id = random_token();
+        let id = auth::random_secret();
         let session = Session {
             credential: credential.to_string(),
-            csrf: random_token(),
+            csrf: auth::random_secret(),
             opened: Instant::now(),
         };
         let mut sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
