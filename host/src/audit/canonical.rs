@@ -24,6 +24,13 @@ pub struct Split {
 }
 
 fn string(out: &mut String, value: &str) {
+    // Most values (ids, codes, timestamps) need no escape: copy them as they are.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     // serde_json escapes exactly as RFC 8785 requires: `"` `\` and controls, `\u00xx` in
     // lowercase, the short forms for \b \f \n \r \t, and nothing else.
     out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));

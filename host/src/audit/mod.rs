@@ -110,13 +110,20 @@ impl AuditEvent {
 
     /// The row without its chain hashes, and its canonical form split for the writer.
     fn prepare(self) -> (AuditRow, canonical::Split) {
-        let row = self.into_row(String::new());
+        let row = self.unchained_row(String::new());
         let split = canonical::split(&row);
         (row, split)
     }
 
+    /// The row chained after `prev_event_hash`, with its `event_hash`.
     fn into_row(self, prev_event_hash: String) -> AuditRow {
-        let mut row = AuditRow {
+        let mut row = self.unchained_row(prev_event_hash);
+        row.event_hash = event_hash(&row);
+        row
+    }
+
+    fn unchained_row(self, prev_event_hash: String) -> AuditRow {
+        AuditRow {
             seq: 0,
             id: ids::new_id(Kind::Audit),
             org_id: self.org_id,
@@ -142,9 +149,7 @@ impl AuditEvent {
             created_at: self.created_at,
             prev_event_hash,
             event_hash: String::new(),
-        };
-        row.event_hash = event_hash(&row);
-        row
+        }
     }
 }
 

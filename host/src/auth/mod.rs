@@ -2,7 +2,8 @@
 //!
 //! Tokens are `op_` + base64url(32 random bytes) (`opa_` for admin tokens), shown once and
 //! stored as sha256 with a 12-character prefix for lookup. The hash comparison is constant
-//! time. Every check reads the store, so a revocation takes effect on the next request.
+//! time. Every check reads the store (through its credential cache, which every write to
+//! apps and keys empties), so a revocation takes effect on the next request.
 
 pub mod network;
 

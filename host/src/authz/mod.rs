@@ -125,6 +125,83 @@ pub struct Authorizer {
     /// their attributes: building them (and their ancestor closure) costs more than
     /// evaluating the policies.
     entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
+    /// Decisions memoised on every input of the request (entities, action, context):
+    /// Cedar is a pure function of the policy set and the request, and a reload builds a
+    /// new `Authorizer`, so a hit is exactly the decision Cedar would make again.
+    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+    /// `ip("..")` and `decimal("..")` expressions by their text: building one parses the
+    /// extension's name with Cedar's parser, which costs more than the decision.
+    extension_values: Mutex<HashMap<(ExtensionKind, String), RestrictedExpression>>,
+}
+
+/// Everything a memoised decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    entities: EntitiesKey,
+    action: Action,
+    context: ContextInputs,
+}
+
+/// Decisions kept before the memo starts over.
+const MAX_DECISIONS: usize = 10_000;
+
+/// Extension values kept before that cache starts over.
+const MAX_EXTENSION_VALUES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ExtensionKind {
+    Ip,
+    Decimal,
+}
+
+/// The request's context as plain data: what `context_pairs` turns into Cedar values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ContextInputs {
+    client_ip: IpAddr,
+    hour: u8,
+    weekday: u8,
+    unix_seconds: i64,
+    key_id: String,
+    has_payload: bool,
+    /// The `PAYLOAD_STRINGS` fields present, in that order.
+    payload_strings: Vec<(&'static str, String)>,
+    /// `amount_home` as Cedar decimal text.
+    amount_home: Option<String>,
+    range_days: Option<i64>,
+    has_idempotency_key: bool,
+    has_preflight_hash: bool,
+    has_justification: bool,
+}
+
+impl ContextInputs {
+    fn new(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> ContextInputs {
+        let mut payload_strings = Vec::new();
+        let mut amount_home = None;
+        let mut range_days = None;
+        if let Some(Value::Object(map)) = facts.payload {
+            for field in PAYLOAD_STRINGS {
+                if let Some(Value::String(s)) = map.get(*field) {
+                    payload_strings.push((*field, s.clone()));
+                }
+            }
+            amount_home = map.get("amount_home").and_then(Value::as_f64).map(decimal_text);
+            range_days = date_range_days(map.get("startDate"), map.get("endDate"));
+        }
+        ContextInputs {
+            client_ip: facts.client_ip,
+            hour: facts.now.hour(),
+            weekday: facts.now.weekday().number_from_monday(),
+            unix_seconds: facts.now.unix_timestamp(),
+            key_id: app.key_id.to_string(),
+            has_payload: facts.payload.is_some(),
+            payload_strings,
+            amount_home,
+            range_days,
+            has_idempotency_key: facts.has_idempotency_key,
+            has_preflight_hash: facts.has_preflight_hash,
+            has_justification: facts.has_justification,
+        }
+    }
 }
 
 /// Everything the cached entities are built from, so a changed app or tool misses.
@@ -140,6 +217,23 @@ struct EntitiesKey {
     effect: Effect,
     required_scopes: Vec<String>,
     plugin: String,
+}
+
+impl EntitiesKey {
+    fn new(app: &AppFacts<'_>, tool: &ToolFacts<'_>) -> EntitiesKey {
+        EntitiesKey {
+            app_id: app.app_id.to_string(),
+            app_name: app.app_name.to_string(),
+            org_id: app.org_id.to_string(),
+            scopes: app.scopes.to_vec(),
+            data_policy: data_policy_facts(app.policy),
+            tool: tool.name.to_string(),
+            risk: tool.risk,
+            effect: tool.effect,
+            required_scopes: tool.required_scopes.to_vec(),
+            plugin: tool.plugin.to_string(),
+        }
+    }
 }
 
 /// Entity sets kept before the cache starts over.
@@ -215,6 +309,8 @@ impl Authorizer {
             scoped,
             slices: Mutex::new(HashMap::new()),
             entities: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
+            extension_values: Mutex::new(HashMap::new()),
         })
     }
 
@@ -317,7 +413,12 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        deny_on_error(self.build_and_decide(app, action, tool, facts, false))
+        let key = DecisionKey {
+            entities: EntitiesKey::new(app, tool),
+            action,
+            context: ContextInputs::new(app, facts),
+        };
+        deny_on_error(self.build_and_decide(&key, false))
     }
 
     /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
@@ -328,49 +429,45 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        deny_on_error(self.build_and_decide(app, action, tool, facts, true))
+        let key = DecisionKey {
+            entities: EntitiesKey::new(app, tool),
+            action,
+            context: ContextInputs::new(app, facts),
+        };
+        let memo = |decisions: &Mutex<HashMap<DecisionKey, Decision>>| {
+            decisions.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
+        };
+        if let Some(decision) = memo(&self.decisions) {
+            return decision;
+        }
+        let decision = deny_on_error(self.build_and_decide(&key, true));
+        let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        if decisions.len() >= MAX_DECISIONS {
+            decisions.clear();
+        }
+        decisions.insert(key, decision.clone());
+        decision
     }
 
-    fn build_and_decide(
-        &self,
-        app: &AppFacts<'_>,
-        action: Action,
-        tool: &ToolFacts<'_>,
-        facts: &RequestFacts<'_>,
-        sliced: bool,
-    ) -> Result<Decision, String> {
+    fn build_and_decide(&self, key: &DecisionKey, sliced: bool) -> Result<Decision, String> {
+        let (facts, action) = (&key.entities, key.action);
         let types = entity_types();
-        let tenant = EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(app.org_id));
-        let principal = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(app.app_id));
-        let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(tool.name));
+        let tenant = EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id));
+        let principal = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&facts.app_id));
+        let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool));
         let action_uid = EntityUid::from_type_name_and_id(types.action.clone(), EntityId::new(action.name()));
-        let data_policy = data_policy_facts(app.policy);
         // Request-time schema checks are for the reference path (`decide_unsliced`, which
         // scenarios and tests use): the gateway builds entities and context the same way
         // every time, policies were validated against the schema at load, and an
         // evaluation error still denies.
         let schema = (!sliced).then_some(&self.schema);
-        let build = || -> Result<Entities, String> {
-            entities_for(app, tool, &data_policy, (&principal, &tenant, &resource), schema)
-        };
+        let build = || -> Result<Entities, String> { entities_for(facts, (&principal, &tenant, &resource), schema) };
         let entities = if sliced {
-            let key = EntitiesKey {
-                app_id: app.app_id.to_string(),
-                app_name: app.app_name.to_string(),
-                org_id: app.org_id.to_string(),
-                scopes: app.scopes.to_vec(),
-                data_policy: data_policy.clone(),
-                tool: tool.name.to_string(),
-                risk: tool.risk,
-                effect: tool.effect,
-                required_scopes: tool.required_scopes.to_vec(),
-                plugin: tool.plugin.to_string(),
-            };
             let cached = self
                 .entities
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
+                .get(facts)
                 .cloned();
             match cached {
                 Some(entities) => entities,
@@ -380,7 +477,7 @@ impl Authorizer {
                     if cache.len() >= MAX_ENTITY_SETS {
                         cache.clear();
                     }
-                    cache.insert(key, built.clone());
+                    cache.insert(facts.clone(), built.clone());
                     built
                 }
             }
@@ -389,7 +486,7 @@ impl Authorizer {
         };
         let (principal_for_slice, tenant_for_slice, resource_for_slice, action_for_slice) =
             (principal.clone(), tenant.clone(), resource.clone(), action_uid.clone());
-        let context = Context::from_pairs(context_pairs(app, facts)).map_err(|e| format!("context: {e}"))?;
+        let context = Context::from_pairs(self.context_pairs(&key.context)).map_err(|e| format!("context: {e}"))?;
         let request =
             Request::new(principal, action_uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
         let slice;
@@ -419,9 +516,7 @@ impl Authorizer {
 
 /// The tenant, the app (a member of it) and the tool, as Cedar entities.
 fn entities_for(
-    app: &AppFacts<'_>,
-    tool: &ToolFacts<'_>,
-    data_policy: &DataPolicyFacts,
+    facts: &EntitiesKey,
     (principal, tenant, resource): (&EntityUid, &EntityUid, &EntityUid),
     schema: Option<&Schema>,
 ) -> Result<Entities, String> {
@@ -430,14 +525,17 @@ fn entities_for(
         HashMap::from([
             (
                 "name".to_string(),
-                RestrictedExpression::new_string(app.app_name.to_string()),
+                RestrictedExpression::new_string(facts.app_name.clone()),
             ),
             (
                 "org_id".to_string(),
-                RestrictedExpression::new_string(app.org_id.to_string()),
+                RestrictedExpression::new_string(facts.org_id.clone()),
             ),
-            ("scopes".to_string(), string_set(app.scopes.iter().map(String::as_str))),
-            ("data_policy".to_string(), self::data_policy(data_policy)),
+            (
+                "scopes".to_string(),
+                string_set(facts.scopes.iter().map(String::as_str)),
+            ),
+            ("data_policy".to_string(), self::data_policy(&facts.data_policy)),
         ]),
         HashSet::from([tenant.clone()]),
     )
@@ -445,29 +543,26 @@ fn entities_for(
     let tool_entity = Entity::new(
         resource.clone(),
         HashMap::from([
-            (
-                "name".to_string(),
-                RestrictedExpression::new_string(tool.name.to_string()),
-            ),
+            ("name".to_string(), RestrictedExpression::new_string(facts.tool.clone())),
             (
                 "risk".to_string(),
-                RestrictedExpression::new_string(tool.risk.as_str().to_string()),
+                RestrictedExpression::new_string(facts.risk.as_str().to_string()),
             ),
             (
                 "risk_level".to_string(),
-                RestrictedExpression::new_long(tool.risk.level()),
+                RestrictedExpression::new_long(facts.risk.level()),
             ),
             (
                 "effect".to_string(),
-                RestrictedExpression::new_string(tool.effect.as_str().to_string()),
+                RestrictedExpression::new_string(facts.effect.as_str().to_string()),
             ),
             (
                 "required_scopes".to_string(),
-                string_set(tool.required_scopes.iter().map(String::as_str)),
+                string_set(facts.required_scopes.iter().map(String::as_str)),
             ),
             (
                 "plugin".to_string(),
-                RestrictedExpression::new_string(tool.plugin.to_string()),
+                RestrictedExpression::new_string(facts.plugin.clone()),
             ),
         ]),
         HashSet::new(),
@@ -587,76 +682,91 @@ const PAYLOAD_STRINGS: &[&str] = &[
     "endDate",
 ];
 
-fn context_pairs(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> Vec<(String, RestrictedExpression)> {
-    let now = facts.now;
-    let time = RestrictedExpression::new_record([
-        (
-            "hour".to_string(),
-            RestrictedExpression::new_long(i64::from(now.hour())),
-        ),
-        (
-            "weekday".to_string(),
-            RestrictedExpression::new_long(i64::from(now.weekday().number_from_monday())),
-        ),
-        (
-            "unix_seconds".to_string(),
-            RestrictedExpression::new_long(now.unix_timestamp()),
-        ),
-    ])
-    .unwrap_or_else(|_| RestrictedExpression::new_bool(false));
-    let mut payload = Vec::new();
-    let mut range_days = None;
-    if let Some(Value::Object(map)) = facts.payload {
-        for field in PAYLOAD_STRINGS {
-            if let Some(Value::String(s)) = map.get(*field) {
-                payload.push((field.to_string(), RestrictedExpression::new_string(s.clone())));
-            }
-        }
-        if let Some(amount) = map.get("amount_home").and_then(Value::as_f64) {
+impl Authorizer {
+    /// The request's context as Cedar values.
+    fn context_pairs(&self, inputs: &ContextInputs) -> Vec<(String, RestrictedExpression)> {
+        let time = RestrictedExpression::new_record([
+            (
+                "hour".to_string(),
+                RestrictedExpression::new_long(i64::from(inputs.hour)),
+            ),
+            (
+                "weekday".to_string(),
+                RestrictedExpression::new_long(i64::from(inputs.weekday)),
+            ),
+            (
+                "unix_seconds".to_string(),
+                RestrictedExpression::new_long(inputs.unix_seconds),
+            ),
+        ])
+        .unwrap_or_else(|_| RestrictedExpression::new_bool(false));
+        let mut payload: Vec<(String, RestrictedExpression)> = inputs
+            .payload_strings
+            .iter()
+            .map(|(field, value)| (field.to_string(), RestrictedExpression::new_string(value.clone())))
+            .collect();
+        if let Some(amount) = &inputs.amount_home {
             // Cedar decimals hold four fractional digits and |x| < 9.2e14; outside that the
             // request is given an unparseable decimal, which errors, which denies.
             payload.push((
                 "amount_home".to_string(),
-                RestrictedExpression::new_decimal(decimal_text(amount)),
+                self.extension_value(ExtensionKind::Decimal, amount),
             ));
         }
-        range_days = date_range_days(map.get("startDate"), map.get("endDate"));
+        let mut pairs = vec![
+            (
+                "client_ip".to_string(),
+                self.extension_value(ExtensionKind::Ip, &inputs.client_ip.to_string()),
+            ),
+            ("time".to_string(), time),
+            (
+                "key_id".to_string(),
+                RestrictedExpression::new_string(inputs.key_id.clone()),
+            ),
+            (
+                "has_payload".to_string(),
+                RestrictedExpression::new_bool(inputs.has_payload),
+            ),
+            (
+                "payload".to_string(),
+                RestrictedExpression::new_record(payload).unwrap_or_else(|_| RestrictedExpression::new_bool(false)),
+            ),
+            (
+                "has_idempotency_key".to_string(),
+                RestrictedExpression::new_bool(inputs.has_idempotency_key),
+            ),
+            (
+                "has_preflight_hash".to_string(),
+                RestrictedExpression::new_bool(inputs.has_preflight_hash),
+            ),
+            (
+                "has_justification".to_string(),
+                RestrictedExpression::new_bool(inputs.has_justification),
+            ),
+        ];
+        if let Some(days) = inputs.range_days {
+            pairs.push(("range_days".to_string(), RestrictedExpression::new_long(days)));
+        }
+        pairs
     }
-    let mut pairs = vec![
-        (
-            "client_ip".to_string(),
-            RestrictedExpression::new_ip(facts.client_ip.to_string()),
-        ),
-        ("time".to_string(), time),
-        (
-            "key_id".to_string(),
-            RestrictedExpression::new_string(app.key_id.to_string()),
-        ),
-        (
-            "has_payload".to_string(),
-            RestrictedExpression::new_bool(facts.payload.is_some()),
-        ),
-        (
-            "payload".to_string(),
-            RestrictedExpression::new_record(payload).unwrap_or_else(|_| RestrictedExpression::new_bool(false)),
-        ),
-        (
-            "has_idempotency_key".to_string(),
-            RestrictedExpression::new_bool(facts.has_idempotency_key),
-        ),
-        (
-            "has_preflight_hash".to_string(),
-            RestrictedExpression::new_bool(facts.has_preflight_hash),
-        ),
-        (
-            "has_justification".to_string(),
-            RestrictedExpression::new_bool(facts.has_justification),
-        ),
-    ];
-    if let Some(days) = range_days {
-        pairs.push(("range_days".to_string(), RestrictedExpression::new_long(days)));
+
+    /// An `ip(..)` or `decimal(..)` expression, built once per distinct text.
+    fn extension_value(&self, kind: ExtensionKind, text: &str) -> RestrictedExpression {
+        let key = (kind, text.to_string());
+        let mut cache = self.extension_values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = cache.get(&key) {
+            return value.clone();
+        }
+        let value = match kind {
+            ExtensionKind::Ip => RestrictedExpression::new_ip(text),
+            ExtensionKind::Decimal => RestrictedExpression::new_decimal(text),
+        };
+        if cache.len() >= MAX_EXTENSION_VALUES {
+            cache.clear();
+        }
+        cache.insert(key, value.clone());
+        value
     }
-    pairs
 }
 
 fn decimal_text(x: f64) -> String {
@@ -681,6 +791,7 @@ fn date_range_days(start: Option<&Value>, end: Option<&Value>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_shipped_set_validates() {
@@ -771,7 +882,85 @@ mod tests {
             let sliced = authz.decide(&app, action, &tool, &facts);
             let whole = authz.decide_unsliced(&app, action, &tool, &facts);
             assert_eq!(sliced, whole, "request {n}");
+            assert_eq!(
+                authz.decide(&app, action, &tool, &facts),
+                sliced,
+                "memoised request {n}"
+            );
         }
+    }
+
+    #[test]
+    fn a_memoised_decision_is_only_reused_for_the_same_inputs() {
+        // Each input of the context changes the decision once; a memo keyed on less than
+        // all of them would answer one of these requests with another's decision.
+        let text = r#"
+            permit (principal, action, resource);
+            forbid (principal, action, resource) when { context.client_ip.isInRange(ip("10.0.0.0/8")) };
+            forbid (principal, action, resource) when { context.key_id == "stolen" };
+            forbid (principal, action, resource) when { context.time.unix_seconds == 7 };
+            forbid (principal, action, resource) when {
+                context.payload has amount_home && context.payload.amount_home.greaterThan(decimal("100.0"))
+            };
+            forbid (principal, action, resource) when { context.payload has ledgerId && context.payload.ledgerId == "l2" };
+            forbid (principal, action, resource) when { context.has_idempotency_key };
+        "#;
+        let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("t.cedar".into(), text.into())]).expect("valid");
+        let (scopes, policy) = (vec!["s".to_string()], json!({}));
+        let app = |key_id| AppFacts {
+            app_id: "a",
+            app_name: "a",
+            org_id: "o",
+            key_id,
+            scopes: &scopes,
+            policy: &policy,
+        };
+        let tool = ToolFacts {
+            name: "t.read",
+            risk: Risk::Low,
+            effect: Effect::Read,
+            required_scopes: &scopes,
+            plugin: "p",
+        };
+        let base = json!({"ledgerId": "l1", "amount_home": 5});
+        let facts = |payload| RequestFacts {
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            now: OffsetDateTime::UNIX_EPOCH,
+            payload: Some(payload),
+            has_idempotency_key: false,
+            has_preflight_hash: false,
+            has_justification: false,
+        };
+        let allowed = |app: &AppFacts<'_>, facts: &RequestFacts<'_>| {
+            // Twice: the second answer comes from the memo.
+            let first = authz.decide(app, Action::Read, &tool, facts);
+            assert_eq!(authz.decide(app, Action::Read, &tool, facts), first);
+            first.allowed
+        };
+        assert!(allowed(&app("k"), &facts(&base)));
+        assert!(!allowed(&app("stolen"), &facts(&base)));
+        let from_ten = RequestFacts {
+            client_ip: IpAddr::from([10, 1, 2, 3]),
+            ..facts(&base)
+        };
+        assert!(!allowed(&app("k"), &from_ten));
+        let later = RequestFacts {
+            now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(7),
+            ..facts(&base)
+        };
+        assert!(!allowed(&app("k"), &later));
+        let (large, other_ledger) = (
+            json!({"ledgerId": "l1", "amount_home": 500}),
+            json!({"ledgerId": "l2", "amount_home": 5}),
+        );
+        assert!(!allowed(&app("k"), &facts(&large)));
+        assert!(!allowed(&app("k"), &facts(&other_ledger)));
+        let keyed = RequestFacts {
+            has_idempotency_key: true,
+            ..facts(&base)
+        };
+        assert!(!allowed(&app("k"), &keyed));
+        assert!(allowed(&app("k"), &facts(&base)), "the first request is still allowed");
     }
 
     #[test]

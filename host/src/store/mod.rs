@@ -6,6 +6,7 @@
 
 mod records;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -48,7 +49,25 @@ pub enum StoreError {
 pub struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
+    credentials: Mutex<CredentialCache>,
 }
+
+/// Keys by token prefix and apps by id, as authentication reads them on every request.
+///
+/// Every write to `apps` or `keys` goes through this `Store` (the gateway is the only
+/// writer of its SQLite file) and empties the cache before it returns, so a revocation
+/// still takes effect on the next request. A read that raced a write is not kept: the
+/// generation it read under no longer matches.
+#[derive(Debug, Default)]
+struct CredentialCache {
+    generation: u64,
+    keys: HashMap<String, Vec<KeyRecord>>,
+    apps: HashMap<String, AppRecord>,
+}
+
+/// Entries kept before the credential cache starts over (misses are not kept, so a
+/// stream of unknown tokens cannot fill it).
+const MAX_CACHED_CREDENTIALS: usize = 10_000;
 
 /// Opens a connection with the settings every connection of the gateway uses.
 pub fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -119,7 +138,56 @@ impl Store {
         Ok(Store {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            credentials: Mutex::new(CredentialCache::default()),
         })
+    }
+
+    fn credentials(&self) -> MutexGuard<'_, CredentialCache> {
+        // The cache holds no invariant a panic could break: a poisoned one is just emptied.
+        self.credentials.lock().unwrap_or_else(|e| {
+            let mut cache = e.into_inner();
+            cache.keys.clear();
+            cache.apps.clear();
+            cache
+        })
+    }
+
+    /// Runs a write to `apps` or `keys` and forgets every cached credential, while the
+    /// connection is still held so no read can slip between the two.
+    fn write_credentials<T>(&self, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.conn()?;
+        let result = write(&conn);
+        let mut cache = self.credentials();
+        cache.generation += 1;
+        cache.keys.clear();
+        cache.apps.clear();
+        result
+    }
+
+    /// Reads through the credential cache: `cached` looks up, `read` reads the store,
+    /// `keep` stores a found value if no write happened since the read began.
+    fn read_credential<T: Clone>(
+        &self,
+        cached: impl Fn(&CredentialCache) -> Option<T>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        keep: impl FnOnce(&mut CredentialCache, &T),
+    ) -> Result<T, StoreError> {
+        if let Some(hit) = cached(&self.credentials()) {
+            return Ok(hit);
+        }
+        let conn = self.conn()?;
+        let generation = self.credentials().generation;
+        let value = read(&conn)?;
+        drop(conn);
+        let mut cache = self.credentials();
+        if cache.generation == generation {
+            if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
+                cache.keys.clear();
+                cache.apps.clear();
+            }
+            keep(&mut cache, &value);
+        }
+        Ok(value)
     }
 
     pub fn path(&self) -> &Path {
@@ -152,13 +220,19 @@ impl Store {
     // ---- apps and keys ----
 
     pub fn insert_app(&self, app: &AppRecord) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        records::insert_app(&conn, app)
+        self.write_credentials(|conn| records::insert_app(conn, app))
     }
 
     pub fn app(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
-        let conn = self.conn()?;
-        records::app(&conn, id)
+        self.read_credential(
+            |cache| cache.apps.get(id).cloned().map(Some),
+            |conn| records::app(conn, id),
+            |cache, found| {
+                if let Some(app) = found {
+                    cache.apps.insert(id.to_string(), app.clone());
+                }
+            },
+        )
     }
 
     pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
@@ -167,32 +241,35 @@ impl Store {
     }
 
     pub fn set_app_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE apps SET status = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, status, now],
-        )?;
-        Ok(n == 1)
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE apps SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, status, now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Replaces an app's auto-execute policy (`{writes, high_risk}`).
     pub fn set_app_auto_execute(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE apps SET auto_execute = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, policy.to_string(), now],
-        )?;
-        Ok(n == 1)
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE apps SET auto_execute = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, policy.to_string(), now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Replaces an app's data policy (`{network, data}`).
     pub fn set_app_policy(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE apps SET policy = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, policy.to_string(), now],
-        )?;
-        Ok(n == 1)
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE apps SET policy = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, policy.to_string(), now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     /// Drafts of an app still waiting for review.
@@ -207,14 +284,14 @@ impl Store {
 
     /// Deletes an app and (by cascade) its keys.
     pub fn delete_app(&self, app_id: &str) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
-        Ok(())
+        self.write_credentials(|conn| {
+            conn.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+            Ok(())
+        })
     }
 
     pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        records::insert_key(&conn, key)
+        self.write_credentials(|conn| records::insert_key(conn, key))
     }
 
     /// Keys whose token starts with `prefix`, for the constant-time comparison in `auth`.
@@ -222,8 +299,15 @@ impl Store {
     /// compares them all. (No `ORDER BY`: with it, the bundled SQLite's STAT4 planner made
     /// the statement depend on the bound value, so it was re-prepared on every call.)
     pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        let conn = self.conn()?;
-        records::keys_where(&conn, "token_prefix = ?1", "", prefix)
+        self.read_credential(
+            |cache| cache.keys.get(prefix).cloned(),
+            |conn| records::keys_where(conn, "token_prefix = ?1", "", prefix),
+            |cache, found| {
+                if !found.is_empty() {
+                    cache.keys.insert(prefix.to_string(), found.clone());
+                }
+            },
+        )
     }
 
     pub fn keys_of_app(&self, app_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -233,12 +317,13 @@ impl Store {
 
     /// Revokes one key; `false` when there is no such key.
     pub fn revoke_key(&self, key_id: &str, now: &str) -> Result<bool, StoreError> {
-        let conn = self.conn()?;
-        let n = conn.execute(
-            "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            params![key_id, now],
-        )?;
-        Ok(n == 1)
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![key_id, now],
+            )?;
+            Ok(n == 1)
+        })
     }
 
     pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -247,12 +332,13 @@ impl Store {
     }
 
     pub fn revoke_keys_of_app(&self, app_id: &str, now: &str) -> Result<(), StoreError> {
-        let conn = self.conn()?;
-        conn.execute(
-            "UPDATE keys SET revoked_at = ?2 WHERE app_id = ?1 AND revoked_at IS NULL",
-            params![app_id, now],
-        )?;
-        Ok(())
+        self.write_credentials(|conn| {
+            conn.execute(
+                "UPDATE keys SET revoked_at = ?2 WHERE app_id = ?1 AND revoked_at IS NULL",
+                params![app_id, now],
+            )?;
+            Ok(())
+        })
     }
 
     // ---- admin credentials ----

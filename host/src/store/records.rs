@@ -329,54 +329,39 @@ pub struct AuditInsert<'a> {
     pub policy_ids: &'a str,
 }
 
-/// Rows per multi-row `INSERT`: 24 parameters each, far below SQLite's limit.
-const ROWS_PER_INSERT: usize = 32;
-
 pub(super) fn insert_audit_rows(conn: &Connection, rows: &[AuditInsert<'_>]) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let placeholders: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let n = i * 24;
-                let params: Vec<String> = (1..=24).map(|k| format!("?{}", n + k)).collect();
-                format!("(NULL, {})", params.join(", "))
-            })
-            .collect();
-        // One cached statement per chunk size: in practice the full size and a remainder.
-        let mut stmt = conn.prepare_cached(&format!(
-            "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES {}",
-            placeholders.join(", ")
-        ))?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 24);
-        for insert in chunk {
-            let e = insert.row;
-            values.extend_from_slice(&[
-                &e.id,
-                &e.org_id,
-                &e.app_id,
-                &e.key_id,
-                &e.actor_user_id,
-                &e.performed_by_user_id,
-                &e.action,
-                &e.status,
-                &e.code,
-                &e.request_id,
-                &e.draft_id,
-                &e.execution_id,
-                &e.ip,
-                &e.user_agent,
-                &insert.details,
-                &e.tool,
-                &e.risk,
-                &insert.policy_ids,
-                &e.plugin,
-                &e.plugin_digest,
-                &e.latency_us,
-                &e.created_at,
-                &e.prev_event_hash,
-                &e.event_hash,
-            ]);
-        }
-        stmt.execute(values.as_slice())?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
+    ))?;
+    for insert in rows {
+        let e = insert.row;
+        stmt.execute(params![
+            e.id,
+            e.org_id,
+            e.app_id,
+            e.key_id,
+            e.actor_user_id,
+            e.performed_by_user_id,
+            e.action,
+            e.status,
+            e.code,
+            e.request_id,
+            e.draft_id,
+            e.execution_id,
+            e.ip,
+            e.user_agent,
+            insert.details,
+            e.tool,
+            e.risk,
+            insert.policy_ids,
+            e.plugin,
+            e.plugin_digest,
+            e.latency_us,
+            e.created_at,
+            e.prev_event_hash,
+            e.event_hash,
+        ])?;
     }
     Ok(())
 }
