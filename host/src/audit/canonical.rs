@@ -151,7 +151,7 @@ pub fn hash(split: &Split, prev: &str) -> String {
     string(&mut prev_json, prev);
     hasher.update(prev_json.as_bytes());
     hasher.update(split.tail.as_bytes());
-    hex::encode(hasher.finalize())
+    crate::hashing::digest_hex(hasher.finalize().into())
 }
 
 /// The generic definition, for tests: JCS of the row as a JSON value.

@@ -161,7 +161,14 @@ pub fn event_hash(row: &AuditRow) -> String {
 struct Pending {
     row: AuditRow,
     split: canonical::Split,
-    done: oneshot::Sender<Result<String, String>>,
+    done: oneshot::Sender<Result<Written, String>>,
+}
+
+/// A stored event handed back to its producer, which frees it: memory is cheapest to free
+/// on the thread that allocated it, and the writer is the chain's bottleneck.
+struct Written {
+    row: AuditRow,
+    _split: canonical::Split,
 }
 
 /// Work for the writer thread, in arrival order.
@@ -270,7 +277,7 @@ impl AuditLog {
             Err(mpsc::TrySendError::Disconnected(_)) => return Err(AuditError::WriterStopped),
         }
         match wait.await {
-            Ok(Ok(id)) => Ok(id),
+            Ok(Ok(written)) => Ok(written.row.id),
             Ok(Err(message)) => Err(AuditError::Write(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
@@ -278,38 +285,34 @@ impl AuditLog {
 }
 
 /// Appends one batch in one transaction and answers every waiter.
-fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, batch: Vec<Pending>) {
-    let mut rows = Vec::with_capacity(batch.len());
-    let mut texts = Vec::with_capacity(batch.len());
-    let mut dones = Vec::with_capacity(batch.len());
+fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, mut batch: Vec<Pending>) {
     let mut prev = head.clone();
-    for Pending { mut row, split, done } in batch {
-        row.event_hash = canonical::hash(&split, &prev);
+    for pending in &mut batch {
+        let row = &mut pending.row;
+        row.event_hash = canonical::hash(&pending.split, &prev);
         row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
-        rows.push(row);
-        texts.push((split.details, split.policy_ids));
-        dones.push(done);
     }
-    let inserts: Vec<store::AuditInsert<'_>> = rows
+    let inserts: Vec<store::AuditInsert<'_>> = batch
         .iter()
-        .zip(&texts)
-        .map(|(row, (details, policy_ids))| store::AuditInsert {
-            row,
-            details,
-            policy_ids,
+        .map(|p| store::AuditInsert {
+            row: &p.row,
+            details: &p.split.details,
+            policy_ids: &p.split.policy_ids,
         })
         .collect();
-    match store::append_audit_rows(conn, &inserts) {
+    let result = store::append_audit_rows(conn, &inserts);
+    drop(inserts);
+    match result {
         Ok(()) => {
             *head = prev;
-            for (done, row) in dones.into_iter().zip(rows) {
-                let _ = done.send(Ok(row.id));
+            for Pending { row, split, done } in batch {
+                let _ = done.send(Ok(Written { row, _split: split }));
             }
         }
         Err(e) => {
             tracing::error!(error = %e, "audit batch not written");
-            for done in dones {
-                let _ = done.send(Err(e.to_string()));
+            for pending in batch {
+                let _ = pending.done.send(Err(e.to_string()));
             }
         }
     }

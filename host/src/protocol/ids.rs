@@ -36,11 +36,14 @@ impl Kind {
 
 /// A fresh id of the given kind.
 pub fn new_id(kind: Kind) -> String {
-    format!(
-        "{}_{}",
-        kind.prefix(),
-        ulid::Ulid::new().to_string().to_ascii_lowercase()
-    )
+    let mut buffer = [0_u8; ulid::ULID_LEN];
+    let ulid = ulid::Ulid::new();
+    let text = ulid.array_to_str(&mut buffer);
+    let mut id = String::with_capacity(kind.prefix().len() + 1 + ulid::ULID_LEN);
+    id.push_str(kind.prefix());
+    id.push('_');
+    id.extend(text.chars().map(|c| c.to_ascii_lowercase()));
+    id
 }
 
 /// Whether `id` is well formed for `kind`: the prefix, then 26 base32 characters.
