@@ -515,7 +515,7 @@ fn serve(config: Config, demo: Option<(PathBuf, demo::Credentials)>) -> ExitCode
             let _ = writeln!(
                 std::io::stdout(),
                 "{}",
-                demo::banner(&server.gateway.config, &dir, &creds)
+                demo::banner((server.agent_addr, server.admin_addr), &dir, &creds)
             );
         }
         wait_for_signal(&server.gateway).await;

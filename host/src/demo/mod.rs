@@ -384,9 +384,14 @@ fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
 }
 
 /// The banner printed when the demo starts: tokens once, and lines to paste.
-pub fn banner(config: &Config, data_dir: &Path, creds: &Credentials) -> String {
-    let agent = format!("http://{}", config.listen);
-    let admin = format!("http://{}", config.admin_listen);
+/// The addresses are the bound ones, so `--listen 127.0.0.1:0` prints the real ports.
+pub fn banner(
+    (agent, admin): (std::net::SocketAddr, std::net::SocketAddr),
+    data_dir: &Path,
+    creds: &Credentials,
+) -> String {
+    let agent = format!("http://{agent}");
+    let admin = format!("http://{admin}");
     let full = creds.agent_tokens.get(DEMO_APPS[0].0).cloned().unwrap_or_default();
     let narrow = creds.agent_tokens.get(DEMO_APPS[1].0).cloned().unwrap_or_default();
     let auditor = creds.admin_tokens.get("auditor").cloned().unwrap_or_default();
