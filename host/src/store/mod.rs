@@ -90,8 +90,11 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// How often the background checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the background checkpointer copies the WAL back into the database. Often, so
+/// each checkpoint (and its fsync) is small: at 500 ms the bursts of I/O stalled the whole
+/// machine for tens of milliseconds (p99.9 27 ms at half the governed peak, against 3.6 ms
+/// at 50 ms; BENCHMARKS.md). A checkpoint with nothing to copy costs nothing.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Log size (in 4 KiB pages, about 200 MB) past which the checkpointer restarts the log.
 const MAX_WAL_FRAMES: i64 = 50_000;
 
