@@ -15,7 +15,9 @@ use crate::store::AuditRow;
 /// A row's canonical JSON, without `prev_event_hash`, split where that key goes.
 #[derive(Debug, Clone)]
 pub struct Split {
-    head: String,
+    /// sha256 already fed with everything before `prev_event_hash` (most of the event), so
+    /// the chain writer hashes only the previous hash and the short tail.
+    head: Sha256,
     tail: String,
     /// The canonical `details`, stored as the column's text.
     pub details: String,
@@ -134,8 +136,10 @@ pub fn split(row: &AuditRow) -> Split {
     key(&mut tail, "user_agent");
     optional(&mut tail, row.user_agent.as_deref());
     tail.push('}');
+    let mut hasher = Sha256::new();
+    hasher.update(head.as_bytes());
     Split {
-        head,
+        head: hasher,
         tail,
         details,
         policy_ids,
@@ -144,8 +148,7 @@ pub fn split(row: &AuditRow) -> Split {
 
 /// The event hash of a split row chained after `prev`.
 pub fn hash(split: &Split, prev: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(split.head.as_bytes());
+    let mut hasher = split.head.clone();
     hasher.update(b"\"prev_event_hash\":");
     let mut prev_json = String::with_capacity(prev.len() + 2);
     string(&mut prev_json, prev);
