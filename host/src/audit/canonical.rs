@@ -51,6 +51,43 @@ fn key(out: &mut String, name: &str) {
     out.push_str("\":");
 }
 
+/// The largest integer JCS prints exactly as written (it formats numbers as doubles).
+const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// JCS of the usual `details`: an object with ASCII keys and string, small integer,
+/// boolean or null values, written directly. `None` for anything else, which goes through
+/// the canonicalizer. ASCII keys sort the same by bytes as by UTF-16 code units.
+fn flat_details(details: &serde_json::Value) -> Option<String> {
+    let map = details.as_object()?;
+    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut out = String::with_capacity(16 * entries.len() + 2);
+    out.push('{');
+    for (i, (name, value)) in entries.into_iter().enumerate() {
+        if !name.is_ascii() {
+            return None;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        string(&mut out, name);
+        out.push(':');
+        match value {
+            serde_json::Value::String(text) => string(&mut out, text),
+            serde_json::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            serde_json::Value::Null => out.push_str("null"),
+            serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) if u <= MAX_EXACT_INTEGER => out.push_str(&u.to_string()),
+                (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => out.push_str(&i.to_string()),
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+    out.push('}');
+    Some(out)
+}
+
 /// Splits a row's canonical form around `prev_event_hash`.
 pub fn split(row: &AuditRow) -> Split {
     let mut head = String::with_capacity(512);
@@ -71,7 +108,7 @@ pub fn split(row: &AuditRow) -> Split {
     string(&mut head, &row.created_at);
     head.push(',');
     key(&mut head, "details");
-    let details = crate::hashing::canonical_json(&row.details);
+    let details = flat_details(&row.details).unwrap_or_else(|| crate::hashing::canonical_json(&row.details));
     head.push_str(&details);
     head.push(',');
     key(&mut head, "draft_id");
@@ -217,8 +254,28 @@ mod tests {
                 Some("\u{0}\u{7f}"),
                 Some(-1),
             ),
+            // The direct path for flat details, and its edges.
+            row(
+                json!({"path": "/x?q=\"a\"\\\n", "method": "GET", "Z": 0, "count": 3, "neg": -5,
+                       "ok": true, "no": false, "none": null, "max": 9007199254740991_i64,
+                       "min": -9007199254740991_i64, "é": "x"}),
+                None,
+                None,
+            ),
+            row(json!({"past": 9007199254740993_u64, "a": "b"}), None, None),
+            row(json!({"neg_past": -9007199254740993_i64}), None, None),
+            row(json!({"retry_after_ms": 250, "reason": "rate"}), None, None),
         ] {
             assert_eq!(hash(&split(&r), &r.prev_event_hash), reference_hash(&r));
+        }
+    }
+
+    #[test]
+    fn flat_details_take_the_direct_path_and_the_rest_do_not() {
+        let direct = json!({"b": "x", "a": 1, "c": null});
+        assert_eq!(flat_details(&direct).as_deref(), Some(r#"{"a":1,"b":"x","c":null}"#));
+        for other in [json!({"a": {"b": 1}}), json!({"a": 1.5}), json!({"é": 1}), json!([1])] {
+            assert_eq!(flat_details(&other), None, "{other}");
         }
     }
 }

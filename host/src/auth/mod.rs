@@ -61,7 +61,7 @@ pub enum AuthFailure {
 /// The authenticated caller of an agent request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub app: AppRecord,
+    pub app: std::sync::Arc<AppRecord>,
     pub key: KeyRecord,
     pub org_id: String,
     pub actor_user_id: String,
@@ -151,7 +151,7 @@ pub fn anonymous(store: &Store, app_id: &str) -> Result<Result<Principal, AuthFa
 
 /// Steps 5 and 6: the key's app is active and has a tenant and an actor.
 fn principal(store: &Store, key: KeyRecord) -> Result<Result<Principal, AuthFailure>, StoreError> {
-    let Some(app) = store.app(&key.app_id)? else {
+    let Some(app) = store.shared_app(&key.app_id)? else {
         return Ok(Err(AuthFailure::Invalid));
     };
     if app.status != "active" {

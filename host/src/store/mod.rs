@@ -62,7 +62,7 @@ pub struct Store {
 struct CredentialCache {
     generation: u64,
     keys: HashMap<String, Vec<KeyRecord>>,
-    apps: HashMap<String, AppRecord>,
+    apps: HashMap<String, Arc<AppRecord>>,
 }
 
 /// Entries kept before the credential cache starts over (misses are not kept, so a
@@ -227,9 +227,14 @@ impl Store {
     }
 
     pub fn app(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
+        Ok(self.shared_app(id)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// The app as the credential cache holds it: authentication takes it without a copy.
+    pub fn shared_app(&self, id: &str) -> Result<Option<Arc<AppRecord>>, StoreError> {
         self.read_credential(
             |cache| cache.apps.get(id).cloned().map(Some),
-            |conn| records::app(conn, id),
+            |conn| Ok(records::app(conn, id)?.map(Arc::new)),
             |cache, found| {
                 if let Some(app) = found {
                     cache.apps.insert(id.to_string(), app.clone());
