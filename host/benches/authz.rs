@@ -268,5 +268,7 @@ fn main() {
         assert_eq!(principal.org_id, "org_demo");
     }
     let (p50, p99) = (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99));
-    println!("| authentication (1,000 keys in the store, the key cached after its first request) | {p50:.1} µs | {p99:.1} µs |");
+    println!(
+        "| authentication (1,000 keys in the store, the key cached after its first request) | {p50:.1} µs | {p99:.1} µs |"
+    );
 }
