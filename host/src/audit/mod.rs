@@ -12,6 +12,7 @@ mod verify;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -33,10 +34,10 @@ const SMALL_BATCH: usize = 32;
 /// How long a small batch waits. Each commit rewrites the log's last pages whatever its
 /// size: at two or three events a commit, SQLite wrote 6 KB of log per event and the
 /// commit overhead was most of the writer's CPU.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER: Duration = Duration::from_micros(100);
 /// The writer counts as busy when its previous commit ended less than this ago; an idle
 /// gateway's events commit at once.
-const BUSY_GAP: std::time::Duration = std::time::Duration::from_millis(1);
+const BUSY_GAP: Duration = Duration::from_millis(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -224,7 +225,7 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || {
                 let mut next = inbox.recv().ok();
-                let mut last_commit = std::time::Instant::now();
+                let mut last_commit = Instant::now();
                 while let Some(job) = next.take() {
                     match job {
                         Job::Append(first) => {
@@ -235,7 +236,7 @@ impl AuditLog {
                                 next = drain(&inbox, &mut batch);
                             }
                             write_batch(&mut conn, &mut head, batch);
-                            last_commit = std::time::Instant::now();
+                            last_commit = Instant::now();
                         }
                         Job::Prune { before, now, done } => {
                             let _ = done.send(prune(&mut conn, &mut head, &before, &now));

@@ -120,18 +120,18 @@ pub struct Authorizer {
     ids: Vec<String>,
     authorizer: CedarAuthorizer,
     scoped: Vec<Policy>,
-    slices: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
+    slices: BoundedCache<SliceKey, Arc<PolicySet>>,
     /// The tenant, app and tool entities of a request, built once per distinct set of
     /// their attributes: building them (and their ancestor closure) costs more than
     /// evaluating the policies.
-    entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
+    entities: BoundedCache<EntitiesKey, Arc<Entities>>,
     /// Decisions memoised on every input of the request (entities, action, context):
     /// Cedar is a pure function of the policy set and the request, and a reload builds a
     /// new `Authorizer`, so a hit is exactly the decision Cedar would make again.
-    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+    decisions: BoundedCache<DecisionKey, Decision>,
     /// `ip("..")` and `decimal("..")` expressions by their text: building one parses the
     /// extension's name with Cedar's parser, which costs more than the decision.
-    extension_values: Mutex<HashMap<(ExtensionKind, String), RestrictedExpression>>,
+    extension_values: BoundedCache<(ExtensionKind, String), RestrictedExpression>,
 }
 
 /// Everything a memoised decision depends on.
@@ -142,11 +142,45 @@ struct DecisionKey {
     context: ContextInputs,
 }
 
-/// Decisions kept before the memo starts over.
-const MAX_DECISIONS: usize = 10_000;
+impl DecisionKey {
+    fn new(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>, facts: &RequestFacts<'_>) -> DecisionKey {
+        DecisionKey {
+            entities: EntitiesKey::new(app, tool),
+            action,
+            context: ContextInputs::new(app, facts),
+        }
+    }
+}
 
-/// Extension values kept before that cache starts over.
-const MAX_EXTENSION_VALUES: usize = 10_000;
+/// Entries each of the authorizer's caches keeps before it starts over.
+const MAX_CACHED: usize = 10_000;
+
+/// A map that empties itself when full: every value can be rebuilt, and starting over is
+/// cheaper than tracking recency on the request path. A poisoned lock is just taken over.
+#[derive(Debug)]
+struct BoundedCache<K, V>(Mutex<HashMap<K, V>>);
+
+impl<K: std::hash::Hash + Eq, V: Clone> BoundedCache<K, V> {
+    fn new() -> Self {
+        BoundedCache(Mutex::new(HashMap::new()))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map().get(key).cloned()
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let mut map = self.map();
+        if map.len() >= MAX_CACHED {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ExtensionKind {
@@ -236,14 +270,8 @@ impl EntitiesKey {
     }
 }
 
-/// Entity sets kept before the cache starts over.
-const MAX_ENTITY_SETS: usize = 10_000;
-
 /// App, tenant, tool and action: what a slice is cut for.
 type SliceKey = (String, String, String, Action);
-
-/// Slices kept before the cache starts over.
-const MAX_SLICES: usize = 10_000;
 
 fn principal_matches(constraint: &PrincipalConstraint, app: &EntityUid, tenant: &EntityUid) -> bool {
     match constraint {
@@ -307,10 +335,10 @@ impl Authorizer {
             ids,
             authorizer: CedarAuthorizer::new(),
             scoped,
-            slices: Mutex::new(HashMap::new()),
-            entities: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
-            extension_values: Mutex::new(HashMap::new()),
+            slices: BoundedCache::new(),
+            entities: BoundedCache::new(),
+            decisions: BoundedCache::new(),
+            extension_values: BoundedCache::new(),
         })
     }
 
@@ -379,10 +407,8 @@ impl Authorizer {
             tool.id().unescaped().to_string(),
             action.0,
         );
-        if let Ok(cache) = self.slices.lock()
-            && let Some(slice) = cache.get(&key)
-        {
-            return Ok(slice.clone());
+        if let Some(slice) = self.slices.get(&key) {
+            return Ok(slice);
         }
         let mut set = PolicySet::new();
         for policy in &self.scoped {
@@ -394,12 +420,7 @@ impl Authorizer {
             }
         }
         let set = Arc::new(set);
-        if let Ok(mut cache) = self.slices.lock() {
-            if cache.len() >= MAX_SLICES {
-                cache.clear();
-            }
-            cache.insert(key, set.clone());
-        }
+        self.slices.insert(key, set.clone());
         Ok(set)
     }
 
@@ -413,12 +434,7 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        let key = DecisionKey {
-            entities: EntitiesKey::new(app, tool),
-            action,
-            context: ContextInputs::new(app, facts),
-        };
-        deny_on_error(self.build_and_decide(&key, false))
+        deny_on_error(self.build_and_decide(&DecisionKey::new(app, action, tool, facts), false))
     }
 
     /// Decides one request. Errors anywhere (entities, context, evaluation) deny.
@@ -429,23 +445,12 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        let key = DecisionKey {
-            entities: EntitiesKey::new(app, tool),
-            action,
-            context: ContextInputs::new(app, facts),
-        };
-        let memo = |decisions: &Mutex<HashMap<DecisionKey, Decision>>| {
-            decisions.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned()
-        };
-        if let Some(decision) = memo(&self.decisions) {
+        let key = DecisionKey::new(app, action, tool, facts);
+        if let Some(decision) = self.decisions.get(&key) {
             return decision;
         }
         let decision = deny_on_error(self.build_and_decide(&key, true));
-        let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-        if decisions.len() >= MAX_DECISIONS {
-            decisions.clear();
-        }
-        decisions.insert(key, decision.clone());
+        self.decisions.insert(key, decision.clone());
         decision
     }
 
@@ -463,21 +468,11 @@ impl Authorizer {
         let schema = (!sliced).then_some(&self.schema);
         let build = || -> Result<Entities, String> { entities_for(facts, (&principal, &tenant, &resource), schema) };
         let entities = if sliced {
-            let cached = self
-                .entities
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(facts)
-                .cloned();
-            match cached {
+            match self.entities.get(facts) {
                 Some(entities) => entities,
                 None => {
                     let built = Arc::new(build()?);
-                    let mut cache = self.entities.lock().unwrap_or_else(|e| e.into_inner());
-                    if cache.len() >= MAX_ENTITY_SETS {
-                        cache.clear();
-                    }
-                    cache.insert(facts.clone(), built.clone());
+                    self.entities.insert(facts.clone(), built.clone());
                     built
                 }
             }
@@ -753,18 +748,14 @@ impl Authorizer {
     /// An `ip(..)` or `decimal(..)` expression, built once per distinct text.
     fn extension_value(&self, kind: ExtensionKind, text: &str) -> RestrictedExpression {
         let key = (kind, text.to_string());
-        let mut cache = self.extension_values.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(value) = cache.get(&key) {
-            return value.clone();
+        if let Some(value) = self.extension_values.get(&key) {
+            return value;
         }
         let value = match kind {
             ExtensionKind::Ip => RestrictedExpression::new_ip(text),
             ExtensionKind::Decimal => RestrictedExpression::new_decimal(text),
         };
-        if cache.len() >= MAX_EXTENSION_VALUES {
-            cache.clear();
-        }
-        cache.insert(key, value.clone());
+        self.extension_values.insert(key, value.clone());
         value
     }
 }

@@ -169,7 +169,7 @@ impl Store {
 
     /// Reads through the credential cache: `cached` looks up, `read` reads the store,
     /// `keep` stores a found value if no write happened since the read began.
-    fn read_credential<T: Clone>(
+    fn read_credential<T>(
         &self,
         cached: impl Fn(&CredentialCache) -> Option<T>,
         read: impl FnOnce(&Connection) -> Result<T, StoreError>,
@@ -249,32 +249,25 @@ impl Store {
     }
 
     pub fn set_app_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError> {
-        self.write_credentials(|conn| {
-            let n = conn.execute(
-                "UPDATE apps SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, status, now],
-            )?;
-            Ok(n == 1)
-        })
+        self.set_app_column(id, "status", status, now)
     }
 
     /// Replaces an app's auto-execute policy (`{writes, high_risk}`).
     pub fn set_app_auto_execute(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
-        self.write_credentials(|conn| {
-            let n = conn.execute(
-                "UPDATE apps SET auto_execute = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, policy.to_string(), now],
-            )?;
-            Ok(n == 1)
-        })
+        self.set_app_column(id, "auto_execute", &policy.to_string(), now)
     }
 
     /// Replaces an app's data policy (`{network, data}`).
     pub fn set_app_policy(&self, id: &str, policy: &serde_json::Value, now: &str) -> Result<bool, StoreError> {
+        self.set_app_column(id, "policy", &policy.to_string(), now)
+    }
+
+    /// Sets one of the app columns above; `false` when there is no such app.
+    fn set_app_column(&self, id: &str, column: &'static str, value: &str, now: &str) -> Result<bool, StoreError> {
         self.write_credentials(|conn| {
             let n = conn.execute(
-                "UPDATE apps SET policy = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, policy.to_string(), now],
+                &format!("UPDATE apps SET {column} = ?2, updated_at = ?3 WHERE id = ?1"),
+                params![id, value, now],
             )?;
             Ok(n == 1)
         })
