@@ -69,7 +69,7 @@ fn audit_throughput() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bench.db");
     drop(store::Store::open(&path).expect("store"));
-    let log = AuditLog::start(&path).expect("audit");
+    let log = AuditLog::start(&path, Default::default()).expect("audit");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -74,7 +74,8 @@ impl Gateway {
             })?;
         }
         let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
-        let audit = AuditLog::start(&config.store_path)?;
+        let metrics = Metrics::new();
+        let audit = AuditLog::start(&config.store_path, metrics.audit_writer())?;
         let checkpointer = crate::store::start_checkpointer(&config.store_path).map_err(store_err)?;
         let authz = load_policies(&config)?;
         let runtime =
@@ -86,7 +87,7 @@ impl Gateway {
             })?;
         let gateway = Arc::new(Gateway {
             admission: Admission::new(config.admission.clone()),
-            metrics: Metrics::new(),
+            metrics,
             instance_id: ulid::Ulid::new().to_string(),
             mcp_sessions: crate::mcp::Sessions::default(),
             review_sessions: crate::http::review::ReviewSessions::default(),

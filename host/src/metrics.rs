@@ -46,6 +46,24 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
 }
 
+/// The audit writer's own figures: how many events each commit carried, and how long the
+/// commit took. Cloning shares the histograms.
+#[derive(Debug, Clone)]
+pub struct AuditWriterMetrics {
+    pub batch_events: Histogram,
+    pub commit_seconds: Histogram,
+}
+
+impl Default for AuditWriterMetrics {
+    fn default() -> Self {
+        AuditWriterMetrics {
+            // 1 to 512 events, the writer's largest batch.
+            batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            commit_seconds: latency_buckets(),
+        }
+    }
+}
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,6 +75,7 @@ pub struct Metrics {
     refusals: Family<LimitLabels, Counter>,
     drafts: Family<StateLabels, Gauge>,
     in_flight: Gauge,
+    audit_writer: AuditWriterMetrics,
 }
 
 impl Default for Metrics {
@@ -108,6 +127,17 @@ impl Metrics {
         registry.register("drafts", "Drafts by state", drafts.clone());
         let in_flight = Gauge::default();
         registry.register("in_flight", "Agent calls in flight", in_flight.clone());
+        let audit_writer = AuditWriterMetrics::default();
+        registry.register(
+            "audit_batch_events",
+            "Audit events written per commit",
+            audit_writer.batch_events.clone(),
+        );
+        registry.register(
+            "audit_commit_seconds",
+            "Time the audit writer spends storing and committing one batch",
+            audit_writer.commit_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -117,7 +147,13 @@ impl Metrics {
             refusals,
             drafts,
             in_flight,
+            audit_writer,
         }
+    }
+
+    /// The histograms the audit writer records into.
+    pub fn audit_writer(&self) -> AuditWriterMetrics {
+        self.audit_writer.clone()
     }
 
     pub fn request(&self, plane: &'static str, tool: Option<&str>, code: &'static str, elapsed: Duration) {
@@ -183,6 +219,7 @@ mod tests {
         m.stage("cedar", Duration::from_micros(5));
         m.plugin("ledger", Duration::from_micros(40));
         m.refusal("per-key");
+        m.audit_writer().batch_events.observe(3.0);
         let text = m.render(&[("draft".into(), 3)], 2);
         for needle in [
             "# TYPE openport_requests counter",
@@ -192,6 +229,8 @@ mod tests {
             "openport_admission_refusals_total{limit=\"per-key\"} 1",
             "openport_drafts{state=\"draft\"} 3",
             "openport_in_flight 2",
+            "openport_audit_batch_events_count 1",
+            "openport_audit_commit_seconds_bucket{le=",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

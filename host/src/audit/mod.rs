@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::metrics::AuditWriterMetrics;
 use crate::protocol::ids::{self, Kind};
 use crate::store::{self, AuditRow, StoreError};
 
@@ -214,7 +215,7 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer on its own connection to the store at `path`.
-    pub fn start(path: &Path) -> Result<AuditLog, AuditError> {
+    pub fn start(path: &Path, metrics: AuditWriterMetrics) -> Result<AuditLog, AuditError> {
         let mut conn = store::connect(path)?;
         let mut head = store::audit_chain_head(&conn)?
             .map(|(_, h)| h)
@@ -235,8 +236,11 @@ impl AuditLog {
                                 thread::sleep(LINGER);
                                 next = drain(&inbox, &mut batch);
                             }
+                            metrics.batch_events.observe(batch.len() as f64);
+                            let started = Instant::now();
                             write_batch(&mut conn, &mut head, batch);
                             last_commit = Instant::now();
+                            metrics.commit_seconds.observe((last_commit - started).as_secs_f64());
                         }
                         Job::Prune { before, now, done } => {
                             let _ = done.send(prune(&mut conn, &mut head, &before, &now));
