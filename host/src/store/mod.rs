@@ -57,11 +57,10 @@ pub struct Store {
 ///
 /// Every write to `apps` or `keys` goes through this `Store` (the gateway is the only
 /// writer of its SQLite file) and empties the cache before it returns, so a revocation
-/// still takes effect on the next request. A read that raced a write is not kept: the
-/// generation it read under no longer matches.
+/// still takes effect on the next request. Like [`KvCache`], it changes only while the
+/// connection is held, so no read can keep a value a write has replaced.
 #[derive(Debug, Default)]
 struct CredentialCache {
-    generation: u64,
     keys: HashMap<String, Vec<KeyRecord>>,
     apps: HashMap<String, Arc<AppRecord>>,
 }
@@ -219,14 +218,13 @@ impl Store {
         let conn = self.conn()?;
         let result = write(&conn);
         let mut cache = self.credentials();
-        cache.generation += 1;
         cache.keys.clear();
         cache.apps.clear();
         result
     }
 
     /// Reads through the credential cache: `cached` looks up, `read` reads the store,
-    /// `keep` stores a found value if no write happened since the read began.
+    /// `keep` stores a found value before the connection is released.
     fn read_credential<T>(
         &self,
         cached: impl Fn(&CredentialCache) -> Option<T>,
@@ -237,17 +235,15 @@ impl Store {
             return Ok(hit);
         }
         let conn = self.conn()?;
-        let generation = self.credentials().generation;
         let value = read(&conn)?;
-        drop(conn);
         let mut cache = self.credentials();
-        if cache.generation == generation {
-            if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
-                cache.keys.clear();
-                cache.apps.clear();
-            }
-            keep(&mut cache, &value);
+        if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
+            cache.keys.clear();
+            cache.apps.clear();
         }
+        keep(&mut cache, &value);
+        drop(cache);
+        drop(conn);
         Ok(value)
     }
 
