@@ -6,6 +6,10 @@
 //! one would deadlock on its lock.
 
 #![expect(clippy::expect_used, reason = "a build script reports failure by panicking")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "a build script reads the environment cargo gives it"
+)]
 
 use std::env;
 use std::fmt::Write as _;

@@ -6,6 +6,7 @@
 //! - audit events written per second (batched) and verified per second,
 //! - completeness under load: requests answered vs terminal events stored.
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
 #![allow(
     clippy::expect_used,
     clippy::print_stdout,
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openport::admission::{Admission, Caller, Limits, Rate, RateClass};
-use openport::audit::{AuditEvent, AuditLog, Status, verify_chain};
+use openport::audit::{AuditEvent, AuditLog, verify_chain};
 use openport::clock::{SharedClock, SystemClock};
 use openport::store::{self, AuditFilter};
 use openport::{Config, Server, demo};
@@ -86,8 +87,7 @@ fn audit_throughput() -> Vec<(String, String)> {
                 for i in 0..total / producers {
                     let mut e = AuditEvent::new(
                         "bench.event",
-                        Status::Success,
-                        "common.success",
+                        openport::protocol::codes::SUCCESS,
                         "2026-11-22T00:00:00.000Z".into(),
                     );
                     e.request_id = Some(format!("req_{p}_{i}"));
@@ -100,9 +100,9 @@ fn audit_throughput() -> Vec<(String, String)> {
         }
     });
     let write = started.elapsed();
-    let conn = store::connect(&path).expect("conn");
+    let chain = store::ChainReader::open(&path).expect("open the chain");
     let started = Instant::now();
-    let report = verify_chain(&conn).expect("verify");
+    let report = verify_chain(&chain).expect("verify");
     let verify = started.elapsed();
     assert!(report.intact && report.events as usize == total);
     vec![
@@ -184,9 +184,13 @@ fn http_admitted_vs_refused() -> Vec<(String, String)> {
     let store = server.gateway.store.clone();
     let reader = creds.app_ids["Read-only Reporter"].clone();
     store
-        .set_app_policy(
+        .apps
+        .set_policy(
             &reader,
-            &serde_json::json!({"rate_class": "tiny"}),
+            &openport::app_policy::AppPolicy {
+                rate_class: Some("tiny".into()),
+                ..Default::default()
+            },
             "2026-01-01T00:00:00.000Z",
         )
         .expect("policy");
@@ -196,7 +200,8 @@ fn http_admitted_vs_refused() -> Vec<(String, String)> {
     let (ok_n, ok_lat, ok_ids) = drive(&url, &creds.agent_tokens["Demo Integration"], threads, secs);
     let (no_n, no_lat, no_ids) = drive(&url, &creds.agent_tokens["Read-only Reporter"], threads, secs);
     let events = store
-        .audit_events(&AuditFilter {
+        .audit
+        .query(&AuditFilter {
             limit: 10_000_000,
             ..AuditFilter::default()
         })

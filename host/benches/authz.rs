@@ -4,6 +4,7 @@
 //!
 //! `cargo bench -p openport --bench authz` prints a Markdown table.
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
 #![allow(
     clippy::expect_used,
     clippy::print_stdout,
@@ -12,8 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use openport::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts, ToolFacts};
-use openport::catalog::{Effect, Risk};
+use openport::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts};
+use openport::tool::ToolFacts;
+use openport::tool::{Effect, Risk};
 use serde_json::json;
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
@@ -48,7 +50,9 @@ fn policy_set(n: usize) -> Authorizer {
 fn main() {
     let scopes = vec!["tool.use".to_string()];
     let required = vec!["tool.use".to_string()];
-    let policy = json!({"data": {"allowed_ledger_ids": ["ledger_main"], "max_days": 90}});
+    let policy: openport::app_policy::AppPolicy =
+        serde_json::from_value(json!({"data": {"allowed_ledger_ids": ["ledger_main"], "max_days": 90}}))
+            .expect("policy");
     let payload = json!({"ledgerId": "ledger_main", "amount_home": 50});
     let facts = RequestFacts {
         client_ip: "127.0.0.1".parse().expect("ip"),

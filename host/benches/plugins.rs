@@ -4,6 +4,7 @@
 //!
 //! `cargo bench -p openport --bench plugins` prints a Markdown table.
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures wall-clock time")]
 #![allow(
     clippy::expect_used,
     clippy::print_stdout,

@@ -2,8 +2,11 @@
 //! API, the CLI and the demo, so there is one way to mint a credential.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::app_policy::{
+    AppPolicy, AutoExecutePolicy, DataPolicy, HighRiskClass, MAX_DAYS_LIMIT, NetworkPolicy, WritesClass,
+};
 use crate::auth::{self, Role};
 use crate::protocol::ids::{self, Kind};
 use crate::store::{AdminTokenRecord, AppRecord, KeyRecord, Store, StoreError};
@@ -95,6 +98,13 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
             new.service_user_id,
         )
     };
+    // Checked like `PATCH /apps/:id/policy`: a policy that cannot be parsed never lands.
+    let policy = new
+        .policy
+        .as_ref()
+        .map(validate_policy)
+        .transpose()?
+        .unwrap_or_default();
     let mut scopes = new.scopes;
     scopes.sort();
     scopes.dedup();
@@ -108,13 +118,13 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
         service_user_id,
         scopes,
         status: "active".into(),
-        policy: new.policy.unwrap_or_else(|| json!({})),
-        auto_execute: json!({}),
+        policy,
+        auto_execute: AutoExecutePolicy::default(),
         created_by: Some(created_by.to_string()),
         created_at: now.to_string(),
         updated_at: now.to_string(),
     };
-    store.insert_app(&app)?;
+    store.apps.insert(&app)?;
     let (key, token) = insert_key(store, &app.id, "Default key", None, created_by, now)?;
     Ok(CreatedApp { app, key, token })
 }
@@ -140,7 +150,7 @@ fn insert_key(
         created_by: Some(created_by.to_string()),
         created_at: now.to_string(),
     };
-    store.insert_key(&key)?;
+    store.apps.insert_key(&key)?;
     Ok((key, minted.token))
 }
 
@@ -153,7 +163,8 @@ pub fn create_key(
     now: &str,
 ) -> Result<(KeyRecord, String), AppError> {
     let app = store
-        .app(app_id)?
+        .apps
+        .get(app_id)?
         .filter(|a| a.status == "active")
         .ok_or_else(|| AppError::NotFound(app_id.into()))?;
     if let Some(expires_at) = &new.expires_at
@@ -167,17 +178,17 @@ pub fn create_key(
 
 /// Revokes an app and every key it has, at once.
 pub fn revoke_app(store: &Store, app_id: &str, now: &str) -> Result<AppRecord, AppError> {
-    if !store.set_app_status(app_id, "revoked", now)? {
+    if !store.apps.set_status(app_id, "revoked", now)? {
         return Err(AppError::NotFound(app_id.into()));
     }
-    store.revoke_keys_of_app(app_id, now)?;
-    store.app(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
+    store.apps.revoke_keys_of_app(app_id, now)?;
+    store.apps.get(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
 }
 
 /// The app in the reference's admin shape, with its keys (no hashes).
 pub fn app_json(store: &Store, app: &AppRecord) -> Result<Value, StoreError> {
     let mut value = serde_json::to_value(app).unwrap_or(Value::Null);
-    let keys = store.keys_of_app(&app.id)?;
+    let keys = store.apps.keys_of_app(&app.id)?;
     if let Some(map) = value.as_object_mut() {
         map.insert("keys".into(), serde_json::to_value(keys).unwrap_or(Value::Null));
     }
@@ -193,7 +204,7 @@ pub fn create_admin_token(
     now: &str,
 ) -> Result<String, StoreError> {
     let minted = auth::mint("opa_");
-    store.insert_admin_token(&AdminTokenRecord {
+    store.apps.insert_admin_token(&AdminTokenRecord {
         id: ids::new_id(Kind::AdminToken),
         name: name.to_string(),
         role: role.as_str().to_string(),
@@ -209,47 +220,51 @@ pub fn create_admin_token(
 /// Restores a revoked app. Its keys stay revoked: a restored app needs a new key, so a
 /// leaked old token never comes back to life.
 pub fn restore_app(store: &Store, app_id: &str, now: &str) -> Result<AppRecord, AppError> {
-    if !store.set_app_status(app_id, "active", now)? {
+    if !store.apps.set_status(app_id, "active", now)? {
         return Err(AppError::NotFound(app_id.into()));
     }
-    store.app(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
+    store.apps.get(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
 }
 
 /// Deletes a revoked app with no pending drafts, and its keys.
 pub fn delete_app(store: &Store, app_id: &str) -> Result<(), AppError> {
-    let app = store.app(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))?;
+    let app = store
+        .apps
+        .get(app_id)?
+        .ok_or_else(|| AppError::NotFound(app_id.into()))?;
     if app.status != "revoked" {
         return Err(AppError::Invalid(
             "Only disabled integrations can be permanently deleted".into(),
         ));
     }
-    if store.pending_drafts_of_app(app_id)? > 0 {
+    if store.drafts.pending_of_app(app_id)? > 0 {
         return Err(AppError::Invalid(
             "Cannot permanently delete integration with pending drafts".into(),
         ));
     }
-    store.delete_app(app_id)?;
+    store.apps.delete(app_id)?;
     Ok(())
 }
 
 /// Merges a `PATCH /apps/:id/auto-execute` body into the current policy, as the reference
 /// does: each section given (`writes`, `high_risk`) is replaced and normalized; `enabled`
-/// is true only when exactly `true`; `require_*` default to true; `max_export_rows` is
-/// clamped to 100..5000 (default 1000); a missing `allowed_actions` is `null` (any).
-pub fn merge_auto_execute(current: &Value, patch: &Value) -> Result<Value, AppError> {
-    let invalid = |m: &str| AppError::Invalid(m.to_string());
+/// is true only when exactly `true`; `require_preflight` and `require_idempotency` default
+/// to true, `require_step_up` to false; `max_export_rows` is clamped to 100..5000 (default
+/// 1000); a missing `allowed_actions` is `null` (any).
+pub fn merge_auto_execute(current: &AutoExecutePolicy, patch: &Value) -> Result<AutoExecutePolicy, AppError> {
+    let invalid = |m: String| AppError::Invalid(m);
     let Some(patch) = patch.as_object() else {
-        return Err(invalid("the auto-execute policy must be an object"));
+        return Err(invalid("the auto-execute policy must be an object".into()));
     };
-    let mut out = current.as_object().cloned().unwrap_or_default();
+    let mut out = current.clone();
     for (section, value) in patch {
         let high = match section.as_str() {
             "writes" => false,
             "high_risk" => true,
-            other => return Err(AppError::Invalid(format!("unknown section `{other}`"))),
+            other => return Err(invalid(format!("unknown section `{other}`"))),
         };
         let Some(v) = value.as_object() else {
-            return Err(AppError::Invalid(format!("`{section}` must be an object")));
+            return Err(invalid(format!("`{section}` must be an object")));
         };
         let known: &[&str] = if high {
             &[
@@ -265,59 +280,57 @@ pub fn merge_auto_execute(current: &Value, patch: &Value) -> Result<Value, AppEr
             &["enabled", "expires_at", "allowed_actions"]
         };
         if let Some(key) = v.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(AppError::Invalid(format!("unknown field `{section}.{key}`")));
+            return Err(invalid(format!("unknown field `{section}.{key}`")));
         }
         let expires_at = match v.get("expires_at") {
-            None | Some(Value::Null) => Value::Null,
-            Some(Value::String(t)) if crate::clock::parse_iso(t).is_some() => Value::String(t.clone()),
-            Some(_) => {
-                return Err(AppError::Invalid(format!(
-                    "`{section}.expires_at` must be an RFC 3339 timestamp"
-                )));
-            }
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) if crate::clock::parse_iso(t).is_some() => Some(t.clone()),
+            Some(_) => return Err(invalid(format!("`{section}.expires_at` must be an RFC 3339 timestamp"))),
         };
-        let allowed = match v.get("allowed_actions") {
-            None | Some(Value::Null) => Value::Null,
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) && items.len() <= MAX_POLICY_LIST => {
-                Value::Array(items.clone())
-            }
-            Some(_) => {
-                return Err(AppError::Invalid(format!(
-                    "`{section}.allowed_actions` must list tool names"
-                )));
-            }
+        let allowed_actions = match v.get("allowed_actions") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.len() <= MAX_POLICY_LIST => Some(
+                items
+                    .iter()
+                    .map(|i| i.as_str().map(String::from))
+                    .collect::<Option<Vec<String>>>()
+                    .ok_or_else(|| invalid(format!("`{section}.allowed_actions` must list tool names")))?,
+            ),
+            Some(_) => return Err(invalid(format!("`{section}.allowed_actions` must list tool names"))),
         };
-        let mut normalized = serde_json::Map::new();
-        normalized.insert("enabled".into(), (v.get("enabled") == Some(&Value::Bool(true))).into());
-        normalized.insert("expires_at".into(), expires_at);
-        normalized.insert("allowed_actions".into(), allowed);
+        let enabled = v.get("enabled") == Some(&Value::Bool(true));
         if high {
-            for flag in ["require_preflight", "require_idempotency"] {
-                normalized.insert(flag.into(), (v.get(flag) != Some(&Value::Bool(false))).into());
-            }
-            // Off unless asked for: a reviewer's step-up grant per execution (SPEC 6).
-            normalized.insert(
-                "require_step_up".into(),
-                (v.get("require_step_up") == Some(&Value::Bool(true))).into(),
-            );
-            let rows = v
-                .get("max_export_rows")
-                .and_then(Value::as_i64)
-                .unwrap_or(1000)
-                .clamp(100, 5000);
-            normalized.insert("max_export_rows".into(), rows.into());
+            out.high_risk = Some(HighRiskClass {
+                enabled,
+                expires_at,
+                allowed_actions,
+                require_preflight: v.get("require_preflight") != Some(&Value::Bool(false)),
+                require_idempotency: v.get("require_idempotency") != Some(&Value::Bool(false)),
+                // Off unless asked for: a reviewer's step-up grant per execution (SPEC 6).
+                require_step_up: v.get("require_step_up") == Some(&Value::Bool(true)),
+                max_export_rows: v
+                    .get("max_export_rows")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1000)
+                    .clamp(100, 5000),
+            });
+        } else {
+            out.writes = Some(WritesClass {
+                enabled,
+                expires_at,
+                allowed_actions,
+            });
         }
-        out.insert(section.clone(), Value::Object(normalized));
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 /// The most entries a list in a data policy may have.
 const MAX_POLICY_LIST: usize = 500;
 
-/// Checks an app policy (`{network, data, rate_class}`) and returns it normalized. The
-/// whole policy is replaced, as in the reference.
-pub fn validate_policy(policy: &Value) -> Result<Value, AppError> {
+/// Parses an app policy (`{network, data, rate_class}`), checking every field with a
+/// message that names it. The whole policy is replaced, as in the reference.
+pub fn validate_policy(policy: &Value) -> Result<AppPolicy, AppError> {
     let invalid = |m: String| AppError::Invalid(m);
     let Some(top) = policy.as_object() else {
         return Err(invalid("policy must be an object".into()));
@@ -342,7 +355,7 @@ pub fn validate_policy(policy: &Value) -> Result<Value, AppError> {
             _ => Err(invalid(format!("`{name}` must be a list"))),
         }
     };
-    let mut out = serde_json::Map::new();
+    let mut out = AppPolicy::default();
     if let Some(network) = top.get("network") {
         let Some(map) = network.as_object() else {
             return Err(invalid("`network` must be an object".into()));
@@ -356,7 +369,7 @@ pub fn validate_policy(policy: &Value) -> Result<Value, AppError> {
                 "`network.allowed_ips` entry `{bad}` is not an IP address or CIDR"
             )));
         }
-        out.insert("network".into(), json!({"allowed_ips": ips}));
+        out.network = Some(NetworkPolicy { allowed_ips: ips });
     }
     if let Some(data) = top.get("data") {
         let Some(map) = data.as_object() else {
@@ -371,42 +384,42 @@ pub fn validate_policy(policy: &Value) -> Result<Value, AppError> {
         if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(invalid(format!("unknown field `data.{key}`")));
         }
-        let mut d = serde_json::Map::new();
-        for list in ["allowed_ledger_ids", "allowed_org_ids"] {
-            if let Some(v) = map.get(list) {
-                d.insert(list.into(), json!(strings(v, &format!("data.{list}"))?));
-            }
-        }
-        match map.get("max_days") {
-            None | Some(Value::Null) => {}
+        let list = |name: &str| -> Result<Option<Vec<String>>, AppError> {
+            map.get(name).map(|v| strings(v, &format!("data.{name}"))).transpose()
+        };
+        let max_days = match map.get("max_days") {
+            None | Some(Value::Null) => None,
             Some(v) => match v.as_i64() {
-                Some(days) if (1..=3650).contains(&days) => {
-                    d.insert("max_days".into(), days.into());
-                }
+                Some(days) if (1..=MAX_DAYS_LIMIT).contains(&days) => Some(days),
                 _ => return Err(invalid("`data.max_days` must be an integer from 1 to 3650".into())),
             },
-        }
-        match map.get("allow_sensitive_fields") {
-            None | Some(Value::Null) => {}
-            Some(Value::Bool(b)) => {
-                d.insert("allow_sensitive_fields".into(), (*b).into());
-            }
+        };
+        let allow_sensitive_fields = match map.get("allow_sensitive_fields") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
             Some(_) => return Err(invalid("`data.allow_sensitive_fields` must be true or false".into())),
-        }
-        out.insert("data".into(), Value::Object(d));
+        };
+        out.data = Some(DataPolicy {
+            allowed_ledger_ids: list("allowed_ledger_ids")?,
+            allowed_org_ids: list("allowed_org_ids")?,
+            max_days,
+            allow_sensitive_fields,
+        });
     }
     match top.get("rate_class") {
         None | Some(Value::Null) => {}
         Some(Value::String(class)) if !class.is_empty() && class.len() <= 64 => {
-            out.insert("rate_class".into(), class.clone().into());
+            out.rate_class = Some(class.clone());
         }
         Some(_) => return Err(invalid("`rate_class` must be a class name".into())),
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -6,64 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::plugin::Plugin;
-
-/// Risk classes, ordered: an override may only move a tool up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Risk {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-            Risk::Critical => "critical",
-        }
-    }
-
-    /// 1 (low) to 4 (critical), for Cedar comparisons.
-    pub fn level(self) -> i64 {
-        match self {
-            Risk::Low => 1,
-            Risk::Medium => 2,
-            Risk::High => 3,
-            Risk::Critical => 4,
-        }
-    }
-}
-
-impl fmt::Display for Risk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Effect {
-    Read,
-    Write,
-    Delete,
-}
-
-impl Effect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Effect::Read => "read",
-            Effect::Write => "write",
-            Effect::Delete => "delete",
-        }
-    }
-}
+use crate::tool::{Descriptor, Effect, Issue, Risk, ToolFacts};
 
 /// One served tool.
 pub struct Tool {
@@ -89,29 +35,6 @@ impl fmt::Debug for Tool {
             .field("plugin", &self.plugin.name())
             .finish()
     }
-}
-
-/// One schema violation, in the reference's `details.issues` shape.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Issue {
-    pub code: &'static str,
-    pub path: Vec<String>,
-    pub message: String,
-}
-
-/// What a tool descriptor from a plugin says, before the host checks it.
-#[derive(Debug, Clone)]
-pub struct Descriptor {
-    pub name: String,
-    pub description: String,
-    pub input_schema: String,
-    pub output_schema: Option<String>,
-    pub effect: Effect,
-    pub risk: Risk,
-    pub required_scopes: Vec<String>,
-    pub requires_confirmation: bool,
-    pub http_path: Option<String>,
-    pub idempotent: bool,
 }
 
 impl Tool {
@@ -190,8 +113,8 @@ impl Tool {
     }
 
     /// What Cedar sees of the tool.
-    pub fn facts(&self) -> crate::authz::ToolFacts<'_> {
-        crate::authz::ToolFacts {
+    pub fn facts(&self) -> ToolFacts<'_> {
+        ToolFacts {
             name: &self.name,
             risk: self.risk,
             effect: self.effect,

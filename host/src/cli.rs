@@ -642,7 +642,7 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 }
             }
         }
-        AuditCommand::Verify { .. } => match store::connect(&path).and_then(|c| audit::verify_chain(&c)) {
+        AuditCommand::Verify { .. } => match store::ChainReader::open(&path).and_then(|c| audit::verify_chain(&c)) {
             Ok(report) => {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
                 if report.intact {
@@ -665,7 +665,7 @@ fn export(path: &Path, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> R
     let mut page_filter = filter.clone();
     let mut written = 0;
     loop {
-        let rows = store.audit_events(&page_filter).map_err(|e| e.to_string())?;
+        let rows = store.audit.query(&page_filter).map_err(|e| e.to_string())?;
         let Some(last) = rows.last() else { break };
         page_filter.after_seq = Some(last.seq);
         for row in &rows {
@@ -773,7 +773,7 @@ fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
 
 /// Prints the newest matching events, oldest first, as JSON Lines.
 fn print_newest(path: &Path, filter: &AuditFilter) -> ExitCode {
-    match Store::open(path).and_then(|s| s.audit_events(filter)) {
+    match Store::open(path).and_then(|s| s.audit.query(filter)) {
         Ok(mut rows) => {
             rows.reverse();
             for row in rows {

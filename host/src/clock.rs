@@ -1,7 +1,17 @@
-//! The one place that reads the wall clock. Tests inject a [`ManualClock`].
+//! The one place that reads a clock. Time of day, expiry and deadlines that tests must
+//! control come from the injected [`Clock`] (tests use a [`ManualClock`]); how long
+//! something took, and budgets a plugin call must not outlive, from the monotonic
+//! [`Stopwatch`] and [`monotonic_now`]. `clippy.toml` refuses `Instant::now`,
+//! `SystemTime::now` and `OffsetDateTime::now_utc` everywhere else.
+
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the clock module is the one place that reads the system clocks"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -49,6 +59,25 @@ impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         let ms = self.unix_ms.load(Ordering::SeqCst);
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+/// The monotonic clock, for budgets measured in real time (a plugin call's deadline).
+pub fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
+/// Measures how long something took, on the monotonic clock (metrics and latency).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(Instant);
+
+impl Stopwatch {
+    pub fn start() -> Self {
+        Stopwatch(Instant::now())
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }
 

@@ -17,11 +17,13 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts, ToolFacts};
-use crate::catalog::{Effect, Risk};
+use crate::app_policy::{AppPolicy, DataPolicy};
+use crate::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts};
 use crate::hashing::{canonical_json, jcs_sha256, sha256_hex};
 use crate::pipeline::{BodyError, Inbound, McpHeaders};
 use crate::protocol::{Envelope, Failure, codes};
+use crate::tool::ToolFacts;
+use crate::tool::{Effect, Risk};
 
 /// The seeds of one target.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -81,7 +83,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 
 /// The agent parser refuses only with client errors (4xx) and never panics.
 fn check_request(inbound: &Inbound) -> Result<(), TestCaseError> {
-    if let Err(refused) = crate::pipeline::parse(inbound) {
+    if let Err(refused) = crate::rest::parse(inbound) {
         let status = refused.failure.code.status;
         prop_assert!((400..500).contains(&status), "parse refused with {status}");
         prop_assert!(codes::by_name(refused.failure.code.name).is_some());
@@ -152,7 +154,7 @@ proptest! {
     fn action_bodies_of_any_json(value in arb_json()) {
         let body = value.to_string().into_bytes();
         let request = inbound("POST", "/api/agent/v1/actions", None, Some("application/json"), body);
-        let parsed = crate::pipeline::parse(&request);
+        let parsed = crate::rest::parse(&request);
         check_request(&request)?;
         // A body is an action only when it is an object naming one.
         if parsed.is_ok() {
@@ -164,7 +166,7 @@ proptest! {
     fn too_large_bodies_are_413(method in prop::sample::select(vec!["GET", "POST"])) {
         let mut request = inbound(method, "/api/agent/v1/actions", None, Some("application/json"), Vec::new());
         request.body = Err(BodyError::TooLarge);
-        let refused = crate::pipeline::parse(&request).expect_err("refused");
+        let refused = crate::rest::parse(&request).expect_err("refused");
         prop_assert_eq!(refused.failure.code, codes::REQUEST_TOO_LARGE);
     }
 
@@ -250,8 +252,19 @@ proptest! {
     }
 
     #[test]
-    fn cedar_decides_any_payload_and_policy_without_panicking(payload in arb_json(), policy in arb_json(), scopes in proptest::collection::vec("[a-z.]{1,12}", 0..4)) {
+    fn cedar_decides_any_payload_and_policy_without_panicking(
+        payload in arb_json(),
+        ledgers in proptest::option::of(proptest::collection::vec("[a-z_]{0,12}", 0..4)),
+        orgs in proptest::option::of(proptest::collection::vec("[a-z_]{0,12}", 0..4)),
+        max_days in proptest::option::of(any::<i64>()),
+        sensitive in proptest::option::of(any::<bool>()),
+        scopes in proptest::collection::vec("[a-z.]{1,12}", 0..4),
+    ) {
         let authorizer = authorizer();
+        let policy = AppPolicy {
+            data: Some(DataPolicy { allowed_ledger_ids: ledgers, allowed_org_ids: orgs, max_days, allow_sensitive_fields: sensitive }),
+            ..AppPolicy::default()
+        };
         let required = vec!["transaction.write".to_string()];
         let app = AppFacts { app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes, policy: &policy };
         let tool = ToolFacts { name: "transaction.create", risk: Risk::Medium, effect: Effect::Write, required_scopes: &required, plugin: "ledger" };

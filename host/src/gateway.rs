@@ -3,7 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::admission::Admission;
-use crate::audit::{AuditError, AuditEvent, AuditLog, Status};
+use crate::audit::{AuditError, AuditEvent, AuditLog};
 use crate::authz::{Authorizer, AuthzError};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
@@ -11,6 +11,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::plugin::manifest::ManifestError;
 use crate::plugin::{LoadError, PluginManifest, PluginRuntime};
+use crate::protocol::codes;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +44,6 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
-    /// Open MCP sessions (`Mcp-Session-Id`).
-    pub mcp_sessions: crate::mcp::Sessions,
-    /// Reviewers signed in to the `/review` page.
-    pub review_sessions: crate::http::review::ReviewSessions,
     /// Keeps the background WAL checkpointer running while the gateway lives.
     _checkpointer: Arc<()>,
     catalog: RwLock<Arc<Catalog>>,
@@ -89,8 +86,6 @@ impl Gateway {
             admission: Admission::new(config.admission.clone()),
             metrics,
             instance_id: ulid::Ulid::new().to_string(),
-            mcp_sessions: crate::mcp::Sessions::default(),
-            review_sessions: crate::http::review::ReviewSessions::default(),
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
@@ -103,13 +98,13 @@ impl Gateway {
         // Executions a previous process left running have an unknown outcome.
         let orphans = gateway
             .store
+            .drafts
             .mark_indeterminate(&gateway.instance_id)
             .map_err(|source| gateway.store_failure(source))?;
         for (execution_id, draft_id) in orphans {
             let mut event = AuditEvent::new(
                 "agent.execution.indeterminate",
-                Status::Failed,
-                crate::protocol::codes::EXECUTION_INDETERMINATE.name,
+                codes::EXECUTION_INDETERMINATE,
                 gateway.now_iso(),
             );
             event.execution_id = Some(execution_id);
@@ -119,6 +114,7 @@ impl Gateway {
         // Approvals a crash left before their write started: failed, nothing ran.
         let unstarted = gateway
             .store
+            .drafts
             .fail_unstarted_approvals(&gateway.instance_id, &gateway.now_iso(), || {
                 crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
             })
@@ -126,8 +122,7 @@ impl Gateway {
         for (draft_id, execution_id) in unstarted {
             let mut event = AuditEvent::new(
                 "agent.execution.interrupted",
-                Status::Failed,
-                crate::protocol::codes::EXECUTION_FAILED.name,
+                codes::EXECUTION_FAILED,
                 gateway.now_iso(),
             );
             event.execution_id = Some(execution_id);
@@ -141,7 +136,8 @@ impl Gateway {
         // Idempotency reservations a crash left open: linked to their draft, or freed.
         let (linked, freed) = gateway
             .store
-            .settle_orphan_reservations()
+            .idempotency
+            .settle_orphans()
             .map_err(|source| gateway.store_failure(source))?;
         if linked + freed > 0 {
             tracing::warn!(
@@ -156,10 +152,11 @@ impl Gateway {
         }
         // Plugins loaded through the admin plane come back after a restart. One that no
         // longer loads is refused (and audited) without stopping the gateway.
-        let remembered = gateway.store.remembered_plugins().map_err(|source| StartError::Store {
-            path: gateway.config.store_path.display().to_string(),
-            source,
-        })?;
+        let remembered = gateway
+            .store
+            .plugins
+            .remembered()
+            .map_err(|source| gateway.store_failure(source))?;
         for (name, path) in remembered {
             match PluginManifest::load(std::path::Path::new(&path)) {
                 Ok(manifest) => {
@@ -232,13 +229,13 @@ impl Gateway {
         let mut event = match &result {
             Ok(plugin) => {
                 let action = if replaces { "plugin.replace" } else { "plugin.load" };
-                let mut e = AuditEvent::new(action, Status::Success, "common.success", self.now_iso());
+                let mut e = AuditEvent::new(action, codes::SUCCESS, self.now_iso());
                 e.plugin_digest = Some(plugin.digest().to_string());
                 e.details.insert("version".into(), plugin.version().into());
                 e
             }
             Err(err) => {
-                let mut e = AuditEvent::new("plugin.refused", Status::Failed, "common.validation", self.now_iso());
+                let mut e = AuditEvent::new("plugin.refused", codes::VALIDATION, self.now_iso());
                 e.details.insert("error".into(), err.to_string().into());
                 e
             }
@@ -261,7 +258,7 @@ impl Gateway {
             existed
         };
         if removed {
-            let mut event = AuditEvent::new("plugin.remove", Status::Success, "common.success", self.now_iso());
+            let mut event = AuditEvent::new("plugin.remove", codes::SUCCESS, self.now_iso());
             event.plugin = Some(name.to_string());
             event.performed_by_user_id = Some(by.to_string());
             self.audit.record(event).await?;
@@ -291,12 +288,12 @@ impl Gateway {
         let result = self.prepare_reload();
         let mut event = match &result {
             Ok((_, authz)) => {
-                let mut e = AuditEvent::new("gateway.reload", Status::Success, "common.success", self.now_iso());
+                let mut e = AuditEvent::new("gateway.reload", codes::SUCCESS, self.now_iso());
                 e.policy_ids = authz.policy_ids().to_vec();
                 e
             }
             Err(err) => {
-                let mut e = AuditEvent::new("gateway.reload", Status::Failed, "common.validation", self.now_iso());
+                let mut e = AuditEvent::new("gateway.reload", codes::VALIDATION, self.now_iso());
                 e.details.insert("error".into(), err.to_string().into());
                 e
             }

@@ -4,8 +4,10 @@
 //! Tests start the same [`Server`] that production does. See `docs/architecture.md` for
 //! the module map and the dependency rules between modules.
 
+pub mod admin;
 pub mod admin_client;
 pub mod admission;
+pub mod app_policy;
 pub mod apps;
 pub mod audit;
 pub mod auth;
@@ -20,14 +22,20 @@ pub mod hashing;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
 pub mod plugin;
 pub mod protocol;
+pub mod rest;
+pub mod sessions;
 pub mod store;
+pub mod tool;
 pub mod writes;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod layering;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,10 +85,17 @@ impl Server {
             source,
         })?;
         let (shutdown, watch) = watch::channel(false);
-        let mut tasks = vec![
-            tokio::spawn(http::serve(gateway.clone(), agent, http::Plane::Agent, watch.clone())),
-            tokio::spawn(http::serve(gateway.clone(), admin, http::Plane::Admin, watch.clone())),
-        ];
+        let sessions = Arc::new(http::Sessions::new(&gateway));
+        let serve = |listener, plane| {
+            tokio::spawn(http::serve(
+                gateway.clone(),
+                sessions.clone(),
+                listener,
+                plane,
+                watch.clone(),
+            ))
+        };
+        let mut tasks = vec![serve(agent, http::Plane::Agent), serve(admin, http::Plane::Admin)];
         if gateway.config.path.is_some() {
             tasks.push(tokio::spawn(watch_files(gateway.clone(), watch.clone())));
         }

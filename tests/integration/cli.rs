@@ -221,7 +221,8 @@ fn acknowledged_events_survive_a_crash() {
     demo.child.wait().expect("reaped");
     let store = demo.store();
     let events = store
-        .audit_events(&openport::store::AuditFilter {
+        .audit
+        .query(&openport::store::AuditFilter {
             limit: 10_000,
             ..Default::default()
         })
@@ -336,7 +337,8 @@ fn sighup_reloads_a_running_gateway() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let events = store
-            .audit_events(&openport::store::AuditFilter {
+            .audit
+            .query(&openport::store::AuditFilter {
                 limit: 1000,
                 ..Default::default()
             })
@@ -420,9 +422,10 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
     let store = demo.store();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while store
+        .drafts
         .latest_execution(&draft_id)
         .expect("read")
-        .is_none_or(|e| e.status != "running")
+        .is_none_or(|e| e.status != openport::store::ExecutionStatus::Running)
     {
         assert!(std::time::Instant::now() < deadline, "the execution never started");
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -454,7 +457,8 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
     );
     let events = demo
         .store()
-        .audit_events(&openport::store::AuditFilter {
+        .audit
+        .query(&openport::store::AuditFilter {
             limit: 10_000,
             ..Default::default()
         })

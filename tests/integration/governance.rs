@@ -21,7 +21,7 @@ fn missing_malformed_unknown_revoked_and_expired_tokens_are_refused() {
     let (key, token) =
         openport::apps::create_key(store, &app_id, openport::apps::NewKey::default(), "test", &now).expect("key");
     gw.get(manifest, Some(&token)).expect(200, "common.success");
-    store.revoke_key(&key.id, &now).expect("revoke");
+    store.apps.revoke_key(&key.id, &now).expect("revoke");
     gw.get(manifest, Some(&token)).expect(401, "agent.token_invalid");
 
     let expired = openport::apps::NewKey {
@@ -58,9 +58,10 @@ fn the_network_allow_list_takes_cidrs_and_denies_other_addresses() {
     let now = gw.server.gateway.now_iso();
     let app = gw.app_id("Demo Integration");
     store
-        .set_app_policy(
+        .apps
+        .set_policy(
             &app,
-            &json!({"network": {"allowed_ips": ["10.0.0.0/8", "2001:db8::/32"]}}),
+            &policy(json!({"network": {"allowed_ips": ["10.0.0.0/8", "2001:db8::/32"]}})),
             &now,
         )
         .expect("policy");
@@ -68,7 +69,12 @@ fn the_network_allow_list_takes_cidrs_and_denies_other_addresses() {
     denied.expect(403, "agent.policy_denied");
     assert_eq!(denied.body["details"]["reason"], "network_policy");
     store
-        .set_app_policy(&app, &json!({"network": {"allowed_ips": ["127.0.0.0/8"]}}), &now)
+        .apps
+        .set_policy(
+            &app,
+            &policy(json!({"network": {"allowed_ips": ["127.0.0.0/8"]}})),
+            &now,
+        )
         .expect("policy");
     gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
         .expect(200, "common.success");
@@ -81,7 +87,12 @@ fn cedar_enforces_the_data_policy_and_the_audit_names_the_policy() {
     let app = gw.app_id("Demo Integration");
     let now = gw.server.gateway.now_iso();
     store
-        .set_app_policy(&app, &json!({"data": {"allowed_ledger_ids": ["ledger_ops"]}}), &now)
+        .apps
+        .set_policy(
+            &app,
+            &policy(json!({"data": {"allowed_ledger_ids": ["ledger_ops"]}})),
+            &now,
+        )
         .expect("policy");
     let denied = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()));
     denied.expect(403, "agent.policy_denied");
@@ -359,9 +370,10 @@ fn forwarded_for_counts_only_from_a_trusted_proxy() {
         let store = &gw.server.gateway.store;
         let now = gw.server.gateway.now_iso();
         store
-            .set_app_policy(
+            .apps
+            .set_policy(
                 &gw.app_id("Demo Integration"),
-                &json!({"network": {"allowed_ips": ["203.0.113.0/24", "2001:db8::/32"]}}),
+                &policy(json!({"network": {"allowed_ips": ["203.0.113.0/24", "2001:db8::/32"]}})),
                 &now,
             )
             .expect("policy");
@@ -386,4 +398,9 @@ fn forwarded_for_counts_only_from_a_trusted_proxy() {
             Some(if trusted { "203.0.113.7" } else { "127.0.0.1" })
         );
     }
+}
+
+/// An app policy as the admin plane would store it.
+fn policy(value: serde_json::Value) -> openport::app_policy::AppPolicy {
+    serde_json::from_value(value).expect("a valid app policy")
 }

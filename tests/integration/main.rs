@@ -2,6 +2,11 @@
 //! real gateway on 127.0.0.1 port 0 and talks to it over HTTP.
 
 #![allow(clippy::expect_used, reason = "helpers fail the test by panicking")]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "tests drive the gateway from outside: they time waits, read the environment, and tamper with the database as an attacker with file access would"
+)]
 
 mod support;
 
@@ -29,3 +34,5 @@ mod policies;
 mod safeguards;
 /// The walking skeleton: envelope, manifest, governed reads, drafts, bad input.
 mod skeleton;
+/// The step order on every route: refusals that do not depend on the ids a request names.
+mod steps;

@@ -348,3 +348,30 @@ fn dns_rebinding_sessions_and_protocol_faults_get_stable_answers() {
     assert_eq!(ended.status, 204);
     assert_eq!(agent.request("ping", json!({})).status, 404);
 }
+
+#[test]
+fn a_call_refused_at_scopes_answers_alike_whatever_preflight_it_names() {
+    let gw = TestGateway::start();
+    let payload = json!({"ledgerId": "ledger_main", "kind": "expense", "title": "steps", "amount_home": 5});
+    let own = gw.post(
+        "/api/agent/v1/preflight",
+        Some(&gw.full()),
+        &json!({"action": "transaction.create", "payload": payload}),
+    );
+    let own = own.data()["preflightId"].as_str().expect("preflightId").to_string();
+    let mut reporter = Client::new(&gw, Some(gw.token("Read-only Reporter")));
+    reporter.initialize();
+    let results: Vec<Value> = [own.as_str(), "pf_does_not_exist"]
+        .iter()
+        .map(|id| {
+            let mut result = reporter.call("transaction.create", payload.clone(), json!({"preflightId": id}));
+            assert_eq!(result["isError"], true, "{result:#}");
+            assert_eq!(result["structuredContent"]["code"], "agent.scope_denied", "{result:#}");
+            // What differs between any two requests: their ids.
+            result["structuredContent"].as_object_mut().map(|m| m.remove("request_id"));
+            result["_meta"]["openport"].as_object_mut().map(|m| m.remove("requestId"));
+            result
+        })
+        .collect();
+    assert_eq!(results[0], results[1]);
+}

@@ -205,7 +205,10 @@ fn high_risk_auto_execute_can_require_a_single_use_step_up_grant_bound_to_one_pr
     let hash = openport::hashing::sha256_hex(token.as_bytes());
     let app = gw.app_id("Demo Integration");
     assert!(
-        !store.use_step_up(&hash, &app, &preflight, &now).expect("store"),
+        !store
+            .preflights
+            .use_step_up(&hash, &app, &preflight, &now)
+            .expect("store"),
         "a grant is used once"
     );
 

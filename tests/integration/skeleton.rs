@@ -197,12 +197,27 @@ fn preflight_binds_the_impact_and_actions_accept_its_id() {
         &json!({"action": "transaction.update", "preflightId": id}),
     );
     other.expect(400, "agent.preflight_mismatch");
+    // Scopes come before any lookup: an app without the tool's scope is refused there,
+    // whatever id it names (tests/integration/steps.rs).
     let foreign = gw.post(
         "/api/agent/v1/actions",
         Some(&gw.token("Other Tenant")),
         &json!({"action": "transaction.delete", "preflightId": id}),
     );
-    foreign.expect(400, "agent.preflight_not_found");
+    foreign.expect(403, "agent.scope_denied");
+    // Another tenant's app that holds the scope finds no such preflight.
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&gw.admin_token("operator")),
+        &json!({"scope": "workspace", "name": "deleter", "org_id": "org_other", "scopes": ["transaction.delete"]}),
+    );
+    let deleter = created.data()["token"].as_str().expect("token").to_string();
+    gw.post(
+        "/api/agent/v1/actions",
+        Some(&deleter),
+        &json!({"action": "transaction.delete", "preflightId": id}),
+    )
+    .expect(400, "agent.preflight_not_found");
 }
 
 #[test]

@@ -307,7 +307,8 @@ impl TestGateway {
         self.server
             .gateway
             .store
-            .audit_events(&AuditFilter {
+            .audit
+            .query(&AuditFilter {
                 limit: 100_000,
                 ascending: true,
                 ..AuditFilter::default()

@@ -9,17 +9,20 @@
 mod canonical;
 mod verify;
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::clock::Stopwatch;
 use crate::metrics::AuditWriterMetrics;
+use crate::protocol::codes::{Code, Reason};
 use crate::protocol::ids::{self, Kind};
-use crate::store::{self, AuditRow, StoreError};
+use crate::store::{AuditInsert, AuditRow, ChainWriter, PrunedCut, StoreError};
 
 pub use verify::{VerifyReport, verify_chain};
 
@@ -59,6 +62,52 @@ pub enum Status {
 }
 
 impl Status {
+    /// The outcome class of a reason code: the one rule every plane's events follow.
+    /// Refusals by governance (credentials, grants, policy, admission, conflicts, and the
+    /// auto-execute gate) are `denied`; everything else that is not a success `failed`.
+    pub fn of(code: Code) -> Status {
+        match code.reason {
+            Reason::Success | Reason::IdempotencyReplay => Status::Success,
+            Reason::TokenInvalid
+            | Reason::TokenExpired
+            | Reason::Forbidden
+            | Reason::ScopeDenied
+            | Reason::PolicyDenied
+            | Reason::StepUpRequired
+            | Reason::StepUpInvalid
+            | Reason::RateLimited
+            | Reason::QuotaExceeded
+            | Reason::ConcurrencyLimited
+            | Reason::IdempotencyMismatch
+            | Reason::IdempotencyInProgress
+            | Reason::PreconditionFailed
+            | Reason::PreflightRequired
+            | Reason::IdempotencyRequired
+            | Reason::AutoExecuteDisabled
+            | Reason::AutoExecuteDenied
+            | Reason::AutoExecuteExpired
+            | Reason::AdminUnauthorized
+            | Reason::AdminForbidden => Status::Denied,
+            Reason::Validation
+            | Reason::InternalError
+            | Reason::ActionUnknown
+            | Reason::ActionInvalid
+            | Reason::NotFound
+            | Reason::DraftNotFound
+            | Reason::DraftAlreadyFinal
+            | Reason::PreflightMismatch
+            | Reason::PreflightNotFound
+            | Reason::ExecutionFailed
+            | Reason::ExecutionIndeterminate
+            | Reason::Overloaded
+            | Reason::RequestTooLarge
+            | Reason::PluginTimeout
+            | Reason::PluginUnavailable
+            | Reason::WitnessUnavailable
+            | Reason::DraftExpired => Status::Failed,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Success => "success",
@@ -94,17 +143,33 @@ pub struct AuditEvent {
     pub created_at: String,
 }
 
+/// The request an event answers, as every plane records it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The client's address (after trusted proxies, where the plane applies them).
+    pub client_ip: IpAddr,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The one truncation rule for what a client sends that the trail keeps in clear.
+const MAX_USER_AGENT_CHARS: usize = 256;
+const MAX_PATH_CHARS: usize = 512;
+
 impl AuditEvent {
-    pub fn new(action: &str, status: Status, code: &str, created_at: String) -> Self {
+    /// An event whose status follows from its code ([`Status::of`]).
+    pub fn new(action: impl Into<String>, code: Code, created_at: String) -> Self {
         AuditEvent {
             org_id: None,
             app_id: None,
             key_id: None,
             actor_user_id: None,
             performed_by_user_id: None,
-            action: action.to_string(),
-            status,
-            code: code.to_string(),
+            action: action.into(),
+            status: Status::of(code),
+            code: code.name.to_string(),
             request_id: None,
             draft_id: None,
             execution_id: None,
@@ -119,6 +184,23 @@ impl AuditEvent {
             latency_us: None,
             created_at,
         }
+    }
+
+    /// The terminal event of a request, on any plane: the request's id, client, user agent,
+    /// method and path, each bounded by the same rule.
+    pub fn for_request(action: impl Into<String>, code: Code, created_at: String, request: &RequestFacts<'_>) -> Self {
+        let mut event = AuditEvent::new(action, code, created_at);
+        event.request_id = Some(request.request_id.to_string());
+        event.ip = Some(request.client_ip.to_string());
+        event.user_agent = request
+            .user_agent
+            .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect());
+        event.details.insert("method".into(), request.method.into());
+        event.details.insert(
+            "path".into(),
+            request.path.chars().take(MAX_PATH_CHARS).collect::<String>().into(),
+        );
+        event
     }
 
     /// The row without its chain hashes, and its canonical form split for the writer.
@@ -216,17 +298,15 @@ pub struct AuditLog {
 impl AuditLog {
     /// Starts the writer on its own connection to the store at `path`.
     pub fn start(path: &Path, metrics: AuditWriterMetrics) -> Result<AuditLog, AuditError> {
-        let mut conn = store::connect(path)?;
-        let mut head = store::audit_chain_head(&conn)?
-            .map(|(_, h)| h)
-            .unwrap_or_else(|| GENESIS_HASH.into());
+        let mut chain = ChainWriter::open(path)?;
+        let mut head = chain.head()?.map(|(_, h)| h).unwrap_or_else(|| GENESIS_HASH.into());
         // Bounded: when the disk stalls, producers wait instead of growing memory.
         let (queue, inbox) = mpsc::sync_channel::<Job>(16 * MAX_BATCH);
         thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 let mut next = inbox.recv().ok();
-                let mut last_commit = Instant::now();
+                let mut last_commit = Stopwatch::start();
                 while let Some(job) = next.take() {
                     match job {
                         Job::Append(first) => {
@@ -237,13 +317,13 @@ impl AuditLog {
                                 next = drain(&inbox, &mut batch);
                             }
                             metrics.batch_events.observe(batch.len() as f64);
-                            let started = Instant::now();
-                            write_batch(&mut conn, &mut head, batch);
-                            last_commit = Instant::now();
-                            metrics.commit_seconds.observe((last_commit - started).as_secs_f64());
+                            let started = Stopwatch::start();
+                            write_batch(&mut chain, &mut head, batch);
+                            metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                            last_commit = Stopwatch::start();
                         }
                         Job::Prune { before, now, done } => {
-                            let _ = done.send(prune(&mut conn, &mut head, &before, &now));
+                            let _ = done.send(prune(&mut chain, &mut head, &before, &now));
                         }
                     }
                     if next.is_none() {
@@ -310,22 +390,22 @@ fn drain(inbox: &mpsc::Receiver<Job>, batch: &mut Vec<Pending>) -> Option<Job> {
 }
 
 /// Appends one batch in one transaction and answers every waiter.
-fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, mut batch: Vec<Pending>) {
+fn write_batch(chain: &mut ChainWriter, head: &mut String, mut batch: Vec<Pending>) {
     let mut prev = head.clone();
     for pending in &mut batch {
         let row = &mut pending.row;
         row.event_hash = canonical::hash(&pending.split, &prev);
         row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
     }
-    let inserts: Vec<store::AuditInsert<'_>> = batch
+    let inserts: Vec<AuditInsert<'_>> = batch
         .iter()
-        .map(|p| store::AuditInsert {
+        .map(|p| AuditInsert {
             row: &p.row,
             details: &p.split.details,
             policy_ids: &p.split.policy_ids,
         })
         .collect();
-    let result = store::append_audit_rows(conn, &inserts);
+    let result = chain.append(&inserts);
     drop(inserts);
     match result {
         Ok(()) => {
@@ -343,27 +423,26 @@ fn write_batch(conn: &mut rusqlite::Connection, head: &mut String, mut batch: Ve
     }
 }
 
-fn prune(conn: &mut rusqlite::Connection, head: &mut String, before: &str, now: &str) -> Result<PruneReport, String> {
+fn prune(chain: &mut ChainWriter, head: &mut String, before: &str, now: &str) -> Result<PruneReport, String> {
     let prev = head.clone();
-    let result = store::prune_audit(conn, before, now, |upto_seq, upto_hash, removed| {
+    let result = chain.prune(before, now, |cut: &PrunedCut| {
         let mut event = AuditEvent::new(
             "audit.retention.checkpoint",
-            Status::Success,
-            "common.success",
+            crate::protocol::codes::SUCCESS,
             now.to_string(),
         );
-        event.details.insert("upto_seq".into(), upto_seq.into());
-        event.details.insert("upto_hash".into(), upto_hash.into());
-        event.details.insert("removed".into(), removed.into());
+        event.details.insert("upto_seq".into(), cut.upto_seq.into());
+        event.details.insert("upto_hash".into(), cut.upto_hash.clone().into());
+        event.details.insert("removed".into(), cut.removed.into());
         event.details.insert("before".into(), before.into());
         event.into_row(prev)
     });
     match result {
-        Ok(Some((upto_seq, _, removed, row))) => {
+        Ok(Some((cut, row))) => {
             *head = row.event_hash;
             Ok(PruneReport {
-                removed,
-                upto_seq: Some(upto_seq),
+                removed: cut.removed,
+                upto_seq: Some(cut.upto_seq),
             })
         }
         Ok(None) => Ok(PruneReport {

@@ -1,10 +1,9 @@
 //! Re-walks the hash chain and reports the first broken link.
 
-use rusqlite::Connection;
 use serde::Serialize;
 
 use super::{GENESIS_HASH, event_hash};
-use crate::store::{self, StoreError};
+use crate::store::{ChainReader, StoreError};
 
 /// The result of [`verify_chain`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,8 +46,8 @@ fn rehash_in_parallel(rows: &[crate::store::AuditRow]) -> Vec<bool> {
 
 /// Verifies every event of the chain in `conn`, oldest first. After a retention cut the
 /// chain starts at the cut's hash, and a chained checkpoint event must attest the cut.
-pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
-    let anchor = store::audit_anchor(conn)?;
+pub fn verify_chain(chain: &ChainReader) -> Result<VerifyReport, StoreError> {
+    let anchor = chain.anchor()?;
     let mut prev = anchor
         .as_ref()
         .map_or_else(|| GENESIS_HASH.to_string(), |(_, hash)| hash.clone());
@@ -56,7 +55,7 @@ pub fn verify_chain(conn: &Connection) -> Result<VerifyReport, StoreError> {
     let mut after = 0_i64;
     let mut events = 0_u64;
     loop {
-        let page = store::audit_chain_page(conn, after, 8192)?;
+        let page = chain.page(after, 8192)?;
         if page.is_empty() {
             if !attested {
                 let (seq, _) = anchor.unwrap_or_default();

@@ -107,7 +107,7 @@ pub fn authenticate(
     let prefix: String = token.chars().take(PREFIX_LEN).collect();
     // Compare every candidate, so timing does not tell how many share the prefix.
     let mut found = None;
-    for key in store.keys_by_prefix(&prefix)? {
+    for key in store.apps.keys_by_prefix(&prefix)? {
         if hash_matches(&hash, &key.token_hash) {
             found = Some(key);
         }
@@ -151,7 +151,7 @@ pub fn anonymous(store: &Store, app_id: &str) -> Result<Result<Principal, AuthFa
 
 /// Steps 5 and 6: the key's app is active and has a tenant and an actor.
 fn principal(store: &Store, key: KeyRecord) -> Result<Result<Principal, AuthFailure>, StoreError> {
-    let Some(app) = store.shared_app(&key.app_id)? else {
+    let Some(app) = store.apps.shared(&key.app_id)? else {
         return Ok(Err(AuthFailure::Invalid));
     };
     if app.status != "active" {
@@ -221,7 +221,7 @@ pub fn authenticate_admin(store: &Store, header: Option<&str>) -> Result<Option<
     let hash = sha256_hex(token.as_bytes());
     let prefix: String = token.chars().take(PREFIX_LEN).collect();
     let mut found: Option<AdminTokenRecord> = None;
-    for record in store.admin_tokens_by_prefix(&prefix)? {
+    for record in store.apps.admin_tokens_by_prefix(&prefix)? {
         if hash_matches(&hash, &record.token_hash) {
             found = Some(record);
         }

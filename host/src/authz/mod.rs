@@ -18,19 +18,10 @@ use cedar_policy::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::catalog::{Effect, Risk};
+use crate::app_policy::AppPolicy;
+use crate::tool::{Effect, Risk, ToolFacts};
 
 pub mod scenarios;
-
-/// The resource as Cedar sees it: a tool's name and metadata.
-#[derive(Debug, Clone)]
-pub struct ToolFacts<'a> {
-    pub name: &'a str,
-    pub risk: Risk,
-    pub effect: Effect,
-    pub required_scopes: &'a [String],
-    pub plugin: &'a str,
-}
 
 /// The default schema and policies, compiled in so `openport demo` needs no files.
 pub const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
@@ -80,8 +71,8 @@ pub struct AppFacts<'a> {
     pub org_id: &'a str,
     pub key_id: &'a str,
     pub scopes: &'a [String],
-    /// The app's `policy` object (`{network, data}`).
-    pub policy: &'a Value,
+    /// The app's data policy.
+    pub policy: &'a AppPolicy,
 }
 
 /// Facts about the request for the context.
@@ -602,38 +593,19 @@ fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression 
     RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.to_string())))
 }
 
-/// The app's `max_days`, clamped to 1..3650; 0 when unset or invalid (no limit).
-pub fn max_days(policy: &Value) -> i64 {
-    policy["data"]["max_days"]
-        .as_i64()
-        .filter(|d| *d > 0)
-        .map_or(0, |d| d.min(3650))
-}
-
-/// Whether the app may see sensitive fields (the default).
-pub fn allows_sensitive_fields(policy: &Value) -> bool {
-    policy["data"]["allow_sensitive_fields"].as_bool() != Some(false)
-}
-
 /// The app's data policy as Cedar's `data_policy` attribute holds it: (restrict ledgers,
 /// allowed ledgers, restrict orgs, allowed orgs, max days, allow sensitive fields).
 type DataPolicyFacts = (bool, Vec<String>, bool, Vec<String>, i64, bool);
 
-fn data_policy_facts(policy: &Value) -> DataPolicyFacts {
-    let data = &policy["data"];
-    let list = |key: &str| -> Vec<String> {
-        data[key].as_array().map_or_else(Vec::new, |a| {
-            a.iter().filter_map(Value::as_str).map(String::from).collect()
-        })
-    };
-    let (ledgers, orgs) = (list("allowed_ledger_ids"), list("allowed_org_ids"));
+fn data_policy_facts(policy: &AppPolicy) -> DataPolicyFacts {
+    let (ledgers, orgs) = (policy.allowed_ledger_ids(), policy.allowed_org_ids());
     (
         !ledgers.is_empty(),
-        ledgers,
+        ledgers.to_vec(),
         !orgs.is_empty(),
-        orgs,
-        max_days(policy),
-        allows_sensitive_fields(policy),
+        orgs.to_vec(),
+        policy.max_days(),
+        policy.allows_sensitive_fields(),
     )
 }
 
@@ -833,7 +805,7 @@ mod tests {
         }
         let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("gen.cedar".into(), text)]).expect("valid");
         let scopes = vec!["s".to_string()];
-        let policy = serde_json::json!({});
+        let policy = AppPolicy::default();
         let payload = serde_json::json!({"ledgerId": "l"});
         for n in 0..400 {
             let app_id = format!("app_{}", n % 5);
@@ -897,7 +869,7 @@ mod tests {
             forbid (principal, action, resource) when { context.has_idempotency_key };
         "#;
         let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("t.cedar".into(), text.into())]).expect("valid");
-        let (scopes, policy) = (vec!["s".to_string()], json!({}));
+        let (scopes, policy) = (vec!["s".to_string()], AppPolicy::default());
         let app = |key_id| AppFacts {
             app_id: "a",
             app_name: "a",

@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Action, AppFacts, Authorizer, RequestFacts, ToolFacts};
-use crate::catalog::{Effect, Risk};
+use super::{Action, AppFacts, Authorizer, RequestFacts};
+use crate::app_policy::AppPolicy;
+use crate::tool::{Effect, Risk, ToolFacts};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,9 +57,9 @@ pub struct PrincipalSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// The app's `policy` object (`{network, data}`).
+    /// The app's data policy (`{network, data}`).
     #[serde(default)]
-    pub policy: Value,
+    pub policy: AppPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,18 +154,13 @@ pub fn run(file: &ScenarioFile, authz: &Authorizer) -> Vec<Outcome> {
 
 fn check(s: &Scenario, authz: &Authorizer) -> Result<(), String> {
     let action = action(&s.action)?;
-    let empty = Value::Object(Default::default());
     let app = AppFacts {
         app_id: &s.principal.app,
         app_name: s.principal.name.as_deref().unwrap_or(&s.principal.app),
         org_id: &s.principal.tenant,
         key_id: "key_scenario",
         scopes: &s.principal.scopes,
-        policy: if s.principal.policy.is_null() {
-            &empty
-        } else {
-            &s.principal.policy
-        },
+        policy: &s.principal.policy,
     };
     let tool = ToolFacts {
         name: &s.resource.tool,

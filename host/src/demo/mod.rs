@@ -260,7 +260,7 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
     let store = Store::open(&config.store_path)?;
     let now = clock::iso(clock.now());
     let path = data_dir.join(CREDENTIALS_FILE);
-    if store.meta_get("demo_seeded")?.is_some() {
+    if store.meta.get("demo_seeded")?.is_some() {
         if let Some(existing) = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Credentials>(&b).ok())
@@ -272,7 +272,7 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
     }
     // New credentials: the apps are created the first time, and on a re-run without the
     // credentials file the old apps are revoked and replaced.
-    for app in store.apps()? {
+    for app in store.apps.list()? {
         if app.created_by.as_deref() == Some("demo") && app.status == "active" {
             apps::revoke_app(&store, &app.id, &now)?;
         }
@@ -308,7 +308,7 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
     let text = serde_json::to_vec_pretty(&creds).unwrap_or_default();
     write_file(&path, &text)?;
     restrict_permissions(&path);
-    store.meta_set("demo_seeded", &now)?;
+    store.meta.set("demo_seeded", &now)?;
     Ok(creds)
 }
 
@@ -378,7 +378,7 @@ fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
         ),
     ];
     for (org, key, value) in rows {
-        store.kv_set("ledger", org, key, &value.to_string())?;
+        store.kv.set("ledger", org, key, &value.to_string())?;
     }
     Ok(())
 }

@@ -1,8 +1,6 @@
-//! The hyper server: the only module (with `mcp`) that knows HTTP exists. It bounds the
-//! request, hands a plain [`Inbound`] to the pipeline and writes the [`Outbound`] back.
-
-mod admin;
-pub mod review;
+//! The hyper server: the only module that knows hyper exists. It bounds the request,
+//! hands a plain [`Inbound`] to the binding or plane its path belongs to, and writes the
+//! [`Outbound`] back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,11 +19,13 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::admin::{self, review};
 use crate::gateway::Gateway;
 use crate::mcp;
-use crate::pipeline::{self, BodyError, Inbound, McpHeaders, Outbound};
+use crate::pipeline::{BodyError, Inbound, McpHeaders, Outbound};
 use crate::protocol::Envelope;
 use crate::protocol::ids::{self, Kind};
+use crate::rest;
 
 /// Slow-client protection: headers and body must arrive within these.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,8 +42,30 @@ pub enum Plane {
     Admin,
 }
 
+/// The bindings' and planes' own state: their session tables.
+#[derive(Debug)]
+pub struct Sessions {
+    pub mcp: mcp::Sessions,
+    pub review: review::Sessions,
+}
+
+impl Sessions {
+    pub fn new(gw: &Gateway) -> Sessions {
+        Sessions {
+            mcp: mcp::session_table(gw.clock.clone()),
+            review: review::session_table(gw.clock.clone()),
+        }
+    }
+}
+
 /// Serves one listener until `shutdown` turns true.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, plane: Plane, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    gw: Arc<Gateway>,
+    sessions: Arc<Sessions>,
+    listener: TcpListener,
+    plane: Plane,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -63,10 +85,12 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, plane: Plane, mut sh
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
+        let sessions = sessions.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let gw = gw.clone();
-                async move { Ok::<_, Infallible>(dispatch(&gw, plane, peer, req).await) }
+                let sessions = sessions.clone();
+                async move { Ok::<_, Infallible>(dispatch(&gw, &sessions, plane, peer, req).await) }
             });
             let result = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -82,7 +106,13 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, plane: Plane, mut sh
     }
 }
 
-async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn dispatch(
+    gw: &Gateway,
+    sessions: &Sessions,
+    plane: Plane,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let request_id = ids::new_id(Kind::Request);
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::GET && (path == "/healthz" || path == "/readyz") {
@@ -92,9 +122,9 @@ async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Inc
         } else {
             json!({"status": "ready", "tools": gw.catalog().tools().count()})
         };
-        return write(pipeline::respond(
+        return write(Outbound::json(
             200,
-            Envelope::success(data, &request_id),
+            Envelope::success(data, &request_id).to_bytes(),
             Vec::new(),
             &request_id,
         ));
@@ -106,9 +136,9 @@ async fn dispatch(gw: &Gateway, plane: Plane, peer: SocketAddr, req: Request<Inc
     }
     let inbound = read_inbound(gw, peer, req, request_id).await;
     let outbound = match plane {
-        Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, inbound).await,
-        Plane::Agent => pipeline::handle(gw, inbound).await,
-        Plane::Admin if review::is_review_path(&inbound.path) => review::handle(gw, inbound).await,
+        Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, &sessions.mcp, inbound).await,
+        Plane::Agent => rest::handle(gw, inbound).await,
+        Plane::Admin if review::is_review_path(&inbound.path) => review::handle(gw, &sessions.review, inbound).await,
         Plane::Admin => admin::handle(gw, inbound).await,
     };
     write(outbound)
@@ -134,9 +164,9 @@ pub async fn serve_ceiling(listener: TcpListener) {
                     "query": parts.uri.query(),
                     "bytes": body.len(),
                 });
-                Ok::<_, Infallible>(write(pipeline::respond(
+                Ok::<_, Infallible>(write(Outbound::json(
                     200,
-                    Envelope::success(echo, &request_id),
+                    Envelope::success(echo, &request_id).to_bytes(),
                     Vec::new(),
                     &request_id,
                 )))

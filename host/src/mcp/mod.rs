@@ -16,14 +16,14 @@ mod tools;
 
 use serde_json::{Map, Value, json};
 
+use crate::catalog::Tool;
 use crate::gateway::Gateway;
-use crate::pipeline::{
-    self, ActionBody, Binding, BodyError, Credentials, Inbound, McpSession, Operation, Outbound, Refused,
-};
+use crate::outcome::Refused;
+use crate::pipeline::{self, Binding, BodyError, Credentials, Inbound, Operation, Outbound};
 use crate::protocol::codes::{self, Code};
-use crate::protocol::{Envelope, Failure};
+use crate::protocol::{ActionBody, Envelope, Failure};
 
-pub use session::Sessions;
+pub use session::{Session, Sessions, table as session_table};
 use session::{SessionError, credential_of};
 
 /// The route.
@@ -82,8 +82,74 @@ fn base_url(gw: &Gateway, host: Option<&str>) -> String {
     }
 }
 
+/// MCP's part in the steps: every request but `initialize` belongs to an open session of
+/// its credential, checked right after authentication; every tool the caller cannot use
+/// is an unknown tool.
+struct Mcp<'a> {
+    sessions: &'a Sessions,
+    /// `None` for `initialize` (there is no session yet) and for refusals decided before
+    /// any operation; else the request's `Mcp-Session-Id`, if any.
+    session: Option<Option<&'a str>>,
+    authorization: Option<&'a str>,
+}
+
+impl<'a> Mcp<'a> {
+    fn opening(sessions: &'a Sessions, inbound: &'a Inbound) -> Self {
+        Mcp {
+            sessions,
+            session: None,
+            authorization: inbound.authorization.as_deref(),
+        }
+    }
+
+    fn in_session(sessions: &'a Sessions, inbound: &'a Inbound) -> Self {
+        Mcp {
+            sessions,
+            session: Some(inbound.mcp.session_id.as_deref()),
+            authorization: inbound.authorization.as_deref(),
+        }
+    }
+}
+
+impl Binding for Mcp<'_> {
+    fn name(&self) -> Option<&'static str> {
+        Some("mcp")
+    }
+
+    fn check_session(&self) -> Result<(), Failure> {
+        let Some(id) = self.session else {
+            return Ok(());
+        };
+        let credential = credential_of(self.authorization);
+        session::check(self.sessions, id, &credential)
+            .map(|_| ())
+            .map_err(|e| match e {
+                SessionError::Missing => Failure::validation(
+                    &["Mcp-Session-Id"],
+                    "Mcp-Session-Id header is required; call initialize first",
+                )
+                .with("reason", SESSION_MISSING),
+                SessionError::NotFound => Failure::new(codes::NOT_FOUND, "Session not found; initialize a new session")
+                    .with("reason", SESSION_UNKNOWN),
+            })
+    }
+
+    fn hidden_tool(&self, _tool: &Tool) -> Failure {
+        unknown_tool()
+    }
+
+    fn not_an_action(&self, _found: Option<&Tool>) -> Failure {
+        unknown_tool()
+    }
+}
+
+/// Over MCP, a name that does not exist and one the caller may not see answer alike.
+fn unknown_tool() -> Failure {
+    Failure::new(codes::ACTION_UNKNOWN, "Unknown tool")
+}
+
 /// One `/mcp` request.
-pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outbound {
     let request_id = inbound.request_id.clone();
     let credentials = match gw.config.mcp.anonymous_app.as_deref() {
         Some(app_id) if inbound.peer.is_loopback() && inbound.authorization.is_none() => {
@@ -102,33 +168,26 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         let refused = Refused::from(
             Failure::new(codes::FORBIDDEN, format!("{what} not allowed")).with("reason", "dns_rebinding_protection"),
         );
-        let refused = refusal(gw, &inbound, refused, credentials).await;
+        let refused = refusal(gw, sessions, &inbound, refused, credentials).await;
         return reply.error(403, Value::Null, INVALID_REQUEST, &refused, Vec::new());
     }
 
     match inbound.method.as_str() {
-        "POST" => post(gw, &inbound, credentials, &reply).await,
+        "POST" => post(gw, sessions, &inbound, credentials, &reply).await,
         "DELETE" => {
             let credential = credential_of(inbound.authorization.as_deref());
-            let outcome = pipeline::govern(
-                gw,
-                &inbound,
-                Ok(Operation::Session {
-                    method: "session.delete".into(),
-                }),
-                Binding::Mcp {
-                    session: McpSession::Opening,
-                },
-                credentials,
-            )
-            .await;
+            let operation = Operation::Session {
+                method: "session.delete".into(),
+            };
+            let binding = Mcp::opening(sessions, &inbound);
+            let outcome = pipeline::govern(gw, &inbound, Ok(operation), &binding, credentials).await;
             match outcome {
                 Ok(_) => {
                     let ended = inbound
                         .mcp
                         .session_id
                         .as_deref()
-                        .is_some_and(|id| gw.mcp_sessions.close(id, &credential));
+                        .is_some_and(|id| sessions.close_if(id, |s| s.credential == credential));
                     let status = if ended { 204 } else { 404 };
                     empty(status, Vec::new(), &request_id)
                 }
@@ -141,18 +200,22 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
                 codes::NOT_FOUND,
                 "Method not allowed: /mcp takes POST (and DELETE to end a session)",
             ));
-            let _ = refusal(gw, &inbound, refused, credentials).await;
+            let _ = refusal(gw, sessions, &inbound, refused, credentials).await;
             empty(405, vec![("Allow", "POST, DELETE".into())], &request_id)
         }
     }
 }
 
 /// Audits a refusal decided before any operation, through the pipeline like any other.
-async fn refusal(gw: &Gateway, inbound: &Inbound, refused: Refused, credentials: Credentials<'_>) -> Refused {
-    let binding = Binding::Mcp {
-        session: McpSession::Opening,
-    };
-    match pipeline::govern(gw, inbound, Err(refused), binding, credentials).await {
+async fn refusal(
+    gw: &Gateway,
+    sessions: &Sessions,
+    inbound: &Inbound,
+    refused: Refused,
+    credentials: Credentials<'_>,
+) -> Refused {
+    let binding = Mcp::opening(sessions, inbound);
+    match pipeline::govern(gw, inbound, Err(refused), &binding, credentials).await {
         Ok(_) => Refused::internal("a refusal was answered as a success"),
         Err(refused) => refused,
     }
@@ -234,7 +297,13 @@ pub(crate) fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
     }
 }
 
-async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, reply: &Responder<'_>) -> Outbound {
+async fn post(
+    gw: &Gateway,
+    sessions: &Sessions,
+    inbound: &Inbound,
+    credentials: Credentials<'_>,
+    reply: &Responder<'_>,
+) -> Outbound {
     let message = match parse_message(inbound) {
         Ok(message) => message,
         Err(fault) => {
@@ -245,6 +314,7 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
             };
             let refused = refusal(
                 gw,
+                sessions,
                 inbound,
                 Refused::from(Failure::new(code, fault.message)),
                 credentials,
@@ -263,16 +333,14 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
                 SUPPORTED.join(", ")
             ),
         );
-        let refused = refusal(gw, inbound, failure.into(), credentials).await;
+        let refused = refusal(gw, sessions, inbound, failure.into(), credentials).await;
         let id = match &message {
             Message::Request { id, .. } => id.clone(),
             _ => Value::Null,
         };
         return reply.error(400, id, INVALID_REQUEST, &refused, Vec::new());
     }
-    let in_session = Binding::Mcp {
-        session: McpSession::Existing(inbound.mcp.session_id.as_deref()),
-    };
+    let in_session = &Mcp::in_session(sessions, inbound);
     let (id, method, params) = match message {
         Message::Request { id, method, params } => (id, method, params),
         Message::Notification { method } => {
@@ -296,7 +364,7 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
     };
 
     if method == "initialize" {
-        return initialize(gw, inbound, credentials, reply, id, &params).await;
+        return initialize(gw, sessions, inbound, credentials, reply, id, &params).await;
     }
     match method.as_str() {
         "ping" => {
@@ -315,7 +383,7 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
                 Ok(body) => body,
                 Err(message) => {
                     let failure = Failure::validation(&["params"], message.clone());
-                    let refused = refusal(gw, inbound, failure.into(), credentials).await;
+                    let refused = refusal(gw, sessions, inbound, failure.into(), credentials).await;
                     return reply.error(200, id, INVALID_PARAMS, &refused, Vec::new());
                 }
             };
@@ -331,7 +399,7 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
         }
         other => {
             let failure = Failure::validation(&["method"], format!("method `{other}` is not supported by this server"));
-            let refused = refusal(gw, inbound, failure.into(), credentials).await;
+            let refused = refusal(gw, sessions, inbound, failure.into(), credentials).await;
             reply.error(200, id, METHOD_NOT_FOUND, &refused, Vec::new())
         }
     }
@@ -339,6 +407,7 @@ async fn post(gw: &Gateway, inbound: &Inbound, credentials: Credentials<'_>, rep
 
 async fn initialize(
     gw: &Gateway,
+    sessions: &Sessions,
     inbound: &Inbound,
     credentials: Credentials<'_>,
     reply: &Responder<'_>,
@@ -347,7 +416,7 @@ async fn initialize(
 ) -> Outbound {
     let Some(requested) = params["protocolVersion"].as_str() else {
         let failure = Failure::validation(&["params", "protocolVersion"], "initialize needs `protocolVersion`");
-        let refused = refusal(gw, inbound, failure.into(), credentials).await;
+        let refused = refusal(gw, sessions, inbound, failure.into(), credentials).await;
         return reply.error(200, id, INVALID_PARAMS, &refused, Vec::new());
     };
     // The client's version if we speak it, else our newest (the client then decides).
@@ -359,14 +428,17 @@ async fn initialize(
     let operation = Operation::Session {
         method: "initialize".into(),
     };
-    let opening = Binding::Mcp {
-        session: McpSession::Opening,
-    };
-    match pipeline::govern(gw, inbound, Ok(operation), opening, credentials).await {
+    let opening = Mcp::opening(sessions, inbound);
+    match pipeline::govern(gw, inbound, Ok(operation), &opening, credentials).await {
         Ok(_) => {
-            let session = gw
-                .mcp_sessions
-                .open(credential_of(inbound.authorization.as_deref()), version);
+            let session = crate::protocol::ids::new_id(crate::protocol::ids::Kind::McpSession);
+            sessions.open(
+                session.clone(),
+                Session {
+                    credential: credential_of(inbound.authorization.as_deref()),
+                    protocol_version: version.to_string(),
+                },
+            );
             let result = json!({
                 "protocolVersion": version,
                 "capabilities": {"tools": {"listChanged": false}},
@@ -432,21 +504,6 @@ fn is_protocol_refusal(refused: &Refused) -> bool {
             refused.failure.details.get("reason").and_then(Value::as_str),
             Some(SESSION_MISSING | SESSION_UNKNOWN)
         )
-}
-
-/// Pipeline hook, right after authentication: the request belongs to an open session of
-/// this credential.
-pub fn check_session(gw: &Gateway, inbound: &Inbound, id: Option<&str>) -> Result<(), Failure> {
-    let credential = credential_of(inbound.authorization.as_deref());
-    gw.mcp_sessions.touch(id, &credential).map(|_| ()).map_err(|e| match e {
-        SessionError::Missing => Failure::validation(
-            &["Mcp-Session-Id"],
-            "Mcp-Session-Id header is required; call initialize first",
-        )
-        .with("reason", SESSION_MISSING),
-        SessionError::NotFound => Failure::new(codes::NOT_FOUND, "Session not found; initialize a new session")
-            .with("reason", SESSION_UNKNOWN),
-    })
 }
 
 const SESSION_MISSING: &str = "mcp_session_missing";
@@ -610,7 +667,7 @@ impl Responder<'_> {
 }
 
 fn json_response(status: u16, body: &Value, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
-    pipeline::respond_json(status, serde_json::to_vec(body).unwrap_or_default(), extra, request_id)
+    Outbound::json(status, serde_json::to_vec(body).unwrap_or_default(), extra, request_id)
 }
 
 fn empty(status: u16, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {

@@ -1,26 +1,37 @@
 //! MCP sessions (`Mcp-Session-Id`): created by `initialize`, bound to the credential that
-//! created them, ended by `DELETE /mcp` or by idling out. They live in memory: a session
-//! carries no authority (every request is authenticated and authorized again), so losing
-//! them on restart only makes clients initialize again.
+//! created them, ended by `DELETE /mcp` or by idling out, kept in a [`SessionTable`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
+use crate::clock::SharedClock;
 use crate::hashing::sha256_hex;
-use crate::protocol::ids::{self, Kind};
+use crate::sessions::{Expiry, SessionTable};
 
 /// Sessions idle longer than this are gone.
-const IDLE: Duration = Duration::from_secs(3600);
+const IDLE_MS: i64 = 3600 * 1000;
 /// At most this many sessions; the least recently used goes first.
 const CAPACITY: usize = 10_000;
 
-#[derive(Debug)]
-struct Session {
+/// What an MCP session remembers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
     /// sha256 of the credential that created the session.
-    credential: String,
-    protocol_version: String,
-    last_seen: Instant,
+    pub credential: String,
+    pub protocol_version: String,
+}
+
+/// Open MCP sessions.
+pub type Sessions = SessionTable<Session>;
+
+/// The table the MCP binding keeps its sessions in.
+pub fn table(clock: SharedClock) -> Sessions {
+    SessionTable::new(clock, Expiry::IdleMs(IDLE_MS), CAPACITY)
+}
+
+/// What a session is bound to: the `Authorization` header, or the anonymous integration.
+pub fn credential_of(authorization: Option<&str>) -> String {
+    match authorization {
+        Some(value) => sha256_hex(value.trim().as_bytes()),
+        None => "anonymous".into(),
+    }
 }
 
 /// Why a request's session was not accepted.
@@ -32,91 +43,46 @@ pub enum SessionError {
     NotFound,
 }
 
-#[derive(Debug, Default)]
-pub struct Sessions {
-    inner: Mutex<HashMap<String, Session>>,
-}
-
-/// What a session is bound to: the `Authorization` header, or the anonymous integration.
-pub fn credential_of(authorization: Option<&str>) -> String {
-    match authorization {
-        Some(value) => sha256_hex(value.trim().as_bytes()),
-        None => "anonymous".into(),
-    }
-}
-
-impl Sessions {
-    /// Opens a session for a credential and returns its id.
-    pub fn open(&self, credential: String, protocol_version: &str) -> String {
-        let id = ids::new_id(Kind::McpSession);
-        let now = Instant::now();
-        let mut sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, s| now.duration_since(s.last_seen) < IDLE);
-        if sessions.len() >= CAPACITY
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(id, _)| id.clone())
-        {
-            sessions.remove(&oldest);
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                credential,
-                protocol_version: protocol_version.to_string(),
-                last_seen: now,
-            },
-        );
-        id
-    }
-
-    /// Checks a request's session and returns its protocol version.
-    pub fn touch(&self, id: Option<&str>, credential: &str) -> Result<String, SessionError> {
-        let id = id.ok_or(SessionError::Missing)?;
-        let now = Instant::now();
-        let mut sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match sessions.get_mut(id) {
-            Some(s) if s.credential == credential && now.duration_since(s.last_seen) < IDLE => {
-                s.last_seen = now;
-                Ok(s.protocol_version.clone())
-            }
-            _ => Err(SessionError::NotFound),
-        }
-    }
-
-    /// Ends a session; only its own credential may end it.
-    pub fn close(&self, id: &str, credential: &str) -> bool {
-        let mut sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.get(id).is_some_and(|s| s.credential == credential) {
-            sessions.remove(id);
-            true
-        } else {
-            false
-        }
-    }
+/// Checks a request's session: it exists, is live, and belongs to `credential`.
+pub fn check(sessions: &Sessions, id: Option<&str>, credential: &str) -> Result<Session, SessionError> {
+    let id = id.ok_or(SessionError::Missing)?;
+    sessions
+        .touch(id)
+        .filter(|s| s.credential == credential)
+        .ok_or(SessionError::NotFound)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
-    fn a_session_belongs_to_its_credential() {
-        let sessions = Sessions::default();
+    fn a_session_belongs_to_its_credential_and_idles_out_on_the_gateway_clock() {
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+        let sessions = table(clock.clone());
         let mine = credential_of(Some("Bearer op_a"));
-        let id = sessions.open(mine.clone(), "2025-11-25");
-        assert_eq!(sessions.touch(Some(&id), &mine), Ok("2025-11-25".into()));
-        assert_eq!(
-            sessions.touch(Some(&id), &credential_of(Some("Bearer op_b"))),
-            Err(SessionError::NotFound)
+        sessions.open(
+            "s1".into(),
+            Session {
+                credential: mine.clone(),
+                protocol_version: "2025-11-25".into(),
+            },
         );
-        assert_eq!(sessions.touch(None, &mine), Err(SessionError::Missing));
+        assert_eq!(
+            check(&sessions, Some("s1"), &mine).map(|s| s.protocol_version),
+            Ok("2025-11-25".into())
+        );
+        let theirs = credential_of(Some("Bearer op_b"));
+        assert_eq!(check(&sessions, Some("s1"), &theirs), Err(SessionError::NotFound));
+        assert_eq!(check(&sessions, None, &mine), Err(SessionError::Missing));
         assert!(
-            !sessions.close(&id, &credential_of(None)),
+            !sessions.close_if("s1", |s| s.credential == theirs),
             "another credential cannot end it"
         );
-        assert!(sessions.close(&id, &mine));
-        assert_eq!(sessions.touch(Some(&id), &mine), Err(SessionError::NotFound));
+        clock.advance_ms(IDLE_MS);
+        assert_eq!(check(&sessions, Some("s1"), &mine), Err(SessionError::NotFound));
     }
 }

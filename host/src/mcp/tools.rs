@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::pipeline::{Refused, Reply};
+use crate::outcome::{Refused, Reply};
 use crate::plugin::Content;
 use crate::protocol::Envelope;
 

@@ -49,7 +49,7 @@ impl Host for CallState {
 
     fn kv_get(&mut self, key: String) -> Result<Option<String>, Error> {
         let store = self.kv("get")?;
-        store.kv_get(self.namespace(), &self.tenant, &key).map_err(backend)
+        store.kv.get(self.namespace(), &self.tenant, &key).map_err(backend)
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), Error> {
@@ -60,19 +60,21 @@ impl Host for CallState {
         }
         let store = self.kv("set")?;
         store
-            .kv_set(&self.env.name, &self.tenant, &key, &value)
+            .kv
+            .set(&self.env.name, &self.tenant, &key, &value)
             .map_err(backend)
     }
 
     fn kv_delete(&mut self, key: String) -> Result<(), Error> {
         let store = self.kv("delete")?;
-        store.kv_delete(self.namespace(), &self.tenant, &key).map_err(backend)
+        store.kv.delete(self.namespace(), &self.tenant, &key).map_err(backend)
     }
 
     fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, Error> {
         let store = self.kv("list")?;
         store
-            .kv_list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
+            .kv
+            .list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
             .map_err(backend)
     }
 
@@ -98,7 +100,7 @@ impl Host for CallState {
                 "host `{host}:{port}` is not granted to this plugin"
             )));
         }
-        let remaining = self.deadline.saturating_duration_since(std::time::Instant::now());
+        let remaining = self.deadline.saturating_duration_since(crate::clock::monotonic_now());
         if remaining.is_zero() {
             return Err(Error::Unavailable("the call's time budget is spent".into()));
         }

@@ -24,10 +24,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use self::bindings::adapter::openport::plugin::types as wit;
 use self::bindings::adapter::{ToolAdapter, ToolAdapterPre};
 use self::bindings::witness::{StateWitness, StateWitnessPre, Verdict as WitVerdict};
-use crate::catalog::{Descriptor, Effect, Risk};
-use crate::clock::SharedClock;
+use crate::clock::{SharedClock, monotonic_now};
 use crate::hashing::sha256_hex;
 use crate::store::Store as Db;
+use crate::tool::{Descriptor, Effect, Risk};
 pub use manifest::{Grants, Limits, PluginManifest, World};
 
 /// How often the epoch advances; deadlines are rounded up to it.
@@ -512,18 +512,18 @@ impl Plugin {
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
             log_lines: 0,
-            deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
+            deadline: monotonic_now() + Duration::from_millis(limits.timeout_ms),
             max_output_bytes: limits.max_output_bytes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        let deadline = monotonic_now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
         // Yield to the executor on every tick so a looping guest cannot starve other
         // requests, and stop it at its deadline.
-        let started = Instant::now();
+        let started = monotonic_now();
         store.epoch_deadline_callback(move |_| {
-            let now = Instant::now();
+            let now = monotonic_now();
             if now >= deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else if now.duration_since(started) > LONG_CALL {

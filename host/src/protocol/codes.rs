@@ -4,6 +4,8 @@
 /// A stable reason code with its HTTP status and whether a retry can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Code {
+    /// Which code this is, for exhaustive matches (the audit outcome class).
+    pub reason: Reason,
     /// The wire string, e.g. `agent.scope_denied`.
     pub name: &'static str,
     /// The HTTP status the code is sent with.
@@ -17,10 +19,21 @@ pub struct Code {
 }
 
 macro_rules! codes {
-    ($($ident:ident = ($name:literal, $status:literal, $retryable:literal, $upstream:literal, $when:literal);)*) => {
+    ($($ident:ident / $reason:ident = ($name:literal, $status:literal, $retryable:literal, $upstream:literal, $when:literal);)*) => {
+        /// Every reason code as an enum: a `match` over it without a wildcard arm must be
+        /// revisited whenever a code is added.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $(
+                #[doc = $when]
+                $reason,
+            )*
+        }
+
         $(
             #[doc = $when]
             pub const $ident: Code = Code {
+                reason: Reason::$reason,
                 name: $name,
                 status: $status,
                 retryable: $retryable,
@@ -34,45 +47,45 @@ macro_rules! codes {
 }
 
 codes! {
-    SUCCESS = ("common.success", 200, false, true, "every success");
-    VALIDATION = ("common.validation", 400, false, true, "body or query fails validation (`details.issues`)");
-    INTERNAL_ERROR = ("common.internal_error", 500, true, true, "a bug; details go to the log and audit, never the client");
-    TOKEN_INVALID = ("agent.token_invalid", 401, false, true, "missing, malformed, unknown or revoked token; app not active (one answer: no oracle)");
-    TOKEN_EXPIRED = ("agent.token_expired", 401, false, true, "key past `expires_at`");
-    FORBIDDEN = ("agent.forbidden", 403, false, true, "app misconfigured (no actor or tenant)");
-    SCOPE_DENIED = ("agent.scope_denied", 403, false, true, "a required scope is missing");
-    POLICY_DENIED = ("agent.policy_denied", 403, false, true, "network policy, data policy, tenant boundary, or Cedar denied");
-    ACTION_UNKNOWN = ("agent.action_unknown", 400, false, true, "unknown action name");
-    ACTION_INVALID = ("agent.action_invalid", 400, false, true, "payload invalid for the action (also the auto-execute denial for a missing justification)");
-    NOT_FOUND = ("agent.not_found", 404, false, true, "a resource or route does not exist (or belongs to another tenant)");
-    DRAFT_NOT_FOUND = ("agent.draft_not_found", 404, false, true, "unknown draft, or one of another app");
-    DRAFT_ALREADY_FINAL = ("agent.draft_already_final", 400, false, true, "approve/reject/execute of a draft that is not pending");
-    PREFLIGHT_REQUIRED = ("agent.preflight_required", 200, false, true, "high-risk auto-execute without `preflightHash` (falls back to a draft)");
-    PREFLIGHT_MISMATCH = ("agent.preflight_mismatch", 400, false, true, "`preflightId` for another action (400), or recomputed impact hash differs (draft fallback)");
-    PREFLIGHT_NOT_FOUND = ("agent.preflight_not_found", 400, false, true, "`preflightId` unknown, expired, or bound to another app, key or actor");
-    PRECONDITION_FAILED = ("agent.precondition_failed", 409, false, true, "State Witness mismatch (`details.reason`: `state_witness_mismatch` or `state_witness_unsupported`)");
-    IDEMPOTENCY_REQUIRED = ("agent.idempotency_required", 200, false, true, "high-risk auto-execute without `idempotencyKey` (falls back to a draft)");
-    IDEMPOTENCY_REPLAY = ("agent.idempotency_replay", 200, false, true, "repeat of an executed idempotency key: the stored execution, `replayed: true`");
-    AUTO_EXECUTE_DISABLED = ("agent.auto_execute_disabled", 200, false, true, "auto-execute not enabled for this class (falls back to a draft)");
-    AUTO_EXECUTE_DENIED = ("agent.auto_execute_denied", 200, false, true, "action not in `allowed_actions`, or Cedar `auto_execute` denied (falls back to a draft)");
-    AUTO_EXECUTE_EXPIRED = ("agent.auto_execute_expired", 200, false, true, "the window's `expires_at` passed or is unparseable (falls back to a draft)");
-    STEP_UP_REQUIRED = ("agent.step_up_required", 403, false, true, "high-risk auto-execute needs a step-up grant bound to the preflight");
-    STEP_UP_INVALID = ("agent.step_up_invalid", 403, false, true, "the step-up grant is unknown, expired, used, or bound to another preflight");
-    RATE_LIMITED = ("agent.rate_limited", 429, true, true, "admission refused: a token bucket is empty (`Retry-After`)");
-    IDEMPOTENCY_MISMATCH = ("agent.idempotency_mismatch", 409, false, false, "same key reused with a different action or payload");
-    IDEMPOTENCY_IN_PROGRESS = ("agent.idempotency_in_progress", 409, true, false, "same key, first request still running (`Retry-After`)");
-    EXECUTION_FAILED = ("agent.execution_failed", 502, false, false, "the adapter failed; sanitized message, no internals");
-    EXECUTION_INDETERMINATE = ("agent.execution_indeterminate", 500, false, false, "a crash left an execution's outcome unknown; never re-run automatically");
-    QUOTA_EXCEEDED = ("agent.quota_exceeded", 429, true, false, "a quota window is used up (`Retry-After` to its end)");
-    CONCURRENCY_LIMITED = ("agent.concurrency_limited", 429, true, false, "too many calls in flight for this key");
-    OVERLOADED = ("agent.overloaded", 503, true, false, "the gateway sheds load (`Retry-After`)");
-    REQUEST_TOO_LARGE = ("agent.request_too_large", 413, false, false, "body or headers over the limit");
-    PLUGIN_TIMEOUT = ("agent.plugin_timeout", 504, true, false, "an adapter or witness exceeded its time budget");
-    PLUGIN_UNAVAILABLE = ("agent.plugin_unavailable", 503, true, false, "no loaded plugin serves the tool");
-    WITNESS_UNAVAILABLE = ("agent.witness_unavailable", 503, true, false, "a witness failed: fail closed, nothing executed");
-    DRAFT_EXPIRED = ("agent.draft_expired", 410, false, false, "a draft past its review window");
-    ADMIN_UNAUTHORIZED = ("admin.unauthorized", 401, false, false, "admin plane credential missing or invalid");
-    ADMIN_FORBIDDEN = ("admin.forbidden", 403, false, false, "admin credential's role lacks the right");
+    SUCCESS / Success = ("common.success", 200, false, true, "every success");
+    VALIDATION / Validation = ("common.validation", 400, false, true, "body or query fails validation (`details.issues`)");
+    INTERNAL_ERROR / InternalError = ("common.internal_error", 500, true, true, "a bug; details go to the log and audit, never the client");
+    TOKEN_INVALID / TokenInvalid = ("agent.token_invalid", 401, false, true, "missing, malformed, unknown or revoked token; app not active (one answer: no oracle)");
+    TOKEN_EXPIRED / TokenExpired = ("agent.token_expired", 401, false, true, "key past `expires_at`");
+    FORBIDDEN / Forbidden = ("agent.forbidden", 403, false, true, "app misconfigured (no actor or tenant)");
+    SCOPE_DENIED / ScopeDenied = ("agent.scope_denied", 403, false, true, "a required scope is missing");
+    POLICY_DENIED / PolicyDenied = ("agent.policy_denied", 403, false, true, "network policy, data policy, tenant boundary, or Cedar denied");
+    ACTION_UNKNOWN / ActionUnknown = ("agent.action_unknown", 400, false, true, "unknown action name");
+    ACTION_INVALID / ActionInvalid = ("agent.action_invalid", 400, false, true, "payload invalid for the action (also the auto-execute denial for a missing justification)");
+    NOT_FOUND / NotFound = ("agent.not_found", 404, false, true, "a resource or route does not exist (or belongs to another tenant)");
+    DRAFT_NOT_FOUND / DraftNotFound = ("agent.draft_not_found", 404, false, true, "unknown draft, or one of another app");
+    DRAFT_ALREADY_FINAL / DraftAlreadyFinal = ("agent.draft_already_final", 400, false, true, "approve/reject/execute of a draft that is not pending");
+    PREFLIGHT_REQUIRED / PreflightRequired = ("agent.preflight_required", 200, false, true, "high-risk auto-execute without `preflightHash` (falls back to a draft)");
+    PREFLIGHT_MISMATCH / PreflightMismatch = ("agent.preflight_mismatch", 400, false, true, "`preflightId` for another action (400), or recomputed impact hash differs (draft fallback)");
+    PREFLIGHT_NOT_FOUND / PreflightNotFound = ("agent.preflight_not_found", 400, false, true, "`preflightId` unknown, expired, or bound to another app, key or actor");
+    PRECONDITION_FAILED / PreconditionFailed = ("agent.precondition_failed", 409, false, true, "State Witness mismatch (`details.reason`: `state_witness_mismatch` or `state_witness_unsupported`)");
+    IDEMPOTENCY_REQUIRED / IdempotencyRequired = ("agent.idempotency_required", 200, false, true, "high-risk auto-execute without `idempotencyKey` (falls back to a draft)");
+    IDEMPOTENCY_REPLAY / IdempotencyReplay = ("agent.idempotency_replay", 200, false, true, "repeat of an executed idempotency key: the stored execution, `replayed: true`");
+    AUTO_EXECUTE_DISABLED / AutoExecuteDisabled = ("agent.auto_execute_disabled", 200, false, true, "auto-execute not enabled for this class (falls back to a draft)");
+    AUTO_EXECUTE_DENIED / AutoExecuteDenied = ("agent.auto_execute_denied", 200, false, true, "action not in `allowed_actions`, or Cedar `auto_execute` denied (falls back to a draft)");
+    AUTO_EXECUTE_EXPIRED / AutoExecuteExpired = ("agent.auto_execute_expired", 200, false, true, "the window's `expires_at` passed or is unparseable (falls back to a draft)");
+    STEP_UP_REQUIRED / StepUpRequired = ("agent.step_up_required", 403, false, true, "high-risk auto-execute needs a step-up grant bound to the preflight");
+    STEP_UP_INVALID / StepUpInvalid = ("agent.step_up_invalid", 403, false, true, "the step-up grant is unknown, expired, used, or bound to another preflight");
+    RATE_LIMITED / RateLimited = ("agent.rate_limited", 429, true, true, "admission refused: a token bucket is empty (`Retry-After`)");
+    IDEMPOTENCY_MISMATCH / IdempotencyMismatch = ("agent.idempotency_mismatch", 409, false, false, "same key reused with a different action or payload");
+    IDEMPOTENCY_IN_PROGRESS / IdempotencyInProgress = ("agent.idempotency_in_progress", 409, true, false, "same key, first request still running (`Retry-After`)");
+    EXECUTION_FAILED / ExecutionFailed = ("agent.execution_failed", 502, false, false, "the adapter failed; sanitized message, no internals");
+    EXECUTION_INDETERMINATE / ExecutionIndeterminate = ("agent.execution_indeterminate", 500, false, false, "a crash left an execution's outcome unknown; never re-run automatically");
+    QUOTA_EXCEEDED / QuotaExceeded = ("agent.quota_exceeded", 429, true, false, "a quota window is used up (`Retry-After` to its end)");
+    CONCURRENCY_LIMITED / ConcurrencyLimited = ("agent.concurrency_limited", 429, true, false, "too many calls in flight for this key");
+    OVERLOADED / Overloaded = ("agent.overloaded", 503, true, false, "the gateway sheds load (`Retry-After`)");
+    REQUEST_TOO_LARGE / RequestTooLarge = ("agent.request_too_large", 413, false, false, "body or headers over the limit");
+    PLUGIN_TIMEOUT / PluginTimeout = ("agent.plugin_timeout", 504, true, false, "an adapter or witness exceeded its time budget");
+    PLUGIN_UNAVAILABLE / PluginUnavailable = ("agent.plugin_unavailable", 503, true, false, "no loaded plugin serves the tool");
+    WITNESS_UNAVAILABLE / WitnessUnavailable = ("agent.witness_unavailable", 503, true, false, "a witness failed: fail closed, nothing executed");
+    DRAFT_EXPIRED / DraftExpired = ("agent.draft_expired", 410, false, false, "a draft past its review window");
+    ADMIN_UNAUTHORIZED / AdminUnauthorized = ("admin.unauthorized", 401, false, false, "admin plane credential missing or invalid");
+    ADMIN_FORBIDDEN / AdminForbidden = ("admin.forbidden", 403, false, false, "admin credential's role lacks the right");
 }
 
 /// Looks a code up by its wire string.
@@ -123,6 +136,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::disallowed_methods, reason = "BLESS=1 rewrites the generated document")]
     fn reason_codes_doc_is_current() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reason-codes.md");
         let want = render_markdown();

@@ -1,8 +1,10 @@
-//! The wire protocol: envelope, ids and reason codes. Serde only: no I/O.
+//! The wire protocol: envelope, ids, reason codes and request bodies. Serde only: no I/O.
 
 pub mod codes;
 mod envelope;
 pub mod ids;
+mod requests;
 
 pub use codes::Code;
 pub use envelope::{Envelope, Failure};
+pub use requests::{ActionBody, PreflightBody};

@@ -10,17 +10,19 @@ pub mod step_up;
 use serde_json::{Map, Value, json};
 use time::Duration;
 
+use crate::app_policy::{AutoExecutePolicy, WindowClosed};
 use crate::auth::Principal;
 use crate::catalog::Tool;
 use crate::clock;
 use crate::gateway::Gateway;
 use crate::hashing::jcs_sha256;
-use crate::pipeline::{ActionBody, Refused, call_refusal};
+use crate::outcome::{Refused, call_refusal, witness_refusal};
 use crate::plugin::CallContext;
-use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{self, Kind};
-use crate::store::{DraftRecord, PreflightRecord};
+use crate::protocol::{ActionBody, Failure};
+use crate::store::{DraftRecord, DraftStatus, ExecutionStatus, IdempotencyScope, PreflightRecord, Reservation};
+use crate::tool::Risk;
 
 /// How long a preflight binding lives.
 const PREFLIGHT_TTL: Duration = Duration::minutes(10);
@@ -35,8 +37,38 @@ pub struct Proposal<'a> {
     pub payload: Value,
     pub body: &'a ActionBody,
     pub preflight: Option<&'a PreflightRecord>,
-    /// Whether Cedar permits `auto_execute` of this call (decided by the pipeline).
-    pub cedar_auto_execute: bool,
+    /// Whether the caller asked to execute now, and Cedar's word on it (the pipeline's).
+    pub auto_execute: AutoExecute,
+}
+
+/// The caller's request to execute now, decided once by the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoExecute {
+    /// A draft was asked for (no `execute: true`, or `forceDraft`).
+    NotRequested,
+    /// `execute: true`; `cedar_allows` is Cedar's `auto_execute` decision for the call.
+    Requested { cedar_allows: bool },
+}
+
+/// What `/actions` did with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// A new draft waits for review.
+    Drafted,
+    /// The auto-execute gate passed and the action ran.
+    Executed,
+    /// A repeated idempotency key: the first request's draft or execution again.
+    Replayed,
+}
+
+impl Disposition {
+    /// The audit action of the request.
+    pub fn audit_action(self) -> &'static str {
+        match self {
+            Disposition::Executed => "agent.action.auto_execute",
+            Disposition::Drafted | Disposition::Replayed => "agent.action.draft.created",
+        }
+    }
 }
 
 /// The result of `/actions`: the response data and what the audit event adds.
@@ -47,6 +79,7 @@ pub struct Proposed {
     pub audit_details: Map<String, Value>,
     /// `common.success`, or `agent.idempotency_replay` for a replayed execution.
     pub code: Code,
+    pub disposition: Disposition,
 }
 
 /// The impact of a write from the adapter's `plan` on live state, with its binding hash
@@ -88,11 +121,7 @@ async fn witness(
     let captured = plugin
         .capture(context, &tool.name, &crate::hashing::canonical_json(payload))
         .await
-        .map_err(|e| Refused {
-            failure: Failure::new(codes::WITNESS_UNAVAILABLE, "The state witness is unavailable"),
-            headers: Vec::new(),
-            internal: Some(e.to_string()),
-        })?;
+        .map_err(witness_refusal)?;
     let hash = jcs_sha256(&captured);
     Ok(Some((captured, hash)))
 }
@@ -124,7 +153,7 @@ pub async fn preflight(
         created_at: clock::iso(now),
         expires_at: clock::iso(now + PREFLIGHT_TTL),
     };
-    gw.store.insert_preflight(&record).map_err(Refused::internal)?;
+    gw.store.preflights.insert(&record).map_err(Refused::internal)?;
     Ok(json!({
         "action": tool.name,
         "risk": tool.risk,
@@ -147,7 +176,8 @@ pub fn bound_preflight(
     let not_found = || Refused::from(Failure::new(codes::PREFLIGHT_NOT_FOUND, "Preflight not found"));
     let record = gw
         .store
-        .preflight(id)
+        .preflights
+        .get(id)
         .map_err(Refused::internal)?
         .ok_or_else(not_found)?;
     let bound = record.app_id == principal.app.id
@@ -170,45 +200,47 @@ pub fn bound_preflight(
 /// auto-execute policy has it disabled for every class.
 fn auto_execute_gate(
     body: &ActionBody,
-    policy: &Value,
+    policy: &AutoExecutePolicy,
     tool: &Tool,
     impact_hash: &str,
     cedar_allows: bool,
     now: time::OffsetDateTime,
 ) -> Option<Code> {
-    let high = tool.risk >= crate::catalog::Risk::High;
-    let class = &policy[if high { "high_risk" } else { "writes" }];
-    if class["enabled"] != json!(true) {
-        return Some(codes::AUTO_EXECUTE_DISABLED);
-    }
-    match class["expires_at"].as_str() {
-        None if class["expires_at"].is_null() => {}
-        Some(text) if clock::parse_iso(text).is_some_and(|t| t > now) => {}
-        // Passed, or unparseable: the window is closed.
-        _ => return Some(codes::AUTO_EXECUTE_EXPIRED),
-    }
-    if let Some(allowed) = class["allowed_actions"].as_array()
-        && !allowed.iter().any(|a| a.as_str() == Some(tool.name.as_str()))
-    {
-        return Some(codes::AUTO_EXECUTE_DENIED);
-    }
-    if high {
-        if body.justification.as_deref().is_none_or(|j| j.trim().is_empty()) {
+    let closed = |c: WindowClosed| match c {
+        WindowClosed::Disabled => codes::AUTO_EXECUTE_DISABLED,
+        WindowClosed::Expired => codes::AUTO_EXECUTE_EXPIRED,
+        WindowClosed::NotAllowed => codes::AUTO_EXECUTE_DENIED,
+    };
+    if tool.risk >= Risk::High {
+        let Some(class) = &policy.high_risk else {
+            return Some(codes::AUTO_EXECUTE_DISABLED);
+        };
+        if let Err(c) = class.window(&tool.name, now) {
+            return Some(closed(c));
+        }
+        if !body.has_justification() {
             return Some(codes::ACTION_INVALID);
         }
-        if class["require_idempotency"] != json!(false) && body.idempotency_key.is_none() {
+        if class.require_idempotency && body.idempotency_key.is_none() {
             return Some(codes::IDEMPOTENCY_REQUIRED);
         }
-        if class["require_preflight"] != json!(false) {
+        if class.require_preflight {
             match &body.preflight_hash {
                 None => return Some(codes::PREFLIGHT_REQUIRED),
                 Some(hash) if hash != impact_hash => return Some(codes::PREFLIGHT_MISMATCH),
                 Some(_) => {}
             }
         }
+    } else {
+        let Some(class) = &policy.writes else {
+            return Some(codes::AUTO_EXECUTE_DISABLED);
+        };
+        if let Err(c) = class.window(&tool.name, now) {
+            return Some(closed(c));
+        }
     }
     // Ours: a Cedar `auto_execute` permit is needed too, and critical never runs unattended.
-    if !cedar_allows || tool.risk == crate::catalog::Risk::Critical {
+    if !cedar_allows || tool.risk == Risk::Critical {
         return Some(codes::AUTO_EXECUTE_DENIED);
     }
     None
@@ -235,30 +267,35 @@ pub async fn propose(
         )
         .into());
     }
-    let scope = (principal.app.id.as_str(), principal.key.id.as_str(), key.as_str());
+    let scope = IdempotencyScope {
+        app_id: &principal.app.id,
+        key_id: &principal.key.id,
+        idempotency_key: &key,
+    };
     let fingerprint = jcs_sha256(&json!({"action": proposal.tool.name, "payload": proposal.payload}));
     let now = gw.clock.now();
     let ttl = Duration::seconds(i64::try_from(gw.config.idempotency_ttl_seconds).unwrap_or(i64::MAX));
-    let existing = gw
+    let reservation = gw
         .store
-        .reserve_idempotency(scope, &fingerprint, &clock::iso(now), &clock::iso(now + ttl))
+        .idempotency
+        .reserve(scope, &fingerprint, &clock::iso(now), &clock::iso(now + ttl))
         .map_err(Refused::internal)?;
-    match existing {
-        None => {
+    match reservation {
+        Reservation::Taken => {
             let result = create(gw, principal, context, proposal).await;
             let stored = match &result {
-                Ok(proposed) => gw.store.complete_idempotency(scope, &proposed.draft_id),
-                Err(_) => gw.store.release_idempotency(scope),
+                Ok(proposed) => gw.store.idempotency.complete(scope, &proposed.draft_id),
+                Err(_) => gw.store.idempotency.release(scope),
             };
             stored.map_err(Refused::internal)?;
             result
         }
-        Some((other, _)) if other != fingerprint => Err(Failure::new(
+        Reservation::Held { fingerprint: other, .. } if other != fingerprint => Err(Failure::new(
             codes::IDEMPOTENCY_MISMATCH,
             "This idempotency key was used for a different request",
         )
         .into()),
-        Some((_, None)) => Err(Refused {
+        Reservation::Held { draft_id: None, .. } => Err(Refused {
             failure: Failure::new(
                 codes::IDEMPOTENCY_IN_PROGRESS,
                 "The first request with this key is still running",
@@ -267,7 +304,10 @@ pub async fn propose(
             headers: vec![("Retry-After", "1".to_string())],
             internal: None,
         }),
-        Some((_, Some(draft_id))) => replay(gw, &draft_id),
+        Reservation::Held {
+            draft_id: Some(draft_id),
+            ..
+        } => replay(gw, &draft_id),
     }
 }
 
@@ -276,24 +316,25 @@ pub async fn propose(
 fn replay(gw: &Gateway, draft_id: &str) -> Result<Proposed, Refused> {
     let draft = gw
         .store
-        .draft(draft_id)
+        .drafts
+        .get(draft_id)
         .map_err(Refused::internal)?
         .ok_or_else(|| Refused::internal("idempotent draft vanished"))?;
     let mut audit_details = Map::new();
     audit_details.insert("replayed".into(), true.into());
-    if let Some(execution) = gw.store.latest_execution(draft_id).map_err(Refused::internal)? {
-        if execution.status == "indeterminate" || execution.status == "running" {
-            let (code, message) = if execution.status == "running" {
-                (
-                    codes::IDEMPOTENCY_IN_PROGRESS,
-                    "The first request with this key is still running",
-                )
-            } else {
-                (
-                    codes::EXECUTION_INDETERMINATE,
-                    "The outcome of this execution is unknown; an operator must resolve it",
-                )
-            };
+    if let Some(execution) = gw.store.drafts.latest_execution(draft_id).map_err(Refused::internal)? {
+        let unsettled = match execution.status {
+            ExecutionStatus::Running => Some((
+                codes::IDEMPOTENCY_IN_PROGRESS,
+                "The first request with this key is still running",
+            )),
+            ExecutionStatus::Indeterminate => Some((
+                codes::EXECUTION_INDETERMINATE,
+                "The outcome of this execution is unknown; an operator must resolve it",
+            )),
+            ExecutionStatus::Success | ExecutionStatus::Failed => None,
+        };
+        if let Some((code, message)) = unsettled {
             return Err(Failure::new(code, message).with("execution_id", execution.id).into());
         }
         return Ok(Proposed {
@@ -307,6 +348,7 @@ fn replay(gw: &Gateway, draft_id: &str) -> Result<Proposed, Refused> {
             draft_id: draft.id,
             audit_details,
             code: codes::IDEMPOTENCY_REPLAY,
+            disposition: Disposition::Replayed,
         });
     }
     Ok(Proposed {
@@ -320,6 +362,7 @@ fn replay(gw: &Gateway, draft_id: &str) -> Result<Proposed, Refused> {
         draft_id: draft.id,
         audit_details,
         code: codes::SUCCESS,
+        disposition: Disposition::Replayed,
     })
 }
 
@@ -335,7 +378,7 @@ async fn create(
         payload,
         body,
         preflight,
-        cedar_auto_execute: proposal_cedar,
+        auto_execute,
     } = proposal;
     let (impact, impact_hash) = impact(context, tool, &payload).await?;
     // A plugin upgraded since the preflight computed the impact under other code: the
@@ -376,24 +419,24 @@ async fn create(
         }
     }
     let now = gw.clock.now();
-    let wants = body.execute == Some(true) && body.force_draft != Some(true);
-    let gate = if wants {
-        auto_execute_gate(
+    // `None`: no auto-execution asked for; `Some(None)`: the gate passed; `Some(Some(code))`:
+    // the gate said no, and the draft says why.
+    let gate = match auto_execute {
+        AutoExecute::NotRequested => None,
+        AutoExecute::Requested { cedar_allows } => Some(auto_execute_gate(
             body,
             &principal.app.auto_execute,
             tool,
             &impact_hash,
-            proposal_cedar,
+            cedar_allows,
             now,
-        )
-    } else {
-        None
+        )),
     };
-    let denied = if wants { gate } else { None };
-    let runs_now = wants && gate.is_none();
+    let denied = gate.flatten();
+    let runs_now = gate == Some(None);
     // Step-up (SPEC 6): a policy may make high-risk auto-execution wait for a reviewer's
     // grant. Asking to execute without a valid one is refused outright, not drafted.
-    if runs_now && tool.risk >= crate::catalog::Risk::High && step_up::required(&principal.app.auto_execute) {
+    if runs_now && tool.risk >= Risk::High && principal.app.auto_execute.requires_step_up() {
         step_up::redeem(gw, principal, body)?;
     }
     let review_window = Duration::seconds(i64::try_from(gw.config.draft_review_window_seconds).unwrap_or(i64::MAX));
@@ -405,7 +448,7 @@ async fn create(
         actor_user_id: principal.actor_user_id.clone(),
         action_type: tool.name.clone(),
         payload,
-        status: "draft".into(),
+        status: DraftStatus::Draft,
         risk: tool.risk.as_str().into(),
         requires_confirmation: tool.requires_confirmation,
         auto_execute_requested: body.execute == Some(true),
@@ -428,7 +471,7 @@ async fn create(
         canceled_at: None,
         confirmed_by_user_id: None,
     };
-    gw.store.insert_draft(&draft).map_err(Refused::internal)?;
+    gw.store.drafts.insert(&draft).map_err(Refused::internal)?;
     if runs_now {
         // The gate passed: execute now, through the same checks as a human approval.
         let runner = review::Reviewer {
@@ -449,6 +492,7 @@ async fn create(
             draft_id: draft.id,
             audit_details,
             code: codes::SUCCESS,
+            disposition: Disposition::Executed,
         });
     }
     let mut audit_details = Map::new();
@@ -465,7 +509,35 @@ async fn create(
         draft_id: draft.id,
         audit_details,
         code: codes::SUCCESS,
+        disposition: Disposition::Drafted,
     })
+}
+
+/// `GET /drafts/{id}`: a draft of this app with its latest execution, after waiting up to
+/// `wait_seconds` for it to leave review. The wait is on the gateway's clock, polled five
+/// times a second, and never takes more polls than the real wait has (should that clock
+/// stand still). Another app's draft answers exactly like a missing one.
+pub async fn draft_status(gw: &Gateway, app_id: &str, id: &str, wait_seconds: u64) -> Result<Value, Refused> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+    let mine = || -> Result<DraftRecord, Refused> {
+        let draft = gw.store.drafts.get(id).map_err(Refused::internal)?;
+        draft
+            .filter(|d| d.app_id == app_id)
+            .ok_or_else(|| Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into())
+    };
+    let mut draft = mine()?;
+    let deadline_ms = gw
+        .clock
+        .now_ms()
+        .saturating_add(i64::try_from(wait_seconds * 1000).unwrap_or(i64::MAX));
+    let mut polls = wait_seconds * 5;
+    while draft.status == DraftStatus::Draft && polls > 0 && gw.clock.now_ms() < deadline_ms {
+        tokio::time::sleep(POLL).await;
+        polls -= 1;
+        draft = mine()?;
+    }
+    let execution = gw.store.drafts.latest_execution(&draft.id).map_err(Refused::internal)?;
+    Ok(json!({"draft": public_draft(&draft), "execution": execution}))
 }
 
 /// The draft as agents see it: the reference's public fields, plus ours.

@@ -4,16 +4,16 @@
 
 use serde_json::{Value, json};
 
-use crate::audit::{AuditEvent, Status};
+use crate::audit::AuditEvent;
 use crate::clock;
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, jcs_sha256};
-use crate::pipeline::{Refused, call_refusal};
+use crate::outcome::{Refused, call_refusal, witness_refusal};
 use crate::plugin::CallContext;
 use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{self, Kind};
-use crate::store::{DraftRecord, ExecutionRecord};
+use crate::store::{DraftRecord, DraftStatus, ExecutionRecord, ExecutionStatus};
 
 /// Who reviews: an admin credential's name and, if scoped, its tenant.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,8 @@ fn refused(code: Code, message: &str) -> Refused {
 /// A draft the reviewer may see: another tenant's answers like a missing one.
 pub fn visible_draft(gw: &Gateway, reviewer: &Reviewer<'_>, id: &str) -> Result<DraftRecord, Refused> {
     gw.store
-        .draft(id)
+        .drafts
+        .get(id)
         .map_err(Refused::internal)?
         .filter(|d| reviewer.org_id.is_none_or(|org| org == d.org_id))
         .ok_or_else(|| refused(codes::DRAFT_NOT_FOUND, "Draft not found"))
@@ -38,26 +39,24 @@ pub fn visible_draft(gw: &Gateway, reviewer: &Reviewer<'_>, id: &str) -> Result<
 
 /// Refuses a draft that is not pending, marking an overdue one `expired` first.
 async fn pending(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> Result<(), Refused> {
-    if draft.status != "draft" {
+    if draft.status != DraftStatus::Draft {
         return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
     }
     let now = gw.clock.now();
     if clock::parse_iso(&draft.expires_at).is_none_or(|t| t <= now) {
         if gw
             .store
-            .transition_draft(&draft.id, "draft", "expired", None, &clock::iso(now))
+            .drafts
+            .transition(
+                &draft.id,
+                DraftStatus::Draft,
+                DraftStatus::Expired,
+                None,
+                &clock::iso(now),
+            )
             .map_err(Refused::internal)?
         {
-            lifecycle(
-                gw,
-                reviewer,
-                draft,
-                "agent.draft.expired",
-                Status::Failed,
-                codes::DRAFT_EXPIRED,
-                None,
-            )
-            .await?;
+            lifecycle(gw, reviewer, draft, "agent.draft.expired", codes::DRAFT_EXPIRED, None).await?;
         }
         return Err(refused(codes::DRAFT_EXPIRED, "Draft expired before review"));
     }
@@ -70,11 +69,10 @@ async fn lifecycle(
     reviewer: &Reviewer<'_>,
     draft: &DraftRecord,
     action: &str,
-    status: Status,
     code: Code,
     execution_id: Option<&str>,
 ) -> Result<(), Refused> {
-    let mut event = AuditEvent::new(action, status, code.name, gw.now_iso());
+    let mut event = AuditEvent::new(action, code, gw.now_iso());
     event.org_id = Some(draft.org_id.clone());
     event.app_id = Some(draft.app_id.clone());
     event.key_id = Some(draft.key_id.clone());
@@ -98,21 +96,13 @@ pub async fn reject(gw: &Gateway, reviewer: &Reviewer<'_>, id: &str) -> Result<V
     let now = gw.now_iso();
     if !gw
         .store
-        .transition_draft(id, "draft", "canceled", Some(reviewer.name), &now)
+        .drafts
+        .transition(id, DraftStatus::Draft, DraftStatus::Canceled, Some(reviewer.name), &now)
         .map_err(Refused::internal)?
     {
         return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
     }
-    lifecycle(
-        gw,
-        reviewer,
-        &draft,
-        "agent.draft.reject",
-        Status::Success,
-        codes::SUCCESS,
-        None,
-    )
-    .await?;
+    lifecycle(gw, reviewer, &draft, "agent.draft.reject", codes::SUCCESS, None).await?;
     let draft = visible_draft(gw, reviewer, id)?;
     Ok(json!({"ok": true, "draft": super::public_draft(&draft)}))
 }
@@ -140,7 +130,14 @@ pub async fn approve(
     // The one atomic claim: of racing approvals, exactly one gets past this line.
     if !gw
         .store
-        .transition_draft(id, "draft", "confirmed", Some(reviewer.name), &now)
+        .drafts
+        .transition(
+            id,
+            DraftStatus::Draft,
+            DraftStatus::Confirmed,
+            Some(reviewer.name),
+            &now,
+        )
         .map_err(Refused::internal)?
     {
         return Err(refused(codes::DRAFT_ALREADY_FINAL, "Draft is not pending"));
@@ -148,14 +145,16 @@ pub async fn approve(
     match execute(gw, reviewer, &draft).await {
         Ok(execution) => Ok(json!({"draftStatus": "confirmed", "execution": execution})),
         Err((to, refusal)) => {
-            let _ = gw.store.transition_draft(id, "confirmed", to, None, &gw.now_iso());
-            let action = if to == "stale" {
+            let _ = gw
+                .store
+                .drafts
+                .transition(id, DraftStatus::Confirmed, to, None, &gw.now_iso());
+            let action = if to == DraftStatus::Stale {
                 "agent.draft.stale"
             } else {
                 "agent.action.execute"
             };
-            let status = if to == "stale" { Status::Denied } else { Status::Failed };
-            lifecycle(gw, reviewer, &draft, action, status, refusal.failure.code, None).await?;
+            lifecycle(gw, reviewer, &draft, action, refusal.failure.code, None).await?;
             Err(refusal)
         }
     }
@@ -163,29 +162,31 @@ pub async fn approve(
 
 /// Re-checks the impact and the State Witness on live state, makes the approval durable in
 /// the audit trail, then runs the action. On a refusal, says which state the draft ends in.
-async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> Result<Value, (&'static str, Refused)> {
-    let fail = |r: Refused| ("failed", r);
+async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> Result<Value, (DraftStatus, Refused)> {
+    let fail = |r: Refused| (DraftStatus::Failed, r);
     let catalog = gw.catalog();
     let tool = catalog
         .tool(&draft.action_type)
         .cloned()
         .ok_or_else(|| fail(refused(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable")))?;
-    let app = gw.store.app(&draft.app_id).map_err(|e| fail(Refused::internal(e)))?;
+    let app = gw
+        .store
+        .apps
+        .get(&draft.app_id)
+        .map_err(|e| fail(Refused::internal(e)))?;
     let context = CallContext {
         tenant: draft.org_id.clone(),
         integration: draft.app_id.clone(),
         request_id: reviewer.request_id.to_string(),
         actor: draft.actor_user_id.clone(),
-        allow_sensitive_fields: app
-            .as_ref()
-            .is_none_or(|a| crate::authz::allows_sensitive_fields(&a.policy)),
+        allow_sensitive_fields: app.as_ref().is_none_or(|a| a.policy.allows_sensitive_fields()),
     };
     let payload_text = canonical_json(&draft.payload);
     // The State Witness, recomputed before any effect (SPEC 6): fail closed.
     if let Some(expected) = &draft.preflight_state_witness_hash {
         let Some(witness) = catalog.witness(&tool.name) else {
             return Err((
-                "stale",
+                DraftStatus::Stale,
                 Failure::new(codes::PRECONDITION_FAILED, "State precondition failed")
                     .with("reason", "state_witness_unsupported")
                     .into(),
@@ -194,16 +195,10 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         let now = witness
             .capture(&context, &tool.name, &payload_text)
             .await
-            .map_err(|e| {
-                fail(Refused {
-                    failure: Failure::new(codes::WITNESS_UNAVAILABLE, "The state witness is unavailable"),
-                    headers: Vec::new(),
-                    internal: Some(e.to_string()),
-                })
-            })?;
+            .map_err(|e| fail(witness_refusal(e)))?;
         if &jcs_sha256(&now) != expected {
             return Err((
-                "stale",
+                DraftStatus::Stale,
                 Failure::new(codes::PRECONDITION_FAILED, "State precondition failed")
                     .with("reason", "state_witness_mismatch")
                     .into(),
@@ -233,17 +228,9 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         ));
     }
     // The approval is durable before the write runs.
-    lifecycle(
-        gw,
-        reviewer,
-        draft,
-        "agent.draft.approve",
-        Status::Success,
-        codes::SUCCESS,
-        None,
-    )
-    .await
-    .map_err(fail)?;
+    lifecycle(gw, reviewer, draft, "agent.draft.approve", codes::SUCCESS, None)
+        .await
+        .map_err(fail)?;
     // The run is on record before the plugin is called: if this process dies now, the next
     // start finds it `running` and marks it `indeterminate`; it is never re-run silently.
     let execution_id = ids::new_id(Kind::Execution);
@@ -252,27 +239,29 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         draft_id: draft.id.clone(),
         app_id: draft.app_id.clone(),
         idempotency_key: draft.idempotency_key.clone(),
-        status: "running".to_string(),
+        status: ExecutionStatus::Running,
         result: None,
         error: None,
         instance_id: gw.instance_id.clone(),
         created_at: gw.now_iso(),
     };
     gw.store
+        .drafts
         .insert_execution(&record)
         .map_err(|e| fail(Refused::internal(e)))?;
     let output = tool.plugin.invoke(&context, &tool.name, &payload_text).await;
     let (status, result, error, refusal) = match output {
-        Ok(out) => ("success", out.structured, None, None),
+        Ok(out) => (ExecutionStatus::Success, out.structured, None, None),
         Err(e) => {
             let r = call_refusal(e, false);
-            ("failed", None, Some(r.failure.message.clone()), Some(r))
+            (ExecutionStatus::Failed, None, Some(r.failure.message.clone()), Some(r))
         }
     };
     gw.store
+        .drafts
         .finish_execution(&execution_id, status, result.as_ref(), error.as_deref())
         .map_err(|e| fail(Refused::internal(e)))?;
-    record.status = status.to_string();
+    record.status = status;
     record.result = result;
     record.error = error;
     if let Some(refusal) = refusal {
@@ -283,7 +272,6 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         reviewer,
         draft,
         "agent.action.execute",
-        Status::Success,
         codes::SUCCESS,
         Some(&execution_id),
     )

@@ -10,10 +10,10 @@ use crate::auth::{self, Principal};
 use crate::clock;
 use crate::gateway::Gateway;
 use crate::hashing::sha256_hex;
-use crate::pipeline::{ActionBody, Refused};
-use crate::protocol::Failure;
+use crate::outcome::Refused;
 use crate::protocol::codes;
 use crate::protocol::ids::{self, Kind};
+use crate::protocol::{ActionBody, Failure};
 use crate::store::StepUpGrant;
 
 /// The longest a grant may live, and the default.
@@ -51,12 +51,14 @@ pub fn issue(
     let not_found = || Failure::new(codes::PREFLIGHT_NOT_FOUND, "Preflight not found");
     let preflight = gw
         .store
-        .preflight(preflight_id)
+        .preflights
+        .get(preflight_id)
         .map_err(internal)?
         .ok_or_else(not_found)?;
     let app = gw
         .store
-        .app(&preflight.app_id)
+        .apps
+        .get(&preflight.app_id)
         .map_err(internal)?
         .ok_or_else(not_found)?;
     let live = clock::parse_iso(&preflight.expires_at).is_some_and(|t| t > now);
@@ -75,7 +77,7 @@ pub fn issue(
         created_at: clock::iso(now),
         expires_at: clock::iso(expires),
     };
-    gw.store.insert_step_up(&grant).map_err(internal)?;
+    gw.store.preflights.insert_step_up(&grant).map_err(internal)?;
     let public = json!({
         "id": grant.id,
         "preflightId": grant.preflight_id,
@@ -84,11 +86,6 @@ pub fn issue(
         "expiresAt": grant.expires_at,
     });
     Ok((json!({"stepUp": public, "token": minted.token}), preflight.app_id))
-}
-
-/// Whether this app's policy makes high-risk auto-execution wait for a step-up grant.
-pub fn required(auto_execute: &Value) -> bool {
-    auto_execute["high_risk"]["require_step_up"] == json!(true)
 }
 
 /// Checks and uses the request's grant. It must be this app's, for the preflight the request
@@ -115,6 +112,7 @@ pub fn redeem(gw: &Gateway, principal: &Principal, body: &ActionBody) -> Result<
     };
     let used = gw
         .store
+        .preflights
         .use_step_up(
             &sha256_hex(token.as_bytes()),
             &principal.app.id,

@@ -9,65 +9,38 @@
 //! Each form carries the session's CSRF token. Every request gets one audit event.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use crate::audit::{AuditEvent, Status};
+use super::AdminRecord;
 use crate::auth::{self, AdminPrincipal, Role};
+use crate::clock::SharedClock;
 use crate::gateway::Gateway;
 use crate::pipeline::{Inbound, Outbound};
 use crate::protocol::codes::{self, Code};
-use crate::store::DraftRecord;
+use crate::sessions::{Expiry, SessionTable};
+use crate::store::{DraftRecord, DraftStatus};
 use crate::writes::review::{self, Reviewer};
 
 /// Where the page lives on the admin listener.
 pub const PATH: &str = "/review";
 const COOKIE: &str = "openport_review";
-const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+const SESSION_TTL_MS: i64 = 8 * 3600 * 1000;
 const MAX_SESSIONS: usize = 1000;
 
-/// Signed-in reviewers: session id → their credential (server-side only) and CSRF token.
-#[derive(Debug, Default)]
-pub struct ReviewSessions {
-    inner: Mutex<HashMap<String, Session>>,
-}
-
+/// A signed-in reviewer: their credential (server-side only) and the CSRF token.
 #[derive(Debug, Clone)]
-struct Session {
+pub struct Session {
     credential: String,
     csrf: String,
-    opened: Instant,
 }
 
-impl ReviewSessions {
-    fn open(&self, credential: &str) -> (String, Session) {
-        let id = auth::random_secret();
-        let session = Session {
-            credential: credential.to_string(),
-            csrf: auth::random_secret(),
-            opened: Instant::now(),
-        };
-        let mut sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, s| s.opened.elapsed() < SESSION_TTL);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.opened).map(|(k, _)| k.clone())
-        {
-            sessions.remove(&oldest);
-        }
-        sessions.insert(id.clone(), session.clone());
-        (id, session)
-    }
+/// Signed-in reviewers by session id (the cookie).
+pub type Sessions = SessionTable<Session>;
 
-    fn get(&self, id: &str) -> Option<Session> {
-        let sessions = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.get(id).filter(|s| s.opened.elapsed() < SESSION_TTL).cloned()
-    }
-
-    fn close(&self, id: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    }
+/// The table the review page keeps its sign-ins in: eight hours from sign-in.
+pub fn session_table(clock: SharedClock) -> Sessions {
+    SessionTable::new(clock, Expiry::AbsoluteMs(SESSION_TTL_MS), MAX_SESSIONS)
 }
 
 /// Whether the admin listener should hand this path to the review page.
@@ -84,44 +57,33 @@ struct Outcome {
 }
 
 /// Answers one `/review` request and records its audit event.
-pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
+pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outbound {
     let session_id = cookie(inbound.cookie.as_deref(), COOKIE);
-    let session = session_id.as_deref().and_then(|id| gw.review_sessions.get(id));
+    let session = session_id.as_deref().and_then(|id| sessions.touch(id));
     // The stored credential is authenticated again on every request: a revoked one is out.
     let principal = match &session {
-        Some(s) => auth::authenticate_admin(&gw.store, Some(&format!("Bearer {}", s.credential)))
+        Some(s) => super::authenticate(gw, Some(&format!("Bearer {}", s.credential)))
             .ok()
             .flatten(),
         None => None,
     };
     let mut performer = principal.clone();
-    let outcome = route(
+    let request = Page {
         gw,
-        &inbound,
-        session_id.as_deref(),
-        session.as_ref(),
-        principal.as_ref(),
-        &mut performer,
-    )
-    .await;
-    let status = match outcome.code.status {
-        200 => Status::Success,
-        401 | 403 => Status::Denied,
-        _ => Status::Failed,
+        sessions,
+        inbound: &inbound,
+        session_id: session_id.as_deref(),
+        session: session.as_ref(),
+        principal: principal.as_ref(),
     };
-    let mut event = AuditEvent::new(outcome.action, status, outcome.code.name, gw.now_iso());
-    event.request_id = Some(inbound.request_id.clone());
-    event.ip = Some(inbound.peer.to_string());
-    event.user_agent = inbound.user_agent.as_ref().map(|ua| ua.chars().take(256).collect());
-    event.performed_by_user_id = performer.as_ref().map(|p| p.name.clone());
-    event.org_id = performer.as_ref().and_then(|p| p.org_id.clone());
-    event.draft_id = outcome.draft_id;
-    event.details.insert("method".into(), inbound.method.clone().into());
-    event
-        .details
-        .insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
-    event.details.insert("surface".into(), "review-page".into());
-    if let Err(e) = gw.audit.record(event).await {
+    let outcome = request.route(&mut performer).await;
+    let mut record = AdminRecord {
+        admin: performer,
+        draft_id: outcome.draft_id,
+        ..AdminRecord::default()
+    };
+    record.details.insert("surface".into(), "review-page".into());
+    if let Err(e) = super::record(gw, &inbound, outcome.action, outcome.code, record).await {
         tracing::error!(error = %e, "review audit event not durable");
         return page(
             500,
@@ -133,179 +95,197 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
     outcome.response
 }
 
-async fn route(
-    gw: &Gateway,
-    inbound: &Inbound,
-    session_id: Option<&str>,
-    session: Option<&Session>,
-    principal: Option<&AdminPrincipal>,
-    performer: &mut Option<AdminPrincipal>,
-) -> Outcome {
-    let method = inbound.method.as_str();
-    let path = inbound.path.as_str();
-    let form = || form_fields(inbound);
-    match (method, path) {
-        ("POST", "/review/login") => {
-            let fields = form();
-            let token = fields.get("token").map(String::as_str).unwrap_or("").trim();
-            let found = auth::authenticate_admin(&gw.store, Some(&format!("Bearer {token}")))
-                .ok()
-                .flatten();
-            match found {
-                Some(p) if p.role == Role::Reviewer => {
-                    let (id, _) = gw.review_sessions.open(token);
-                    *performer = Some(p);
-                    let cookie = format!("{COOKIE}={id}; Path=/review; HttpOnly; SameSite=Strict; Max-Age=28800");
-                    Outcome {
+/// One request to the page, with the session it presented.
+struct Page<'a> {
+    gw: &'a Gateway,
+    sessions: &'a Sessions,
+    inbound: &'a Inbound,
+    session_id: Option<&'a str>,
+    session: Option<&'a Session>,
+    principal: Option<&'a AdminPrincipal>,
+}
+
+impl Page<'_> {
+    async fn route(&self, performer: &mut Option<AdminPrincipal>) -> Outcome {
+        let Page {
+            gw,
+            sessions,
+            inbound,
+            session_id,
+            session,
+            principal,
+        } = *self;
+        let method = inbound.method.as_str();
+        let path = inbound.path.as_str();
+        let form = || form_fields(inbound);
+        match (method, path) {
+            ("POST", "/review/login") => {
+                let fields = form();
+                let token = fields.get("token").map(String::as_str).unwrap_or("").trim();
+                let found = super::authenticate(gw, Some(&format!("Bearer {token}"))).ok().flatten();
+                match found {
+                    Some(p) if p.role == Role::Reviewer => {
+                        let id = auth::random_secret();
+                        sessions.open(
+                            id.clone(),
+                            Session {
+                                credential: token.to_string(),
+                                csrf: auth::random_secret(),
+                            },
+                        );
+                        *performer = Some(p);
+                        let cookie = format!("{COOKIE}={id}; Path=/review; HttpOnly; SameSite=Strict; Max-Age=28800");
+                        Outcome {
+                            action: "admin.review.sign_in",
+                            code: codes::SUCCESS,
+                            draft_id: None,
+                            response: redirect(PATH, vec![("Set-Cookie", cookie)]),
+                        }
+                    }
+                    Some(p) => {
+                        *performer = Some(p);
+                        Outcome {
+                            action: "admin.review.sign_in",
+                            code: codes::ADMIN_FORBIDDEN,
+                            draft_id: None,
+                            response: login_page(403, "Only a reviewer credential can sign in here."),
+                        }
+                    }
+                    None => Outcome {
                         action: "admin.review.sign_in",
-                        code: codes::SUCCESS,
+                        code: codes::ADMIN_UNAUTHORIZED,
                         draft_id: None,
-                        response: redirect(PATH, vec![("Set-Cookie", cookie)]),
-                    }
+                        response: login_page(401, "That credential was not accepted."),
+                    },
                 }
-                Some(p) => {
-                    *performer = Some(p);
-                    Outcome {
-                        action: "admin.review.sign_in",
-                        code: codes::ADMIN_FORBIDDEN,
-                        draft_id: None,
-                        response: login_page(403, "Only a reviewer credential can sign in here."),
-                    }
+            }
+            ("POST", "/review/logout") => {
+                if let Some(id) = session_id {
+                    sessions.close_if(id, |_| true);
                 }
-                None => Outcome {
-                    action: "admin.review.sign_in",
-                    code: codes::ADMIN_UNAUTHORIZED,
-                    draft_id: None,
-                    response: login_page(401, "That credential was not accepted."),
-                },
-            }
-        }
-        ("POST", "/review/logout") => {
-            if let Some(id) = session_id {
-                gw.review_sessions.close(id);
-            }
-            let clear = format!("{COOKIE}=; Path=/review; HttpOnly; SameSite=Strict; Max-Age=0");
-            Outcome {
-                action: "admin.review.sign_out",
-                code: codes::SUCCESS,
-                draft_id: None,
-                response: redirect(PATH, vec![("Set-Cookie", clear)]),
-            }
-        }
-        ("GET", PATH) => match principal {
-            None => Outcome {
-                action: "admin.review.page",
-                code: codes::SUCCESS,
-                draft_id: None,
-                response: login_page(200, ""),
-            },
-            Some(p) => {
-                let notice = inbound
-                    .query
-                    .as_deref()
-                    .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "notice"))
-                    .map(|(_, v)| v.to_string());
-                let filter = crate::store::DraftFilter {
-                    org_id: p.org_id.as_deref(),
-                    status: Some("draft"),
-                    limit: 200,
-                    ..Default::default()
-                };
-                let response = match gw.store.drafts(&filter) {
-                    Ok(drafts) => list_page(p, session.map_or("", |s| s.csrf.as_str()), &drafts, notice.as_deref()),
-                    Err(e) => {
-                        tracing::error!(error = %e, "review page could not read drafts");
-                        page(500, "Error", "<p>The drafts could not be read.</p>", Vec::new())
-                    }
-                };
+                let clear = format!("{COOKIE}=; Path=/review; HttpOnly; SameSite=Strict; Max-Age=0");
                 Outcome {
+                    action: "admin.review.sign_out",
+                    code: codes::SUCCESS,
+                    draft_id: None,
+                    response: redirect(PATH, vec![("Set-Cookie", clear)]),
+                }
+            }
+            ("GET", PATH) => match principal {
+                None => Outcome {
                     action: "admin.review.page",
                     code: codes::SUCCESS,
                     draft_id: None,
-                    response,
-                }
-            }
-        },
-        ("POST", _) if path.starts_with("/review/drafts/") => {
-            let rest = &path["/review/drafts/".len()..];
-            let Some((id, verb)) = rest.split_once('/').filter(|(_, v)| matches!(*v, "approve" | "reject")) else {
-                return not_found();
-            };
-            let action = if verb == "approve" {
-                "admin.drafts.approve"
-            } else {
-                "admin.drafts.reject"
-            };
-            let (Some(p), Some(s)) = (principal, session) else {
-                return Outcome {
-                    action,
-                    code: codes::ADMIN_UNAUTHORIZED,
-                    draft_id: Some(id.to_string()),
-                    response: login_page(401, "Your session has ended; sign in again."),
-                };
-            };
-            let fields = form();
-            let csrf_ok = fields
-                .get("csrf")
-                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(s.csrf.as_bytes())));
-            if !csrf_ok {
-                return Outcome {
-                    action,
-                    code: codes::ADMIN_FORBIDDEN,
-                    draft_id: Some(id.to_string()),
-                    response: page(
-                        403,
-                        "Refused",
-                        "<p>The form was not sent from this page. Reload and try again.</p>",
-                        Vec::new(),
-                    ),
-                };
-            }
-            let reviewer = Reviewer {
-                name: &p.name,
-                org_id: p.org_id.as_deref(),
-                request_id: &inbound.request_id,
-            };
-            let result = if verb == "approve" {
-                // Bound to the impact the reviewer was shown: a change since is refused.
-                review::approve(gw, &reviewer, id, fields.get("impactHash").map(String::as_str)).await
-            } else {
-                review::reject(gw, &reviewer, id).await
-            };
-            let (code, notice) = match result {
-                Ok(data) => {
-                    let outcome = if verb == "approve" {
-                        format!(
-                            "Approved {id}: execution {}",
-                            data["execution"]["status"].as_str().unwrap_or("recorded")
-                        )
-                    } else {
-                        format!("Rejected {id}")
+                    response: login_page(200, ""),
+                },
+                Some(p) => {
+                    let notice = inbound
+                        .query
+                        .as_deref()
+                        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "notice"))
+                        .map(|(_, v)| v.to_string());
+                    let filter = crate::store::DraftFilter {
+                        org_id: p.org_id.as_deref(),
+                        status: Some(DraftStatus::Draft),
+                        limit: 200,
+                        ..Default::default()
                     };
-                    (codes::SUCCESS, outcome)
+                    let response = match gw.store.drafts.list(&filter) {
+                        Ok(drafts) => list_page(p, session.map_or("", |s| s.csrf.as_str()), &drafts, notice.as_deref()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "review page could not read drafts");
+                            page(500, "Error", "<p>The drafts could not be read.</p>", Vec::new())
+                        }
+                    };
+                    Outcome {
+                        action: "admin.review.page",
+                        code: codes::SUCCESS,
+                        draft_id: None,
+                        response,
+                    }
                 }
-                Err(refused) => (
-                    refused.failure.code,
-                    format!(
-                        "Not done for {id}: {} ({})",
-                        refused.failure.message, refused.failure.code.name
+            },
+            ("POST", _) if path.starts_with("/review/drafts/") => {
+                let rest = &path["/review/drafts/".len()..];
+                let Some((id, verb)) = rest.split_once('/').filter(|(_, v)| matches!(*v, "approve" | "reject")) else {
+                    return not_found();
+                };
+                let action = if verb == "approve" {
+                    "admin.drafts.approve"
+                } else {
+                    "admin.drafts.reject"
+                };
+                let (Some(p), Some(s)) = (principal, session) else {
+                    return Outcome {
+                        action,
+                        code: codes::ADMIN_UNAUTHORIZED,
+                        draft_id: Some(id.to_string()),
+                        response: login_page(401, "Your session has ended; sign in again."),
+                    };
+                };
+                let fields = form();
+                let csrf_ok = fields
+                    .get("csrf")
+                    .is_some_and(|t| bool::from(t.as_bytes().ct_eq(s.csrf.as_bytes())));
+                if !csrf_ok {
+                    return Outcome {
+                        action,
+                        code: codes::ADMIN_FORBIDDEN,
+                        draft_id: Some(id.to_string()),
+                        response: page(
+                            403,
+                            "Refused",
+                            "<p>The form was not sent from this page. Reload and try again.</p>",
+                            Vec::new(),
+                        ),
+                    };
+                }
+                let reviewer = Reviewer {
+                    name: &p.name,
+                    org_id: p.org_id.as_deref(),
+                    request_id: &inbound.request_id,
+                };
+                let result = if verb == "approve" {
+                    // Bound to the impact the reviewer was shown: a change since is refused.
+                    review::approve(gw, &reviewer, id, fields.get("impactHash").map(String::as_str)).await
+                } else {
+                    review::reject(gw, &reviewer, id).await
+                };
+                let (code, notice) = match result {
+                    Ok(data) => {
+                        let outcome = if verb == "approve" {
+                            format!(
+                                "Approved {id}: execution {}",
+                                data["execution"]["status"].as_str().unwrap_or("recorded")
+                            )
+                        } else {
+                            format!("Rejected {id}")
+                        };
+                        (codes::SUCCESS, outcome)
+                    }
+                    Err(refused) => (
+                        refused.failure.code,
+                        format!(
+                            "Not done for {id}: {} ({})",
+                            refused.failure.message, refused.failure.code.name
+                        ),
                     ),
-                ),
-            };
-            let location = format!(
-                "{PATH}?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("notice", &notice)
-                    .finish()
-            );
-            Outcome {
-                action,
-                code,
-                draft_id: Some(id.to_string()),
-                response: redirect(&location, Vec::new()),
+                };
+                let location = format!(
+                    "{PATH}?{}",
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("notice", &notice)
+                        .finish()
+                );
+                Outcome {
+                    action,
+                    code,
+                    draft_id: Some(id.to_string()),
+                    response: redirect(&location, Vec::new()),
+                }
             }
+            _ => not_found(),
         }
-        _ => not_found(),
     }
 }
 

@@ -1,17 +1,65 @@
 //! The admin plane (SPEC section 10): its own listener and bearer credentials with roles.
 //! A missing or wrong credential is `admin.unauthorized` (401), a role without the right
 //! is `admin.forbidden` (403); every request gets one audit event.
+//!
+//! Two surfaces share the plane's scaffolding ([`authenticate`] and [`record`]): the JSON
+//! API here and the reviewer's page in [`review`].
+
+pub mod review;
 
 use serde_json::{Map, Value, json};
 
 use crate::apps::{self, AppError, NewApp, NewKey};
-use crate::audit::{self, AuditEvent, Status};
+use crate::audit::{self, AuditError, AuditEvent};
 use crate::auth::{self, AdminPrincipal, Role};
 use crate::gateway::Gateway;
-use crate::pipeline::{BodyError, Inbound, Outbound, respond};
-use crate::protocol::codes;
+use crate::pipeline::{BodyError, Inbound, Outbound};
+use crate::protocol::codes::{self, Code};
 use crate::protocol::{Envelope, Failure};
-use crate::store::{self, AuditFilter};
+use crate::store::{AuditFilter, ChainReader, DraftStatus, ExecutionStatus, StoreError};
+
+/// An admin credential (`Bearer opa_...`): `None` when it is missing, unknown or revoked.
+/// Every request authenticates again, so a revocation ends access at once.
+pub fn authenticate(gw: &Gateway, authorization: Option<&str>) -> Result<Option<AdminPrincipal>, StoreError> {
+    auth::authenticate_admin(&gw.store, authorization)
+}
+
+/// What an admin-plane request's audit event records beyond the request itself.
+#[derive(Debug, Default)]
+pub struct AdminRecord {
+    pub admin: Option<AdminPrincipal>,
+    pub app_id: Option<String>,
+    pub key_id: Option<String>,
+    pub draft_id: Option<String>,
+    pub details: Map<String, Value>,
+}
+
+/// Writes the terminal audit event of an admin-plane request, on either surface. The
+/// caller answers only once it is durable.
+pub async fn record(
+    gw: &Gateway,
+    inbound: &Inbound,
+    action: &str,
+    code: Code,
+    record: AdminRecord,
+) -> Result<(), AuditError> {
+    let mut event = AuditEvent::for_request(action, code, gw.now_iso(), &inbound.audit_facts(inbound.peer));
+    if let Some(admin) = &record.admin {
+        event.performed_by_user_id = Some(admin.name.clone());
+        event.org_id = admin.org_id.clone();
+        event.details.insert("role".into(), admin.role.as_str().into());
+    }
+    event.app_id = record.app_id;
+    event.key_id = record.key_id;
+    event.draft_id = record.draft_id;
+    event.details.extend(record.details);
+    gw.audit.record(event).await.map(|_| ())
+}
+
+/// An envelope response.
+fn respond(status: u16, envelope: Envelope, request_id: &str) -> Outbound {
+    Outbound::json(status, envelope.to_bytes(), Vec::new(), request_id)
+}
 
 /// An admin route, parsed.
 #[derive(Debug)]
@@ -164,35 +212,24 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
     let action = route.as_ref().map_or("admin.request", Route::audit_action);
     let mut admin: Option<AdminPrincipal> = None;
     let outcome = run(gw, &inbound, route, &mut admin).await;
-    let (status, code) = match &outcome {
-        Ok(_) => (Status::Success, codes::SUCCESS),
-        Err(f) if matches!(f.code.status, 401 | 403) => (Status::Denied, f.code),
-        Err(f) => (Status::Failed, f.code),
+    let code = match &outcome {
+        Ok(_) => codes::SUCCESS,
+        Err(f) => f.code,
     };
-    let mut event = AuditEvent::new(action, status, code.name, gw.now_iso());
-    event.request_id = Some(inbound.request_id.clone());
-    event.ip = Some(inbound.peer.to_string());
-    event.user_agent = inbound.user_agent.clone();
-    event.performed_by_user_id = admin.as_ref().map(|a| a.name.clone());
-    event.org_id = admin.as_ref().and_then(|a| a.org_id.clone());
-    event.details.insert("method".into(), inbound.method.clone().into());
-    event
-        .details
-        .insert("path".into(), inbound.path.chars().take(512).collect::<String>().into());
-    if let Some(a) = &admin {
-        event.details.insert("role".into(), a.role.as_str().into());
-    }
+    let mut trail = AdminRecord {
+        admin,
+        ..AdminRecord::default()
+    };
     if let Ok(done) = &outcome {
-        event.app_id = done.app_id.clone();
-        event.key_id = done.key_id.clone();
-        event.details.extend(done.details.clone());
+        trail.app_id = done.app_id.clone();
+        trail.key_id = done.key_id.clone();
+        trail.details = done.details.clone();
     }
-    if let Err(e) = gw.audit.record(event).await {
+    if let Err(e) = record(gw, &inbound, action, code, trail).await {
         tracing::error!(error = %e, "admin audit event not durable");
         return respond(
             500,
             Envelope::failure(&Failure::internal(), &inbound.request_id),
-            Vec::new(),
             &inbound.request_id,
         );
     }
@@ -211,13 +248,11 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         Ok(done) => respond(
             200,
             Envelope::success(done.data, &inbound.request_id),
-            Vec::new(),
             &inbound.request_id,
         ),
         Err(f) => respond(
             f.code.status,
             Envelope::failure(&f, &inbound.request_id),
-            Vec::new(),
             &inbound.request_id,
         ),
     }
@@ -233,7 +268,7 @@ async fn run(
         tracing::error!(request_id = %inbound.request_id, error = %e, "admin request failed");
         Failure::internal()
     };
-    let principal = auth::authenticate_admin(&gw.store, inbound.authorization.as_deref())
+    let principal = authenticate(gw, inbound.authorization.as_deref())
         .map_err(|e| internal(&e))?
         .ok_or_else(|| Failure::new(codes::ADMIN_UNAUTHORIZED, "Missing or invalid admin credential"))?;
     *admin = Some(principal.clone());
@@ -257,7 +292,8 @@ async fn run(
     let in_scope = |org: Option<&str>| principal.org_id.as_deref().is_none_or(|own| org == Some(own));
     let scoped_app = |id: &str| -> Result<crate::store::AppRecord, Failure> {
         gw.store
-            .app(id)
+            .apps
+            .get(id)
             .map_err(|e| internal(&e))?
             .filter(|a| in_scope(a.org_id.as_deref()))
             .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Agent app not found"))
@@ -265,7 +301,7 @@ async fn run(
     match route {
         Route::ListApps => {
             let mut items = Vec::new();
-            for app in gw.store.apps().map_err(|e| internal(&e))? {
+            for app in gw.store.apps.list().map_err(|e| internal(&e))? {
                 if in_scope(app.org_id.as_deref()) {
                     items.push(apps::app_json(&gw.store, &app).map_err(|e| internal(&e))?);
                 }
@@ -319,11 +355,12 @@ async fn run(
         Route::RevokeKey(key_id) => {
             let key = gw
                 .store
+                .apps
                 .key(&key_id)
                 .map_err(|e| internal(&e))?
                 .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
             scoped_app(&key.app_id)?;
-            gw.store.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
+            gw.store.apps.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
             let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
             done.app_id = Some(key.app_id);
             done.key_id = Some(key_id);
@@ -353,8 +390,10 @@ async fn run(
             let body: Value = json_body(inbound)?;
             let policy = apps::validate_policy(&body).map_err(app_error)?;
             gw.store
-                .set_app_policy(&app_id, &policy, &now)
+                .apps
+                .set_policy(&app_id, &policy, &now)
                 .map_err(|e| internal(&e))?;
+            let policy = serde_json::to_value(&policy).map_err(|e| internal(&e))?;
             let mut done = Done::data(json!({"ok": true, "policy": policy}));
             done.details.insert("policy".into(), policy);
             done.app_id = Some(app_id);
@@ -413,7 +452,8 @@ async fn run(
                 other => Failure::validation(&["manifest"], other.to_string()),
             })?;
             gw.store
-                .remember_plugin(&name, &body.manifest, &now)
+                .plugins
+                .remember(&name, &body.manifest, &now)
                 .map_err(|e| internal(&e))?;
             let catalog = gw.catalog();
             let plugin = catalog
@@ -427,7 +467,7 @@ async fn run(
             if !removed {
                 return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
             }
-            gw.store.forget_plugin(&name).map_err(|e| internal(&e))?;
+            gw.store.plugins.forget(&name).map_err(|e| internal(&e))?;
             Ok(Done::data(
                 json!({"ok": true, "plugin": {"name": name, "removed": true}}),
             ))
@@ -437,8 +477,10 @@ async fn run(
             let body: Value = json_body(inbound)?;
             let merged = apps::merge_auto_execute(&app.auto_execute, &body).map_err(app_error)?;
             gw.store
-                .set_app_auto_execute(&app_id, &merged, &now)
+                .apps
+                .set_auto_execute(&app_id, &merged, &now)
                 .map_err(|e| internal(&e))?;
+            let merged = serde_json::to_value(&merged).map_err(|e| internal(&e))?;
             let mut done = Done::data(json!({"ok": true, "auto_execute": merged}));
             done.details.insert("auto_execute".into(), merged);
             done.app_id = Some(app_id);
@@ -453,24 +495,33 @@ async fn run(
                 note: String,
             }
             let body: Resolve = json_body(inbound)?;
-            if body.outcome != "success" && body.outcome != "failed" {
-                return Err(Failure::validation(
-                    &["outcome"],
-                    "`outcome` must be `success` or `failed`",
-                ));
-            }
+            let outcome = match body.outcome.as_str() {
+                "success" => ExecutionStatus::Success,
+                "failed" => ExecutionStatus::Failed,
+                _ => {
+                    return Err(Failure::validation(
+                        &["outcome"],
+                        "`outcome` must be `success` or `failed`",
+                    ));
+                }
+            };
             if body.note.trim().is_empty() {
                 return Err(Failure::validation(&["note"], "say what you checked in `note`"));
             }
             let resolved = gw
                 .store
-                .resolve_execution(&id, &body.outcome, &format!("resolved by {by}: {}", body.note))
+                .drafts
+                .resolve_execution(&id, outcome, &format!("resolved by {by}: {}", body.note))
                 .map_err(|e| internal(&e))?
                 .ok_or_else(|| Failure::new(codes::NOT_FOUND, "No indeterminate execution with this id"))?;
-            if body.outcome == "failed" {
-                let _ = gw
-                    .store
-                    .transition_draft(&resolved.draft_id, "confirmed", "failed", None, &now);
+            if outcome == ExecutionStatus::Failed {
+                let _ = gw.store.drafts.transition(
+                    &resolved.draft_id,
+                    DraftStatus::Confirmed,
+                    DraftStatus::Failed,
+                    None,
+                    &now,
+                );
             }
             let mut done = Done::data(json!({"ok": true, "execution": resolved}));
             done.details.insert("outcome".into(), body.outcome.into());
@@ -495,20 +546,30 @@ async fn run(
             let filter = crate::store::DraftFilter {
                 org_id: principal.org_id.as_deref(),
                 app_id: query.get("appId").map(String::as_str),
-                status: query.get("status").map(String::as_str),
+                status: query
+                    .get("status")
+                    .map(|s| {
+                        s.parse::<DraftStatus>().map_err(|()| {
+                            Failure::validation(
+                                &["status"],
+                                "`status` must be draft, confirmed, canceled, expired, stale or failed",
+                            )
+                        })
+                    })
+                    .transpose()?,
                 risk: query.get("risk").map(String::as_str),
                 created_before: age("minAgeSeconds")?,
                 created_after: age("maxAgeSeconds")?,
                 limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
             };
-            let drafts = gw.store.drafts(&filter).map_err(|e| internal(&e))?;
+            let drafts = gw.store.drafts.list(&filter).map_err(|e| internal(&e))?;
             let items: Vec<Value> = drafts.iter().map(crate::writes::public_draft).collect();
             Ok(Done::data(json!({"items": items})))
         }
         Route::Draft(id) => {
             let reviewer = reviewer(&principal, &inbound.request_id);
             let draft = crate::writes::review::visible_draft(gw, &reviewer, &id).map_err(|r| r.failure)?;
-            let execution = gw.store.latest_execution(&id).map_err(|e| internal(&e))?;
+            let execution = gw.store.drafts.latest_execution(&id).map_err(|e| internal(&e))?;
             let mut done = Done::data(json!({"draft": crate::writes::public_draft(&draft), "execution": execution}));
             done.app_id = Some(draft.app_id);
             Ok(done)
@@ -574,7 +635,7 @@ async fn run(
             let mut count = 0_u64;
             // Bounded: one export answers at most 100,000 events; `since` pages further.
             while count < 100_000 {
-                let rows = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
+                let rows = gw.store.audit.query(&filter).map_err(|e| internal(&e))?;
                 let Some(last) = rows.last() else { break };
                 filter.after_seq = Some(last.seq);
                 for row in &rows {
@@ -613,11 +674,11 @@ async fn run(
         Route::Audit => {
             let query = query_map(inbound.query.as_deref());
             let filter = audit_filter(&principal, &query);
-            let items = gw.store.audit_events(&filter).map_err(|e| internal(&e))?;
+            let items = gw.store.audit.query(&filter).map_err(|e| internal(&e))?;
             Ok(Done::data(json!({"items": items})))
         }
         Route::Metrics => {
-            let drafts = gw.store.drafts_by_state().map_err(|e| internal(&e))?;
+            let drafts = gw.store.drafts.count_by_status().map_err(|e| internal(&e))?;
             let text = gw.metrics.render(&drafts, gw.admission.in_flight());
             Ok(Done {
                 text: Some(("text/plain; version=0.0.4; charset=utf-8", text)),
@@ -629,8 +690,8 @@ async fn run(
             Err(e) => Err(Failure::validation(&[], e.to_string())),
         },
         Route::VerifyAudit => {
-            let conn = store::connect(gw.store.path()).map_err(|e| internal(&e))?;
-            let report = audit::verify_chain(&conn).map_err(|e| internal(&e))?;
+            let chain = ChainReader::open(gw.store.path()).map_err(|e| internal(&e))?;
+            let report = audit::verify_chain(&chain).map_err(|e| internal(&e))?;
             let mut done = Done::data(serde_json::to_value(&report).unwrap_or(Value::Null));
             done.details.insert("intact".into(), report.intact.into());
             Ok(done)

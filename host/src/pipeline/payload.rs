@@ -1,0 +1,154 @@
+//! The arguments of a call on their way through the steps: typed from a query string,
+//! bounded by a data policy's date window, checked for numbers the impact hash cannot bind,
+//! refused with the reference's issue shape, and redacted on the way out.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::catalog::Tool;
+use crate::outcome::Refused;
+use crate::protocol::Failure;
+use crate::protocol::codes;
+use crate::tool::Issue;
+
+/// Query parameters as the read tool's payload, typed by its input schema.
+pub fn query_payload(query: Option<&str>, schema: &Value) -> Result<Value, Refused> {
+    let mut payload = Map::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let kind = schema["properties"][key.as_ref()]["type"].as_str();
+        let typed = match kind {
+            Some("integer") => value
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(value.to_string())),
+            Some("number") => value
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(value.to_string())),
+            Some("boolean") => match value.as_ref() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => Value::String(value.to_string()),
+            },
+            _ => Value::String(value.to_string()),
+        };
+        if payload.insert(key.to_string(), typed).is_some() {
+            return Err(Failure::validation(&[key.as_ref()], format!("query parameter `{key}` is repeated")).into());
+        }
+    }
+    Ok(Value::Object(payload))
+}
+
+/// A payload refused by validation: `common.validation` for reads, `agent.action_invalid`
+/// for actions (the reference's codes).
+pub fn invalid_payload(tool: &Tool, issues: &[Issue]) -> Refused {
+    let (code, message) = if tool.is_read() {
+        (codes::VALIDATION, "Validation failed")
+    } else {
+        (codes::ACTION_INVALID, "Invalid payload for the action")
+    };
+    let issues = serde_json::to_value(issues).unwrap_or_else(|_| json!([]));
+    Failure::new(code, message).with("issues", issues).into()
+}
+
+/// Numbers the impact hash can bind, before Cedar reads the payload: RFC 8785 hashes
+/// numbers as IEEE doubles, so two integers past 2^53 could share a hash (and Cedar has no
+/// such integers). They must travel as strings.
+pub fn bindable_numbers(tool: &Tool, payload: &Value) -> Result<(), Refused> {
+    match unbindable_number(payload) {
+        None => Ok(()),
+        Some(path) => Err(invalid_payload(
+            tool,
+            &[Issue {
+                code: "unsafe_integer",
+                path,
+                message: "integers beyond ±2^53 cannot be bound by the impact hash; send them as strings".into(),
+            }],
+        )),
+    }
+}
+
+/// The path of the first number an IEEE double cannot hold exactly, if any.
+pub fn unbindable_number(value: &Value) -> Option<Vec<String>> {
+    const SAFE: u64 = (1 << 53) - 1;
+    match value {
+        Value::Number(n) => {
+            let unsafe_int =
+                n.as_u64().is_some_and(|u| u > SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > SAFE);
+            unsafe_int.then(Vec::new)
+        }
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
+            unbindable_number(v).map(|mut path| {
+                path.insert(0, i.to_string());
+                path
+            })
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            unbindable_number(v).map(|mut path| {
+                path.insert(0, k.clone());
+                path
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// Applies a `max_days` window to a payload whose schema has `startDate`/`endDate`: an
+/// open end becomes today (UTC) and an open start `max_days - 1` days before the end, as
+/// the reference does. Cedar's `base.data-policy.max-days` then bounds the range.
+pub fn bound_dates(payload: &mut Value, schema: &Value, max_days: i64, today: time::Date) -> Result<(), Refused> {
+    let has = |field: &str| schema["properties"].get(field).is_some();
+    if max_days <= 0 || !has("startDate") || !has("endDate") {
+        return Ok(());
+    }
+    let Some(map) = payload.as_object_mut() else {
+        return Ok(());
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let parse = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .map(|s| time::Date::parse(s.get(..10).unwrap_or(s), &format))
+    };
+    let end = match parse(map.get("endDate")) {
+        Some(Ok(date)) => date,
+        Some(Err(_)) => return Err(Failure::validation(&["endDate"], "`endDate` must be a date (YYYY-MM-DD)").into()),
+        None => today,
+    };
+    let start = match parse(map.get("startDate")) {
+        Some(Ok(date)) => date,
+        Some(Err(_)) => {
+            return Err(Failure::validation(&["startDate"], "`startDate` must be a date (YYYY-MM-DD)").into());
+        }
+        None => end.checked_sub(time::Duration::days(max_days - 1)).unwrap_or(end),
+    };
+    if start > end {
+        return Err(Failure::new(codes::ACTION_INVALID, "Invalid date range").into());
+    }
+    let text = |d: time::Date| d.format(&format).unwrap_or_default();
+    map.insert("startDate".into(), text(start).into());
+    map.insert("endDate".into(), text(end).into());
+    Ok(())
+}
+
+/// Replaces the named fields, at any depth, with `[redacted]`; records which it found.
+pub fn redact_fields(value: &mut Value, fields: &[String], found: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if fields.iter().any(|f| f == key) {
+                    if !v.is_null() {
+                        *v = Value::String("[redacted]".into());
+                    }
+                    found.insert(key.clone());
+                } else {
+                    redact_fields(v, fields, found);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| redact_fields(v, fields, found)),
+        _ => {}
+    }
+}

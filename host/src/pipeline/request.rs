@@ -1,0 +1,168 @@
+//! What the pipeline takes and gives: a request as the HTTP layer hands it over (no hyper
+//! types past this point), the operation a binding parsed from it, and the response the
+//! HTTP layer writes back.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+
+use crate::audit::RequestFacts;
+use crate::catalog::Tool;
+use crate::protocol::{ActionBody, Failure, PreflightBody};
+
+/// Why the body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// A request on any plane, as the HTTP layer hands it over.
+#[derive(Debug)]
+pub struct Inbound {
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    /// The `Idempotency-Key` header, an alias of the body's `idempotencyKey`.
+    pub idempotency_key: Option<String>,
+    /// The `Cookie` header: only the reviewer page on the admin plane reads it.
+    pub cookie: Option<String>,
+    /// Headers only the MCP binding reads.
+    pub mcp: McpHeaders,
+    pub peer: IpAddr,
+    pub body: Result<Bytes, BodyError>,
+}
+
+impl Inbound {
+    /// What the audit event of this request records of it, with the client's address.
+    pub fn audit_facts(&self, client_ip: IpAddr) -> RequestFacts<'_> {
+        RequestFacts {
+            request_id: &self.request_id,
+            method: &self.method,
+            path: &self.path,
+            client_ip,
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
+}
+
+/// The request headers the MCP binding needs: DNS-rebinding checks and its session.
+#[derive(Debug, Default)]
+pub struct McpHeaders {
+    pub host: Option<String>,
+    pub origin: Option<String>,
+    pub session_id: Option<String>,
+    pub protocol_version: Option<String>,
+    pub accept: Option<String>,
+}
+
+/// The response the HTTP layer writes.
+#[derive(Debug)]
+pub struct Outbound {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Outbound {
+    /// A JSON body with the headers every JSON response carries (the envelope, JSON-RPC).
+    pub fn json(status: u16, body: Vec<u8>, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
+        let mut headers = vec![
+            ("Content-Type", "application/json".to_string()),
+            ("X-Request-Id", request_id.to_string()),
+            ("Cache-Control", "no-store".to_string()),
+        ];
+        headers.extend(extra);
+        Outbound { status, headers, body }
+    }
+}
+
+/// What a request asks for, once a binding parsed it (step 1).
+#[derive(Debug)]
+pub enum Operation {
+    Manifest,
+    Read {
+        route: String,
+        query: Option<String>,
+    },
+    Action(ActionBody),
+    Preflight(PreflightBody),
+    /// `?wait=N`: wait up to N seconds (at most 30) for a pending draft to change.
+    Draft {
+        id: String,
+        wait_seconds: u64,
+    },
+    /// A call by tool name (MCP `tools/call`): a read runs as a read, anything else as an
+    /// action; `body.action` is the tool and `body.payload` its arguments.
+    Call(ActionBody),
+    /// An MCP lifecycle request (`initialize`, `ping`, a notification, session end): the
+    /// caller is authenticated and admitted, and nothing else happens.
+    Session {
+        method: String,
+    },
+}
+
+impl Operation {
+    /// The tool a request names, before it is resolved: for per-tool admission limits.
+    pub(super) fn tool_hint(&self) -> Option<&str> {
+        match self {
+            Operation::Read { route, .. } => Some(route),
+            Operation::Action(body) => Some(&body.action),
+            Operation::Preflight(body) => Some(&body.action),
+            Operation::Call(body) => Some(&body.action),
+            Operation::Manifest | Operation::Draft { .. } | Operation::Session { .. } => None,
+        }
+    }
+
+    pub(super) fn audit_action(&self) -> String {
+        match self {
+            Operation::Manifest => "agent.manifest.read".into(),
+            Operation::Read { route, .. } => format!("agent.read.{route}"),
+            Operation::Action(_) => "agent.action.propose".into(),
+            Operation::Preflight(_) => "agent.action.preflight".into(),
+            Operation::Draft { .. } => "agent.draft.read".into(),
+            Operation::Call(_) => "agent.tool.call".into(),
+            Operation::Session { method } => format!("agent.mcp.{method}"),
+        }
+    }
+}
+
+/// How a request may authenticate.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// An `Authorization: Bearer op_...` header.
+    Bearer,
+    /// No header: act as this app (the MCP binding's loopback-only anonymous integration).
+    Anonymous { app_id: &'a str },
+}
+
+/// What a binding adds to the shared steps: its own check of the caller, and how it names
+/// a tool the caller cannot use. Everything else is the pipeline's.
+pub trait Binding: Sync {
+    /// Recorded as the audit event's `details.binding`; `None` for REST.
+    fn name(&self) -> Option<&'static str>;
+
+    /// Right after authentication (steps 2-6): the binding's own check of the caller, such
+    /// as an MCP session belonging to the credential that opened it.
+    fn check_session(&self) -> Result<(), Failure>;
+
+    /// The answer for a tool the caller may not see: exactly the answer for one that does
+    /// not exist, so a hidden tool is no oracle.
+    fn hidden_tool(&self, tool: &Tool) -> Failure;
+
+    /// The answer when an action names no write tool: an unknown name, or a read.
+    fn not_an_action(&self, found: Option<&Tool>) -> Failure;
+}
+
+/// Request flags Cedar sees in its context.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub idempotency_key: bool,
+    pub preflight_hash: bool,
+    pub justification: bool,
+}

@@ -1,0 +1,179 @@
+//! What an agent request's terminal audit event records, gathered as the steps run, and
+//! the one place that writes it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::admission::Permit;
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::catalog::Tool;
+use crate::clock::Stopwatch;
+use crate::config::Capture;
+use crate::gateway::Gateway;
+use crate::hashing::{canonical_json, sha256_hex};
+use crate::outcome::{Refused, Reply};
+use crate::protocol::Failure;
+
+use super::request::Inbound;
+
+/// What the audit event of a request records beyond the outcome.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub action: String,
+    pub principal: Option<Principal>,
+    pub client_ip: Option<IpAddr>,
+    pub tool: Option<Arc<Tool>>,
+    pub policy_ids: Vec<String>,
+    pub draft_id: Option<String>,
+    pub details: Map<String, Value>,
+    /// Held until the request is answered: it counts the call as in flight.
+    pub permit: Option<Permit>,
+    /// Time spent per pipeline stage, for the metrics.
+    pub stages: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Trail {
+    pub(super) fn new(binding: Option<&'static str>) -> Trail {
+        let mut trail = Trail {
+            action: "agent.request".into(),
+            ..Trail::default()
+        };
+        if let Some(name) = binding {
+            trail.details.insert("binding".into(), name.into());
+        }
+        trail
+    }
+
+    /// Runs `f` and records how long it took as `stage`.
+    pub(super) fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let started = Stopwatch::start();
+        let out = f();
+        self.stages.push((stage, started.elapsed()));
+        out
+    }
+
+    /// Records a payload as the config says: its hash, and a redacted copy if enabled.
+    pub(super) fn payload(&mut self, gw: &Gateway, payload: &Value) {
+        self.details
+            .insert("payload_sha256".into(), payload_hash(payload).into());
+        if gw.config.audit_capture == Capture::Redacted {
+            self.details.insert("payload".into(), redact(payload));
+        }
+    }
+}
+
+/// Writes the terminal audit event and hands the outcome back. If the event cannot be
+/// made durable, the outcome becomes an internal error instead of an unaudited answer.
+pub(super) async fn finish(
+    gw: &Gateway,
+    inbound: &Inbound,
+    mut trail: Trail,
+    outcome: Result<Reply, Refused>,
+    started: Stopwatch,
+) -> Result<Reply, Refused> {
+    let code = match &outcome {
+        Ok(reply) => reply.code,
+        Err(refused) => refused.failure.code,
+    };
+    let client_ip = trail.client_ip.unwrap_or(inbound.peer);
+    let mut event = AuditEvent::for_request(
+        std::mem::take(&mut trail.action),
+        code,
+        gw.now_iso(),
+        &inbound.audit_facts(client_ip),
+    );
+    if let Some(p) = &trail.principal {
+        event.org_id = Some(p.org_id.clone());
+        event.app_id = Some(p.app.id.clone());
+        event.key_id = Some(p.key.id.clone());
+        event.actor_user_id = Some(p.actor_user_id.clone());
+    }
+    if let Some(tool) = &trail.tool {
+        event.tool = Some(tool.name.clone());
+        event.risk = Some(tool.risk.as_str().into());
+        event.plugin = Some(tool.plugin.name().into());
+        event.plugin_digest = Some(tool.plugin.digest().into());
+    }
+    event.policy_ids = std::mem::take(&mut trail.policy_ids);
+    event.draft_id = trail.draft_id.take();
+    event.details.extend(std::mem::take(&mut trail.details));
+    if let Err(refused) = &outcome
+        && let Some(internal) = &refused.internal
+    {
+        tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
+        event.details.insert("error".into(), internal.clone().into());
+    }
+    event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+    let tool_name = event.tool.clone();
+
+    let audit_started = Stopwatch::start();
+    let recorded = gw.audit.record(event).await;
+    gw.metrics.stage("audit", audit_started.elapsed());
+    for (stage, elapsed) in &trail.stages {
+        gw.metrics.stage(stage, *elapsed);
+    }
+    gw.metrics
+        .request("agent", tool_name.as_deref(), code.name, started.elapsed());
+    tracing::info!(
+        target: "openport::access",
+        request_id = %inbound.request_id,
+        method = %inbound.method,
+        path = %inbound.path,
+        status = code.status,
+        code = code.name,
+        tool = tool_name.as_deref().unwrap_or(""),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+    );
+    drop(trail.permit);
+    if let Err(e) = recorded {
+        tracing::error!(request_id = %inbound.request_id, error = %e, "audit event not durable; refusing to answer");
+        return Err(Failure::internal().into());
+    }
+    outcome
+}
+
+/// Payloads are stored in the audit trail as this hash, and in clear only when the config
+/// asks for redacted capture.
+pub fn payload_hash(payload: &Value) -> String {
+    sha256_hex(canonical_json(payload).as_bytes())
+}
+
+/// Keys whose values never reach the audit trail, even with redacted capture.
+const SENSITIVE_KEYS: &[&str] = &[
+    "title",
+    "notes",
+    "description",
+    "password",
+    "secret",
+    "token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "email",
+];
+
+/// The payload with sensitive values replaced by `[redacted]`, at any depth.
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let sensitive = SENSITIVE_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s));
+                    (
+                        k.clone(),
+                        if sensitive {
+                            Value::String("[redacted]".into())
+                        } else {
+                            redact(v)
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}

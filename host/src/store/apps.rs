@@ -1,0 +1,395 @@
+//! Apps (integrations), their keys, and the admin plane's credentials.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Db, StoreError, json_col, to_json};
+use crate::app_policy::{AppPolicy, AutoExecutePolicy};
+
+/// An app (integration) as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppRecord {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub scope: String,
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+    pub service_user_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub status: String,
+    pub policy: AppPolicy,
+    pub auto_execute: AutoExecutePolicy,
+    pub created_by: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A key as stored: the token itself is never kept, only its sha256.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub app_id: String,
+    pub name: String,
+    pub token_prefix: String,
+    #[serde(skip)]
+    pub token_hash: String,
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminTokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub org_id: Option<String>,
+    pub token_prefix: String,
+    pub token_hash: String,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+}
+
+/// Apps, keys and admin credentials.
+#[derive(Debug)]
+pub struct Apps {
+    db: Arc<Db>,
+    credentials: Mutex<CredentialCache>,
+}
+
+/// Keys by token prefix and apps by id, as authentication reads them on every request.
+///
+/// Every write to `apps` or `keys` goes through [`Apps`] (the gateway is the only writer of
+/// its SQLite file) and empties the cache before it returns, so a revocation still takes
+/// effect on the next request. It changes only while the connection is held, so no read
+/// can keep a value a write has replaced.
+#[derive(Debug, Default)]
+struct CredentialCache {
+    keys: HashMap<String, Vec<KeyRecord>>,
+    apps: HashMap<String, Arc<AppRecord>>,
+}
+
+impl CredentialCache {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.apps.clear();
+    }
+}
+
+/// Entries kept before the credential cache starts over (misses are not kept, so a
+/// stream of unknown tokens cannot fill it).
+const MAX_CACHED_CREDENTIALS: usize = 10_000;
+
+const APP_COLUMNS: &str = "id, name, description, scope, org_id, user_id, service_user_id, scopes, status,
+     policy, auto_execute, created_by, created_at, updated_at";
+
+const KEY_COLUMNS: &str =
+    "id, app_id, name, token_prefix, token_hash, last_used_at, expires_at, revoked_at, created_by, created_at";
+
+fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
+    Ok(AppRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        description: r.get(2)?,
+        scope: r.get(3)?,
+        org_id: r.get(4)?,
+        user_id: r.get(5)?,
+        service_user_id: r.get(6)?,
+        scopes: json_col(r, 7, "scopes")?,
+        status: r.get(8)?,
+        policy: json_col(r, 9, "policy")?,
+        auto_execute: json_col(r, 10, "auto_execute")?,
+        created_by: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        name: r.get(2)?,
+        token_prefix: r.get(3)?,
+        token_hash: r.get(4)?,
+        last_used_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+        created_by: r.get(8)?,
+        created_at: r.get(9)?,
+    })
+}
+
+fn keys_where(conn: &Connection, condition: &str, order: &str, value: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {condition} {order}"))?;
+    let rows = stmt.query_map([value], key_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The app columns a caller may replace as a whole.
+#[derive(Debug, Clone, Copy)]
+enum AppColumn {
+    Status,
+    Policy,
+    AutoExecute,
+}
+
+impl AppColumn {
+    fn name(self) -> &'static str {
+        match self {
+            AppColumn::Status => "status",
+            AppColumn::Policy => "policy",
+            AppColumn::AutoExecute => "auto_execute",
+        }
+    }
+}
+
+impl Apps {
+    pub(super) fn new(db: Arc<Db>) -> Self {
+        Apps {
+            db,
+            credentials: Mutex::new(CredentialCache::default()),
+        }
+    }
+
+    fn credentials(&self) -> MutexGuard<'_, CredentialCache> {
+        // The cache holds no invariant a panic could break: a poisoned one is just emptied.
+        self.credentials.lock().unwrap_or_else(|e| {
+            let mut cache = e.into_inner();
+            cache.clear();
+            cache
+        })
+    }
+
+    /// Runs a write to `apps` or `keys` and forgets every cached credential, while the
+    /// connection is still held so no read can slip between the two.
+    fn write_credentials<T>(&self, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.db.conn()?;
+        let result = write(&conn);
+        self.credentials().clear();
+        result
+    }
+
+    /// Reads through the credential cache: `cached` looks up, `read` reads the store,
+    /// `keep` stores a found value before the connection is released.
+    fn read_credential<T>(
+        &self,
+        cached: impl Fn(&CredentialCache) -> Option<T>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        keep: impl FnOnce(&mut CredentialCache, &T),
+    ) -> Result<T, StoreError> {
+        if let Some(hit) = cached(&self.credentials()) {
+            return Ok(hit);
+        }
+        let conn = self.db.conn()?;
+        let value = read(&conn)?;
+        let mut cache = self.credentials();
+        if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
+            cache.clear();
+        }
+        keep(&mut cache, &value);
+        drop(cache);
+        drop(conn);
+        Ok(value)
+    }
+
+    pub fn insert(&self, app: &AppRecord) -> Result<(), StoreError> {
+        self.write_credentials(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                ),
+                params![
+                    app.id,
+                    app.name,
+                    app.description,
+                    app.scope,
+                    app.org_id,
+                    app.user_id,
+                    app.service_user_id,
+                    to_json(&app.scopes, "scopes")?,
+                    app.status,
+                    to_json(&app.policy, "policy")?,
+                    to_json(&app.auto_execute, "auto_execute")?,
+                    app.created_by,
+                    app.created_at,
+                    app.updated_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
+        Ok(self.shared(id)?.map(Arc::unwrap_or_clone))
+    }
+
+    /// The app as the credential cache holds it: authentication takes it without a copy.
+    pub fn shared(&self, id: &str) -> Result<Option<Arc<AppRecord>>, StoreError> {
+        self.read_credential(
+            |cache| cache.apps.get(id).cloned().map(Some),
+            |conn| {
+                let mut stmt = conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"))?;
+                Ok(stmt.query_row([id], app_from_row).optional()?.map(Arc::new))
+            },
+            |cache, found| {
+                if let Some(app) = found {
+                    cache.apps.insert(id.to_string(), app.clone());
+                }
+            },
+        )
+    }
+
+    pub fn list(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))?;
+        let rows = stmt.query_map([], app_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError> {
+        self.set_column(id, AppColumn::Status, status, now)
+    }
+
+    /// Replaces an app's auto-execute policy.
+    pub fn set_auto_execute(&self, id: &str, policy: &AutoExecutePolicy, now: &str) -> Result<bool, StoreError> {
+        self.set_column(id, AppColumn::AutoExecute, &to_json(policy, "auto_execute")?, now)
+    }
+
+    /// Replaces an app's data policy.
+    pub fn set_policy(&self, id: &str, policy: &AppPolicy, now: &str) -> Result<bool, StoreError> {
+        self.set_column(id, AppColumn::Policy, &to_json(policy, "policy")?, now)
+    }
+
+    /// Sets one app column; `false` when there is no such app.
+    fn set_column(&self, id: &str, column: AppColumn, value: &str, now: &str) -> Result<bool, StoreError> {
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                &format!("UPDATE apps SET {} = ?2, updated_at = ?3 WHERE id = ?1", column.name()),
+                params![id, value, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Deletes an app and (by cascade) its keys.
+    pub fn delete(&self, app_id: &str) -> Result<(), StoreError> {
+        self.write_credentials(|conn| {
+            conn.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+            Ok(())
+        })
+    }
+
+    pub fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.write_credentials(|conn| {
+            conn.execute(
+                &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    key.id,
+                    key.app_id,
+                    key.name,
+                    key.token_prefix,
+                    key.token_hash,
+                    key.last_used_at,
+                    key.expires_at,
+                    key.revoked_at,
+                    key.created_by,
+                    key.created_at
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Keys whose token starts with `prefix`, in no particular order: authentication
+    /// compares them all. (No `ORDER BY`: with it, the bundled SQLite's STAT4 planner made
+    /// the statement depend on the bound value, so it was re-prepared on every call.)
+    pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        self.read_credential(
+            |cache| cache.keys.get(prefix).cloned(),
+            |conn| keys_where(conn, "token_prefix = ?1", "", prefix),
+            |cache, found| {
+                if !found.is_empty() {
+                    cache.keys.insert(prefix.to_string(), found.clone());
+                }
+            },
+        )
+    }
+
+    pub fn keys_of_app(&self, app_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        keys_where(&conn, "app_id = ?1", "ORDER BY created_at", app_id)
+    }
+
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        Ok(keys_where(&conn, "id = ?1", "", key_id)?.into_iter().next())
+    }
+
+    /// Revokes one key; `false` when there is no such key.
+    pub fn revoke_key(&self, key_id: &str, now: &str) -> Result<bool, StoreError> {
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![key_id, now],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    pub fn revoke_keys_of_app(&self, app_id: &str, now: &str) -> Result<(), StoreError> {
+        self.write_credentials(|conn| {
+            conn.execute(
+                "UPDATE keys SET revoked_at = ?2 WHERE app_id = ?1 AND revoked_at IS NULL",
+                params![app_id, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
+        let conn = self.db.conn()?;
+        conn.execute(
+            "INSERT INTO admin_tokens (id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                token.id,
+                token.name,
+                token.role,
+                token.org_id,
+                token.token_prefix,
+                token.token_hash,
+                token.revoked_at,
+                token.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn admin_tokens_by_prefix(&self, prefix: &str) -> Result<Vec<AdminTokenRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at
+             FROM admin_tokens WHERE token_prefix = ?1",
+        )?;
+        let rows = stmt.query_map([prefix], |r| {
+            Ok(AdminTokenRecord {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                role: r.get(2)?,
+                org_id: r.get(3)?,
+                token_prefix: r.get(4)?,
+                token_hash: r.get(5)?,
+                revoked_at: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

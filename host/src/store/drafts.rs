@@ -1,0 +1,460 @@
+//! Drafts (proposed writes) and their executions.
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Db, StoreError, enum_col, json_col, optional_json_col};
+
+/// Where a draft is in its lifecycle (SPEC 6). Only `Draft` is pending; every move out of
+/// it is one conditional update, so of two racing reviewers exactly one wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DraftStatus {
+    /// Waiting for review.
+    Draft,
+    /// Approved (by a reviewer or the auto-execute gate); its execution follows.
+    Confirmed,
+    /// Rejected by a reviewer.
+    Canceled,
+    /// Its review window passed.
+    Expired,
+    /// Its State Witness no longer matched at execution: nothing ran.
+    Stale,
+    /// Approved, but its execution failed or never started.
+    Failed,
+}
+
+impl DraftStatus {
+    pub const ALL: [DraftStatus; 6] = [
+        DraftStatus::Draft,
+        DraftStatus::Confirmed,
+        DraftStatus::Canceled,
+        DraftStatus::Expired,
+        DraftStatus::Stale,
+        DraftStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DraftStatus::Draft => "draft",
+            DraftStatus::Confirmed => "confirmed",
+            DraftStatus::Canceled => "canceled",
+            DraftStatus::Expired => "expired",
+            DraftStatus::Stale => "stale",
+            DraftStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for DraftStatus {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        DraftStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or(())
+    }
+}
+
+/// How a run of a draft's action ended, or that it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// On record before the plugin is called.
+    Running,
+    Success,
+    Failed,
+    /// The process died while it ran: the outcome is unknown and it is never re-run.
+    Indeterminate,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 4] = [
+        ExecutionStatus::Running,
+        ExecutionStatus::Success,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Indeterminate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Success => "success",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Indeterminate => "indeterminate",
+        }
+    }
+}
+
+impl std::str::FromStr for ExecutionStatus {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        ExecutionStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or(())
+    }
+}
+
+/// A proposed write.
+#[derive(Debug, Clone, Serialize)]
+pub struct DraftRecord {
+    pub id: String,
+    pub app_id: String,
+    pub key_id: String,
+    pub org_id: String,
+    pub actor_user_id: String,
+    pub action_type: String,
+    pub payload: Value,
+    pub status: DraftStatus,
+    pub risk: String,
+    pub requires_confirmation: bool,
+    pub auto_execute_requested: bool,
+    pub justification: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_id: String,
+    pub impact: Option<Value>,
+    pub impact_hash: Option<String>,
+    pub preflight_hash: Option<String>,
+    pub preflight_state_witness_hash: Option<String>,
+    pub plugin: String,
+    pub plugin_digest: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+    pub confirmed_at: Option<String>,
+    pub canceled_at: Option<String>,
+    pub confirmed_by_user_id: Option<String>,
+}
+
+/// One run of a draft's action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub draft_id: String,
+    pub app_id: String,
+    pub idempotency_key: Option<String>,
+    pub status: ExecutionStatus,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub instance_id: String,
+    pub created_at: String,
+}
+
+/// Filters for listing drafts; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct DraftFilter<'a> {
+    pub org_id: Option<&'a str>,
+    pub app_id: Option<&'a str>,
+    pub status: Option<DraftStatus>,
+    pub risk: Option<&'a str>,
+    /// Only drafts created at or before this instant (RFC 3339): at least this old.
+    pub created_before: Option<String>,
+    /// Only drafts created at or after this instant: at most this old.
+    pub created_after: Option<String>,
+    pub limit: usize,
+}
+
+/// Drafts and executions.
+#[derive(Debug)]
+pub struct Drafts {
+    db: Arc<Db>,
+}
+
+const DRAFT_COLUMNS: &str = "id, app_id, key_id, org_id, actor_user_id, action_type, payload, status, risk,
+     requires_confirmation, auto_execute_requested, justification, idempotency_key, request_id, impact,
+     impact_hash, preflight_hash, preflight_state_witness_hash, plugin, plugin_digest, created_at,
+     updated_at, expires_at, confirmed_at, canceled_at, confirmed_by_user_id";
+
+const EXECUTION_COLUMNS: &str = "id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at";
+
+fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<DraftRecord> {
+    Ok(DraftRecord {
+        id: r.get(0)?,
+        app_id: r.get(1)?,
+        key_id: r.get(2)?,
+        org_id: r.get(3)?,
+        actor_user_id: r.get(4)?,
+        action_type: r.get(5)?,
+        payload: json_col(r, 6, "payload")?,
+        status: enum_col(r, 7, "drafts.status")?,
+        risk: r.get(8)?,
+        requires_confirmation: r.get(9)?,
+        auto_execute_requested: r.get(10)?,
+        justification: r.get(11)?,
+        idempotency_key: r.get(12)?,
+        request_id: r.get(13)?,
+        impact: optional_json_col(r, 14)?,
+        impact_hash: r.get(15)?,
+        preflight_hash: r.get(16)?,
+        preflight_state_witness_hash: r.get(17)?,
+        plugin: r.get(18)?,
+        plugin_digest: r.get(19)?,
+        created_at: r.get(20)?,
+        updated_at: r.get(21)?,
+        expires_at: r.get(22)?,
+        confirmed_at: r.get(23)?,
+        canceled_at: r.get(24)?,
+        confirmed_by_user_id: r.get(25)?,
+    })
+}
+
+fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+    Ok(ExecutionRecord {
+        id: r.get(0)?,
+        draft_id: r.get(1)?,
+        app_id: r.get(2)?,
+        idempotency_key: r.get(3)?,
+        status: enum_col(r, 4, "executions.status")?,
+        result: optional_json_col(r, 5)?,
+        error: r.get(6)?,
+        instance_id: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+impl Drafts {
+    pub(super) fn new(db: Arc<Db>) -> Self {
+        Drafts { db }
+    }
+
+    pub fn insert(&self, d: &DraftRecord) -> Result<(), StoreError> {
+        let conn = self.db.conn()?;
+        conn.execute(
+            &format!(
+                "INSERT INTO drafts ({DRAFT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+            ),
+            params![
+                d.id,
+                d.app_id,
+                d.key_id,
+                d.org_id,
+                d.actor_user_id,
+                d.action_type,
+                d.payload.to_string(),
+                d.status.as_str(),
+                d.risk,
+                d.requires_confirmation,
+                d.auto_execute_requested,
+                d.justification,
+                d.idempotency_key,
+                d.request_id,
+                d.impact.as_ref().map(Value::to_string),
+                d.impact_hash,
+                d.preflight_hash,
+                d.preflight_state_witness_hash,
+                d.plugin,
+                d.plugin_digest,
+                d.created_at,
+                d.updated_at,
+                d.expires_at,
+                d.confirmed_at,
+                d.canceled_at,
+                d.confirmed_by_user_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<DraftRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], draft_from_row).optional()?)
+    }
+
+    /// Drafts for review, newest first, filtered by tenant, app and status.
+    pub fn list(&self, filter: &DraftFilter<'_>) -> Result<Vec<DraftRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DRAFT_COLUMNS} FROM drafts WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR app_id = ?2)
+             AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR risk = ?4)
+             AND (?5 IS NULL OR created_at <= ?5) AND (?6 IS NULL OR created_at >= ?6)
+             ORDER BY created_at DESC, id DESC LIMIT ?7"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                filter.org_id,
+                filter.app_id,
+                filter.status.map(DraftStatus::as_str),
+                filter.risk,
+                filter.created_before,
+                filter.created_after,
+                i64::try_from(filter.limit).unwrap_or(i64::MAX)
+            ],
+            draft_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Draft counts by state, for the metrics.
+    pub fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM drafts GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drafts of an app still waiting for review.
+    pub fn pending_of_app(&self, app_id: &str) -> Result<i64, StoreError> {
+        let conn = self.db.conn()?;
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM drafts WHERE app_id = ?1 AND status = 'draft'",
+            [app_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Moves a draft from `from` to `to` in one statement; `false` when it was not in
+    /// `from` any more (another request won the race, or it is final). `by` and `at` fill
+    /// the confirmation or cancellation columns the target state has.
+    pub fn transition(
+        &self,
+        id: &str,
+        from: DraftStatus,
+        to: DraftStatus,
+        by: Option<&str>,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE drafts SET status = ?3, updated_at = ?5,
+                 confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_at END,
+                 confirmed_by_user_id = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_by_user_id END,
+                 canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END
+             WHERE id = ?1 AND status = ?2",
+            params![id, from.as_str(), to.as_str(), by, at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records an execution of a draft.
+    pub fn insert_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
+        let conn = self.db.conn()?;
+        conn.execute(
+            &format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+            params![
+                execution.id,
+                execution.draft_id,
+                execution.app_id,
+                execution.idempotency_key,
+                execution.status.as_str(),
+                execution.result.as_ref().map(Value::to_string),
+                execution.error,
+                execution.instance_id,
+                execution.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records how a running execution ended; `false` if it was not running.
+    pub fn finish_execution(
+        &self,
+        id: &str,
+        status: ExecutionStatus,
+        result: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE executions SET status = ?2, result = ?3, error = ?4 WHERE id = ?1 AND status = 'running'",
+            params![id, status.as_str(), result.map(Value::to_string), error],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Marks executions left `running` by another (dead) gateway instance as
+    /// `indeterminate`; returns them as (execution id, draft id).
+    pub fn mark_indeterminate(&self, current_instance: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.db.conn()?;
+        let tx = conn.transaction()?;
+        let rows: Vec<(String, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT id, draft_id FROM executions WHERE status = 'running' AND instance_id != ?1")?;
+            stmt.query_map([current_instance], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        tx.execute(
+            "UPDATE executions SET status = 'indeterminate' WHERE status = 'running' AND instance_id != ?1",
+            [current_instance],
+        )?;
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    /// At startup: approved drafts a previous process claimed but never started (no
+    /// execution record, which is written before the plugin is called) become `failed`
+    /// with a failed execution saying nothing ran, so their replay is a failure, never a
+    /// silent re-run. Returns (draft id, execution id) of each.
+    pub fn fail_unstarted_approvals(
+        &self,
+        instance_id: &str,
+        now: &str,
+        new_execution_id: impl Fn() -> String,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.db.conn()?;
+        let tx = conn.transaction()?;
+        let stranded: Vec<(String, String, Option<String>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT d.id, d.app_id, d.idempotency_key FROM drafts d
+                 WHERE d.status = 'confirmed' AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.draft_id = d.id)",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut failed = Vec::new();
+        for (draft_id, app_id, idempotency_key) in stranded {
+            let execution_id = new_execution_id();
+            tx.execute(
+                "UPDATE drafts SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
+                params![draft_id, now],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7)"
+                ),
+                params![
+                    execution_id,
+                    draft_id,
+                    app_id,
+                    idempotency_key,
+                    "the gateway stopped after the approval and before the write started; nothing was executed",
+                    instance_id,
+                    now
+                ],
+            )?;
+            failed.push((draft_id, execution_id));
+        }
+        tx.commit()?;
+        Ok(failed)
+    }
+
+    /// An operator's decision on an indeterminate execution; `None` if it was not one.
+    pub fn resolve_execution(
+        &self,
+        id: &str,
+        outcome: ExecutionStatus,
+        note: &str,
+    ) -> Result<Option<ExecutionRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE executions SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'indeterminate'",
+            params![id, outcome.as_str(), note],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare_cached(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"))?;
+        Ok(stmt.query_row([id], execution_from_row).optional()?)
+    }
+
+    /// The latest execution of a draft.
+    pub fn latest_execution(&self, draft_id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE draft_id = ?1 ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))?;
+        Ok(stmt.query_row([draft_id], execution_from_row).optional()?)
+    }
+}
