@@ -216,3 +216,66 @@ fn high_risk_auto_execute_can_require_a_single_use_step_up_grant_bound_to_one_pr
     let trail = serde_json::to_string(&gw.audit().iter().map(|e| &e.details).collect::<Vec<_>>()).expect("json");
     assert!(!trail.contains(&token), "step-up token in the audit trail");
 }
+
+#[test]
+fn a_thousand_parallel_distinct_creates_store_a_thousand_records_each_with_its_own_data() {
+    let gw = TestGateway::builder()
+        .config("\n[admission.default]\nrequests = 100000\nconcurrency = 1000\n")
+        .start();
+    open_writes_window(&gw);
+    let (threads, each) = (16, 63);
+    let acknowledged: Vec<(String, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let gw = &gw;
+                scope.spawn(move || {
+                    (0..each)
+                        .map(|i| {
+                            let title = format!("parallel-{thread}-{i}");
+                            let reply = gw.post(
+                                "/api/agent/v1/actions",
+                                Some(&gw.full()),
+                                &json!({"action": "transaction.create", "execute": true, "idempotencyKey": title,
+                                        "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": title, "amount_home": 1}}),
+                            );
+                            reply.expect(200, "common.success");
+                            assert_eq!(reply.data()["status"], "executed", "{:#}", reply.body);
+                            let id = reply.data()["execution"]["result"]["transaction"]["id"]
+                                .as_str()
+                                .expect("the created id")
+                                .to_string();
+                            (title, id)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(acknowledged.len(), threads * each);
+    let mut stored = std::collections::HashMap::new();
+    for page in 1.. {
+        let reply = gw.get(
+            &format!("/api/agent/v1/transactions?ledgerId=ledger_main&page={page}&pageSize=200"),
+            Some(&gw.full()),
+        );
+        for t in reply.data()["items"].as_array().expect("items") {
+            let (id, title) = (t["id"].as_str().expect("id"), t["title"].as_str().unwrap_or(""));
+            assert!(
+                stored.insert(id.to_string(), title.to_string()).is_none(),
+                "`{id}` listed twice"
+            );
+        }
+        if reply.data()["hasMore"] != true {
+            break;
+        }
+    }
+    for (title, id) in &acknowledged {
+        assert_eq!(
+            stored.get(id),
+            Some(title),
+            "acknowledged `{id}` does not hold its own draft's data"
+        );
+    }
+    assert_eq!(stored.len(), threads * each + 2, "the seeded two and every create");
+}

@@ -131,7 +131,11 @@ fn reads_refused_at_scopes_answer_alike_whatever_object_they_name() {
         &json!({"scope": "workspace", "name": "ledgers only", "scopes": ["ledger.read"]}),
     );
     let token = created.data()["token"].as_str().expect("token").to_string();
-    let ids = ["ledger_main".to_string(), "ledger_other".to_string(), "ledger_nope".to_string()];
+    let ids = [
+        "ledger_main".to_string(),
+        "ledger_other".to_string(),
+        "ledger_nope".to_string(),
+    ];
     refused_alike(&gw, &ids, 403, "agent.scope_denied", |id| {
         gw.get(&format!("/api/agent/v1/transactions?ledgerId={id}"), Some(&token))
     });

@@ -2,13 +2,18 @@
 //! backend; a missing grant is `error.unavailable`, never a trap.
 
 use super::CallState;
-use super::bindings::adapter::openport::plugin::host::{Host, HttpRequest, HttpResponse, Level};
+use super::bindings::adapter::openport::plugin::host::{
+    Host, HttpRequest, HttpResponse, KvCondition, KvWrite, Level, Versioned,
+};
 use super::bindings::adapter::openport::plugin::types::{self, Error};
+use crate::store::{self as kv, IncrementError};
 
 /// Longest key and value a plugin may store, and most keys one `kv-list` returns.
 const MAX_KV_KEY: usize = 512;
 const MAX_KV_VALUE: usize = 256 * 1024;
 const MAX_KV_LIST: usize = 10_000;
+/// Most conditions, and most writes, in one `kv-batch`.
+const MAX_KV_BATCH: usize = 64;
 /// Log lines one call may write; the rest are dropped.
 const MAX_LOG_LINES: u32 = 100;
 
@@ -19,6 +24,16 @@ fn denied(capability: &str) -> Error {
 fn backend(e: impl std::fmt::Display) -> Error {
     tracing::warn!(error = %e, "plugin kv backend failed");
     Error::Unavailable("key-value store unavailable".into())
+}
+
+/// Keys and values a plugin may store.
+fn check_entry(key: &str, value: &str) -> Result<(), Error> {
+    if key.len() > MAX_KV_KEY || value.len() > MAX_KV_VALUE {
+        return Err(Error::InvalidInput(format!(
+            "kv keys are at most {MAX_KV_KEY} bytes and values at most {MAX_KV_VALUE}"
+        )));
+    }
+    Ok(())
 }
 
 impl types::Host for CallState {}
@@ -53,15 +68,12 @@ impl Host for CallState {
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), Error> {
-        if key.len() > MAX_KV_KEY || value.len() > MAX_KV_VALUE {
-            return Err(Error::InvalidInput(format!(
-                "kv keys are at most {MAX_KV_KEY} bytes and values at most {MAX_KV_VALUE}"
-            )));
-        }
+        check_entry(&key, &value)?;
         let store = self.kv("set")?;
         store
             .kv
             .set(&self.env.name, &self.tenant, &key, &value)
+            .map(|_| ())
             .map_err(backend)
     }
 
@@ -75,6 +87,75 @@ impl Host for CallState {
         store
             .kv
             .list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
+            .map_err(backend)
+    }
+
+    fn kv_get_versioned(&mut self, key: String) -> Result<Option<Versioned>, Error> {
+        let store = self.kv("get")?;
+        let found = store
+            .kv
+            .get_versioned(self.namespace(), &self.tenant, &key)
+            .map_err(backend)?;
+        Ok(found.map(|v| Versioned {
+            value: v.value,
+            version: v.version,
+        }))
+    }
+
+    fn kv_compare_and_set(&mut self, key: String, expected: Option<u64>, value: String) -> Result<Option<u64>, Error> {
+        check_entry(&key, &value)?;
+        let store = self.kv("compare-and-set")?;
+        store
+            .kv
+            .compare_and_set(&self.env.name, &self.tenant, &key, expected, &value)
+            .map_err(backend)
+    }
+
+    fn kv_increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
+        check_entry(&key, "")?;
+        let store = self.kv("increment")?;
+        store
+            .kv
+            .increment(&self.env.name, &self.tenant, &key, delta)
+            .map_err(|e| match e {
+                IncrementError::Store(e) => backend(e),
+                refused => Error::InvalidInput(refused.to_string()),
+            })
+    }
+
+    fn kv_batch(&mut self, conditions: Vec<KvCondition>, writes: Vec<KvWrite>) -> Result<bool, Error> {
+        if conditions.len() > MAX_KV_BATCH || writes.len() > MAX_KV_BATCH {
+            return Err(Error::InvalidInput(format!(
+                "a kv batch takes at most {MAX_KV_BATCH} conditions and {MAX_KV_BATCH} writes"
+            )));
+        }
+        let conditions: Vec<kv::KvCondition> = conditions
+            .into_iter()
+            .map(|c| {
+                check_entry(&c.key, "")?;
+                Ok(kv::KvCondition {
+                    key: c.key,
+                    version: c.version,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        let writes: Vec<kv::KvWrite> = writes
+            .into_iter()
+            .map(|w| match w {
+                KvWrite::Set((key, value)) => {
+                    check_entry(&key, &value)?;
+                    Ok(kv::KvWrite::Set { key, value })
+                }
+                KvWrite::Delete(key) => {
+                    check_entry(&key, "")?;
+                    Ok(kv::KvWrite::Delete { key })
+                }
+            })
+            .collect::<Result<_, Error>>()?;
+        let store = self.kv("batch")?;
+        store
+            .kv
+            .batch(&self.env.name, &self.tenant, &conditions, &writes)
             .map_err(backend)
     }
 

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Db, StoreError, enum_col, json_col, optional_json_col};
+use super::{Db, StoreError, begin, enum_col, json_col, optional_json_col};
 
 /// Where a draft is in its lifecycle (SPEC 6). Only `Draft` is pending; every move out of
 /// it is one conditional update, so of two racing reviewers exactly one wins.
@@ -368,7 +368,7 @@ impl Drafts {
     /// `indeterminate`; returns them as (execution id, draft id).
     pub fn mark_indeterminate(&self, current_instance: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.db.conn()?;
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn)?;
         let rows: Vec<(String, String)> = {
             let mut stmt =
                 tx.prepare("SELECT id, draft_id FROM executions WHERE status = 'running' AND instance_id != ?1")?;
@@ -394,7 +394,7 @@ impl Drafts {
         new_execution_id: impl Fn() -> String,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.db.conn()?;
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn)?;
         let stranded: Vec<(String, String, Option<String>)> = {
             let mut stmt = tx.prepare(
                 "SELECT d.id, d.app_id, d.idempotency_key FROM drafts d

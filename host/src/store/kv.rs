@@ -1,16 +1,54 @@
 //! Plugin key-value namespaces, by plugin and tenant, read through a cache.
+//!
+//! Calls of one plugin run in parallel, so a plugin that reads a value and writes it back
+//! races with itself. Every write therefore takes a version from one counter that never
+//! goes back (`kv_versions`), and the atomic operations (compare-and-set, increment, a
+//! conditional batch) each run in one transaction while the connection is held: the
+//! request path's single connection serializes them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Db, StoreError};
+use super::{Db, StoreError, begin};
 
 #[derive(Debug)]
 pub struct PluginKv {
     db: Arc<Db>,
     cache: Mutex<KvCache>,
+}
+
+/// A stored value and the version of the write that stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: String,
+    pub version: u64,
+}
+
+/// What a conditional batch requires of one key: at `version`, or absent (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvCondition {
+    pub key: String,
+    pub version: Option<u64>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWrite {
+    Set { key: String, value: String },
+    Delete { key: String },
+}
+
+/// Why an increment was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IncrementError {
+    #[error("the value at `{0}` is not a decimal integer")]
+    NotAnInteger(String),
+    #[error("incrementing `{0}` overflows a 64-bit integer")]
+    Overflow(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Plugin key-value reads, by plugin, tenant and key (`None`: the key is absent). A plugin
@@ -23,7 +61,7 @@ pub struct PluginKv {
 /// is released. (The gateway is the only writer of its database: docs/operations.md.)
 #[derive(Debug, Default)]
 struct KvCache {
-    values: HashMap<String, HashMap<String, HashMap<String, Option<String>>>>,
+    values: HashMap<String, HashMap<String, HashMap<String, Option<Versioned>>>>,
     bytes: usize,
 }
 
@@ -31,12 +69,12 @@ struct KvCache {
 const MAX_CACHED_KV_BYTES: usize = 16 << 20;
 
 impl KvCache {
-    fn get(&self, plugin: &str, tenant: &str, key: &str) -> Option<Option<String>> {
+    fn get(&self, plugin: &str, tenant: &str, key: &str) -> Option<Option<Versioned>> {
         self.values.get(plugin)?.get(tenant)?.get(key).cloned()
     }
 
-    fn insert(&mut self, plugin: &str, tenant: &str, key: &str, value: Option<String>) {
-        let size = key.len() + value.as_ref().map_or(0, String::len);
+    fn insert(&mut self, plugin: &str, tenant: &str, key: &str, value: Option<Versioned>) {
+        let size = key.len() + value.as_ref().map_or(0, |v| v.value.len());
         if self.bytes + size > MAX_CACHED_KV_BYTES {
             self.clear();
         }
@@ -61,6 +99,51 @@ impl KvCache {
     }
 }
 
+/// The next write version: one counter for every key of every plugin, never reused.
+fn next_version(conn: &Connection) -> Result<u64, StoreError> {
+    let version: i64 = conn.query_row(
+        "UPDATE kv_versions SET last = last + 1 WHERE id = 1 RETURNING last",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(version).unwrap_or(0))
+}
+
+fn read(conn: &Connection, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT value, version FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
+    Ok(stmt
+        .query_row(params![plugin, tenant, key], |r| {
+            Ok(Versioned {
+                value: r.get(0)?,
+                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            })
+        })
+        .optional()?)
+}
+
+fn write(conn: &Connection, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<u64, StoreError> {
+    let version = next_version(conn)?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO plugin_kv (plugin, tenant, key, value, version) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+    )?;
+    stmt.execute(params![
+        plugin,
+        tenant,
+        key,
+        value,
+        i64::try_from(version).unwrap_or(i64::MAX)
+    ])?;
+    Ok(version)
+}
+
+fn delete(conn: &Connection, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
+    stmt.execute(params![plugin, tenant, key])?;
+    Ok(())
+}
+
 impl PluginKv {
     pub(super) fn new(db: Arc<Db>) -> Self {
         PluginKv {
@@ -80,38 +163,114 @@ impl PluginKv {
 
     /// Reads through the cache; a miss is read from the store and remembered.
     pub fn get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get_versioned(plugin, tenant, key)?.map(|v| v.value))
+    }
+
+    /// A value with its version, through the cache.
+    pub fn get_versioned(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         if let Some(hit) = self.cache().get(plugin, tenant, key) {
             return Ok(hit);
         }
         let conn = self.db.conn()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
-        let value: Option<String> = stmt.query_row(params![plugin, tenant, key], |r| r.get(0)).optional()?;
+        let value = read(&conn, plugin, tenant, key)?;
         // Still holding the connection: no write can land between the read and the insert.
         self.cache().insert(plugin, tenant, key, value.clone());
         Ok(value)
     }
 
-    pub fn set(&self, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO plugin_kv (plugin, tenant, key, value) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value",
-        )?;
+    /// Writes a value; returns its version.
+    pub fn set(&self, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<u64, StoreError> {
+        let mut conn = self.db.conn()?;
         // Forgotten before the write, so a failed write leaves no stale entry either.
         self.cache().forget(plugin, tenant, key);
-        stmt.execute(params![plugin, tenant, key, value])?;
-        Ok(())
+        let tx = begin(&mut conn)?;
+        let version = write(&tx, plugin, tenant, key, value)?;
+        tx.commit()?;
+        Ok(version)
     }
 
     pub fn delete(&self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
         let conn = self.db.conn()?;
         self.cache().forget(plugin, tenant, key);
-        conn.execute(
-            "DELETE FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
-            params![plugin, tenant, key],
-        )?;
-        Ok(())
+        delete(&conn, plugin, tenant, key)
+    }
+
+    /// Writes `value` only if the key is at `expected` (`None`: absent). The new version,
+    /// or `None` when the key moved on and nothing was written.
+    pub fn compare_and_set(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        key: &str,
+        expected: Option<u64>,
+        value: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.db.conn()?;
+        self.cache().forget(plugin, tenant, key);
+        let tx = begin(&mut conn)?;
+        let current = read(&tx, plugin, tenant, key)?.map(|v| v.version);
+        if current != expected {
+            return Ok(None);
+        }
+        let version = write(&tx, plugin, tenant, key, value)?;
+        tx.commit()?;
+        Ok(Some(version))
+    }
+
+    /// Adds `delta` to the integer at `key` (absent: 0) and returns the sum, atomically.
+    pub fn increment(&self, plugin: &str, tenant: &str, key: &str, delta: i64) -> Result<i64, IncrementError> {
+        let mut conn = self.db.conn()?;
+        self.cache().forget(plugin, tenant, key);
+        let tx = begin(&mut conn)?;
+        let current = match read(&tx, plugin, tenant, key)? {
+            None => 0,
+            Some(v) => v
+                .value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| IncrementError::NotAnInteger(key.to_string()))?,
+        };
+        let sum = current
+            .checked_add(delta)
+            .ok_or_else(|| IncrementError::Overflow(key.to_string()))?;
+        write(&tx, plugin, tenant, key, &sum.to_string())?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(sum)
+    }
+
+    /// Applies every write if every condition holds, else nothing: `true` when applied.
+    pub fn batch(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        conditions: &[KvCondition],
+        writes: &[KvWrite],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.db.conn()?;
+        {
+            let mut cache = self.cache();
+            for w in writes {
+                let (KvWrite::Set { key, .. } | KvWrite::Delete { key }) = w;
+                cache.forget(plugin, tenant, key);
+            }
+        }
+        let tx = begin(&mut conn)?;
+        for condition in conditions {
+            let current = read(&tx, plugin, tenant, &condition.key)?.map(|v| v.version);
+            if current != condition.version {
+                return Ok(false);
+            }
+        }
+        for w in writes {
+            match w {
+                KvWrite::Set { key, value } => {
+                    write(&tx, plugin, tenant, key, value)?;
+                }
+                KvWrite::Delete { key } => delete(&tx, plugin, tenant, key)?,
+            }
+        }
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Keys starting with `prefix`, in byte order, at most `limit` of them: a range over the
@@ -220,5 +379,155 @@ mod tests {
         }
         assert!(kv.cache().bytes <= MAX_CACHED_KV_BYTES);
         assert_eq!(get("org_a", "big/0").map(|v| v.len()), Some(big.len()));
+    }
+
+    #[test]
+    fn every_write_gets_a_new_version_and_a_recreated_key_never_reuses_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        let first = kv.set("p", "t", "k", "a").unwrap();
+        let second = kv.set("p", "t", "k", "b").unwrap();
+        assert!(second > first);
+        kv.delete("p", "t", "k").unwrap();
+        let third = kv.set("p", "t", "k", "a").unwrap();
+        assert!(third > second, "a key deleted and written again is at a new version");
+        assert_eq!(
+            kv.get_versioned("p", "t", "k").unwrap(),
+            Some(Versioned {
+                value: "a".into(),
+                version: third
+            })
+        );
+    }
+
+    #[test]
+    fn compare_and_set_writes_only_at_the_version_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        let created = kv
+            .compare_and_set("p", "t", "k", None, "1")
+            .unwrap()
+            .expect("absent: written");
+        assert_eq!(
+            kv.compare_and_set("p", "t", "k", None, "x").unwrap(),
+            None,
+            "no longer absent"
+        );
+        assert_eq!(
+            kv.compare_and_set("p", "t", "k", Some(created + 99), "x").unwrap(),
+            None
+        );
+        let updated = kv
+            .compare_and_set("p", "t", "k", Some(created), "2")
+            .unwrap()
+            .expect("at its version");
+        assert_eq!(kv.get("p", "t", "k").unwrap().as_deref(), Some("2"));
+        assert_eq!(
+            kv.compare_and_set("p", "t", "k", Some(created), "3").unwrap(),
+            None,
+            "stale version"
+        );
+        assert_eq!(
+            kv.get_versioned("p", "t", "k").unwrap().map(|v| v.version),
+            Some(updated)
+        );
+        assert_eq!(
+            kv.compare_and_set("p", "other", "k", Some(updated), "x").unwrap(),
+            None,
+            "another tenant's key is another key"
+        );
+    }
+
+    #[test]
+    fn increments_start_at_zero_and_refuse_what_is_not_an_integer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        assert_eq!(kv.increment("p", "t", "n", 5).unwrap(), 5);
+        assert_eq!(kv.increment("p", "t", "n", -2).unwrap(), 3);
+        assert_eq!(kv.get("p", "t", "n").unwrap().as_deref(), Some("3"));
+        kv.set("p", "t", "s", "three").unwrap();
+        assert!(matches!(
+            kv.increment("p", "t", "s", 1),
+            Err(IncrementError::NotAnInteger(_))
+        ));
+        kv.set("p", "t", "max", &i64::MAX.to_string()).unwrap();
+        assert!(matches!(
+            kv.increment("p", "t", "max", 1),
+            Err(IncrementError::Overflow(_))
+        ));
+        assert_eq!(
+            kv.get("p", "t", "max").unwrap(),
+            Some(i64::MAX.to_string()),
+            "unchanged"
+        );
+    }
+
+    #[test]
+    fn a_batch_applies_every_write_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        let a = kv.set("p", "t", "a", "1").unwrap();
+        let writes = [
+            KvWrite::Set {
+                key: "b".into(),
+                value: "2".into(),
+            },
+            KvWrite::Delete { key: "a".into() },
+        ];
+        let stale = [KvCondition {
+            key: "a".into(),
+            version: Some(a + 1),
+        }];
+        assert!(!kv.batch("p", "t", &stale, &writes).unwrap());
+        assert_eq!(kv.get("p", "t", "a").unwrap().as_deref(), Some("1"), "nothing applied");
+        assert_eq!(kv.get("p", "t", "b").unwrap(), None, "nothing applied");
+        let holds = [
+            KvCondition {
+                key: "a".into(),
+                version: Some(a),
+            },
+            KvCondition {
+                key: "b".into(),
+                version: None,
+            },
+        ];
+        assert!(kv.batch("p", "t", &holds, &writes).unwrap());
+        assert_eq!(kv.get("p", "t", "a").unwrap(), None);
+        assert_eq!(kv.get("p", "t", "b").unwrap().as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn parallel_read_modify_writes_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let (threads, rounds) = (8, 100);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..rounds {
+                        store.kv.increment("p", "t", "counter", 1).unwrap();
+                        // The same with compare-and-set: read, add one, write if unchanged.
+                        loop {
+                            let current = store.kv.get_versioned("p", "t", "cas").unwrap();
+                            let n: i64 = current.as_ref().map_or(0, |v| v.value.parse().unwrap());
+                            let written = store
+                                .kv
+                                .compare_and_set("p", "t", "cas", current.map(|v| v.version), &(n + 1).to_string())
+                                .unwrap();
+                            if written.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let total = (threads * rounds).to_string();
+        assert_eq!(store.kv.get("p", "t", "counter").unwrap(), Some(total.clone()));
+        assert_eq!(store.kv.get("p", "t", "cas").unwrap(), Some(total));
     }
 }

@@ -42,7 +42,7 @@ pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut};
 pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
-pub use kv::PluginKv;
+pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
 pub use plugins::PluginRegistry;
 pub use preflights::{PreflightRecord, Preflights, StepUpGrant};
 
@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_executions.sql"),
     include_str!("migrations/0005_idempotency.sql"),
     include_str!("migrations/0006_step_up.sql"),
+    include_str!("migrations/0007_kv_versions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// A write transaction from its first statement, for a read followed by a write. A deferred
+/// one that reads first cannot become a writer once another connection (the audit writer)
+/// has committed since its read began: SQLite answers `SQLITE_BUSY` at once, without waiting.
+fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
 }
 
 /// A JSON column, as `T`; a bad one is a conversion error naming the column.

@@ -2,6 +2,10 @@
 //!
 //! Data lives in the host's key-value store, namespaced by tenant: `ledger/<id>` and
 //! `txn/<id>` hold one JSON object each. The plugin never sees another tenant's keys.
+//!
+//! Calls run in parallel, so every write is atomic against the others: new ids come from
+//! `kv-increment`, a new record is written only where none is, and a change to a record is
+//! a compare-and-set on the version it read (docs/plugin-authoring.md).
 
 mod tools;
 
@@ -54,6 +58,18 @@ fn load_all(prefix: &str) -> Result<Vec<serde_json::Value>, Error> {
     Ok(out)
 }
 
-fn store(key: &str, value: &serde_json::Value) -> Result<(), Error> {
-    host::kv_set(key, &value.to_string())
+/// Reads and decodes one stored JSON object with its version.
+fn load_versioned(key: &str) -> Result<Option<(serde_json::Value, u64)>, Error> {
+    match host::kv_get_versioned(key)? {
+        None => Ok(None),
+        Some(found) => serde_json::from_str(&found.value)
+            .map(|value| Some((value, found.version)))
+            .map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}"))),
+    }
+}
+
+/// Writes `value` only if `key` is still at `version` (`None`: still absent). `false` when
+/// a parallel call wrote it first: the caller reads again and retries.
+fn store_if(key: &str, version: Option<u64>, value: &serde_json::Value) -> Result<bool, Error> {
+    Ok(host::kv_compare_and_set(key, version, &value.to_string())?.is_some())
 }

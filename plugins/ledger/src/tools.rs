@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::openport::plugin::host;
 use crate::openport::plugin::types::{Effect, Risk};
 use crate::{Error, Impact, ToolDescriptor};
-use crate::{load, load_all, store};
+use crate::{load, load_all, load_versioned, store_if};
 
 type Payload = Map<String, Value>;
 
@@ -198,10 +198,34 @@ fn ledger(id: &str) -> Result<Value, Error> {
 }
 
 fn live_transaction(id: &str) -> Result<Value, Error> {
-    match load(&format!("txn/{id}"))? {
-        Some(t) if t["is_deleted"] != json!(true) => Ok(t),
+    live_versioned(id).map(|(t, _)| t)
+}
+
+/// A transaction that is not deleted, with the version it was read at.
+fn live_versioned(id: &str) -> Result<(Value, u64), Error> {
+    match load_versioned(&format!("txn/{id}"))? {
+        Some((t, version)) if t["is_deleted"] != json!(true) => Ok((t, version)),
         _ => Err(Error::NotFound("Transaction not found".into())),
     }
+}
+
+/// How often a change is retried when parallel calls keep changing the same record, and
+/// how many taken ids a create may skip before it gives up.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Reads a live transaction, applies `change`, and writes it back only if nobody wrote it
+/// in between; otherwise reads again. Returns the stored transaction.
+fn change_transaction(id: &str, change: impl Fn(&mut Map<String, Value>)) -> Result<Value, Error> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (mut t, version) = live_versioned(id)?;
+        if let Some(map) = t.as_object_mut() {
+            change(map);
+        }
+        if store_if(&format!("txn/{id}"), Some(version), &t)? {
+            return Ok(t);
+        }
+    }
+    Err(Error::Conflict("the transaction kept changing; try again".into()))
 }
 
 /// The transaction fields the reference shows to agents (`is_deleted` stays internal).
@@ -402,43 +426,48 @@ pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Re
         "transaction.create" => {
             let ledger_id = required(payload, "ledgerId")?;
             ledger(ledger_id)?;
-            let seq = load("seq/txn")?.and_then(|v| v.as_u64()).unwrap_or(2) + 1;
-            store("seq/txn", &json!(seq))?;
             let now = now_iso()?;
-            let mut t = Map::new();
-            t.insert("id".into(), json!(format!("txn_{seq}")));
-            t.insert("currency_home".into(), json!("USD"));
-            t.insert("date".into(), json!(now));
-            t.insert("notes".into(), Value::Null);
-            t.extend(transaction_changes(payload));
-            t.insert("is_deleted".into(), json!(false));
-            t.insert("created_at".into(), json!(now));
-            t.insert("updated_at".into(), json!(now));
-            let t = Value::Object(t);
-            store(&format!("txn/txn_{seq}"), &t)?;
-            Ok(json!({"transaction": public_transaction(&t)}))
+            // A fresh id from an atomic counter, written only where no record is: parallel
+            // creates never share an id. Taken ids the counter has not passed yet (the
+            // demo's seeded ones) are skipped.
+            for _ in 0..MAX_ATTEMPTS {
+                let seq = host::kv_increment("seq/txn", 1)?;
+                let mut t = Map::new();
+                t.insert("id".into(), json!(format!("txn_{seq}")));
+                t.insert("currency_home".into(), json!("USD"));
+                t.insert("date".into(), json!(now));
+                t.insert("notes".into(), Value::Null);
+                t.extend(transaction_changes(payload));
+                t.insert("is_deleted".into(), json!(false));
+                t.insert("created_at".into(), json!(now));
+                t.insert("updated_at".into(), json!(now));
+                let t = Value::Object(t);
+                if store_if(&format!("txn/txn_{seq}"), None, &t)? {
+                    return Ok(json!({"transaction": public_transaction(&t)}));
+                }
+            }
+            Err(Error::Internal("no free transaction id".into()))
         }
         "transaction.update" => {
             let id = required(payload, "transactionId")?;
-            let mut t = live_transaction(id)?;
+            live_transaction(id)?;
             if let Some(ledger_id) = str_field(payload, "ledgerId") {
                 ledger(ledger_id)?;
             }
-            if let Some(map) = t.as_object_mut() {
+            let now = now_iso()?;
+            let t = change_transaction(id, |map| {
                 map.extend(transaction_changes(payload));
-                map.insert("updated_at".into(), json!(now_iso()?));
-            }
-            store(&format!("txn/{id}"), &t)?;
+                map.insert("updated_at".into(), json!(now));
+            })?;
             Ok(json!({"transaction": public_transaction(&t)}))
         }
         "transaction.delete" => {
             let id = required(payload, "transactionId")?;
-            let mut t = live_transaction(id)?;
-            if let Some(map) = t.as_object_mut() {
+            let now = now_iso()?;
+            change_transaction(id, |map| {
                 map.insert("is_deleted".into(), json!(true));
-                map.insert("updated_at".into(), json!(now_iso()?));
-            }
-            store(&format!("txn/{id}"), &t)?;
+                map.insert("updated_at".into(), json!(now));
+            })?;
             Ok(json!({"deleted": {"id": id, "deleted": true}}))
         }
         "transaction.hard_delete" => {
