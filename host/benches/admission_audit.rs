@@ -70,7 +70,7 @@ fn audit_throughput() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bench.db");
     drop(store::Store::open(&path).expect("store"));
-    let log = AuditLog::start(&path, Default::default()).expect("audit");
+    let log = AuditLog::start(&path, Default::default(), None).expect("audit");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -102,7 +102,7 @@ fn audit_throughput() -> Vec<(String, String)> {
     let write = started.elapsed();
     let chain = store::ChainReader::open(&path).expect("open the chain");
     let started = Instant::now();
-    let report = verify_chain(&chain).expect("verify");
+    let report = verify_chain(&chain, &Default::default()).expect("verify");
     let verify = started.elapsed();
     assert!(report.intact && report.events as usize == total);
     vec![

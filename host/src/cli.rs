@@ -303,10 +303,25 @@ enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Re-walk the hash chain and report the first broken link.
+    /// Re-walk the hash chain and check it against every signed checkpoint (in the store,
+    /// in the configured checkpoint log, and in `--checkpoint` files); report the first
+    /// broken link, truncation or rewrite. Exit 1 when the trail is not intact.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+        /// A checkpoint log kept elsewhere (JSON Lines, as the gateway appends them).
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// The public key to trust (`KEY.pub`); default: the config's `audit.signing_key`.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Create an Ed25519 key for signing audit checkpoints (`FILE` and `FILE.pub`); name
+    /// it in the config as `[audit] signing_key`.
+    Keygen {
+        /// Where to write the secret key; it must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -599,7 +614,23 @@ fn audit_command(command: AuditCommand) -> ExitCode {
         AuditCommand::Tail { store, .. }
         | AuditCommand::Query { store, .. }
         | AuditCommand::Export { store, .. }
-        | AuditCommand::Verify { store } => store,
+        | AuditCommand::Verify { store, .. } => store,
+        AuditCommand::Keygen { out } => {
+            return match audit::checkpoint::generate_key(out) {
+                Ok(_) => {
+                    println!(
+                        "wrote `{}` (keep it off the database host's backups) and `{}`",
+                        out.display(),
+                        audit::checkpoint::public_key_path(out).display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let path = match store_path(args) {
         Ok(path) => path,
@@ -642,20 +673,61 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 }
             }
         }
-        AuditCommand::Verify { .. } => match store::ChainReader::open(&path).and_then(|c| audit::verify_chain(&c)) {
-            Ok(report) => {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-                if report.intact {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
+        // Answered above: it needs no store.
+        AuditCommand::Keygen { .. } => ExitCode::SUCCESS,
+        AuditCommand::Verify {
+            store: args,
+            checkpoint,
+            public_key,
+        } => {
+            // The config (given, or the demo directory's) names the key and the log.
+            let config_path = args
+                .config
+                .clone()
+                .or_else(|| args.data_dir.as_ref().map(|d| d.join("openport.toml")))
+                .filter(|p| p.exists());
+            let config = match config_path.as_deref().map(load_config).transpose() {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let key = public_key.or_else(|| config.as_ref().and_then(|c| c.audit_signing_key.clone()));
+            let mut logs: Vec<PathBuf> = config.iter().filter_map(|c| c.audit_checkpoint_log.clone()).collect();
+            for file in checkpoint {
+                if !file.exists() {
+                    eprintln!("error: no checkpoint file `{}`", file.display());
+                    return ExitCode::from(EX_USAGE);
                 }
+                logs.push(file);
             }
-            Err(e) => {
-                eprintln!("error: {e}");
+            verify_report(&path, key.as_deref(), &logs)
+        }
+    }
+}
+
+/// Verifies the chain at `path` and prints the report as JSON; exit 1 unless intact.
+fn verify_report(path: &Path, key: Option<&Path>, logs: &[PathBuf]) -> ExitCode {
+    let checked = store::ChainReader::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|chain| {
+            let anchors = audit::anchors(&chain, key, logs)?;
+            if anchors.key.is_none() {
+                eprintln!("warning: no audit signing key: checked the links only; a truncated tail cannot be detected");
+            }
+            audit::verify_chain(&chain, &anchors).map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok(report) => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            if report.intact {
+                ExitCode::SUCCESS
+            } else {
                 ExitCode::FAILURE
             }
-        },
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -204,6 +204,12 @@ struct RawAudit {
     retention_days: u32,
     #[serde(default = "default_capture")]
     capture: Capture,
+    /// The Ed25519 key that signs checkpoints of the chain (`openport audit keygen`).
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
+    /// Where signed checkpoints are appended, outside the database.
+    #[serde(default)]
+    checkpoint_log: Option<PathBuf>,
 }
 
 impl Default for RawAudit {
@@ -211,6 +217,8 @@ impl Default for RawAudit {
         RawAudit {
             retention_days: 0,
             capture: default_capture(),
+            signing_key: None,
+            checkpoint_log: None,
         }
     }
 }
@@ -282,6 +290,10 @@ pub struct Config {
     /// Days of audit events to keep; `None` keeps everything.
     pub audit_retention_days: Option<u32>,
     pub audit_capture: Capture,
+    /// The key that signs audit checkpoints; `None`: checkpoints are not signed.
+    pub audit_signing_key: Option<PathBuf>,
+    /// The append-only file signed checkpoints also go to (default: beside the store).
+    pub audit_checkpoint_log: Option<PathBuf>,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -374,6 +386,18 @@ impl Config {
         }
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         let store_path = resolve(&raw.store.path);
+        if raw.audit.checkpoint_log.is_some() && raw.audit.signing_key.is_none() {
+            return Err(ConfigError::new(
+                "audit.checkpoint_log",
+                "checkpoints are written only when `audit.signing_key` names a key",
+            ));
+        }
+        let audit_signing_key = raw.audit.signing_key.as_deref().map(resolve);
+        let audit_checkpoint_log = match (&raw.audit.checkpoint_log, &audit_signing_key) {
+            (Some(log), _) => Some(resolve(log)),
+            (None, Some(_)) => store_path.parent().map(|dir| dir.join("audit-checkpoints.log")),
+            (None, None) => None,
+        };
         Ok(Config {
             listen,
             admin_listen,
@@ -385,6 +409,8 @@ impl Config {
             admission,
             audit_retention_days: (raw.audit.retention_days > 0).then_some(raw.audit.retention_days),
             audit_capture: raw.audit.capture,
+            audit_signing_key,
+            audit_checkpoint_log,
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,

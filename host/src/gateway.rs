@@ -3,7 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::admission::Admission;
-use crate::audit::{AuditError, AuditEvent, AuditLog};
+use crate::audit::{AuditError, AuditEvent, AuditLog, Signing, checkpoint};
 use crate::authz::{Authorizer, AuthzError};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
@@ -22,6 +22,8 @@ pub enum StartError {
     DataDir { path: String, source: std::io::Error },
     #[error("audit: {0}")]
     Audit(#[from] AuditError),
+    #[error("audit signing key: {0}")]
+    AuditKey(#[from] crate::audit::checkpoint::KeyError),
     #[error("policies: {0}")]
     Policies(#[from] AuthzError),
     #[error("plugin manifest: {0}")]
@@ -72,7 +74,23 @@ impl Gateway {
         }
         let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
         let metrics = Metrics::new();
-        let audit = AuditLog::start(&config.store_path, metrics.audit_writer())?;
+        let signing = match &config.audit_signing_key {
+            Some(path) => Some(Signing {
+                signer: checkpoint::Signer::new(
+                    checkpoint::load_signing_key(path)?,
+                    config.audit_checkpoint_log.clone(),
+                ),
+                clock: clock.clone(),
+            }),
+            None => {
+                tracing::warn!(
+                    "audit checkpoints are not signed: a truncated or rewritten audit trail cannot be detected \
+                     (set [audit] signing_key; docs/operations.md)"
+                );
+                None
+            }
+        };
+        let audit = AuditLog::start(&config.store_path, metrics.audit_writer(), signing)?;
         let checkpointer = crate::store::start_checkpointer(&config.store_path).map_err(store_err)?;
         let authz = load_policies(&config)?;
         let runtime =

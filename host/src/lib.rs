@@ -111,11 +111,15 @@ impl Server {
         })
     }
 
-    /// Stops accepting connections and waits for the accept loops to end.
+    /// Stops accepting connections, waits for the accept loops to end, and signs a last
+    /// checkpoint of the audit chain.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Err(e) = self.gateway.audit.seal().await {
+            tracing::error!(error = %e, "the last audit checkpoint was not signed");
         }
     }
 }

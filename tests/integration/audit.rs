@@ -159,9 +159,7 @@ fn retention_removes_old_events_and_the_chain_still_verifies() {
 
 #[test]
 fn redacted_capture_keeps_the_payload_without_its_sensitive_fields() {
-    let gw = TestGateway::builder()
-        .config("\n[audit]\ncapture = \"redacted\"\n")
-        .start();
+    let gw = TestGateway::builder().audit_config("capture = \"redacted\"").start();
     let reply = gw.post(
         "/api/agent/v1/actions",
         Some(&gw.full()),

@@ -641,3 +641,169 @@ fn sigkill_at_any_point_of_an_execution_never_makes_two_effects() {
     eprintln!("answers after each kill and restart: {outcomes:?}");
     assert!(outcomes.len() >= 2, "every kill landed in the same place: {outcomes:?}");
 }
+
+/// A consistent copy of a demo gateway's data directory (config, signing key, checkpoint
+/// log, and the store through `VACUUM INTO`), to tamper with.
+fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for file in [
+        "openport.toml",
+        "audit-signing.key",
+        "audit-signing.key.pub",
+        "audit-checkpoints.log",
+    ] {
+        std::fs::copy(from.join(file), to.join(file)).expect("copy");
+    }
+    let conn = openport::store::connect(&from.join("openport.db")).expect("connect");
+    conn.execute("VACUUM INTO ?1", [to.join("openport.db").display().to_string()])
+        .expect("vacuum into");
+}
+
+/// `openport audit verify --data-dir DIR [args]`: its exit code and JSON report.
+fn verify_dir(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, serde_json::Value) {
+    let out = openport()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn audit_verify_catches_truncation_wipes_and_rehashed_rewrites_against_signed_checkpoints() {
+    let gw = TestGateway::start();
+    for _ in 0..600 {
+        gw.get("/api/agent/v1/ledgers", None).expect(401, "agent.token_invalid");
+    }
+    // The writer signs the head at least every second while events flow: wait for the
+    // checkpoint of the last event, in the log outside the database.
+    let db = gw.dir.path().join("openport.db");
+    let head = || -> i64 {
+        openport::store::connect(&db)
+            .expect("connect")
+            .query_row("SELECT MAX(seq) FROM audit_events", [], |r| r.get(0))
+            .expect("head")
+    };
+    let log = gw.dir.path().join("audit-checkpoints.log");
+    let signed = || -> i64 {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|c| c["seq"].as_i64())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while signed() < head() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of the head within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let last = head();
+    assert!(last >= 600, "{last} events");
+
+    let work = tempfile::tempdir().expect("dir");
+    let tampered = |name: &str, sql: &str| -> std::path::PathBuf {
+        let dir = work.path().join(name);
+        copy_data_dir(gw.dir.path(), &dir);
+        openport::store::connect(&dir.join("openport.db"))
+            .expect("connect")
+            .execute_batch(sql)
+            .expect("tamper");
+        dir
+    };
+
+    let (code, report) = verify_dir(&tampered("intact", ""), &[]);
+    assert_eq!((code, &report["intact"]), (Some(0), &json!(true)), "{report}");
+    assert!(report["checkpoints"].as_u64() > Some(0), "{report}");
+
+    let broken = |report: &serde_json::Value| {
+        (
+            report["intact"].clone(),
+            report["first_broken"]["reason"].clone(),
+            report["first_broken"]["seq"].clone(),
+        )
+    };
+    let (code, report) = verify_dir(
+        &tampered("last", &format!("DELETE FROM audit_events WHERE seq = {last}")),
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        broken(&report),
+        (json!(false), json!("truncated"), json!(last)),
+        "{report}"
+    );
+
+    let (_, report) = verify_dir(
+        &tampered("tail", &format!("DELETE FROM audit_events WHERE seq > {}", last - 500)),
+        &[],
+    );
+    assert_eq!(
+        broken(&report),
+        (json!(false), json!("truncated"), json!(last - 499)),
+        "{report}"
+    );
+
+    let (_, report) = verify_dir(&tampered("wiped", "DELETE FROM audit_events"), &[]);
+    assert_eq!(
+        broken(&report),
+        (json!(false), json!("truncated"), json!(1)),
+        "{report}"
+    );
+
+    // An edit with every later hash recomputed links perfectly; only a signed head sees it.
+    let rehashed = tampered("rehashed", "");
+    let chain = openport::store::ChainReader::open(&rehashed.join("openport.db")).expect("open");
+    let mut rows = chain.page(9, 100_000).expect("rows");
+    let conn = openport::store::connect(&rehashed.join("openport.db")).expect("connect");
+    let mut prev = rows[0].prev_event_hash.clone();
+    rows[0].details = json!({"rewritten": true});
+    for row in &mut rows {
+        row.prev_event_hash = prev.clone();
+        row.event_hash = openport::audit::event_hash(row);
+        prev = row.event_hash.clone();
+        conn.execute(
+            "UPDATE audit_events SET details = ?1, prev_event_hash = ?2, event_hash = ?3 WHERE seq = ?4",
+            rusqlite::params![row.details.to_string(), row.prev_event_hash, row.event_hash, row.seq],
+        )
+        .expect("rewrite");
+    }
+    let (_, report) = verify_dir(&rehashed, &[]);
+    assert_eq!(report["first_broken"]["reason"], "rewritten", "{report}");
+    let first_bad = report["first_broken"]["seq"].as_i64().expect("seq");
+    let detected = report["first_broken"]["detected_at"].as_i64().expect("detected_at");
+    assert!(first_bad <= 10 && detected >= 10, "{report}");
+
+    // The attacker also empties the database's checkpoints and the log beside it: a copy of
+    // the log kept elsewhere still shows the truncation.
+    let elsewhere = work.path().join("kept-elsewhere.log");
+    std::fs::copy(&log, &elsewhere).expect("copy the log");
+    let thorough = tampered(
+        "thorough",
+        &format!(
+            "DELETE FROM audit_events WHERE seq > {}; DELETE FROM audit_signed_checkpoints;",
+            last - 5
+        ),
+    );
+    std::fs::write(thorough.join("audit-checkpoints.log"), "").expect("empty the log");
+    let (code, report) = verify_dir(&thorough, &[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "with nothing signed left, the links alone hold: {report}"
+    );
+    let (code, report) = verify_dir(&thorough, &["--checkpoint".as_ref(), elsewhere.as_os_str()]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        broken(&report),
+        (json!(false), json!("truncated"), json!(last - 4)),
+        "{report}"
+    );
+}

@@ -72,6 +72,7 @@ impl Reply {
 pub struct Builder {
     extra_config: String,
     server_config: String,
+    audit_config: String,
     anonymous_mcp: bool,
     clock: Option<SharedClock>,
 }
@@ -80,6 +81,13 @@ impl Builder {
     /// Appends TOML to the demo config (e.g. an `[admission]` table).
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
+        self
+    }
+
+    /// Adds a line to the config's `[audit]` table.
+    pub fn audit_config(mut self, line: &str) -> Self {
+        self.audit_config.push_str(line);
+        self.audit_config.push('\n');
         self
     }
 
@@ -113,9 +121,10 @@ impl Builder {
             let app = creds.app_ids.get(demo::MCP_LOCAL_APP).expect("the local MCP app");
             path = demo::write_config(dir.path(), any, any, Some(app)).expect("config");
         }
-        if !self.extra_config.is_empty() || !self.server_config.is_empty() {
+        if !self.extra_config.is_empty() || !self.server_config.is_empty() || !self.audit_config.is_empty() {
             let mut text = std::fs::read_to_string(&path).expect("config");
             text = text.replace("[server]\n", &format!("[server]\n{}", self.server_config));
+            text = text.replace("[audit]\n", &format!("[audit]\n{}", self.audit_config));
             text.push_str(&self.extra_config);
             std::fs::write(&path, text).expect("config");
         }

@@ -7,6 +7,7 @@
 //! is acknowledged after its audit event, never before.
 
 mod canonical;
+pub mod checkpoint;
 mod verify;
 
 use std::net::IpAddr;
@@ -18,13 +19,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use crate::clock::Stopwatch;
+use crate::clock::{SharedClock, Stopwatch};
 use crate::metrics::AuditWriterMetrics;
 use crate::protocol::codes::{Code, Reason};
 use crate::protocol::ids::{self, Kind};
-use crate::store::{AuditInsert, AuditRow, ChainWriter, PrunedCut, StoreError};
+use crate::store::{AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, StoreError};
 
-pub use verify::{VerifyReport, verify_chain};
+pub use verify::{Anchors, BrokenLink, VerifyReport, verify_chain};
 
 /// The `prev_event_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -248,6 +249,24 @@ impl AuditEvent {
     }
 }
 
+/// The signed checkpoints to check a chain against: those in the database and in every
+/// given log file, trusted only under the public key (or the secret key) at `key`.
+pub fn anchors(chain: &ChainReader, key: Option<&Path>, logs: &[std::path::PathBuf]) -> Result<Anchors, String> {
+    let key = key
+        .map(checkpoint::load_verifying_key)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let mut checkpoints = chain.checkpoints().map_err(|e| e.to_string())?;
+    for log in logs {
+        // A configured log that is not there yet holds no checkpoints; one named on the
+        // command line must exist.
+        if log.exists() {
+            checkpoints.extend(checkpoint::read_log(log)?);
+        }
+    }
+    Ok(Anchors { checkpoints, key })
+}
+
 /// `hex(sha256(JCS(every field but event_hash)))`.
 pub fn event_hash(row: &AuditRow) -> String {
     canonical::hash(&canonical::split(row), &row.prev_event_hash)
@@ -279,6 +298,10 @@ enum Job {
         now: String,
         done: oneshot::Sender<Result<PruneReport, String>>,
     },
+    /// Sign the head now, whenever the last checkpoint was (on shutdown).
+    Seal {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What a retention run removed.
@@ -296,18 +319,51 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer on its own connection to the store at `path`.
-    pub fn start(path: &Path, metrics: AuditWriterMetrics) -> Result<AuditLog, AuditError> {
+    /// Starts the writer on its own connection to the store at `path`. With `signing`, it
+    /// signs a checkpoint of the chain's head at least every second while events flow.
+    pub fn start(path: &Path, metrics: AuditWriterMetrics, signing: Option<Signing>) -> Result<AuditLog, AuditError> {
         let mut chain = ChainWriter::open(path)?;
-        let mut head = chain.head()?.map(|(_, h)| h).unwrap_or_else(|| GENESIS_HASH.into());
+        let (mut head_seq, mut head) = chain.head()?.unwrap_or_else(|| (0, GENESIS_HASH.into()));
+        // Signed at once on start (`signed_seq` -1): a restart is a checkpoint too.
+        let mut checkpoints = signing.map(|signing| Checkpoints {
+            signing,
+            signed_seq: -1,
+            last: None,
+        });
         // Bounded: when the disk stalls, producers wait instead of growing memory.
         let (queue, inbox) = mpsc::sync_channel::<Job>(16 * MAX_BATCH);
         thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                let mut next = inbox.recv().ok();
+                let mut next: Option<Job> = None;
                 let mut last_commit = Stopwatch::start();
-                while let Some(job) = next.take() {
+                loop {
+                    if let Some(c) = &mut checkpoints
+                        && c.due_in(head_seq) == Some(Duration::ZERO)
+                    {
+                        c.sign(&chain, head_seq, &head);
+                    }
+                    let job = match next.take() {
+                        Some(job) => job,
+                        // Idle: wait for work, but not past the moment the head is due a
+                        // checkpoint.
+                        None => match checkpoints.as_ref().and_then(|c| c.due_in(head_seq)) {
+                            Some(wait) => match inbox.recv_timeout(wait) {
+                                Ok(job) => job,
+                                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                    if let Some(c) = &mut checkpoints {
+                                        c.sign(&chain, head_seq, &head);
+                                    }
+                                    return;
+                                }
+                            },
+                            None => match inbox.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            },
+                        },
+                    };
                     match job {
                         Job::Append(first) => {
                             let mut batch = vec![first];
@@ -318,16 +374,26 @@ impl AuditLog {
                             }
                             metrics.batch_events.observe(batch.len() as f64);
                             let started = Stopwatch::start();
-                            write_batch(&mut chain, &mut head, batch);
+                            if let Some(seq) = write_batch(&mut chain, &mut head, batch) {
+                                head_seq = seq;
+                            }
                             metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                             last_commit = Stopwatch::start();
                         }
                         Job::Prune { before, now, done } => {
                             let _ = done.send(prune(&mut chain, &mut head, &before, &now));
+                            if let Ok(Some((seq, _))) = chain.head() {
+                                head_seq = seq;
+                            }
                         }
-                    }
-                    if next.is_none() {
-                        next = inbox.recv().ok();
+                        Job::Seal { done } => {
+                            if let Some(c) = &mut checkpoints
+                                && c.due_in(head_seq).is_some()
+                            {
+                                c.sign(&chain, head_seq, &head);
+                            }
+                            let _ = done.send(());
+                        }
                     }
                 }
             })
@@ -349,6 +415,18 @@ impl AuditLog {
             Ok(Err(message)) => Err(AuditError::Write(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
+    }
+
+    /// Signs a checkpoint of the head now if it has none yet, and waits for it: a gateway
+    /// that stops leaves its last events covered.
+    pub async fn seal(&self) -> Result<(), AuditError> {
+        let (done, wait) = oneshot::channel();
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || queue.send(Job::Seal { done }))
+            .await
+            .map_err(|_| AuditError::WriterStopped)?
+            .map_err(|_| AuditError::WriterStopped)?;
+        wait.await.map_err(|_| AuditError::WriterStopped)
     }
 
     /// Appends an event and waits until it is durable. Returns the event id.
@@ -389,8 +467,9 @@ fn drain(inbox: &mpsc::Receiver<Job>, batch: &mut Vec<Pending>) -> Option<Job> {
     None
 }
 
-/// Appends one batch in one transaction and answers every waiter.
-fn write_batch(chain: &mut ChainWriter, head: &mut String, mut batch: Vec<Pending>) {
+/// Appends one batch in one transaction and answers every waiter. Returns the position of
+/// the new head, when the batch was written.
+fn write_batch(chain: &mut ChainWriter, head: &mut String, mut batch: Vec<Pending>) -> Option<i64> {
     let mut prev = head.clone();
     for pending in &mut batch {
         let row = &mut pending.row;
@@ -408,17 +487,75 @@ fn write_batch(chain: &mut ChainWriter, head: &mut String, mut batch: Vec<Pendin
     let result = chain.append(&inserts);
     drop(inserts);
     match result {
-        Ok(()) => {
+        Ok(seq) => {
             *head = prev;
             for Pending { row, split, done } in batch {
                 let _ = done.send(Ok(Written { row, _split: split }));
             }
+            Some(seq)
         }
         Err(e) => {
             tracing::error!(error = %e, "audit batch not written");
             for pending in batch {
                 let _ = pending.done.send(Err(e.to_string()));
             }
+            None
+        }
+    }
+}
+
+/// What the writer needs to sign checkpoints: the signer and the gateway's clock.
+#[derive(Debug)]
+pub struct Signing {
+    pub signer: checkpoint::Signer,
+    pub clock: SharedClock,
+}
+
+/// The longest a head waits for its signed checkpoint while events flow.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer's checkpoint state.
+struct Checkpoints {
+    signing: Signing,
+    /// The position of the last signed head (-1: none yet in this process).
+    signed_seq: i64,
+    last: Option<Stopwatch>,
+}
+
+impl Checkpoints {
+    /// How long until the head at `head_seq` is due a checkpoint; `None` if it is signed.
+    fn due_in(&self, head_seq: i64) -> Option<Duration> {
+        if head_seq == self.signed_seq {
+            return None;
+        }
+        Some(
+            self.last
+                .map_or(Duration::ZERO, |t| CHECKPOINT_EVERY.saturating_sub(t.elapsed())),
+        )
+    }
+
+    /// Signs the head, keeps the checkpoint in the database and appends it to the log. A
+    /// checkpoint that cannot be kept is logged and retried at the next one: the events
+    /// themselves are durable, and the next checkpoint covers them.
+    fn sign(&mut self, chain: &ChainWriter, head_seq: i64, head: &str) {
+        self.last = Some(Stopwatch::start());
+        if head_seq == 0 {
+            self.signed_seq = 0;
+            return;
+        }
+        let checkpoint = self
+            .signing
+            .signer
+            .sign(head_seq, head, &crate::clock::iso(self.signing.clock.now()));
+        let stored = chain.insert_checkpoint(&checkpoint).map_err(|e| e.to_string());
+        let logged = self
+            .signing
+            .signer
+            .append_to_log(&checkpoint)
+            .map_err(|e| e.to_string());
+        match stored.and(logged) {
+            Ok(()) => self.signed_seq = head_seq,
+            Err(e) => tracing::error!(error = %e, seq = head_seq, "audit checkpoint not kept"),
         }
     }
 }

@@ -1,9 +1,14 @@
-//! Re-walks the hash chain and reports the first broken link.
+//! Re-walks the hash chain and reports the first broken link, and checks the chain against
+//! every signed checkpoint it is given: a checkpoint names a position and the hash the
+//! event there had, so a truncated tail, a wipe or a rewrite whose later hashes were
+//! recomputed no longer matches one.
 
+use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
+use super::checkpoint;
 use super::{GENESIS_HASH, event_hash};
-use crate::store::{ChainReader, StoreError};
+use crate::store::{ChainReader, SignedCheckpoint, StoreError};
 
 /// The result of [`verify_chain`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -14,16 +19,37 @@ pub struct VerifyReport {
     pub intact: bool,
     /// The first event whose link is broken, if any.
     pub first_broken: Option<BrokenLink>,
+    /// Signed checkpoints the chain was checked against.
+    pub checkpoints: u64,
+    /// The newest of them, if any: the position the signed trail reaches.
+    pub signed_through: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BrokenLink {
+    /// The first position that is missing or not as it was.
     pub seq: i64,
     pub id: String,
     /// `edited` (the stored hash does not match the content), `unlinked` (its
-    /// `prev_event_hash` is not the previous event's hash: a deletion or reordering), or
-    /// `unattested_checkpoint` (a retention cut no chained checkpoint event vouches for).
+    /// `prev_event_hash` is not the previous event's hash: a deletion or reordering),
+    /// `unattested_checkpoint` (a retention cut no chained checkpoint event vouches for),
+    /// `truncated` (a signed checkpoint names a position past the end: events were
+    /// deleted from there on; a wipe is truncated at 1), `rewritten` (the event at a signed
+    /// position has another hash: something from `seq` to `detected_at` was changed and
+    /// the later hashes recomputed), or `bad_signature` (a checkpoint the key did not sign).
     pub reason: &'static str,
+    /// The signed position that revealed a truncation or rewrite.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<i64>,
+}
+
+/// What the chain is checked against beyond its own links: signed checkpoints (from the
+/// database, the checkpoint log, or a file kept elsewhere) and the key that signed them.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    pub checkpoints: Vec<SignedCheckpoint>,
+    /// Without a key, checkpoints cannot be trusted and are not used.
+    pub key: Option<VerifyingKey>,
 }
 
 /// Whether each row's stored hash matches its content.
@@ -44,36 +70,55 @@ fn rehash_in_parallel(rows: &[crate::store::AuditRow]) -> Vec<bool> {
     })
 }
 
-/// Verifies every event of the chain in `conn`, oldest first. After a retention cut the
-/// chain starts at the cut's hash, and a chained checkpoint event must attest the cut.
-pub fn verify_chain(chain: &ChainReader) -> Result<VerifyReport, StoreError> {
+fn broken(events: u64, signed: &[SignedCheckpoint], link: BrokenLink) -> VerifyReport {
+    VerifyReport {
+        events,
+        intact: false,
+        first_broken: Some(link),
+        checkpoints: signed.len() as u64,
+        signed_through: signed.last().map(|c| c.seq),
+    }
+}
+
+/// Verifies every event of the chain, oldest first, against its links and the signed
+/// checkpoints. After a retention cut the chain starts at the cut's hash, and a chained
+/// checkpoint event must attest the cut.
+pub fn verify_chain(chain: &ChainReader, anchors: &Anchors) -> Result<VerifyReport, StoreError> {
+    // The signed checkpoints, by position; one the key did not sign is itself a finding.
+    let mut signed: Vec<SignedCheckpoint> = Vec::new();
+    if let Some(key) = &anchors.key {
+        for c in &anchors.checkpoints {
+            if !checkpoint::verify(c, key) {
+                let link = BrokenLink {
+                    seq: c.seq,
+                    id: String::new(),
+                    reason: "bad_signature",
+                    detected_at: Some(c.seq),
+                };
+                return Ok(broken(0, &signed, link));
+            }
+            signed.push(c.clone());
+        }
+    }
+    signed.sort_by_key(|c| c.seq);
+    signed.dedup();
     let anchor = chain.anchor()?;
     let mut prev = anchor
         .as_ref()
         .map_or_else(|| GENESIS_HASH.to_string(), |(_, hash)| hash.clone());
     let mut attested = anchor.is_none();
+    // Checkpoints at or before a retention cut name events that are gone by design.
+    let cut = anchor.as_ref().map_or(0, |(seq, _)| *seq);
+    let mut pending = signed.iter().filter(|c| c.seq > cut).peekable();
+    // The last position a checkpoint confirmed: a rewrite begins after it.
+    let mut confirmed = cut;
     let mut after = 0_i64;
+    let mut last = cut;
     let mut events = 0_u64;
     loop {
         let page = chain.page(after, 8192)?;
         if page.is_empty() {
-            if !attested {
-                let (seq, _) = anchor.unwrap_or_default();
-                return Ok(VerifyReport {
-                    events,
-                    intact: false,
-                    first_broken: Some(BrokenLink {
-                        seq,
-                        id: String::new(),
-                        reason: "unattested_checkpoint",
-                    }),
-                });
-            }
-            return Ok(VerifyReport {
-                events,
-                intact: true,
-                first_broken: None,
-            });
+            break;
         }
         // Re-hashing is independent per row: spread it over the cores; links are checked
         // in order below.
@@ -81,6 +126,7 @@ pub fn verify_chain(chain: &ChainReader) -> Result<VerifyReport, StoreError> {
         for (row, content_intact) in page.into_iter().zip(intact) {
             events += 1;
             after = row.seq;
+            last = row.seq;
             let reason = if row.prev_event_hash != prev {
                 Some("unlinked")
             } else if !content_intact {
@@ -89,15 +135,27 @@ pub fn verify_chain(chain: &ChainReader) -> Result<VerifyReport, StoreError> {
                 None
             };
             if let Some(reason) = reason {
-                return Ok(VerifyReport {
-                    events,
-                    intact: false,
-                    first_broken: Some(BrokenLink {
-                        seq: row.seq,
-                        id: row.id,
-                        reason,
-                    }),
-                });
+                let link = BrokenLink {
+                    seq: row.seq,
+                    id: row.id,
+                    reason,
+                    detected_at: None,
+                };
+                return Ok(broken(events, &signed, link));
+            }
+            // A checkpoint whose position was skipped (its event is gone) or whose event
+            // has another hash: the trail was changed at or before it.
+            while let Some(c) = pending.next_if(|c| c.seq <= row.seq) {
+                if c.seq < row.seq || c.head_hash != row.event_hash {
+                    let link = BrokenLink {
+                        seq: confirmed + 1,
+                        id: String::new(),
+                        reason: "rewritten",
+                        detected_at: Some(c.seq),
+                    };
+                    return Ok(broken(events, &signed, link));
+                }
+                confirmed = c.seq;
             }
             if let Some((seq, hash)) = &anchor
                 && row.action == "audit.retention.checkpoint"
@@ -109,4 +167,29 @@ pub fn verify_chain(chain: &ChainReader) -> Result<VerifyReport, StoreError> {
             prev = row.event_hash;
         }
     }
+    if let Some(c) = pending.next() {
+        let link = BrokenLink {
+            seq: last + 1,
+            id: String::new(),
+            reason: "truncated",
+            detected_at: Some(c.seq),
+        };
+        return Ok(broken(events, &signed, link));
+    }
+    if !attested {
+        let link = BrokenLink {
+            seq: cut,
+            id: String::new(),
+            reason: "unattested_checkpoint",
+            detected_at: None,
+        };
+        return Ok(broken(events, &signed, link));
+    }
+    Ok(VerifyReport {
+        events,
+        intact: true,
+        first_broken: None,
+        checkpoints: signed.len() as u64,
+        signed_through: signed.last().map(|c| c.seq),
+    })
 }

@@ -197,8 +197,19 @@ memory_mib = 16
             write_file(&path, text.as_bytes())?;
         }
     }
+    // The audit signing key lives beside the database, never in it; made once.
+    let key = data_dir.join(AUDIT_KEY_FILE);
+    if !key.exists() {
+        crate::audit::checkpoint::generate_key(&key).map_err(|e| DemoError::Write {
+            path: key.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
     write_config(data_dir, listen, admin_listen, None)
 }
+
+/// The demo's audit signing key, in the data directory (its public half beside it).
+pub const AUDIT_KEY_FILE: &str = "audit-signing.key";
 
 /// Writes the demo's `openport.toml` and returns its path. `anonymous_app` turns on the
 /// loopback-only anonymous MCP integration (only when listening on loopback).
@@ -227,6 +238,13 @@ path = "openport.db"
 
 [policies]
 dir = "policies"
+
+# Checkpoints of the audit chain are signed with this key, kept outside the database, and
+# appended to the log as well: `openport audit verify` then notices a deleted tail or a
+# rewrite with recomputed hashes.
+[audit]
+signing_key = "audit-signing.key"
+checkpoint_log = "audit-checkpoints.log"
 
 # Apps whose policy names `rate_class = "trial"` get a small daily quota and one call in
 # flight at a time (the default class: 240 requests a minute per key).

@@ -49,6 +49,22 @@ pub struct AuditInsert<'a> {
     pub policy_ids: &'a str,
 }
 
+/// A signed checkpoint of the chain's head, as stored (and as a line of the checkpoint
+/// log); `audit::checkpoint` signs and verifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCheckpoint {
+    /// The position (`seq`) of the head event.
+    pub seq: i64,
+    /// That event's `event_hash`.
+    pub head_hash: String,
+    pub created_at: String,
+    /// The first 16 hex digits of the sha256 of the public key.
+    pub key_id: String,
+    /// Ed25519 over the checkpoint's message, hex.
+    pub signature: String,
+}
+
 /// Which audit events to read.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -113,11 +129,29 @@ impl ChainWriter {
         head(&self.conn)
     }
 
-    /// Appends rows in one transaction; the caller computed their chain hashes.
-    pub fn append(&mut self, rows: &[AuditInsert<'_>]) -> Result<(), StoreError> {
+    /// Appends rows in one transaction; the caller computed their chain hashes. Returns
+    /// the position of the last row.
+    pub fn append(&mut self, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;
         insert(&tx, rows)?;
+        let last = tx.last_insert_rowid();
         tx.commit()?;
+        Ok(last)
+    }
+
+    /// Keeps a signed checkpoint beside the chain.
+    pub fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO audit_signed_checkpoints (seq, head_hash, created_at, key_id, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                checkpoint.seq,
+                checkpoint.head_hash,
+                checkpoint.created_at,
+                checkpoint.key_id,
+                checkpoint.signature
+            ],
+        )?;
         Ok(())
     }
 
@@ -189,6 +223,23 @@ impl ChainReader {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    /// The signed checkpoints kept in the database, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, head_hash, created_at, key_id, signature FROM audit_signed_checkpoints ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SignedCheckpoint {
+                seq: r.get(0)?,
+                head_hash: r.get(1)?,
+                created_at: r.get(2)?,
+                key_id: r.get(3)?,
+                signature: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Rows after `after_seq` in chain order, at most `limit`: pages bound memory.

@@ -39,7 +39,9 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
 
 pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
-pub use audit::{AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut};
+pub use audit::{
+    AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
+};
 pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
@@ -55,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_idempotency.sql"),
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_kv_versions.sql"),
+    include_str!("migrations/0008_audit_signed_checkpoints.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
