@@ -210,6 +210,13 @@ struct RawAudit {
     /// Where signed checkpoints are appended, outside the database.
     #[serde(default)]
     checkpoint_log: Option<PathBuf>,
+    /// Events younger than this are never pruned, by retention or by an auditor.
+    #[serde(default = "default_min_retention_days")]
+    min_retention_days: u32,
+}
+
+fn default_min_retention_days() -> u32 {
+    30
 }
 
 impl Default for RawAudit {
@@ -219,6 +226,7 @@ impl Default for RawAudit {
             capture: default_capture(),
             signing_key: None,
             checkpoint_log: None,
+            min_retention_days: default_min_retention_days(),
         }
     }
 }
@@ -294,6 +302,8 @@ pub struct Config {
     pub audit_signing_key: Option<PathBuf>,
     /// The append-only file signed checkpoints also go to (default: beside the store).
     pub audit_checkpoint_log: Option<PathBuf>,
+    /// Events younger than this many days are never pruned.
+    pub audit_min_retention_days: u32,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -386,6 +396,18 @@ impl Config {
         }
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         let store_path = resolve(&raw.store.path);
+        if raw.audit.min_retention_days == 0 {
+            return Err(ConfigError::new("audit.min_retention_days", "must be at least 1"));
+        }
+        if raw.audit.retention_days > 0 && raw.audit.retention_days < raw.audit.min_retention_days {
+            return Err(ConfigError::new(
+                "audit.retention_days",
+                format!(
+                    "must be at least audit.min_retention_days ({})",
+                    raw.audit.min_retention_days
+                ),
+            ));
+        }
         if raw.audit.checkpoint_log.is_some() && raw.audit.signing_key.is_none() {
             return Err(ConfigError::new(
                 "audit.checkpoint_log",
@@ -411,6 +433,7 @@ impl Config {
             audit_capture: raw.audit.capture,
             audit_signing_key,
             audit_checkpoint_log,
+            audit_min_retention_days: raw.audit.min_retention_days,
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,

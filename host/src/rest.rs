@@ -10,7 +10,7 @@ use crate::gateway::Gateway;
 use crate::outcome::{Refused, Reply};
 use crate::pipeline::{self, Binding, BodyError, Credentials, Inbound, Operation, Outbound};
 use crate::protocol::codes;
-use crate::protocol::{ActionBody, Envelope, Failure};
+use crate::protocol::{ActionBody, Envelope, Failure, strict_json};
 
 /// The longest `GET /drafts/{id}?wait=` allowed.
 const MAX_DRAFT_WAIT_SECONDS: u64 = 30;
@@ -79,6 +79,9 @@ pub fn envelope_response(request_id: &str, outcome: Result<Reply, Refused>) -> O
 
 /// Step 1: route and body. Everything here is decided without credentials.
 pub fn parse(inbound: &Inbound) -> Result<Operation, Refused> {
+    if inbound.head_too_large {
+        return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request headers too large").into());
+    }
     let body = match &inbound.body {
         Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large").into()),
@@ -201,12 +204,14 @@ fn json_body<T: for<'de> Deserialize<'de>>(inbound: &Inbound, body: &Bytes) -> R
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Failure::validation(&[], "body must be a JSON object").into());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let message = if e.is_syntax() || e.is_eof() {
-            format!("body is not valid JSON: {e}")
+    let value = strict_json::parse(body).map_err(|e| {
+        let message = if strict_json::is_duplicate_key(&e) {
+            format!("body has a {e}")
         } else {
-            format!("body does not match the request schema: {e}")
+            format!("body is not valid JSON: {e}")
         };
-        Failure::validation(&[], message).into()
-    })
+        Refused::from(Failure::validation(&[], message))
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| Failure::validation(&[], format!("body does not match the request schema: {e}")).into())
 }

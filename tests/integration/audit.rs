@@ -128,25 +128,64 @@ fn reordered_rows_are_found() {
 }
 
 #[test]
-fn retention_removes_old_events_and_the_chain_still_verifies() {
-    let gw = with_events(4);
-    let before_prune = gw.audit().len();
-    let op = gw.admin_token("operator");
-    let prune = gw.admin_post(
-        "/api/agent-admin/v1/audit/prune",
-        Some(&op),
-        &json!({"before": "2999-01-01T00:00:00Z"}),
+fn only_an_auditor_prunes_only_old_events_and_the_signed_chain_still_verifies() {
+    let clock = std::sync::Arc::new(openport::clock::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let gw = TestGateway::builder().clock(clock.clone()).start();
+    for _ in 0..4 {
+        gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+            .expect(200, "common.success");
+    }
+    let old = gw.audit().len();
+    // Forty days on, the first events are past the 30-day minimum retention.
+    clock.advance_ms(40 * 24 * 3600 * 1000);
+    let now = gw.server.gateway.now_iso();
+    let days_ago = |days: i64| openport::clock::iso(gw.server.gateway.clock.now() - time::Duration::days(days));
+    let prune = |role: &str, before: &str| {
+        gw.admin_post(
+            "/api/agent-admin/v1/audit/prune",
+            Some(&gw.admin_token(role)),
+            &json!({"before": before}),
+        )
+    };
+    prune("operator", &days_ago(35)).expect(403, "admin.forbidden");
+    prune("auditor", "2999-01-01T00:00:00Z").expect(400, "common.validation");
+    prune("auditor", &now).expect(400, "common.validation");
+    let inside = prune("auditor", &days_ago(29));
+    inside.expect(400, "common.validation");
+    assert!(
+        inside.body["details"]["issues"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("30 days")),
+        "{:#}",
+        inside.body
     );
-    prune.expect(200, "common.success");
-    assert_eq!(prune.data()["removed"].as_u64(), Some(before_prune as u64));
-    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
-        .expect(200, "common.success");
+    assert_eq!(
+        gw.audit().len(),
+        old + 4,
+        "refused prunes removed nothing (and were audited)"
+    );
+
+    let done = prune("auditor", &days_ago(35));
+    done.expect(200, "common.success");
+    assert_eq!(done.data()["removed"].as_u64(), Some(old as u64));
     let events = gw.audit();
-    assert_eq!(events[0].action, "audit.retention.checkpoint");
+    let cut = events
+        .iter()
+        .find(|e| e.action == "audit.retention.checkpoint")
+        .expect("the retention checkpoint event");
+    let upto = cut.details["upto_seq"].as_i64().expect("upto_seq");
+    assert!(
+        events.iter().all(|e| e.seq > upto) && cut.seq > upto,
+        "positions go on after the cut, never from 1 again"
+    );
     let report = verified(&gw);
     assert_eq!(report["intact"], true, "{report}");
+    assert!(
+        report["checkpoints"].as_u64() > Some(0),
+        "signed checkpoints checked: {report}"
+    );
 
-    // Cutting more rows without a checkpoint is caught.
+    // Cutting more rows without a checkpoint event is caught.
     connection(&gw)
         .execute(
             "DELETE FROM audit_events WHERE action = 'audit.retention.checkpoint'",

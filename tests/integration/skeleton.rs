@@ -355,3 +355,117 @@ fn preflight_and_drafts_carry_the_state_witness_and_a_stale_hash_is_refused() {
     unsupported.expect(409, "agent.precondition_failed");
     assert_eq!(unsupported.body["details"]["reason"], "state_witness_unsupported");
 }
+
+#[test]
+fn an_oversized_head_gets_the_envelope_and_one_audit_event() {
+    let gw = TestGateway::start();
+    let token = format!("Bearer {}", gw.full());
+    let long = "x".repeat(40 * 1024);
+    let reply = gw.send_with(
+        "GET",
+        "/api/agent/v1/ledgers",
+        &[("Authorization", token.as_str()), ("X-Padding", long.as_str())],
+        b"",
+    );
+    reply.expect(413, "agent.request_too_large");
+    let events = gw.audit_of(&reply);
+    assert_eq!(events.len(), 1);
+    assert!(
+        !events[0].details.to_string().contains(&long[..100]),
+        "the oversized value is not kept"
+    );
+
+    let names: Vec<String> = (0..150).map(|i| format!("X-Many-{i}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    headers.push(("Authorization", token.as_str()));
+    let reply = gw.send_with("GET", "/api/agent/v1/ledgers", &headers, b"");
+    reply.expect(413, "agent.request_too_large");
+    assert_eq!(gw.audit_of(&reply).len(), 1);
+}
+
+#[test]
+fn numbers_policies_cannot_see_are_invalid_input_never_a_policy_denial() {
+    let gw = TestGateway::start();
+    for amount in [json!(1e20), json!(-1e16), json!(9007199254740993_u64)] {
+        let reply = gw.post(
+            "/api/agent/v1/actions",
+            Some(&gw.full()),
+            &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "big", "amount_home": amount}}),
+        );
+        reply.expect(400, "agent.action_invalid");
+        let code = reply.body["details"]["issues"][0]["code"].as_str().unwrap_or("");
+        assert!(
+            matches!(code, "out_of_range" | "unsafe_integer"),
+            "{amount}: {:#}",
+            reply.body
+        );
+    }
+}
+
+#[test]
+fn ambiguous_input_is_refused_duplicate_credentials_and_duplicate_keys_at_every_layer() {
+    let gw = TestGateway::start();
+    let full = format!("Bearer {}", gw.full());
+    let other = format!("Bearer {}", gw.token("Read-only Reporter"));
+    gw.send_with(
+        "GET",
+        "/api/agent/v1/ledgers",
+        &[("Authorization", full.as_str()), ("Authorization", other.as_str())],
+        b"",
+    )
+    .expect(401, "agent.token_invalid");
+
+    let json = [("Authorization", full.as_str()), ("Content-Type", "application/json")];
+    for body in [
+        r#"{"action": "transaction.create", "action": "transaction.delete", "payload": {}}"#,
+        r#"{"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "t", "amount_home": 1, "amount_home": 1000000}}"#,
+    ] {
+        let reply = gw.send_with("POST", "/api/agent/v1/actions", &json, body.as_bytes());
+        reply.expect(400, "common.validation");
+        assert!(reply.body.to_string().contains("duplicate key"), "{:#}", reply.body);
+    }
+    let mcp = gw.send_with(
+        "POST",
+        "/mcp",
+        &json,
+        br#"{"jsonrpc": "2.0", "id": 1, "method": "ping", "method": "tools/list"}"#,
+    );
+    assert_eq!(mcp.status, 400, "{:#}", mcp.body);
+    assert_eq!(mcp.body["error"]["code"], -32600);
+}
+
+#[test]
+fn the_review_sign_in_refuses_a_form_posted_from_elsewhere() {
+    let gw = TestGateway::start();
+    let reviewer = gw.admin_token("reviewer");
+    let body = format!("token={reviewer}");
+    let login = format!("{}/review/login", gw.admin);
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    // A login-CSRF page elsewhere: no form token, a foreign Origin.
+    let (status, _, page) = gw.send_url_text(
+        "POST",
+        &login,
+        &[form, ("Origin", "http://evil.example")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 403, "{page}");
+    assert!(!page.contains("Signed in as"));
+    // Our own form: the page's token, echoed by its cookie.
+    let (_, headers, _) = gw.send_url_text("GET", &format!("{}/review", gw.admin), &[], b"");
+    let cookie = headers.get("set-cookie").expect("a sign-in cookie");
+    let pair = cookie.split(';').next().expect("name=value").to_string();
+    let csrf = pair.split_once('=').expect("=").1.to_string();
+    let (status, headers, page) = gw.send_url_text(
+        "POST",
+        &login,
+        &[form, ("Cookie", pair.as_str())],
+        format!("login_csrf={csrf}&{body}").as_bytes(),
+    );
+    assert_eq!(status, 303, "signed in and sent to the drafts: {page}");
+    assert!(
+        headers
+            .get("set-cookie")
+            .is_some_and(|c| c.starts_with("openport_review=")),
+        "a session: {headers:?}"
+    );
+}

@@ -250,6 +250,35 @@ impl TestGateway {
     }
 
     /// A request on the agent plane with any headers and a raw body.
+    /// Any request to a full URL, for pages that are not JSON: status, headers (lowercase
+    /// names) and the body as text. Redirects are not followed.
+    pub fn send_url_text(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, BTreeMap<String, String>, String) {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body.to_vec()).expect("request");
+        let client: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut response = client.run(request).expect("request reaches the gateway");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = response.body_mut().read_to_string().expect("body");
+        (response.status().as_u16(), headers, text)
+    }
+
     pub fn send_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         let mut request = ureq::http::Request::builder()
             .method(method)

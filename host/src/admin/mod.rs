@@ -15,7 +15,7 @@ use crate::auth::{self, AdminPrincipal, Role};
 use crate::gateway::Gateway;
 use crate::pipeline::{BodyError, Inbound, Outbound};
 use crate::protocol::codes::{self, Code};
-use crate::protocol::{Envelope, Failure};
+use crate::protocol::{Envelope, Failure, strict_json};
 use crate::store::{AuditFilter, ChainReader, DraftStatus, ExecutionStatus, StoreError};
 
 /// An admin credential (`Bearer opa_...`): `None` when it is missing, unknown or revoked.
@@ -167,8 +167,9 @@ impl Route {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
             Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
             Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
+            // Removing evidence is the auditors' call, not the operators' they audit.
+            Route::PruneAudit => &[Role::Auditor],
             Route::Reload
-            | Route::PruneAudit
             | Route::RestoreApp(_)
             | Route::DeleteApp(_)
             | Route::PatchPolicy(_)
@@ -268,6 +269,9 @@ async fn run(
         tracing::error!(request_id = %inbound.request_id, error = %e, "admin request failed");
         Failure::internal()
     };
+    if inbound.head_too_large {
+        return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request headers too large"));
+    }
     let principal = authenticate(gw, inbound.authorization.as_deref())
         .map_err(|e| internal(&e))?
         .ok_or_else(|| Failure::new(codes::ADMIN_UNAUTHORIZED, "Missing or invalid admin credential"))?;
@@ -658,10 +662,20 @@ async fn run(
                 before: String,
             }
             let body: Prune = json_body(inbound)?;
-            if crate::clock::parse_iso(&body.before).is_none() {
+            let Some(before) = crate::clock::parse_iso(&body.before) else {
                 return Err(Failure::validation(
                     &["before"],
                     "`before` must be an RFC 3339 timestamp",
+                ));
+            };
+            let days = gw.config.audit_min_retention_days;
+            let newest_allowed = gw.clock.now() - time::Duration::days(i64::from(days));
+            if before > newest_allowed {
+                return Err(Failure::validation(
+                    &["before"],
+                    format!(
+                        "`before` must be at least {days} days ago (audit.min_retention_days): events younger than that are never pruned"
+                    ),
                 ));
             }
             let report = gw
@@ -708,7 +722,8 @@ fn json_body<T: for<'de> serde::Deserialize<'de>>(inbound: &Inbound) -> Result<T
         Err(BodyError::TooLarge) => return Err(Failure::new(codes::REQUEST_TOO_LARGE, "Request body too large")),
         Err(BodyError::Unreadable) => return Err(Failure::validation(&[], "request body could not be read")),
     };
-    serde_json::from_slice(body).map_err(|e| Failure::validation(&[], format!("body is invalid: {e}")))
+    let value = strict_json::parse(body).map_err(|e| Failure::validation(&[], format!("body is invalid: {e}")))?;
+    serde_json::from_value(value).map_err(|e| Failure::validation(&[], format!("body is invalid: {e}")))
 }
 
 fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {

@@ -25,6 +25,9 @@ use crate::writes::review::{self, Reviewer};
 /// Where the page lives on the admin listener.
 pub const PATH: &str = "/review";
 const COOKIE: &str = "openport_review";
+/// The sign-in form's CSRF token, also set as this `SameSite=Strict` cookie: a form posted
+/// from another site carries neither the cookie nor the token.
+const LOGIN_COOKIE: &str = "openport_login";
 const SESSION_TTL_MS: i64 = 8 * 3600 * 1000;
 const MAX_SESSIONS: usize = 1000;
 
@@ -121,6 +124,14 @@ impl Page<'_> {
         match (method, path) {
             ("POST", "/review/login") => {
                 let fields = form();
+                if !login_form_is_ours(inbound, fields.get("login_csrf").map(String::as_str)) {
+                    return Outcome {
+                        action: "admin.review.sign_in",
+                        code: codes::ADMIN_FORBIDDEN,
+                        draft_id: None,
+                        response: login_page(403, "The sign-in form was not sent from this page. Sign in again here."),
+                    };
+                }
                 let token = fields.get("token").map(String::as_str).unwrap_or("").trim();
                 let found = super::authenticate(gw, Some(&format!("Bearer {token}"))).ok().flatten();
                 match found {
@@ -366,19 +377,44 @@ fn redirect(location: &str, extra: Vec<(&'static str, String)>) -> Outbound {
     response
 }
 
+/// A sign-in post comes from our own form: same origin (when the browser says), and the
+/// form's token matches its cookie. A login-CSRF page elsewhere has neither.
+fn login_form_is_ours(inbound: &Inbound, field: Option<&str>) -> bool {
+    let same_origin = inbound.mcp.origin.as_deref().is_none_or(|origin| {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        inbound
+            .mcp
+            .host
+            .as_deref()
+            .is_some_and(|host| host.eq_ignore_ascii_case(authority))
+    });
+    let cookie = cookie(inbound.cookie.as_deref(), LOGIN_COOKIE);
+    let tokens_match = match (cookie.as_deref(), field) {
+        (Some(cookie), Some(field)) if !cookie.is_empty() => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
+        _ => false,
+    };
+    same_origin && tokens_match
+}
+
 fn login_page(status: u16, error: &str) -> Outbound {
     let error = if error.is_empty() {
         String::new()
     } else {
         format!("<p class=\"notice\" id=\"error\">{}</p>", esc(error))
     };
+    let csrf = auth::random_secret();
     let body = format!(
         "{error}<form method=\"post\" action=\"/review/login\" id=\"sign-in\">\
+         <input type=\"hidden\" name=\"login_csrf\" value=\"{csrf}\">\
          <label>Reviewer credential <input type=\"password\" name=\"token\" autocomplete=\"off\" required></label> \
          <button type=\"submit\">Sign in</button></form>\
          <p>Use a credential with the <code>reviewer</code> role. It stays on the server; the browser gets a session.</p>"
     );
-    page(status, "Sign in to review", &body, Vec::new())
+    let cookie = format!("{LOGIN_COOKIE}={csrf}; Path=/review; HttpOnly; SameSite=Strict; Max-Age=3600");
+    page(status, "Sign in to review", &body, vec![("Set-Cookie", cookie)])
 }
 
 fn list_page(principal: &AdminPrincipal, csrf: &str, drafts: &[DraftRecord], notice: Option<&str>) -> Outbound {

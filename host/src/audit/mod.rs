@@ -381,10 +381,18 @@ impl AuditLog {
                             last_commit = Stopwatch::start();
                         }
                         Job::Prune { before, now, done } => {
-                            let _ = done.send(prune(&mut chain, &mut head, &before, &now));
+                            let report = prune(&mut chain, &mut head, &before, &now);
                             if let Ok(Some((seq, _))) = chain.head() {
                                 head_seq = seq;
                             }
+                            // The cut is signed at once: the retention event that attests it
+                            // is the head of a signed checkpoint before anyone hears back.
+                            if let Some(c) = &mut checkpoints
+                                && c.due_in(head_seq).is_some()
+                            {
+                                c.sign(&chain, head_seq, &head);
+                            }
+                            let _ = done.send(report);
                         }
                         Job::Seal { done } => {
                             if let Some(c) = &mut checkpoints

@@ -30,8 +30,15 @@ use crate::rest;
 /// Slow-client protection: headers and body must arrive within these.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest request head hyper buffers.
+/// The largest request head, and the most headers, a request may have: a larger one is
+/// refused with `413 agent.request_too_large` in the envelope and audited like any other
+/// refusal (without the oversized values).
 const MAX_HEADER_BYTES: usize = 32 * 1024;
+const MAX_HEADERS: usize = 100;
+/// What hyper buffers and parses before it answers a bare `431` itself: generous, so that
+/// a head between these and the limits above gets the envelope and its audit event.
+const HYPER_HEAD_BUFFER: usize = 256 * 1024;
+const HYPER_MAX_HEADERS: usize = 1024;
 /// Open connections per listener; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -95,7 +102,8 @@ pub async fn serve(
             let result = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .max_buf_size(HYPER_HEAD_BUFFER)
+                .max_headers(HYPER_MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = result {
@@ -174,11 +182,21 @@ pub async fn serve_ceiling(listener: TcpListener) {
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .max_buf_size(HYPER_HEAD_BUFFER)
+                .max_headers(HYPER_MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// The `Authorization` header. Two of them are ambiguous (proxies and servers disagree on
+/// which one counts), so they stand for a credential that never authenticates.
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    if headers.get_all("authorization").iter().count() > 1 {
+        return Some("(two Authorization headers)".into());
+    }
+    header(headers, "authorization")
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -186,7 +204,18 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, request_id: String) -> Inbound {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let head_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + parts.uri.to_string().len();
+    let head_too_large = head_bytes > MAX_HEADER_BYTES || parts.headers.len() > MAX_HEADERS;
+    if head_too_large {
+        // Nothing of an oversized head is kept: its refusal is audited without it.
+        parts.headers.clear();
+    }
     let limit = gw.config.max_body_bytes;
     let declared = parts
         .headers
@@ -207,7 +236,7 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(String::from),
-        authorization: header(&parts.headers, "authorization"),
+        authorization: authorization(&parts.headers),
         forwarded_for: header(&parts.headers, "x-forwarded-for"),
         user_agent: header(&parts.headers, "user-agent"),
         content_type: header(&parts.headers, "content-type"),
@@ -221,6 +250,7 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
             accept: header(&parts.headers, "accept"),
         },
         peer: peer.ip(),
+        head_too_large,
         body,
     }
 }

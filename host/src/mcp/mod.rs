@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::outcome::Refused;
 use crate::pipeline::{self, Binding, BodyError, Credentials, Inbound, Operation, Outbound};
 use crate::protocol::codes::{self, Code};
-use crate::protocol::{ActionBody, Envelope, Failure};
+use crate::protocol::{ActionBody, Envelope, Failure, strict_json};
 
 pub use session::{Session, Sessions, table as session_table};
 use session::{SessionError, credential_of};
@@ -250,6 +250,9 @@ pub(crate) fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
         id: Value::Null,
         message: message.into(),
     };
+    if inbound.head_too_large {
+        return Err(fault(413, INVALID_REQUEST, "Request headers too large"));
+    }
     let body = match &inbound.body {
         Ok(body) => body,
         Err(BodyError::TooLarge) => return Err(fault(413, INVALID_REQUEST, "Request body too large")),
@@ -263,8 +266,13 @@ pub(crate) fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
     if !is_json {
         return Err(fault(415, INVALID_REQUEST, "Content-Type must be application/json"));
     }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| fault(400, PARSE_ERROR, &format!("Parse error: {e}")))?;
+    let value: Value = strict_json::parse(body).map_err(|e| {
+        if strict_json::is_duplicate_key(&e) {
+            fault(400, INVALID_REQUEST, &format!("Invalid request: {e}"))
+        } else {
+            fault(400, PARSE_ERROR, &format!("Parse error: {e}"))
+        }
+    })?;
     let Value::Object(mut message) = value else {
         return Err(fault(
             400,

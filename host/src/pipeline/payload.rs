@@ -54,40 +54,55 @@ pub fn invalid_payload(tool: &Tool, issues: &[Issue]) -> Refused {
     Failure::new(code, message).with("issues", issues).into()
 }
 
-/// Numbers the impact hash can bind, before Cedar reads the payload: RFC 8785 hashes
-/// numbers as IEEE doubles, so two integers past 2^53 could share a hash (and Cedar has no
-/// such integers). They must travel as strings.
+/// Numbers the impact hash can bind and policies can see, checked before Cedar reads the
+/// payload. RFC 8785 hashes numbers as IEEE doubles, so two integers past 2^53 could share a
+/// hash (`unsafe_integer`); Cedar sees numbers as `decimal`, which ends near ±9.2 × 10^14, so
+/// a larger number would make every policy over it an evaluation error, that is, a denial
+/// that says nothing about the input (`out_of_range`). Both are refused as invalid input
+/// and must travel as strings.
 pub fn bindable_numbers(tool: &Tool, payload: &Value) -> Result<(), Refused> {
-    match unbindable_number(payload) {
-        None => Ok(()),
-        Some(path) => Err(invalid_payload(
-            tool,
-            &[Issue {
-                code: "unsafe_integer",
-                path,
-                message: "integers beyond ±2^53 cannot be bound by the impact hash; send them as strings".into(),
-            }],
-        )),
-    }
+    let issue = if let Some(path) = unbindable_number(payload) {
+        Issue {
+            code: "unsafe_integer",
+            path,
+            message: "integers beyond ±2^53 cannot be bound by the impact hash; send them as strings".into(),
+        }
+    } else if let Some(path) = first_number(payload, &|n| n.as_f64().is_some_and(|x| x.abs() > MAX_POLICY_NUMBER)) {
+        Issue {
+            code: "out_of_range",
+            path,
+            message: format!("numbers beyond ±{MAX_POLICY_NUMBER} cannot be seen by policies; send them as strings"),
+        }
+    } else {
+        return Ok(());
+    };
+    Err(invalid_payload(tool, &[issue]))
 }
+
+/// The largest magnitude a policy can compare: Cedar's `decimal` holds up to
+/// 922337203685477.5807.
+const MAX_POLICY_NUMBER: f64 = 900_000_000_000_000.0;
 
 /// The path of the first number an IEEE double cannot hold exactly, if any.
 pub fn unbindable_number(value: &Value) -> Option<Vec<String>> {
     const SAFE: u64 = (1 << 53) - 1;
+    first_number(value, &|n| {
+        n.as_u64().is_some_and(|u| u > SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > SAFE)
+    })
+}
+
+/// The path of the first number, at any depth, for which `found` holds.
+fn first_number(value: &Value, found: &dyn Fn(&serde_json::Number) -> bool) -> Option<Vec<String>> {
     match value {
-        Value::Number(n) => {
-            let unsafe_int =
-                n.as_u64().is_some_and(|u| u > SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > SAFE);
-            unsafe_int.then(Vec::new)
-        }
+        Value::Number(n) => found(n).then(Vec::new),
         Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| {
-            unbindable_number(v).map(|mut path| {
+            first_number(v, found).map(|mut path| {
                 path.insert(0, i.to_string());
                 path
             })
         }),
         Value::Object(map) => map.iter().find_map(|(k, v)| {
-            unbindable_number(v).map(|mut path| {
+            first_number(v, found).map(|mut path| {
                 path.insert(0, k.clone());
                 path
             })

@@ -35,6 +35,8 @@ pub struct Inbound {
     /// Headers only the MCP binding reads.
     pub mcp: McpHeaders,
     pub peer: IpAddr,
+    /// The head was over the limits (`http`): the request is refused, its headers dropped.
+    pub head_too_large: bool,
     pub body: Result<Bytes, BodyError>,
 }
 

@@ -4,6 +4,7 @@ pub mod codes;
 mod envelope;
 pub mod ids;
 mod requests;
+pub mod strict_json;
 
 pub use codes::Code;
 pub use envelope::{Envelope, Failure};

@@ -167,7 +167,11 @@ impl ChainWriter {
         let tx = self.conn.transaction()?;
         let upto: Option<(i64, String)> = tx
             .query_row(
-                "SELECT seq, event_hash FROM audit_events WHERE created_at < ?1 ORDER BY seq DESC LIMIT 1",
+                // Never the newest event: positions go on from the chain's head, never
+                // from 1 again.
+                "SELECT seq, event_hash FROM audit_events
+                 WHERE created_at < ?1 AND seq < (SELECT MAX(seq) FROM audit_events)
+                 ORDER BY seq DESC LIMIT 1",
                 [before],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
