@@ -450,7 +450,8 @@ fn the_review_sign_in_refuses_a_form_posted_from_elsewhere() {
     );
     assert_eq!(status, 403, "{page}");
     assert!(!page.contains("Signed in as"));
-    // Our own form: the page's token, echoed by its cookie.
+    // Our own form: the page's token, echoed by its cookie (and `Origin: null`, as a
+    // browser sends it from a `no-referrer` page).
     let (_, headers, _) = gw.send_url_text("GET", &format!("{}/review", gw.admin), &[], b"");
     let cookie = headers.get("set-cookie").expect("a sign-in cookie");
     let pair = cookie.split(';').next().expect("name=value").to_string();
@@ -458,7 +459,7 @@ fn the_review_sign_in_refuses_a_form_posted_from_elsewhere() {
     let (status, headers, page) = gw.send_url_text(
         "POST",
         &login,
-        &[form, ("Cookie", pair.as_str())],
+        &[form, ("Cookie", pair.as_str()), ("Origin", "null")],
         format!("login_csrf={csrf}&{body}").as_bytes(),
     );
     assert_eq!(status, 303, "signed in and sent to the drafts: {page}");

@@ -377,10 +377,13 @@ fn redirect(location: &str, extra: Vec<(&'static str, String)>) -> Outbound {
     response
 }
 
-/// A sign-in post comes from our own form: same origin (when the browser says), and the
-/// form's token matches its cookie. A login-CSRF page elsewhere has neither.
+/// A sign-in post comes from our own form: the form's token matches its cookie (a
+/// `SameSite=Strict` cookie another site's page cannot send, and a token it cannot read),
+/// and the `Origin`, when the browser names one, is ours. Our pages send `no-referrer`, so
+/// the browser's own form posts say `Origin: null`: that names none.
 fn login_form_is_ours(inbound: &Inbound, field: Option<&str>) -> bool {
-    let same_origin = inbound.mcp.origin.as_deref().is_none_or(|origin| {
+    let named = inbound.mcp.origin.as_deref().filter(|origin| *origin != "null");
+    let same_origin = named.is_none_or(|origin| {
         let authority = origin
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))

@@ -6,8 +6,9 @@
 //! policy; (8) admission control; (9) tool resolved; (10) scopes; (11) tenant boundary and
 //! data policy; (12) Cedar; (13) input validation; (14) dispatch. The first failure ends
 //! the request with its code; nothing after (8) runs for a refused request, and nothing
-//! the request names (a preflight, a draft) is read before (12) allowed it; every request,
-//! whatever its outcome, gets exactly one terminal audit event before it is answered.
+//! the request names (a preflight, a draft) is read before (12) allowed it (one exception,
+//! in `action`: a preflight that *is* the arguments); every request, whatever its outcome,
+//! gets exactly one terminal audit event before it is answered.
 
 mod discovery;
 mod facts;
