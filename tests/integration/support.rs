@@ -187,14 +187,7 @@ impl TestGateway {
     }
 
     fn finish(&self, result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let mut response = result.expect("request reaches the gateway");
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = response.body_mut().read_to_string().expect("body");
+        let (status, headers, text) = read_response(result.expect("request reaches the gateway"));
         let body = if text.is_empty() {
             Value::Null
         } else {
@@ -269,14 +262,7 @@ impl TestGateway {
             .max_redirects(0)
             .build()
             .into();
-        let mut response = client.run(request).expect("request reaches the gateway");
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let text = response.body_mut().read_to_string().expect("body");
-        (response.status().as_u16(), headers, text)
+        read_response(client.run(request).expect("request reaches the gateway"))
     }
 
     pub fn send_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
@@ -362,4 +348,15 @@ impl TestGateway {
             .filter(|e| e.request_id.as_deref() == Some(id.as_str()))
             .collect()
     }
+}
+
+/// A response's status, headers (lowercase names) and body text.
+fn read_response(mut response: ureq::http::Response<ureq::Body>) -> (u16, BTreeMap<String, String>, String) {
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_ascii_lowercase(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let text = response.body_mut().read_to_string().expect("body");
+    (response.status().as_u16(), headers, text)
 }
