@@ -205,21 +205,9 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
             ));
         }
     }
-    // The impact, recomputed: a plugin upgrade or a changed state that alters it never executes.
-    let planned = tool
-        .plugin
-        .plan(&context, &tool.name, &payload_text)
-        .await
-        .map_err(|e| fail(call_refusal(e, false)))?;
-    let mut impact = match planned.detail {
-        Value::Object(map) => map,
-        other => serde_json::Map::from_iter([("detail".to_string(), other)]),
-    };
-    impact
-        .entry("summary")
-        .or_insert_with(|| Value::String(planned.summary));
-    let recomputed =
-        jcs_sha256(&json!({"action": tool.name, "payload": draft.payload, "impact": Value::Object(impact)}));
+    // The impact, recomputed by the same rule as at creation: a plugin upgrade or a changed
+    // state that alters it never executes.
+    let (_, recomputed) = super::impact(&context, &tool, &draft.payload).await.map_err(fail)?;
     if draft.impact_hash.as_deref() != Some(recomputed.as_str()) {
         return Err(fail(
             Failure::new(codes::PREFLIGHT_MISMATCH, "The impact changed since the draft was made")
