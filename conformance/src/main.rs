@@ -24,6 +24,7 @@ use runner::{Outcome, Profile, Target};
 const PROFILES: &[(&str, &str)] = &[
     ("core", include_str!("../profiles/core.json")),
     ("authz", include_str!("../profiles/authz.json")),
+    ("arguments", include_str!("../profiles/arguments.json")),
     ("writes", include_str!("../profiles/writes.json")),
     ("state-witness", include_str!("../profiles/state-witness.json")),
     ("abuse", include_str!("../profiles/abuse.json")),

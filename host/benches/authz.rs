@@ -1,5 +1,7 @@
-//! Authorization figures (issue: authorization): Cedar decision latency with 10, 100 and
-//! 1,000 policies (sliced, and the whole set for comparison), discovery over 500 tools,
+//! Authorization figures (issues: authorization, Cedar over any tool's arguments): Cedar
+//! decision latency with 10, 100 and 1,000 policies over typed tool arguments (sliced,
+//! and the whole set for comparison), the time to build and validate such a set against
+//! the generated schema (what a reload or plugin load costs), discovery over 500 tools,
 //! and authentication cost per request.
 //!
 //! `cargo bench -p openport --bench authz` prints a Markdown table.
@@ -13,7 +15,10 @@
 
 use std::time::{Duration, Instant};
 
-use openport::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts};
+use openport::attr::ArgType;
+use openport::authz::{
+    Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, PolicySource, RequestFacts, ToolVocabulary,
+};
 use openport::tool::ToolFacts;
 use openport::tool::{Effect, Risk};
 use serde_json::json;
@@ -24,24 +29,53 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[i].as_secs_f64() * 1e6
 }
 
+/// The arguments of every bench tool: a string, a decimal, a date, an enum and a Long.
+fn arg_type() -> ArgType {
+    ArgType::of_input_schema(&json!({
+        "type": "object",
+        "required": ["ledgerId"],
+        "properties": {
+            "ledgerId": {"type": "string"},
+            "amount_home": {"type": "number"},
+            "startDate": {"type": "string", "format": "date"},
+            "priority": {"type": "string", "enum": ["low", "urgent"]},
+            "quantity": {"type": "integer"}
+        }
+    }))
+    .0
+}
+
 /// The default set plus enough policies to make `n`, each about one of 100 apps and one
-/// of 50 tools (no two about the same pair).
-fn policy_set(n: usize) -> Authorizer {
-    let base = Authorizer::default_set().expect("default set").policy_ids().len();
+/// of 50 write tools (no two about the same pair), each over a typed argument.
+fn policy_set(n: usize, tools: &[String], is_read: bool) -> Authorizer {
+    let args = arg_type();
+    let vocabulary: Vec<ToolVocabulary<'_>> = tools
+        .iter()
+        .map(|name| ToolVocabulary {
+            name,
+            is_read,
+            args: &args,
+        })
+        .collect();
+    let base = Authorizer::default_set(&vocabulary)
+        .expect("default set")
+        .policy_ids()
+        .len();
     let mut extra = String::new();
     for i in 0..n.saturating_sub(base) {
         extra.push_str(&format!(
-            "@id(\"p{i}\")\nforbid (principal == OpenPort::App::\"app_{}\", action, resource == OpenPort::Tool::\"tool.t{}\") when {{ context.payload has amount_home && context.payload.amount_home.greaterThan(decimal(\"{}.0\")) }};\n",
+            "@id(\"p{i}\")\nforbid (principal == OpenPort::App::\"app_{}\", action in OpenPort::Action::\"{}\", resource) when {{ context has args && context.args has amount_home && context.args.amount_home.greaterThan(decimal(\"{}.0\")) }};\n",
             i % 100,
-            (i / 100) % 50,
+            tools[(i / 100) % tools.len()],
             i + 1
         ));
     }
-    Authorizer::from_sources(
+    Authorizer::build(
         DEFAULT_SCHEMA,
-        &[
-            ("base.cedar".into(), DEFAULT_POLICIES.into()),
-            ("extra.cedar".into(), extra),
+        &vocabulary,
+        vec![
+            PolicySource::new("base.cedar", DEFAULT_POLICIES),
+            PolicySource::new("extra.cedar", extra),
         ],
     )
     .expect("valid set")
@@ -53,19 +87,32 @@ fn main() {
     let policy: openport::app_policy::AppPolicy =
         serde_json::from_value(json!({"data": {"allowed_ledger_ids": ["ledger_main"], "max_days": 90}}))
             .expect("policy");
-    let payload = json!({"ledgerId": "ledger_main", "amount_home": 50});
+    let args_type = arg_type();
+    let typed = |v: serde_json::Value| args_type.value_of(&v).expect("typed");
+    let args = typed(
+        json!({"ledgerId": "ledger_main", "amount_home": 50, "startDate": "2026-01-01", "priority": "low", "quantity": 3}),
+    );
+    let tool_names: Vec<String> = (0..50).map(|i| format!("tool.t{i}")).collect();
     let facts = RequestFacts {
         client_ip: "127.0.0.1".parse().expect("ip"),
         now: time::OffsetDateTime::now_utc(),
-        payload: Some(&payload),
+        channel: "rest",
+        actor: "user_bench",
+        args: Some(&args),
         has_idempotency_key: false,
         has_preflight_hash: false,
         has_justification: false,
     };
     println!("| figure | p50 | p99 |\n|---|---|---|");
     for n in [10, 100, 1000] {
-        let authz = policy_set(n);
+        let started = Instant::now();
+        let authz = policy_set(n, &tool_names, false);
+        let built = started.elapsed();
         assert_eq!(authz.policy_ids().len(), n);
+        println!(
+            "| build and validate {n} policies against the schema of 50 typed tools (a reload) | {:.1} ms | |",
+            built.as_secs_f64() * 1e3
+        );
         for (label, sliced, fresh) in [
             ("sliced (what requests use), a new request each time", true, true),
             ("sliced, the same request again (memoised)", true, false),
@@ -84,7 +131,8 @@ fn main() {
                     org_id: "org_demo",
                     key_id: "key",
                     scopes: &scopes,
-                    policy: &policy,
+                    data_policy: policy.cedar_data_policy(),
+                    tags: openport::authz::no_tags(),
                 };
                 let tool = ToolFacts {
                     name: &tool_name,
@@ -93,11 +141,18 @@ fn main() {
                     required_scopes: &required,
                     plugin: "bench",
                 };
-                // A distinct amount makes every request new to the decision memo.
-                let distinct = json!({"ledgerId": "ledger_main", "amount_home": n_iter});
+                // A distinct amount makes every request new to the decision memo; typing the
+                // arguments is part of what a request costs.
+                let distinct = if fresh {
+                    typed(
+                        json!({"ledgerId": "ledger_main", "amount_home": n_iter, "startDate": "2026-01-01", "priority": "low", "quantity": 3}),
+                    )
+                } else {
+                    args.clone()
+                };
                 let facts = if fresh {
                     RequestFacts {
-                        payload: Some(&distinct),
+                        args: Some(&distinct),
                         ..facts.clone()
                     }
                 } else {
@@ -120,18 +175,19 @@ fn main() {
     }
 
     // Discovery: one `discover` decision per tool, the manifest's authorization work.
-    let authz = policy_set(100);
     let tools: Vec<String> = (0..500).map(|i| format!("tool.t{i}")).collect();
+    let authz = policy_set(100, &tools, true);
     let app = AppFacts {
         app_id: "app_1",
         app_name: "bench",
         org_id: "org_demo",
         key_id: "key",
         scopes: &scopes,
-        policy: &policy,
+        data_policy: policy.cedar_data_policy(),
+        tags: openport::authz::no_tags(),
     };
     let discover = RequestFacts {
-        payload: None,
+        args: None,
         ..facts.clone()
     };
     let mut samples = Vec::new();

@@ -3,8 +3,11 @@
 //! plane, via `apps`, and the store when it reads a row); every other module reads fields.
 //! The serialized form is the reference's: absent sections are left out.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::attr::Attr;
 use crate::clock;
 
 /// `{network, data, rate_class}`: where an app may call from, what data it may see, and
@@ -81,6 +84,23 @@ impl AppPolicy {
 
     pub fn rate_class(&self) -> Option<&str> {
         self.rate_class.as_deref()
+    }
+
+    /// The data policy as Cedar's `principal.data_policy` (the base schema's `DataPolicy`).
+    pub fn cedar_data_policy(&self) -> Attr {
+        let (ledgers, orgs) = (self.allowed_ledger_ids(), self.allowed_org_ids());
+        let strings = |items: &[String]| Attr::Set(items.iter().cloned().map(Attr::String).collect());
+        Attr::Record(BTreeMap::from([
+            ("restrict_ledgers".to_string(), Attr::Bool(!ledgers.is_empty())),
+            ("allowed_ledger_ids".to_string(), strings(ledgers)),
+            ("restrict_orgs".to_string(), Attr::Bool(!orgs.is_empty())),
+            ("allowed_org_ids".to_string(), strings(orgs)),
+            ("max_days".to_string(), Attr::Long(self.max_days())),
+            (
+                "allow_sensitive_fields".to_string(),
+                Attr::Bool(self.allows_sensitive_fields()),
+            ),
+        ]))
     }
 }
 

@@ -123,6 +123,7 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
         created_by: Some(created_by.to_string()),
         created_at: now.to_string(),
         updated_at: now.to_string(),
+        tags: std::collections::BTreeMap::new(),
     };
     store.apps.insert(&app)?;
     let (key, token) = insert_key(store, &app.id, "Default key", None, created_by, now)?;
@@ -330,6 +331,50 @@ const MAX_POLICY_LIST: usize = 500;
 
 /// Parses an app policy (`{network, data, rate_class}`), checking every field with a
 /// message that names it. The whole policy is replaced, as in the reference.
+/// Most tags an app may carry.
+const MAX_TAGS: usize = 32;
+
+/// `{"tags": {"department": "finance"}}`: up to 32 tags, each key a lowercase identifier
+/// (what a Cedar policy names) and each value a printable string of at most 128 characters.
+pub fn validate_tags(body: &Value) -> Result<std::collections::BTreeMap<String, String>, AppError> {
+    let invalid = |m: String| AppError::Invalid(m);
+    let top = body
+        .as_object()
+        .ok_or_else(|| invalid("body must be an object".into()))?;
+    if let Some(key) = top.keys().find(|k| *k != "tags") {
+        return Err(invalid(format!("unknown field `{key}`")));
+    }
+    let tags = top
+        .get("tags")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("`tags` must be an object of strings".into()))?;
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(format!("at most {MAX_TAGS} tags")));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in tags {
+        let mut chars = key.chars();
+        let identifier = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && key.len() <= 32;
+        if !identifier {
+            return Err(invalid(format!(
+                "tag `{key}` must be a lowercase identifier of at most 32 characters"
+            )));
+        }
+        let value = value
+            .as_str()
+            .filter(|v| v.chars().count() <= 128 && !v.chars().any(char::is_control))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "tag `{key}` must be a string of at most 128 printable characters"
+                ))
+            })?;
+        out.insert(key.clone(), value.to_string());
+    }
+    Ok(out)
+}
+
 pub fn validate_policy(policy: &Value) -> Result<AppPolicy, AppError> {
     let invalid = |m: String| AppError::Invalid(m);
     let Some(top) = policy.as_object() else {

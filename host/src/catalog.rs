@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::attr::{ArgType, Attr, Omitted};
+use crate::authz::ToolVocabulary;
 use crate::plugin::Plugin;
 use crate::tool::{Descriptor, Effect, Issue, Risk, ToolFacts};
 
@@ -25,6 +27,10 @@ pub struct Tool {
     pub http_path: Option<String>,
     pub idempotent: bool,
     pub plugin: Arc<Plugin>,
+    /// The arguments as Cedar policies see them (`context.args`).
+    pub args: ArgType,
+    /// Arguments with no Cedar type, left out of `args`.
+    pub args_omitted: Vec<Omitted>,
     validator: jsonschema::Validator,
 }
 
@@ -75,6 +81,7 @@ impl Tool {
         }
         // The plugin's claim is a floor too: the override raises, never lowers.
         let risk = risk_floor.map_or(d.risk, |floor| floor.max(d.risk));
+        let (args, args_omitted) = ArgType::of_input_schema(&input_schema);
         Ok(Tool {
             name: d.name,
             description: d.description,
@@ -87,6 +94,8 @@ impl Tool {
             http_path: d.http_path,
             idempotent: d.idempotent,
             plugin,
+            args,
+            args_omitted,
             validator,
         })
     }
@@ -125,6 +134,25 @@ impl Tool {
 
     pub fn is_read(&self) -> bool {
         self.effect == Effect::Read
+    }
+
+    /// What the generated Cedar schema needs of the tool.
+    pub fn vocabulary(&self) -> ToolVocabulary<'_> {
+        ToolVocabulary {
+            name: &self.name,
+            is_read: self.is_read(),
+            args: &self.args,
+        }
+    }
+
+    /// The arguments as Cedar sees them; a value that does not fit its type is refused
+    /// as invalid input, never passed on partly.
+    pub fn typed_args(&self, payload: &Value) -> Result<Attr, Issue> {
+        self.args.value_of(payload).map_err(|m| Issue {
+            code: m.code,
+            path: m.path,
+            message: format!("policies cannot see this argument: {}", m.message),
+        })
     }
 
     /// The tool as the manifest and MCP `tools/list` describe it.

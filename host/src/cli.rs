@@ -140,6 +140,9 @@ enum AppCommand {
     Restore { id: String },
     /// Delete a revoked app with no pending drafts.
     Delete { id: String },
+    /// Replace an app's tags (`department=finance environment=prod`; none clears them).
+    /// Cedar policies see them as the app's entity tags.
+    Tags { id: String, tags: Vec<String> },
     /// Replace an app's data policy with a JSON object ({network, data, rate_class}).
     Policy { id: String, json: String },
     /// The tools an app can discover.
@@ -327,11 +330,34 @@ enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Validate a policy directory (schema.cedarschema and *.cedar) strictly.
+    /// Validate policies strictly against the schema generated from a config's plugins
+    /// (`--config`), or a policy directory against the base schema alone (`--dir`).
     Check {
-        /// The directory.
-        #[arg(long, default_value = "policies")]
-        dir: PathBuf,
+        /// A policy directory (its schema.cedarschema and *.cedar).
+        #[arg(long, conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// A gateway config: its plugins' tools, its policy directory and the policies
+        /// its plugins ship.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the Cedar schema generated from a config's plugins: the vocabulary policies
+    /// may use, with every tool's arguments.
+    Schema {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Cedarschema)]
+        format: SchemaFormat,
+    },
+    /// Decide one request (a JSON file) and show why: the decision, the policies that
+    /// determined it, and every policy whose conditions hold.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// `{"principal": {...}, "tool": "ticket.create", "action": "propose",
+        /// "context": {"args": {...}}}`; see docs/policies.md.
+        #[arg(long)]
+        request: PathBuf,
     },
     /// Reload a running gateway's config and policy set (all or nothing).
     Reload {
@@ -344,6 +370,12 @@ enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SchemaFormat {
+    Cedarschema,
+    Json,
 }
 
 /// Parses the command line and runs it.
@@ -443,21 +475,14 @@ pub fn main() -> ExitCode {
             PluginCommand::Remove { name } => admin_call(&admin, "DELETE", format!("plugins/{name}"), None),
         },
         Command::Policy {
-            command: PolicyCommand::Check { dir },
-        } => match Authorizer::from_dir(&dir) {
-            Ok(authz) => {
-                println!(
-                    "policy set `{}` is valid: {} policies",
-                    dir.display(),
-                    authz.policy_ids().len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(EX_USAGE)
-            }
-        },
+            command: PolicyCommand::Check { dir, config },
+        } => policy_check(dir.as_deref(), config.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Schema { config, format },
+        } => policy_schema(config.as_deref(), format),
+        Command::Policy {
+            command: PolicyCommand::Explain { config, request },
+        } => policy_explain(&config, &request),
     }
 }
 
@@ -750,6 +775,111 @@ fn export(path: &Path, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> R
     Ok(written)
 }
 
+/// The tools and policy set of a config, or of a policy directory with no tools.
+fn policy_set(
+    dir: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<(Arc<crate::catalog::Catalog>, Authorizer), ExitCode> {
+    let failed = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(EX_USAGE)
+    };
+    match config {
+        Some(path) => {
+            let config = load_config(path)?;
+            runtime()?
+                .block_on(crate::gateway::offline_policies(&config))
+                .map_err(|e| failed(&e))
+        }
+        None => {
+            let dirs = dir.map(|d| vec![d.to_path_buf()]).unwrap_or_default();
+            let (base, sources) = if dirs.is_empty() {
+                (crate::authz::DEFAULT_SCHEMA.to_string(), Vec::new())
+            } else {
+                Authorizer::read_dirs(&dirs).map_err(|e| failed(&e))?
+            };
+            let authz = Authorizer::build(&base, &[], sources).map_err(|e| failed(&e))?;
+            Ok((Arc::new(crate::catalog::Catalog::default()), authz))
+        }
+    }
+}
+
+fn policy_check(dir: Option<&Path>, config: Option<&Path>) -> ExitCode {
+    let dir = match (dir, config) {
+        (None, None) => Some(Path::new("policies")),
+        _ => dir,
+    };
+    match policy_set(dir, config) {
+        Ok((catalog, authz)) => {
+            println!(
+                "policy set is valid: {} policies ({} shadow) over {} tools",
+                authz.policy_ids().len(),
+                authz.shadow_ids().len(),
+                catalog.tools().count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn policy_schema(config: Option<&Path>, format: SchemaFormat) -> ExitCode {
+    let (catalog, authz) = match policy_set(None, config) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    for tool in catalog.tools() {
+        for omitted in &tool.args_omitted {
+            eprintln!(
+                "warning: tool `{}` argument `{}` is not in the schema: {}",
+                tool.name,
+                omitted.path.join("."),
+                omitted.reason
+            );
+        }
+    }
+    let text = match format {
+        SchemaFormat::Json => serde_json::to_string_pretty(authz.schema_json()).map_err(|e| e.to_string()),
+        SchemaFormat::Cedarschema => authz.schema_text().map_err(|e| e.to_string()),
+    };
+    match text {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_explain(config: &Path, request: &Path) -> ExitCode {
+    let (catalog, authz) = match policy_set(None, Some(config)) {
+        Ok(set) => set,
+        Err(code) => return code,
+    };
+    let explained = std::fs::read_to_string(request)
+        .map_err(|e| format!("cannot read `{}`: {e}", request.display()))
+        .and_then(|text| serde_json::from_str::<crate::authz::scenarios::Question>(&text).map_err(|e| e.to_string()))
+        .and_then(|question| {
+            let tool = catalog
+                .tool(&question.tool)
+                .ok_or_else(|| format!("no loaded tool is named `{}`", question.tool))?;
+            crate::authz::scenarios::explain(&question, tool.facts(), &tool.args, &authz)
+        });
+    match explained {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
 fn policy_test(files: &[PathBuf]) -> ExitCode {
     let (mut passed, mut failed) = (0, 0);
     for file in files {
@@ -819,6 +949,22 @@ fn app_command(admin: &AdminArgs, command: AppCommand) -> ExitCode {
         AppCommand::Revoke { id } => admin_call(admin, "POST", format!("apps/{id}/revoke"), Some(json!({}))),
         AppCommand::Restore { id } => admin_call(admin, "POST", format!("apps/{id}/restore"), Some(json!({}))),
         AppCommand::Delete { id } => admin_call(admin, "DELETE", format!("apps/{id}"), None),
+        AppCommand::Tags { id, tags } => {
+            let mut map = serde_json::Map::new();
+            for pair in &tags {
+                let Some((key, value)) = pair.split_once('=') else {
+                    eprintln!("error: `{pair}` is not KEY=VALUE");
+                    return ExitCode::from(EX_USAGE);
+                };
+                map.insert(key.to_string(), value.into());
+            }
+            admin_call(
+                admin,
+                "PUT",
+                format!("apps/{id}/tags"),
+                Some(serde_json::json!({"tags": map})),
+            )
+        }
         AppCommand::Policy { id, json: text } => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(policy) => admin_call(admin, "PATCH", format!("apps/{id}/policy"), Some(policy)),
             Err(e) => {

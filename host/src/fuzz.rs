@@ -18,7 +18,10 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::app_policy::{AppPolicy, DataPolicy};
-use crate::authz::{Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, RequestFacts};
+use crate::attr::{ArgType, Attr};
+use crate::authz::{
+    Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, PolicySource, RequestFacts, ToolVocabulary,
+};
 use crate::hashing::{canonical_json, jcs_sha256, sha256_hex};
 use crate::pipeline::{BodyError, Inbound, McpHeaders};
 use crate::protocol::{Envelope, Failure, codes};
@@ -261,26 +264,67 @@ proptest! {
         sensitive in proptest::option::of(any::<bool>()),
         scopes in proptest::collection::vec("[a-z.]{1,12}", 0..4),
     ) {
-        let authorizer = authorizer();
+        let (authorizer, arg_type) = ledger_like();
         let policy = AppPolicy {
             data: Some(DataPolicy { allowed_ledger_ids: ledgers, allowed_org_ids: orgs, max_days, allow_sensitive_fields: sensitive }),
             ..AppPolicy::default()
         };
         let required = vec!["transaction.write".to_string()];
-        let app = AppFacts { app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes, policy: &policy };
-        let tool = ToolFacts { name: "transaction.create", risk: Risk::Medium, effect: Effect::Write, required_scopes: &required, plugin: "ledger" };
-        let facts = RequestFacts {
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-            now: time::OffsetDateTime::UNIX_EPOCH,
-            payload: Some(&payload),
-            has_idempotency_key: false,
-            has_preflight_hash: false,
-            has_justification: false,
+        let app = AppFacts {
+            app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes,
+            data_policy: policy.cedar_data_policy(), tags: crate::authz::no_tags(),
         };
+        let tool = ToolFacts { name: "transaction.create", risk: Risk::Medium, effect: Effect::Write, required_scopes: &required, plugin: "ledger" };
+        // Arguments that do not fit are refused before Cedar, with a stable issue code.
+        let args = match arg_type.value_of(&payload) {
+            Ok(args) => args,
+            Err(m) => {
+                prop_assert!(["invalid_type", "out_of_range", "required", "invalid_format"].contains(&m.code), "{}", m.code);
+                return Ok(());
+            }
+        };
+        let facts = request_facts(&args);
         let decision = authorizer.decide(&app, Action::Propose, &tool, &facts);
         // Whatever the payload and policy say, no scope means no permit.
         if !scopes.contains(&required[0]) {
             prop_assert!(!decision.allowed);
+        }
+    }
+
+    #[test]
+    fn arguments_valid_under_a_tools_schema_make_a_context_its_generated_schema_accepts(
+        (schema, value) in arb_schema().prop_flat_map(|schema| {
+            let values = arb_value(&schema);
+            (Just(schema), values)
+        }),
+        noise in arb_json(),
+    ) {
+        let schema = json!({"type": "object", "properties": {"a": schema}, "required": ["a"]});
+        let (arg_type, _) = ArgType::of_input_schema(&schema);
+        let tool_schema = ToolVocabulary { name: "x.call", is_read: false, args: &arg_type };
+        let authorizer = Authorizer::build(
+            DEFAULT_SCHEMA,
+            &[tool_schema],
+            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
+        ).expect("the base set validates against any tool");
+        let args = arg_type.value_of(&json!({"a": value})).expect("a valid value is typed");
+        let scopes = vec!["s".to_string()];
+        let app = AppFacts {
+            app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes,
+            data_policy: AppPolicy::default().cedar_data_policy(), tags: crate::authz::no_tags(),
+        };
+        let tool = ToolFacts { name: "x.call", risk: Risk::Low, effect: Effect::Write, required_scopes: &scopes, plugin: "p" };
+        // The reference path checks the context against the generated schema.
+        let decision = authorizer.decide_unsliced(&app, Action::Propose, &tool, &request_facts(&args));
+        prop_assert!(decision.errors.is_empty(), "{:?}", decision.errors);
+        prop_assert!(decision.allowed);
+        // Anything else is either typed the same way or refused with a stable code.
+        match arg_type.value_of(&json!({"a": noise})) {
+            Ok(args) => {
+                let decision = authorizer.decide_unsliced(&app, Action::Propose, &tool, &request_facts(&args));
+                prop_assert!(decision.errors.is_empty(), "{:?}", decision.errors);
+            }
+            Err(m) => prop_assert!(["invalid_type", "out_of_range", "required", "invalid_format"].contains(&m.code)),
         }
     }
 
@@ -315,10 +359,127 @@ fn reverse_keys(value: &Value) -> Value {
     }
 }
 
-fn authorizer() -> &'static Authorizer {
-    static AUTHORIZER: std::sync::OnceLock<Authorizer> = std::sync::OnceLock::new();
-    AUTHORIZER.get_or_init(|| {
-        Authorizer::from_sources(DEFAULT_SCHEMA, &[("base.cedar".into(), DEFAULT_POLICIES.into())])
-            .expect("default policies compile")
+/// The default set over one ledger-like write tool, and its argument type.
+fn ledger_like() -> &'static (Authorizer, ArgType) {
+    static SET: std::sync::OnceLock<(Authorizer, ArgType)> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let (args, _) = ArgType::of_input_schema(&json!({
+            "type": "object",
+            "properties": {
+                "ledgerId": {"type": "string"},
+                "amount": {"type": "number"},
+                "date": {"type": "string", "format": "date"},
+                "tags": {"type": "array", "items": {"type": "string"}}
+            }
+        }));
+        let tool = ToolVocabulary {
+            name: "transaction.create",
+            is_read: false,
+            args: &args,
+        };
+        let authz = Authorizer::build(
+            DEFAULT_SCHEMA,
+            &[tool],
+            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
+        )
+        .expect("default policies compile");
+        (authz, args)
     })
+}
+
+fn request_facts(args: &Attr) -> RequestFacts<'_> {
+    RequestFacts {
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+        now: time::OffsetDateTime::UNIX_EPOCH,
+        channel: "rest",
+        actor: "user_x",
+        args: Some(args),
+        has_idempotency_key: false,
+        has_preflight_hash: false,
+        has_justification: false,
+    }
+}
+
+/// JSON Schemas of every shape the Cedar mapping types.
+fn arb_schema() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(json!({"type": "string"})),
+        Just(json!({"type": "string", "format": "date"})),
+        Just(json!({"type": "string", "format": "date-time"})),
+        Just(json!({"type": "integer"})),
+        Just(json!({"type": "number"})),
+        Just(json!({"type": "boolean"})),
+        Just(json!({"enum": ["low", "urgent"]})),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|items| json!({"type": "array", "items": items})),
+            (proptest::collection::btree_map("[a-z]{1,6}", inner, 1..4), any::<u8>()).prop_map(|(props, mask)| {
+                let required: Vec<&String> = props
+                    .keys()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, k)| k)
+                    .collect();
+                json!({"type": "object", "properties": props, "required": required})
+            }),
+        ]
+    })
+}
+
+/// Values valid under a schema from `arb_schema`.
+fn arb_value(schema: &Value) -> BoxedStrategy<Value> {
+    let kind = schema.get("type").and_then(Value::as_str).unwrap_or("enum");
+    let format = schema.get("format").and_then(Value::as_str);
+    match (kind, format) {
+        ("string", Some("date")) => (1970i32..2100, 1u8..13, 1u8..29)
+            .prop_map(|(y, m, d)| json!(format!("{y:04}-{m:02}-{d:02}")))
+            .boxed(),
+        ("string", Some(_)) => (0i64..4_000_000_000, -12i32..13)
+            .prop_map(|(secs, offset)| {
+                let at = time::OffsetDateTime::from_unix_timestamp(secs)
+                    .expect("in range")
+                    .to_offset(time::UtcOffset::from_hms(offset as i8, 0, 0).expect("an offset"));
+                json!(
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .expect("formats")
+                )
+            })
+            .boxed(),
+        ("string", None) => any::<String>().prop_map(Value::String).boxed(),
+        ("integer", _) => any::<i64>().prop_map(Value::from).boxed(),
+        ("number", _) => (-1.0e14f64..1.0e14).prop_map(Value::from).boxed(),
+        ("boolean", _) => any::<bool>().prop_map(Value::Bool).boxed(),
+        ("array", _) => proptest::collection::vec(arb_value(&schema["items"]), 0..4)
+            .prop_map(Value::Array)
+            .boxed(),
+        ("object", _) => {
+            let required: Vec<String> = schema["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect();
+            let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| {
+                    let is_required = required.contains(name);
+                    let name = name.clone();
+                    let value = arb_value(property).prop_map(move |v| (name.clone(), v));
+                    if is_required {
+                        value.prop_map(Some).boxed()
+                    } else {
+                        proptest::option::of(value).boxed()
+                    }
+                })
+                .collect();
+            fields
+                .prop_map(|pairs| Value::Object(pairs.into_iter().flatten().collect()))
+                .boxed()
+        }
+        _ => prop_oneof![Just(json!("low")), Just(json!("urgent"))].boxed(),
+    }
 }

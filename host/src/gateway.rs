@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::admission::Admission;
 use crate::audit::{AuditError, AuditEvent, AuditLog, Signing, checkpoint};
-use crate::authz::{Authorizer, AuthzError};
+use crate::authz::{Authorizer, AuthzError, PolicySource, ToolVocabulary};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, ConfigError};
@@ -26,6 +26,8 @@ pub enum StartError {
     AuditKey(#[from] crate::audit::checkpoint::KeyError),
     #[error("policies: {0}")]
     Policies(#[from] AuthzError),
+    #[error("plugin `{name}` would break the active policy set (the plugin was not changed): {source}")]
+    BreaksPolicies { name: String, source: AuthzError },
     #[error("plugin manifest: {0}")]
     Manifest(#[from] ManifestError),
     #[error("plugin `{name}`: {source}")]
@@ -50,6 +52,46 @@ pub struct Gateway {
     _checkpointer: Arc<()>,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
+    /// The operator's base schema and policy files: with the loaded plugins' tools and
+    /// shipped policies, they make the active set. Held while the catalog or the policy
+    /// set changes, so the two change together.
+    operator_policies: tokio::sync::Mutex<OperatorPolicies>,
+}
+
+/// The policies an operator configured: the base schema and the policy directory's files.
+#[derive(Debug, Clone)]
+struct OperatorPolicies {
+    base: String,
+    sources: Vec<PolicySource>,
+}
+
+impl OperatorPolicies {
+    fn read(config: &Config) -> Result<OperatorPolicies, AuthzError> {
+        let (base, sources) = match &config.policies_dir {
+            Some(dir) => Authorizer::read_dirs(std::slice::from_ref(dir))?,
+            None => (
+                crate::authz::DEFAULT_SCHEMA.to_string(),
+                vec![PolicySource::new("base.cedar", crate::authz::DEFAULT_POLICIES)],
+            ),
+        };
+        Ok(OperatorPolicies { base, sources })
+    }
+
+    /// The active set for a catalog: its tools, the operator's files, then the files each
+    /// plugin ships.
+    fn compile(&self, catalog: &Catalog) -> Result<Authorizer, AuthzError> {
+        let tools: Vec<ToolVocabulary<'_>> = catalog.tools().map(|t| t.vocabulary()).collect();
+        let mut sources = self.sources.clone();
+        for plugin in catalog.plugins() {
+            for (file, text) in &plugin.manifest().policy_files {
+                sources.push(PolicySource::new(
+                    format!("plugin {}: {file}", plugin.name()),
+                    text.clone(),
+                ));
+            }
+        }
+        Authorizer::build(&self.base, &tools, sources)
+    }
 }
 
 impl Gateway {
@@ -92,7 +134,14 @@ impl Gateway {
         };
         let audit = AuditLog::start(&config.store_path, metrics.audit_writer(), signing)?;
         let checkpointer = crate::store::start_checkpointer(&config.store_path).map_err(store_err)?;
-        let authz = load_policies(&config)?;
+        // The operator's policies are read now (a bad file stops the start early) and
+        // applied once the plugins, whose tools they name, are loaded.
+        let operator = OperatorPolicies::read(&config)?;
+        let before_plugins = OperatorPolicies {
+            base: operator.base.clone(),
+            sources: Vec::new(),
+        };
+        let authz = before_plugins.compile(&Catalog::default())?;
         let runtime =
             PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref()).map_err(|source| {
                 StartError::Plugin {
@@ -107,6 +156,7 @@ impl Gateway {
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             authz: RwLock::new(Arc::new(authz)),
+            operator_policies: tokio::sync::Mutex::new(before_plugins),
             store,
             audit,
             clock,
@@ -185,6 +235,12 @@ impl Gateway {
                 Err(e) => tracing::warn!(plugin = %name, error = %e, "a remembered plugin manifest is unreadable"),
             }
         }
+        {
+            let mut current = gateway.operator_policies.lock().await;
+            let authz = operator.compile(&gateway.catalog())?;
+            *gateway.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+            *current = operator;
+        }
         Ok(gateway)
     }
 
@@ -216,34 +272,37 @@ impl Gateway {
         let name = manifest.name.clone();
         let overrides = manifest.risk.clone();
         let replaces = self.catalog().plugins().any(|p| p.name() == name);
+        let operator = self.operator_policies.lock().await;
         let result = async {
             let loaded = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
                 name: name.clone(),
                 source,
             })?;
-            let plugin = loaded.plugin;
-            let mut tools = Vec::with_capacity(loaded.tools.len());
-            for d in loaded.tools {
-                let floor = overrides.get(&d.name).copied();
-                let tool = Tool::new(d, floor, plugin.clone()).map_err(|message| StartError::Catalog {
-                    name: name.clone(),
-                    message,
-                })?;
-                tools.push(tool);
-            }
+            let plugin = loaded.plugin.clone();
             let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            let next = match plugin.world() {
-                crate::plugin::World::ToolAdapter => guard.with_plugin(plugin.clone(), tools),
-                crate::plugin::World::StateWitness => guard.with_witness(plugin.clone(), loaded.witnessed),
-            }
-            .map_err(|message| StartError::Catalog {
+            let next = with_loaded(&guard, loaded, &overrides)?;
+            // The active policies must still hold against the new tools' vocabulary.
+            let authz = operator.compile(&next).map_err(|source| StartError::BreaksPolicies {
                 name: name.clone(),
-                message,
+                source,
             })?;
+            for tool in next.tools().filter(|t| t.plugin.name() == name) {
+                for omitted in &tool.args_omitted {
+                    tracing::warn!(
+                        plugin = %name,
+                        tool = %tool.name,
+                        field = %omitted.path.join("."),
+                        "policies cannot see this argument: {}",
+                        omitted.reason
+                    );
+                }
+            }
             *guard = Arc::new(next);
+            *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
             Ok::<_, StartError>(plugin)
         }
         .await;
+        drop(operator);
         let mut event = match &result {
             Ok(plugin) => {
                 let action = if replaces { "plugin.replace" } else { "plugin.load" };
@@ -267,14 +326,23 @@ impl Gateway {
     /// Removes a plugin and its tools; calls in flight finish on it. `false` when no
     /// plugin has that name.
     pub async fn remove_plugin(&self, name: &str, by: &str) -> Result<bool, StartError> {
+        let operator = self.operator_policies.lock().await;
         let removed = {
             let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
             let existed = guard.plugins().any(|p| p.name() == name);
             if existed {
-                *guard = Arc::new(guard.without_plugin(name));
+                let next = guard.without_plugin(name);
+                // A policy naming one of its tools would no longer validate: refused.
+                let authz = operator.compile(&next).map_err(|source| StartError::BreaksPolicies {
+                    name: name.to_string(),
+                    source,
+                })?;
+                *guard = Arc::new(next);
+                *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
             }
             existed
         };
+        drop(operator);
         if removed {
             let mut event = AuditEvent::new("plugin.remove", codes::SUCCESS, self.now_iso());
             event.plugin = Some(name.to_string());
@@ -283,6 +351,70 @@ impl Gateway {
         }
         Ok(removed)
     }
+}
+
+/// The catalog with a loaded plugin added (or replaced): its descriptors checked.
+fn with_loaded(
+    catalog: &Catalog,
+    loaded: crate::plugin::Loaded,
+    overrides: &std::collections::BTreeMap<String, crate::tool::Risk>,
+) -> Result<Catalog, StartError> {
+    let plugin = loaded.plugin;
+    let name = plugin.name().to_string();
+    let mut tools = Vec::with_capacity(loaded.tools.len());
+    for d in loaded.tools {
+        let floor = overrides.get(&d.name).copied();
+        let tool = Tool::new(d, floor, plugin.clone()).map_err(|message| StartError::Catalog {
+            name: name.clone(),
+            message,
+        })?;
+        tools.push(tool);
+    }
+    match plugin.world() {
+        crate::plugin::World::ToolAdapter => catalog.with_plugin(plugin.clone(), tools),
+        crate::plugin::World::StateWitness => catalog.with_witness(plugin.clone(), loaded.witnessed),
+    }
+    .map_err(|message| StartError::Catalog { name, message })
+}
+
+/// The tools and policy set a config makes, from its plugin manifests and policy
+/// directory, without opening its store, writing audit events or listening: what
+/// `openport policy schema|check|explain --config` look at. Plugins added over the admin
+/// API live in the running gateway's store and are not included.
+pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authorizer), StartError> {
+    let scratch = std::env::temp_dir().join(format!("openport-offline-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&scratch).map_err(|source| StartError::DataDir {
+        path: scratch.display().to_string(),
+        source,
+    })?;
+    let result = async {
+        let store_path = scratch.join("scratch.db");
+        let store = Arc::new(Store::open(&store_path).map_err(|source| StartError::Store {
+            path: store_path.display().to_string(),
+            source,
+        })?);
+        let clock: SharedClock = Arc::new(clock::SystemClock);
+        let runtime =
+            PluginRuntime::new(store, clock, config.cache_dir.as_deref()).map_err(|source| StartError::Plugin {
+                name: "runtime".into(),
+                source,
+            })?;
+        let mut catalog = Catalog::default();
+        for path in &config.plugin_manifests {
+            let manifest = PluginManifest::load(path)?;
+            let (name, overrides) = (manifest.name.clone(), manifest.risk.clone());
+            let loaded = runtime
+                .load(manifest)
+                .await
+                .map_err(|source| StartError::Plugin { name, source })?;
+            catalog = with_loaded(&catalog, loaded, &overrides)?;
+        }
+        let authz = OperatorPolicies::read(config)?.compile(&catalog)?;
+        Ok((Arc::new(catalog), authz))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 /// Why a reload was refused; the running settings stay.
@@ -303,9 +435,10 @@ impl Gateway {
     /// limits and the policy set. All or nothing: a file or policy set that fails
     /// validation changes nothing. Each reload and refusal is an audit event.
     pub async fn reload(&self, by: &str) -> Result<String, ReloadError> {
+        let mut operator = self.operator_policies.lock().await;
         let result = self.prepare_reload();
         let mut event = match &result {
-            Ok((_, authz)) => {
+            Ok((_, _, authz)) => {
                 let mut e = AuditEvent::new("gateway.reload", codes::SUCCESS, self.now_iso());
                 e.policy_ids = authz.policy_ids().to_vec();
                 e
@@ -318,7 +451,7 @@ impl Gateway {
         };
         event.performed_by_user_id = Some(by.to_string());
         self.audit.record(event).await?;
-        let (config, authz) = result?;
+        let (config, next_operator, authz) = result?;
         let summary = format!(
             "{} policies; default rate {} per {} s",
             authz.policy_ids().len(),
@@ -327,20 +460,15 @@ impl Gateway {
         );
         self.admission.set_limits(config.admission);
         *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+        *operator = next_operator;
         Ok(summary)
     }
 
-    fn prepare_reload(&self) -> Result<(Config, Authorizer), ReloadError> {
+    fn prepare_reload(&self) -> Result<(Config, OperatorPolicies, Authorizer), ReloadError> {
         let path = self.config.path.as_deref().ok_or(ReloadError::NoConfigFile)?;
         let config = Config::load(path)?;
-        let authz = load_policies(&config)?;
-        Ok((config, authz))
-    }
-}
-
-fn load_policies(config: &Config) -> Result<Authorizer, AuthzError> {
-    match &config.policies_dir {
-        Some(dir) => Authorizer::from_dir(dir),
-        None => Authorizer::default_set(),
+        let operator = OperatorPolicies::read(&config)?;
+        let authz = operator.compile(&self.catalog())?;
+        Ok((config, operator, authz))
     }
 }

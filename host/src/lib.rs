@@ -9,6 +9,7 @@ pub mod admin_client;
 pub mod admission;
 pub mod app_policy;
 pub mod apps;
+pub mod attr;
 pub mod audit;
 pub mod auth;
 pub mod authz;

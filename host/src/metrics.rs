@@ -32,6 +32,11 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     limit: &'static str,
 }
@@ -73,6 +78,7 @@ pub struct Metrics {
     stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
     plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
     refusals: Family<LimitLabels, Counter>,
+    shadow_disagreements: Family<PolicyLabels, Counter>,
     drafts: Family<StateLabels, Gauge>,
     in_flight: Gauge,
     audit_writer: AuditWriterMetrics,
@@ -123,6 +129,12 @@ impl Metrics {
             "Calls refused by admission control, by limit",
             refusals.clone(),
         );
+        let shadow_disagreements = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_shadow_disagreements",
+            "Decisions a shadow policy would have changed, by shadow policy",
+            shadow_disagreements.clone(),
+        );
         let drafts = Family::<StateLabels, Gauge>::default();
         registry.register("drafts", "Drafts by state", drafts.clone());
         let in_flight = Gauge::default();
@@ -145,6 +157,7 @@ impl Metrics {
             stage_seconds,
             plugin_seconds,
             refusals,
+            shadow_disagreements,
             drafts,
             in_flight,
             audit_writer,
@@ -181,6 +194,14 @@ impl Metrics {
                 plugin: plugin.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn policy_shadow_disagreement(&self, policy: &str) {
+        self.shadow_disagreements
+            .get_or_create(&PolicyLabels {
+                policy: policy.to_string(),
+            })
+            .inc();
     }
 
     pub fn refusal(&self, limit: &'static str) {

@@ -97,7 +97,7 @@ fn cedar_enforces_the_data_policy_and_the_audit_names_the_policy() {
     let denied = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()));
     denied.expect(403, "agent.policy_denied");
     let events = gw.audit_of(&denied);
-    assert_eq!(events[0].policy_ids, ["base.data-policy.allowed-ledgers"]);
+    assert_eq!(events[0].policy_ids, ["ledger.data-policy.allowed-ledgers"]);
     let allowed = gw.get("/api/agent/v1/transactions?ledgerId=ledger_ops", Some(&gw.full()));
     allowed.expect(200, "common.success");
     assert_eq!(gw.audit_of(&allowed)[0].policy_ids, ["base.scoped-tools"]);

@@ -379,3 +379,53 @@ fn a_call_refused_at_scopes_answers_alike_whatever_preflight_it_names() {
         .collect();
     assert_eq!(results[0], results[1]);
 }
+
+#[test]
+fn a_policy_over_a_tools_arguments_hot_reloaded_refuses_over_rest_and_mcp_alike() {
+    let gw = TestGateway::start();
+    let full = gw.full();
+    let urgent = json!({"title": "printer down", "priority": "urgent"});
+    let create = |key: &str, payload: &Value| {
+        gw.post(
+            "/api/agent/v1/actions",
+            Some(&full),
+            &json!({"action": "ticket.create", "payload": payload, "idempotencyKey": key}),
+        )
+    };
+    create("before", &urgent).expect(200, "common.success");
+    std::fs::write(
+        gw.dir.path().join("policies/urgent.cedar"),
+        "@id(\"no-urgent-tickets\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
+         when { context has args && context.args has priority && context.args.priority == \"urgent\" };\n",
+    )
+    .expect("policy");
+    gw.admin_post(
+        "/api/agent-admin/v1/policies/reload",
+        Some(&gw.admin_token("operator")),
+        &json!({}),
+    )
+    .expect(200, "common.success");
+
+    let refused = create("after", &urgent);
+    refused.expect(403, "agent.policy_denied");
+    assert!(
+        !refused.body.to_string().contains("no-urgent-tickets"),
+        "the agent is not told the policy"
+    );
+    assert_eq!(gw.audit_of(&refused)[0].policy_ids, ["no-urgent-tickets"]);
+    create("low", &json!({"title": "printer down", "priority": "low"})).expect(200, "common.success");
+
+    let mut client = Client::new(&gw, Some(full.clone()));
+    client.initialize();
+    let result = client.call("ticket.create", urgent, json!({}));
+    assert_eq!(result["isError"], true, "{result:#}");
+    assert_eq!(result["structuredContent"]["code"], "agent.policy_denied", "{result:#}");
+    let event = gw
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.tool.as_deref() == Some("ticket.create"))
+        .expect("the MCP call's event");
+    assert_eq!(event.policy_ids, ["no-urgent-tickets"]);
+    assert_eq!(event.details["binding"], "mcp");
+}

@@ -76,3 +76,194 @@ fn a_scenario_that_expects_the_wrong_decision_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 }
+
+mod arguments {
+    use serde_json::json;
+
+    use crate::support::TestGateway;
+
+    fn reload(gw: &TestGateway) -> crate::support::Reply {
+        gw.admin_post(
+            "/api/agent-admin/v1/policies/reload",
+            Some(&gw.admin_token("operator")),
+            &json!({}),
+        )
+    }
+
+    #[test]
+    fn a_typo_is_refused_at_reload_naming_file_line_policy_and_field_and_the_old_set_keeps_serving() {
+        let gw = TestGateway::start();
+        let before = gw.server.gateway.authorizer().policy_ids().to_vec();
+        std::fs::write(
+            gw.dir.path().join("policies/typo.cedar"),
+            "@id(\"typo\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
+             when { context has args && context.args.priorty == \"urgent\" };\n",
+        )
+        .expect("policy");
+        let refused = reload(&gw);
+        refused.expect(400, "common.validation");
+        let message = refused.body["details"]["issues"][0]["message"]
+            .as_str()
+            .expect("message")
+            .to_string();
+        for needle in ["typo.cedar", "line 3", "`typo`", "priorty"] {
+            assert!(message.contains(needle), "`{needle}` in {message}");
+        }
+        assert_eq!(
+            gw.server.gateway.authorizer().policy_ids(),
+            before,
+            "the old set serves"
+        );
+        let audit = gw.audit();
+        let event = audit
+            .iter()
+            .rev()
+            .find(|e| e.action == "gateway.reload")
+            .expect("audited");
+        assert_eq!(event.code, "common.validation");
+    }
+
+    #[test]
+    fn a_plugin_whose_tool_a_policy_names_is_not_removed_and_a_shadow_policy_is_recorded_never_enforced() {
+        let gw = TestGateway::start();
+        let operator = gw.admin_token("operator");
+        // The demo's `tool-arguments.cedar` names ticket.create.
+        let removal = gw.send_url(
+            "DELETE",
+            &format!("{}/api/agent-admin/v1/plugins/tickets", gw.admin),
+            Some(&operator),
+            None,
+            b"",
+        );
+        assert_ne!(removal.status, 200, "{:#}", removal.body);
+        assert!(removal.body.to_string().contains("ticket.create"), "{:#}", removal.body);
+        assert!(
+            gw.server.gateway.catalog().tool("ticket.create").is_some(),
+            "still served"
+        );
+
+        // `demo.ledger.large-transactions` is a shadow forbid: the call is a draft, and
+        // the audit event and the metric say the policy would have refused it.
+        let big = gw.post(
+            "/api/agent/v1/actions",
+            Some(&gw.full()),
+            &json!({"action": "transaction.create", "idempotencyKey": "big",
+                    "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "big", "amount_home": 50000}}),
+        );
+        big.expect(200, "common.success");
+        let event = gw.audit_of(&big).into_iter().last().expect("event");
+        assert_eq!(event.details["shadow"]["allowed"], false, "{:#}", event.details);
+        assert_eq!(
+            event.details["shadow"]["policyIds"],
+            json!(["demo.ledger.large-transactions"])
+        );
+        let metrics = gw.admin_text("/api/agent-admin/v1/metrics", &operator);
+        assert!(
+            metrics.contains("openport_policy_shadow_disagreements_total{policy=\"demo.ledger.large-transactions\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    #[test]
+    fn policy_schema_and_explain_show_a_tools_arguments() {
+        let gw = TestGateway::start();
+        let config = gw.dir.path().join("openport.toml");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
+                .args(args)
+                .output()
+                .expect("run");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let config = config.to_str().expect("utf-8");
+        let schema = run(&["policy", "schema", "--config", config]);
+        assert!(
+            schema.contains("action \"ticket.create/propose\" in [Action::\"ticket.create\", Action::\"propose\"]"),
+            "{schema}"
+        );
+        assert!(schema.contains("priority?: __cedar::String"), "{schema}");
+        let json_schema: serde_json::Value =
+            serde_json::from_str(&run(&["policy", "schema", "--config", config, "--format", "json"])).expect("json");
+        assert!(json_schema["OpenPort"]["actions"]["transaction.create/propose"].is_object());
+        let question = gw.dir.path().join("question.json");
+        std::fs::write(
+            &question,
+            json!({"principal": {"app": "app_x", "tenant": "org_demo", "scopes": ["ticket.write"]},
+                   "tool": "ticket.create", "action": "propose",
+                   "context": {"args": {"title": "my password is hunter2"}}})
+            .to_string(),
+        )
+        .expect("question");
+        let report: serde_json::Value = serde_json::from_str(&run(&[
+            "policy",
+            "explain",
+            "--config",
+            config,
+            "--request",
+            question.to_str().expect("utf-8"),
+        ]))
+        .expect("json");
+        assert_eq!(report["decision"], "deny");
+        assert_eq!(
+            report["determiningPolicies"],
+            json!(["demo.tickets.no-secrets-in-titles"])
+        );
+        let matching: Vec<&str> = report["matchingPolicies"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|p| p["id"].as_str().expect("id"))
+            .collect();
+        assert!(
+            matching.contains(&"base.scoped-tools") && matching.contains(&"demo.tickets.no-secrets-in-titles"),
+            "{report:#}"
+        );
+    }
+
+    #[test]
+    fn app_tags_set_over_the_admin_api_are_seen_by_policies() {
+        let gw = TestGateway::start();
+        let operator = gw.admin_token("operator");
+        let app = gw.app_id("Demo Integration");
+        std::fs::write(
+            gw.dir.path().join("policies/sandbox.cedar"),
+            "@id(\"sandbox-apps-do-not-write\")\nforbid (principal, action in OpenPort::Action::\"propose\", resource)\n\
+             when { principal.hasTag(\"environment\") && principal.getTag(\"environment\") == \"sandbox\" };\n",
+        )
+        .expect("policy");
+        reload(&gw).expect(200, "common.success");
+        let propose = |key: &str| {
+            gw.post(
+                "/api/agent/v1/actions",
+                Some(&gw.full()),
+                &json!({"action": "ticket.create", "payload": {"title": "t"}, "idempotencyKey": key}),
+            )
+        };
+        propose("untagged").expect(200, "common.success");
+        let set = gw.send_url(
+            "PUT",
+            &format!("{}/api/agent-admin/v1/apps/{app}/tags", gw.admin),
+            Some(&operator),
+            Some("application/json"),
+            json!({"tags": {"environment": "sandbox", "department": "support"}})
+                .to_string()
+                .as_bytes(),
+        );
+        set.expect(200, "common.success");
+        assert_eq!(set.data()["tags"]["environment"], "sandbox");
+        let refused = propose("tagged");
+        refused.expect(403, "agent.policy_denied");
+        assert_eq!(gw.audit_of(&refused)[0].policy_ids, ["sandbox-apps-do-not-write"]);
+        // A bad tag is refused and changes nothing.
+        let bad = gw.send_url(
+            "PUT",
+            &format!("{}/api/agent-admin/v1/apps/{app}/tags", gw.admin),
+            Some(&operator),
+            Some("application/json"),
+            json!({"tags": {"Bad Key": "x"}}).to_string().as_bytes(),
+        );
+        assert_eq!(bad.status, 400, "{:#}", bad.body);
+        propose("still-tagged").expect(403, "agent.policy_denied");
+    }
+}

@@ -79,6 +79,7 @@ enum Route {
     RestoreApp(String),
     DeleteApp(String),
     PatchPolicy(String),
+    SetTags(String),
     AppTools(String),
     Policies,
     ValidatePolicies,
@@ -119,6 +120,7 @@ impl Route {
             ("POST", ["apps", id, "restore"]) => Route::RestoreApp((*id).into()),
             ("DELETE", ["apps", id]) => Route::DeleteApp((*id).into()),
             ("PATCH", ["apps", id, "policy"]) => Route::PatchPolicy((*id).into()),
+            ("PUT", ["apps", id, "tags"]) => Route::SetTags((*id).into()),
             ("GET", ["apps", id, "tools"]) => Route::AppTools((*id).into()),
             ("GET", ["policies"]) => Route::Policies,
             ("POST", ["policies", "validate"]) => Route::ValidatePolicies,
@@ -145,6 +147,7 @@ impl Route {
             Route::RestoreApp(_) => "agent_app.restore",
             Route::DeleteApp(_) => "agent_app.delete",
             Route::PatchPolicy(_) => "agent_app.policy.update",
+            Route::SetTags(_) => "agent_app.tags.update",
             Route::AppTools(_) => "admin.apps.tools",
             Route::Policies => "admin.policies.read",
             Route::ValidatePolicies => "admin.policies.validate",
@@ -173,6 +176,7 @@ impl Route {
             | Route::RestoreApp(_)
             | Route::DeleteApp(_)
             | Route::PatchPolicy(_)
+            | Route::SetTags(_)
             | Route::ValidatePolicies
             | Route::AddPlugin
             | Route::RemovePlugin(_)
@@ -389,6 +393,19 @@ async fn run(
             done.app_id = Some(app_id);
             Ok(done)
         }
+        Route::SetTags(app_id) => {
+            scoped_app(&app_id)?;
+            let body: Value = json_body(inbound)?;
+            let tags = apps::validate_tags(&body).map_err(app_error)?;
+            let found = gw.store.apps.set_tags(&app_id, &tags, &now).map_err(|e| internal(&e))?;
+            if !found {
+                return Err(app_error(apps::AppError::NotFound(app_id)));
+            }
+            let mut done = Done::data(json!({"ok": true, "tags": tags}));
+            done.details.insert("tags".into(), json!(tags));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
         Route::PatchPolicy(app_id) => {
             scoped_app(&app_id)?;
             let body: Value = json_body(inbound)?;
@@ -405,7 +422,16 @@ async fn run(
         }
         Route::AppTools(app_id) => {
             let app = scoped_app(&app_id)?;
-            let items = crate::pipeline::visible_tools(gw, &app, "", inbound.peer);
+            let items = crate::pipeline::visible_tools(
+                gw,
+                &app,
+                crate::pipeline::Viewer {
+                    key_id: "",
+                    client_ip: inbound.peer,
+                    channel: "rest",
+                    actor: app.service_user_id.as_deref().unwrap_or(""),
+                },
+            );
             let mut done = Done::data(json!({"items": items}));
             done.app_id = Some(app_id);
             Ok(done)
@@ -427,8 +453,15 @@ async fn run(
             }
             let body: Candidate = json_body(inbound)?;
             let schema = body.schema.unwrap_or_else(|| crate::authz::DEFAULT_SCHEMA.to_string());
-            let files: Vec<(String, String)> = body.policies.into_iter().collect();
-            match crate::authz::Authorizer::from_sources(&schema, &files) {
+            let files = body
+                .policies
+                .into_iter()
+                .map(|(file, text)| crate::authz::PolicySource::new(file, text))
+                .collect();
+            // Against the tools loaded now: a candidate must name what the gateway serves.
+            let catalog = gw.catalog();
+            let tools: Vec<_> = catalog.tools().map(|t| t.vocabulary()).collect();
+            match crate::authz::Authorizer::build(&schema, &tools, files) {
                 Ok(authz) => Ok(Done::data(json!({"valid": true, "ids": authz.policy_ids()}))),
                 Err(e) => Ok(Done::data(json!({"valid": false, "errors": e.to_string()}))),
             }
@@ -467,7 +500,11 @@ async fn run(
             Ok(Done::data(json!({"plugin": plugin})))
         }
         Route::RemovePlugin(name) => {
-            let removed = gw.remove_plugin(&name, by).await.map_err(|e| internal(&e))?;
+            let removed = gw.remove_plugin(&name, by).await.map_err(|e| match e {
+                // A policy names one of its tools: remove the policy first.
+                e @ crate::gateway::StartError::BreaksPolicies { .. } => Failure::validation(&["name"], e.to_string()),
+                other => internal(&other),
+            })?;
             if !removed {
                 return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
             }

@@ -1,10 +1,12 @@
 //! Cedar authorization (SPEC section 5): the only module that touches `cedar_policy`.
 //!
-//! A policy set is a schema plus `.cedar` files, validated strictly before it is used;
-//! a set that fails is refused and the previous one keeps serving. Any evaluation error
-//! denies.
+//! A policy set is validated strictly against a schema generated from the loaded
+//! plugins' tools (`schema`) before it is used; a set that fails is refused and the
+//! previous one keeps serving. Any evaluation error denies. Nothing here knows a tool's
+//! domain: the arguments a policy sees come typed from the tool's input schema
+//! (`crate::attr`), and the app's data policy comes as a record from `app_policy`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -18,12 +20,15 @@ use cedar_policy::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::app_policy::AppPolicy;
+use crate::attr::{self, Attr};
 use crate::tool::{Effect, Risk, ToolFacts};
 
 pub mod scenarios;
+pub mod schema;
 
-/// The default schema and policies, compiled in so `openport demo` needs no files.
+pub use schema::ToolVocabulary;
+
+/// The default base schema and policies, compiled in so `openport demo` needs no files.
 pub const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
 pub const DEFAULT_POLICIES: &str = include_str!("../../../policies/base.cedar");
 
@@ -33,15 +38,15 @@ pub enum AuthzError {
     Read { path: String, source: std::io::Error },
     #[error("schema is invalid: {0}")]
     Schema(String),
-    #[error("policy file `{file}` does not parse: {message}")]
+    #[error("policy file `{file}` does not parse:\n{message}")]
     Parse { file: String, message: String },
-    #[error("policy set fails validation:\n{0}")]
+    #[error("policy set fails validation against the schema of the loaded tools:\n{0}")]
     Validation(String),
     #[error("policy id `{0}` is used twice")]
     DuplicateId(String),
 }
 
-/// The actions of the schema.
+/// The phases a request is decided in: the phase groups of the schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     Discover,
@@ -52,7 +57,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Action::Discover => "discover",
             Action::Read => "read",
@@ -61,9 +66,13 @@ impl Action {
             Action::Execute => "execute",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
 }
 
-/// The principal as Cedar sees it: an app of a tenant, with its data policy.
+/// The principal as Cedar sees it: an app of a tenant, with its data policy and tags.
 #[derive(Debug, Clone)]
 pub struct AppFacts<'a> {
     pub app_id: &'a str,
@@ -71,8 +80,10 @@ pub struct AppFacts<'a> {
     pub org_id: &'a str,
     pub key_id: &'a str,
     pub scopes: &'a [String],
-    /// The app's data policy.
-    pub policy: &'a AppPolicy,
+    /// The app's data policy as the schema's `DataPolicy` record (see `app_policy`).
+    pub data_policy: Attr,
+    /// Operator-set tags, Cedar entity tags of the app.
+    pub tags: &'a BTreeMap<String, String>,
 }
 
 /// Facts about the request for the context.
@@ -80,11 +91,20 @@ pub struct AppFacts<'a> {
 pub struct RequestFacts<'a> {
     pub client_ip: IpAddr,
     pub now: OffsetDateTime,
-    /// `None` for discovery, which is decided without arguments.
-    pub payload: Option<&'a Value>,
+    /// `rest` or `mcp`.
+    pub channel: &'a str,
+    pub actor: &'a str,
+    /// The tool's arguments, typed; `None` for discovery, which is decided without them.
+    pub args: Option<&'a Attr>,
     pub has_idempotency_key: bool,
     pub has_preflight_hash: bool,
     pub has_justification: bool,
+}
+
+/// An app without tags.
+pub fn no_tags() -> &'static BTreeMap<String, String> {
+    static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+    &EMPTY
 }
 
 /// Our decision: no Cedar types escape this module.
@@ -95,50 +115,113 @@ pub struct Decision {
     pub policy_ids: Vec<String>,
     /// Evaluation errors (each of which denies).
     pub errors: Vec<String>,
+    /// What the set would decide with its shadow policies enforced, when that differs
+    /// from the decision (in outcome or determining policies).
+    pub shadow: Option<ShadowDecision>,
 }
 
-/// A validated policy set with its schema.
+/// The decision of the enforced and shadow policies together: recorded, never enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDecision {
+    pub allowed: bool,
+    pub policy_ids: Vec<String>,
+}
+
+impl Decision {
+    /// The shadow policies that would have changed this decision, if any did.
+    pub fn shadow_disagreement(&self, shadow_ids: &[String]) -> Option<Vec<String>> {
+        let shadow = self.shadow.as_ref()?;
+        if shadow.allowed == self.allowed {
+            return None;
+        }
+        let mut ids: Vec<String> = shadow
+            .policy_ids
+            .iter()
+            .filter(|id| shadow_ids.contains(id))
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            // A shadow permit that made a forbid-free allow: or a deny by default that a
+            // shadow policy's absence caused. Name them all rather than none.
+            ids = shadow_ids.to_vec();
+        }
+        Some(ids)
+    }
+}
+
+/// One policy file: where it came from and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// A file name, or `plugin NAME: FILE` for policies a plugin ships.
+    pub file: String,
+    pub text: String,
+}
+
+impl PolicySource {
+    pub fn new(file: impl Into<String>, text: impl Into<String>) -> PolicySource {
+        PolicySource {
+            file: file.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// A validated policy set with its generated schema.
 ///
 /// Requests are decided against the slice of the set whose scope can match the request's
-/// app (or its tenant) and tool, so cost grows with the policies that concern a request,
-/// not with the whole set. A policy's scope is a necessary condition for it to apply,
-/// so the slice decides exactly as the whole set would (tested by
+/// app (or its tenant), action and tool, so cost grows with the policies that concern a
+/// request, not with the whole set. A policy's scope is a necessary condition for it to
+/// apply, so the slice decides exactly as the whole set would (tested by
 /// `slices_decide_like_the_whole_set`).
 #[derive(Debug)]
 pub struct Authorizer {
+    base_schema: String,
+    sources: Vec<PolicySource>,
     schema: Schema,
+    schema_json: Value,
+    /// Enforced policies.
     policies: PolicySet,
+    /// Enforced and shadow policies together: what the set would decide if the shadow
+    /// policies were promoted.
+    with_shadow: PolicySet,
     ids: Vec<String>,
+    shadow_ids: Vec<String>,
     authorizer: CedarAuthorizer,
-    scoped: Vec<Policy>,
-    slices: BoundedCache<SliceKey, Arc<PolicySet>>,
-    /// The tenant, app and tool entities of a request, built once per distinct set of
-    /// their attributes: building them (and their ancestor closure) costs more than
-    /// evaluating the policies.
+    /// Every policy, and whether it is a shadow policy.
+    scoped: Vec<(Policy, bool)>,
+    slices: BoundedCache<SliceKey, Arc<Slice>>,
+    /// The tenant, app, action and tool entities of a request, built once per distinct
+    /// set of their attributes: building them (and their ancestor closure) costs more
+    /// than evaluating the policies.
     entities: BoundedCache<EntitiesKey, Arc<Entities>>,
     /// Decisions memoised on every input of the request (entities, action, context):
     /// Cedar is a pure function of the policy set and the request, and a reload builds a
     /// new `Authorizer`, so a hit is exactly the decision Cedar would make again.
     decisions: BoundedCache<DecisionKey, Decision>,
-    /// `ip("..")` and `decimal("..")` expressions by their text: building one parses the
-    /// extension's name with Cedar's parser, which costs more than the decision.
+    /// `ip("..")`, `decimal("..")` and `datetime("..")` expressions by their text:
+    /// building one runs Cedar's parser, which costs more than the decision.
     extension_values: BoundedCache<(ExtensionKind, String), RestrictedExpression>,
+}
+
+/// The policies of one slice: enforced, and with the shadow ones when any applies.
+#[derive(Debug)]
+struct Slice {
+    enforced: PolicySet,
+    with_shadow: Option<PolicySet>,
 }
 
 /// Everything a memoised decision depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DecisionKey {
     entities: EntitiesKey,
-    action: Action,
     context: ContextInputs,
 }
 
 impl DecisionKey {
     fn new(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>, facts: &RequestFacts<'_>) -> DecisionKey {
         DecisionKey {
-            entities: EntitiesKey::new(app, tool),
-            action,
-            context: ContextInputs::new(app, facts),
+            entities: EntitiesKey::new(app, action, tool),
+            context: ContextInputs::new(app, action, facts),
         }
     }
 }
@@ -177,6 +260,7 @@ impl<K: std::hash::Hash + Eq, V: Clone> BoundedCache<K, V> {
 enum ExtensionKind {
     Ip,
     Decimal,
+    DateTime,
 }
 
 /// The request's context as plain data: what `context_pairs` turns into Cedar values.
@@ -186,42 +270,38 @@ struct ContextInputs {
     hour: u8,
     weekday: u8,
     unix_seconds: i64,
+    unix_millis: i64,
+    channel: String,
+    tenant: String,
+    actor: String,
     key_id: String,
     has_payload: bool,
-    /// The `PAYLOAD_STRINGS` fields present, in that order.
-    payload_strings: Vec<(&'static str, String)>,
-    /// `amount_home` as Cedar decimal text.
-    amount_home: Option<String>,
-    range_days: Option<i64>,
+    /// Only on the phases that carry arguments (not discovery).
+    args: Option<Attr>,
     has_idempotency_key: bool,
     has_preflight_hash: bool,
     has_justification: bool,
 }
 
 impl ContextInputs {
-    fn new(app: &AppFacts<'_>, facts: &RequestFacts<'_>) -> ContextInputs {
-        let mut payload_strings = Vec::new();
-        let mut amount_home = None;
-        let mut range_days = None;
-        if let Some(Value::Object(map)) = facts.payload {
-            for field in PAYLOAD_STRINGS {
-                if let Some(Value::String(s)) = map.get(*field) {
-                    payload_strings.push((*field, s.clone()));
-                }
-            }
-            amount_home = map.get("amount_home").and_then(Value::as_f64).map(decimal_text);
-            range_days = date_range_days(map.get("startDate"), map.get("endDate"));
-        }
+    fn new(app: &AppFacts<'_>, action: Action, facts: &RequestFacts<'_>) -> ContextInputs {
+        let args = match action {
+            Action::Discover => None,
+            // A phase with arguments always has a record, if an empty one.
+            _ => Some(facts.args.cloned().unwrap_or(Attr::Record(BTreeMap::new()))),
+        };
         ContextInputs {
             client_ip: facts.client_ip,
             hour: facts.now.hour(),
             weekday: facts.now.weekday().number_from_monday(),
             unix_seconds: facts.now.unix_timestamp(),
+            unix_millis: i64::try_from(facts.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+            channel: facts.channel.to_string(),
+            tenant: app.org_id.to_string(),
+            actor: facts.actor.to_string(),
             key_id: app.key_id.to_string(),
-            has_payload: facts.payload.is_some(),
-            payload_strings,
-            amount_home,
-            range_days,
+            has_payload: facts.args.is_some(),
+            args,
             has_idempotency_key: facts.has_idempotency_key,
             has_preflight_hash: facts.has_preflight_hash,
             has_justification: facts.has_justification,
@@ -236,7 +316,9 @@ struct EntitiesKey {
     app_name: String,
     org_id: String,
     scopes: Vec<String>,
-    data_policy: DataPolicyFacts,
+    data_policy: Attr,
+    tags: BTreeMap<String, String>,
+    action: Action,
     tool: String,
     risk: Risk,
     effect: Effect,
@@ -245,13 +327,15 @@ struct EntitiesKey {
 }
 
 impl EntitiesKey {
-    fn new(app: &AppFacts<'_>, tool: &ToolFacts<'_>) -> EntitiesKey {
+    fn new(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>) -> EntitiesKey {
         EntitiesKey {
             app_id: app.app_id.to_string(),
             app_name: app.app_name.to_string(),
             org_id: app.org_id.to_string(),
             scopes: app.scopes.to_vec(),
-            data_policy: data_policy_facts(app.policy),
+            data_policy: app.data_policy.clone(),
+            tags: app.tags.clone(),
+            action,
             tool: tool.name.to_string(),
             risk: tool.risk,
             effect: tool.effect,
@@ -274,12 +358,14 @@ fn principal_matches(constraint: &PrincipalConstraint, app: &EntityUid, tenant: 
     }
 }
 
-/// Our schema has no action groups, so `in [..]` is membership in the list.
-fn action_matches(constraint: &ActionConstraint, action: &EntityUid) -> bool {
+/// The request's action is a tool phase, a member of its tool's group and its phase's
+/// group, which have no parents: `in` matches any of the three.
+fn action_matches(constraint: &ActionConstraint, action: &RequestAction) -> bool {
+    let is_or_in = |uid: &EntityUid| uid == &action.uid || uid == &action.tool_group || uid == &action.phase_group;
     match constraint {
         ActionConstraint::Any => true,
-        ActionConstraint::Eq(uid) => uid == action,
-        ActionConstraint::In(uids) => uids.contains(action),
+        ActionConstraint::Eq(uid) => uid == &action.uid,
+        ActionConstraint::In(uids) => uids.iter().any(is_or_in),
     }
 }
 
@@ -292,38 +378,124 @@ fn resource_matches(constraint: &ResourceConstraint, tool: &EntityUid) -> bool {
     }
 }
 
+/// The action entity of a request and the two groups it belongs to.
+struct RequestAction {
+    uid: EntityUid,
+    tool_group: EntityUid,
+    phase_group: EntityUid,
+}
+
+impl RequestAction {
+    fn new(tool: &str, phase: Action) -> RequestAction {
+        let uid = |id: &str| EntityUid::from_type_name_and_id(entity_types().action.clone(), EntityId::new(id));
+        RequestAction {
+            uid: uid(&schema::action_id(tool, phase)),
+            tool_group: uid(tool),
+            phase_group: uid(phase.name()),
+        }
+    }
+
+    fn entity(&self) -> Entity {
+        Entity::new_no_attrs(
+            self.uid.clone(),
+            HashSet::from([self.tool_group.clone(), self.phase_group.clone()]),
+        )
+    }
+}
+
 impl Authorizer {
-    /// Builds from source text: `(file name, text)` pairs. Validates strictly.
-    pub fn from_sources(schema_text: &str, files: &[(String, String)]) -> Result<Authorizer, AuthzError> {
-        let (schema, _warnings) =
-            Schema::from_cedarschema_str(schema_text).map_err(|e| AuthzError::Schema(format!("{e:?}")))?;
+    /// Generates the schema from `base` and the tools, parses every source and validates
+    /// the set strictly. Errors name the file, line, column and policy.
+    pub fn build(
+        base: &str,
+        tools: &[ToolVocabulary<'_>],
+        sources: Vec<PolicySource>,
+    ) -> Result<Authorizer, AuthzError> {
+        let schema_json = schema::generate(base, tools)?;
+        let schema = schema::compile(&schema_json)?;
         let mut policies = PolicySet::new();
-        let mut ids = Vec::new();
-        for (file, text) in files {
-            let parsed = PolicySet::from_str(text).map_err(|e| AuthzError::Parse {
-                file: file.clone(),
-                message: format!("{e}"),
+        let mut with_shadow = PolicySet::new();
+        let (mut ids, mut shadow_ids, mut scoped) = (Vec::new(), Vec::new(), Vec::new());
+        let mut origin: HashMap<String, usize> = HashMap::new();
+        for (n, source) in sources.iter().enumerate() {
+            let parsed = PolicySet::from_str(&source.text).map_err(|e| AuthzError::Parse {
+                file: source.file.clone(),
+                message: located(&e, &source.text),
             })?;
             for (index, policy) in parsed.policies().enumerate() {
                 let id = policy
                     .annotation("id")
                     .map(str::to_string)
-                    .unwrap_or_else(|| format!("{file}#{index}"));
+                    .unwrap_or_else(|| format!("{}#{index}", source.file));
+                let shadow = policy.annotation("mode") == Some("shadow");
                 let renamed: Policy = policy.new_id(PolicyId::new(&id));
-                policies.add(renamed).map_err(|_| AuthzError::DuplicateId(id.clone()))?;
+                with_shadow
+                    .add(renamed.clone())
+                    .map_err(|_| AuthzError::DuplicateId(id.clone()))?;
+                if shadow {
+                    shadow_ids.push(id.clone());
+                } else {
+                    policies
+                        .add(renamed.clone())
+                        .map_err(|_| AuthzError::DuplicateId(id.clone()))?;
+                }
+                scoped.push((renamed, shadow));
+                origin.insert(id.clone(), n);
                 ids.push(id);
             }
         }
-        let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
-        if !result.validation_passed() {
-            let messages: Vec<String> = result.validation_errors().map(|e| format!("- {e}")).collect();
+        // Shadow policies are validated like the others: promoting one is a reload.
+        let result = Validator::new(schema.clone()).validate(&with_shadow, ValidationMode::Strict);
+        let mut messages = Vec::new();
+        let mut describe = |id: &PolicyId, diagnostic: &dyn miette::Diagnostic| {
+            let source = origin.get(id.to_string().as_str()).map(|n| &sources[*n]);
+            let place = match source {
+                Some(s) => format!("`{}` {}", s.file, position(diagnostic, &s.text)),
+                None => String::new(),
+            };
+            messages.push(format!("- {place}policy `{id}`: {diagnostic}"));
+        };
+        // A policy scoped to phase groups that no loaded tool has (auto-execution with
+        // only read tools, anything with no tool at all) cannot apply yet, and will once
+        // such a tool loads: only that is forgiven. A policy naming a tool, or one whose
+        // conditions can never hold for the tools in its scope, is refused.
+        let waiting: HashSet<String> = result
+            .validation_warnings()
+            .filter(|w| matches!(w, cedar_policy::ValidationWarning::InvalidActionApplication(_)))
+            .map(|w| w.policy_id().to_string())
+            .filter(|id| {
+                with_shadow
+                    .policy(&PolicyId::new(id))
+                    .is_some_and(|p| scoped_to_phases(&p.action_constraint()))
+            })
+            .collect();
+        for error in result.validation_errors() {
+            describe(error.policy_id(), error);
+        }
+        // A warning (a policy that can never apply, a confusable identifier) refuses the
+        // set too: a policy that silently does nothing is a hole nobody sees.
+        for warning in result.validation_warnings() {
+            let forgiven = matches!(
+                warning,
+                cedar_policy::ValidationWarning::ImpossiblePolicy(_)
+                    | cedar_policy::ValidationWarning::InvalidActionApplication(_)
+            ) && waiting.contains(&warning.policy_id().to_string());
+            if !forgiven {
+                describe(warning.policy_id(), warning);
+            }
+        }
+        if !messages.is_empty() {
             return Err(AuthzError::Validation(messages.join("\n")));
         }
-        let scoped = policies.policies().cloned().collect();
         Ok(Authorizer {
+            base_schema: base.to_string(),
+            sources,
             schema,
+            schema_json,
             policies,
+            with_shadow,
             ids,
+            shadow_ids,
             authorizer: CedarAuthorizer::new(),
             scoped,
             slices: BoundedCache::new(),
@@ -333,29 +505,36 @@ impl Authorizer {
         })
     }
 
-    /// The compiled-in default set.
-    pub fn default_set() -> Result<Authorizer, AuthzError> {
-        Authorizer::from_sources(DEFAULT_SCHEMA, &[("base.cedar".into(), DEFAULT_POLICIES.into())])
+    /// The same policies against a new set of tools: what a plugin load or removal needs
+    /// to keep (it fails when a policy names what the tools no longer offer).
+    pub fn for_tools(&self, tools: &[ToolVocabulary<'_>]) -> Result<Authorizer, AuthzError> {
+        Authorizer::build(&self.base_schema, tools, self.sources.clone())
     }
 
-    /// Loads `schema.cedarschema` and every `*.cedar` file of a directory (sorted by name).
-    pub fn from_dir(dir: &Path) -> Result<Authorizer, AuthzError> {
-        Authorizer::from_dirs(&[dir.to_path_buf()])
+    /// The compiled-in default set, for the given tools.
+    pub fn default_set(tools: &[ToolVocabulary<'_>]) -> Result<Authorizer, AuthzError> {
+        Authorizer::build(
+            DEFAULT_SCHEMA,
+            tools,
+            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
+        )
     }
 
-    /// Loads the schema of the first directory and every `*.cedar` of all of them, in
-    /// order (a base set, then an example that extends it).
-    pub fn from_dirs(dirs: &[std::path::PathBuf]) -> Result<Authorizer, AuthzError> {
+    /// Reads the base schema (the first directory's `schema.cedarschema`, else the
+    /// compiled-in one) and every `*.cedar` of the directories, in order, each directory's
+    /// files sorted by name.
+    pub fn read_dirs(dirs: &[std::path::PathBuf]) -> Result<(String, Vec<PolicySource>), AuthzError> {
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|source| AuthzError::Read {
                 path: path.display().to_string(),
                 source,
             })
         };
-        let first = dirs
-            .first()
-            .ok_or_else(|| AuthzError::Schema("no policy directory given".into()))?;
-        let schema = read(&first.join("schema.cedarschema"))?;
+        let schema_path = dirs.first().map(|d| d.join("schema.cedarschema"));
+        let base = match schema_path {
+            Some(path) if path.exists() => read(&path)?,
+            _ => DEFAULT_SCHEMA.to_string(),
+        };
         let mut files = Vec::new();
         for dir in dirs {
             let entries = std::fs::read_dir(dir).map_err(|source| AuthzError::Read {
@@ -373,15 +552,38 @@ impl Authorizer {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                files.push((name, read(&path)?));
+                files.push(PolicySource::new(name, read(&path)?));
             }
         }
-        Authorizer::from_sources(&schema, &files)
+        Ok((base, files))
     }
 
-    /// Policy ids in load order.
+    /// Policy ids in load order, shadow policies included.
     pub fn policy_ids(&self) -> &[String] {
         &self.ids
+    }
+
+    /// The ids of the `@mode("shadow")` policies.
+    pub fn shadow_ids(&self) -> &[String] {
+        &self.shadow_ids
+    }
+
+    pub fn sources(&self) -> &[PolicySource] {
+        &self.sources
+    }
+
+    pub fn base_schema(&self) -> &str {
+        &self.base_schema
+    }
+
+    /// The generated schema in Cedar's JSON schema format.
+    pub fn schema_json(&self) -> &Value {
+        &self.schema_json
+    }
+
+    /// The generated schema in Cedar's human-readable format.
+    pub fn schema_text(&self) -> Result<String, AuthzError> {
+        schema::to_cedarschema(&self.schema_json)
     }
 
     /// The policies whose scope can match this app (or its tenant), action and tool.
@@ -389,9 +591,9 @@ impl Authorizer {
         &self,
         app: &EntityUid,
         tenant: &EntityUid,
-        action: (Action, &EntityUid),
+        action: (Action, &RequestAction),
         tool: &EntityUid,
-    ) -> Result<Arc<PolicySet>, String> {
+    ) -> Result<Arc<Slice>, String> {
         let key = (
             app.id().unescaped().to_string(),
             tenant.id().unescaped().to_string(),
@@ -401,18 +603,26 @@ impl Authorizer {
         if let Some(slice) = self.slices.get(&key) {
             return Ok(slice);
         }
-        let mut set = PolicySet::new();
-        for policy in &self.scoped {
+        let (mut enforced, mut with_shadow, mut any_shadow) = (PolicySet::new(), PolicySet::new(), false);
+        for (policy, shadow) in &self.scoped {
             if principal_matches(&policy.principal_constraint(), app, tenant)
                 && action_matches(&policy.action_constraint(), action.1)
                 && resource_matches(&policy.resource_constraint(), tool)
             {
-                set.add(policy.clone()).map_err(|e| e.to_string())?;
+                with_shadow.add(policy.clone()).map_err(|e| e.to_string())?;
+                if *shadow {
+                    any_shadow = true;
+                } else {
+                    enforced.add(policy.clone()).map_err(|e| e.to_string())?;
+                }
             }
         }
-        let set = Arc::new(set);
-        self.slices.insert(key, set.clone());
-        Ok(set)
+        let slice = Arc::new(Slice {
+            enforced,
+            with_shadow: any_shadow.then_some(with_shadow),
+        });
+        self.slices.insert(key, slice.clone());
+        Ok(slice)
     }
 
     /// Decides one request against the whole set, bypassing slices, with the entities,
@@ -445,20 +655,47 @@ impl Authorizer {
         decision
     }
 
-    fn build_and_decide(&self, key: &DecisionKey, sliced: bool) -> Result<Decision, String> {
-        let (facts, action) = (&key.entities, key.action);
+    /// Every policy whose conditions hold for the request, each decided alone: what
+    /// `openport policy explain` lists beside the decision.
+    pub fn matching_policies(
+        &self,
+        app: &AppFacts<'_>,
+        action: Action,
+        tool: &ToolFacts<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Vec<(String, bool)>, String> {
+        let key = DecisionKey::new(app, action, tool, facts);
+        let (request, entities) = self.request(&key, false)?;
+        let mut matched = Vec::new();
+        for (policy, _) in &self.scoped {
+            let mut alone = PolicySet::new();
+            alone.add(policy.clone()).map_err(|e| e.to_string())?;
+            let response = self.authorizer.is_authorized(&request, &alone, &entities);
+            if response.diagnostics().reason().next().is_some() {
+                let permit = policy.effect() == cedar_policy::Effect::Permit;
+                matched.push((policy.id().to_string(), permit));
+            }
+        }
+        Ok(matched)
+    }
+
+    /// The Cedar request and entities of a decision; checked against the schema unless
+    /// `fast` (the gateway builds them the same way every time, policies were validated
+    /// against the schema at load, and an evaluation error still denies).
+    fn request(&self, key: &DecisionKey, fast: bool) -> Result<(Request, Arc<Entities>), String> {
+        let facts = &key.entities;
         let types = entity_types();
         let tenant = EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id));
         let principal = EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&facts.app_id));
         let resource = EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool));
-        let action_uid = EntityUid::from_type_name_and_id(types.action.clone(), EntityId::new(action.name()));
-        // Request-time schema checks are for the reference path (`decide_unsliced`, which
-        // scenarios and tests use): the gateway builds entities and context the same way
-        // every time, policies were validated against the schema at load, and an
-        // evaluation error still denies.
-        let schema = (!sliced).then_some(&self.schema);
-        let build = || -> Result<Entities, String> { entities_for(facts, (&principal, &tenant, &resource), schema) };
-        let entities = if sliced {
+        let action = RequestAction::new(&facts.tool, facts.action);
+        let schema = (!fast).then_some(&self.schema);
+        let build = || -> Result<Entities, String> {
+            // With a schema, Cedar supplies the action entities from it.
+            let action_entity = fast.then(|| action.entity());
+            entities_for(facts, (&principal, &tenant, &resource), action_entity, schema)
+        };
+        let entities = if fast {
             match self.entities.get(facts) {
                 Some(entities) => entities,
                 None => {
@@ -470,45 +707,97 @@ impl Authorizer {
         } else {
             Arc::new(build()?)
         };
-        let (principal_for_slice, tenant_for_slice, resource_for_slice, action_for_slice) =
-            (principal.clone(), tenant.clone(), resource.clone(), action_uid.clone());
-        let context = Context::from_pairs(self.context_pairs(&key.context)).map_err(|e| format!("context: {e}"))?;
+        let context = Context::from_pairs(self.context_pairs(&key.context)?).map_err(|e| format!("context: {e}"))?;
         let request =
-            Request::new(principal, action_uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
+            Request::new(principal, action.uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
+        Ok((request, entities))
+    }
+
+    fn build_and_decide(&self, key: &DecisionKey, fast: bool) -> Result<Decision, String> {
+        let (request, entities) = self.request(key, fast)?;
         let slice;
-        let policies = if sliced {
+        let (enforced, with_shadow) = if fast {
+            let facts = &key.entities;
+            let types = entity_types();
             slice = self.slice(
-                &principal_for_slice,
-                &tenant_for_slice,
-                (action, &action_for_slice),
-                &resource_for_slice,
+                &EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&facts.app_id)),
+                &EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id)),
+                (facts.action, &RequestAction::new(&facts.tool, facts.action)),
+                &EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool)),
             )?;
-            slice.as_ref()
+            (&slice.enforced, slice.with_shadow.as_ref())
         } else {
-            &self.policies
+            (
+                &self.policies,
+                (!self.shadow_ids.is_empty()).then_some(&self.with_shadow),
+            )
         };
-        let response = self.authorizer.is_authorized(&request, policies, entities.as_ref());
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
-        policy_ids.sort();
-        let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
+        let decide = |policies: &PolicySet| {
+            let response = self.authorizer.is_authorized(&request, policies, entities.as_ref());
+            let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
+            let mut policy_ids: Vec<String> = response.diagnostics().reason().map(|id| id.to_string()).collect();
+            policy_ids.sort();
+            let allowed = response.decision() == CedarDecision::Allow && errors.is_empty();
+            (allowed, policy_ids, errors)
+        };
+        let (allowed, policy_ids, errors) = decide(enforced);
+        // Recorded only where the shadow policies changed something: the outcome or the
+        // policies that determined it.
+        let shadow = with_shadow
+            .map(|set| {
+                let (allowed, policy_ids, _) = decide(set);
+                ShadowDecision { allowed, policy_ids }
+            })
+            .filter(|s| (s.allowed, &s.policy_ids) != (allowed, &policy_ids));
         Ok(Decision {
             allowed,
             policy_ids,
             errors,
+            shadow,
         })
     }
 }
 
-/// The tenant, the app (a member of it) and the tool, as Cedar entities.
+/// Whether a policy's action scope is every action or phase groups only: no tool named.
+fn scoped_to_phases(constraint: &ActionConstraint) -> bool {
+    let is_phase = |uid: &EntityUid| Action::from_name(uid.id().unescaped()).is_some();
+    match constraint {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(uid) => is_phase(uid),
+        ActionConstraint::In(uids) => uids.iter().all(is_phase),
+    }
+}
+
+/// `line L, column C: ` of a diagnostic's first label in `text`, or nothing.
+fn position(diagnostic: &dyn miette::Diagnostic, text: &str) -> String {
+    let Some(offset) = diagnostic.labels().and_then(|mut l| l.next()).map(|l| l.offset()) else {
+        return String::new();
+    };
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {column}: ")
+}
+
+/// Every diagnostic of a parse failure with its line and column.
+fn located(errors: &cedar_policy::ParseErrors, text: &str) -> String {
+    errors
+        .iter()
+        .map(|e| format!("- {}{e}", position(e, text)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The tenant, the app (a member of it), the tool and, on the fast path, the action.
 fn entities_for(
     facts: &EntitiesKey,
     (principal, tenant, resource): (&EntityUid, &EntityUid, &EntityUid),
+    action: Option<Entity>,
     schema: Option<&Schema>,
 ) -> Result<Entities, String> {
-    let app_entity = Entity::new(
+    let app_entity = Entity::new_with_tags(
         principal.clone(),
-        HashMap::from([
+        [
             (
                 "name".to_string(),
                 RestrictedExpression::new_string(facts.app_name.clone()),
@@ -521,9 +810,13 @@ fn entities_for(
                 "scopes".to_string(),
                 string_set(facts.scopes.iter().map(String::as_str)),
             ),
-            ("data_policy".to_string(), self::data_policy(&facts.data_policy)),
-        ]),
-        HashSet::from([tenant.clone()]),
+            ("data_policy".to_string(), attr_expression(&facts.data_policy, None)?),
+        ],
+        [tenant.clone()],
+        facts
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
     )
     .map_err(|e| e.to_string())?;
     let tool_entity = Entity::new(
@@ -555,7 +848,9 @@ fn entities_for(
     )
     .map_err(|e| e.to_string())?;
     let tenant_entity = Entity::new_no_attrs(tenant.clone(), HashSet::new());
-    Entities::from_entities([app_entity, tool_entity, tenant_entity], schema).map_err(|e| format!("entities: {e}"))
+    let mut all = vec![app_entity, tool_entity, tenant_entity];
+    all.extend(action);
+    Entities::from_entities(all, schema).map_err(|e| format!("entities: {e}"))
 }
 
 /// An error anywhere on the way to a decision is a denial that says why.
@@ -564,6 +859,7 @@ fn deny_on_error(result: Result<Decision, String>) -> Decision {
         allowed: false,
         policy_ids: Vec::new(),
         errors: vec![error],
+        shadow: None,
     })
 }
 
@@ -593,65 +889,61 @@ fn string_set<'a>(items: impl Iterator<Item = &'a str>) -> RestrictedExpression 
     RestrictedExpression::new_set(items.map(|s| RestrictedExpression::new_string(s.to_string())))
 }
 
-/// The app's data policy as Cedar's `data_policy` attribute holds it: (restrict ledgers,
-/// allowed ledgers, restrict orgs, allowed orgs, max days, allow sensitive fields).
-type DataPolicyFacts = (bool, Vec<String>, bool, Vec<String>, i64, bool);
-
-fn data_policy_facts(policy: &AppPolicy) -> DataPolicyFacts {
-    let (ledgers, orgs) = (policy.allowed_ledger_ids(), policy.allowed_org_ids());
-    (
-        !ledgers.is_empty(),
-        ledgers.to_vec(),
-        !orgs.is_empty(),
-        orgs.to_vec(),
-        policy.max_days(),
-        policy.allows_sensitive_fields(),
-    )
+/// A typed value as a Cedar expression; `cache` reuses extension values.
+fn attr_expression(
+    value: &Attr,
+    cache: Option<&BoundedCache<(ExtensionKind, String), RestrictedExpression>>,
+) -> Result<RestrictedExpression, String> {
+    Ok(match value {
+        Attr::String(s) => RestrictedExpression::new_string(s.clone()),
+        Attr::Long(n) => RestrictedExpression::new_long(*n),
+        Attr::Bool(b) => RestrictedExpression::new_bool(*b),
+        Attr::Decimal(scaled) => extension(ExtensionKind::Decimal, &attr::decimal_text(*scaled), cache),
+        Attr::DateTime(millis) => {
+            let text = attr::datetime_text(*millis).ok_or_else(|| format!("datetime {millis} ms is out of range"))?;
+            extension(ExtensionKind::DateTime, &text, cache)
+        }
+        Attr::Set(items) => RestrictedExpression::new_set(
+            items
+                .iter()
+                .map(|item| attr_expression(item, cache))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Attr::Record(fields) => RestrictedExpression::new_record(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), attr_expression(v, cache)?)))
+                .collect::<Result<Vec<_>, String>>()?,
+        )
+        .map_err(|e| e.to_string())?,
+    })
 }
 
-fn data_policy(facts: &DataPolicyFacts) -> RestrictedExpression {
-    let (restrict_ledgers, ledgers, restrict_orgs, orgs, max_days, sensitive) = facts;
-    let record = [
-        (
-            "restrict_ledgers".to_string(),
-            RestrictedExpression::new_bool(*restrict_ledgers),
-        ),
-        (
-            "allowed_ledger_ids".to_string(),
-            string_set(ledgers.iter().map(String::as_str)),
-        ),
-        (
-            "restrict_orgs".to_string(),
-            RestrictedExpression::new_bool(*restrict_orgs),
-        ),
-        (
-            "allowed_org_ids".to_string(),
-            string_set(orgs.iter().map(String::as_str)),
-        ),
-        ("max_days".to_string(), RestrictedExpression::new_long(*max_days)),
-        (
-            "allow_sensitive_fields".to_string(),
-            RestrictedExpression::new_bool(*sensitive),
-        ),
-    ];
-    // Only fixed keys: building this record cannot fail.
-    RestrictedExpression::new_record(record).unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+/// An `ip(..)`, `decimal(..)` or `datetime(..)` expression, built once per distinct text.
+fn extension(
+    kind: ExtensionKind,
+    text: &str,
+    cache: Option<&BoundedCache<(ExtensionKind, String), RestrictedExpression>>,
+) -> RestrictedExpression {
+    let key = (kind, text.to_string());
+    if let Some(value) = cache.and_then(|c| c.get(&key)) {
+        return value;
+    }
+    let value = match kind {
+        ExtensionKind::Ip => RestrictedExpression::new_ip(text),
+        ExtensionKind::Decimal => RestrictedExpression::new_decimal(text),
+        ExtensionKind::DateTime => RestrictedExpression::new_datetime(text),
+    };
+    if let Some(cache) = cache {
+        cache.insert(key, value.clone());
+    }
+    value
 }
-
-/// String fields of the payload that the schema's `Payload` type declares.
-const PAYLOAD_STRINGS: &[&str] = &[
-    "ledgerId",
-    "transactionId",
-    "kind",
-    "title",
-    "currency_home",
-    "startDate",
-    "endDate",
-];
 
 impl Authorizer {
     /// The request's context as Cedar values.
-    fn context_pairs(&self, inputs: &ContextInputs) -> Vec<(String, RestrictedExpression)> {
+    fn context_pairs(&self, inputs: &ContextInputs) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let cache = Some(&self.extension_values);
         let time = RestrictedExpression::new_record([
             (
                 "hour".to_string(),
@@ -666,37 +958,25 @@ impl Authorizer {
                 RestrictedExpression::new_long(inputs.unix_seconds),
             ),
         ])
-        .unwrap_or_else(|_| RestrictedExpression::new_bool(false));
-        let mut payload: Vec<(String, RestrictedExpression)> = inputs
-            .payload_strings
-            .iter()
-            .map(|(field, value)| (field.to_string(), RestrictedExpression::new_string(value.clone())))
-            .collect();
-        if let Some(amount) = &inputs.amount_home {
-            // Cedar decimals hold four fractional digits and |x| < 9.2e14; outside that the
-            // request is given an unparseable decimal, which errors, which denies.
-            payload.push((
-                "amount_home".to_string(),
-                self.extension_value(ExtensionKind::Decimal, amount),
-            ));
-        }
+        .map_err(|e| e.to_string())?;
+        let string = |s: &str| RestrictedExpression::new_string(s.to_string());
         let mut pairs = vec![
             (
                 "client_ip".to_string(),
-                self.extension_value(ExtensionKind::Ip, &inputs.client_ip.to_string()),
+                extension(ExtensionKind::Ip, &inputs.client_ip.to_string(), cache),
             ),
             ("time".to_string(), time),
             (
-                "key_id".to_string(),
-                RestrictedExpression::new_string(inputs.key_id.clone()),
+                "now".to_string(),
+                attr_expression(&Attr::DateTime(inputs.unix_millis), cache)?,
             ),
+            ("channel".to_string(), string(&inputs.channel)),
+            ("tenant".to_string(), string(&inputs.tenant)),
+            ("actor".to_string(), string(&inputs.actor)),
+            ("key_id".to_string(), string(&inputs.key_id)),
             (
                 "has_payload".to_string(),
                 RestrictedExpression::new_bool(inputs.has_payload),
-            ),
-            (
-                "payload".to_string(),
-                RestrictedExpression::new_record(payload).unwrap_or_else(|_| RestrictedExpression::new_bool(false)),
             ),
             (
                 "has_idempotency_key".to_string(),
@@ -711,62 +991,159 @@ impl Authorizer {
                 RestrictedExpression::new_bool(inputs.has_justification),
             ),
         ];
-        if let Some(days) = inputs.range_days {
-            pairs.push(("range_days".to_string(), RestrictedExpression::new_long(days)));
+        if let Some(args) = &inputs.args {
+            pairs.push(("args".to_string(), attr_expression(args, cache)?));
         }
-        pairs
+        Ok(pairs)
     }
-
-    /// An `ip(..)` or `decimal(..)` expression, built once per distinct text.
-    fn extension_value(&self, kind: ExtensionKind, text: &str) -> RestrictedExpression {
-        let key = (kind, text.to_string());
-        if let Some(value) = self.extension_values.get(&key) {
-            return value;
-        }
-        let value = match kind {
-            ExtensionKind::Ip => RestrictedExpression::new_ip(text),
-            ExtensionKind::Decimal => RestrictedExpression::new_decimal(text),
-        };
-        self.extension_values.insert(key, value.clone());
-        value
-    }
-}
-
-fn decimal_text(x: f64) -> String {
-    if x.is_finite() && x.abs() < 9.0e14 {
-        format!("{x:.4}")
-    } else {
-        "out-of-range".to_string()
-    }
-}
-
-/// Whole days from `startDate` to `endDate` (`YYYY-MM-DD` prefixes), inclusive of both.
-fn date_range_days(start: Option<&Value>, end: Option<&Value>) -> Option<i64> {
-    let parse = |v: Option<&Value>| {
-        let text = v?.as_str()?.get(..10)?;
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        time::Date::parse(text, &format).ok()
-    };
-    let (start, end) = (parse(start)?, parse(end)?);
-    Some((end - start).whole_days() + 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attr::ArgType;
     use serde_json::json;
+
+    /// Tools named `t.0`..: even ones read, odd ones write, each with `n: integer`,
+    /// `tag: string` and `amount: number` arguments.
+    fn arg_type() -> ArgType {
+        ArgType::of_input_schema(&json!({
+            "type": "object",
+            "properties": {"n": {"type": "integer"}, "tag": {"type": "string"}, "amount": {"type": "number"}}
+        }))
+        .0
+    }
+
+    fn tools<'a>(names: &'a [String], args: &'a ArgType) -> Vec<ToolVocabulary<'a>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ToolVocabulary {
+                name,
+                is_read: i % 2 == 0,
+                args,
+            })
+            .collect()
+    }
+
+    fn build(names: &[String], text: &str) -> Result<Authorizer, AuthzError> {
+        let args = arg_type();
+        Authorizer::build(
+            DEFAULT_SCHEMA,
+            &tools(names, &args),
+            vec![PolicySource::new("t.cedar", text)],
+        )
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("t.{i}")).collect()
+    }
+
+    fn facts(args: Option<&Attr>) -> RequestFacts<'_> {
+        RequestFacts {
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            now: OffsetDateTime::UNIX_EPOCH,
+            channel: "rest",
+            actor: "user_1",
+            args,
+            has_idempotency_key: false,
+            has_preflight_hash: false,
+            has_justification: false,
+        }
+    }
+
+    fn app<'a>(app_id: &'a str, org_id: &'a str, key_id: &'a str, scopes: &'a [String]) -> AppFacts<'a> {
+        AppFacts {
+            app_id,
+            app_name: "a",
+            org_id,
+            key_id,
+            scopes,
+            data_policy: crate::app_policy::AppPolicy::default().cedar_data_policy(),
+            tags: no_tags(),
+        }
+    }
 
     #[test]
     fn the_shipped_set_validates() {
-        let authz = Authorizer::default_set().expect("default set validates");
+        let authz = build(&names(2), DEFAULT_POLICIES).expect("default set validates");
         assert!(authz.policy_ids().iter().any(|id| id == "base.scoped-tools"));
     }
 
     #[test]
-    fn a_set_that_fails_validation_is_refused_with_the_validator_message() {
-        let bad = r#"permit (principal is OpenPort::App, action, resource) when { principal.no_such_attr };"#;
-        let err = Authorizer::from_sources(DEFAULT_SCHEMA, &[("bad.cedar".into(), bad.into())]).expect_err("refused");
-        assert!(err.to_string().contains("no_such_attr"), "{err}");
+    fn a_set_that_fails_validation_is_refused_naming_file_line_policy_and_field() {
+        let bad = "@id(\"typo\")\nforbid (principal, action in OpenPort::Action::\"t.1\", resource)\n\
+                   when { context has args && context.args.nn == 1 };";
+        let err = build(&names(2), bad).expect_err("refused").to_string();
+        for needle in ["t.cedar", "line 3", "`typo`", "nn"] {
+            assert!(err.contains(needle), "`{needle}` in {err}");
+        }
+        let unknown_tool = r#"forbid (principal, action in OpenPort::Action::"t.9", resource);"#;
+        let err = build(&names(2), unknown_tool).expect_err("unknown tool").to_string();
+        assert!(err.contains("t.9"), "{err}");
+    }
+
+    #[test]
+    fn a_tool_group_matches_every_phase_of_its_tool_and_phase_groups_every_tool() {
+        let text = r#"
+            @id("all") permit (principal, action, resource);
+            @id("no-big-t1") forbid (principal, action in OpenPort::Action::"t.1", resource)
+            when { context has args && context.args has n && context.args.n > 10 };
+            @id("no-auto") forbid (principal, action in OpenPort::Action::"auto_execute", resource);
+        "#;
+        let authz = build(&names(2), text).expect("valid");
+        let scopes = vec!["s".to_string()];
+        let a = app("a", "o", "k", &scopes);
+        let tool = |name| ToolFacts {
+            name,
+            risk: Risk::Low,
+            effect: Effect::Write,
+            required_scopes: &scopes,
+            plugin: "p",
+        };
+        let value = |n: i64| ArgType::value_of(&arg_type(), &json!({"n": n})).expect("typed");
+        let (big, small) = (value(11), value(3));
+        for decide in [Authorizer::decide, Authorizer::decide_unsliced] {
+            let d = |name, action, args| decide(&authz, &a, action, &tool(name), &facts(args));
+            assert!(!d("t.1", Action::Propose, Some(&big)).allowed);
+            assert_eq!(d("t.1", Action::Propose, Some(&big)).policy_ids, ["no-big-t1"]);
+            assert!(d("t.1", Action::Propose, Some(&small)).allowed);
+            assert!(d("t.1", Action::Discover, None).allowed, "discovery has no args");
+            assert!(!d("t.1", Action::AutoExecute, Some(&small)).allowed);
+            assert!(d("t.0", Action::Read, Some(&big)).allowed, "another tool's group");
+        }
+    }
+
+    #[test]
+    fn shadow_policies_are_evaluated_and_never_enforced() {
+        let text = r#"
+            @id("all") permit (principal, action, resource);
+            @id("would-block") @mode("shadow") forbid (principal, action in OpenPort::Action::"t.0", resource);
+        "#;
+        let authz = build(&names(2), text).expect("valid");
+        assert_eq!(authz.shadow_ids(), ["would-block"]);
+        let scopes = vec!["s".to_string()];
+        let a = app("a", "o", "k", &scopes);
+        let tool = ToolFacts {
+            name: "t.0",
+            risk: Risk::Low,
+            effect: Effect::Read,
+            required_scopes: &scopes,
+            plugin: "p",
+        };
+        let empty = Attr::Record(BTreeMap::new());
+        for decision in [
+            authz.decide(&a, Action::Read, &tool, &facts(Some(&empty))),
+            authz.decide_unsliced(&a, Action::Read, &tool, &facts(Some(&empty))),
+        ] {
+            assert!(decision.allowed, "a shadow forbid does not deny");
+            let shadow = decision.shadow.clone().expect("a shadow decision");
+            assert!(!shadow.allowed);
+            assert_eq!(
+                decision.shadow_disagreement(authz.shadow_ids()),
+                Some(vec!["would-block".to_string()])
+            );
+        }
     }
 
     #[test]
@@ -774,7 +1151,16 @@ mod tests {
         // Policies scoped every way the slicer distinguishes, then requests across apps,
         // tenants, actions and tools: the slice and the whole set must agree every time.
         let mut text = String::new();
-        let actions = ["discover", "read", "propose", "auto_execute", "execute"];
+        let groups = [
+            "discover",
+            "read",
+            "propose",
+            "auto_execute",
+            "execute",
+            "t.0",
+            "t.1",
+            "t.2/read",
+        ];
         for i in 0..60 {
             let principal = match i % 5 {
                 0 => "principal".to_string(),
@@ -785,10 +1171,10 @@ mod tests {
             };
             let action = match i % 3 {
                 0 => "action".to_string(),
-                1 => format!("action == OpenPort::Action::\"{}\"", actions[i % 5]),
+                1 => "action == OpenPort::Action::\"t.2/read\"".to_string(),
                 _ => format!(
                     "action in [OpenPort::Action::\"{}\", OpenPort::Action::\"read\"]",
-                    actions[(i + 2) % 5]
+                    groups[i % groups.len()]
                 ),
             };
             let resource = match i % 4 {
@@ -798,55 +1184,37 @@ mod tests {
                 _ => format!("resource in OpenPort::Tool::\"t.{}\"", i % 3),
             };
             let effect = if i % 7 == 0 { "forbid" } else { "permit" };
+            let mode = if i % 11 == 0 { "@mode(\"shadow\")\n" } else { "" };
             text.push_str(&format!(
-                "@id(\"p{i}\")\n{effect} ({principal}, {action}, {resource}) when {{ resource.risk_level <= {} }};\n",
+                "@id(\"p{i}\")\n{mode}{effect} ({principal}, {action}, {resource}) when {{ resource.risk_level <= {} }};\n",
                 1 + i % 4
             ));
         }
-        let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("gen.cedar".into(), text)]).expect("valid");
+        let tool_names = names(4);
+        let authz = build(&tool_names, &text).expect("valid");
         let scopes = vec!["s".to_string()];
-        let policy = AppPolicy::default();
-        let payload = serde_json::json!({"ledgerId": "l"});
+        let args = ArgType::value_of(&arg_type(), &json!({"n": 1, "tag": "x"})).expect("typed");
         for n in 0..400 {
             let app_id = format!("app_{}", n % 5);
             let org_id = format!("org_{}", n % 3);
-            let tool_name = format!("t.{}", n % 4);
-            let action = [
-                Action::Discover,
-                Action::Read,
-                Action::Propose,
-                Action::AutoExecute,
-                Action::Execute,
-            ][n % 5];
+            let tool_index = n % 4;
+            let phases = Action::phases(tool_index % 2 == 0);
+            let action = phases[(n / 4) % phases.len()];
             let risk = [Risk::Low, Risk::Medium, Risk::High, Risk::Critical][n % 4];
-            let app = AppFacts {
-                app_id: &app_id,
-                app_name: "a",
-                org_id: &org_id,
-                key_id: "k",
-                scopes: &scopes,
-                policy: &policy,
-            };
+            let a = app(&app_id, &org_id, "k", &scopes);
             let tool = ToolFacts {
-                name: &tool_name,
+                name: &tool_names[tool_index],
                 risk,
                 effect: Effect::Write,
                 required_scopes: &scopes,
                 plugin: "p",
             };
-            let facts = RequestFacts {
-                client_ip: IpAddr::from([127, 0, 0, 1]),
-                now: OffsetDateTime::UNIX_EPOCH,
-                payload: Some(&payload),
-                has_idempotency_key: false,
-                has_preflight_hash: false,
-                has_justification: false,
-            };
-            let sliced = authz.decide(&app, action, &tool, &facts);
-            let whole = authz.decide_unsliced(&app, action, &tool, &facts);
+            let request = facts((action != Action::Discover).then_some(&args));
+            let sliced = authz.decide(&a, action, &tool, &request);
+            let whole = authz.decide_unsliced(&a, action, &tool, &request);
             assert_eq!(sliced, whole, "request {n}");
             assert_eq!(
-                authz.decide(&app, action, &tool, &facts),
+                authz.decide(&a, action, &tool, &request),
                 sliced,
                 "memoised request {n}"
             );
@@ -862,77 +1230,61 @@ mod tests {
             forbid (principal, action, resource) when { context.client_ip.isInRange(ip("10.0.0.0/8")) };
             forbid (principal, action, resource) when { context.key_id == "stolen" };
             forbid (principal, action, resource) when { context.time.unix_seconds == 7 };
-            forbid (principal, action, resource) when {
-                context.payload has amount_home && context.payload.amount_home.greaterThan(decimal("100.0"))
+            forbid (principal, action, resource) when { context.channel == "mcp" };
+            forbid (principal, action in OpenPort::Action::"t.0", resource) when {
+                context has args && context.args has amount && context.args.amount.greaterThan(decimal("100.0"))
             };
-            forbid (principal, action, resource) when { context.payload has ledgerId && context.payload.ledgerId == "l2" };
+            forbid (principal, action in OpenPort::Action::"t.0", resource) when {
+                context has args && context.args has tag && context.args.tag == "l2"
+            };
             forbid (principal, action, resource) when { context.has_idempotency_key };
         "#;
-        let authz = Authorizer::from_sources(DEFAULT_SCHEMA, &[("t.cedar".into(), text.into())]).expect("valid");
-        let (scopes, policy) = (vec!["s".to_string()], AppPolicy::default());
-        let app = |key_id| AppFacts {
-            app_id: "a",
-            app_name: "a",
-            org_id: "o",
-            key_id,
-            scopes: &scopes,
-            policy: &policy,
-        };
+        let authz = build(&names(1), text).expect("valid");
+        let scopes = vec!["s".to_string()];
         let tool = ToolFacts {
-            name: "t.read",
+            name: "t.0",
             risk: Risk::Low,
             effect: Effect::Read,
             required_scopes: &scopes,
             plugin: "p",
         };
-        let base = json!({"ledgerId": "l1", "amount_home": 5});
-        let facts = |payload| RequestFacts {
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-            now: OffsetDateTime::UNIX_EPOCH,
-            payload: Some(payload),
-            has_idempotency_key: false,
-            has_preflight_hash: false,
-            has_justification: false,
-        };
+        let typed = |v| ArgType::value_of(&arg_type(), &v).expect("typed");
+        let base = typed(json!({"tag": "l1", "amount": 5}));
         let allowed = |app: &AppFacts<'_>, facts: &RequestFacts<'_>| {
             // Twice: the second answer comes from the memo.
             let first = authz.decide(app, Action::Read, &tool, facts);
             assert_eq!(authz.decide(app, Action::Read, &tool, facts), first);
             first.allowed
         };
-        assert!(allowed(&app("k"), &facts(&base)));
-        assert!(!allowed(&app("stolen"), &facts(&base)));
+        let a = app("a", "o", "k", &scopes);
+        assert!(allowed(&a, &facts(Some(&base))));
+        assert!(!allowed(&app("a", "o", "stolen", &scopes), &facts(Some(&base))));
         let from_ten = RequestFacts {
             client_ip: IpAddr::from([10, 1, 2, 3]),
-            ..facts(&base)
+            ..facts(Some(&base))
         };
-        assert!(!allowed(&app("k"), &from_ten));
+        assert!(!allowed(&a, &from_ten));
         let later = RequestFacts {
             now: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(7),
-            ..facts(&base)
+            ..facts(Some(&base))
         };
-        assert!(!allowed(&app("k"), &later));
-        let (large, other_ledger) = (
-            json!({"ledgerId": "l1", "amount_home": 500}),
-            json!({"ledgerId": "l2", "amount_home": 5}),
+        assert!(!allowed(&a, &later));
+        let over_mcp = RequestFacts {
+            channel: "mcp",
+            ..facts(Some(&base))
+        };
+        assert!(!allowed(&a, &over_mcp));
+        let (large, other_tag) = (
+            typed(json!({"tag": "l1", "amount": 500})),
+            typed(json!({"tag": "l2", "amount": 5})),
         );
-        assert!(!allowed(&app("k"), &facts(&large)));
-        assert!(!allowed(&app("k"), &facts(&other_ledger)));
+        assert!(!allowed(&a, &facts(Some(&large))));
+        assert!(!allowed(&a, &facts(Some(&other_tag))));
         let keyed = RequestFacts {
             has_idempotency_key: true,
-            ..facts(&base)
+            ..facts(Some(&base))
         };
-        assert!(!allowed(&app("k"), &keyed));
-        assert!(allowed(&app("k"), &facts(&base)), "the first request is still allowed");
-    }
-
-    #[test]
-    fn date_ranges_count_both_ends() {
-        let d = |s: &str| Value::String(s.into());
-        assert_eq!(
-            date_range_days(Some(&d("2026-01-01")), Some(&d("2026-01-31"))),
-            Some(31)
-        );
-        assert_eq!(date_range_days(Some(&d("2026-01-01")), None), None);
+        assert!(!allowed(&a, &keyed));
+        assert!(allowed(&a, &facts(Some(&base))), "the first request is still allowed");
     }
 }

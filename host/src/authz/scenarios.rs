@@ -9,23 +9,29 @@
 //!     "name": "a reporter may list transactions",
 //!     "principal": {"app": "app_reporter", "tenant": "org_demo", "scopes": ["transaction.read"]},
 //!     "action": "read",
-//!     "resource": {"tool": "transaction.list", "risk": "low", "required_scopes": ["transaction.read"]},
-//!     "context": {"time": "2026-01-05T10:00:00Z", "payload": {"ledgerId": "ledger_main"}},
+//!     "resource": {"tool": "transaction.list", "risk": "low", "required_scopes": ["transaction.read"],
+//!                  "input_schema": {"type": "object", "properties": {"ledgerId": {"type": "string"}}}},
+//!     "context": {"time": "2026-01-05T10:00:00Z", "args": {"ledgerId": "ledger_main"}},
 //!     "expect": {"decision": "allow", "reasons": ["base.scoped-tools"]}
 //!   }]
 //! }
 //! ```
-//! `policy_dirs` are relative to the file; the schema is the first directory's
-//! `schema.cedarschema`.
+//! `policy_dirs` are relative to the file; the base schema is the first directory's
+//! `schema.cedarschema` (else the built-in one), and the tools of the generated schema are
+//! the scenarios' resources, typed by their `input_schema` (the first one given for a
+//! tool; none is an object without arguments). `policy_files` adds single files, such as
+//! the policies a plugin ships.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Action, AppFacts, Authorizer, RequestFacts};
+use super::{Action, AppFacts, Authorizer, PolicySource, RequestFacts, ToolVocabulary};
 use crate::app_policy::AppPolicy;
+use crate::attr::{ArgType, Attr};
 use crate::tool::{Effect, Risk, ToolFacts};
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +39,12 @@ use crate::tool::{Effect, Risk, ToolFacts};
 pub struct ScenarioFile {
     pub description: String,
     pub policy_dirs: Vec<PathBuf>,
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+    /// Tools of the generated schema beyond those the scenarios name (such as every tool
+    /// a shipped policy names), and input schemas for resources that give none.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolSpec>,
     pub scenarios: Vec<Scenario>,
 }
 
@@ -60,6 +72,9 @@ pub struct PrincipalSpec {
     /// The app's data policy (`{network, data}`).
     #[serde(default)]
     pub policy: AppPolicy,
+    /// The app's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +88,18 @@ pub struct ResourceSpec {
     pub effect: Option<String>,
     #[serde(default)]
     pub plugin: Option<String>,
+    /// The tool's JSON Schema, from which `context.args` is typed.
+    #[serde(default)]
+    pub input_schema: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// `read`, `write` or `delete`.
+    pub effect: String,
+    #[serde(default)]
+    pub input_schema: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,8 +110,11 @@ pub struct ContextSpec {
     /// RFC 3339; default Monday 2026-01-05 10:00 UTC.
     #[serde(default)]
     pub time: Option<String>,
+    /// The tool's arguments (`payload` is accepted for older files).
+    #[serde(default, alias = "payload")]
+    pub args: Option<Value>,
     #[serde(default)]
-    pub payload: Option<Value>,
+    pub channel: Option<String>,
     #[serde(default)]
     pub has_idempotency_key: bool,
     #[serde(default)]
@@ -111,14 +141,7 @@ pub struct Outcome {
 }
 
 fn action(name: &str) -> Result<Action, String> {
-    Ok(match name {
-        "discover" => Action::Discover,
-        "read" => Action::Read,
-        "propose" => Action::Propose,
-        "auto_execute" => Action::AutoExecute,
-        "execute" => Action::Execute,
-        other => return Err(format!("unknown action `{other}`")),
-    })
+    Action::from_name(name).ok_or_else(|| format!("unknown action `{name}`"))
 }
 
 fn effect(name: Option<&str>) -> Result<Effect, String> {
@@ -136,8 +159,50 @@ pub fn load(path: &Path) -> Result<(ScenarioFile, Authorizer), String> {
     let file: ScenarioFile = serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let dirs: Vec<PathBuf> = file.policy_dirs.iter().map(|d| base.join(d)).collect();
-    let authz = Authorizer::from_dirs(&dirs).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let fail = |e: &dyn std::fmt::Display| format!("`{}`: {e}", path.display());
+    let (schema, mut sources) = Authorizer::read_dirs(&dirs).map_err(|e| fail(&e))?;
+    for extra in &file.policy_files {
+        let full = base.join(extra);
+        let text =
+            std::fs::read_to_string(&full).map_err(|e| fail(&format!("cannot read `{}`: {e}", full.display())))?;
+        sources.push(PolicySource::new(extra.display().to_string(), text));
+    }
+    let tools = scenario_tools(&file)?;
+    let vocabulary: Vec<ToolVocabulary<'_>> = tools
+        .iter()
+        .map(|(name, (is_read, args))| ToolVocabulary {
+            name,
+            is_read: *is_read,
+            args,
+        })
+        .collect();
+    let authz = Authorizer::build(&schema, &vocabulary, sources).map_err(|e| fail(&e))?;
     Ok((file, authz))
+}
+
+/// The tools the scenarios name: whether each is a read, and its argument type.
+fn scenario_tools(file: &ScenarioFile) -> Result<BTreeMap<String, (bool, ArgType)>, String> {
+    let mut tools = BTreeMap::new();
+    for s in &file.scenarios {
+        if tools.contains_key(&s.resource.tool) {
+            continue;
+        }
+        let is_read = effect(s.resource.effect.as_deref())? == Effect::Read;
+        let schema = input_schema(file, s);
+        let (args, _) = ArgType::of_input_schema(&schema);
+        tools.insert(s.resource.tool.clone(), (is_read, args));
+    }
+    for (name, spec) in &file.tools {
+        if !tools.contains_key(name) {
+            let is_read = effect(Some(&spec.effect))? == Effect::Read;
+            let schema = spec
+                .input_schema
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            tools.insert(name.clone(), (is_read, ArgType::of_input_schema(&schema).0));
+        }
+    }
+    Ok(tools)
 }
 
 /// Runs every scenario of a file. Each is decided twice, on the request's slice and on
@@ -147,20 +212,69 @@ pub fn run(file: &ScenarioFile, authz: &Authorizer) -> Vec<Outcome> {
         .iter()
         .map(|s| Outcome {
             name: s.name.clone(),
-            failure: check(s, authz).err(),
+            failure: check(file, s, authz).err(),
         })
         .collect()
 }
 
-fn check(s: &Scenario, authz: &Authorizer) -> Result<(), String> {
+impl PrincipalSpec {
+    fn facts<'a>(&'a self, key_id: &'a str) -> AppFacts<'a> {
+        AppFacts {
+            app_id: &self.app,
+            app_name: self.name.as_deref().unwrap_or(&self.app),
+            org_id: &self.tenant,
+            key_id,
+            scopes: &self.scopes,
+            data_policy: self.policy.cedar_data_policy(),
+            tags: &self.tags,
+        }
+    }
+}
+
+impl ContextSpec {
+    /// The arguments typed as Cedar sees them: none for discovery, an empty record when
+    /// the scenario gives none.
+    fn typed_args(&self, action: Action, arg_type: &ArgType) -> Result<Option<Attr>, crate::attr::Mismatch> {
+        match (&self.args, action) {
+            (_, Action::Discover) => Ok(None),
+            (Some(value), _) => arg_type.value_of(value).map(Some),
+            (None, _) => Ok(Some(Attr::Record(BTreeMap::new()))),
+        }
+    }
+
+    fn facts<'a>(&'a self, actor: &'a str, args: Option<&'a Attr>) -> Result<RequestFacts<'a>, String> {
+        let time = self.time.as_deref().unwrap_or("2026-01-05T10:00:00Z");
+        let now = crate::clock::parse_iso(time).ok_or(format!("`time` = `{time}` is not RFC 3339"))?;
+        Ok(RequestFacts {
+            client_ip: self.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            now,
+            channel: self.channel.as_deref().unwrap_or("rest"),
+            actor,
+            args,
+            has_idempotency_key: self.has_idempotency_key,
+            has_preflight_hash: self.has_preflight_hash,
+            has_justification: self.has_justification,
+        })
+    }
+}
+
+/// A scenario's tool schema: its own, the file's, or an object without arguments.
+fn input_schema(file: &ScenarioFile, s: &Scenario) -> Value {
+    s.resource
+        .input_schema
+        .clone()
+        .or_else(|| file.tools.get(&s.resource.tool).and_then(|t| t.input_schema.clone()))
+        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
+}
+
+fn check(file: &ScenarioFile, s: &Scenario, authz: &Authorizer) -> Result<(), String> {
     let action = action(&s.action)?;
-    let app = AppFacts {
-        app_id: &s.principal.app,
-        app_name: s.principal.name.as_deref().unwrap_or(&s.principal.app),
-        org_id: &s.principal.tenant,
-        key_id: "key_scenario",
-        scopes: &s.principal.scopes,
-        policy: &s.principal.policy,
+    let app = s.principal.facts("key_scenario");
+    let (arg_type, _) = ArgType::of_input_schema(&input_schema(file, s));
+    let args = match s.context.typed_args(action, &arg_type) {
+        Ok(args) => args,
+        // The gateway refuses such arguments before Cedar: a denial.
+        Err(m) => return expect_decision(s, false, &[], &[format!("args.{}: {}", m.path.join("."), m.message)]),
     };
     let tool = ToolFacts {
         name: &s.resource.tool,
@@ -169,30 +283,25 @@ fn check(s: &Scenario, authz: &Authorizer) -> Result<(), String> {
         required_scopes: &s.resource.required_scopes,
         plugin: s.resource.plugin.as_deref().unwrap_or("scenario"),
     };
-    let time = s.context.time.as_deref().unwrap_or("2026-01-05T10:00:00Z");
-    let now = crate::clock::parse_iso(time).ok_or(format!("`time` = `{time}` is not RFC 3339"))?;
-    let facts = RequestFacts {
-        client_ip: s.context.client_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
-        now,
-        payload: s.context.payload.as_ref(),
-        has_idempotency_key: s.context.has_idempotency_key,
-        has_preflight_hash: s.context.has_preflight_hash,
-        has_justification: s.context.has_justification,
-    };
+    let facts = s.context.facts("user_scenario", args.as_ref())?;
     let sliced = authz.decide(&app, action, &tool, &facts);
     let whole = authz.decide_unsliced(&app, action, &tool, &facts);
     if sliced != whole {
         return Err(format!("the slice decided {sliced:?} but the whole set {whole:?}"));
     }
-    let got = if sliced.allowed { "allow" } else { "deny" };
+    expect_decision(s, sliced.allowed, &sliced.policy_ids, &sliced.errors)
+}
+
+fn expect_decision(s: &Scenario, allowed: bool, policy_ids: &[String], errors: &[String]) -> Result<(), String> {
+    let got = if allowed { "allow" } else { "deny" };
     if got != s.expect.decision {
         return Err(format!(
-            "decision {got}, want {} (policies {:?}, errors {:?})",
-            s.expect.decision, sliced.policy_ids, sliced.errors
+            "decision {got}, want {} (policies {policy_ids:?}, errors {errors:?})",
+            s.expect.decision
         ));
     }
     if let Some(want) = &s.expect.reasons {
-        let mut have = sliced.policy_ids.clone();
+        let mut have = policy_ids.to_vec();
         have.sort();
         let mut want = want.clone();
         want.sort();
@@ -201,4 +310,47 @@ fn check(s: &Scenario, authz: &Authorizer) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A request to explain: who asks, which tool in which phase, with what context.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Question {
+    pub principal: PrincipalSpec,
+    pub tool: String,
+    pub action: String,
+    #[serde(default)]
+    pub context: ContextSpec,
+}
+
+/// The decision on a question and why: the determining policies, every policy whose
+/// conditions hold (each decided alone), errors, and the shadow decision.
+pub fn explain(q: &Question, tool: ToolFacts<'_>, arg_type: &ArgType, authz: &Authorizer) -> Result<Value, String> {
+    let action = action(&q.action)?;
+    let app = q.principal.facts("key_explain");
+    let args = q
+        .context
+        .typed_args(action, arg_type)
+        .map_err(|m| format!("args.{}: {} ({})", m.path.join("."), m.message, m.code))?;
+    let facts = q.context.facts("user_explain", args.as_ref())?;
+    let decision = authz.decide_unsliced(&app, action, &tool, &facts);
+    let matched = authz.matching_policies(&app, action, &tool, &facts)?;
+    let why = match (decision.allowed, decision.policy_ids.is_empty()) {
+        (true, _) => "allowed: a permit holds and no forbid does",
+        (false, false) => "denied by the forbid policies listed in determiningPolicies",
+        (false, true) if !decision.errors.is_empty() => "denied: evaluation failed (see errors)",
+        (false, true) => "denied by default: no permit holds",
+    };
+    Ok(serde_json::json!({
+        "decision": if decision.allowed { "allow" } else { "deny" },
+        "why": why,
+        "action": super::schema::action_id(tool.name, action),
+        "determiningPolicies": decision.policy_ids,
+        "matchingPolicies": matched
+            .iter()
+            .map(|(id, permit)| serde_json::json!({"id": id, "effect": if *permit { "permit" } else { "forbid" }, "shadow": authz.shadow_ids().contains(id)}))
+            .collect::<Vec<_>>(),
+        "errors": decision.errors,
+        "shadow": decision.shadow.map(|s| serde_json::json!({"decision": if s.allowed { "allow" } else { "deny" }, "policies": s.policy_ids})),
+    }))
 }

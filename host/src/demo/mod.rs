@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 use crate::apps::{self, NewApp};
 use crate::auth::Role;
 use crate::authz::{DEFAULT_POLICIES, DEFAULT_SCHEMA};
+
+/// The data-policy policies the ledger plugin ships beside its manifest.
+const LEDGER_POLICIES: &str = include_str!("../../../plugins/ledger/policies.cedar");
+/// The demo's policies over the tickets adapter's and the ledger's own arguments.
+const TOOL_ARGUMENT_POLICIES: &str = include_str!("../../../policies/examples/tool-arguments/tool-arguments.cedar");
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, ConfigError};
 use crate::hashing::sha256_hex;
@@ -132,6 +137,13 @@ pub fn write_files(
 
 sensitive_fields = ["title", "notes"]
 
+# How the app data policy applies to the ledger's arguments: the policies below name the
+# ledger argument, and `max_days` bounds this date range.
+policies = ["ledger.policies.cedar"]
+
+[data_policy]
+date_range = ["startDate", "endDate"]
+
 [grants]
 log = true
 clock = true
@@ -190,8 +202,16 @@ timeout_ms = 1000
 memory_mib = 16
 "#,
     )?;
+    write_file(
+        &data_dir.join("plugins/ledger.policies.cedar"),
+        LEDGER_POLICIES.as_bytes(),
+    )?;
     // Policies are the operator's to edit: written once, never overwritten.
-    for (name, text) in [("schema.cedarschema", DEFAULT_SCHEMA), ("base.cedar", DEFAULT_POLICIES)] {
+    for (name, text) in [
+        ("schema.cedarschema", DEFAULT_SCHEMA),
+        ("base.cedar", DEFAULT_POLICIES),
+        ("tool-arguments.cedar", TOOL_ARGUMENT_POLICIES),
+    ] {
         let path = data_dir.join("policies").join(name);
         if !path.exists() {
             write_file(&path, text.as_bytes())?;

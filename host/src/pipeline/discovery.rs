@@ -10,23 +10,36 @@ use crate::catalog::RateHint;
 use crate::gateway::Gateway;
 use crate::store::AppRecord;
 
+/// Who is asking, as discovery's context needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    pub key_id: &'a str,
+    pub client_ip: IpAddr,
+    /// `rest` or `mcp`.
+    pub channel: &'a str,
+    pub actor: &'a str,
+}
+
 /// The tools an app can discover: its scopes held and Cedar's `discover` allowed, without
 /// arguments (SPEC 4).
-pub fn visible_tools(gw: &Gateway, app: &AppRecord, key_id: &str, client_ip: IpAddr) -> Vec<Value> {
+pub fn visible_tools(gw: &Gateway, app: &AppRecord, viewer: Viewer<'_>) -> Vec<Value> {
     let catalog = gw.catalog();
     let authz = gw.authorizer();
     let facts = AppFacts {
         app_id: &app.id,
         app_name: &app.name,
         org_id: app.org_id.as_deref().unwrap_or(""),
-        key_id,
+        key_id: viewer.key_id,
         scopes: &app.scopes,
-        policy: &app.policy,
+        data_policy: app.policy.cedar_data_policy(),
+        tags: &app.tags,
     };
     let request = RequestFacts {
-        client_ip,
+        client_ip: viewer.client_ip,
         now: gw.clock.now(),
-        payload: None,
+        channel: viewer.channel,
+        actor: viewer.actor,
+        args: None,
         has_idempotency_key: false,
         has_preflight_hash: false,
         has_justification: false,

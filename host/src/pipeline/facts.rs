@@ -1,9 +1,8 @@
 //! What Cedar sees of a governed request: the app and the request's facts.
 
-use serde_json::Value;
-
 use super::Governed;
 use super::request::Flags;
+use crate::attr::Attr;
 use crate::authz::{AppFacts, RequestFacts};
 
 impl Governed<'_> {
@@ -14,18 +13,29 @@ impl Governed<'_> {
             org_id: &self.principal.org_id,
             key_id: &self.principal.key.id,
             scopes: &self.principal.app.scopes,
-            policy: &self.principal.app.policy,
+            data_policy: self.principal.app.policy.cedar_data_policy(),
+            tags: &self.principal.app.tags,
         }
     }
 
-    pub(super) fn facts<'p>(&self, payload: Option<&'p Value>, flags: Flags) -> RequestFacts<'p> {
+    /// `args`: the typed arguments, `None` for discovery.
+    pub(super) fn facts<'p>(&'p self, args: Option<&'p Attr>, flags: Flags) -> RequestFacts<'p> {
         RequestFacts {
             client_ip: self.client_ip,
             now: self.gw.clock.now(),
-            payload,
+            channel: self.channel(),
+            actor: &self.principal.actor_user_id,
+            args,
             has_idempotency_key: flags.idempotency_key,
             has_preflight_hash: flags.preflight_hash,
             has_justification: flags.justification,
         }
+    }
+}
+
+impl Governed<'_> {
+    /// The binding's name as policies see it: `rest` or `mcp`.
+    pub(super) fn channel(&self) -> &'static str {
+        self.binding.name().unwrap_or("rest")
     }
 }

@@ -21,8 +21,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::admission::Caller;
+use crate::attr::Attr;
 use crate::auth::{self, Principal, network};
-use crate::authz::Action;
+use crate::authz::{Action, Authorizer, Decision};
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::gateway::Gateway;
@@ -33,7 +34,7 @@ use crate::protocol::codes;
 use crate::protocol::{ActionBody, Failure, PreflightBody};
 use crate::writes;
 
-pub use discovery::visible_tools;
+pub use discovery::{Viewer, visible_tools};
 pub use payload::unbindable_number;
 pub use request::{Binding, BodyError, Credentials, Flags, Inbound, McpHeaders, Operation, Outbound};
 pub use trail::{payload_hash, redact};
@@ -160,7 +161,13 @@ impl Governed<'_> {
     /// discover, decided without arguments.
     fn manifest(&self) -> Result<Reply, Refused> {
         let app = &self.principal.app;
-        let tools = visible_tools(self.gw, app, &self.principal.key.id, self.client_ip);
+        let viewer = Viewer {
+            key_id: &self.principal.key.id,
+            client_ip: self.client_ip,
+            channel: self.channel(),
+            actor: &self.principal.actor_user_id,
+        };
+        let tools = visible_tools(self.gw, app, viewer);
         Ok(Reply::ok(json!({
             "app": {"id": app.id, "name": app.name, "scope": app.scope, "orgId": app.org_id},
             "tools": tools,
@@ -186,6 +193,7 @@ impl Governed<'_> {
         let visible = trail.time("cedar", || {
             authorizer.decide(&self.app_facts(), Action::Discover, &tool.facts(), &discover)
         });
+        self.record_shadow(&visible, &authorizer, trail);
         if !visible.allowed {
             trail.policy_ids = visible.policy_ids;
             trail.details.insert("reason".into(), "hidden".into());
@@ -206,14 +214,14 @@ impl Governed<'_> {
         payload: &mut Value,
         flags: Flags,
         trail: &mut Trail,
-    ) -> Result<CallContext, Refused> {
+    ) -> Result<(CallContext, Attr), Refused> {
         // (11) The plugin learns the tenant from the server-verified app, never from the
         // request, and its data is namespaced by it; a `max_days` window bounds date ranges
         // the request leaves open.
         let policy = &self.principal.app.policy;
         bound_dates(
             payload,
-            &tool.input_schema,
+            tool.plugin.manifest().data_policy.date_range.as_ref(),
             policy.max_days(),
             self.gw.clock.now().date(),
         )?;
@@ -226,11 +234,17 @@ impl Governed<'_> {
         };
         // (12) Cedar on the call, with the data-policy policies.
         bindable_numbers(tool, payload)?;
-        let facts = self.facts(Some(payload), flags);
+        // Arguments that do not fit the types policies see are refused, never passed on
+        // partly: a forbid on a field must not be dodged by sending it mistyped.
+        let args = tool
+            .typed_args(payload)
+            .map_err(|issue| invalid_payload(tool, &[issue]))?;
+        let facts = self.facts(Some(&args), flags);
         let authorizer = self.gw.authorizer();
         let decision = trail.time("cedar", || {
             authorizer.decide(&self.app_facts(), action, &tool.facts(), &facts)
         });
+        self.record_shadow(&decision, &authorizer, trail);
         trail.policy_ids = decision.policy_ids.clone();
         if !decision.allowed {
             if !decision.errors.is_empty() {
@@ -244,7 +258,7 @@ impl Governed<'_> {
         if let Err(issues) = trail.time("validate", || tool.validate(payload)) {
             return Err(invalid_payload(tool, &issues));
         }
-        Ok(context)
+        Ok((context, args))
     }
 
     async fn read(&self, route: &str, query: Option<&str>, trail: &mut Trail) -> Result<Reply, Refused> {
@@ -275,7 +289,7 @@ impl Governed<'_> {
     async fn run_read(&self, tool: &Arc<Tool>, mut payload: Value, trail: &mut Trail) -> Result<Reply, Refused> {
         trail.payload(self.gw, &payload);
         self.may_use(tool, Flags::default(), trail)?;
-        let context = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
+        let (context, _) = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
         // (14) Dispatch: a read runs now.
         let started = Stopwatch::start();
         let output = tool
@@ -334,16 +348,17 @@ impl Governed<'_> {
         if body.payload.is_none() {
             trail.payload(self.gw, &payload);
         }
-        let context = self.authorize(&tool, Action::Propose, &mut payload, flags, trail)?;
+        let (context, args) = self.authorize(&tool, Action::Propose, &mut payload, flags, trail)?;
         // (14) Dispatch: an action enters the write lifecycle; it is a draft by default.
         if let (None, Some(id)) = (&preflight, &body.preflight_id) {
             preflight = Some(writes::bound_preflight(self.gw, self.principal, id, &body.action)?);
         }
         // Cedar's `auto_execute` permit is one step of the auto-execute gate.
         let auto_execute = if body.wants_execute() {
-            let facts = self.facts(Some(&payload), flags);
+            let facts = self.facts(Some(&args), flags);
             let authorizer = self.gw.authorizer();
             let decision = authorizer.decide(&self.app_facts(), Action::AutoExecute, &tool.facts(), &facts);
+            self.record_shadow(&decision, &authorizer, trail);
             trail
                 .details
                 .insert("autoExecutePolicyIds".into(), json!(decision.policy_ids));
@@ -379,7 +394,7 @@ impl Governed<'_> {
             return Err(Failure::validation(&["payload"], "payload must be an object").into());
         }
         let mut payload = body.payload;
-        let context = self.authorize(&tool, Action::Propose, &mut payload, Flags::default(), trail)?;
+        let (context, _) = self.authorize(&tool, Action::Propose, &mut payload, Flags::default(), trail)?;
         let data = writes::preflight(self.gw, self.principal, &context, &tool, payload).await?;
         Ok(Reply::ok(data))
     }
@@ -389,5 +404,24 @@ impl Governed<'_> {
         let data = writes::draft_status(self.gw, &self.principal.app.id, id, wait_seconds).await?;
         trail.draft_id = Some(id.to_string());
         Ok(Reply::ok(data))
+    }
+}
+
+impl Governed<'_> {
+    /// A decision's shadow side: recorded in the audit event, and counted where the
+    /// shadow policies would have changed the outcome. Never enforced.
+    fn record_shadow(&self, decision: &Decision, authorizer: &Authorizer, trail: &mut Trail) {
+        let Some(shadow) = &decision.shadow else {
+            return;
+        };
+        trail.details.insert(
+            "shadow".into(),
+            json!({"allowed": shadow.allowed, "policyIds": shadow.policy_ids}),
+        );
+        if let Some(ids) = decision.shadow_disagreement(authorizer.shadow_ids()) {
+            for id in &ids {
+                self.gw.metrics.policy_shadow_disagreement(id);
+            }
+        }
     }
 }

@@ -111,12 +111,20 @@ fn first_number(value: &Value, found: &dyn Fn(&serde_json::Number) -> bool) -> O
     }
 }
 
-/// Applies a `max_days` window to a payload whose schema has `startDate`/`endDate`: an
-/// open end becomes today (UTC) and an open start `max_days - 1` days before the end, as
-/// the reference does. Cedar's `base.data-policy.max-days` then bounds the range.
-pub fn bound_dates(payload: &mut Value, schema: &Value, max_days: i64, today: time::Date) -> Result<(), Refused> {
-    let has = |field: &str| schema["properties"].get(field).is_some();
-    if max_days <= 0 || !has("startDate") || !has("endDate") {
+/// Applies a `max_days` window to the date range the tool's plugin declares
+/// (`[data_policy] date_range` in its manifest): an open end becomes today (UTC) and an
+/// open start `max_days - 1` days before the end, as the reference does. The plugin's
+/// shipped policies then bound the range.
+pub fn bound_dates(
+    payload: &mut Value,
+    range: Option<&[String; 2]>,
+    max_days: i64,
+    today: time::Date,
+) -> Result<(), Refused> {
+    let Some([start_field, end_field]) = range else {
+        return Ok(());
+    };
+    if max_days <= 0 {
         return Ok(());
     }
     let Some(map) = payload.as_object_mut() else {
@@ -127,24 +135,24 @@ pub fn bound_dates(payload: &mut Value, schema: &Value, max_days: i64, today: ti
         v.and_then(Value::as_str)
             .map(|s| time::Date::parse(s.get(..10).unwrap_or(s), &format))
     };
-    let end = match parse(map.get("endDate")) {
+    let not_a_date =
+        |field: &str| Failure::validation(&[field], format!("`{field}` must be a date (YYYY-MM-DD)")).into();
+    let end = match parse(map.get(end_field)) {
         Some(Ok(date)) => date,
-        Some(Err(_)) => return Err(Failure::validation(&["endDate"], "`endDate` must be a date (YYYY-MM-DD)").into()),
+        Some(Err(_)) => return Err(not_a_date(end_field)),
         None => today,
     };
-    let start = match parse(map.get("startDate")) {
+    let start = match parse(map.get(start_field)) {
         Some(Ok(date)) => date,
-        Some(Err(_)) => {
-            return Err(Failure::validation(&["startDate"], "`startDate` must be a date (YYYY-MM-DD)").into());
-        }
+        Some(Err(_)) => return Err(not_a_date(start_field)),
         None => end.checked_sub(time::Duration::days(max_days - 1)).unwrap_or(end),
     };
     if start > end {
         return Err(Failure::new(codes::ACTION_INVALID, "Invalid date range").into());
     }
     let text = |d: time::Date| d.format(&format).unwrap_or_default();
-    map.insert("startDate".into(), text(start).into());
-    map.insert("endDate".into(), text(end).into());
+    map.insert(start_field.clone(), text(start).into());
+    map.insert(end_field.clone(), text(end).into());
     Ok(())
 }
 

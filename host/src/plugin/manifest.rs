@@ -95,6 +95,28 @@ pub struct PluginManifest {
     /// Operator overrides that raise a tool's risk (never lower it).
     #[serde(default)]
     pub risk: BTreeMap<String, Risk>,
+    /// Cedar files shipped with the plugin (relative to the manifest), added to the active
+    /// policy set while the plugin is loaded: how a plugin applies the app data policy to
+    /// its own arguments (docs/policies.md).
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    /// Which arguments the OpenPort v1 app data policy bounds.
+    #[serde(default)]
+    pub data_policy: DataPolicyArguments,
+    /// `(file name, text)` of each of `policies`, read with the manifest.
+    #[serde(skip)]
+    pub policy_files: Vec<(String, String)>,
+}
+
+/// The arguments of this plugin's tools that the app data policy speaks about.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataPolicyArguments {
+    /// `[start, end]`: the date arguments an app's `max_days` window bounds. An open end
+    /// becomes today and an open start `max_days - 1` days before the end, as in the
+    /// reference; the plugin's shipped policies then bound the range.
+    #[serde(default)]
+    pub date_range: Option<[String; 2]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +155,15 @@ impl PluginManifest {
         if manifest.limits.memory_mib == 0 || manifest.limits.memory_mib > 1024 {
             return Err(invalid("`limits.memory_mib` must be between 1 and 1024".into()));
         }
-        if let Some(dir) = path.parent() {
-            manifest.component = dir.join(&manifest.component);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        manifest.component = dir.join(&manifest.component);
+        for file in &manifest.policies {
+            let full = dir.join(file);
+            let text = std::fs::read_to_string(&full).map_err(|source| ManifestError::Read {
+                path: full.display().to_string(),
+                source,
+            })?;
+            manifest.policy_files.push((file.display().to_string(), text));
         }
         Ok(manifest)
     }

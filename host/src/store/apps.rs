@@ -1,6 +1,6 @@
 //! Apps (integrations), their keys, and the admin plane's credentials.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -26,6 +26,8 @@ pub struct AppRecord {
     pub created_by: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Operator-set tags, seen by Cedar as the app's entity tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A key as stored: the token itself is never kept, only its sha256.
@@ -87,7 +89,7 @@ impl CredentialCache {
 const MAX_CACHED_CREDENTIALS: usize = 10_000;
 
 const APP_COLUMNS: &str = "id, name, description, scope, org_id, user_id, service_user_id, scopes, status,
-     policy, auto_execute, created_by, created_at, updated_at";
+     policy, auto_execute, created_by, created_at, updated_at, tags";
 
 const KEY_COLUMNS: &str =
     "id, app_id, name, token_prefix, token_hash, last_used_at, expires_at, revoked_at, created_by, created_at";
@@ -108,6 +110,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
         created_by: r.get(11)?,
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+        tags: json_col(r, 14, "tags")?,
     })
 }
 
@@ -138,6 +141,7 @@ enum AppColumn {
     Status,
     Policy,
     AutoExecute,
+    Tags,
 }
 
 impl AppColumn {
@@ -146,6 +150,7 @@ impl AppColumn {
             AppColumn::Status => "status",
             AppColumn::Policy => "policy",
             AppColumn::AutoExecute => "auto_execute",
+            AppColumn::Tags => "tags",
         }
     }
 }
@@ -203,7 +208,7 @@ impl Apps {
         self.write_credentials(|conn| {
             conn.execute(
                 &format!(
-                    "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ),
                 params![
                     app.id,
@@ -219,7 +224,8 @@ impl Apps {
                     to_json(&app.auto_execute, "auto_execute")?,
                     app.created_by,
                     app.created_at,
-                    app.updated_at
+                    app.updated_at,
+                    to_json(&app.tags, "tags")?
                 ],
             )?;
             Ok(())
@@ -260,6 +266,11 @@ impl Apps {
     /// Replaces an app's auto-execute policy.
     pub fn set_auto_execute(&self, id: &str, policy: &AutoExecutePolicy, now: &str) -> Result<bool, StoreError> {
         self.set_column(id, AppColumn::AutoExecute, &to_json(policy, "auto_execute")?, now)
+    }
+
+    /// Replaces an app's tags.
+    pub fn set_tags(&self, id: &str, tags: &BTreeMap<String, String>, now: &str) -> Result<bool, StoreError> {
+        self.set_column(id, AppColumn::Tags, &to_json(tags, "tags")?, now)
     }
 
     /// Replaces an app's data policy.

@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_kv_versions.sql"),
     include_str!("migrations/0008_audit_signed_checkpoints.sql"),
+    include_str!("migrations/0009_app_tags.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
