@@ -457,3 +457,40 @@ fn a_capability_the_manifest_does_not_grant_is_refused() {
         event.details
     );
 }
+
+#[test]
+fn a_plugin_version_that_breaks_a_loaded_policy_is_refused_and_the_old_version_keeps_serving() {
+    let gw = TestGateway::start();
+    let v1 = manifest(&gw, "fixture", "test-trap", &["hostile.trap"], "");
+    add(&gw, &v1).expect(200, "common.success");
+    std::fs::write(
+        gw.dir.path().join("policies/fixture.cedar"),
+        "@id(\"no-trap-proposals\")\nforbid (principal, action in OpenPort::Action::\"hostile.trap\", resource);\n",
+    )
+    .expect("policy");
+    gw.admin_post(
+        "/api/agent-admin/v1/policies/reload",
+        Some(&gw.admin_token("operator")),
+        &json!({}),
+    )
+    .expect(200, "common.success");
+    // The same plugin name, a version without the tool the policy names.
+    let v2 = manifest(&gw, "fixture", "test-output", &["hostile.output"], "");
+    let refused = add(&gw, &v2);
+    refused.expect(400, "common.validation");
+    let message = refused.body.to_string();
+    assert!(
+        message.contains("no-trap-proposals") && message.contains("hostile.trap"),
+        "{message}"
+    );
+    let catalog = gw.server.gateway.catalog();
+    assert!(catalog.tool("hostile.trap").is_some(), "the old version serves");
+    assert!(catalog.tool("hostile.output").is_none());
+    let refusal = gw
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "plugin.refused")
+        .expect("audited");
+    assert_eq!(refusal.plugin.as_deref(), Some("fixture"));
+}
