@@ -349,15 +349,21 @@ enum PolicyCommand {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Cedarschema)]
         format: SchemaFormat,
     },
-    /// Decide one request (a JSON file) and show why: the decision, the policies that
-    /// determined it, and every policy whose conditions hold.
+    /// Decide one request and show why: the decision, the policies that determined it,
+    /// and every policy whose conditions hold. The request is a JSON file, or one the
+    /// gateway answered, found by its request id in the config's audit trail.
     Explain {
         #[arg(long)]
         config: PathBuf,
         /// `{"principal": {...}, "tool": "ticket.create", "action": "propose",
         /// "context": {"args": {...}}}`; see docs/policies.md.
+        #[arg(long, required_unless_present = "request_id", conflicts_with = "request_id")]
+        request: Option<PathBuf>,
+        /// The `request_id` of an answered request: its app, tool, phase, address and time
+        /// come from its audit event, its arguments from the event when `[audit] capture =
+        /// "redacted"` kept them.
         #[arg(long)]
-        request: PathBuf,
+        request_id: Option<String>,
     },
     /// Reload a running gateway's config and policy set (all or nothing).
     Reload {
@@ -481,8 +487,13 @@ pub fn main() -> ExitCode {
             command: PolicyCommand::Schema { config, format },
         } => policy_schema(config.as_deref(), format),
         Command::Policy {
-            command: PolicyCommand::Explain { config, request },
-        } => policy_explain(&config, &request),
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    request,
+                    request_id,
+                },
+        } => policy_explain(&config, request.as_deref(), request_id.as_deref()),
     }
 }
 
@@ -854,20 +865,39 @@ fn policy_schema(config: Option<&Path>, format: SchemaFormat) -> ExitCode {
     }
 }
 
-fn policy_explain(config: &Path, request: &Path) -> ExitCode {
-    let (catalog, authz) = match policy_set(None, Some(config)) {
+fn policy_explain(config_path: &Path, request: Option<&Path>, request_id: Option<&str>) -> ExitCode {
+    let (catalog, authz) = match policy_set(None, Some(config_path)) {
         Ok(set) => set,
         Err(code) => return code,
     };
-    let explained = std::fs::read_to_string(request)
-        .map_err(|e| format!("cannot read `{}`: {e}", request.display()))
-        .and_then(|text| serde_json::from_str::<crate::authz::scenarios::Question>(&text).map_err(|e| e.to_string()))
-        .and_then(|question| {
-            let tool = catalog
-                .tool(&question.tool)
-                .ok_or_else(|| format!("no loaded tool is named `{}`", question.tool))?;
-            crate::authz::scenarios::explain(&question, tool.facts(), &tool.args, &authz)
-        });
+    let question = match (request, request_id) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+            .and_then(|text| {
+                serde_json::from_str::<crate::authz::scenarios::Question>(&text).map_err(|e| e.to_string())
+            }),
+        (None, Some(id)) => match load_config(config_path) {
+            Ok(config) => question_from_audit(&config, &catalog, id),
+            Err(code) => return code,
+        },
+        (None, None) => Err("give --request FILE or --request-id ID".to_string()),
+    };
+    if let Ok(q) = &question
+        && request_id.is_some()
+        && q.context.args.is_none()
+        && q.action != "discover"
+    {
+        eprintln!(
+            "warning: the audit event kept no arguments (`[audit] capture = \"redacted\"` keeps them); \
+             deciding without them"
+        );
+    }
+    let explained = question.and_then(|question| {
+        let tool = catalog
+            .tool(&question.tool)
+            .ok_or_else(|| format!("no loaded tool is named `{}`", question.tool))?;
+        crate::authz::scenarios::explain(&question, tool.facts(), &tool.args, &authz)
+    });
     match explained {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -878,6 +908,64 @@ fn policy_explain(config: &Path, request: &Path) -> ExitCode {
             ExitCode::from(EX_USAGE)
         }
     }
+}
+
+/// The question a request's audit event answers: its app as stored now, its tool and
+/// phase, its address, time and channel, and its arguments when the event kept them.
+fn question_from_audit(
+    config: &Config,
+    catalog: &crate::catalog::Catalog,
+    request_id: &str,
+) -> Result<crate::authz::scenarios::Question, String> {
+    use crate::authz::scenarios::{ContextSpec, PrincipalSpec, Question};
+    let store = Store::open(&config.store_path).map_err(|e| e.to_string())?;
+    let filter = AuditFilter {
+        request_id: Some(request_id.to_string()),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    let events = store.audit.query(&filter).map_err(|e| e.to_string())?;
+    let event = events
+        .iter()
+        .find(|e| e.tool.is_some() && e.app_id.is_some())
+        .ok_or_else(|| format!("no audit event of request `{request_id}` names an app and a tool"))?;
+    let (tool_name, app_id) = (
+        event.tool.clone().unwrap_or_default(),
+        event.app_id.clone().unwrap_or_default(),
+    );
+    let tool = catalog
+        .tool(&tool_name)
+        .ok_or_else(|| format!("no loaded tool is named `{tool_name}`"))?;
+    let app = store
+        .apps
+        .get(&app_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("app `{app_id}` no longer exists"))?;
+    let hidden = event.details.get("reason").and_then(|r| r.as_str()) == Some("hidden");
+    let action = match (hidden, tool.is_read()) {
+        (true, _) => "discover",
+        (false, true) => "read",
+        (false, false) => "propose",
+    };
+    Ok(Question {
+        principal: PrincipalSpec {
+            app: app.id.clone(),
+            tenant: app.org_id.clone().unwrap_or_default(),
+            name: Some(app.name.clone()),
+            scopes: app.scopes.clone(),
+            policy: app.policy.clone(),
+            tags: app.tags.clone(),
+        },
+        tool: tool_name,
+        action: action.to_string(),
+        context: ContextSpec {
+            client_ip: event.ip.as_deref().and_then(|ip| ip.parse().ok()),
+            time: Some(event.created_at.clone()),
+            args: event.details.get("payload").cloned(),
+            channel: event.details.get("binding").and_then(|b| b.as_str()).map(String::from),
+            ..ContextSpec::default()
+        },
+    })
 }
 
 fn policy_test(files: &[PathBuf]) -> ExitCode {

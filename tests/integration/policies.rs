@@ -266,4 +266,33 @@ mod arguments {
         assert_eq!(bad.status, 400, "{:#}", bad.body);
         propose("still-tagged").expect(403, "agent.policy_denied");
     }
+
+    #[test]
+    fn explain_by_request_id_replays_an_answered_request_from_its_audit_event() {
+        let gw = TestGateway::builder().audit_config("capture = \"redacted\"").start();
+        std::fs::write(
+            gw.dir.path().join("policies/urgent.cedar"),
+            "@id(\"no-urgent-tickets\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
+             when { context has args && context.args has priority && context.args.priority == \"urgent\" };\n",
+        )
+        .expect("policy");
+        reload(&gw).expect(200, "common.success");
+        let refused = gw.post(
+            "/api/agent/v1/actions",
+            Some(&gw.full()),
+            &json!({"action": "ticket.create", "payload": {"title": "t", "priority": "urgent"}, "idempotencyKey": "x"}),
+        );
+        refused.expect(403, "agent.policy_denied");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
+            .args(["policy", "explain", "--config"])
+            .arg(gw.dir.path().join("openport.toml"))
+            .args(["--request-id", &refused.request_id()])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["decision"], "deny", "{report:#}");
+        assert_eq!(report["action"], "ticket.create/propose");
+        assert_eq!(report["determiningPolicies"], json!(["no-urgent-tickets"]));
+    }
 }
