@@ -5,22 +5,25 @@
 //! {
 //!   "description": "what the set is for",
 //!   "policy_dirs": ["..", "."],
+//!   "tools": {"ticket.list": {"effect": "read", "input_schema": {"type": "object", "properties": {}}}},
 //!   "scenarios": [{
-//!     "name": "a reporter may list transactions",
-//!     "principal": {"app": "app_reporter", "tenant": "org_demo", "scopes": ["transaction.read"]},
-//!     "action": "read",
-//!     "resource": {"tool": "transaction.list", "risk": "low", "required_scopes": ["transaction.read"],
-//!                  "input_schema": {"type": "object", "properties": {"ledgerId": {"type": "string"}}}},
-//!     "context": {"time": "2026-01-05T10:00:00Z", "args": {"ledgerId": "ledger_main"}},
+//!     "name": "a desk agent may file a low-priority ticket",
+//!     "principal": {"app": "app_desk", "tenant": "org_demo", "scopes": ["ticket.write"]},
+//!     "action": "propose",
+//!     "resource": {"tool": "ticket.create", "risk": "medium", "required_scopes": ["ticket.write"],
+//!                  "effect": "write",
+//!                  "input_schema": {"type": "object", "properties": {"priority": {"type": "string"}}}},
+//!     "context": {"time": "2026-01-05T10:00:00Z", "args": {"priority": "low"}},
 //!     "expect": {"decision": "allow", "reasons": ["base.scoped-tools"]}
 //!   }]
 //! }
 //! ```
 //! `policy_dirs` are relative to the file; the base schema is the first directory's
-//! `schema.cedarschema` (else the built-in one), and the tools of the generated schema are
-//! the scenarios' resources, typed by their `input_schema` (the first one given for a
-//! tool; none is an object without arguments). `policy_files` adds single files, such as
-//! the policies a plugin ships.
+//! `schema.cedarschema` (else the built-in one). The tools of the generated schema are the
+//! scenarios' resources and the file's `tools`, typed by their `input_schema` (a resource's
+//! own, else the file's; none is an object without arguments). `policy_files` adds single
+//! files, such as the policies a plugin ships. Arguments that do not fit the tool's types
+//! are a denial, as the gateway refuses them before Cedar.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
