@@ -295,7 +295,9 @@ impl ContextInputs {
             hour: facts.now.hour(),
             weekday: facts.now.weekday().number_from_monday(),
             unix_seconds: facts.now.unix_timestamp(),
-            unix_millis: i64::try_from(facts.now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+            // `now` to the second, like `time`: a finer instant would make every request new
+            // to the decision memo.
+            unix_millis: facts.now.unix_timestamp().saturating_mul(1000),
             channel: facts.channel.to_string(),
             tenant: app.org_id.to_string(),
             actor: facts.actor.to_string(),
