@@ -1,6 +1,7 @@
 //! What Cedar sees of a governed request: the app and the request's facts.
 
 use super::Governed;
+use super::discovery::Viewer;
 use super::request::Flags;
 use crate::attr::Attr;
 use crate::authz::{AppFacts, RequestFacts};
@@ -34,6 +35,16 @@ impl Governed<'_> {
 }
 
 impl Governed<'_> {
+    /// The caller as discovery sees it.
+    pub(super) fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            key_id: &self.principal.key.id,
+            client_ip: self.client_ip,
+            channel: self.channel(),
+            actor: &self.principal.actor_user_id,
+        }
+    }
+
     /// The binding's name as policies see it: `rest` or `mcp`.
     pub(super) fn channel(&self) -> &'static str {
         self.binding.name().unwrap_or("rest")

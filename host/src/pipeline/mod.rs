@@ -23,15 +23,14 @@ use serde_json::{Value, json};
 use crate::admission::Caller;
 use crate::attr::Attr;
 use crate::auth::{self, Principal, network};
-use crate::authz::{Action, Authorizer, Decision};
+use crate::authz::Action;
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::gateway::Gateway;
 use crate::hashing::canonical_json;
 use crate::outcome::{Refused, Reply, auth_refusal, call_refusal, rate_refusal};
 use crate::plugin::CallContext;
-use crate::protocol::codes;
-use crate::protocol::{ActionBody, Failure, PreflightBody};
+use crate::protocol::{ActionBody, Failure, PreflightBody, codes};
 use crate::writes;
 
 pub use discovery::{Viewer, visible_tools};
@@ -39,7 +38,7 @@ pub use payload::unbindable_number;
 pub use request::{Binding, BodyError, Credentials, Flags, Inbound, McpHeaders, Operation, Outbound};
 pub use trail::{payload_hash, redact};
 
-use payload::{bindable_numbers, bound_dates, invalid_payload, query_payload, redact_fields};
+use payload::{bindable_numbers, bound_dates, invalid_payload, query_payload, redact_fields, typed_args};
 use trail::{Trail, finish};
 
 /// Steps 2 to 14 for an operation, then its terminal audit event. Every binding comes
@@ -161,13 +160,7 @@ impl Governed<'_> {
     /// discover, decided without arguments.
     fn manifest(&self) -> Result<Reply, Refused> {
         let app = &self.principal.app;
-        let viewer = Viewer {
-            key_id: &self.principal.key.id,
-            client_ip: self.client_ip,
-            channel: self.channel(),
-            actor: &self.principal.actor_user_id,
-        };
-        let tools = visible_tools(self.gw, app, viewer);
+        let tools = visible_tools(self.gw, app, self.viewer());
         Ok(Reply::ok(json!({
             "app": {"id": app.id, "name": app.name, "scope": app.scope, "orgId": app.org_id},
             "tools": tools,
@@ -193,7 +186,7 @@ impl Governed<'_> {
         let visible = trail.time("cedar", || {
             authorizer.decide(&self.app_facts(), Action::Discover, &tool.facts(), &discover)
         });
-        self.record_shadow(&visible, &authorizer, trail);
+        trail.record_shadow(&visible, &authorizer, &self.gw.metrics);
         if !visible.allowed {
             trail.policy_ids = visible.policy_ids;
             trail.details.insert("reason".into(), "hidden".into());
@@ -234,17 +227,13 @@ impl Governed<'_> {
         };
         // (12) Cedar on the call, with the data-policy policies.
         bindable_numbers(tool, payload)?;
-        // Arguments that do not fit the types policies see are refused, never passed on
-        // partly: a forbid on a field must not be dodged by sending it mistyped.
-        let args = tool
-            .typed_args(payload)
-            .map_err(|issue| invalid_payload(tool, &[issue]))?;
+        let args = typed_args(tool, payload)?;
         let facts = self.facts(Some(&args), flags);
         let authorizer = self.gw.authorizer();
         let decision = trail.time("cedar", || {
             authorizer.decide(&self.app_facts(), action, &tool.facts(), &facts)
         });
-        self.record_shadow(&decision, &authorizer, trail);
+        trail.record_shadow(&decision, &authorizer, &self.gw.metrics);
         trail.policy_ids = decision.policy_ids.clone();
         if !decision.allowed {
             if !decision.errors.is_empty() {
@@ -358,7 +347,7 @@ impl Governed<'_> {
             let facts = self.facts(Some(&args), flags);
             let authorizer = self.gw.authorizer();
             let decision = authorizer.decide(&self.app_facts(), Action::AutoExecute, &tool.facts(), &facts);
-            self.record_shadow(&decision, &authorizer, trail);
+            trail.record_shadow(&decision, &authorizer, &self.gw.metrics);
             trail
                 .details
                 .insert("autoExecutePolicyIds".into(), json!(decision.policy_ids));
@@ -404,24 +393,5 @@ impl Governed<'_> {
         let data = writes::draft_status(self.gw, &self.principal.app.id, id, wait_seconds).await?;
         trail.draft_id = Some(id.to_string());
         Ok(Reply::ok(data))
-    }
-}
-
-impl Governed<'_> {
-    /// A decision's shadow side: recorded in the audit event, and counted where the
-    /// shadow policies would have changed the outcome. Never enforced.
-    fn record_shadow(&self, decision: &Decision, authorizer: &Authorizer, trail: &mut Trail) {
-        let Some(shadow) = &decision.shadow else {
-            return;
-        };
-        trail.details.insert(
-            "shadow".into(),
-            json!({"allowed": shadow.allowed, "policyIds": shadow.policy_ids}),
-        );
-        if let Some(ids) = decision.shadow_disagreement(authorizer.shadow_ids()) {
-            for id in &ids {
-                self.gw.metrics.policy_shadow_disagreement(id);
-            }
-        }
     }
 }

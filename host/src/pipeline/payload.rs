@@ -79,6 +79,14 @@ pub fn bindable_numbers(tool: &Tool, payload: &Value) -> Result<(), Refused> {
     Err(invalid_payload(tool, &[issue]))
 }
 
+/// The arguments as Cedar sees them. Arguments that do not fit the types policies see are
+/// refused, never passed on partly: a forbid on a field must not be dodged by sending it
+/// mistyped.
+pub fn typed_args(tool: &Tool, payload: &Value) -> Result<crate::attr::Attr, Refused> {
+    tool.typed_args(payload)
+        .map_err(|issue| invalid_payload(tool, &[issue]))
+}
+
 /// The largest magnitude a policy can compare: Cedar's `decimal` holds up to
 /// 922337203685477.5807.
 const MAX_POLICY_NUMBER: f64 = 900_000_000_000_000.0;

@@ -4,16 +4,18 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::admission::Permit;
 use crate::audit::AuditEvent;
 use crate::auth::Principal;
+use crate::authz::{Authorizer, Decision};
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::config::Capture;
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, sha256_hex};
+use crate::metrics::Metrics;
 use crate::outcome::{Refused, Reply};
 use crate::protocol::Failure;
 
@@ -56,6 +58,24 @@ impl Trail {
     }
 
     /// Records a payload as the config says: its hash, and a redacted copy if enabled.
+    /// A decision's shadow side: recorded in the audit event, and counted where the
+    /// shadow policies would have changed the outcome. Never enforced.
+    pub(super) fn record_shadow(&mut self, decision: &Decision, authorizer: &Authorizer, metrics: &Metrics) {
+        let Some(shadow) = &decision.shadow else {
+            return;
+        };
+        self.details.insert(
+            "shadow".into(),
+            json!({"allowed": shadow.allowed, "policyIds": shadow.policy_ids}),
+        );
+        for id in decision
+            .shadow_disagreement(authorizer.shadow_ids())
+            .unwrap_or_default()
+        {
+            metrics.policy_shadow_disagreement(&id);
+        }
+    }
+
     pub(super) fn payload(&mut self, gw: &Gateway, payload: &Value) {
         self.details
             .insert("payload_sha256".into(), payload_hash(payload).into());
