@@ -6,7 +6,7 @@
 //! domain: the arguments a policy sees come typed from the tool's input schema
 //! (`crate::attr`), and the app's data policy comes as a record from `app_policy`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -187,8 +187,8 @@ pub struct Authorizer {
     ids: Vec<String>,
     shadow_ids: Vec<String>,
     authorizer: CedarAuthorizer,
-    /// Every policy, and whether it is a shadow policy.
-    scoped: Vec<(Policy, bool)>,
+    /// Every policy, whether it is a shadow policy, and the context attributes it reads.
+    scoped: Vec<(Policy, bool, ContextReads)>,
     slices: BoundedCache<SliceKey, Arc<Slice>>,
     /// The tenant, app, action and tool entities of a request, built once per distinct
     /// set of their attributes: building them (and their ancestor closure) costs more
@@ -208,6 +208,73 @@ pub struct Authorizer {
 struct Slice {
     enforced: PolicySet,
     with_shadow: Option<PolicySet>,
+    /// The context attributes its policies read: the fast path builds only those.
+    reads: ContextReads,
+}
+
+/// The context attributes a policy reads: named ones (`context.x`, `context has x`), or all
+/// of them where it uses `context` as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ContextReads {
+    All,
+    Named(BTreeSet<String>),
+}
+
+impl ContextReads {
+    fn of(policy: &Policy) -> ContextReads {
+        let mut names = BTreeSet::new();
+        match policy.to_json() {
+            Ok(est) if reads_of(&est, &mut names) => ContextReads::Named(names),
+            _ => ContextReads::All,
+        }
+    }
+
+    fn add(&mut self, other: &ContextReads) {
+        match (&mut *self, other) {
+            (ContextReads::All, _) => {}
+            (_, ContextReads::All) => *self = ContextReads::All,
+            (ContextReads::Named(mine), ContextReads::Named(theirs)) => mine.extend(theirs.iter().cloned()),
+        }
+    }
+
+    fn needs(&self, name: &str) -> bool {
+        match self {
+            ContextReads::All => true,
+            ContextReads::Named(names) => names.contains(name),
+        }
+    }
+}
+
+/// Collects the `context` attributes an expression (Cedar's JSON policy format) reads;
+/// `false` where `context` appears other than as `context.x` or `context has x`.
+fn reads_of(est: &Value, names: &mut BTreeSet<String>) -> bool {
+    match est {
+        Value::Object(map) => {
+            for operator in [".", "has"] {
+                if let Some(access) = map.get(operator)
+                    && access.get("left").and_then(|l| l.get("Var")).and_then(Value::as_str) == Some("context")
+                {
+                    // `context has a.b` names a path; its first step is the attribute.
+                    let attr = match access.get("attr") {
+                        Some(Value::String(attr)) => Some(attr.as_str()),
+                        Some(Value::Array(path)) => path.first().and_then(Value::as_str),
+                        _ => None,
+                    };
+                    let Some(attr) = attr else {
+                        return false;
+                    };
+                    names.insert(attr.to_string());
+                    return true;
+                }
+            }
+            if map.get("Var").and_then(Value::as_str) == Some("context") {
+                return false;
+            }
+            map.values().all(|v| reads_of(v, names))
+        }
+        Value::Array(items) => items.iter().all(|v| reads_of(v, names)),
+        _ => true,
+    }
 }
 
 /// Everything a memoised decision depends on.
@@ -441,7 +508,8 @@ impl Authorizer {
                         .add(renamed.clone())
                         .map_err(|_| AuthzError::DuplicateId(id.clone()))?;
                 }
-                scoped.push((renamed, shadow));
+                let reads = ContextReads::of(&renamed);
+                scoped.push((renamed, shadow, reads));
                 origin.insert(id.clone(), n);
                 ids.push(id);
             }
@@ -606,11 +674,13 @@ impl Authorizer {
             return Ok(slice);
         }
         let (mut enforced, mut with_shadow, mut any_shadow) = (PolicySet::new(), PolicySet::new(), false);
-        for (policy, shadow) in &self.scoped {
+        let mut reads = ContextReads::Named(BTreeSet::new());
+        for (policy, shadow, policy_reads) in &self.scoped {
             if principal_matches(&policy.principal_constraint(), app, tenant)
                 && action_matches(&policy.action_constraint(), action.1)
                 && resource_matches(&policy.resource_constraint(), tool)
             {
+                reads.add(policy_reads);
                 with_shadow.add(policy.clone()).map_err(|e| e.to_string())?;
                 if *shadow {
                     any_shadow = true;
@@ -622,6 +692,7 @@ impl Authorizer {
         let slice = Arc::new(Slice {
             enforced,
             with_shadow: any_shadow.then_some(with_shadow),
+            reads,
         });
         self.slices.insert(key, slice.clone());
         Ok(slice)
@@ -667,9 +738,9 @@ impl Authorizer {
         facts: &RequestFacts<'_>,
     ) -> Result<Vec<(String, bool)>, String> {
         let key = DecisionKey::new(app, action, tool, facts);
-        let (request, entities) = self.request(&key, false)?;
+        let (request, entities) = self.request(&key, false, &ContextReads::All)?;
         let mut matched = Vec::new();
-        for (policy, _) in &self.scoped {
+        for (policy, _, _) in &self.scoped {
             let mut alone = PolicySet::new();
             alone.add(policy.clone()).map_err(|e| e.to_string())?;
             let response = self.authorizer.is_authorized(&request, &alone, &entities);
@@ -684,7 +755,7 @@ impl Authorizer {
     /// The Cedar request and entities of a decision; checked against the schema unless
     /// `fast` (the gateway builds them the same way every time, policies were validated
     /// against the schema at load, and an evaluation error still denies).
-    fn request(&self, key: &DecisionKey, fast: bool) -> Result<(Request, Arc<Entities>), String> {
+    fn request(&self, key: &DecisionKey, fast: bool, reads: &ContextReads) -> Result<(Request, Arc<Entities>), String> {
         let facts = &key.entities;
         let types = entity_types();
         let tenant = EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id));
@@ -709,16 +780,16 @@ impl Authorizer {
         } else {
             Arc::new(build()?)
         };
-        let context = Context::from_pairs(self.context_pairs(&key.context)?).map_err(|e| format!("context: {e}"))?;
+        let context =
+            Context::from_pairs(self.context_pairs(&key.context, reads)?).map_err(|e| format!("context: {e}"))?;
         let request =
             Request::new(principal, action.uid, resource, context, schema).map_err(|e| format!("request: {e}"))?;
         Ok((request, entities))
     }
 
     fn build_and_decide(&self, key: &DecisionKey, fast: bool) -> Result<Decision, String> {
-        let (request, entities) = self.request(key, fast)?;
         let slice;
-        let (enforced, with_shadow) = if fast {
+        let (enforced, with_shadow, reads) = if fast {
             let facts = &key.entities;
             let types = entity_types();
             slice = self.slice(
@@ -727,13 +798,25 @@ impl Authorizer {
                 (facts.action, &RequestAction::new(&facts.tool, facts.action)),
                 &EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool)),
             )?;
-            (&slice.enforced, slice.with_shadow.as_ref())
+            (&slice.enforced, slice.with_shadow.as_ref(), &slice.reads)
         } else {
             (
                 &self.policies,
                 (!self.shadow_ids.is_empty()).then_some(&self.with_shadow),
+                &ContextReads::All,
             )
         };
+        if enforced.is_empty() && with_shadow.is_none() {
+            // No policy can apply: denied by default, as Cedar would, without building the
+            // request.
+            return Ok(Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                errors: Vec::new(),
+                shadow: None,
+            });
+        }
+        let (request, entities) = self.request(key, fast, reads)?;
         let decide = |policies: &PolicySet| {
             let response = self.authorizer.is_authorized(&request, policies, entities.as_ref());
             let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
@@ -943,57 +1026,55 @@ fn extension(
 }
 
 impl Authorizer {
-    /// The request's context as Cedar values.
-    fn context_pairs(&self, inputs: &ContextInputs) -> Result<Vec<(String, RestrictedExpression)>, String> {
+    /// The request's context as Cedar values: the attributes `reads` names.
+    fn context_pairs(
+        &self,
+        inputs: &ContextInputs,
+        reads: &ContextReads,
+    ) -> Result<Vec<(String, RestrictedExpression)>, String> {
         let cache = Some(&self.extension_values);
-        let time = RestrictedExpression::new_record([
-            (
-                "hour".to_string(),
-                RestrictedExpression::new_long(i64::from(inputs.hour)),
-            ),
-            (
-                "weekday".to_string(),
-                RestrictedExpression::new_long(i64::from(inputs.weekday)),
-            ),
-            (
-                "unix_seconds".to_string(),
-                RestrictedExpression::new_long(inputs.unix_seconds),
-            ),
-        ])
-        .map_err(|e| e.to_string())?;
-        let string = |s: &str| RestrictedExpression::new_string(s.to_string());
-        let mut pairs = vec![
-            (
-                "client_ip".to_string(),
-                extension(ExtensionKind::Ip, &inputs.client_ip.to_string(), cache),
-            ),
-            ("time".to_string(), time),
-            (
-                "now".to_string(),
-                attr_expression(&Attr::DateTime(inputs.unix_millis), cache)?,
-            ),
-            ("channel".to_string(), string(&inputs.channel)),
-            ("tenant".to_string(), string(&inputs.tenant)),
-            ("actor".to_string(), string(&inputs.actor)),
-            ("key_id".to_string(), string(&inputs.key_id)),
-            (
-                "has_payload".to_string(),
-                RestrictedExpression::new_bool(inputs.has_payload),
-            ),
-            (
-                "has_idempotency_key".to_string(),
-                RestrictedExpression::new_bool(inputs.has_idempotency_key),
-            ),
-            (
-                "has_preflight_hash".to_string(),
-                RestrictedExpression::new_bool(inputs.has_preflight_hash),
-            ),
-            (
-                "has_justification".to_string(),
-                RestrictedExpression::new_bool(inputs.has_justification),
-            ),
+        let string = |s: &str| Ok(RestrictedExpression::new_string(s.to_string()));
+        let flag = |b: bool| Ok(RestrictedExpression::new_bool(b));
+        let attributes: [(&str, &dyn Fn() -> Result<RestrictedExpression, String>); 11] = [
+            ("client_ip", &|| {
+                Ok(extension(ExtensionKind::Ip, &inputs.client_ip.to_string(), cache))
+            }),
+            ("time", &|| {
+                RestrictedExpression::new_record([
+                    (
+                        "hour".to_string(),
+                        RestrictedExpression::new_long(i64::from(inputs.hour)),
+                    ),
+                    (
+                        "weekday".to_string(),
+                        RestrictedExpression::new_long(i64::from(inputs.weekday)),
+                    ),
+                    (
+                        "unix_seconds".to_string(),
+                        RestrictedExpression::new_long(inputs.unix_seconds),
+                    ),
+                ])
+                .map_err(|e| e.to_string())
+            }),
+            ("now", &|| attr_expression(&Attr::DateTime(inputs.unix_millis), cache)),
+            ("channel", &|| string(&inputs.channel)),
+            ("tenant", &|| string(&inputs.tenant)),
+            ("actor", &|| string(&inputs.actor)),
+            ("key_id", &|| string(&inputs.key_id)),
+            ("has_payload", &|| flag(inputs.has_payload)),
+            ("has_idempotency_key", &|| flag(inputs.has_idempotency_key)),
+            ("has_preflight_hash", &|| flag(inputs.has_preflight_hash)),
+            ("has_justification", &|| flag(inputs.has_justification)),
         ];
-        if let Some(args) = &inputs.args {
+        let mut pairs = Vec::with_capacity(attributes.len() + 1);
+        for (name, build) in attributes {
+            if reads.needs(name) {
+                pairs.push((name.to_string(), build()?));
+            }
+        }
+        if let Some(args) = &inputs.args
+            && reads.needs("args")
+        {
             pairs.push(("args".to_string(), attr_expression(args, cache)?));
         }
         Ok(pairs)
@@ -1117,6 +1198,28 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_reads_the_context_attributes_it_names_or_all_when_it_uses_context_whole() {
+        let reads = |text: &str| {
+            let set = PolicySet::from_str(text).expect("parses");
+            ContextReads::of(set.policies().next().expect("one policy"))
+        };
+        let named = |names: &[&str]| ContextReads::Named(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(reads("permit (principal, action, resource);"), named(&[]));
+        assert_eq!(
+            reads(r#"permit (principal, action, resource) when { context.channel == "mcp" && context has args };"#),
+            named(&["args", "channel"])
+        );
+        assert_eq!(
+            reads(r#"permit (principal, action, resource) when { context has args.n && context.args.n > 1 };"#),
+            named(&["args"])
+        );
+        assert_eq!(
+            reads("permit (principal, action, resource) when { context == context };"),
+            ContextReads::All
+        );
+    }
+
+    #[test]
     fn shadow_policies_are_evaluated_and_never_enforced() {
         let text = r#"
             @id("all") permit (principal, action, resource);
@@ -1187,8 +1290,15 @@ mod tests {
             };
             let effect = if i % 7 == 0 { "forbid" } else { "permit" };
             let mode = if i % 11 == 0 { "@mode(\"shadow\")\n" } else { "" };
+            // Conditions over the context too: the fast path builds only what a slice reads.
+            let context = match i % 6 {
+                0 => " && context has args && context.args has n && context.args.n > 0",
+                1 => " && context.channel == \"rest\"",
+                2 => " && context.time.hour < 12",
+                _ => "",
+            };
             text.push_str(&format!(
-                "@id(\"p{i}\")\n{mode}{effect} ({principal}, {action}, {resource}) when {{ resource.risk_level <= {} }};\n",
+                "@id(\"p{i}\")\n{mode}{effect} ({principal}, {action}, {resource}) when {{ resource.risk_level <= {}{context} }};\n",
                 1 + i % 4
             ));
         }
