@@ -1025,6 +1025,9 @@ fn extension(
     value
 }
 
+/// Builds one context attribute's value, when a policy reads it.
+type Build<'a> = dyn Fn() -> Result<RestrictedExpression, String> + 'a;
+
 impl Authorizer {
     /// The request's context as Cedar values: the attributes `reads` names.
     fn context_pairs(
@@ -1035,7 +1038,7 @@ impl Authorizer {
         let cache = Some(&self.extension_values);
         let string = |s: &str| Ok(RestrictedExpression::new_string(s.to_string()));
         let flag = |b: bool| Ok(RestrictedExpression::new_bool(b));
-        let attributes: [(&str, &dyn Fn() -> Result<RestrictedExpression, String>); 11] = [
+        let attributes: [(&str, &Build<'_>); 11] = [
             ("client_ip", &|| {
                 Ok(extension(ExtensionKind::Ip, &inputs.client_ip.to_string(), cache))
             }),
