@@ -659,22 +659,22 @@ impl Authorizer {
     }
 
     /// The policies whose scope can match this app (or its tenant), action and tool.
-    fn slice(
-        &self,
-        app: &EntityUid,
-        tenant: &EntityUid,
-        action: (Action, &RequestAction),
-        tool: &EntityUid,
-    ) -> Result<Arc<Slice>, String> {
+    fn slice(&self, facts: &EntitiesKey) -> Result<Arc<Slice>, String> {
         let key = (
-            app.id().unescaped().to_string(),
-            tenant.id().unescaped().to_string(),
-            tool.id().unescaped().to_string(),
-            action.0,
+            facts.app_id.clone(),
+            facts.org_id.clone(),
+            facts.tool.clone(),
+            facts.action,
         );
         if let Some(slice) = self.slices.get(&key) {
             return Ok(slice);
         }
+        // Entity ids are built only to cut a new slice: a hit needs none.
+        let types = entity_types();
+        let app = &EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&facts.app_id));
+        let tenant = &EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id));
+        let tool = &EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool));
+        let action = (facts.action, &RequestAction::new(&facts.tool, facts.action));
         let (mut enforced, mut with_shadow, mut any_shadow) = (PolicySet::new(), PolicySet::new(), false);
         let mut reads = ContextReads::Named(BTreeSet::new());
         for (policy, shadow, policy_reads) in &self.scoped {
@@ -792,14 +792,7 @@ impl Authorizer {
     fn build_and_decide(&self, key: &DecisionKey, fast: bool) -> Result<Decision, String> {
         let slice;
         let (enforced, with_shadow, reads) = if fast {
-            let facts = &key.entities;
-            let types = entity_types();
-            slice = self.slice(
-                &EntityUid::from_type_name_and_id(types.app.clone(), EntityId::new(&facts.app_id)),
-                &EntityUid::from_type_name_and_id(types.tenant.clone(), EntityId::new(&facts.org_id)),
-                (facts.action, &RequestAction::new(&facts.tool, facts.action)),
-                &EntityUid::from_type_name_and_id(types.tool.clone(), EntityId::new(&facts.tool)),
-            )?;
+            slice = self.slice(&key.entities)?;
             (&slice.enforced, slice.with_shadow.as_ref(), &slice.reads)
         } else {
             (
@@ -985,7 +978,8 @@ fn attr_expression(
         Attr::String(s) => RestrictedExpression::new_string(s.clone()),
         Attr::Long(n) => RestrictedExpression::new_long(*n),
         Attr::Bool(b) => RestrictedExpression::new_bool(*b),
-        Attr::Decimal(scaled) => extension(ExtensionKind::Decimal, &attr::decimal_text(*scaled), cache),
+        // Amounts are mostly distinct: keeping each would only churn the cache.
+        Attr::Decimal(scaled) => extension(ExtensionKind::Decimal, &attr::decimal_text(*scaled), None),
         Attr::DateTime(millis) => {
             let text = attr::datetime_text(*millis).ok_or_else(|| format!("datetime {millis} ms is out of range"))?;
             extension(ExtensionKind::DateTime, &text, cache)
