@@ -16,9 +16,7 @@
 use std::time::{Duration, Instant};
 
 use openport::attr::ArgType;
-use openport::authz::{
-    Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, PolicySource, RequestFacts, ToolVocabulary,
-};
+use openport::authz::{Action, AppFacts, Authorizer, DEFAULT_SCHEMA, PolicySource, RequestFacts, ToolVocabulary};
 use openport::tool::ToolFacts;
 use openport::tool::{Effect, Risk};
 use serde_json::json;
@@ -73,10 +71,11 @@ fn policy_set(n: usize, tools: &[String], is_read: bool) -> Authorizer {
     Authorizer::build(
         DEFAULT_SCHEMA,
         &vocabulary,
-        vec![
-            PolicySource::new("base.cedar", DEFAULT_POLICIES),
-            PolicySource::new("extra.cedar", extra),
-        ],
+        [
+            openport::authz::default_sources(),
+            vec![PolicySource::new("extra.cedar", extra)],
+        ]
+        .concat(),
     )
     .expect("valid set")
 }

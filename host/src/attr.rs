@@ -33,7 +33,7 @@ pub struct Field {
 
 /// A typed value: what a policy compares. `Decimal` is in ten-thousandths, `DateTime`
 /// in milliseconds since the Unix epoch, as Cedar holds them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Attr {
     String(String),
     Long(i64),
@@ -122,7 +122,8 @@ impl ArgType {
                     out.push(element.convert(item, path)?);
                     path.pop();
                 }
-                out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                // A set: one order and no repeats, so equal sets hash and compare equal.
+                out.sort();
                 out.dedup();
                 Ok(Attr::Set(out))
             }

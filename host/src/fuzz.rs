@@ -19,9 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app_policy::{AppPolicy, DataPolicy};
 use crate::attr::{ArgType, Attr};
-use crate::authz::{
-    Action, AppFacts, Authorizer, DEFAULT_POLICIES, DEFAULT_SCHEMA, PolicySource, RequestFacts, ToolVocabulary,
-};
+use crate::authz::{Action, AppFacts, Authorizer, DEFAULT_SCHEMA, RequestFacts, ToolVocabulary};
 use crate::hashing::{canonical_json, jcs_sha256, sha256_hex};
 use crate::pipeline::{BodyError, Inbound, McpHeaders};
 use crate::protocol::{Envelope, Failure, codes};
@@ -305,7 +303,7 @@ proptest! {
         let authorizer = Authorizer::build(
             DEFAULT_SCHEMA,
             &[tool_schema],
-            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
+            crate::authz::default_sources(),
         ).expect("the base set validates against any tool");
         let args = arg_type.value_of(&json!({"a": value})).expect("a valid value is typed");
         let scopes = vec!["s".to_string()];
@@ -377,12 +375,8 @@ fn ledger_like() -> &'static (Authorizer, ArgType) {
             is_read: false,
             args: &args,
         };
-        let authz = Authorizer::build(
-            DEFAULT_SCHEMA,
-            &[tool],
-            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
-        )
-        .expect("default policies compile");
+        let authz = Authorizer::build(DEFAULT_SCHEMA, &[tool], crate::authz::default_sources())
+            .expect("default policies compile");
         (authz, args)
     })
 }

@@ -71,7 +71,7 @@ impl OperatorPolicies {
             Some(dir) => Authorizer::read_dirs(std::slice::from_ref(dir))?,
             None => (
                 crate::authz::DEFAULT_SCHEMA.to_string(),
-                vec![PolicySource::new("base.cedar", crate::authz::DEFAULT_POLICIES)],
+                crate::authz::default_sources(),
             ),
         };
         Ok(OperatorPolicies { base, sources })

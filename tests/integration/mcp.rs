@@ -393,16 +393,10 @@ fn a_policy_over_a_tools_arguments_hot_reloaded_refuses_over_rest_and_mcp_alike(
         )
     };
     create("before", &urgent).expect(200, "common.success");
-    std::fs::write(
-        gw.dir.path().join("policies/urgent.cedar"),
+    gw.reload_with_policy(
+        "urgent.cedar",
         "@id(\"no-urgent-tickets\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
          when { context has args && context.args has priority && context.args.priority == \"urgent\" };\n",
-    )
-    .expect("policy");
-    gw.admin_post(
-        "/api/agent-admin/v1/policies/reload",
-        Some(&gw.admin_token("operator")),
-        &json!({}),
     )
     .expect(200, "common.success");
 

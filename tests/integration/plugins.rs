@@ -463,15 +463,9 @@ fn a_plugin_version_that_breaks_a_loaded_policy_is_refused_and_the_old_version_k
     let gw = TestGateway::start();
     let v1 = manifest(&gw, "fixture", "test-trap", &["hostile.trap"], "");
     add(&gw, &v1).expect(200, "common.success");
-    std::fs::write(
-        gw.dir.path().join("policies/fixture.cedar"),
+    gw.reload_with_policy(
+        "fixture.cedar",
         "@id(\"no-trap-proposals\")\nforbid (principal, action in OpenPort::Action::\"hostile.trap\", resource);\n",
-    )
-    .expect("policy");
-    gw.admin_post(
-        "/api/agent-admin/v1/policies/reload",
-        Some(&gw.admin_token("operator")),
-        &json!({}),
     )
     .expect(200, "common.success");
     // The same plugin name, a version without the tool the policy names.

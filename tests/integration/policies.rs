@@ -82,25 +82,15 @@ mod arguments {
 
     use crate::support::TestGateway;
 
-    fn reload(gw: &TestGateway) -> crate::support::Reply {
-        gw.admin_post(
-            "/api/agent-admin/v1/policies/reload",
-            Some(&gw.admin_token("operator")),
-            &json!({}),
-        )
-    }
-
     #[test]
     fn a_typo_is_refused_at_reload_naming_file_line_policy_and_field_and_the_old_set_keeps_serving() {
         let gw = TestGateway::start();
         let before = gw.server.gateway.authorizer().policy_ids().to_vec();
-        std::fs::write(
-            gw.dir.path().join("policies/typo.cedar"),
+        let refused = gw.reload_with_policy(
+            "typo.cedar",
             "@id(\"typo\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
              when { context has args && context.args.priorty == \"urgent\" };\n",
-        )
-        .expect("policy");
-        let refused = reload(&gw);
+        );
         refused.expect(400, "common.validation");
         let message = refused.body["details"]["issues"][0]["message"]
             .as_str()
@@ -226,13 +216,12 @@ mod arguments {
         let gw = TestGateway::start();
         let operator = gw.admin_token("operator");
         let app = gw.app_id("Demo Integration");
-        std::fs::write(
-            gw.dir.path().join("policies/sandbox.cedar"),
+        gw.reload_with_policy(
+            "sandbox.cedar",
             "@id(\"sandbox-apps-do-not-write\")\nforbid (principal, action in OpenPort::Action::\"propose\", resource)\n\
              when { principal.hasTag(\"environment\") && principal.getTag(\"environment\") == \"sandbox\" };\n",
         )
-        .expect("policy");
-        reload(&gw).expect(200, "common.success");
+        .expect(200, "common.success");
         let propose = |key: &str| {
             gw.post(
                 "/api/agent/v1/actions",
@@ -270,13 +259,12 @@ mod arguments {
     #[test]
     fn explain_by_request_id_replays_an_answered_request_from_its_audit_event() {
         let gw = TestGateway::builder().audit_config("capture = \"redacted\"").start();
-        std::fs::write(
-            gw.dir.path().join("policies/urgent.cedar"),
+        gw.reload_with_policy(
+            "urgent.cedar",
             "@id(\"no-urgent-tickets\")\nforbid (principal, action in OpenPort::Action::\"ticket.create\", resource)\n\
              when { context has args && context.args has priority && context.args.priority == \"urgent\" };\n",
         )
-        .expect("policy");
-        reload(&gw).expect(200, "common.success");
+        .expect(200, "common.success");
         let refused = gw.post(
             "/api/agent/v1/actions",
             Some(&gw.full()),

@@ -303,6 +303,17 @@ impl TestGateway {
     }
 
     /// Replaces sections of the demo app's auto-execute policy, as an operator.
+    /// Writes `policies/FILE` into the demo's policy directory and reloads the gateway
+    /// through the admin plane; the reload's answer.
+    pub fn reload_with_policy(&self, file: &str, text: &str) -> Reply {
+        std::fs::write(self.dir.path().join("policies").join(file), text).expect("policy file");
+        self.admin_post(
+            "/api/agent-admin/v1/policies/reload",
+            Some(&self.admin_token("operator")),
+            &serde_json::json!({}),
+        )
+    }
+
     pub fn set_auto_execute(&self, body: serde_json::Value) -> Reply {
         let app = self.app_id("Demo Integration");
         self.send_url(

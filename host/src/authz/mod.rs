@@ -134,19 +134,22 @@ impl Decision {
         if shadow.allowed == self.allowed {
             return None;
         }
-        let mut ids: Vec<String> = shadow
-            .policy_ids
-            .iter()
-            .filter(|id| shadow_ids.contains(id))
-            .cloned()
-            .collect();
-        if ids.is_empty() {
-            // A shadow permit that made a forbid-free allow: or a deny by default that a
-            // shadow policy's absence caused. Name them all rather than none.
-            ids = shadow_ids.to_vec();
-        }
-        Some(ids)
+        // A flipped outcome is always determined by a shadow policy: a shadow forbid that
+        // denies, or a shadow permit that allows where no enforced permit did.
+        Some(
+            shadow
+                .policy_ids
+                .iter()
+                .filter(|id| shadow_ids.contains(id))
+                .cloned()
+                .collect(),
+        )
     }
+}
+
+/// The compiled-in default policy files: `base.cedar`.
+pub fn default_sources() -> Vec<PolicySource> {
+    vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)]
 }
 
 /// One policy file: where it came from and its text.
@@ -585,11 +588,7 @@ impl Authorizer {
 
     /// The compiled-in default set, for the given tools.
     pub fn default_set(tools: &[ToolVocabulary<'_>]) -> Result<Authorizer, AuthzError> {
-        Authorizer::build(
-            DEFAULT_SCHEMA,
-            tools,
-            vec![PolicySource::new("base.cedar", DEFAULT_POLICIES)],
-        )
+        Authorizer::build(DEFAULT_SCHEMA, tools, default_sources())
     }
 
     /// Reads the base schema (the first directory's `schema.cedarschema`, else the

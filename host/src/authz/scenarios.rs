@@ -198,10 +198,7 @@ fn scenario_tools(file: &ScenarioFile) -> Result<BTreeMap<String, (bool, ArgType
     for (name, spec) in &file.tools {
         if !tools.contains_key(name) {
             let is_read = effect(Some(&spec.effect))? == Effect::Read;
-            let schema = spec
-                .input_schema
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            let schema = spec.input_schema.clone().unwrap_or_else(no_arguments);
             tools.insert(name.clone(), (is_read, ArgType::of_input_schema(&schema).0));
         }
     }
@@ -261,13 +258,18 @@ impl ContextSpec {
     }
 }
 
+/// The input schema of a tool that takes no arguments.
+fn no_arguments() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
 /// A scenario's tool schema: its own, the file's, or an object without arguments.
 fn input_schema(file: &ScenarioFile, s: &Scenario) -> Value {
     s.resource
         .input_schema
         .clone()
         .or_else(|| file.tools.get(&s.resource.tool).and_then(|t| t.input_schema.clone()))
-        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))
+        .unwrap_or_else(no_arguments)
 }
 
 fn check(file: &ScenarioFile, s: &Scenario, authz: &Authorizer) -> Result<(), String> {
