@@ -44,6 +44,7 @@ fn admission_checks() -> Vec<(String, String)> {
         },
         classes: Default::default(),
         max_in_flight: usize::MAX,
+        unauthenticated: None,
     });
     let n = 1_000_000;
     let started = Instant::now();

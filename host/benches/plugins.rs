@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use openport::clock::{SharedClock, SystemClock};
 use openport::demo::{self, artifacts};
-use openport::plugin::{CallContext, PluginManifest, PluginRuntime};
+use openport::plugin::{Budgets, CallContext, PluginManifest, PluginRuntime};
 use openport::{Config, Server};
 
 fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) -> PluginManifest {
@@ -35,6 +35,16 @@ fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) ->
     )
     .expect("manifest");
     PluginManifest::load(&path).expect("manifest")
+}
+
+/// This process's resident set, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
 }
 
 fn pct(samples: &mut [Duration], p: f64) -> f64 {
@@ -73,7 +83,8 @@ fn main() {
     ] {
         let mut times = Vec::new();
         for _ in 0..2 {
-            let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache)).expect("runtime");
+            let runtime =
+                PluginRuntime::new(store.clone(), clock.clone(), Some(&cache), Budgets::default()).expect("runtime");
             let m = manifest(dir.path(), krate, krate, tools, "");
             let started = Instant::now();
             rt.block_on(runtime.load(m)).expect("loads");
@@ -87,7 +98,7 @@ fn main() {
     }
 
     // Instantiate + invoke of a trivial adapter: a fresh store and instance per call.
-    let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache)).expect("runtime");
+    let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache), Budgets::default()).expect("runtime");
     let plugin = rt
         .block_on(runtime.load(manifest(dir.path(), "template", "template", &["hello.greet"], "")))
         .expect("load")
@@ -162,17 +173,25 @@ fn main() {
         "http://{}/api/agent/v1/transactions?ledgerId=ledger_main",
         server.agent_addr
     );
+    rt.block_on(server.gateway.load_plugin(
+        manifest(dir.path(), "memory", "test-memory", &["hostile.memory"], ""),
+        "bench",
+    ))
+    .expect("memory fixture");
     let loop_url = format!("http://{}/api/agent/v1/hostile-loop", server.agent_addr);
+    let memory_url = format!("http://{}/api/agent/v1/hostile-memory", server.agent_addr);
     let token = creds.agent_tokens["Demo Integration"].clone();
-    let drive = |secs: u64, hostile: bool| -> f64 {
+    // 4 clients of the governed read for `secs`, while `hostile` callers (if any) hammer
+    // the other tenant's plugin at `hostile_url`: the read's throughput and p99 (ms).
+    let drive = |secs: u64, hostile_url: &str, hostile: usize| -> (f64, f64) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         std::thread::scope(|scope| {
-            if hostile {
+            for _ in 0..hostile {
                 scope.spawn(|| {
                     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
                     while Instant::now() < deadline {
                         let _ = agent
-                            .get(&loop_url)
+                            .get(hostile_url)
                             .header("Authorization", &format!("Bearer {}", other.token))
                             .call();
                     }
@@ -183,32 +202,55 @@ fn main() {
                     scope.spawn(|| {
                         let agent: ureq::Agent =
                             ureq::Agent::config_builder().http_status_as_error(false).build().into();
-                        let mut n = 0_u64;
+                        let mut latencies = Vec::new();
                         while Instant::now() < deadline {
+                            let started = Instant::now();
                             agent
                                 .get(&url)
                                 .header("Authorization", &format!("Bearer {token}"))
                                 .call()
                                 .expect("answered");
-                            n += 1;
+                            latencies.push(started.elapsed());
                         }
-                        n
+                        latencies
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("thread")).sum::<u64>() as f64 / secs as f64
+            let mut all: Vec<Duration> = handles.into_iter().flat_map(|h| h.join().expect("thread")).collect();
+            let rate = all.len() as f64 / secs as f64;
+            (rate, pct(&mut all, 0.99) / 1000.0)
         })
     };
     // A/B/A: the undisturbed figure is the mean of a run before and a run after, so a
     // drift over time (a growing audit table) does not count against the plugin.
-    let before = drive(6, false);
-    let disturbed = drive(6, true);
-    let after = drive(6, false);
-    let alone = (before + after) / 2.0;
-    println!("| governed read alone (4 in-process clients, 6 s; before / after) | {before:.0} / {after:.0} req/s |");
+    let before = drive(6, "", 0);
+    let rss_before = rss_mib();
+    let one_loop = drive(6, &loop_url, 1);
+    let loops = drive(6, &loop_url, 32);
+    let hungry = drive(6, &memory_url, 32);
+    let rss_peak = rss_mib();
+    let after = drive(6, "", 0);
+    std::thread::sleep(Duration::from_secs(10));
+    let rss_after = rss_mib();
+    let alone = ((before.0 + after.0) / 2.0, before.1.max(after.1));
     println!(
-        "| the same while another tenant's plugin loops to its 2 s deadline | {disturbed:.0} req/s ({:.0}% of alone) |",
-        disturbed / alone * 100.0
+        "| governed read alone (4 in-process clients, 6 s; before / after) | {:.0} / {:.0} req/s, p99 {:.2} / {:.2} ms |",
+        before.0, after.0, before.1, after.1
+    );
+    for (label, (rate, p99)) in [
+        ("another tenant's plugin loops to its 2 s deadline, 1 caller", one_loop),
+        ("the same, 32 callers", loops),
+        ("another tenant's plugin allocates without bound, 32 callers", hungry),
+    ] {
+        println!(
+            "| the read while {label} | {rate:.0} req/s ({:.0}% of alone), p99 {p99:.2} ms ({:.1}x alone) |",
+            rate / alone.0 * 100.0,
+            p99 / alone.1
+        );
+    }
+    println!(
+        "| RSS: before the attacks / at their end / 10 s after | {rss_before} / {rss_peak} / {rss_after} MiB ({:.2}x before) |",
+        rss_after as f64 / rss_before as f64
     );
     drop(server);
 }

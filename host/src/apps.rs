@@ -48,6 +48,8 @@ pub enum AppError {
     Invalid(String),
     #[error("agent app `{0}` not found")]
     NotFound(String),
+    #[error("an agent app named `{0}` already exists in this tenant")]
+    NameTaken(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,13 +78,8 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
     if new.scope != "workspace" && new.scope != "personal" {
         return Err(AppError::Invalid("`scope` must be `workspace` or `personal`".into()));
     }
-    let name = new.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(AppError::Invalid("`name` must be 1 to 200 characters".into()));
-    }
-    if let Some(bad) = new.scopes.iter().find(|s| !is_scope(s)) {
-        return Err(AppError::Invalid(format!("scope `{bad}` is not a valid scope name")));
-    }
+    let name = app_name(&new.name)?;
+    let scopes = scope_list(new.scopes)?;
     let org_id = new.org_id.clone().unwrap_or_else(|| "org_demo".into());
     if !is_org_id(&org_id) {
         return Err(AppError::Invalid("`org_id` must be letters, digits, `_` or `-`".into()));
@@ -105,12 +102,9 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
         .map(validate_policy)
         .transpose()?
         .unwrap_or_default();
-    let mut scopes = new.scopes;
-    scopes.sort();
-    scopes.dedup();
     let app = AppRecord {
         id: ids::new_id(Kind::App),
-        name: name.to_string(),
+        name,
         description: new.description,
         scope: new.scope,
         org_id: Some(org_id),
@@ -125,9 +119,106 @@ pub fn create_app(store: &Store, new: NewApp, created_by: &str, now: &str) -> Re
         updated_at: now.to_string(),
         tags: std::collections::BTreeMap::new(),
     };
-    store.apps.insert(&app)?;
+    if !store.apps.insert(&app)? {
+        return Err(AppError::NameTaken(app.name));
+    }
     let (key, token) = insert_key(store, &app.id, "Default key", None, created_by, now)?;
     Ok(CreatedApp { app, key, token })
+}
+
+/// A trimmed app name, 1 to 200 characters.
+fn app_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AppError::Invalid("`name` must be 1 to 200 characters".into()));
+    }
+    Ok(name.to_string())
+}
+
+/// Valid scope names, sorted, without repeats.
+fn scope_list(mut scopes: Vec<String>) -> Result<Vec<String>, AppError> {
+    if let Some(bad) = scopes.iter().find(|s| !is_scope(s)) {
+        return Err(AppError::Invalid(format!("scope `{bad}` is not a valid scope name")));
+    }
+    scopes.sort();
+    scopes.dedup();
+    Ok(scopes)
+}
+
+/// `PATCH /apps/:id` body: each field present replaces the app's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppUpdate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The data policy, replaced as a whole (as `PATCH /apps/:id/policy` does).
+    #[serde(default)]
+    pub policy: Option<Value>,
+    /// The rate class alone, leaving the rest of the data policy as it is.
+    #[serde(default)]
+    pub rate_class: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Value>,
+}
+
+impl AppUpdate {
+    /// The fields it changes, for the audit event.
+    pub fn fields(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("description", self.description.is_some()),
+            ("scopes", self.scopes.is_some()),
+            ("policy", self.policy.is_some()),
+            ("rate_class", self.rate_class.is_some()),
+            ("tags", self.tags.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect()
+    }
+}
+
+/// Changes an app: checked as a whole, then stored in one write, so a refused update
+/// changes nothing. Credentials are read again on the next request.
+pub fn update_app(store: &Store, app_id: &str, update: AppUpdate, now: &str) -> Result<AppRecord, AppError> {
+    let mut app = store
+        .apps
+        .get(app_id)?
+        .filter(|a| a.status != "deleted")
+        .ok_or_else(|| AppError::NotFound(app_id.into()))?;
+    if update.fields().is_empty() {
+        return Err(AppError::Invalid(
+            "nothing to change: give name, description, scopes, policy, rate_class or tags".into(),
+        ));
+    }
+    if let Some(name) = &update.name {
+        app.name = app_name(name)?;
+    }
+    if let Some(description) = update.description {
+        app.description = Some(description);
+    }
+    if let Some(scopes) = update.scopes {
+        app.scopes = scope_list(scopes)?;
+    }
+    if let Some(policy) = &update.policy {
+        app.policy = validate_policy(policy)?;
+    }
+    if let Some(class) = update.rate_class {
+        let mut policy = serde_json::to_value(&app.policy).unwrap_or_default();
+        policy["rate_class"] = Value::String(class);
+        app.policy = validate_policy(&policy)?;
+    }
+    if let Some(tags) = update.tags {
+        app.tags = validate_tags(&serde_json::json!({ "tags": tags }))?;
+    }
+    if !store.apps.update(&app, now)? {
+        return Err(AppError::NameTaken(app.name));
+    }
+    store.apps.get(app_id)?.ok_or_else(|| AppError::NotFound(app_id.into()))
 }
 
 fn insert_key(

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::authz::Authorizer;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::protocol::codes;
 use crate::store::{self, AuditFilter, Store};
 use crate::{Server, audit, demo};
 
@@ -47,6 +48,12 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Create admin-plane tokens on the config's store, offline (the first operator token
+    /// of a new deployment).
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
     },
     /// Read and verify the audit trail.
     Audit {
@@ -133,6 +140,20 @@ enum AppCommand {
         tenant: String,
         #[arg(long, default_value = "workspace")]
         scope: String,
+    },
+    /// Change an app: only the options given change; effective on its next request.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The new scope list, comma-separated (replaces the old one).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// A rate class from `[admission.classes]`.
+        #[arg(long)]
+        rate_class: Option<String>,
     },
     /// Revoke an app and all its keys at once.
     Revoke { id: String },
@@ -236,22 +257,23 @@ struct StoreArgs {
 /// Which events to read.
 #[derive(Debug, clap::Args)]
 struct FilterArgs {
-    /// Only events at or after this time (RFC 3339, e.g. 2026-11-22T00:00:00Z).
-    #[arg(long)]
+    /// Only events at or after this time: RFC 3339 (2026-11-22T00:00:00Z) or relative
+    /// (-30m, -1h, -7d).
+    #[arg(long, allow_hyphen_values = true)]
     since: Option<String>,
-    /// Only events before this time.
-    #[arg(long)]
+    /// Only events before this time (as `--since`).
+    #[arg(long, allow_hyphen_values = true)]
     until: Option<String>,
     /// Only this tenant (`org_id`).
     #[arg(long)]
     tenant: Option<String>,
-    /// Only this integration (app id).
+    /// Only this integration: its id or its name.
     #[arg(long)]
     app: Option<String>,
     /// Only this tool.
     #[arg(long)]
     tool: Option<String>,
-    /// Only this reason code.
+    /// Only this reason code (e.g. agent.policy_denied).
     #[arg(long)]
     code: Option<String>,
     /// Only the events of this request (its `X-Request-Id`).
@@ -260,19 +282,74 @@ struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn filter(&self, limit: usize, ascending: bool) -> AuditFilter {
-        AuditFilter {
+    /// The store filter, or a message saying which argument means nothing (exit 64):
+    /// a time that is not one, a code that does not exist, an app no id or name matches.
+    fn filter(&self, store: &Store, limit: usize, ascending: bool) -> Result<AuditFilter, String> {
+        let now = crate::clock::Clock::now(&SystemClock);
+        let bound = |text: &Option<String>| {
+            text.as_deref()
+                .map(|t| crate::clock::parse_time_bound(t, now))
+                .transpose()
+        };
+        if let Some(code) = &self.code
+            && codes::by_name(code).is_none()
+        {
+            let mut near: Vec<(f64, &str)> = codes::ALL
+                .iter()
+                .map(|c| {
+                    (
+                        strsim::jaro_winkler(code, c.name).max(suffix_match(code, c.name)),
+                        c.name,
+                    )
+                })
+                .collect();
+            near.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let names: Vec<&str> = near.iter().take(3).map(|(_, n)| *n).collect();
+            return Err(format!("no reason code `{code}`; the closest are {}", names.join(", ")));
+        }
+        let app_id = match &self.app {
+            None => None,
+            Some(app) => Some(resolve_app(store, app)?),
+        };
+        Ok(AuditFilter {
             org_id: self.tenant.clone(),
-            app_id: self.app.clone(),
+            app_id,
             tool: self.tool.clone(),
             code: self.code.clone(),
             request_id: self.request_id.clone(),
-            since: self.since.clone(),
-            until: self.until.clone(),
+            since: bound(&self.since)?,
+            until: bound(&self.until)?,
             after_seq: None,
             limit,
             ascending,
-        }
+        })
+    }
+}
+
+/// 1 when `code` is the part of `name` after its namespace (`policy_denied`).
+fn suffix_match(code: &str, name: &str) -> f64 {
+    if name.split_once('.').is_some_and(|(_, rest)| rest == code) {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// An app id, from an id or a unique name.
+fn resolve_app(store: &Store, app: &str) -> Result<String, String> {
+    let apps = store.apps.list().map_err(|e| e.to_string())?;
+    if apps.iter().any(|a| a.id == app) {
+        return Ok(app.to_string());
+    }
+    let named: Vec<_> = apps.iter().filter(|a| a.name == app).collect();
+    match named.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(format!("no app has the id or name `{app}`")),
+        many => Err(format!(
+            "{} apps are named `{app}` (in different tenants): give an id, one of {}",
+            many.len(),
+            many.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -378,6 +455,25 @@ enum PolicyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Create a token for a role and print it once. Works on an empty store, with or
+    /// without the gateway running.
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        /// operator, reviewer or auditor
+        #[arg(long)]
+        role: String,
+        /// Limit the token to one tenant (`org_id`); default: every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A name to recognise it by in the store.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum SchemaFormat {
     Cedarschema,
@@ -399,6 +495,15 @@ pub fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Check { config } => check(&config),
+        Command::AdminToken {
+            command:
+                AdminTokenCommand::Create {
+                    config,
+                    role,
+                    tenant,
+                    name,
+                },
+        } => admin_token_create(&config, &role, tenant.as_deref(), name),
         Command::BenchCeiling { listen } => match runtime() {
             Ok(rt) => rt.block_on(async move {
                 match tokio::net::TcpListener::bind(listen).await {
@@ -506,6 +611,43 @@ fn init_logging() {
         .try_init();
 }
 
+/// `openport admin-token create`: a token straight into the store, printed once.
+fn admin_token_create(config: &Path, role: &str, tenant: Option<&str>, name: Option<String>) -> ExitCode {
+    let Some(role) = crate::auth::Role::parse(role) else {
+        eprintln!("error: --role must be operator, reviewer or auditor, not `{role}`");
+        return ExitCode::from(EX_USAGE);
+    };
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(dir) = config.store_path.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("error: cannot create `{}`: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    let now = crate::clock::iso(crate::clock::Clock::now(&SystemClock));
+    let name = name.unwrap_or_else(|| format!("{}-{now}", role.as_str()));
+    let created = Store::open(&config.store_path)
+        .and_then(|store| crate::apps::create_admin_token(&store, &name, role, tenant, &now));
+    match created {
+        Ok(token) => {
+            eprintln!(
+                "created admin token `{name}` ({}{}); it is shown only this once:",
+                role.as_str(),
+                tenant.map(|t| format!(", tenant {t}")).unwrap_or_default()
+            );
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("error: invalid config `{}`: {e}", path.display());
@@ -561,6 +703,18 @@ fn serve(config: Config, demo: Option<(PathBuf, demo::Credentials)>) -> ExitCode
             }
         };
         tracing::info!(agent = %server.agent_addr, admin = %server.admin_addr, "openport listening");
+        if matches!(server.gateway.store.apps.has_admin_tokens(), Ok(false)) {
+            let config = server
+                .gateway
+                .config
+                .path
+                .as_deref()
+                .map_or("FILE".into(), |p| p.display().to_string());
+            tracing::warn!(
+                "no admin token exists, so the admin plane refuses everyone: create the first with \
+                 `openport admin-token create --config {config} --role operator`"
+            );
+        }
         if let Some((dir, creds)) = demo {
             // A closed stdout must not take the gateway down: ignore write errors.
             let _ = writeln!(
@@ -684,8 +838,15 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 ..AuditFilter::default()
             },
         ),
-        AuditCommand::Query { filter, limit, .. } => print_newest(&path, &filter.filter(limit, false)),
+        AuditCommand::Query { filter, limit, .. } => match resolved(&path, &filter, limit, false) {
+            Ok(filter) => print_newest(&path, &filter),
+            Err(code) => code,
+        },
         AuditCommand::Export { filter, out, .. } => {
+            let filter = match resolved(&path, &filter, 5_000, true) {
+                Ok(filter) => filter,
+                Err(code) => return code,
+            };
             let mut sink: Box<dyn std::io::Write> = match &out {
                 Some(file) => match std::fs::File::create(file) {
                     Ok(f) => Box::new(std::io::BufWriter::new(f)),
@@ -696,7 +857,7 @@ fn audit_command(command: AuditCommand) -> ExitCode {
                 },
                 None => Box::new(std::io::stdout().lock()),
             };
-            match export(&path, &filter.filter(5_000, true), &mut sink) {
+            match export(&path, &filter, &mut sink) {
                 Ok(n) => {
                     if out.is_some() {
                         eprintln!("exported {n} events");
@@ -1034,6 +1195,26 @@ fn app_command(admin: &AdminArgs, command: AppCommand) -> ExitCode {
             "apps".into(),
             Some(json!({"name": name, "scopes": scopes, "org_id": tenant, "scope": scope})),
         ),
+        AppCommand::Update {
+            id,
+            name,
+            description,
+            scopes,
+            rate_class,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (field, value) in [
+                ("name", name.map(serde_json::Value::from)),
+                ("description", description.map(serde_json::Value::from)),
+                ("scopes", scopes.map(serde_json::Value::from)),
+                ("rate_class", rate_class.map(serde_json::Value::from)),
+            ] {
+                if let Some(value) = value {
+                    body.insert(field.into(), value);
+                }
+            }
+            admin_call(admin, "PATCH", format!("apps/{id}"), Some(body.into()))
+        }
         AppCommand::Revoke { id } => admin_call(admin, "POST", format!("apps/{id}/revoke"), Some(json!({}))),
         AppCommand::Restore { id } => admin_call(admin, "POST", format!("apps/{id}/restore"), Some(json!({}))),
         AppCommand::Delete { id } => admin_call(admin, "DELETE", format!("apps/{id}"), None),
@@ -1078,6 +1259,18 @@ fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
 }
 
 /// Prints the newest matching events, oldest first, as JSON Lines.
+/// The filter of `audit query` or `export`, or the exit code after saying what is wrong.
+fn resolved(path: &Path, filter: &FilterArgs, limit: usize, ascending: bool) -> Result<AuditFilter, ExitCode> {
+    let store = Store::open(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
+    filter.filter(&store, limit, ascending).map_err(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(EX_USAGE)
+    })
+}
+
 fn print_newest(path: &Path, filter: &AuditFilter) -> ExitCode {
     match Store::open(path).and_then(|s| s.audit.query(filter)) {
         Ok(mut rows) => {

@@ -101,9 +101,52 @@ pub fn parse_iso(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
+/// A time bound of an audit query, as the stored timestamps compare: an RFC 3339
+/// timestamp, or a time relative to `now` (`-90s`, `-30m`, `-1h`, `-7d`, `-2w`). Anything
+/// else is an error that says what is accepted, never a silently empty answer.
+pub fn parse_time_bound(text: &str, now: OffsetDateTime) -> Result<String, String> {
+    if let Some(t) = parse_iso(text) {
+        return Ok(iso(t));
+    }
+    let relative = text.strip_prefix('-').and_then(|rest| {
+        let split = rest.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = rest.split_at(split);
+        let n: i64 = number.parse().ok()?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return None,
+        };
+        Some(now - time::Duration::seconds(n.checked_mul(seconds)?))
+    });
+    relative.map(iso).ok_or_else(|| {
+        format!(
+            "`{text}` is not a time: use RFC 3339 (2026-11-22T00:00:00Z) or a relative time (-90s, -30m, -1h, -7d, -2w)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_bounds_are_rfc_3339_or_relative_and_nothing_else() {
+        let now = OffsetDateTime::from_unix_timestamp(1_769_904_000).expect("valid");
+        assert_eq!(
+            parse_time_bound("2026-02-01T01:00:00+01:00", now).as_deref(),
+            Ok("2026-02-01T00:00:00.000Z")
+        );
+        assert_eq!(parse_time_bound("-1h", now).as_deref(), Ok("2026-01-31T23:00:00.000Z"));
+        assert_eq!(parse_time_bound("-7d", now).as_deref(), Ok("2026-01-25T00:00:00.000Z"));
+        for bad in ["yesterday", "-1y", "1h", "-h", "2026-02-01", ""] {
+            let err = parse_time_bound(bad, now).expect_err(bad);
+            assert!(err.contains("RFC 3339") && err.contains("-1h"), "{err}");
+        }
+    }
 
     #[test]
     fn iso_matches_javascript_to_iso_string() {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::admission::{Limits, Rate, RateClass};
+use crate::disk::DiskBudget;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +32,36 @@ struct RawConfig {
     plugins: Vec<RawPlugin>,
     #[serde(default)]
     mcp: RawMcp,
+    #[serde(default)]
+    plugin_runtime: RawPluginRuntime,
+}
+
+/// `[plugin_runtime]`: bounds every plugin call shares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPluginRuntime {
+    /// Linear memory all plugin calls in flight may hold together, in MiB.
+    #[serde(default = "default_plugin_memory_mib")]
+    memory_budget_mib: u64,
+    /// How long a call waits for memory before it is refused.
+    #[serde(default = "default_plugin_wait_ms")]
+    wait_ms: u64,
+}
+
+impl Default for RawPluginRuntime {
+    fn default() -> Self {
+        RawPluginRuntime {
+            memory_budget_mib: default_plugin_memory_mib(),
+            wait_ms: default_plugin_wait_ms(),
+        }
+    }
+}
+
+fn default_plugin_memory_mib() -> u64 {
+    1024
+}
+fn default_plugin_wait_ms() -> u64 {
+    500
 }
 
 /// `[mcp]`: the MCP binding at `/mcp` on the agent listener.
@@ -68,6 +99,17 @@ fn default_max_body_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: PathBuf,
+    /// The most the data directory (the store's directory) may hold, in MiB; near it
+    /// (95%) agent requests are refused with `503` until it is back under 90%.
+    #[serde(default)]
+    disk_budget_mib: Option<u64>,
+    /// The least free space the data directory's file system must keep, in MiB.
+    #[serde(default = "default_min_free_mib")]
+    min_free_mib: u64,
+}
+
+fn default_min_free_mib() -> u64 {
+    64
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,6 +130,9 @@ struct RawAdmission {
     /// Named classes, chosen per app with `policy.rate_class`.
     #[serde(default)]
     classes: BTreeMap<String, RawClass>,
+    /// Refusals before authentication per client address; `requests = 0` turns it off.
+    #[serde(default)]
+    unauthenticated: Option<RawRate>,
 }
 
 impl Default for RawAdmission {
@@ -96,6 +141,7 @@ impl Default for RawAdmission {
             max_in_flight: default_max_in_flight(),
             default: RawClass::default(),
             classes: BTreeMap::new(),
+            unauthenticated: None,
         }
     }
 }
@@ -213,6 +259,14 @@ struct RawAudit {
     /// Events younger than this are never pruned, by retention or by an auditor.
     #[serde(default = "default_min_retention_days")]
     min_retention_days: u32,
+    /// Refusals before authentication or admission recorded in full per client address
+    /// and code each second; beyond it they are summarized. 0 records every one.
+    #[serde(default = "default_coalesce_per_second")]
+    coalesce_per_second: u32,
+}
+
+fn default_coalesce_per_second() -> u32 {
+    20
 }
 
 fn default_min_retention_days() -> u32 {
@@ -227,6 +281,7 @@ impl Default for RawAudit {
             signing_key: None,
             checkpoint_log: None,
             min_retention_days: default_min_retention_days(),
+            coalesce_per_second: default_coalesce_per_second(),
         }
     }
 }
@@ -304,6 +359,13 @@ pub struct Config {
     pub audit_checkpoint_log: Option<PathBuf>,
     /// Events younger than this many days are never pruned.
     pub audit_min_retention_days: u32,
+    /// Refusals recorded in full per client address, code and second (0: all).
+    pub audit_coalesce_per_second: u32,
+    pub disk: DiskBudget,
+    /// Linear memory all plugin calls may hold together.
+    pub plugin_memory_budget_bytes: usize,
+    /// How long a plugin call waits for memory.
+    pub plugin_wait: std::time::Duration,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -384,7 +446,21 @@ impl Config {
             default: class("admission.default", &raw.admission.default)?,
             classes,
             max_in_flight: raw.admission.max_in_flight,
+            unauthenticated: match raw.admission.unauthenticated {
+                None => Some(Limits::DEFAULT_UNAUTHENTICATED),
+                Some(r) if r.requests == 0 => None,
+                Some(r) => Some(rate("admission.unauthenticated", r.requests, r.window_seconds)?),
+            },
         };
+        if raw.plugin_runtime.memory_budget_mib < 16 {
+            return Err(ConfigError::new(
+                "plugin_runtime.memory_budget_mib",
+                "must be at least 16",
+            ));
+        }
+        if raw.plugin_runtime.wait_ms > 60_000 {
+            return Err(ConfigError::new("plugin_runtime.wait_ms", "must be at most 60000"));
+        }
         if raw.drafts.review_window_seconds < 60 {
             return Err(ConfigError::new("drafts.review_window_seconds", "must be at least 60"));
         }
@@ -434,6 +510,14 @@ impl Config {
             audit_signing_key,
             audit_checkpoint_log,
             audit_min_retention_days: raw.audit.min_retention_days,
+            audit_coalesce_per_second: raw.audit.coalesce_per_second,
+            disk: DiskBudget {
+                budget_bytes: raw.store.disk_budget_mib.map(|m| m.saturating_mul(1 << 20)),
+                min_free_bytes: raw.store.min_free_mib.saturating_mul(1 << 20),
+            },
+            plugin_memory_budget_bytes: usize::try_from(raw.plugin_runtime.memory_budget_mib.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX),
+            plugin_wait: std::time::Duration::from_millis(raw.plugin_runtime.wait_ms),
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,

@@ -1,16 +1,19 @@
 //! The running gateway's shared state, and how it starts.
 
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use crate::admission::Admission;
+use crate::audit::coalesce::Coalescer;
 use crate::audit::{AuditError, AuditEvent, AuditLog, Signing, checkpoint};
 use crate::authz::{Authorizer, AuthzError, PolicySource, ToolVocabulary};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, ConfigError};
+use crate::disk::DiskGuard;
 use crate::metrics::Metrics;
 use crate::plugin::manifest::ManifestError;
-use crate::plugin::{LoadError, PluginManifest, PluginRuntime};
+use crate::plugin::{Budgets, LoadError, PluginManifest, PluginRuntime};
 use crate::protocol::codes;
 use crate::store::{Store, StoreError};
 
@@ -46,6 +49,10 @@ pub struct Gateway {
     pub admission: Admission,
     pub runtime: PluginRuntime,
     pub metrics: Metrics,
+    /// Refusals before authentication or admission, coalesced under floods.
+    pub refusals: Coalescer,
+    /// Refuses agent requests while the data directory is near its disk budget.
+    pub disk: DiskGuard,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
     /// Keeps the background WAL checkpointer running while the gateway lives.
@@ -56,6 +63,15 @@ pub struct Gateway {
     /// shipped policies, they make the active set. Held while the catalog or the policy
     /// set changes, so the two change together.
     operator_policies: tokio::sync::Mutex<OperatorPolicies>,
+}
+
+/// The plugin runtime's shared budgets, as configured.
+fn budgets(config: &Config, metrics: &Metrics) -> Budgets {
+    Budgets::new(
+        config.plugin_memory_budget_bytes,
+        config.plugin_wait,
+        metrics.plugin_budget(),
+    )
 }
 
 /// The policies an operator configured: the base schema and the policy directory's files.
@@ -142,15 +158,20 @@ impl Gateway {
             sources: Vec::new(),
         };
         let authz = before_plugins.compile(&Catalog::default())?;
-        let runtime =
-            PluginRuntime::new(store.clone(), clock.clone(), config.cache_dir.as_deref()).map_err(|source| {
-                StartError::Plugin {
-                    name: "runtime".into(),
-                    source,
-                }
-            })?;
+        let runtime = PluginRuntime::new(
+            store.clone(),
+            clock.clone(),
+            config.cache_dir.as_deref(),
+            budgets(&config, &metrics),
+        )
+        .map_err(|source| StartError::Plugin {
+            name: "runtime".into(),
+            source,
+        })?;
         let gateway = Arc::new(Gateway {
             admission: Admission::new(config.admission.clone()),
+            refusals: Coalescer::new(config.audit_coalesce_per_second),
+            disk: DiskGuard::new(config.store_path.parent().map(Path::to_path_buf), config.disk),
             metrics,
             instance_id: ulid::Ulid::new().to_string(),
             _checkpointer: checkpointer,
@@ -394,11 +415,16 @@ pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authoriz
             source,
         })?);
         let clock: SharedClock = Arc::new(clock::SystemClock);
-        let runtime =
-            PluginRuntime::new(store, clock, config.cache_dir.as_deref()).map_err(|source| StartError::Plugin {
-                name: "runtime".into(),
-                source,
-            })?;
+        let runtime = PluginRuntime::new(
+            store,
+            clock,
+            config.cache_dir.as_deref(),
+            budgets(config, &Metrics::new()),
+        )
+        .map_err(|source| StartError::Plugin {
+            name: "runtime".into(),
+            source,
+        })?;
         let mut catalog = Catalog::default();
         for path in &config.plugin_manifests {
             let manifest = PluginManifest::load(path)?;

@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["clock", "hashing", "protocol", "tool", "attr", "metrics"],
     &["app_policy", "sessions"],
     // Durable state.
-    &["store"],
+    &["store", "disk"],
     &["audit", "auth", "authz"],
     &["admission", "apps", "plugin"],
     &["config", "catalog"],

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod disk;
 pub mod gateway;
 pub mod hashing;
 pub mod http;
@@ -100,6 +101,8 @@ impl Server {
         if gateway.config.path.is_some() {
             tasks.push(tokio::spawn(watch_files(gateway.clone(), watch.clone())));
         }
+        tasks.push(tokio::spawn(refusal_summaries(gateway.clone(), watch.clone())));
+        tasks.push(tokio::spawn(disk_budget(gateway.clone(), watch.clone())));
         if let Some(days) = gateway.config.audit_retention_days {
             tasks.push(tokio::spawn(retention(gateway.clone(), days, watch)));
         }
@@ -119,8 +122,55 @@ impl Server {
         for task in self.tasks {
             let _ = task.await;
         }
+        write_refusal_summaries(&self.gateway).await;
         if let Err(e) = self.gateway.audit.seal().await {
             tracing::error!(error = %e, "the last audit checkpoint was not signed");
+        }
+    }
+}
+
+/// Writes the coalesced refusals' summary events once a second (and once more on stop).
+async fn refusal_summaries(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        write_refusal_summaries(&gateway).await;
+    }
+}
+
+async fn write_refusal_summaries(gateway: &Gateway) {
+    for summary in gateway.refusals.drain(gateway.clock.now_ms()) {
+        let count = summary.count;
+        if let Err(e) = gateway.audit.record(summary.into_event(gateway.now_iso())).await {
+            tracing::error!(error = %e, count, "a summary of coalesced refusals was not recorded");
+        }
+    }
+}
+
+/// Measures the data directory every 2 s against its disk budget.
+async fn disk_budget(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let guard = gateway.clone();
+        if let Ok(Some((usage, change))) = tokio::task::spawn_blocking(move || guard.disk.check()).await {
+            gateway.metrics.data_dir(usage.used, gateway.disk.exceeded());
+            match change {
+                disk::Change::Exceeded => tracing::error!(
+                    used_bytes = usage.used,
+                    free_bytes = usage.free,
+                    "the data directory is near its disk budget: agent requests are refused with 503 until it is not"
+                ),
+                disk::Change::Recovered => tracing::warn!(
+                    used_bytes = usage.used,
+                    "the data directory is back under its disk budget: agent requests are admitted again"
+                ),
+                disk::Change::Same => {}
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -69,6 +69,29 @@ impl Default for AuditWriterMetrics {
     }
 }
 
+/// The plugin runtime's budgets: refusals by plugin and budget, and the memory reserved.
+/// Cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct PluginBudgetMetrics {
+    refusals: Family<BudgetLabels, Counter>,
+    reserved: Gauge,
+}
+
+impl PluginBudgetMetrics {
+    pub fn refused(&self, plugin: &str, budget: &'static str) {
+        self.refusals
+            .get_or_create(&BudgetLabels {
+                plugin: plugin.to_string(),
+                budget,
+            })
+            .inc();
+    }
+
+    pub fn reserved(&self, bytes: usize) {
+        self.reserved.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+}
+
 /// The gateway's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -82,6 +105,16 @@ pub struct Metrics {
     drafts: Family<StateLabels, Gauge>,
     in_flight: Gauge,
     audit_writer: AuditWriterMetrics,
+    coalesced_refusals: Counter,
+    data_dir_bytes: Gauge,
+    disk_budget_exceeded: Gauge,
+    plugin_budget: PluginBudgetMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    plugin: String,
+    budget: &'static str,
 }
 
 impl Default for Metrics {
@@ -150,8 +183,41 @@ impl Metrics {
             "Time the audit writer spends storing and committing one batch",
             audit_writer.commit_seconds.clone(),
         );
+        let coalesced_refusals = Counter::default();
+        registry.register(
+            "coalesced_refusals",
+            "Refusals counted in a summary audit event instead of one event each",
+            coalesced_refusals.clone(),
+        );
+        let data_dir_bytes = Gauge::default();
+        registry.register(
+            "data_dir_bytes",
+            "Bytes held by the data directory, measured every 2 s",
+            data_dir_bytes.clone(),
+        );
+        let disk_budget_exceeded = Gauge::default();
+        registry.register(
+            "disk_budget_exceeded",
+            "1 while agent requests are refused because the data directory is near its disk budget",
+            disk_budget_exceeded.clone(),
+        );
+        let plugin_budget = PluginBudgetMetrics::default();
+        registry.register(
+            "plugin_budget_refusals",
+            "Plugin calls refused because a budget stayed exhausted (memory or concurrency)",
+            plugin_budget.refusals.clone(),
+        );
+        registry.register(
+            "plugin_memory_reserved_bytes",
+            "Linear memory reserved by plugin calls in flight, against the process-wide budget",
+            plugin_budget.reserved.clone(),
+        );
         Metrics {
             registry,
+            coalesced_refusals,
+            data_dir_bytes,
+            disk_budget_exceeded,
+            plugin_budget,
             requests,
             request_seconds,
             stage_seconds,
@@ -206,6 +272,20 @@ impl Metrics {
 
     pub fn refusal(&self, limit: &'static str) {
         self.refusals.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    pub fn coalesced_refusal(&self) {
+        self.coalesced_refusals.inc();
+    }
+
+    pub fn data_dir(&self, bytes: u64, exceeded: bool) {
+        self.data_dir_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.disk_budget_exceeded.set(i64::from(exceeded));
+    }
+
+    /// The plugin runtime's budget figures.
+    pub fn plugin_budget(&self) -> PluginBudgetMetrics {
+        self.plugin_budget.clone()
     }
 
     /// Renders the text exposition format, with gauges read now.

@@ -81,7 +81,7 @@ pub fn auth_refusal(failure: AuthFailure) -> Refused {
 /// Step (8): an admission refusal, with `Retry-After` and the `RateLimit` headers.
 pub fn rate_refusal(refusal: &RateRefusal) -> Refused {
     let (code, message) = match refusal.limit {
-        Limit::PerKey | Limit::PerApp | Limit::PerTool | Limit::PerTenant => {
+        Limit::PerKey | Limit::PerApp | Limit::PerTool | Limit::PerTenant | Limit::Unauthenticated => {
             (codes::RATE_LIMITED, "Rate limit exceeded")
         }
         Limit::Quota => (codes::QUOTA_EXCEEDED, "Quota exceeded"),
@@ -104,6 +104,7 @@ pub fn rate_refusal(refusal: &RateRefusal) -> Refused {
 /// own words for its documented input and not-found cases; everything else is sanitized.
 pub fn call_refusal(error: CallError, read: bool) -> Refused {
     let internal = error.to_string();
+    let busy = matches!(error, CallError::Busy(_));
     let failure = match error {
         CallError::Timeout => Failure::new(codes::PLUGIN_TIMEOUT, "The tool did not answer in time"),
         CallError::Guest(GuestError::InvalidInput(message)) => {
@@ -115,12 +116,18 @@ pub fn call_refusal(error: CallError, read: bool) -> Refused {
         CallError::Guest(GuestError::Unavailable(_))
         | CallError::Guest(GuestError::UnknownTool(_))
         | CallError::Instantiate(_) => Failure::new(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable"),
+        CallError::Busy(budget) => Failure::new(codes::OVERLOADED, "The tool is busy; retry shortly")
+            .with("reason", format!("plugin_{}", budget.name())),
         CallError::Guest(GuestError::Internal(_))
         | CallError::Trap(_)
         | CallError::OutOfMemory
         | CallError::OutputTooLarge { .. } => Failure::new(codes::EXECUTION_FAILED, "The tool failed"),
     };
-    Refused::with_internal(failure, internal)
+    let mut refused = Refused::with_internal(failure, internal);
+    if busy {
+        refused.headers.push(("Retry-After", "1".into()));
+    }
+    refused
 }
 
 /// A State Witness that could not capture: fail closed, nothing executes.

@@ -120,3 +120,121 @@ fn a_per_app_limit_spans_all_of_the_apps_keys() {
     refused.expect(429, "agent.rate_limited");
     assert_eq!(refused.body["details"]["limit"], "per-app");
 }
+
+/// Finding 4 of the security issue: an unauthenticated flood is refused per address
+/// before authentication, and beyond 20 refusals a second per address and code its audit
+/// events are summaries whose counts still add up to every request refused.
+#[test]
+fn an_unauthenticated_flood_is_limited_per_address_and_coalesced_in_the_trail() {
+    let gw = TestGateway::start();
+    let first_seq = gw.audit().last().map_or(0, |e| e.seq);
+    let long_agent = "x".repeat(2_000);
+    let flood = 600;
+    let replies: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|w| {
+                let (gw, long_agent) = (&gw, &long_agent);
+                scope.spawn(move || {
+                    (0..flood / 6)
+                        .map(|i| {
+                            let path = format!("/api/agent/v1/no-such-{w}-{i}");
+                            let reply = gw.send_with("GET", &path, &[("User-Agent", long_agent)], b"");
+                            (reply.status, reply.code().to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    // Unknown routes are refused before authentication (401 without a token, or 404).
+    let refused_unauthenticated = replies.iter().filter(|(s, _)| *s == 401 || *s == 404).count();
+    let limited = replies
+        .iter()
+        .filter(|(s, c)| *s == 429 && c == "agent.rate_limited")
+        .count();
+    assert_eq!(refused_unauthenticated + limited, flood, "{replies:?}");
+    assert!(
+        (200..flood).contains(&refused_unauthenticated),
+        "the address's budget (200, refilling at 20/s) was spent, then refused: {refused_unauthenticated} refused, {limited} limited"
+    );
+    // Well-behaved clients at the same address are untouched: the budget counts refusals only.
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+
+    // Summaries are written once a second.
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    let events: Vec<_> = gw.audit().into_iter().filter(|e| e.seq > first_seq).collect();
+    let count_of = |code: &str| -> (usize, u64) {
+        let full = events
+            .iter()
+            .filter(|e| e.code == code && e.action != "agent.refusals.coalesced")
+            .count();
+        let summarized = events
+            .iter()
+            .filter(|e| e.code == code && e.action == "agent.refusals.coalesced")
+            .map(|e| e.details["count"].as_u64().expect("a count"))
+            .sum();
+        (full, summarized)
+    };
+    let mut answered: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (_, code) in &replies {
+        *answered.entry(code.as_str()).or_default() += 1;
+    }
+    let mut summarized_any = false;
+    for (code, count) in &answered {
+        let (full, summarized) = count_of(code);
+        assert_eq!(full as u64 + summarized, *count, "the {code} refusals add up");
+        summarized_any |= summarized > 0;
+    }
+    assert!(
+        summarized_any && count_of("agent.rate_limited").1 > 0,
+        "the flood was coalesced"
+    );
+    assert!(
+        events.len() < 200,
+        "a 600-request flood left {} events, want far fewer",
+        events.len()
+    );
+    let summary = events
+        .iter()
+        .find(|e| e.action == "agent.refusals.coalesced")
+        .expect("a summary");
+    assert_eq!(summary.ip.as_deref(), Some("127.0.0.1"));
+    for field in ["firstRequestId", "lastRequestId", "firstAt", "lastAt"] {
+        assert!(summary.details[field].is_string(), "{field} in {}", summary.details);
+    }
+    let full = events
+        .iter()
+        .find(|e| e.code == "agent.rate_limited" && e.action != "agent.refusals.coalesced")
+        .expect("a full event");
+    assert_eq!(
+        full.user_agent.as_deref().map(str::len),
+        Some(256),
+        "long fields are truncated"
+    );
+}
+
+/// Finding 4: near the data directory's disk budget, agent requests are refused with 503
+/// (never answered without their audit event), while the admin plane keeps serving and
+/// says why.
+#[test]
+fn near_the_disk_budget_agent_requests_are_refused_and_the_admin_plane_says_why() {
+    // The demo's data directory (store, compiled plugin cache) holds more than 1 MiB.
+    let gw = TestGateway::builder().store_config("disk_budget_mib = 1").start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let reply = gw.get("/api/agent/v1/ledgers", Some(&gw.full()));
+        if reply.status == 503 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    refused.expect(503, "agent.overloaded");
+    assert_eq!(refused.body["details"]["reason"], "disk_budget");
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(gw.audit_of(&refused).len(), 1, "the refusal is audited");
+    let metrics = gw.admin_text("/api/agent-admin/v1/metrics", &gw.admin_token("auditor"));
+    assert!(metrics.contains("openport_disk_budget_exceeded 1"), "{metrics}");
+    assert!(metrics.contains("openport_data_dir_bytes "), "{metrics}");
+}

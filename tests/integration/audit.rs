@@ -211,6 +211,8 @@ fn redacted_capture_keeps_the_payload_without_its_sensitive_fields() {
     assert!(!event.details.to_string().contains("Secret dinner"));
 }
 
+/// Every request is accounted for exactly once: by its own terminal event, or (a refusal
+/// before authentication beyond 20 a second from one address) in a summary's count.
 #[test]
 fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
     let gw = TestGateway::builder()
@@ -233,7 +235,9 @@ fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
                             &json!({"action": "transaction.delete", "payload": {"transactionId": "txn_1"}}),
                         ),
                     };
-                    ids.lock().expect("lock").push(reply.request_id());
+                    ids.lock()
+                        .expect("lock")
+                        .push((reply.request_id(), reply.code().to_string()));
                 }
             });
         }
@@ -247,9 +251,34 @@ fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
             *counts.entry(id.clone()).or_insert(0) += 1;
         }
     }
-    for id in &sent {
-        assert_eq!(counts.get(id), Some(&1), "request {id}");
+    // Summaries of the last second are written within a second.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let events = gw.audit();
+    let summarized: u64 = events
+        .iter()
+        .filter(|e| e.action == "agent.refusals.coalesced")
+        .map(|e| {
+            assert_eq!(
+                e.code, "agent.token_invalid",
+                "only the bad token's refusals are coalesced"
+            );
+            e.details["count"].as_u64().expect("count")
+        })
+        .sum();
+    let mut unaccounted = 0;
+    for (id, code) in &sent {
+        match counts.get(id) {
+            Some(n) => assert_eq!(*n, 1, "request {id}"),
+            None => {
+                assert_eq!(code, "agent.token_invalid", "request {id} has no event");
+                unaccounted += 1;
+            }
+        }
     }
+    assert_eq!(
+        unaccounted, summarized,
+        "the summaries count exactly the requests without an event"
+    );
     assert_eq!(verified(&gw)["intact"], true);
 }
 

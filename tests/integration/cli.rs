@@ -107,6 +107,53 @@ fn audit_query_filters_and_export_writes_json_lines() {
     assert_eq!(tools, ["\"ledger.list\""]);
 }
 
+/// Running it for real, item 6: audit query arguments that mean nothing exit 64 with a
+/// message; times may be relative; `--app` takes a name.
+#[test]
+fn audit_query_refuses_meaningless_filters_and_takes_relative_times_and_app_names() {
+    let gw = TestGateway::start();
+    let reply = gw.get("/api/agent/v1/ledgers", Some(&gw.full()));
+    reply.expect(200, "common.success");
+    let query = |args: &[&str]| {
+        openport()
+            .args(["audit", "query"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(gw.dir.path())
+            .output()
+            .expect("run")
+    };
+    for (args, says) in [
+        (&["--since", "yesterday"][..], "RFC 3339"),
+        (&["--until", "last week"][..], "-1h"),
+        (&["--code", "policy_denied"][..], "agent.policy_denied"),
+        (&["--app", "No Such App"][..], "no app has the id or name"),
+    ] {
+        let out = query(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let lines = |out: std::process::Output| -> Vec<serde_json::Value> {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    };
+    let recent = lines(query(&[
+        "--since",
+        "-1h",
+        "--app",
+        "Demo Integration",
+        "--tool",
+        "ledger.list",
+    ]));
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0]["request_id"].as_str(), Some(reply.request_id().as_str()));
+    assert!(lines(query(&["--until", "-1h", "--tool", "ledger.list"])).is_empty());
+}
+
 /// `openport demo` as a child process on free loopback ports, ready to serve.
 struct DemoProcess {
     child: std::process::Child,
@@ -674,7 +721,11 @@ fn verify_dir(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> (Option<i32>,
 
 #[test]
 fn audit_verify_catches_truncation_wipes_and_rehashed_rewrites_against_signed_checkpoints() {
-    let gw = TestGateway::start();
+    // 600 cheap events, one per refused request: no coalescing, no per-address budget.
+    let gw = TestGateway::builder()
+        .audit_config("coalesce_per_second = 0")
+        .config("\n[admission.unauthenticated]\nrequests = 0\nwindow_seconds = 1\n")
+        .start();
     for _ in 0..600 {
         gw.get("/api/agent/v1/ledgers", None).expect(401, "agent.token_invalid");
     }
@@ -806,4 +857,49 @@ fn audit_verify_catches_truncation_wipes_and_rehashed_rewrites_against_signed_ch
         (json!(false), json!("truncated"), json!(last - 4)),
         "{report}"
     );
+}
+
+/// Running it for real, item 1: a deployment that is not the demo gets its first admin
+/// token offline, on an empty store, and `serve` accepts it.
+#[test]
+fn the_first_admin_token_is_made_offline_and_serve_accepts_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    // The demo's files without its seed: an empty store.
+    let config = openport::demo::write_files(dir.path(), any, any, any).expect("files");
+    let out = openport()
+        .args(["admin-token", "create", "--role", "operator", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("opa_"), "only the token on stdout: {token}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shown only this once"));
+    let bad = openport()
+        .args(["admin-token", "create", "--role", "root", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(64));
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let config = openport::Config::load(&config).expect("config");
+    let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
+    let server = runtime
+        .block_on(openport::Server::start(config, clock))
+        .expect("serves");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let answer = |token: &str| {
+        agent
+            .get(format!("http://{}/api/agent-admin/v1/apps", server.admin_addr))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("answered")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(answer(&token), 200);
+    assert_eq!(answer("opa_not_a_token_at_all_000000"), 401);
+    runtime.block_on(server.stop());
 }

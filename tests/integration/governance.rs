@@ -183,6 +183,63 @@ fn a_new_app_works_at_once_and_revocation_is_immediate() {
     .expect(400, "common.validation");
 }
 
+/// Running it for real, item 2: an app's scopes, name and rate class change in place
+/// (audited, effective on the next request), and names are unique per tenant.
+#[test]
+fn an_app_is_updated_in_place_and_its_name_is_unique_in_its_tenant() {
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&op),
+        &json!({"scope": "workspace", "name": "growing", "scopes": ["ledger.read"]}),
+    );
+    let token = created.data()["token"].as_str().expect("token").to_string();
+    let id = created.data()["app"]["id"].as_str().expect("id").to_string();
+    let tools = |token: &str| {
+        gw.get("/api/agent/v1/manifest", Some(token)).data()["tools"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(tools(&token), 1);
+    let patch = |body: serde_json::Value| {
+        gw.send_url(
+            "PATCH",
+            &format!("{}/api/agent-admin/v1/apps/{id}", gw.admin),
+            Some(&op),
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )
+    };
+    let updated = patch(json!({"scopes": ["ledger.read", "transaction.read"], "name": "grown", "rate_class": "bulk"}));
+    updated.expect(200, "common.success");
+    assert_eq!(updated.data()["name"], "grown");
+    assert_eq!(updated.data()["policy"]["rate_class"], "bulk");
+    assert_eq!(tools(&token), 2, "the same token sees the new scope at once");
+    let event = gw.audit_of(&updated);
+    assert_eq!(event[0].action, "agent_app.update");
+    assert_eq!(event[0].details["fields"], json!(["name", "scopes", "rate_class"]));
+
+    // Names are unique per tenant, on create and on rename; a refused change changes nothing.
+    gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&op),
+        &json!({"scope": "workspace", "name": "grown", "scopes": []}),
+    )
+    .expect(409, "admin.conflict");
+    patch(json!({"name": "Demo Integration", "scopes": []})).expect(409, "admin.conflict");
+    assert_eq!(tools(&token), 2);
+    gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&op),
+        &json!({"scope": "workspace", "name": "grown", "scopes": [], "org_id": "org_other"}),
+    )
+    .expect(200, "common.success");
+    patch(json!({"scopes": ["Not A Scope"]})).expect(400, "common.validation");
+    patch(json!({})).expect(400, "common.validation");
+    patch(json!({"owner": "me"})).expect(400, "common.validation");
+}
+
 #[test]
 fn the_data_policy_is_patched_validated_and_enforced() {
     let gw = TestGateway::start();
@@ -237,15 +294,18 @@ fn three_apps_with_different_grants_see_three_manifests_and_a_hidden_tool_is_unk
     let gw = TestGateway::start();
     let op = gw.admin_token("operator");
     let mut lists = Vec::new();
-    for scopes in [
+    for (i, scopes) in [
         json!(["ledger.read"]),
         json!(["ledger.read", "transaction.read"]),
         json!(["transaction.read", "transaction.write"]),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let created = gw.admin_post(
             "/api/agent-admin/v1/apps",
             Some(&op),
-            &json!({"scope": "workspace", "name": "m", "scopes": scopes}),
+            &json!({"scope": "workspace", "name": format!("m{i}"), "scopes": scopes}),
         );
         let token = created.data()["token"].as_str().expect("token").to_string();
         let manifest = gw.get("/api/agent/v1/manifest", Some(&token));

@@ -488,3 +488,74 @@ fn a_plugin_version_that_breaks_a_loaded_policy_is_refused_and_the_old_version_k
         .expect("audited");
     assert_eq!(refusal.plugin.as_deref(), Some("fixture"));
 }
+
+/// Finding 5 of the security issue: plugin memory is bounded for the whole process. A
+/// call that cannot get memory from the shared budget waits briefly, then is refused with
+/// a stable code; the memory comes back and the next call is served.
+#[test]
+fn a_call_that_cannot_get_memory_from_the_shared_budget_is_refused_as_overloaded() {
+    let gw = TestGateway::builder()
+        .config("\n[plugin_runtime]\nmemory_budget_mib = 16\nwait_ms = 100\n")
+        .start();
+    // Its own limit (64 MiB) is above what the whole process may give plugins.
+    let path = manifest(
+        &gw,
+        "memory",
+        "test-memory",
+        &["hostile.memory"],
+        "[limits]\nmemory_mib = 64\n",
+    );
+    add(&gw, &path).expect(200, "common.success");
+    let token = hostile_app(&gw);
+    let refused = gw.get("/api/agent/v1/hostile-memory", Some(&token));
+    refused.expect(503, "agent.overloaded");
+    assert_eq!(refused.body["details"]["reason"], "plugin_memory");
+    assert_eq!(refused.headers["retry-after"], "1");
+    // Everything the hostile call held is back: another plugin's call is served.
+    gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+        .expect(200, "common.success");
+    let metrics = gw.admin_text("/api/agent-admin/v1/metrics", &gw.admin_token("auditor"));
+    assert!(
+        metrics.contains("openport_plugin_budget_refusals_total{plugin=\"memory\",budget=\"memory\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("openport_plugin_memory_reserved_bytes 0"), "{metrics}");
+}
+
+/// Finding 5: each plugin has a cap on calls in flight; more queue up to the plugin's own
+/// time budget, then are refused, while other plugins keep serving.
+#[test]
+fn a_plugin_past_its_concurrency_cap_queues_then_is_refused_and_others_keep_serving() {
+    let gw = TestGateway::start();
+    let path = manifest(
+        &gw,
+        "loop",
+        "test-loop",
+        &["hostile.loop"],
+        "[limits]\ntimeout_ms = 1000\nconcurrency = 1\n",
+    );
+    add(&gw, &path).expect(200, "common.success");
+    let token = hostile_app(&gw);
+    std::thread::scope(|scope| {
+        // One loops for its second, then keeps its slot another second (it misbehaved);
+        // the others queue for up to a second and are refused.
+        let calls: Vec<_> = (0..3)
+            .map(|i| {
+                let (gw, token) = (&gw, &token);
+                scope.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(150 * i));
+                    gw.get("/api/agent/v1/hostile-loop", Some(token))
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        gw.get("/api/agent/v1/ledgers", Some(&gw.full()))
+            .expect(200, "common.success");
+        let replies: Vec<_> = calls.into_iter().map(|c| c.join().expect("thread")).collect();
+        replies[0].expect(504, "agent.plugin_timeout");
+        for refused in &replies[1..] {
+            refused.expect(503, "agent.overloaded");
+            assert_eq!(refused.body["details"]["reason"], "plugin_concurrency");
+        }
+    });
+}

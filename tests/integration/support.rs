@@ -72,6 +72,7 @@ impl Reply {
 pub struct Builder {
     extra_config: String,
     server_config: String,
+    store_config: String,
     audit_config: String,
     anonymous_mcp: bool,
     clock: Option<SharedClock>,
@@ -98,6 +99,13 @@ impl Builder {
         self
     }
 
+    /// Adds a line to the config's `[store]` table.
+    pub fn store_config(mut self, line: &str) -> Self {
+        self.store_config.push_str(line);
+        self.store_config.push('\n');
+        self
+    }
+
     /// Runs the gateway on this clock instead of the system's (e.g. a `ManualClock`).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
@@ -121,9 +129,14 @@ impl Builder {
             let app = creds.app_ids.get(demo::MCP_LOCAL_APP).expect("the local MCP app");
             path = demo::write_config(dir.path(), any, any, Some(app)).expect("config");
         }
-        if !self.extra_config.is_empty() || !self.server_config.is_empty() || !self.audit_config.is_empty() {
+        if !self.extra_config.is_empty()
+            || !self.server_config.is_empty()
+            || !self.audit_config.is_empty()
+            || !self.store_config.is_empty()
+        {
             let mut text = std::fs::read_to_string(&path).expect("config");
             text = text.replace("[server]\n", &format!("[server]\n{}", self.server_config));
+            text = text.replace("[store]\n", &format!("[store]\n{}", self.store_config));
             text = text.replace("[audit]\n", &format!("[audit]\n{}", self.audit_config));
             text.push_str(&self.extra_config);
             std::fs::write(&path, text).expect("config");

@@ -79,6 +79,7 @@ enum Route {
     RestoreApp(String),
     DeleteApp(String),
     PatchPolicy(String),
+    UpdateApp(String),
     SetTags(String),
     AppTools(String),
     Policies,
@@ -120,6 +121,7 @@ impl Route {
             ("POST", ["apps", id, "restore"]) => Route::RestoreApp((*id).into()),
             ("DELETE", ["apps", id]) => Route::DeleteApp((*id).into()),
             ("PATCH", ["apps", id, "policy"]) => Route::PatchPolicy((*id).into()),
+            ("PATCH", ["apps", id]) => Route::UpdateApp((*id).into()),
             ("PUT", ["apps", id, "tags"]) => Route::SetTags((*id).into()),
             ("GET", ["apps", id, "tools"]) => Route::AppTools((*id).into()),
             ("GET", ["policies"]) => Route::Policies,
@@ -147,6 +149,7 @@ impl Route {
             Route::RestoreApp(_) => "agent_app.restore",
             Route::DeleteApp(_) => "agent_app.delete",
             Route::PatchPolicy(_) => "agent_app.policy.update",
+            Route::UpdateApp(_) => "agent_app.update",
             Route::SetTags(_) => "agent_app.tags.update",
             Route::AppTools(_) => "admin.apps.tools",
             Route::Policies => "admin.policies.read",
@@ -176,6 +179,7 @@ impl Route {
             | Route::RestoreApp(_)
             | Route::DeleteApp(_)
             | Route::PatchPolicy(_)
+            | Route::UpdateApp(_)
             | Route::SetTags(_)
             | Route::ValidatePolicies
             | Route::AddPlugin
@@ -294,6 +298,11 @@ async fn run(
     let app_error = |e: AppError| match e {
         AppError::Invalid(message) => Failure::validation(&[], message),
         AppError::NotFound(_) => Failure::new(codes::NOT_FOUND, "Agent app not found"),
+        AppError::NameTaken(name) => Failure::new(
+            codes::ADMIN_CONFLICT,
+            "An agent app of that name already exists in this tenant",
+        )
+        .with("name", name),
         AppError::Store(e) => internal(&e),
     };
     // A tenant-scoped admin sees and changes only its tenant's apps.
@@ -403,6 +412,17 @@ async fn run(
             }
             let mut done = Done::data(json!({"ok": true, "tags": tags}));
             done.details.insert("tags".into(), json!(tags));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::UpdateApp(app_id) => {
+            scoped_app(&app_id)?;
+            let update: apps::AppUpdate = json_body(inbound)?;
+            let fields = update.fields();
+            let app = apps::update_app(&gw.store, &app_id, update, &now).map_err(app_error)?;
+            let mut done = Done::data(apps::app_json(&gw.store, &app).map_err(|e| internal(&e))?);
+            done.details.insert("fields".into(), json!(fields));
+            done.details.insert("scopes".into(), json!(app.scopes));
             done.app_id = Some(app_id);
             Ok(done)
         }
@@ -669,7 +689,7 @@ async fn run(
         }
         Route::ExportAudit => {
             let query = query_map(inbound.query.as_deref());
-            let mut filter = audit_filter(&principal, &query);
+            let mut filter = audit_filter(&principal, &query, gw.clock.now())?;
             filter.ascending = true;
             filter.limit = 5_000;
             let mut lines = String::new();
@@ -724,7 +744,7 @@ async fn run(
         }
         Route::Audit => {
             let query = query_map(inbound.query.as_deref());
-            let filter = audit_filter(&principal, &query);
+            let filter = audit_filter(&principal, &query, gw.clock.now())?;
             let items = gw.store.audit.query(&filter).map_err(|e| internal(&e))?;
             Ok(Done::data(json!({"items": items})))
         }
@@ -770,19 +790,40 @@ fn query_map(query: Option<&str>) -> std::collections::HashMap<String, String> {
 }
 
 /// The audit filter of a query string; a tenant-scoped admin sees only its tenant.
-fn audit_filter(principal: &AdminPrincipal, query: &std::collections::HashMap<String, String>) -> AuditFilter {
-    AuditFilter {
+/// `since` and `until` are RFC 3339 or relative (`-1h`), `code` a known reason code:
+/// anything else is `400`, never a silently empty answer.
+fn audit_filter(
+    principal: &AdminPrincipal,
+    query: &std::collections::HashMap<String, String>,
+    now: time::OffsetDateTime,
+) -> Result<AuditFilter, Failure> {
+    let bound = |name: &str| {
+        query
+            .get(name)
+            .map(|t| crate::clock::parse_time_bound(t, now))
+            .transpose()
+            .map_err(|message| Failure::validation(&[], message))
+    };
+    if let Some(code) = query.get("code")
+        && codes::by_name(code).is_none()
+    {
+        return Err(Failure::validation(
+            &[],
+            format!("no reason code `{code}` (docs/reason-codes.md)"),
+        ));
+    }
+    Ok(AuditFilter {
         org_id: principal.org_id.clone().or_else(|| query.get("orgId").cloned()),
         app_id: query.get("appId").cloned(),
         tool: query.get("tool").cloned(),
         code: query.get("code").cloned(),
         request_id: query.get("requestId").cloned(),
-        since: query.get("since").cloned(),
-        until: query.get("until").cloned(),
+        since: bound("since")?,
+        until: bound("until")?,
         after_seq: None,
         limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100).min(1000),
         ascending: false,
-    }
+    })
 }
 
 /// A loaded plugin as the admin plane shows it.

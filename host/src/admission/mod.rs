@@ -11,6 +11,11 @@
 //! - a cap on calls in flight per app,
 //! - and a global cap on calls in flight, which sheds with `agent.overloaded`.
 //!
+//! Before any of that, before authentication: a token bucket per client address that only
+//! requests refused before authentication spend (a bad token, an unknown route, a body
+//! that does not parse). An address that spent it is refused at once, without looking at
+//! its request, until the bucket refills; well-behaved clients never touch it.
+//!
 //! Buckets refill continuously, so `Retry-After` is exact: a client that waits it out is
 //! admitted. Limits can be replaced at run time ([`Admission::set_limits`]); bucket state
 //! carries over.
@@ -71,6 +76,16 @@ pub struct Limits {
     pub classes: BTreeMap<String, RateClass>,
     /// Requests in flight across the gateway before it sheds load.
     pub max_in_flight: usize,
+    /// Refusals before authentication a client address may cause; `None`: unlimited.
+    pub unauthenticated: Option<Rate>,
+}
+
+impl Limits {
+    /// 200 refusals before authentication per address, refilled over 10 s (20 a second).
+    pub const DEFAULT_UNAUTHENTICATED: Rate = Rate {
+        requests: 200,
+        window_seconds: 10,
+    };
 }
 
 impl Default for Limits {
@@ -79,6 +94,7 @@ impl Default for Limits {
             default: RateClass::default(),
             classes: BTreeMap::new(),
             max_in_flight: 1024,
+            unauthenticated: Some(Limits::DEFAULT_UNAUTHENTICATED),
         }
     }
 }
@@ -99,6 +115,8 @@ pub enum Limit {
     Quota,
     Concurrency,
     Overloaded,
+    /// The client address's budget of refusals before authentication.
+    Unauthenticated,
 }
 
 impl Limit {
@@ -112,6 +130,7 @@ impl Limit {
             Limit::Quota => "quota",
             Limit::Concurrency => "concurrency",
             Limit::Overloaded => "global",
+            Limit::Unauthenticated => "per-address-unauthenticated",
         }
     }
 }
@@ -218,6 +237,8 @@ struct State {
     quota: HashMap<String, (i64, u32)>,
     /// app → calls in flight
     in_flight: HashMap<String, u32>,
+    /// client address → its budget of refusals before authentication
+    unauthenticated: Buckets,
 }
 
 /// Admission control for the agent plane.
@@ -274,6 +295,30 @@ impl Admission {
     /// Calls in flight across the gateway.
     pub fn in_flight(&self) -> usize {
         self.global.load(Ordering::Acquire)
+    }
+
+    /// Before authentication: refuses an address that spent its budget of refusals.
+    pub fn admit_address(&self, client: &str, now_ms: i64) -> Result<(), Refusal> {
+        let Some(rate) = self.limits().unauthenticated else {
+            return Ok(());
+        };
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.unauthenticated.wait_ms(client, rate, now_ms) {
+            0 => Ok(()),
+            wait => Err(Refusal {
+                limit: Limit::Unauthenticated,
+                retry_after_ms: wait,
+                rate: Some(rate),
+            }),
+        }
+    }
+
+    /// Spends one of the address's refusals before authentication.
+    pub fn charge_address(&self, client: &str, now_ms: i64) {
+        if let Some(rate) = self.limits().unauthenticated {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.unauthenticated.take(client, rate, now_ms);
+        }
     }
 
     /// Admits a call at `now_ms`, or says which limit refused and when to come back.
@@ -411,7 +456,24 @@ mod tests {
             default: class,
             classes: BTreeMap::new(),
             max_in_flight: 100,
+            unauthenticated: Some(Limits::DEFAULT_UNAUTHENTICATED),
         }
+    }
+
+    #[test]
+    fn an_address_that_spent_its_refusals_is_refused_before_authentication() {
+        let admission = Admission::new(limits(RateClass::default()));
+        for _ in 0..200 {
+            admission.admit_address("192.0.2.1", 0).expect("within budget");
+            admission.charge_address("192.0.2.1", 0);
+        }
+        let refusal = admission.admit_address("192.0.2.1", 0).expect_err("budget spent");
+        assert_eq!(refusal.limit, Limit::Unauthenticated);
+        assert_eq!(refusal.retry_after_ms, 50, "one refusal back every 50 ms (20 a second)");
+        admission
+            .admit_address("192.0.2.2", 0)
+            .expect("another address has its own budget");
+        admission.admit_address("192.0.2.1", 50).expect("refilled");
     }
 
     #[test]
@@ -500,6 +562,7 @@ mod tests {
             },
             classes: BTreeMap::new(),
             max_in_flight: 3,
+            unauthenticated: None,
         });
         let a = admission.admit(&caller(None), 0).expect("1");
         let _b = admission.admit(&caller(None), 0).expect("2");

@@ -8,6 +8,7 @@
 
 mod canonical;
 pub mod checkpoint;
+pub mod coalesce;
 mod verify;
 
 use std::net::IpAddr;
@@ -105,7 +106,8 @@ impl Status {
             | Reason::PluginTimeout
             | Reason::PluginUnavailable
             | Reason::WitnessUnavailable
-            | Reason::DraftExpired => Status::Failed,
+            | Reason::DraftExpired
+            | Reason::AdminConflict => Status::Failed,
         }
     }
 

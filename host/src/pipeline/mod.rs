@@ -12,6 +12,7 @@
 
 mod discovery;
 mod facts;
+mod gate;
 mod payload;
 mod request;
 mod trail;
@@ -53,9 +54,26 @@ pub async fn govern(
 ) -> Result<Reply, Refused> {
     let started = Stopwatch::start();
     let mut trail = Trail::new(binding.name());
-    let outcome = match operation {
-        Ok(operation) => steps(gw, inbound, operation, binding, credentials, &mut trail).await,
+    let outcome = match gate::before(gw, inbound, &mut trail) {
         Err(refused) => Err(refused),
+        Ok(client) => {
+            let outcome = match operation {
+                Ok(operation) => {
+                    steps(
+                        gw,
+                        inbound,
+                        operation,
+                        binding,
+                        credentials,
+                        &client.address,
+                        &mut trail,
+                    )
+                    .await
+                }
+                Err(refused) => Err(refused),
+            };
+            gate::after(gw, &client, &mut trail, outcome)
+        }
     };
     finish(gw, inbound, trail, outcome, started).await
 }
@@ -66,6 +84,7 @@ async fn steps(
     operation: Operation,
     binding: &dyn Binding,
     credentials: Credentials<'_>,
+    client: &str,
     trail: &mut Trail,
 ) -> Result<Reply, Refused> {
     // (1) The binding parsed and bounded the request.
@@ -96,27 +115,19 @@ async fn steps(
     binding.check_session()?;
 
     // (7) Network policy.
-    let client_ip = network::client_ip(
-        inbound.peer,
-        inbound.forwarded_for.as_deref(),
-        &gw.config.trusted_proxies,
-    );
-    trail.client_ip = Some(client_ip);
+    let client_ip = trail.client_ip.unwrap_or(inbound.peer);
     if !network::allowed(client_ip, principal.app.policy.allowed_ips()) {
-        return Err(
-            Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration")
-                .with("reason", "network_policy")
-                .into(),
-        );
+        trail.coalescable = true;
+        let denied = Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration");
+        return Err(denied.with("reason", "network_policy").into());
     }
 
     // (8) Admission control, before any plugin or Cedar work.
-    let client = client_ip.to_string();
     let caller = Caller {
         app_id: &principal.app.id,
         key_id: &principal.key.id,
         tenant: &principal.org_id,
-        client: &client,
+        client,
         tool: operation.tool_hint(),
         class: principal.app.policy.rate_class(),
     };
@@ -124,6 +135,7 @@ async fn steps(
         Ok(permit) => trail.permit = Some(permit),
         Err(refusal) => {
             gw.metrics.refusal(refusal.limit.name());
+            trail.coalescable = true;
             return Err(rate_refusal(&refusal));
         }
     }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::admission::Permit;
 use crate::audit::AuditEvent;
+use crate::audit::coalesce::Coalesced;
 use crate::auth::Principal;
 use crate::authz::{Authorizer, Decision};
 use crate::catalog::Tool;
@@ -35,6 +36,10 @@ pub struct Trail {
     pub permit: Option<Permit>,
     /// Time spent per pipeline stage, for the metrics.
     pub stages: Vec<(&'static str, std::time::Duration)>,
+    /// Refused by admission or network policy (or before any step): under a flood such a
+    /// refusal may be counted in a summary event instead of one of its own. Refusals
+    /// before authentication always may.
+    pub coalescable: bool,
 }
 
 impl Trail {
@@ -99,10 +104,25 @@ pub(super) async fn finish(
         Err(refused) => refused.failure.code,
     };
     let client_ip = trail.client_ip.unwrap_or(inbound.peer);
+    let now_iso = gw.now_iso();
+    let refusal = matches!(&outcome, Err(refused) if refused.internal.is_none());
+    if refusal
+        && (trail.coalescable || trail.principal.is_none())
+        && gw
+            .refusals
+            .note(client_ip, code, &inbound.request_id, gw.clock.now_ms(), &now_iso)
+            == Coalesced::Summarized
+    {
+        // Accounted for in the source's summary event (written within a second).
+        gw.metrics.coalesced_refusal();
+        gw.metrics.request("agent", None, code.name, started.elapsed());
+        drop(trail.permit);
+        return outcome;
+    }
     let mut event = AuditEvent::for_request(
         std::mem::take(&mut trail.action),
         code,
-        gw.now_iso(),
+        now_iso,
         &inbound.audit_facts(client_ip),
     );
     if let Some(p) = &trail.principal {

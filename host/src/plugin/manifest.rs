@@ -50,6 +50,10 @@ pub struct Limits {
     pub memory_mib: u64,
     #[serde(default = "default_max_output_bytes")]
     pub max_output_bytes: usize,
+    /// Calls of this plugin in flight at once; more wait briefly, then are refused
+    /// (`503 agent.overloaded`).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +62,7 @@ impl Default for Limits {
             timeout_ms: default_timeout_ms(),
             memory_mib: default_memory_mib(),
             max_output_bytes: default_max_output_bytes(),
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -67,6 +72,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_memory_mib() -> u64 {
     64
+}
+fn default_concurrency() -> u32 {
+    8
 }
 fn default_max_output_bytes() -> usize {
     1 << 20

@@ -7,6 +7,7 @@
 //! no files, environment, arguments, stdio or sockets.
 
 mod bindings;
+mod budget;
 mod host_impl;
 pub mod manifest;
 
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
     UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -28,10 +29,16 @@ use crate::clock::{SharedClock, monotonic_now};
 use crate::hashing::sha256_hex;
 use crate::store::Store as Db;
 use crate::tool::{Descriptor, Effect, Risk};
+pub use budget::{Budget, Budgets};
 pub use manifest::{Grants, Limits, PluginManifest, World};
 
-/// How often the epoch advances; deadlines are rounded up to it.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
+use self::budget::{CallLimiter, Slots};
+
+/// How long a call that trapped, ran out of time or of memory keeps its plugin's slot.
+const MISBEHAVIOUR_PENALTY: Duration = Duration::from_secs(1);
+/// How often the epoch advances; deadlines are rounded up to it, and a running call
+/// yields to the executor at each tick.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Calls running longer than this are throttled ...
 const LONG_CALL: Duration = Duration::from_millis(20);
 /// ... sleeping this long after each epoch slice (about a tenth of a core).
@@ -70,6 +77,9 @@ pub enum CallError {
     Instantiate(String),
     #[error("plugin returned an error: {0:?}")]
     Guest(GuestError),
+    /// Not started, or stopped before it could grow: a shared budget stayed exhausted.
+    #[error("plugin call refused: the {} budget stayed exhausted", .0.name())]
+    Busy(Budget),
 }
 
 /// The WIT `error` variant, as host data.
@@ -154,7 +164,7 @@ struct PluginEnv {
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: CallLimiter,
     env: Arc<PluginEnv>,
     tenant: String,
     request_id: String,
@@ -194,6 +204,8 @@ pub struct Plugin {
     pre: Pre,
     env: Arc<PluginEnv>,
     engine: Engine,
+    budgets: Arc<Budgets>,
+    slots: Slots,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -212,6 +224,7 @@ pub struct PluginRuntime {
     linker: Arc<Linker<CallState>>,
     store: Arc<Db>,
     clock: SharedClock,
+    budgets: Arc<Budgets>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -222,7 +235,12 @@ impl std::fmt::Debug for PluginRuntime {
 
 impl PluginRuntime {
     /// Builds the engine. `cache_dir` holds compiled code keyed by digest and settings.
-    pub fn new(store: Arc<Db>, clock: SharedClock, cache_dir: Option<&Path>) -> Result<PluginRuntime, LoadError> {
+    pub fn new(
+        store: Arc<Db>,
+        clock: SharedClock,
+        cache_dir: Option<&Path>,
+        budgets: Budgets,
+    ) -> Result<PluginRuntime, LoadError> {
         let runtime = |e: wasmtime::Error| LoadError::Runtime(e.to_string());
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -237,12 +255,15 @@ impl PluginRuntime {
             // A fresh instance per call must not pay a page-table flush (madvise, and its
             // cross-core TLB shootdown) every time: reset slots in place instead. The
             // PAGEMAP_SCAN ioctl (Linux 6.7+) finds the pages a call dirtied, so only those
-            // are rewritten; what must still be decommitted goes in batches.
+            // are rewritten.
             .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(4 << 20)
             .table_keep_resident(1 << 16)
             .async_stack_keep_resident(128 << 10)
-            .decommit_batch_size(64);
+            // Decommit at once what a call grew past the resident part, and keep few idle
+            // slots warm: after a memory-hungry plugin's calls, the memory goes back.
+            .decommit_batch_size(1)
+            .max_unused_warm_slots(8);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
@@ -269,6 +290,7 @@ impl PluginRuntime {
             linker: Arc::new(linker),
             store,
             clock,
+            budgets: Arc::new(budgets),
         })
     }
 
@@ -316,11 +338,13 @@ impl PluginRuntime {
             clock: self.clock.clone(),
         });
         let plugin = Arc::new(Plugin {
+            slots: Slots::new(manifest.limits.concurrency),
             manifest,
             digest,
             pre,
             env,
             engine: self.engine.clone(),
+            budgets: self.budgets.clone(),
         });
         let ctx = CallContext {
             tenant: String::new(),
@@ -502,12 +526,15 @@ impl Plugin {
         let state = CallState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(32)
-                .tables(64)
-                .trap_on_grow_failure(true)
-                .build(),
+            limiter: CallLimiter::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .instances(32)
+                    .tables(64)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                self.budgets.clone(),
+            ),
             env: self.env.clone(),
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
@@ -516,7 +543,7 @@ impl Plugin {
             max_output_bytes: limits.max_output_bytes,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter_async(|s| &mut s.limiter);
         let deadline = monotonic_now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
         // Yield to the executor on every tick so a looping guest cannot starve other
@@ -549,12 +576,16 @@ impl Plugin {
         let Pre::Adapter(pre) = &self.pre else {
             return Err(CallError::Instantiate("not a tool adapter".into()));
         };
+        let slot = self.slot().await?;
         let mut store = self.fresh_store(ctx);
-        let adapter = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| classify(&e, true))?;
-        f(&adapter, &mut store).await.map_err(|e| classify(&e, false))
+        let adapter = match pre.instantiate_async(&mut store).await {
+            Ok(adapter) => adapter,
+            Err(e) => return Err(self.failure(store, &e, true, slot)),
+        };
+        match f(&adapter, &mut store).await {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.failure(store, &e, false, slot)),
+        }
     }
 
     /// Instantiates the state witness in a fresh store and runs `f`.
@@ -566,12 +597,49 @@ impl Plugin {
         let Pre::Witness(pre) = &self.pre else {
             return Err(CallError::Instantiate("not a state witness".into()));
         };
+        let slot = self.slot().await?;
         let mut store = self.fresh_store(ctx);
-        let witness = pre
-            .instantiate_async(&mut store)
+        let witness = match pre.instantiate_async(&mut store).await {
+            Ok(witness) => witness,
+            Err(e) => return Err(self.failure(store, &e, true, slot)),
+        };
+        match f(&witness, &mut store).await {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.failure(store, &e, false, slot)),
+        }
+    }
+
+    /// One of this plugin's call slots. Calls queue for one up to the plugin's own time
+    /// budget: under honest load they wait their turn; a hostile plugin's callers only
+    /// queue behind each other.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CallError> {
+        self.slots
+            .take(Duration::from_millis(self.manifest.limits.timeout_ms))
             .await
-            .map_err(|e| classify(&e, true))?;
-        f(&witness, &mut store).await.map_err(|e| classify(&e, false))
+            .ok_or_else(|| self.budgets.refused(&self.manifest.name, Budget::Concurrency))
+    }
+
+    /// Why a call failed: the shared memory budget, or what the engine says (a trap, its
+    /// deadline, its memory limit). Such a call misbehaved: its slot stays taken for
+    /// [`MISBEHAVIOUR_PENALTY`] more, so a plugin whose calls keep failing gets a small
+    /// share of the machine however hard it is called. Its store (and memory) go now.
+    fn failure(
+        &self,
+        store: Store<CallState>,
+        e: &wasmtime::Error,
+        instantiating: bool,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> CallError {
+        let starved = store.data().limiter.starved;
+        drop(store);
+        tokio::spawn(async move {
+            tokio::time::sleep(MISBEHAVIOUR_PENALTY).await;
+            drop(slot);
+        });
+        if starved {
+            return self.budgets.refused(&self.manifest.name, Budget::Memory);
+        }
+        classify(e, instantiating)
     }
 
     /// Captures the state a write depends on, as a JSON object.

@@ -86,6 +86,7 @@ codes! {
     DRAFT_EXPIRED / DraftExpired = ("agent.draft_expired", 410, false, false, "a draft past its review window");
     ADMIN_UNAUTHORIZED / AdminUnauthorized = ("admin.unauthorized", 401, false, false, "admin plane credential missing or invalid");
     ADMIN_FORBIDDEN / AdminForbidden = ("admin.forbidden", 403, false, false, "admin credential's role lacks the right");
+    ADMIN_CONFLICT / AdminConflict = ("admin.conflict", 409, false, false, "the change conflicts with what exists (an app name already used in the tenant)");
 }
 
 /// Looks a code up by its wire string.

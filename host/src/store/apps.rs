@@ -204,11 +204,13 @@ impl Apps {
         Ok(value)
     }
 
-    pub fn insert(&self, app: &AppRecord) -> Result<(), StoreError> {
+    /// Inserts an app unless another app of its tenant has its name; `false` then.
+    pub fn insert(&self, app: &AppRecord) -> Result<bool, StoreError> {
         self.write_credentials(|conn| {
-            conn.execute(
+            let n = conn.execute(
                 &format!(
-                    "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                    "INSERT INTO apps ({APP_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
+                     WHERE NOT EXISTS (SELECT 1 FROM apps WHERE org_id IS ?5 AND name = ?2)"
                 ),
                 params![
                     app.id,
@@ -228,7 +230,30 @@ impl Apps {
                     to_json(&app.tags, "tags")?
                 ],
             )?;
-            Ok(())
+            Ok(n == 1)
+        })
+    }
+
+    /// Replaces what an operator may change of an app (name, description, scopes, data
+    /// policy, tags) in one statement, unless another app of its tenant has the new name;
+    /// `false` then, or when there is no such app.
+    pub fn update(&self, app: &AppRecord, now: &str) -> Result<bool, StoreError> {
+        self.write_credentials(|conn| {
+            let n = conn.execute(
+                "UPDATE apps SET name = ?2, description = ?3, scopes = ?4, policy = ?5, tags = ?6, updated_at = ?7
+                 WHERE id = ?1 AND NOT EXISTS (
+                     SELECT 1 FROM apps other WHERE other.org_id IS apps.org_id AND other.name = ?2 AND other.id != ?1)",
+                params![
+                    app.id,
+                    app.name,
+                    app.description,
+                    to_json(&app.scopes, "scopes")?,
+                    to_json(&app.policy, "policy")?,
+                    to_json(&app.tags, "tags")?,
+                    now
+                ],
+            )?;
+            Ok(n == 1)
         })
     }
 
@@ -381,6 +406,15 @@ impl Apps {
             ],
         )?;
         Ok(())
+    }
+
+    /// Whether any admin token that is not revoked exists (a fresh store has none).
+    pub fn has_admin_tokens(&self) -> Result<bool, StoreError> {
+        let conn = self.db.conn()?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL", [], |r| {
+            r.get(0)
+        })?;
+        Ok(n > 0)
     }
 
     pub fn admin_tokens_by_prefix(&self, prefix: &str) -> Result<Vec<AdminTokenRecord>, StoreError> {
