@@ -221,8 +221,23 @@ enum DraftsCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Load a plugin from its manifest (or replace the loaded one of the same name).
-    Add { manifest: PathBuf },
+    /// Upload a plugin (its manifest, the component and the policy files it names, read
+    /// here) and make it the active version; it is kept in the gateway's store.
+    Add {
+        manifest: PathBuf,
+        /// The gateway is ready without it when it fails to load at start.
+        #[arg(long)]
+        optional: bool,
+    },
+    /// The kept versions of a plugin, oldest first.
+    Versions { name: String },
+    /// Make an earlier kept version active again (default: the one before the active one).
+    Rollback {
+        name: String,
+        /// A version (`1.2.0`) or the start of a version id.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// The loaded plugins with their digests, tools, grants and limits.
     List,
     /// Remove a plugin and its tools.
@@ -570,18 +585,25 @@ pub fn main() -> ExitCode {
             ),
         },
         Command::Plugin { admin, command } => match command {
-            PluginCommand::Add { manifest } => match std::path::absolute(&manifest) {
-                Ok(path) => admin_call(
+            PluginCommand::Add { manifest, optional } => match plugin_upload(&manifest) {
+                Ok(upload) => admin_call(
                     &admin,
                     "POST",
                     "plugins".into(),
-                    Some(serde_json::json!({"manifest": path})),
+                    Some(serde_json::json!({"upload": upload, "optional": optional})),
                 ),
                 Err(e) => {
-                    eprintln!("error: `{}`: {e}", manifest.display());
+                    eprintln!("error: {e}");
                     ExitCode::from(EX_USAGE)
                 }
             },
+            PluginCommand::Versions { name } => admin_call(&admin, "GET", format!("plugins/{name}/versions"), None),
+            PluginCommand::Rollback { name, to } => admin_call(
+                &admin,
+                "POST",
+                format!("plugins/{name}/rollback"),
+                Some(serde_json::json!({"to": to})),
+            ),
             PluginCommand::List => admin_call(&admin, "GET", "plugins".into(), None),
             PluginCommand::Remove { name } => admin_call(&admin, "DELETE", format!("plugins/{name}"), None),
         },
@@ -609,6 +631,25 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A plugin's upload body: the manifest's text, the component (base64) and the policy
+/// files the manifest names, all read on this machine.
+fn plugin_upload(path: &Path) -> Result<serde_json::Value, String> {
+    use base64::Engine as _;
+    let manifest = crate::plugin::PluginManifest::load(path).map_err(|e| e.to_string())?;
+    let component = std::fs::read(&manifest.component)
+        .map_err(|e| format!("cannot read the component `{}`: {e}", manifest.component.display()))?;
+    let policies: serde_json::Map<String, serde_json::Value> = manifest
+        .policy_files
+        .iter()
+        .map(|(name, text)| (name.clone(), text.clone().into()))
+        .collect();
+    Ok(serde_json::json!({
+        "manifest": manifest.text,
+        "component": base64::engine::general_purpose::STANDARD.encode(component),
+        "policies": policies,
+    }))
 }
 
 /// `openport admin-token create`: a token straight into the store, printed once.
@@ -770,6 +811,13 @@ fn check(path: &Path) -> ExitCode {
         let clock: SharedClock = Arc::new(SystemClock);
         match crate::Gateway::start(config, clock).await {
             Ok(gw) => {
+                let unavailable = gw.unavailable_plugins();
+                if !unavailable.is_empty() {
+                    for (name, error) in &unavailable {
+                        eprintln!("error: plugin `{name}` (kept in the store) does not load: {error}");
+                    }
+                    return ExitCode::from(EX_USAGE);
+                }
                 let catalog = gw.catalog();
                 println!(
                     "config `{}` is valid: {} policies, {} plugins, {} tools",

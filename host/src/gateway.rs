@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::plugin::manifest::ManifestError;
 use crate::plugin::{Budgets, LoadError, PluginManifest, PluginRuntime};
 use crate::protocol::codes;
-use crate::store::{Store, StoreError};
+use crate::store::{PluginVersion, Remembered, Store, StoreError, StoredPlugin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,10 +59,36 @@ pub struct Gateway {
     _checkpointer: Arc<()>,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
+    /// Remembered plugins that did not load at start: the gateway is not ready.
+    unavailable: RwLock<std::collections::BTreeMap<String, String>>,
     /// The operator's base schema and policy files: with the loaded plugins' tools and
     /// shipped policies, they make the active set. Held while the catalog or the policy
     /// set changes, so the two change together.
     operator_policies: tokio::sync::Mutex<OperatorPolicies>,
+}
+
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// A kept version's identity: its component and manifest (the same component with other
+/// limits or grants is another version).
+fn version_id(manifest: &PluginManifest) -> String {
+    let policies = serde_json::to_string(&manifest.policy_files).unwrap_or_default();
+    crate::hashing::sha256_hex(format!("{}\n{}\n{policies}", manifest.sha256, manifest.text).as_bytes())
+}
+
+/// A kept version's manifest, with the policy files kept beside it.
+fn stored_manifest(name: &str, stored: &StoredPlugin) -> Result<PluginManifest, ManifestError> {
+    PluginManifest::parse(&stored.manifest, &format!("store:{name}@{}", stored.id))?
+        .with_policy_files(stored.policies.clone())
 }
 
 /// The plugin runtime's shared budgets, as configured.
@@ -176,6 +202,7 @@ impl Gateway {
             instance_id: ulid::Ulid::new().to_string(),
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            unavailable: RwLock::new(std::collections::BTreeMap::new()),
             authz: RwLock::new(Arc::new(authz)),
             operator_policies: tokio::sync::Mutex::new(before_plugins),
             store,
@@ -246,14 +273,16 @@ impl Gateway {
             .plugins
             .remembered()
             .map_err(|source| gateway.store_failure(source))?;
-        for (name, path) in remembered {
-            match PluginManifest::load(std::path::Path::new(&path)) {
-                Ok(manifest) => {
-                    if let Err(e) = gateway.load_plugin(manifest, "restart").await {
-                        tracing::warn!(plugin = %name, error = %e, "a remembered plugin no longer loads");
-                    }
+        for plugin in remembered {
+            if let Err(e) = gateway.load_remembered(&plugin).await {
+                tracing::error!(plugin = %plugin.name, optional = plugin.optional, error = %e, "a remembered plugin did not load");
+                if !plugin.optional {
+                    gateway
+                        .unavailable
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(plugin.name.clone(), e);
                 }
-                Err(e) => tracing::warn!(plugin = %name, error = %e, "a remembered plugin manifest is unreadable"),
             }
         }
         {
@@ -263,6 +292,30 @@ impl Gateway {
             *current = operator;
         }
         Ok(gateway)
+    }
+
+    /// A remembered plugin: its active version from the store, or (a plugin remembered
+    /// before versions were kept) its manifest path, then kept in the store.
+    async fn load_remembered(&self, plugin: &Remembered) -> Result<(), String> {
+        let Some(id) = &plugin.version_id else {
+            let manifest =
+                PluginManifest::load(std::path::Path::new(&plugin.manifest_path)).map_err(|e| e.to_string())?;
+            let component = std::fs::read(&manifest.component).map_err(|e| e.to_string())?;
+            return self
+                .add_plugin(manifest, &component, &plugin.manifest_path, plugin.optional, "restart")
+                .await
+                .map_err(|e| e.to_string());
+        };
+        let stored = self
+            .store
+            .plugins
+            .content(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("its active version {id} is not in the store"))?;
+        let manifest = stored_manifest(&plugin.name, &stored).map_err(|e| e.to_string())?;
+        self.load_plugin_bytes(manifest, &stored.component, "restart")
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The current catalog snapshot.
@@ -290,15 +343,31 @@ impl Gateway {
     /// their `Arc` of the old one and finish on it. Every load, replace and refusal is an
     /// audit event; `by` names who asked.
     pub async fn load_plugin(&self, manifest: PluginManifest, by: &str) -> Result<(), StartError> {
+        let bytes = std::fs::read(&manifest.component).map_err(|source| StartError::Plugin {
+            name: manifest.name.clone(),
+            source: LoadError::Read {
+                path: manifest.component.display().to_string(),
+                source,
+            },
+        })?;
+        self.load_plugin_bytes(manifest, &bytes, by).await
+    }
+
+    /// As [`load_plugin`](Self::load_plugin), with the component's bytes at hand.
+    async fn load_plugin_bytes(&self, manifest: PluginManifest, bytes: &[u8], by: &str) -> Result<(), StartError> {
         let name = manifest.name.clone();
         let overrides = manifest.risk.clone();
         let replaces = self.catalog().plugins().any(|p| p.name() == name);
         let operator = self.operator_policies.lock().await;
         let result = async {
-            let loaded = self.runtime.load(manifest).await.map_err(|source| StartError::Plugin {
-                name: name.clone(),
-                source,
-            })?;
+            let loaded = self
+                .runtime
+                .load_bytes(manifest, bytes)
+                .await
+                .map_err(|source| StartError::Plugin {
+                    name: name.clone(),
+                    source,
+                })?;
             let plugin = loaded.plugin.clone();
             let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
             let next = with_loaded(&guard, loaded, &overrides)?;
@@ -327,12 +396,14 @@ impl Gateway {
         let mut event = match &result {
             Ok(plugin) => {
                 let action = if replaces { "plugin.replace" } else { "plugin.load" };
+                tracing::info!(plugin = %name, version = %plugin.version(), digest = %plugin.digest(), by, action, "plugin loaded");
                 let mut e = AuditEvent::new(action, codes::SUCCESS, self.now_iso());
                 e.plugin_digest = Some(plugin.digest().to_string());
                 e.details.insert("version".into(), plugin.version().into());
                 e
             }
             Err(err) => {
+                tracing::warn!(plugin = %name, by, error = %err, "plugin refused; the loaded version (if any) keeps serving");
                 let mut e = AuditEvent::new("plugin.refused", codes::VALIDATION, self.now_iso());
                 e.details.insert("error".into(), err.to_string().into());
                 e
@@ -346,6 +417,127 @@ impl Gateway {
 
     /// Removes a plugin and its tools; calls in flight finish on it. `false` when no
     /// plugin has that name.
+    /// Loads a plugin version and keeps it in the store as the plugin's active version:
+    /// after a restart it comes back from the store alone, whatever happened to the files
+    /// it came from. `source` says where it came from (a path, `upload`).
+    pub async fn add_plugin(
+        &self,
+        manifest: PluginManifest,
+        component: &[u8],
+        source: &str,
+        optional: bool,
+        by: &str,
+    ) -> Result<(), StartError> {
+        let kept = (manifest.clone(), component.to_vec());
+        self.load_plugin_bytes(manifest, component, by).await?;
+        self.keep_active(&kept.0, &kept.1, source, optional, by)
+    }
+
+    fn keep_active(
+        &self,
+        manifest: &PluginManifest,
+        component: &[u8],
+        source: &str,
+        optional: bool,
+        by: &str,
+    ) -> Result<(), StartError> {
+        let id = version_id(manifest);
+        self.store
+            .plugins
+            .activate(
+                crate::store::NewVersion {
+                    id: &id,
+                    name: &manifest.name,
+                    version: &manifest.version,
+                    digest: &manifest.sha256,
+                    manifest: &manifest.text,
+                    policies: &manifest.policy_files,
+                    component,
+                },
+                source,
+                optional,
+                by,
+                &self.now_iso(),
+            )
+            .map_err(|e| self.store_failure(e))?;
+        self.unavailable
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&manifest.name);
+        Ok(())
+    }
+
+    /// Makes a kept version active again: the one named by `to` (a version string or the
+    /// start of a version id), or else the version added before the active one. It is
+    /// loaded and checked like any new version; on failure the current one keeps serving.
+    pub async fn rollback_plugin(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        by: &str,
+    ) -> Result<PluginVersion, RollbackError> {
+        let versions = self
+            .store
+            .plugins
+            .versions(name)
+            .map_err(|e| RollbackError::Store(e.to_string()))?;
+        if versions.is_empty() {
+            return Err(RollbackError::NotFound(format!("no kept versions of plugin `{name}`")));
+        }
+        let target = match to {
+            Some(to) => versions
+                .iter()
+                .rev()
+                .find(|v| v.version == to || (to.len() >= 8 && v.id.starts_with(to)))
+                .ok_or_else(|| RollbackError::NotFound(format!("plugin `{name}` has no kept version `{to}`")))?,
+            None => {
+                let active = versions.iter().position(|v| v.active).unwrap_or(versions.len());
+                active.checked_sub(1).and_then(|i| versions.get(i)).ok_or_else(|| {
+                    RollbackError::Invalid(format!("plugin `{name}` has no version before the active one"))
+                })?
+            }
+        };
+        let stored = self
+            .store
+            .plugins
+            .content(&target.id)
+            .map_err(|e| RollbackError::Store(e.to_string()))?
+            .ok_or_else(|| RollbackError::NotFound(format!("version {} is gone", target.id)))?;
+        let manifest = stored_manifest(name, &stored).map_err(|e| RollbackError::Invalid(e.to_string()))?;
+        self.load_plugin_bytes(manifest.clone(), &stored.component, by)
+            .await
+            .map_err(|e| RollbackError::Invalid(e.to_string()))?;
+        let optional = self
+            .store
+            .plugins
+            .remembered()
+            .map_err(|e| RollbackError::Store(e.to_string()))?
+            .iter()
+            .any(|r| r.name == name && r.optional);
+        self.keep_active(&manifest, &stored.component, "rollback", optional, by)
+            .map_err(|e| RollbackError::Store(e.to_string()))?;
+        let mut event = AuditEvent::new("plugin.rollback", codes::SUCCESS, self.now_iso());
+        event.plugin = Some(name.to_string());
+        event.plugin_digest = Some(target.digest.clone());
+        event.details.insert("version".into(), target.version.clone().into());
+        event.details.insert("versionId".into(), target.id.clone().into());
+        event.performed_by_user_id = Some(by.to_string());
+        self.audit
+            .record(event)
+            .await
+            .map_err(|e| RollbackError::Store(e.to_string()))?;
+        tracing::info!(plugin = %name, version = %target.version, by, "plugin rolled back");
+        let mut active = target.clone();
+        active.active = true;
+        Ok(active)
+    }
+
+    /// Remembered plugins that did not load at start (name → why), the optional ones
+    /// left out: while any is here the gateway is not ready.
+    pub fn unavailable_plugins(&self) -> std::collections::BTreeMap<String, String> {
+        self.unavailable.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub async fn remove_plugin(&self, name: &str, by: &str) -> Result<bool, StartError> {
         let operator = self.operator_policies.lock().await;
         let removed = {
@@ -364,7 +556,17 @@ impl Gateway {
             existed
         };
         drop(operator);
+        // A remembered plugin that did not load can be removed too (the gateway is ready
+        // again without it).
+        let was_unavailable = self
+            .unavailable
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .is_some();
+        let removed = removed || was_unavailable;
         if removed {
+            tracing::info!(plugin = %name, by, "plugin removed");
             let mut event = AuditEvent::new("plugin.remove", codes::SUCCESS, self.now_iso());
             event.plugin = Some(name.to_string());
             event.performed_by_user_id = Some(by.to_string());
@@ -477,6 +679,10 @@ impl Gateway {
         };
         event.performed_by_user_id = Some(by.to_string());
         self.audit.record(event).await?;
+        if let Err(e) = &result {
+            self.metrics.reload_failed();
+            tracing::warn!(by, error = %e, "reload refused; the running config and policies stay");
+        }
         let (config, next_operator, authz) = result?;
         let summary = format!(
             "{} policies; default rate {} per {} s",
@@ -487,6 +693,7 @@ impl Gateway {
         self.admission.set_limits(config.admission);
         *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
         *operator = next_operator;
+        tracing::info!(by, %summary, "config and policies reloaded");
         Ok(summary)
     }
 

@@ -109,6 +109,20 @@ pub struct Metrics {
     data_dir_bytes: Gauge,
     disk_budget_exceeded: Gauge,
     plugin_budget: PluginBudgetMetrics,
+    plugin_info: Family<PluginInfoLabels, Gauge>,
+    reload_failures: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginInfoLabels {
+    plugin: String,
+    version: String,
+    sha256: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -212,8 +226,29 @@ impl Metrics {
             "Linear memory reserved by plugin calls in flight, against the process-wide budget",
             plugin_budget.reserved.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running build (always 1)", build_info);
+        let plugin_info = Family::<PluginInfoLabels, Gauge>::default();
+        registry.register(
+            "plugin_info",
+            "Loaded plugins, one series each with its version and digest (always 1)",
+            plugin_info.clone(),
+        );
+        let reload_failures = Counter::default();
+        registry.register(
+            "reload_failures",
+            "Config and policy reloads refused (the running set stayed)",
+            reload_failures.clone(),
+        );
         Metrics {
             registry,
+            plugin_info,
+            reload_failures,
             coalesced_refusals,
             data_dir_bytes,
             disk_budget_exceeded,
@@ -288,8 +323,28 @@ impl Metrics {
         self.plugin_budget.clone()
     }
 
-    /// Renders the text exposition format, with gauges read now.
-    pub fn render(&self, drafts_by_state: &[(String, i64)], in_flight: usize) -> String {
+    pub fn reload_failed(&self) {
+        self.reload_failures.inc();
+    }
+
+    /// Renders the text exposition format, with gauges read now: drafts by state, calls
+    /// in flight, and the loaded plugins as (name, version, digest).
+    pub fn render(
+        &self,
+        drafts_by_state: &[(String, i64)],
+        in_flight: usize,
+        plugins: &[(String, String, String)],
+    ) -> String {
+        self.plugin_info.clear();
+        for (plugin, version, sha256) in plugins {
+            self.plugin_info
+                .get_or_create(&PluginInfoLabels {
+                    plugin: plugin.clone(),
+                    version: version.clone(),
+                    sha256: sha256.clone(),
+                })
+                .set(1);
+        }
         for (state, count) in drafts_by_state {
             self.drafts
                 .get_or_create(&StateLabels { state: state.clone() })
@@ -321,7 +376,11 @@ mod tests {
         m.plugin("ledger", Duration::from_micros(40));
         m.refusal("per-key");
         m.audit_writer().batch_events.observe(3.0);
-        let text = m.render(&[("draft".into(), 3)], 2);
+        let text = m.render(
+            &[("draft".into(), 3)],
+            2,
+            &[("ledger".into(), "1.0.0".into(), "ab".into())],
+        );
         for needle in [
             "# TYPE openport_requests counter",
             "openport_requests_total{plane=\"agent\",tool=\"ledger.list\",code=\"common.success\"} 1",
@@ -332,6 +391,10 @@ mod tests {
             "openport_in_flight 2",
             "openport_audit_batch_events_count 1",
             "openport_audit_commit_seconds_bucket{le=",
+            "openport_build_info{version=",
+            "openport_plugin_info{plugin=\"ledger\",version=\"1.0.0\",sha256=\"ab\"} 1",
+            "openport_reload_failures_total 0",
+            "openport_coalesced_refusals_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

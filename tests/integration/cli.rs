@@ -903,3 +903,49 @@ fn the_first_admin_token_is_made_offline_and_serve_accepts_it() {
     assert_eq!(answer("opa_not_a_token_at_all_000000"), 401);
     runtime.block_on(server.stop());
 }
+
+/// Running it for real, item 3, as an operator types it: `plugin add` uploads from this
+/// machine, `versions` lists what the store keeps, `rollback` goes back one.
+#[test]
+fn plugin_add_uploads_and_rollback_goes_back_from_the_command_line() {
+    let gw = TestGateway::start();
+    let built = std::path::Path::new(openport::demo::artifacts::ARTIFACT_DIR).join("test_trap.wasm");
+    let digest = openport::hashing::sha256_hex(&std::fs::read(&built).expect("read"));
+    let manifest = |version: &str| {
+        let path = gw.dir.path().join(format!("trap-{version}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"trap\"\nversion = \"{version}\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = \"{digest}\"\ntools = [\"hostile.trap\"]\n",
+                built.display().to_string()
+            ),
+        )
+        .expect("write");
+        path
+    };
+    let cli = |args: &[&str]| {
+        let out = openport()
+            .args(["plugin"])
+            .args(args)
+            .env("OPENPORT_ADMIN_URL", &gw.admin)
+            .env("OPENPORT_ADMIN_TOKEN", gw.admin_token("operator"))
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    for version in ["1.0.0", "2.0.0"] {
+        let path = manifest(version);
+        cli(&["add", path.to_str().expect("utf-8")]);
+    }
+    let versions = cli(&["versions", "trap"]);
+    assert_eq!(versions["items"].as_array().map(Vec::len), Some(2), "{versions}");
+    let back = cli(&["rollback", "trap"]);
+    assert_eq!(back["active"]["version"], "1.0.0", "{back}");
+    let help = openport().args(["plugin", "rollback", "--help"]).output().expect("run");
+    assert!(help.status.success());
+}

@@ -423,3 +423,29 @@ fn a_draft_expires_exactly_at_the_end_of_its_review_window() {
     assert_eq!(read.data()["execution"], serde_json::Value::Null);
     assert_eq!(transactions(&gw), 3, "only the first draft ran");
 }
+
+/// Running it for real, item 9: the `review_path` a draft answer names is a route that
+/// exists: it leads the reviewer to the review page.
+#[test]
+fn the_review_path_of_a_draft_answer_leads_to_the_review_page() {
+    let gw = TestGateway::start();
+    let drafted = gw.post(
+        "/api/agent/v1/actions",
+        Some(&gw.full()),
+        &json!({"action": "transaction.create", "payload": {"ledgerId": "ledger_main", "kind": "expense", "title": "Paper", "amount_home": 4}}),
+    );
+    drafted.expect(200, "common.success");
+    let path = drafted.data()["review_path"].as_str().expect("review_path").to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let answer = agent.get(format!("{}{path}", gw.admin)).call().expect("answered");
+    assert_eq!(answer.status().as_u16(), 303);
+    let location = answer.headers()["location"].to_str().expect("location").to_string();
+    assert_eq!(location, "/review");
+    let mut page = agent.get(format!("{}{location}", gw.admin)).call().expect("answered");
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.body_mut().read_to_string().expect("body").contains("Sign in"));
+}

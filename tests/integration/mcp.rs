@@ -155,6 +155,15 @@ fn a_read_a_draft_a_denial_and_a_rate_limit_over_mcp() {
     );
     assert_eq!(draft["isError"], false, "{draft:#}");
     assert_eq!(draft["structuredContent"]["status"], "draft", "{draft:#}");
+    // First a sentence the agent can act on, then the data as JSON text.
+    let sentence = draft["content"][0]["text"].as_str().expect("a sentence");
+    assert!(
+        sentence.starts_with("Draft drf_") && sentence.contains("waits for a human reviewer"),
+        "{sentence}"
+    );
+    let data: serde_json::Value =
+        serde_json::from_str(draft["content"][1]["text"].as_str().expect("JSON text")).expect("JSON");
+    assert_eq!(data, draft["structuredContent"]);
     let draft_id = draft["structuredContent"]["draft"]["id"]
         .as_str()
         .expect("draft id")

@@ -263,6 +263,16 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
         Some(5),
         "ledger, its witness, tickets, mcp-conformance and trap"
     );
+    // Each plugin shows its world and every grant it holds.
+    let items = listed.data()["items"].as_array().expect("items").clone();
+    let worlds: std::collections::BTreeSet<&str> = items.iter().filter_map(|p| p["world"].as_str()).collect();
+    assert_eq!(worlds, ["state-witness", "tool-adapter"].into_iter().collect());
+    assert!(
+        items
+            .iter()
+            .any(|p| p["grants"]["http"].as_array().is_some_and(|h| !h.is_empty())),
+        "{items:#?}"
+    );
 
     // The gateway remembers it: a second gateway on the same data directory loads it.
     let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
@@ -558,4 +568,114 @@ fn a_plugin_past_its_concurrency_cap_queues_then_is_refused_and_others_keep_serv
             assert_eq!(refused.body["details"]["reason"], "plugin_concurrency");
         }
     });
+}
+
+/// Running it for real, item 3: the store keeps every version of a plugin, so a component
+/// rebuilt in place on disk changes nothing after a restart, any kept version can be
+/// rolled back to, a plugin can be uploaded from anywhere, and a remembered plugin that
+/// does not load makes the gateway not ready.
+#[test]
+fn plugin_versions_are_kept_in_the_store_uploaded_and_rolled_back() {
+    use base64::Engine as _;
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let token = hostile_app(&gw);
+    // A copy of the component beside the manifest, so the test can "rebuild" it in place.
+    let built = Path::new(artifacts::ARTIFACT_DIR).join("test_trap.wasm");
+    let component = gw.dir.path().join("trap.wasm");
+    std::fs::copy(&built, &component).expect("copy");
+    let digest = openport::hashing::sha256_hex(&std::fs::read(&component).expect("read"));
+    let text = |version: &str| {
+        format!(
+            "name = \"trap\"\nversion = \"{version}\"\nworld = \"tool-adapter\"\ncomponent = \"trap.wasm\"\nsha256 = \"{digest}\"\ntools = [\"hostile.trap\"]\n"
+        )
+    };
+    let v1 = gw.dir.path().join("trap-v1.toml");
+    std::fs::write(&v1, text("1.0.0")).expect("write");
+    add(&gw, &v1).expect(200, "common.success");
+    // Version 2 arrives as an upload: manifest text and component, no path on the host.
+    let uploaded = gw.admin_post(
+        "/api/agent-admin/v1/plugins",
+        Some(&op),
+        &json!({"upload": {
+            "manifest": text("2.0.0"),
+            "component": base64::engine::general_purpose::STANDARD.encode(std::fs::read(&component).expect("read")),
+        }}),
+    );
+    uploaded.expect(200, "common.success");
+    assert_eq!(uploaded.data()["plugin"]["version"], "2.0.0");
+
+    let versions = gw.admin_get("/api/agent-admin/v1/plugins/trap/versions", Some(&op));
+    versions.expect(200, "common.success");
+    let listed: Vec<(String, bool)> = versions.data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| (v["version"].as_str().expect("version").to_string(), v["active"] == true))
+        .collect();
+    assert_eq!(listed, [("1.0.0".to_string(), false), ("2.0.0".to_string(), true)]);
+
+    // Rebuilt in place: the file on disk is junk now; a restart loads the kept version.
+    std::fs::write(&component, b"not a component").expect("overwrite");
+    let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
+    let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let again = runtime
+        .block_on(openport::Gateway::start(config.clone(), clock.clone()))
+        .expect("starts");
+    assert!(
+        again
+            .catalog()
+            .plugins()
+            .any(|p| p.name() == "trap" && p.version() == "2.0.0")
+    );
+    assert!(again.unavailable_plugins().is_empty());
+    drop(again);
+
+    // Rollback: to the version before the active one, then to a named one.
+    let rollback =
+        |body: serde_json::Value| gw.admin_post("/api/agent-admin/v1/plugins/trap/rollback", Some(&op), &body);
+    let back = rollback(json!({}));
+    back.expect(200, "common.success");
+    assert_eq!(back.data()["active"]["version"], "1.0.0");
+    let listed = gw.admin_get("/api/agent-admin/v1/plugins", Some(&op));
+    let trap = listed.data()["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["name"] == "trap")
+        .cloned()
+        .expect("trap listed");
+    assert_eq!(trap["version"], "1.0.0");
+    rollback(json!({"to": "2.0.0"})).expect(200, "common.success");
+    rollback(json!({"to": "9.9.9"})).expect(404, "agent.not_found");
+    gw.get("/api/agent/v1/hostile-trap", Some(&token))
+        .expect(502, "agent.execution_failed");
+    let actions: Vec<String> = gw.audit().into_iter().map(|e| e.action).collect();
+    assert_eq!(actions.iter().filter(|a| *a == "plugin.rollback").count(), 2);
+
+    // A remembered plugin whose active version is gone from the store: not ready, and
+    // `openport check` says which.
+    let db = openport::store::connect(&gw.dir.path().join("openport.db")).expect("connect");
+    db.execute_batch("PRAGMA foreign_keys = OFF; UPDATE plugins SET version_id = 'gone' WHERE name = 'trap';")
+        .expect("break it");
+    let again = runtime
+        .block_on(openport::Gateway::start(config, clock))
+        .expect("starts anyway");
+    assert!(
+        again.unavailable_plugins().contains_key("trap"),
+        "{:?}",
+        again.unavailable_plugins()
+    );
+    drop(again);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
+        .args(["check", "--config"])
+        .arg(gw.dir.path().join("openport.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plugin `trap`"));
 }

@@ -86,6 +86,8 @@ enum Route {
     ValidatePolicies,
     AddPlugin,
     RemovePlugin(String),
+    PluginVersions(String),
+    RollbackPlugin(String),
     AutoExecute(String),
     ResolveExecution(String),
     ListDrafts,
@@ -115,6 +117,8 @@ impl Route {
             ("POST", ["drafts", id, "reject"]) => Route::RejectDraft((*id).into()),
             ("POST", ["preflights", id, "step-up"]) => Route::StepUp((*id).into()),
             ("DELETE", ["plugins", name]) => Route::RemovePlugin((*name).into()),
+            ("GET", ["plugins", name, "versions"]) => Route::PluginVersions((*name).into()),
+            ("POST", ["plugins", name, "rollback"]) => Route::RollbackPlugin((*name).into()),
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
             ("GET", ["metrics"]) => Route::Metrics,
@@ -163,6 +167,8 @@ impl Route {
             Route::RejectDraft(_) => "admin.drafts.reject",
             Route::StepUp(_) => "admin.step_up.issue",
             Route::RemovePlugin(_) => "admin.plugins.remove",
+            Route::PluginVersions(_) => "admin.plugins.versions",
+            Route::RollbackPlugin(_) => "admin.plugins.rollback",
             Route::PruneAudit => "admin.audit.prune",
         }
     }
@@ -171,7 +177,7 @@ impl Route {
     fn roles(&self) -> &'static [Role] {
         match self {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
-            Route::ListApps | Route::ListPlugins => &[Role::Operator, Role::Auditor],
+            Route::ListApps | Route::ListPlugins | Route::PluginVersions(_) => &[Role::Operator, Role::Auditor],
             Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
             // Removing evidence is the auditors' call, not the operators' they audit.
             Route::PruneAudit => &[Role::Auditor],
@@ -184,6 +190,7 @@ impl Route {
             | Route::ValidatePolicies
             | Route::AddPlugin
             | Route::RemovePlugin(_)
+            | Route::RollbackPlugin(_)
             | Route::AutoExecute(_)
             | Route::ResolveExecution(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
@@ -365,6 +372,7 @@ async fn run(
         Route::RevokeApp(app_id) => {
             scoped_app(&app_id)?;
             let app = apps::revoke_app(&gw.store, &app_id, &now).map_err(app_error)?;
+            tracing::info!(app_id = %app_id, by, "app and all its keys revoked");
             let mut done = Done::data(json!({"ok": true, "app": app}));
             done.app_id = Some(app_id);
             Ok(done)
@@ -378,6 +386,7 @@ async fn run(
                 .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
             scoped_app(&key.app_id)?;
             gw.store.apps.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
+            tracing::info!(key_id = %key_id, app_id = %key.app_id, by, "key revoked");
             let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
             done.app_id = Some(key.app_id);
             done.key_id = Some(key_id);
@@ -487,37 +496,54 @@ async fn run(
             }
         }
         Route::AddPlugin => {
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Add {
-                /// Absolute path of a plugin manifest on the gateway's host.
-                manifest: String,
-            }
-            let body: Add = json_body(inbound)?;
-            let path = std::path::PathBuf::from(&body.manifest);
-            if !path.is_absolute() {
-                return Err(Failure::validation(
-                    &["manifest"],
-                    "`manifest` must be an absolute path on the gateway's host",
-                ));
-            }
-            let manifest = crate::plugin::PluginManifest::load(&path)
-                .map_err(|e| Failure::validation(&["manifest"], e.to_string()))?;
+            let body: AddPlugin = json_body(inbound)?;
+            let (manifest, component, source) = body.read()?;
             let name = manifest.name.clone();
-            gw.load_plugin(manifest, by).await.map_err(|e| match e {
-                crate::gateway::StartError::Audit(e) => internal(&e),
-                other => Failure::validation(&["manifest"], other.to_string()),
-            })?;
-            gw.store
-                .plugins
-                .remember(&name, &body.manifest, &now)
-                .map_err(|e| internal(&e))?;
+            gw.add_plugin(manifest, &component, &source, body.optional, by)
+                .await
+                .map_err(|e| match e {
+                    crate::gateway::StartError::Audit(e) => internal(&e),
+                    crate::gateway::StartError::Store { .. } => internal(&e),
+                    other => Failure::validation(&["manifest"], other.to_string()),
+                })?;
             let catalog = gw.catalog();
             let plugin = catalog
                 .plugins()
                 .find(|p| p.name() == name)
                 .map(|p| plugin_json(&catalog, p));
             Ok(Done::data(json!({"plugin": plugin})))
+        }
+        Route::PluginVersions(name) => {
+            let versions = gw.store.plugins.versions(&name).map_err(|e| internal(&e))?;
+            if versions.is_empty() {
+                return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
+            }
+            Ok(Done::data(json!({"items": versions})))
+        }
+        Route::RollbackPlugin(name) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Rollback {
+                /// A version string or the start of a version id; default: the previous one.
+                #[serde(default)]
+                to: Option<String>,
+            }
+            let body: Rollback = if matches!(&inbound.body, Ok(b) if b.is_empty()) {
+                Rollback { to: None }
+            } else {
+                json_body(inbound)?
+            };
+            let active = gw
+                .rollback_plugin(&name, body.to.as_deref(), by)
+                .await
+                .map_err(|e| match e {
+                    crate::gateway::RollbackError::NotFound(m) => Failure::new(codes::NOT_FOUND, m),
+                    crate::gateway::RollbackError::Invalid(m) => Failure::validation(&["to"], m),
+                    crate::gateway::RollbackError::Store(m) => internal(&m),
+                })?;
+            let mut done = Done::data(json!({"active": active}));
+            done.details.insert("version".into(), active.version.clone().into());
+            Ok(done)
         }
         Route::RemovePlugin(name) => {
             let removed = gw.remove_plugin(&name, by).await.map_err(|e| match e {
@@ -750,7 +776,12 @@ async fn run(
         }
         Route::Metrics => {
             let drafts = gw.store.drafts.count_by_status().map_err(|e| internal(&e))?;
-            let text = gw.metrics.render(&drafts, gw.admission.in_flight());
+            let plugins: Vec<(String, String, String)> = gw
+                .catalog()
+                .plugins()
+                .map(|p| (p.name().to_string(), p.version().to_string(), p.digest().to_string()))
+                .collect();
+            let text = gw.metrics.render(&drafts, gw.admission.in_flight(), &plugins);
             Ok(Done {
                 text: Some(("text/plain; version=0.0.4; charset=utf-8", text)),
                 ..Done::data(Value::Null)
@@ -826,6 +857,67 @@ fn audit_filter(
     })
 }
 
+/// `POST /plugins`: a manifest on the gateway's host (the component beside it), or an
+/// upload of the manifest's text, the component (base64) and the policy files it names.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddPlugin {
+    /// Absolute path of a plugin manifest on the gateway's host.
+    #[serde(default)]
+    manifest: Option<String>,
+    #[serde(default)]
+    upload: Option<Upload>,
+    /// The gateway is ready without this plugin when it fails to load at start.
+    #[serde(default)]
+    optional: bool,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upload {
+    /// The manifest's TOML text.
+    manifest: String,
+    /// The component, base64.
+    component: String,
+    /// The policy files the manifest names: file name → text.
+    #[serde(default)]
+    policies: std::collections::BTreeMap<String, String>,
+}
+
+impl AddPlugin {
+    /// The manifest, the component's bytes, and where they came from.
+    fn read(&self) -> Result<(crate::plugin::PluginManifest, Vec<u8>, String), Failure> {
+        let invalid = |m: String| Failure::validation(&["manifest"], m);
+        match (&self.manifest, &self.upload) {
+            (Some(path), None) => {
+                let path = std::path::PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(invalid(
+                        "`manifest` must be an absolute path on the gateway's host".into(),
+                    ));
+                }
+                let manifest = crate::plugin::PluginManifest::load(&path).map_err(|e| invalid(e.to_string()))?;
+                let component = std::fs::read(&manifest.component)
+                    .map_err(|e| invalid(format!("cannot read `{}`: {e}", manifest.component.display())))?;
+                Ok((manifest, component, path.display().to_string()))
+            }
+            (None, Some(upload)) => {
+                use base64::Engine as _;
+                let component = base64::engine::general_purpose::STANDARD
+                    .decode(&upload.component)
+                    .map_err(|e| Failure::validation(&["upload", "component"], format!("not base64: {e}")))?;
+                let manifest = crate::plugin::PluginManifest::parse(&upload.manifest, "upload")
+                    .and_then(|m| m.with_policy_files(upload.policies.clone().into_iter().collect()))
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok((manifest, component, "upload".into()))
+            }
+            _ => Err(invalid(
+                "give either `manifest` (a path on the gateway's host) or `upload`".into(),
+            )),
+        }
+    }
+}
+
 /// A loaded plugin as the admin plane shows it.
 fn plugin_json(catalog: &crate::catalog::Catalog, plugin: &crate::plugin::Plugin) -> Value {
     let tools: Vec<&str> = catalog
@@ -834,14 +926,31 @@ fn plugin_json(catalog: &crate::catalog::Catalog, plugin: &crate::plugin::Plugin
         .map(|t| t.name.as_str())
         .collect();
     let m = plugin.manifest();
+    let world = match m.world {
+        crate::plugin::World::ToolAdapter => "tool-adapter",
+        crate::plugin::World::StateWitness => "state-witness",
+    };
     json!({
         "name": plugin.name(),
         "version": plugin.version(),
-        "world": "tool-adapter",
+        "world": world,
         "sha256": plugin.digest(),
         "tools": tools,
-        "grants": {"log": m.grants.log, "clock": m.grants.clock, "kv": m.grants.kv, "config": m.grants.config.keys().collect::<Vec<_>>()},
-        "limits": {"timeout_ms": m.limits.timeout_ms, "memory_mib": m.limits.memory_mib, "max_output_bytes": m.limits.max_output_bytes},
+        // Every capability it holds; config values may be secrets, so only their names.
+        "grants": {
+            "log": m.grants.log,
+            "clock": m.grants.clock,
+            "kv": m.grants.kv,
+            "kv_namespace": m.grants.kv_namespace,
+            "http": m.grants.http,
+            "config": m.grants.config.keys().collect::<Vec<_>>(),
+        },
+        "limits": {
+            "timeout_ms": m.limits.timeout_ms,
+            "memory_mib": m.limits.memory_mib,
+            "max_output_bytes": m.limits.max_output_bytes,
+            "concurrency": m.limits.concurrency,
+        },
     })
 }
 

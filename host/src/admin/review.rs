@@ -48,7 +48,7 @@ pub fn session_table(clock: SharedClock) -> Sessions {
 
 /// Whether the admin listener should hand this path to the review page.
 pub fn is_review_path(path: &str) -> bool {
-    path == PATH || path.starts_with("/review/")
+    path == PATH || path.starts_with("/review/") || path == crate::writes::REVIEW_PATH
 }
 
 /// What a review request did, for its audit event.
@@ -122,6 +122,13 @@ impl Page<'_> {
         let path = inbound.path.as_str();
         let form = || form_fields(inbound);
         match (method, path) {
+            // The `review_path` a draft answer names (the reference's): this page.
+            ("GET", crate::writes::REVIEW_PATH) => Outcome {
+                action: "admin.review.redirect",
+                code: codes::SUCCESS,
+                draft_id: None,
+                response: redirect(PATH, Vec::new()),
+            },
             ("POST", "/review/login") => {
                 let fields = form();
                 if !login_form_is_ours(inbound, fields.get("login_csrf").map(String::as_str)) {

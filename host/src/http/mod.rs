@@ -39,6 +39,8 @@ const MAX_HEADERS: usize = 100;
 /// a head between these and the limits above gets the envelope and its audit event.
 const HYPER_HEAD_BUFFER: usize = 256 * 1024;
 const HYPER_MAX_HEADERS: usize = 1024;
+/// The largest admin-plane body: a plugin upload.
+const ADMIN_MAX_BODY_BYTES: usize = 64 << 20;
 /// Open connections per listener; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -125,6 +127,21 @@ async fn dispatch(
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::GET && (path == "/healthz" || path == "/readyz") {
         // Probes are not agent requests: answered without credentials or audit events.
+        // Not ready while a remembered plugin failed to load (unless marked optional).
+        let unavailable = gw.unavailable_plugins();
+        if path == "/readyz" && !unavailable.is_empty() {
+            let failure = crate::protocol::Failure::new(
+                crate::protocol::codes::PLUGIN_UNAVAILABLE,
+                "Remembered plugins failed to load",
+            )
+            .with("plugins", json!(unavailable));
+            return write(Outbound::json(
+                503,
+                Envelope::failure(&failure, &request_id).to_bytes(),
+                Vec::new(),
+                &request_id,
+            ));
+        }
         let data = if path == "/healthz" {
             json!({"status": "ok"})
         } else {
@@ -142,7 +159,7 @@ async fn dispatch(
         let host = header(req.headers(), "host");
         return write(mcp::resource_metadata(gw, host.as_deref(), &request_id));
     }
-    let inbound = read_inbound(gw, peer, req, request_id).await;
+    let inbound = read_inbound(gw, peer, req, request_id, plane).await;
     let outbound = match plane {
         Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, &sessions.mcp, inbound).await,
         Plane::Agent => rest::handle(gw, inbound).await,
@@ -203,7 +220,13 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
 }
 
-async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, request_id: String) -> Inbound {
+async fn read_inbound(
+    gw: &Gateway,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    request_id: String,
+    plane: Plane,
+) -> Inbound {
     let (mut parts, body) = req.into_parts();
     let head_bytes: usize = parts
         .headers
@@ -216,7 +239,11 @@ async fn read_inbound(gw: &Gateway, peer: SocketAddr, req: Request<Incoming>, re
         // Nothing of an oversized head is kept: its refusal is audited without it.
         parts.headers.clear();
     }
-    let limit = gw.config.max_body_bytes;
+    // The admin plane takes plugin uploads (a component, base64): a larger body.
+    let limit = match plane {
+        Plane::Agent => gw.config.max_body_bytes,
+        Plane::Admin => gw.config.max_body_bytes.max(ADMIN_MAX_BODY_BYTES),
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)

@@ -58,6 +58,11 @@ pub fn call_result(reply: Reply, request_id: &str) -> Value {
     let structured = reply.data.as_object().is_some_and(|m| !m.is_empty());
     let mut content: Vec<Value> = reply.content.iter().map(block).collect();
     if content.is_empty() {
+        // A write's outcome as a sentence an agent can act on, then the data as JSON text
+        // (for clients that do not read structured content).
+        if let Some(sentence) = write_outcome(&reply.data) {
+            content.push(json!({"type": "text", "text": sentence}));
+        }
         content.push(json!({"type": "text", "text": reply.data.to_string()}));
     }
     let mut result = json!({
@@ -69,6 +74,40 @@ pub fn call_result(reply: Reply, request_id: &str) -> Value {
         result["structuredContent"] = reply.data;
     }
     result
+}
+
+/// What happened to a write, in one sentence: drafted (and what happens next), or executed.
+fn write_outcome(data: &Value) -> Option<String> {
+    let draft = &data["draft"];
+    let id = draft["id"].as_str()?;
+    match data["status"].as_str()? {
+        "draft" => {
+            let action = draft["action_type"].as_str().unwrap_or("the action");
+            let until = draft["expires_at"]
+                .as_str()
+                .map(|t| format!(" until {t}"))
+                .unwrap_or_default();
+            Some(format!(
+                "Draft {id} of {action} was created and nothing has run yet: it waits for a human reviewer{until}. \
+                 Do not retry it. Read its outcome with the REST call GET /api/agent/v1/drafts/{id}?wait=30, \
+                 or tell the user it needs approval."
+            ))
+        }
+        "executed" => {
+            let execution = &data["execution"];
+            let status = execution["status"].as_str().unwrap_or("finished");
+            let replayed = if data["replayed"] == true {
+                " (a replay of an earlier identical call)"
+            } else {
+                ""
+            };
+            Some(format!(
+                "Executed without review{replayed}: execution {} {status}; draft {id} records it.",
+                execution["id"].as_str().unwrap_or("?")
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// A governance refusal of a `tools/call`: a tool error the model can read and react to,

@@ -143,7 +143,13 @@ pub(super) async fn finish(
     if let Err(refused) = &outcome
         && let Some(internal) = &refused.internal
     {
-        tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
+        // An expected 4xx (a plugin's own `invalid-input` or `not-found`) is an answer, not
+        // an operational problem: only 5xx are warnings.
+        if code.status >= 500 {
+            tracing::warn!(request_id = %inbound.request_id, error = %internal, code = code.name, "request failed");
+        } else {
+            tracing::debug!(request_id = %inbound.request_id, error = %internal, code = code.name, "request refused");
+        }
         event.details.insert("error".into(), internal.clone().into());
     }
     event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
@@ -165,6 +171,10 @@ pub(super) async fn finish(
         status = code.status,
         code = code.name,
         tool = tool_name.as_deref().unwrap_or(""),
+        app_id = trail.principal.as_ref().map_or("", |p| p.app.id.as_str()),
+        key_id = trail.principal.as_ref().map_or("", |p| p.key.id.as_str()),
+        client = %client_ip,
+        user_agent = bounded(inbound.user_agent.as_deref().unwrap_or(""), 256),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
     );
     drop(trail.permit);
@@ -173,6 +183,15 @@ pub(super) async fn finish(
         return Err(Failure::internal().into());
     }
     outcome
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary (log lines stay bounded).
+fn bounded(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Payloads are stored in the audit trail as this hash, and in clear only when the config

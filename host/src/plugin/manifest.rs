@@ -114,6 +114,9 @@ pub struct PluginManifest {
     /// `(file name, text)` of each of `policies`, read with the manifest.
     #[serde(skip)]
     pub policy_files: Vec<(String, String)>,
+    /// The manifest's own text, kept with the version in the store.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// The arguments of this plugin's tools that the app data policy speaks about.
@@ -136,17 +139,36 @@ pub enum ManifestError {
 }
 
 impl PluginManifest {
-    /// Reads and checks a manifest; `component` is resolved against its directory.
+    /// Reads and checks a manifest; `component` is resolved against its directory, and
+    /// the policy files it names are read from there.
     pub fn load(path: &Path) -> Result<PluginManifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
             path: path.display().to_string(),
             source,
         })?;
+        let mut manifest = PluginManifest::parse(&text, &path.display().to_string())?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        manifest.component = dir.join(&manifest.component);
+        for file in &manifest.policies {
+            let full = dir.join(file);
+            let text = std::fs::read_to_string(&full).map_err(|source| ManifestError::Read {
+                path: full.display().to_string(),
+                source,
+            })?;
+            manifest.policy_files.push((file.display().to_string(), text));
+        }
+        Ok(manifest)
+    }
+
+    /// Checks a manifest's text; `origin` names it in errors. Its policy files are not
+    /// read: the caller supplies them (from disk, an upload or the store).
+    pub fn parse(text: &str, origin: &str) -> Result<PluginManifest, ManifestError> {
+        let path = Path::new(origin);
         let invalid = |message: String| ManifestError::Invalid {
             path: path.display().to_string(),
             message,
         };
-        let mut manifest: PluginManifest = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut manifest: PluginManifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if !is_plugin_name(&manifest.name) {
             return Err(invalid(format!(
                 "`name` = `{}` must be lowercase letters, digits and `-`",
@@ -163,17 +185,26 @@ impl PluginManifest {
         if manifest.limits.memory_mib == 0 || manifest.limits.memory_mib > 1024 {
             return Err(invalid("`limits.memory_mib` must be between 1 and 1024".into()));
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        manifest.component = dir.join(&manifest.component);
-        for file in &manifest.policies {
-            let full = dir.join(file);
-            let text = std::fs::read_to_string(&full).map_err(|source| ManifestError::Read {
-                path: full.display().to_string(),
-                source,
-            })?;
-            manifest.policy_files.push((file.display().to_string(), text));
+        if manifest.limits.concurrency == 0 || manifest.limits.concurrency > 1024 {
+            return Err(invalid("`limits.concurrency` must be between 1 and 1024".into()));
         }
+        manifest.text = text.to_string();
         Ok(manifest)
+    }
+
+    /// Attaches policy files given with the manifest (an upload, the store), checking that
+    /// they are exactly the ones it names.
+    pub fn with_policy_files(mut self, files: Vec<(String, String)>) -> Result<PluginManifest, ManifestError> {
+        let named: std::collections::BTreeSet<String> = self.policies.iter().map(|p| p.display().to_string()).collect();
+        let given: std::collections::BTreeSet<String> = files.iter().map(|(name, _)| name.clone()).collect();
+        if named != given {
+            return Err(ManifestError::Invalid {
+                path: self.name.clone(),
+                message: format!("`policies` names {named:?}, but the files given are {given:?}"),
+            });
+        }
+        self.policy_files = files;
+        Ok(self)
     }
 }
 

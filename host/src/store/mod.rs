@@ -45,7 +45,7 @@ pub use audit::{
 pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
-pub use plugins::PluginRegistry;
+pub use plugins::{NewVersion, PluginRegistry, PluginVersion, Remembered, StoredPlugin};
 pub use preflights::{PreflightRecord, Preflights, StepUpGrant};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
@@ -59,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_kv_versions.sql"),
     include_str!("migrations/0008_audit_signed_checkpoints.sql"),
     include_str!("migrations/0009_app_tags.sql"),
+    include_str!("migrations/0010_plugin_versions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
