@@ -67,6 +67,31 @@ pub struct Gateway {
     operator_policies: tokio::sync::Mutex<OperatorPolicies>,
 }
 
+/// The configured signing key; on a store with no audit events yet, a missing key file is
+/// created (0600, with its public half beside it) and announced in the log.
+fn load_or_create_signing_key(path: &Path, store: &Store) -> Result<ed25519_dalek::SigningKey, StartError> {
+    let fresh = store
+        .audit
+        .query(&crate::store::AuditFilter {
+            limit: 1,
+            ..crate::store::AuditFilter::default()
+        })
+        .map_err(|source| StartError::Store {
+            path: path.display().to_string(),
+            source,
+        })?
+        .is_empty();
+    if fresh && !path.exists() {
+        checkpoint::generate_key(path)?;
+        tracing::warn!(
+            key = %path.display(),
+            public = %checkpoint::public_key_path(path).display(),
+            "created the audit signing key for this new store: keep a copy of its public half where the database's operators cannot change it"
+        );
+    }
+    Ok(checkpoint::load_signing_key(path)?)
+}
+
 /// Why a rollback did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
@@ -160,8 +185,10 @@ impl Gateway {
         let metrics = Metrics::new();
         let signing = match &config.audit_signing_key {
             Some(path) => Some(Signing {
+                // A new deployment's first start makes its key; once the trail has events a
+                // missing key is an error (fail closed: it may have been removed).
                 signer: checkpoint::Signer::new(
-                    checkpoint::load_signing_key(path)?,
+                    load_or_create_signing_key(path, &store)?,
                     config.audit_checkpoint_log.clone(),
                 ),
                 clock: clock.clone(),

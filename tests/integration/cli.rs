@@ -883,6 +883,11 @@ fn the_first_admin_token_is_made_offline_and_serve_accepts_it() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(64));
 
+    // A new deployment has no signing key yet either: the first start makes it.
+    let key = dir.path().join("audit-signing.key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(dir.path().join("audit-signing.key.pub"));
+    let config_path = config.clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let config = openport::Config::load(&config).expect("config");
     let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
@@ -902,6 +907,13 @@ fn the_first_admin_token_is_made_offline_and_serve_accepts_it() {
     assert_eq!(answer(&token), 200);
     assert_eq!(answer("opa_not_a_token_at_all_000000"), 401);
     runtime.block_on(server.stop());
+    assert!(key.exists(), "the first start made the signing key");
+    // Once the trail has events, a missing key is an error, never a new key.
+    std::fs::remove_file(&key).expect("remove the key");
+    let again = openport::Config::load(&config_path).expect("config");
+    let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
+    let refused = runtime.block_on(openport::Server::start(again, clock));
+    assert!(refused.is_err(), "started without its signing key");
 }
 
 /// Running it for real, item 3, as an operator types it: `plugin add` uploads from this

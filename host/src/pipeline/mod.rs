@@ -58,18 +58,7 @@ pub async fn govern(
         Err(refused) => Err(refused),
         Ok(client) => {
             let outcome = match operation {
-                Ok(operation) => {
-                    steps(
-                        gw,
-                        inbound,
-                        operation,
-                        binding,
-                        credentials,
-                        &client.address,
-                        &mut trail,
-                    )
-                    .await
-                }
+                Ok(operation) => steps(gw, inbound, operation, binding, credentials, &mut trail).await,
                 Err(refused) => Err(refused),
             };
             gate::after(gw, &client, &mut trail, outcome)
@@ -84,7 +73,6 @@ async fn steps(
     operation: Operation,
     binding: &dyn Binding,
     credentials: Credentials<'_>,
-    client: &str,
     trail: &mut Trail,
 ) -> Result<Reply, Refused> {
     // (1) The binding parsed and bounded the request.
@@ -123,11 +111,12 @@ async fn steps(
     }
 
     // (8) Admission control, before any plugin or Cedar work.
+    let client = client_ip.to_string();
     let caller = Caller {
         app_id: &principal.app.id,
         key_id: &principal.key.id,
         tenant: &principal.org_id,
-        client,
+        client: &client,
         tool: operation.tool_hint(),
         class: principal.app.policy.rate_class(),
     };
