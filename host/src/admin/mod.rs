@@ -516,7 +516,12 @@ async fn run(
         Route::PluginVersions(name) => {
             let versions = gw.store.plugins.versions(&name).map_err(|e| internal(&e))?;
             if versions.is_empty() {
-                return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
+                let message = if gw.catalog().plugins().any(|p| p.name() == name) {
+                    "Plugin has no versions in the store: it is loaded from the config file's [[plugin]] list"
+                } else {
+                    "Plugin not found"
+                };
+                return Err(Failure::new(codes::NOT_FOUND, message));
             }
             Ok(Done::data(json!({"items": versions})))
         }
