@@ -340,6 +340,12 @@ impl ConfigError {
     }
 }
 
+/// The log filter to start with: `OPENPORT_LOG`, or `info`.
+#[expect(clippy::disallowed_methods, reason = "the environment is read here, in config")]
+pub fn log_filter() -> String {
+    std::env::var("OPENPORT_LOG").unwrap_or_else(|_| "info".into())
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

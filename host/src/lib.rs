@@ -22,6 +22,7 @@ pub mod disk;
 pub mod gateway;
 pub mod hashing;
 pub mod http;
+pub mod logging;
 pub mod mcp;
 pub mod metrics;
 pub mod outcome;

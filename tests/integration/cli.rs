@@ -961,3 +961,39 @@ fn plugin_add_uploads_and_rollback_goes_back_from_the_command_line() {
     let help = openport().args(["plugin", "rollback", "--help"]).output().expect("run");
     assert!(help.status.success());
 }
+
+/// Running it for real, item 7: the log level changes while running, over the admin API
+/// (operator), and a filter that is not one is refused without changing anything.
+#[test]
+fn the_log_level_changes_at_run_time_over_the_admin_api() {
+    let demo = DemoProcess::start();
+    let op = demo.credential("admin_tokens", "operator");
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/api/agent-admin/v1/log-level", demo.admin);
+    let read = || -> serde_json::Value {
+        agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {op}"))
+            .call()
+            .expect("answered")
+            .body_mut()
+            .read_json()
+            .expect("json")
+    };
+    let set = |filter: &str| {
+        agent
+            .put(&url)
+            .header("Authorization", &format!("Bearer {op}"))
+            .header("Content-Type", "application/json")
+            .send(json!({"filter": filter}).to_string())
+            .expect("answered")
+            .status()
+            .as_u16()
+    };
+    let before = read()["data"]["filter"].as_str().expect("a filter").to_string();
+    assert_eq!(set("debug,openport::access=off"), 200);
+    assert_eq!(read()["data"]["filter"], "debug,openport::access=off");
+    assert_eq!(set("[[not a filter"), 400);
+    assert_eq!(read()["data"]["filter"], "debug,openport::access=off");
+    assert_eq!(set(&before), 200);
+}

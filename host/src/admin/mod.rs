@@ -53,6 +53,17 @@ pub async fn record(
     event.key_id = record.key_id;
     event.draft_id = record.draft_id;
     event.details.extend(record.details);
+    tracing::info!(
+        target: "openport::admin_access",
+        request_id = %inbound.request_id,
+        method = %inbound.method,
+        path = %inbound.path,
+        action,
+        status = code.status,
+        code = code.name,
+        admin = event.performed_by_user_id.as_deref().unwrap_or(""),
+        client = %inbound.peer,
+    );
     gw.audit.record(event).await.map(|_| ())
 }
 
@@ -88,6 +99,8 @@ enum Route {
     RemovePlugin(String),
     PluginVersions(String),
     RollbackPlugin(String),
+    LogLevel,
+    SetLogLevel,
     AutoExecute(String),
     ResolveExecution(String),
     ListDrafts,
@@ -119,6 +132,8 @@ impl Route {
             ("DELETE", ["plugins", name]) => Route::RemovePlugin((*name).into()),
             ("GET", ["plugins", name, "versions"]) => Route::PluginVersions((*name).into()),
             ("POST", ["plugins", name, "rollback"]) => Route::RollbackPlugin((*name).into()),
+            ("GET", ["log-level"]) => Route::LogLevel,
+            ("PUT", ["log-level"]) => Route::SetLogLevel,
             ("GET", ["audit"]) => Route::Audit,
             ("POST", ["audit", "verify"]) => Route::VerifyAudit,
             ("GET", ["metrics"]) => Route::Metrics,
@@ -169,6 +184,8 @@ impl Route {
             Route::RemovePlugin(_) => "admin.plugins.remove",
             Route::PluginVersions(_) => "admin.plugins.versions",
             Route::RollbackPlugin(_) => "admin.plugins.rollback",
+            Route::LogLevel => "admin.log_level.read",
+            Route::SetLogLevel => "admin.log_level.update",
             Route::PruneAudit => "admin.audit.prune",
         }
     }
@@ -177,7 +194,9 @@ impl Route {
     fn roles(&self) -> &'static [Role] {
         match self {
             Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
-            Route::ListApps | Route::ListPlugins | Route::PluginVersions(_) => &[Role::Operator, Role::Auditor],
+            Route::ListApps | Route::ListPlugins | Route::PluginVersions(_) | Route::LogLevel => {
+                &[Role::Operator, Role::Auditor]
+            }
             Route::Audit | Route::VerifyAudit | Route::Metrics => &[Role::Auditor, Role::Operator],
             // Removing evidence is the auditors' call, not the operators' they audit.
             Route::PruneAudit => &[Role::Auditor],
@@ -191,6 +210,7 @@ impl Route {
             | Route::AddPlugin
             | Route::RemovePlugin(_)
             | Route::RollbackPlugin(_)
+            | Route::SetLogLevel
             | Route::AutoExecute(_)
             | Route::ResolveExecution(_) => &[Role::Operator],
             Route::AppTools(_) | Route::Policies => &[Role::Operator, Role::Auditor],
@@ -512,6 +532,21 @@ async fn run(
                 .find(|p| p.name() == name)
                 .map(|p| plugin_json(&catalog, p));
             Ok(Done::data(json!({"plugin": plugin})))
+        }
+        Route::LogLevel => Ok(Done::data(json!({"filter": crate::logging::filter()}))),
+        Route::SetLogLevel => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct SetLevel {
+                /// `tracing` directives, e.g. `info,openport::access=off` or `debug`.
+                filter: String,
+            }
+            let body: SetLevel = json_body(inbound)?;
+            crate::logging::set_filter(&body.filter).map_err(|m| Failure::validation(&["filter"], m))?;
+            tracing::warn!(filter = %body.filter, by, "log filter changed");
+            let mut done = Done::data(json!({"filter": body.filter}));
+            done.details.insert("filter".into(), body.filter.into());
+            Ok(done)
         }
         Route::PluginVersions(name) => {
             let versions = gw.store.plugins.versions(&name).map_err(|e| internal(&e))?;
