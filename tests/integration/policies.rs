@@ -58,23 +58,40 @@ fn the_policy_test_command_reports_each_scenario() {
 fn a_scenario_that_expects_the_wrong_decision_fails() {
     let dir = tempfile::tempdir().expect("dir");
     let text = std::fs::read_to_string(policies().join("scenarios.json")).expect("read");
-    let wrong = text.replacen("\"decision\": \"allow\"", "\"decision\": \"deny\"", 1);
+    let mut file_json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    // The same file elsewhere: its directories made absolute, one expectation flipped.
+    file_json["policy_dirs"] = serde_json::json!([policies()]);
+    file_json["policy_files"] = serde_json::json!([policies().join("../plugins/ledger/policies.cedar")]);
+    let first_allow = file_json["scenarios"]
+        .as_array_mut()
+        .expect("scenarios")
+        .iter_mut()
+        .find(|s| s["expect"]["decision"] == "allow")
+        .expect("an allowed scenario");
+    first_allow["expect"]["decision"] = "deny".into();
     let file = dir.path().join("scenarios.json");
-    std::fs::write(
-        &file,
-        wrong.replace(
-            "\"policy_dirs\": [\".\"]",
-            &format!("\"policy_dirs\": [{:?}]", policies()),
-        ),
-    )
-    .expect("write");
+    std::fs::write(&file, file_json.to_string()).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
         .args(["policy", "test"])
         .arg(&file)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("decision allow, want deny"), "{stdout}");
+    assert!(
+        stdout.contains("passed, 1 failed"),
+        "only the flipped scenario fails: {stdout}"
+    );
+    // The failure shows the request as Cedar received it (running it for real, item 5).
+    for part in [
+        "Cedar received",
+        "\"principal\": \"OpenPort::App::",
+        "\"action\": \"OpenPort::Action::",
+        "\"context\"",
+    ] {
+        assert!(stdout.contains(part), "{part} in {stdout}");
+    }
 }
 
 mod arguments {

@@ -729,6 +729,35 @@ impl Authorizer {
         decision
     }
 
+    /// The request as Cedar receives it (principal, action, resource, and every context
+    /// attribute), as JSON: what `openport policy test` shows for a failing scenario.
+    pub fn request_json(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>, facts: &RequestFacts<'_>) -> Value {
+        let inputs = ContextInputs::new(app, action, facts);
+        let mut context = serde_json::json!({
+            "client_ip": inputs.client_ip.to_string(),
+            "time": {"hour": inputs.hour, "weekday": inputs.weekday, "unix_seconds": inputs.unix_seconds},
+            "now": crate::attr::datetime_text(inputs.unix_millis),
+            "channel": inputs.channel,
+            "tenant": inputs.tenant,
+            "actor": inputs.actor,
+            "key_id": inputs.key_id,
+            "has_payload": inputs.has_payload,
+            "has_idempotency_key": inputs.has_idempotency_key,
+            "has_preflight_hash": inputs.has_preflight_hash,
+            "has_justification": inputs.has_justification,
+        });
+        if let Some(args) = &inputs.args {
+            context["args"] = attr_json(args);
+        }
+        serde_json::json!({
+            "principal": format!("OpenPort::App::{:?}", app.app_id),
+            "principalTags": app.tags,
+            "action": format!("OpenPort::Action::{:?}", schema::action_id(tool.name, action)),
+            "resource": format!("OpenPort::Tool::{:?}", tool.name),
+            "context": context,
+        })
+    }
+
     /// Every policy whose conditions hold for the request, each decided alone: what
     /// `openport policy explain` lists beside the decision.
     pub fn matching_policies(
@@ -1018,6 +1047,23 @@ fn extension(
         cache.insert(key, value.clone());
     }
     value
+}
+
+/// A typed argument as JSON, with extension values in Cedar's own text
+/// (`decimal("12.5000")`, `datetime("2026-01-05T00:00:00.000Z")`).
+fn attr_json(attr: &Attr) -> Value {
+    match attr {
+        Attr::String(s) => Value::String(s.clone()),
+        Attr::Long(n) => Value::from(*n),
+        Attr::Decimal(scaled) => Value::String(format!("decimal(\"{}\")", crate::attr::decimal_text(*scaled))),
+        Attr::Bool(b) => Value::Bool(*b),
+        Attr::DateTime(millis) => Value::String(format!(
+            "datetime(\"{}\")",
+            crate::attr::datetime_text(*millis).unwrap_or_default()
+        )),
+        Attr::Set(items) => Value::Array(items.iter().map(attr_json).collect()),
+        Attr::Record(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), attr_json(v))).collect()),
+    }
 }
 
 /// Builds one context attribute's value, when a policy reads it.

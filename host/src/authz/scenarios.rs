@@ -291,10 +291,18 @@ fn check(file: &ScenarioFile, s: &Scenario, authz: &Authorizer) -> Result<(), St
     let facts = s.context.facts("user_scenario", args.as_ref())?;
     let sliced = authz.decide(&app, action, &tool, &facts);
     let whole = authz.decide_unsliced(&app, action, &tool, &facts);
+    // A failure shows the request as Cedar received it, so the author sees what the
+    // policies saw (a missing argument, a typed value, the action's name).
+    let received =
+        || serde_json::to_string_pretty(&Authorizer::request_json(&app, action, &tool, &facts)).unwrap_or_default();
     if sliced != whole {
-        return Err(format!("the slice decided {sliced:?} but the whole set {whole:?}"));
+        return Err(format!(
+            "the slice decided {sliced:?} but the whole set {whole:?}\nCedar received: {}",
+            received()
+        ));
     }
     expect_decision(s, sliced.allowed, &sliced.policy_ids, &sliced.errors)
+        .map_err(|why| format!("{why}\nCedar received: {}", received()))
 }
 
 fn expect_decision(s: &Scenario, allowed: bool, policy_ids: &[String], errors: &[String]) -> Result<(), String> {
