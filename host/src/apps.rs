@@ -268,6 +268,26 @@ pub fn create_key(
     insert_key(store, &app.id, &name, new.expires_at, created_by, now)
 }
 
+/// Replaces a key: a new one with the same name and expiry for the same (active) app,
+/// then the old one revoked. A revoked key cannot be rotated.
+pub fn rotate_key(store: &Store, old: &KeyRecord, by: &str, now: &str) -> Result<(KeyRecord, String), AppError> {
+    if old.revoked_at.is_some() {
+        return Err(AppError::Invalid("the key is revoked: create a new one instead".into()));
+    }
+    let (key, token) = create_key(
+        store,
+        &old.app_id,
+        NewKey {
+            name: Some(old.name.clone()),
+            expires_at: old.expires_at.clone(),
+        },
+        by,
+        now,
+    )?;
+    store.apps.revoke_key(&old.id, now)?;
+    Ok((key, token))
+}
+
 /// Revokes an app and every key it has, at once.
 pub fn revoke_app(store: &Store, app_id: &str, now: &str) -> Result<AppRecord, AppError> {
     if !store.apps.set_status(app_id, "revoked", now)? {

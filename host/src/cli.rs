@@ -257,6 +257,11 @@ enum KeyCommand {
     },
     /// Revoke a key; the next call with it fails.
     Revoke { id: String },
+    /// An app's keys (prefixes, names, expiry, revocation; never the tokens).
+    List { app: String },
+    /// Replace a key: a new one with the same name and expiry (its token printed once),
+    /// and the old one revoked at once.
+    Rotate { id: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -1298,10 +1303,11 @@ fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
             Some(json!({"name": name, "expiresAt": expires_at})),
         ),
         KeyCommand::Revoke { id } => admin_call(admin, "POST", format!("keys/{id}/revoke"), Some(json!({}))),
+        KeyCommand::List { app } => admin_call(admin, "GET", format!("apps/{app}/keys"), None),
+        KeyCommand::Rotate { id } => admin_call(admin, "POST", format!("keys/{id}/rotate"), Some(json!({}))),
     }
 }
 
-/// Prints the newest matching events, oldest first, as JSON Lines.
 /// The filter of `audit query` or `export`, or the exit code after saying what is wrong.
 fn resolved(path: &Path, filter: &FilterArgs, limit: usize, ascending: bool) -> Result<AuditFilter, ExitCode> {
     let store = Store::open(path).map_err(|e| {
@@ -1314,6 +1320,7 @@ fn resolved(path: &Path, filter: &FilterArgs, limit: usize, ascending: bool) -> 
     })
 }
 
+/// Prints the newest matching events, oldest first, as JSON Lines.
 fn print_newest(path: &Path, filter: &AuditFilter) -> ExitCode {
     match Store::open(path).and_then(|s| s.audit.query(filter)) {
         Ok(mut rows) => {

@@ -464,3 +464,53 @@ fn forwarded_for_counts_only_from_a_trusted_proxy() {
 fn policy(value: serde_json::Value) -> openport::app_policy::AppPolicy {
     serde_json::from_value(value).expect("a valid app policy")
 }
+
+/// Running it for real, item 2: keys are listed without their tokens, and a rotation
+/// issues the new token once and revokes the old one at once.
+#[test]
+fn a_key_is_rotated_and_the_old_token_stops_working_at_once() {
+    let gw = TestGateway::start();
+    let op = gw.admin_token("operator");
+    let created = gw.admin_post(
+        "/api/agent-admin/v1/apps",
+        Some(&op),
+        &json!({"scope": "workspace", "name": "rotating", "scopes": ["ledger.read"]}),
+    );
+    let old_token = created.data()["token"].as_str().expect("token").to_string();
+    let app = created.data()["app"]["id"].as_str().expect("id").to_string();
+    let old_key = created.data()["key"]["id"].as_str().expect("key").to_string();
+    let rotated = gw.admin_post(
+        &format!("/api/agent-admin/v1/keys/{old_key}/rotate"),
+        Some(&op),
+        &json!({}),
+    );
+    rotated.expect(200, "common.success");
+    let new_token = rotated.data()["token"].as_str().expect("token").to_string();
+    gw.get("/api/agent/v1/ledgers", Some(&new_token))
+        .expect(200, "common.success");
+    gw.get("/api/agent/v1/ledgers", Some(&old_token))
+        .expect(401, "agent.token_invalid");
+    let keys = gw.admin_get(&format!("/api/agent-admin/v1/apps/{app}/keys"), Some(&op));
+    keys.expect(200, "common.success");
+    let items = keys.data()["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 2);
+    assert!(
+        items
+            .iter()
+            .all(|k| k.get("token_hash").is_none() && k["name"] == "Default key")
+    );
+    assert!(
+        items
+            .iter()
+            .any(|k| k["id"] == old_key.as_str() && k["revoked_at"].is_string())
+    );
+    assert!(!keys.body.to_string().contains(&new_token), "tokens are never listed");
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/keys/{old_key}/rotate"),
+        Some(&op),
+        &json!({}),
+    )
+    .expect(400, "common.validation");
+    let event = gw.audit_of(&rotated);
+    assert_eq!(event[0].action, "agent_key.rotate");
+}

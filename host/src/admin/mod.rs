@@ -80,6 +80,8 @@ enum Route {
     CreateKey(String),
     RevokeApp(String),
     RevokeKey(String),
+    ListKeys(String),
+    RotateKey(String),
     ListPlugins,
     Audit,
     VerifyAudit,
@@ -120,6 +122,8 @@ impl Route {
             ("POST", ["apps", id, "keys"]) => Route::CreateKey((*id).into()),
             ("POST", ["apps", id, "revoke"]) => Route::RevokeApp((*id).into()),
             ("POST", ["keys", id, "revoke"]) => Route::RevokeKey((*id).into()),
+            ("GET", ["apps", id, "keys"]) => Route::ListKeys((*id).into()),
+            ("POST", ["keys", id, "rotate"]) => Route::RotateKey((*id).into()),
             ("GET", ["plugins"]) => Route::ListPlugins,
             ("POST", ["plugins"]) => Route::AddPlugin,
             ("PATCH", ["apps", id, "auto-execute"]) => Route::AutoExecute((*id).into()),
@@ -159,6 +163,8 @@ impl Route {
             Route::CreateKey(_) => "agent_key.create",
             Route::RevokeApp(_) => "agent_app.revoke",
             Route::RevokeKey(_) => "agent_key.revoke",
+            Route::ListKeys(_) => "agent_key.list",
+            Route::RotateKey(_) => "agent_key.rotate",
             Route::ListPlugins => "admin.plugins.list",
             Route::Audit => "admin.audit.read",
             Route::VerifyAudit => "admin.audit.verify",
@@ -193,7 +199,12 @@ impl Route {
     /// Roles allowed on the route.
     fn roles(&self) -> &'static [Role] {
         match self {
-            Route::CreateApp | Route::CreateKey(_) | Route::RevokeApp(_) | Route::RevokeKey(_) => &[Role::Operator],
+            Route::CreateApp
+            | Route::CreateKey(_)
+            | Route::RevokeApp(_)
+            | Route::RevokeKey(_)
+            | Route::RotateKey(_) => &[Role::Operator],
+            Route::ListKeys(_) => &[Role::Operator, Role::Auditor],
             Route::ListApps | Route::ListPlugins | Route::PluginVersions(_) | Route::LogLevel => {
                 &[Role::Operator, Role::Auditor]
             }
@@ -410,6 +421,33 @@ async fn run(
             let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
             done.app_id = Some(key.app_id);
             done.key_id = Some(key_id);
+            Ok(done)
+        }
+        Route::ListKeys(app_id) => {
+            scoped_app(&app_id)?;
+            let keys = gw.store.apps.keys_of_app(&app_id).map_err(|e| internal(&e))?;
+            let mut done = Done::data(json!({"items": keys}));
+            done.app_id = Some(app_id);
+            Ok(done)
+        }
+        Route::RotateKey(key_id) => {
+            let old = gw
+                .store
+                .apps
+                .key(&key_id)
+                .map_err(|e| internal(&e))?
+                .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
+            scoped_app(&old.app_id)?;
+            let (key, token) = apps::rotate_key(&gw.store, &old, by, &now).map_err(app_error)?;
+            tracing::info!(old_key_id = %old.id, key_id = %key.id, app_id = %old.app_id, by, "key rotated");
+            let mut done = Done::data(json!({
+                "key": {"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at},
+                "token": token,
+                "revoked": {"id": old.id, "revoked_at": now},
+            }));
+            done.details.insert("replaces".into(), old.id.clone().into());
+            done.app_id = Some(old.app_id);
+            done.key_id = Some(key.id);
             Ok(done)
         }
         Route::ListPlugins => {
