@@ -183,6 +183,10 @@ impl Gateway {
         }
         let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
         let metrics = Metrics::new();
+        metrics.start_at_zero(
+            &crate::admission::Limit::ALL.map(crate::admission::Limit::name),
+            &codes::ALL.iter().map(|c| c.name).collect::<Vec<_>>(),
+        );
         let signing = match &config.audit_signing_key {
             Some(path) => Some(Signing {
                 // A new deployment's first start makes its key; once the trail has events a

@@ -283,6 +283,35 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// An admin-plane request, counted by its code.
+    pub fn admin_request(&self, code: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                plane: "admin",
+                tool: String::new(),
+                code,
+            })
+            .inc();
+    }
+
+    /// Creates the series whose labels are known in advance, so that every counter a
+    /// dashboard or alert reads exists, at zero, from the start: requests by plane and
+    /// code (without a tool), and refusals by limit.
+    pub fn start_at_zero(&self, limits: &[&'static str], codes: &[&'static str]) {
+        for &limit in limits {
+            let _created = self.refusals.get_or_create(&LimitLabels { limit });
+        }
+        for plane in ["agent", "admin"] {
+            for &code in codes {
+                let _created = self.requests.get_or_create(&RequestLabels {
+                    plane,
+                    tool: String::new(),
+                    code,
+                });
+            }
+        }
+    }
+
     pub fn stage(&self, stage: &'static str, elapsed: Duration) {
         self.stage_seconds
             .get_or_create(&StageLabels { stage })
@@ -366,6 +395,7 @@ mod tests {
     #[test]
     fn the_exposition_names_every_family() {
         let m = Metrics::new();
+        m.start_at_zero(&["quota"], &["agent.overloaded"]);
         m.request(
             "agent",
             Some("ledger.list"),
@@ -395,6 +425,8 @@ mod tests {
             "openport_plugin_info{plugin=\"ledger\",version=\"1.0.0\",sha256=\"ab\"} 1",
             "openport_reload_failures_total 0",
             "openport_coalesced_refusals_total 0",
+            "openport_admission_refusals_total{limit=\"quota\"} 0",
+            "openport_requests_total{plane=\"admin\",tool=\"\",code=\"agent.overloaded\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -53,6 +53,7 @@ pub async fn record(
     event.key_id = record.key_id;
     event.draft_id = record.draft_id;
     event.details.extend(record.details);
+    gw.metrics.admin_request(code.name);
     tracing::info!(
         target: "openport::admin_access",
         request_id = %inbound.request_id,

@@ -120,6 +120,17 @@ pub enum Limit {
 }
 
 impl Limit {
+    pub const ALL: [Limit; 8] = [
+        Limit::PerKey,
+        Limit::PerApp,
+        Limit::PerTool,
+        Limit::PerTenant,
+        Limit::Quota,
+        Limit::Concurrency,
+        Limit::Overloaded,
+        Limit::Unauthenticated,
+    ];
+
     /// The `RateLimit-Policy` name.
     pub fn name(self) -> &'static str {
         match self {
