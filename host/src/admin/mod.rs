@@ -354,6 +354,17 @@ async fn run(
             .filter(|a| in_scope(a.org_id.as_deref()))
             .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Agent app not found"))
     };
+    // A key, when its app is in the caller's tenant scope.
+    let scoped_key = |id: &str| -> Result<crate::store::KeyRecord, Failure> {
+        let key = gw
+            .store
+            .apps
+            .key(id)
+            .map_err(|e| internal(&e))?
+            .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
+        scoped_app(&key.app_id)?;
+        Ok(key)
+    };
     match route {
         Route::ListApps => {
             let mut items = Vec::new();
@@ -394,7 +405,7 @@ async fn run(
             };
             let (key, token) = apps::create_key(&gw.store, &app_id, new, by, &now).map_err(app_error)?;
             let mut done = Done::data(json!({
-                "key": {"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at},
+                "key": new_key_json(&key),
                 "token": token,
             }));
             done.app_id = Some(app_id);
@@ -410,13 +421,7 @@ async fn run(
             Ok(done)
         }
         Route::RevokeKey(key_id) => {
-            let key = gw
-                .store
-                .apps
-                .key(&key_id)
-                .map_err(|e| internal(&e))?
-                .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
-            scoped_app(&key.app_id)?;
+            let key = scoped_key(&key_id)?;
             gw.store.apps.revoke_key(&key_id, &now).map_err(|e| internal(&e))?;
             tracing::info!(key_id = %key_id, app_id = %key.app_id, by, "key revoked");
             let mut done = Done::data(json!({"ok": true, "key": {"id": key.id, "revoked_at": now}}));
@@ -432,17 +437,11 @@ async fn run(
             Ok(done)
         }
         Route::RotateKey(key_id) => {
-            let old = gw
-                .store
-                .apps
-                .key(&key_id)
-                .map_err(|e| internal(&e))?
-                .ok_or_else(|| Failure::new(codes::NOT_FOUND, "Key not found"))?;
-            scoped_app(&old.app_id)?;
+            let old = scoped_key(&key_id)?;
             let (key, token) = apps::rotate_key(&gw.store, &old, by, &now).map_err(app_error)?;
             tracing::info!(old_key_id = %old.id, key_id = %key.id, app_id = %old.app_id, by, "key rotated");
             let mut done = Done::data(json!({
-                "key": {"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at},
+                "key": new_key_json(&key),
                 "token": token,
                 "revoked": {"id": old.id, "revoked_at": now},
             }));
@@ -995,6 +994,11 @@ impl AddPlugin {
             )),
         }
     }
+}
+
+/// A key just made, as its answer shows it (beside the token, shown once).
+fn new_key_json(key: &crate::store::KeyRecord) -> Value {
+    json!({"id": key.id, "name": key.name, "token_prefix": key.token_prefix, "created_at": key.created_at, "expires_at": key.expires_at})
 }
 
 /// A loaded plugin as the admin plane shows it.
