@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use openport::clock::{SharedClock, SystemClock};
 use openport::demo::{self, artifacts};
+use openport::plugin::interaction::Round;
 use openport::plugin::{Budgets, CallContext, PluginManifest, PluginRuntime};
 use openport::{Config, Server};
 
@@ -109,13 +110,14 @@ fn main() {
         request_id: "req".into(),
         actor: "svc".into(),
         allow_sensitive_fields: true,
+        trace: None,
     };
     let mut samples = Vec::with_capacity(20_000);
     rt.block_on(async {
         for i in 0..25_000 {
             let started = Instant::now();
             plugin
-                .invoke(&ctx, "hello.greet", r#"{"name":"Ada"}"#)
+                .invoke(&ctx, "hello.greet", r#"{"name":"Ada"}"#, Round::default())
                 .await
                 .expect("invoke");
             if i >= 5_000 {

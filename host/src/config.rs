@@ -65,7 +65,7 @@ fn default_plugin_wait_ms() -> u64 {
 }
 
 /// `[mcp]`: the MCP binding at `/mcp` on the agent listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMcp {
     /// Local development only, off by default: MCP requests without credentials from a
@@ -78,6 +78,24 @@ struct RawMcp {
     /// `Host` values accepted besides loopback names (when listening on loopback).
     #[serde(default)]
     allowed_hosts: Vec<String>,
+    /// How long (ms) a 2026-07-28 client may cache a list it was given (`ttlMs`).
+    #[serde(default = "default_mcp_list_ttl_ms")]
+    list_ttl_ms: u64,
+}
+
+fn default_mcp_list_ttl_ms() -> u64 {
+    30_000
+}
+
+impl Default for RawMcp {
+    fn default() -> Self {
+        RawMcp {
+            anonymous_app: None,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            list_ttl_ms: default_mcp_list_ttl_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -390,6 +408,9 @@ pub struct McpConfig {
     pub anonymous_app: Option<String>,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    /// The `ttlMs` on lists (2026-07-28): how stale a client's cached tool list may be
+    /// after a policy reload or plugin load. Calls are always authorized afresh.
+    pub list_ttl_ms: u64,
 }
 
 impl Config {
@@ -532,6 +553,7 @@ impl Config {
                 anonymous_app: raw.mcp.anonymous_app,
                 allowed_origins: raw.mcp.allowed_origins,
                 allowed_hosts: raw.mcp.allowed_hosts,
+                list_ttl_ms: raw.mcp.list_ttl_ms,
             },
         })
     }

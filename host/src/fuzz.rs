@@ -56,6 +56,7 @@ fn inbound(method: &str, path: &str, query: Option<String>, content_type: Option
         idempotency_key: None,
         cookie: None,
         mcp: McpHeaders::default(),
+        trace: None,
         peer: IpAddr::from([127, 0, 0, 1]),
         head_too_large: false,
         body: Ok(Bytes::from(body)),

@@ -17,6 +17,9 @@ use crate::plugin::{Budgets, LoadError, PluginManifest, PluginRuntime};
 use crate::protocol::codes;
 use crate::store::{PluginVersion, Remembered, Store, StoreError, StoredPlugin};
 
+/// The reviewer page's path on the admin listener.
+pub const REVIEW_PATH: &str = "/review";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("store `{path}`: {source}")]
@@ -363,6 +366,11 @@ impl Gateway {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Where a reviewer decides drafts: the review page on the admin listener.
+    pub fn review_url(&self) -> String {
+        format!("http://{}{REVIEW_PATH}", self.config.admin_listen)
     }
 
     pub fn now_iso(&self) -> String {

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::admission::{Limit, Refusal as RateRefusal};
 use crate::auth::AuthFailure;
+use crate::plugin::interaction::{InputAsk, Progress};
 use crate::plugin::{CallError, Content, GuestError};
 use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
@@ -16,6 +17,10 @@ pub struct Reply {
     pub code: Code,
     /// A read's content blocks, for bindings that render them (MCP); REST sends `data`.
     pub content: Vec<Content>,
+    /// A read that asks the client for input instead of answering (MCP `input_required`).
+    pub asked: Option<InputAsk>,
+    /// Progress the read reported, when the client asked for it.
+    pub progress: Vec<Progress>,
 }
 
 impl Reply {
@@ -24,6 +29,8 @@ impl Reply {
             data,
             code: codes::SUCCESS,
             content: Vec::new(),
+            asked: None,
+            progress: Vec::new(),
         }
     }
 }

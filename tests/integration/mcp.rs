@@ -432,3 +432,298 @@ fn a_policy_over_a_tools_arguments_hot_reloaded_refuses_over_rest_and_mcp_alike(
     assert_eq!(event.policy_ids, ["no-urgent-tickets"]);
     assert_eq!(event.details["binding"], "mcp");
 }
+
+/// A request on the 2026-07-28 stateless wire: no session, the revision in the header and
+/// in `_meta` with the client's capabilities, and the routing headers.
+fn stateless(gw: &TestGateway, id: u64, method: &str, params: Value, capabilities: Value) -> Reply {
+    stateless_as(gw, None, id, method, params, capabilities)
+}
+
+fn stateless_as(
+    gw: &TestGateway,
+    token: Option<&str>,
+    id: u64,
+    method: &str,
+    mut params: Value,
+    capabilities: Value,
+) -> Reply {
+    params["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2026-07-28");
+    params["_meta"]["io.modelcontextprotocol/clientCapabilities"] = capabilities;
+    let name = params["name"]
+        .as_str()
+        .or(params["taskId"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json"),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ];
+    if !name.is_empty() {
+        headers.push(("Mcp-Name", &name));
+    }
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    gw.send_with("POST", "/mcp", &headers, message.to_string().as_bytes())
+}
+
+#[test]
+fn a_read_asks_for_input_over_two_rounds_with_sealed_state_and_every_round_is_audited() {
+    let clock = std::sync::Arc::new(openport::clock::ManualClock::new(time::OffsetDateTime::now_utc()));
+    let gw = TestGateway::builder().anonymous_mcp().clock(clock.clone()).start();
+    let elicit = json!({"elicitation": {}});
+    let tool = "test_input_required_result_multi_round";
+    let call = |id, extra: Value| {
+        let mut params = json!({"name": tool, "arguments": {}});
+        if let Value::Object(extra) = extra {
+            params.as_object_mut().expect("object").extend(extra);
+        }
+        stateless(&gw, id, "tools/call", params, elicit.clone())
+    };
+
+    let first = call(1, json!({}));
+    assert_eq!(first.status, 200, "{:#}", first.body);
+    let result = &first.body["result"];
+    assert_eq!(result["resultType"], "input_required");
+    assert_eq!(result["inputRequests"]["step1"]["method"], "elicitation/create");
+    let step1 = result["requestState"].as_str().expect("a sealed state").to_string();
+    let event = gw.audit_of(&first).pop().expect("round 1 audited");
+    assert_eq!(event.tool.as_deref(), Some(tool));
+    assert_eq!(event.details["inputRequests"], json!(["step1"]));
+
+    let answer = |key: &str, content: Value| json!({key: {"action": "accept", "content": content}});
+    let second = call(
+        2,
+        json!({"inputResponses": answer("step1", json!({"name": "Alice"})), "requestState": step1}),
+    );
+    let step2 = second.body["result"]["requestState"]
+        .as_str()
+        .expect("round 2 asks again");
+    assert_ne!(step2, step1, "each round seals its own state");
+    assert_eq!(
+        gw.audit_of(&second).pop().expect("round 2 audited").details["inputRequests"],
+        json!(["step2"])
+    );
+
+    // The state cannot be altered, nor carried to other arguments, a later time or past
+    // its expiry.
+    let tampered = call(
+        3,
+        json!({"inputResponses": answer("step2", json!({"color": "blue"})), "requestState": format!("{step2}x")}),
+    );
+    assert_eq!(tampered.status, 400);
+    assert_eq!(tampered.body["error"]["code"], -32602);
+    assert_eq!(tampered.body["error"]["data"]["code"], "agent.request_state_invalid");
+    let refusal = gw.audit_of(&tampered).pop().expect("the refusal is audited");
+    assert_eq!(refusal.code, "agent.request_state_invalid");
+    assert_eq!(refusal.status, "denied");
+
+    let third = call(
+        4,
+        json!({"inputResponses": answer("step2", json!({"color": "blue"})), "requestState": step2}),
+    );
+    assert_eq!(third.body["result"]["resultType"], "complete", "{:#}", third.body);
+    assert_eq!(third.body["result"]["content"][0]["text"], "Alice likes blue.");
+
+    clock.advance_ms(11 * 60 * 1000);
+    let late = call(
+        5,
+        json!({"inputResponses": answer("step2", json!({"color": "red"})), "requestState": step2}),
+    );
+    assert_eq!(late.body["error"]["data"]["details"]["reason"], "request_state_expired");
+}
+
+#[test]
+fn the_stateless_wire_refuses_bad_framing_as_the_revision_says_and_streams_progress() {
+    let gw = TestGateway::builder().anonymous_mcp().start();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let listed = stateless(
+        &gw,
+        1,
+        "tools/list",
+        json!({"_meta": {"traceparent": traceparent}}),
+        json!({}),
+    );
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.body["result"]["cacheScope"], "private",
+        "lists depend on the credential"
+    );
+    assert!(listed.body["result"]["ttlMs"].as_u64().is_some());
+    let event = gw.audit_of(&listed).pop().expect("audited");
+    assert_eq!(
+        event.details["traceparent"], traceparent,
+        "the trace joins the audit trail"
+    );
+    // Over REST the W3C header does the same; a malformed one is ignored.
+    let read = gw.get_with("/api/agent/v1/ledgers", &gw.full(), &[("traceparent", traceparent)]);
+    assert_eq!(
+        gw.audit_of(&read).pop().expect("audited").details["traceparent"],
+        traceparent
+    );
+    let bad = gw.get_with("/api/agent/v1/ledgers", &gw.full(), &[("traceparent", "00-zz")]);
+    bad.expect(200, "common.success");
+    assert!(
+        gw.audit_of(&bad)
+            .pop()
+            .expect("audited")
+            .details
+            .get("traceparent")
+            .is_none()
+    );
+
+    // A routing header that disagrees with the body is refused and audited.
+    let message = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+    ];
+    let mismatch = gw.send_with("POST", "/mcp", &headers, message.to_string().as_bytes());
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(mismatch.body["id"], 7);
+    assert_eq!(mismatch.body["error"]["code"], -32020);
+    let event = gw.audit_of(&mismatch).pop().expect("audited");
+    assert_eq!(event.details["reason"], "mcp_framing");
+
+    // A read that needs input the client did not declare it can give is -32021.
+    let needs = stateless(
+        &gw,
+        2,
+        "tools/call",
+        json!({"name": "test_missing_capability", "arguments": {}}),
+        json!({}),
+    );
+    assert_eq!(needs.status, 400);
+    assert_eq!(needs.body["error"]["code"], -32021);
+    assert_eq!(
+        needs.body["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}})
+    );
+
+    // Progress, for a client that gave a token and accepts a stream, precedes the result.
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "test_tool_with_progress", "arguments": {},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": "p1"}}});
+    let (status, headers, text) = gw.send_url_text(
+        "POST",
+        &format!("{}/mcp", gw.agent),
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "application/json, text/event-stream"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "test_tool_with_progress"),
+        ],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("JSON event"))
+        .collect();
+    let progress: Vec<f64> = events
+        .iter()
+        .filter(|e| e["method"] == "notifications/progress")
+        .map(|e| e["params"]["progress"].as_f64().expect("progress"))
+        .collect();
+    assert_eq!(progress, [0.0, 50.0, 100.0]);
+    assert_eq!(events.last().expect("a result")["id"], 3);
+}
+
+#[test]
+fn a_write_that_becomes_a_draft_is_a_durable_task_of_its_key_until_a_reviewer_decides() {
+    let gw = TestGateway::start();
+    let token = gw.full();
+    let tasks = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let propose = |id, title: &str| {
+        let params = json!({
+            "name": "transaction.create",
+            "arguments": {"ledgerId": "ledger_main", "kind": "expense", "title": title, "amount_home": 42},
+            "_meta": {"justification": "monthly team lunch"},
+        });
+        stateless_as(&gw, Some(&token), id, "tools/call", params, tasks.clone())
+    };
+    let task_call = |token: &str, id, method: &str, task: &str, capabilities: Value| {
+        stateless_as(&gw, Some(token), id, method, json!({"taskId": task}), capabilities)
+    };
+
+    let created = propose(1, "Team lunch");
+    assert_eq!(created.status, 200, "{:#}", created.body);
+    let task = &created.body["result"];
+    assert_eq!(task["resultType"], "task", "{task:#}");
+    assert_eq!(task["status"], "input_required");
+    let task_id = task["taskId"].as_str().expect("a task id").to_string();
+    assert!(task_id.starts_with("drf_"), "the task is the draft: {task_id}");
+
+    let pending = task_call(&token, 2, "tasks/get", &task_id, tasks.clone());
+    let pending = &pending.body["result"];
+    assert_eq!(pending["status"], "input_required");
+    let review = &pending["inputRequests"]["review"]["params"];
+    assert_eq!(review["mode"], "url");
+    assert!(
+        review["url"].as_str().is_some_and(|u| u.ends_with("/review")),
+        "{review:#}"
+    );
+
+    // Only the key that proposed it sees it; a client that did not opt in is told what it lacks.
+    let op = gw.admin_token("operator");
+    let app = gw.app_id("Demo Integration");
+    let other = gw.admin_post(
+        &format!("/api/agent-admin/v1/apps/{app}/keys"),
+        Some(&op),
+        &json!({"name": "other"}),
+    );
+    let other = other.data()["token"].as_str().expect("token").to_string();
+    let foreign = task_call(&other, 3, "tasks/get", &task_id, tasks.clone());
+    assert_eq!(foreign.body["error"]["code"], -32602, "{:#}", foreign.body);
+    let undeclared = task_call(&token, 4, "tasks/get", &task_id, json!({}));
+    assert_eq!(undeclared.body["error"]["code"], -32021);
+    assert_eq!(
+        undeclared.body["error"]["data"]["requiredCapabilities"],
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    );
+
+    // The reviewer approves: the task completes with the execution as its result.
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/drafts/{task_id}/approve"),
+        Some(&gw.admin_token("reviewer")),
+        &json!({}),
+    )
+    .expect(200, "common.success");
+    let done = task_call(&token, 5, "tasks/get", &task_id, tasks.clone());
+    let done = &done.body["result"];
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["result"]["isError"], false);
+    assert_eq!(done["result"]["structuredContent"]["execution"]["status"], "success");
+
+    // The agent withdraws a second draft: it is cancelled, audited, and no longer reviewable.
+    let second = propose(6, "Second lunch");
+    let second_id = second.body["result"]["taskId"].as_str().expect("a task").to_string();
+    let cancel = task_call(&token, 7, "tasks/cancel", &second_id, tasks.clone());
+    assert_eq!(cancel.body["result"], json!({"resultType": "complete"}));
+    assert_eq!(
+        gw.audit_of(&cancel).pop().expect("audited").action,
+        "agent.draft.withdraw"
+    );
+    let cancelled = task_call(&token, 8, "tasks/get", &second_id, tasks.clone());
+    assert_eq!(cancelled.body["result"]["status"], "cancelled");
+    gw.admin_post(
+        &format!("/api/agent-admin/v1/drafts/{second_id}/approve"),
+        Some(&gw.admin_token("reviewer")),
+        &json!({}),
+    )
+    .expect(400, "agent.draft_already_final");
+    // Cancelling a decided task only acknowledges.
+    let again = task_call(&token, 9, "tasks/cancel", &task_id, tasks);
+    assert_eq!(again.body["result"]["resultType"], "complete");
+}

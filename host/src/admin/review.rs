@@ -23,7 +23,7 @@ use crate::store::{DraftRecord, DraftStatus};
 use crate::writes::review::{self, Reviewer};
 
 /// Where the page lives on the admin listener.
-pub const PATH: &str = "/review";
+pub const PATH: &str = crate::gateway::REVIEW_PATH;
 const COOKIE: &str = "openport_review";
 /// The sign-in form's CSRF token, also set as this `SameSite=Strict` cookie: a form posted
 /// from another site carries neither the cookie nor the token.

@@ -89,7 +89,8 @@ impl Status {
             | Reason::AutoExecuteDenied
             | Reason::AutoExecuteExpired
             | Reason::AdminUnauthorized
-            | Reason::AdminForbidden => Status::Denied,
+            | Reason::AdminForbidden
+            | Reason::RequestStateInvalid => Status::Denied,
             Reason::Validation
             | Reason::InternalError
             | Reason::ActionUnknown
@@ -107,6 +108,7 @@ impl Status {
             | Reason::PluginUnavailable
             | Reason::WitnessUnavailable
             | Reason::DraftExpired
+            | Reason::InputRequired
             | Reason::AdminConflict => Status::Failed,
         }
     }

@@ -195,7 +195,15 @@ memory_mib = 32
         ("mcp-conformance", "tool-adapter", artifacts::MCP_CONFORMANCE),
         "# The tools the official MCP conformance suite calls (scope `conformance.read`).",
         r#"tools = ["test_simple_text", "test_image_content", "test_audio_content", "test_embedded_resource",
-         "test_multiple_content_types", "test_error_handling", "json_schema_2020_12_tool"]
+         "test_multiple_content_types", "test_error_handling", "json_schema_2020_12_tool",
+         "test_region_header", "test_tool_with_progress", "test_logging_tool", "test_input_required_result_elicitation",
+         "test_input_required_result_request_state", "test_input_required_result_multiple_inputs",
+         "test_input_required_result_multi_round", "test_input_required_result_tampered_state",
+         "test_input_required_result_capabilities", "test_input_required_result_sampling",
+         "test_input_required_result_list_roots", "test_streaming_elicitation", "test_missing_capability"]
+
+[grants]
+log = true
 
 [limits]
 timeout_ms = 1000

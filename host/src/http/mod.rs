@@ -25,6 +25,7 @@ use crate::mcp;
 use crate::pipeline::{BodyError, Inbound, McpHeaders, Outbound};
 use crate::protocol::Envelope;
 use crate::protocol::ids::{self, Kind};
+use crate::protocol::trace::TraceContext;
 use crate::rest;
 
 /// Slow-client protection: headers and body must arrive within these.
@@ -55,6 +56,8 @@ pub enum Plane {
 #[derive(Debug)]
 pub struct Sessions {
     pub mcp: mcp::Sessions,
+    /// Seals MCP `requestState` between the rounds of a call.
+    pub request_states: mcp::Sealer,
     pub review: review::Sessions,
 }
 
@@ -62,6 +65,7 @@ impl Sessions {
     pub fn new(gw: &Gateway) -> Sessions {
         Sessions {
             mcp: mcp::session_table(gw.clock.clone()),
+            request_states: mcp::Sealer::default(),
             review: review::session_table(gw.clock.clone()),
         }
     }
@@ -161,7 +165,9 @@ async fn dispatch(
     }
     let inbound = read_inbound(gw, peer, req, request_id, plane).await;
     let outbound = match plane {
-        Plane::Agent if inbound.path == mcp::PATH => mcp::handle(gw, &sessions.mcp, inbound).await,
+        Plane::Agent if inbound.path == mcp::PATH => {
+            mcp::handle(gw, &sessions.mcp, &sessions.request_states, inbound).await
+        }
         Plane::Agent => rest::handle(gw, inbound).await,
         Plane::Admin if review::is_review_path(&inbound.path) => review::handle(gw, &sessions.review, inbound).await,
         Plane::Admin => admin::handle(gw, inbound).await,
@@ -275,7 +281,19 @@ async fn read_inbound(
             session_id: header(&parts.headers, "mcp-session-id"),
             protocol_version: header(&parts.headers, "mcp-protocol-version"),
             accept: header(&parts.headers, "accept"),
+            method: header(&parts.headers, "mcp-method"),
+            name: header(&parts.headers, "mcp-name"),
+            params: parts
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let param = name.as_str().strip_prefix("mcp-param-")?;
+                    Some((param.to_string(), value.to_str().ok()?.to_string()))
+                })
+                .collect(),
         },
+        trace: header(&parts.headers, "traceparent")
+            .and_then(|tp| TraceContext::parse(&tp, header(&parts.headers, "tracestate").as_deref())),
         peer: peer.ip(),
         head_too_large,
         body,

@@ -11,7 +11,10 @@
 //!   on the loopback-only anonymous integration (`[mcp] anonymous_app`).
 //! - `Origin` and `Host` are checked against DNS rebinding before anything else.
 
+mod request_state;
 mod session;
+mod stateless;
+mod tasks;
 mod tools;
 
 use serde_json::{Map, Value, json};
@@ -20,9 +23,12 @@ use crate::catalog::Tool;
 use crate::gateway::Gateway;
 use crate::outcome::Refused;
 use crate::pipeline::{self, Binding, BodyError, Credentials, Inbound, Operation, Outbound};
+use crate::plugin::interaction::Round;
 use crate::protocol::codes::{self, Code};
+use crate::protocol::trace::TraceContext;
 use crate::protocol::{ActionBody, Envelope, Failure, strict_json};
 
+pub use request_state::Sealer;
 pub use session::{Session, Sessions, table as session_table};
 use session::{SessionError, credential_of};
 
@@ -91,6 +97,8 @@ struct Mcp<'a> {
     /// any operation; else the request's `Mcp-Session-Id`, if any.
     session: Option<Option<&'a str>>,
     authorization: Option<&'a str>,
+    /// The trace context in the message's `_meta`, if any.
+    trace: Option<TraceContext>,
 }
 
 impl<'a> Mcp<'a> {
@@ -99,7 +107,14 @@ impl<'a> Mcp<'a> {
             sessions,
             session: None,
             authorization: inbound.authorization.as_deref(),
+            trace: None,
         }
+    }
+
+    /// With the trace context of a message's `_meta` (`traceparent`, `tracestate`).
+    fn traced(mut self, params: &Value) -> Self {
+        self.trace = meta_trace(params);
+        self
     }
 
     fn in_session(sessions: &'a Sessions, inbound: &'a Inbound) -> Self {
@@ -107,6 +122,7 @@ impl<'a> Mcp<'a> {
             sessions,
             session: Some(inbound.mcp.session_id.as_deref()),
             authorization: inbound.authorization.as_deref(),
+            trace: None,
         }
     }
 }
@@ -141,6 +157,16 @@ impl Binding for Mcp<'_> {
     fn not_an_action(&self, _found: Option<&Tool>) -> Failure {
         unknown_tool()
     }
+
+    fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
+    }
+}
+
+/// W3C trace context carried in a message's `_meta`.
+fn meta_trace(params: &Value) -> Option<TraceContext> {
+    let meta = &params["_meta"];
+    TraceContext::parse(meta.get("traceparent")?.as_str()?, meta["tracestate"].as_str())
 }
 
 /// Over MCP, a name that does not exist and one the caller may not see answer alike.
@@ -149,7 +175,7 @@ fn unknown_tool() -> Failure {
 }
 
 /// One `/mcp` request.
-pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outbound {
+pub async fn handle(gw: &Gateway, sessions: &Sessions, sealer: &Sealer, inbound: Inbound) -> Outbound {
     let request_id = inbound.request_id.clone();
     let credentials = match gw.config.mcp.anonymous_app.as_deref() {
         Some(app_id) if inbound.peer.is_loopback() && inbound.authorization.is_none() => {
@@ -161,6 +187,7 @@ pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outb
         gw,
         request_id: &request_id,
         sse: wants_event_stream(inbound.mcp.accept.as_deref()),
+        accepts_sse: accepts_event_stream(inbound.mcp.accept.as_deref()),
         presented_credential: inbound.authorization.is_some(),
     };
 
@@ -173,7 +200,7 @@ pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outb
     }
 
     match inbound.method.as_str() {
-        "POST" => post(gw, sessions, &inbound, credentials, &reply).await,
+        "POST" => post(gw, sessions, sealer, &inbound, credentials, &reply).await,
         "DELETE" => {
             let credential = credential_of(inbound.authorization.as_deref());
             let operation = Operation::Session {
@@ -308,6 +335,7 @@ pub(crate) fn parse_message(inbound: &Inbound) -> Result<Message, Fault> {
 async fn post(
     gw: &Gateway,
     sessions: &Sessions,
+    sealer: &Sealer,
     inbound: &Inbound,
     credentials: Credentials<'_>,
     reply: &Responder<'_>,
@@ -331,6 +359,25 @@ async fn post(
             return reply.error(fault.status, fault.id, fault.rpc_code, &refused, Vec::new());
         }
     };
+    if let Message::Request { id, method, params } = &message
+        && stateless::speaks(
+            inbound.mcp.protocol_version.as_deref(),
+            ACCEPTED_HEADER_VERSIONS,
+            method,
+            params,
+        )
+    {
+        let call = stateless::Call {
+            gw,
+            sessions,
+            sealer,
+            inbound,
+            credentials,
+            reply,
+            params,
+        };
+        return call.request(id.clone(), method, params.clone()).await;
+    }
     if let Some(version) = inbound.mcp.protocol_version.as_deref()
         && !ACCEPTED_HEADER_VERSIONS.contains(&version)
     {
@@ -355,7 +402,15 @@ async fn post(
             let operation = Operation::Session {
                 method: audit_name(&method),
             };
-            return match pipeline::govern(gw, inbound, Ok(operation), in_session, credentials).await {
+            // A notification of the stateless wire belongs to no session.
+            let stateless = inbound
+                .mcp
+                .protocol_version
+                .as_deref()
+                .is_some_and(|v| !ACCEPTED_HEADER_VERSIONS.contains(&v));
+            let opening = Mcp::opening(sessions, inbound);
+            let binding = if stateless { &opening } else { in_session };
+            return match pipeline::govern(gw, inbound, Ok(operation), binding, credentials).await {
                 Ok(_) => empty(202, Vec::new(), reply.request_id),
                 Err(refused) => reply.refused(Value::Null, refused),
             };
@@ -395,9 +450,21 @@ async fn post(
                     return reply.error(200, id, INVALID_PARAMS, &refused, Vec::new());
                 }
             };
-            let outcome = pipeline::govern(gw, inbound, Ok(Operation::Call(body)), in_session, credentials).await;
+            // This revision carries no input requests (a read that asks is refused), but
+            // progress, for a client that gave a token.
+            let token = params["_meta"].get("progressToken").cloned();
+            let round = Round {
+                wants_progress: token.is_some(),
+                ..Round::default()
+            };
+            let operation = Operation::Call(body, Some(round));
+            let in_session = Mcp::in_session(sessions, inbound).traced(&params);
+            let outcome = pipeline::govern(gw, inbound, Ok(operation), &in_session, credentials).await;
             match outcome {
-                Ok(result) => reply.result(200, id, tools::call_result(result, reply.request_id), Vec::new()),
+                Ok(result) => {
+                    let notifications = tools::progress_notifications(token.as_ref(), &result);
+                    reply.result_after(id, tools::call_result(result, reply.request_id), notifications)
+                }
                 Err(refused) if is_protocol_refusal(&refused) => reply.refused(id, refused),
                 Err(refused) => {
                     let headers = refused.headers.clone();
@@ -450,13 +517,20 @@ async fn initialize(
             let result = json!({
                 "protocolVersion": version,
                 "capabilities": {"tools": {"listChanged": false}},
-                "serverInfo": {"name": "openport", "title": "OpenPort gateway", "version": env!("CARGO_PKG_VERSION")},
-                "instructions": "Tools are governed by OpenPort: writes become drafts for human review unless policy allows auto-execution. Refusals are tool results with isError and an `agent.*` code in structuredContent.code.",
+                "serverInfo": server_info(),
+                "instructions": INSTRUCTIONS,
             });
             reply.result(200, id, result, vec![("Mcp-Session-Id", session)])
         }
         Err(refused) => reply.refused(id, refused),
     }
+}
+
+/// What the gateway tells clients about itself, on every revision.
+const INSTRUCTIONS: &str = "Tools are governed by OpenPort: writes become drafts for human review unless policy allows auto-execution. Refusals are tool results with isError and an `agent.*` code in structuredContent.code.";
+
+fn server_info() -> Value {
+    json!({"name": "openport", "title": "OpenPort gateway", "version": env!("CARGO_PKG_VERSION")})
 }
 
 /// `tools/call` params as an action body: `name`, `arguments`, and the OpenPort action
@@ -598,11 +672,27 @@ fn wants_event_stream(accept: Option<&str>) -> bool {
     !json && types.iter().any(|t| t.eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// Writes JSON-RPC answers, as JSON or as a one-event SSE stream.
+/// Whether the client accepts an event stream at all.
+fn accepts_event_stream(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("text/event-stream")
+        })
+    })
+}
+
+/// Writes JSON-RPC answers, as JSON or as an SSE stream.
 struct Responder<'a> {
     gw: &'a Gateway,
     request_id: &'a str,
+    /// The client accepts only an event stream.
     sse: bool,
+    /// The client accepts an event stream (then notifications may precede a result).
+    accepts_sse: bool,
     /// Whether the request carried an `Authorization` header (then a 401 says why).
     presented_credential: bool,
 }
@@ -610,6 +700,26 @@ struct Responder<'a> {
 impl Responder<'_> {
     fn result(&self, status: u16, id: Value, result: Value, headers: Vec<(&'static str, String)>) -> Outbound {
         self.message(status, &json!({"jsonrpc": "2.0", "id": id, "result": result}), headers)
+    }
+
+    /// A result preceded by notifications (progress) on one event stream, when the client
+    /// accepts one and there are any; else the result alone.
+    fn result_after(&self, id: Value, result: Value, notifications: Vec<Value>) -> Outbound {
+        if notifications.is_empty() || !self.accepts_sse {
+            return self.result(200, id, result, Vec::new());
+        }
+        let mut body = String::new();
+        for message in notifications
+            .iter()
+            .chain([&json!({"jsonrpc": "2.0", "id": id, "result": result})])
+        {
+            body.push_str(&format!("event: message\ndata: {message}\n\n"));
+        }
+        Outbound {
+            status: 200,
+            headers: self.stream_headers(Vec::new()),
+            body: body.into_bytes(),
+        }
     }
 
     fn error(
@@ -629,6 +739,39 @@ impl Responder<'_> {
         let mut headers = headers;
         headers.extend(refused.headers.iter().cloned());
         self.message(status, &body, headers)
+    }
+
+    /// An error whose `data` carries fields a revision defines (`supported`, `requested`,
+    /// `requiredCapabilities`) beside the OpenPort envelope's.
+    fn error_with(
+        &self,
+        status: u16,
+        id: Value,
+        rpc_code: i64,
+        refused: &Refused,
+        data: Map<String, Value>,
+    ) -> Outbound {
+        let mut envelope =
+            serde_json::to_value(Envelope::failure(&refused.failure, self.request_id)).unwrap_or_else(|_| json!({}));
+        if let Value::Object(fields) = &mut envelope {
+            fields.extend(data);
+        }
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
+        });
+        self.message(status, &body, refused.headers.clone())
+    }
+
+    fn stream_headers(&self, extra: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("Content-Type", "text/event-stream".to_string()),
+            ("X-Request-Id", self.request_id.to_string()),
+            ("Cache-Control", "no-store".to_string()),
+        ];
+        headers.extend(extra);
+        headers
     }
 
     /// A governance refusal of a whole request: `401` (with `WWW-Authenticate`) for a
@@ -657,16 +800,10 @@ impl Responder<'_> {
 
     fn message(&self, status: u16, body: &Value, extra: Vec<(&'static str, String)>) -> Outbound {
         if self.sse {
-            let mut headers = vec![
-                ("Content-Type", "text/event-stream".to_string()),
-                ("X-Request-Id", self.request_id.to_string()),
-                ("Cache-Control", "no-store".to_string()),
-            ];
-            headers.extend(extra);
             let event = format!("event: message\ndata: {body}\n\n");
             return Outbound {
                 status,
-                headers,
+                headers: self.stream_headers(extra),
                 body: event.into_bytes(),
             };
         }

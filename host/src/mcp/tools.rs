@@ -52,6 +52,25 @@ fn tool(described: &Value) -> Value {
     tool
 }
 
+/// The progress a read reported, as notifications for the client's `progressToken`.
+pub fn progress_notifications(token: Option<&Value>, reply: &Reply) -> Vec<Value> {
+    let Some(token) = token else { return Vec::new() };
+    reply
+        .progress
+        .iter()
+        .map(|p| {
+            let mut params = json!({"progressToken": token, "progress": p.progress});
+            if let Some(total) = p.total {
+                params["total"] = json!(total);
+            }
+            if let Some(message) = &p.message {
+                params["message"] = json!(message);
+            }
+            json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+        })
+        .collect()
+}
+
 /// A successful `tools/call`. A read returns the adapter's content (its structured result
 /// as text when it gave no content); an action returns the `/actions` data.
 pub fn call_result(reply: Reply, request_id: &str) -> Value {

@@ -14,6 +14,7 @@ mod discovery;
 mod facts;
 mod gate;
 mod payload;
+mod read;
 mod request;
 mod trail;
 
@@ -28,9 +29,9 @@ use crate::authz::Action;
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::gateway::Gateway;
-use crate::hashing::canonical_json;
-use crate::outcome::{Refused, Reply, auth_refusal, call_refusal, rate_refusal};
+use crate::outcome::{Refused, Reply, auth_refusal, rate_refusal};
 use crate::plugin::CallContext;
+use crate::protocol::trace::TraceContext;
 use crate::protocol::{ActionBody, Failure, PreflightBody, codes};
 use crate::writes;
 
@@ -39,7 +40,7 @@ pub use payload::unbindable_number;
 pub use request::{Binding, BodyError, Credentials, Flags, Inbound, McpHeaders, Operation, Outbound};
 pub use trail::{payload_hash, redact};
 
-use payload::{bindable_numbers, bound_dates, invalid_payload, query_payload, redact_fields, typed_args};
+use payload::{bindable_numbers, bound_dates, invalid_payload, typed_args};
 use trail::{Trail, finish};
 
 /// Steps 2 to 14 for an operation, then its terminal audit event. Every binding comes
@@ -54,11 +55,20 @@ pub async fn govern(
 ) -> Result<Reply, Refused> {
     let started = Stopwatch::start();
     let mut trail = Trail::new(binding.name());
+    let trace = binding.trace().or(inbound.trace.as_ref());
+    if let Some(trace) = trace {
+        trail
+            .details
+            .insert("traceparent".into(), trace.traceparent.clone().into());
+        if let Some(state) = &trace.tracestate {
+            trail.details.insert("tracestate".into(), state.clone().into());
+        }
+    }
     let outcome = match gate::before(gw, inbound, &mut trail) {
         Err(refused) => Err(refused),
         Ok(client) => {
             let outcome = match operation {
-                Ok(operation) => steps(gw, inbound, operation, binding, credentials, &mut trail).await,
+                Ok(operation) => steps(gw, inbound, operation, binding, credentials, trace, &mut trail).await,
                 Err(refused) => Err(refused),
             };
             gate::after(gw, &client, &mut trail, outcome)
@@ -73,6 +83,7 @@ async fn steps(
     operation: Operation,
     binding: &dyn Binding,
     credentials: Credentials<'_>,
+    trace: Option<&TraceContext>,
     trail: &mut Trail,
 ) -> Result<Reply, Refused> {
     // (1) The binding parsed and bounded the request.
@@ -135,6 +146,7 @@ async fn steps(
         client_ip,
         request_id: &inbound.request_id,
         binding,
+        trace,
     };
     match operation {
         Operation::Manifest => request.manifest(),
@@ -142,7 +154,15 @@ async fn steps(
         Operation::Action(body) => request.action(body, trail).await,
         Operation::Preflight(body) => request.preflight(body, trail).await,
         Operation::Draft { id, wait_seconds } => request.draft(&id, wait_seconds, trail).await,
-        Operation::Call(body) => request.call(body, trail).await,
+        Operation::Call(body, round) => request.call(body, round, trail).await,
+        Operation::Task { id, withdraw } => {
+            let (data, withdrawn) = writes::own_draft(gw, &principal, &id, withdraw)?;
+            trail.draft_id = Some(id);
+            if withdrawn {
+                trail.action = "agent.draft.withdraw".into();
+            }
+            Ok(Reply::ok(data))
+        }
         Operation::Session { .. } => Ok(Reply::ok(json!({}))),
     }
 }
@@ -154,6 +174,8 @@ struct Governed<'a> {
     client_ip: std::net::IpAddr,
     request_id: &'a str,
     binding: &'a dyn Binding,
+    /// Passed on to the outbound calls plugins make for this request.
+    trace: Option<&'a TraceContext>,
 }
 
 impl Governed<'_> {
@@ -225,6 +247,7 @@ impl Governed<'_> {
             request_id: self.request_id.to_string(),
             actor: self.principal.actor_user_id.clone(),
             allow_sensitive_fields: policy.allows_sensitive_fields(),
+            trace: self.trace.cloned(),
         };
         // (12) Cedar on the call, with the data-policy policies.
         bindable_numbers(tool, payload)?;
@@ -249,60 +272,6 @@ impl Governed<'_> {
             return Err(invalid_payload(tool, &issues));
         }
         Ok((context, args))
-    }
-
-    async fn read(&self, route: &str, query: Option<&str>, trail: &mut Trail) -> Result<Reply, Refused> {
-        // (9) Tool resolved from the route.
-        let tool = self.gw.catalog().tool_for_route(route).cloned();
-        let tool = tool.ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
-        trail.action = format!("agent.{}", tool.name);
-        let payload = query_payload(query, &tool.input_schema)?;
-        self.run_read(&tool, payload, trail).await
-    }
-
-    /// A call by tool name: reads run as reads (with the arguments as the payload), the
-    /// rest enter the write lifecycle as actions. Unknown names are unknown actions.
-    async fn call(&self, body: ActionBody, trail: &mut Trail) -> Result<Reply, Refused> {
-        let read = self.gw.catalog().tool(&body.action).filter(|t| t.is_read()).cloned();
-        let Some(tool) = read else {
-            return self.action(body, trail).await;
-        };
-        trail.action = format!("agent.{}", tool.name);
-        let payload = body.payload.unwrap_or_else(|| json!({}));
-        if !payload.is_object() {
-            return Err(Failure::validation(&["arguments"], "arguments must be an object").into());
-        }
-        self.run_read(&tool, payload, trail).await
-    }
-
-    /// Steps 10 to 14 of a read.
-    async fn run_read(&self, tool: &Arc<Tool>, mut payload: Value, trail: &mut Trail) -> Result<Reply, Refused> {
-        trail.payload(self.gw, &payload);
-        self.may_use(tool, Flags::default(), trail)?;
-        let (context, _) = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
-        // (14) Dispatch: a read runs now.
-        let started = Stopwatch::start();
-        let output = tool
-            .plugin
-            .invoke(&context, &tool.name, &canonical_json(&payload))
-            .await;
-        trail.stages.push(("plugin", started.elapsed()));
-        self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
-        let output = output.map_err(|e| call_refusal(e, true))?;
-        let mut data = output.structured.unwrap_or_else(|| json!({}));
-        if !context.allow_sensitive_fields {
-            let mut redacted = std::collections::BTreeSet::new();
-            redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
-            trail.details.insert("redactedFields".into(), json!(redacted));
-        }
-        if let Some(items) = data.get("items").and_then(Value::as_array) {
-            trail.details.insert("resultCount".into(), items.len().into());
-        }
-        Ok(Reply {
-            data,
-            code: codes::SUCCESS,
-            content: output.content,
-        })
     }
 
     /// (9) An action's tool: unknown names and reads are not actions.
@@ -370,9 +339,8 @@ impl Governed<'_> {
         trail.draft_id = Some(outcome.draft_id.clone());
         trail.details.extend(outcome.audit_details);
         Ok(Reply {
-            data: outcome.data,
             code: outcome.code,
-            content: Vec::new(),
+            ..Reply::ok(outcome.data)
         })
     }
 

@@ -8,6 +8,8 @@ use bytes::Bytes;
 
 use crate::audit::RequestFacts;
 use crate::catalog::Tool;
+use crate::plugin::interaction::Round;
+use crate::protocol::trace::TraceContext;
 use crate::protocol::{ActionBody, Failure, PreflightBody};
 
 /// Why the body could not be read.
@@ -34,6 +36,8 @@ pub struct Inbound {
     pub cookie: Option<String>,
     /// Headers only the MCP binding reads.
     pub mcp: McpHeaders,
+    /// The W3C `traceparent`/`tracestate` headers, when well formed.
+    pub trace: Option<TraceContext>,
     pub peer: IpAddr,
     /// The head was over the limits (`http`): the request is refused, its headers dropped.
     pub head_too_large: bool,
@@ -61,6 +65,11 @@ pub struct McpHeaders {
     pub session_id: Option<String>,
     pub protocol_version: Option<String>,
     pub accept: Option<String>,
+    /// The 2026-07-28 routing headers, which must agree with the body.
+    pub method: Option<String>,
+    pub name: Option<String>,
+    /// `Mcp-Param-<Name>` headers: (`<Name>`, value), mirroring tool arguments.
+    pub params: Vec<(String, String)>,
 }
 
 /// The response the HTTP layer writes.
@@ -100,8 +109,15 @@ pub enum Operation {
         wait_seconds: u64,
     },
     /// A call by tool name (MCP `tools/call`): a read runs as a read, anything else as an
-    /// action; `body.action` is the tool and `body.payload` its arguments.
-    Call(ActionBody),
+    /// action; `body.action` is the tool and `body.payload` its arguments. With the input
+    /// round the client brings; `None` on a revision that cannot carry input requests.
+    Call(ActionBody, Option<Round>),
+    /// A draft as a task of the key that proposed it (MCP Tasks); `withdraw` cancels it
+    /// while it is pending.
+    Task {
+        id: String,
+        withdraw: bool,
+    },
     /// An MCP lifecycle request (`initialize`, `ping`, a notification, session end): the
     /// caller is authenticated and admitted, and nothing else happens.
     Session {
@@ -116,8 +132,8 @@ impl Operation {
             Operation::Read { route, .. } => Some(route),
             Operation::Action(body) => Some(&body.action),
             Operation::Preflight(body) => Some(&body.action),
-            Operation::Call(body) => Some(&body.action),
-            Operation::Manifest | Operation::Draft { .. } | Operation::Session { .. } => None,
+            Operation::Call(body, _) => Some(&body.action),
+            Operation::Manifest | Operation::Draft { .. } | Operation::Task { .. } | Operation::Session { .. } => None,
         }
     }
 
@@ -128,7 +144,9 @@ impl Operation {
             Operation::Action(_) => "agent.action.propose".into(),
             Operation::Preflight(_) => "agent.action.preflight".into(),
             Operation::Draft { .. } => "agent.draft.read".into(),
-            Operation::Call(_) => "agent.tool.call".into(),
+            Operation::Call(..) => "agent.tool.call".into(),
+            Operation::Task { withdraw: false, .. } => "agent.task.read".into(),
+            Operation::Task { withdraw: true, .. } => "agent.task.cancel".into(),
             Operation::Session { method } => format!("agent.mcp.{method}"),
         }
     }
@@ -159,6 +177,12 @@ pub trait Binding: Sync {
 
     /// The answer when an action names no write tool: an unknown name, or a read.
     fn not_an_action(&self, found: Option<&Tool>) -> Failure;
+
+    /// A trace context the message itself carries (MCP `_meta`), which wins over the
+    /// HTTP headers'.
+    fn trace(&self) -> Option<&TraceContext> {
+        None
+    }
 }
 
 /// Request flags Cedar sees in its context.

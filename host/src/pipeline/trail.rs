@@ -140,6 +140,12 @@ pub(super) async fn finish(
     event.policy_ids = std::mem::take(&mut trail.policy_ids);
     event.draft_id = trail.draft_id.take();
     event.details.extend(std::mem::take(&mut trail.details));
+    // Why a request was refused, when the refusal says (`details.reason`), is kept too.
+    if let Err(refused) = &outcome
+        && let Some(reason) = refused.failure.details.get("reason")
+    {
+        event.details.entry("reason").or_insert_with(|| reason.clone());
+    }
     if let Err(refused) = &outcome
         && let Some(internal) = &refused.internal
     {

@@ -6,6 +6,7 @@ use super::bindings::adapter::openport::plugin::host::{
     Host, HttpRequest, HttpResponse, KvCondition, KvWrite, Level, Versioned,
 };
 use super::bindings::adapter::openport::plugin::types::{self, Error};
+use super::interaction::{InputAsk, Progress};
 use crate::store::{self as kv, IncrementError};
 
 /// Longest key and value a plugin may store, and most keys one `kv-list` returns.
@@ -164,7 +165,7 @@ impl Host for CallState {
         Ok(self.env.grants.config.get(&key).cloned())
     }
 
-    async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, Error> {
+    async fn http_fetch(&mut self, mut request: HttpRequest) -> Result<HttpResponse, Error> {
         let uri: ureq::http::Uri = request
             .url
             .parse()
@@ -186,9 +187,52 @@ impl Host for CallState {
             return Err(Error::Unavailable("the call's time budget is spent".into()));
         }
         let limit = self.max_output_bytes;
+        // The request's trace continues into the application, unless the plugin set its own.
+        if let Some(trace) = &self.trace
+            && !request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
+        {
+            request.headers.push(("traceparent".into(), trace.traceparent.clone()));
+            if let Some(state) = &trace.tracestate {
+                request.headers.push(("tracestate".into(), state.clone()));
+            }
+        }
         // ureq blocks: run it on the blocking pool so the async workers stay free.
         let result = tokio::task::spawn_blocking(move || send(request, remaining, limit)).await;
         result.unwrap_or_else(|_| Err(Error::Internal("outbound request task failed".into())))
+    }
+
+    fn input_responses(&mut self) -> Option<String> {
+        self.interaction.round.responses.as_ref().map(|v| v.to_string())
+    }
+
+    fn input_state(&mut self) -> Option<String> {
+        self.interaction.round.state.clone()
+    }
+
+    fn client_capabilities(&mut self) -> Option<String> {
+        self.interaction
+            .round
+            .client_capabilities
+            .as_ref()
+            .map(|v| v.to_string())
+    }
+
+    fn require_input(&mut self, requests: String, state: Option<String>) -> Result<(), Error> {
+        let ask = InputAsk::parse(&requests, state).map_err(Error::InvalidInput)?;
+        self.interaction.asked = Some(ask);
+        Ok(())
+    }
+
+    fn progress(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let message = message.map(|m| m.chars().take(500).collect());
+        self.interaction.report(Progress {
+            progress,
+            total,
+            message,
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 mod bindings;
 mod budget;
 mod host_impl;
+pub mod interaction;
 pub mod manifest;
 
 use std::path::Path;
@@ -25,8 +26,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use self::bindings::adapter::openport::plugin::types as wit;
 use self::bindings::adapter::{ToolAdapter, ToolAdapterPre};
 use self::bindings::witness::{StateWitness, StateWitnessPre, Verdict as WitVerdict};
+use self::interaction::{InputAsk, Interaction, Progress, Round};
 use crate::clock::{SharedClock, monotonic_now};
 use crate::hashing::sha256_hex;
+use crate::protocol::trace::TraceContext;
 use crate::store::Store as Db;
 use crate::tool::{Descriptor, Effect, Risk};
 pub use budget::{Budget, Budgets};
@@ -115,6 +118,8 @@ pub struct CallContext {
     pub actor: String,
     /// The app's data policy allows sensitive fields (titles, notes) in results.
     pub allow_sensitive_fields: bool,
+    /// The request's trace context, passed on (as a child) to the plugin's outbound calls.
+    pub trace: Option<TraceContext>,
 }
 
 /// One piece of a tool result.
@@ -143,6 +148,10 @@ pub enum Content {
 pub struct ToolOutput {
     pub structured: Option<serde_json::Value>,
     pub content: Vec<Content>,
+    /// The plugin asked the client for input instead of answering (then the rest is empty).
+    pub asked: Option<InputAsk>,
+    /// What it reported along the way, when the client asked for progress.
+    pub progress: Vec<Progress>,
 }
 
 /// What `plan` returned.
@@ -172,6 +181,10 @@ pub struct CallState {
     /// When the call's time budget ends; host calls that wait (HTTP) stop there too.
     deadline: Instant,
     max_output_bytes: usize,
+    /// Input and progress exchanged with the client during this call.
+    interaction: Interaction,
+    /// Sent with the plugin's outbound requests: the request's trace, the gateway's span.
+    trace: Option<TraceContext>,
 }
 
 impl WasiView for CallState {
@@ -352,6 +365,7 @@ impl PluginRuntime {
             request_id: "load".into(),
             actor: String::new(),
             allow_sensitive_fields: false,
+            trace: None,
         };
         if manifest_world(&plugin) == World::StateWitness {
             let witnessed = plugin
@@ -448,15 +462,33 @@ impl Plugin {
         &self.manifest
     }
 
-    /// Runs `invoke` for a tool.
-    pub async fn invoke(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<ToolOutput, CallError> {
+    /// Runs `invoke` for a tool, with what the client brings to this round.
+    pub async fn invoke(
+        &self,
+        ctx: &CallContext,
+        tool: &str,
+        payload: &str,
+        round: Round,
+    ) -> Result<ToolOutput, CallError> {
         let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
-        let result = self
+        let (result, interaction) = self
             .call(ctx, |adapter, store| {
-                Box::pin(async move { adapter.call_invoke(store, &wctx, &tool, &payload).await })
+                Box::pin(async move {
+                    store.data_mut().interaction = Interaction::new(round);
+                    let result = adapter.call_invoke(&mut *store, &wctx, &tool, &payload).await?;
+                    Ok((result, std::mem::take(&mut store.data_mut().interaction)))
+                })
             })
-            .await?
-            .map_err(|e| CallError::Guest(e.into()))?;
+            .await?;
+        let result = result.map_err(|e| CallError::Guest(e.into()))?;
+        if let Some(ask) = interaction.asked {
+            return Ok(ToolOutput {
+                structured: None,
+                content: Vec::new(),
+                asked: Some(ask),
+                progress: interaction.progress,
+            });
+        }
         let limit = self.manifest.limits.max_output_bytes;
         let structured = match result.structured {
             Some(text) => {
@@ -493,7 +525,12 @@ impl Plugin {
             check_size(total, limit)?;
             content.push(item);
         }
-        Ok(ToolOutput { structured, content })
+        Ok(ToolOutput {
+            structured,
+            content,
+            asked: None,
+            progress: interaction.progress,
+        })
     }
 
     /// Runs `plan` for a write.
@@ -541,6 +578,8 @@ impl Plugin {
             log_lines: 0,
             deadline: monotonic_now() + Duration::from_millis(limits.timeout_ms),
             max_output_bytes: limits.max_output_bytes,
+            interaction: Interaction::default(),
+            trace: ctx.trace.as_ref().map(TraceContext::child),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter_async(|s| &mut s.limiter);

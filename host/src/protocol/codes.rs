@@ -84,6 +84,8 @@ codes! {
     PLUGIN_UNAVAILABLE / PluginUnavailable = ("agent.plugin_unavailable", 503, true, false, "no loaded plugin serves the tool");
     WITNESS_UNAVAILABLE / WitnessUnavailable = ("agent.witness_unavailable", 503, true, false, "a witness failed: fail closed, nothing executed");
     DRAFT_EXPIRED / DraftExpired = ("agent.draft_expired", 410, false, false, "a draft past its review window");
+    INPUT_REQUIRED / InputRequired = ("agent.input_required", 400, false, false, "the tool asks the client for input it cannot give: the binding carries no input requests, or the client did not declare the capability (`details.missingCapabilities`)");
+    REQUEST_STATE_INVALID / RequestStateInvalid = ("agent.request_state_invalid", 400, false, false, "an MCP `requestState` that was altered, expired, or issued to another credential, tool or arguments");
     ADMIN_UNAUTHORIZED / AdminUnauthorized = ("admin.unauthorized", 401, false, false, "admin plane credential missing or invalid");
     ADMIN_FORBIDDEN / AdminForbidden = ("admin.forbidden", 403, false, false, "admin credential's role lacks the right");
     ADMIN_CONFLICT / AdminConflict = ("admin.conflict", 409, false, false, "the change conflicts with what exists (an app name already used in the tenant)");

@@ -5,6 +5,7 @@ mod envelope;
 pub mod ids;
 mod requests;
 pub mod strict_json;
+pub mod trace;
 
 pub use codes::Code;
 pub use envelope::{Envelope, Failure};

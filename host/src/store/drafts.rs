@@ -124,7 +124,12 @@ pub struct DraftRecord {
     pub confirmed_at: Option<String>,
     pub canceled_at: Option<String>,
     pub confirmed_by_user_id: Option<String>,
+    /// Who canceled it: the rejecting reviewer, or [`WITHDRAWN_BY_AGENT`].
+    pub canceled_by: Option<String>,
 }
+
+/// `canceled_by` of a draft its own agent withdrew (MCP `tasks/cancel`).
+pub const WITHDRAWN_BY_AGENT: &str = "agent";
 
 /// One run of a draft's action.
 #[derive(Debug, Clone, Serialize)]
@@ -164,7 +169,7 @@ pub struct Drafts {
 const DRAFT_COLUMNS: &str = "id, app_id, key_id, org_id, actor_user_id, action_type, payload, status, risk,
      requires_confirmation, auto_execute_requested, justification, idempotency_key, request_id, impact,
      impact_hash, preflight_hash, preflight_state_witness_hash, plugin, plugin_digest, created_at,
-     updated_at, expires_at, confirmed_at, canceled_at, confirmed_by_user_id";
+     updated_at, expires_at, confirmed_at, canceled_at, confirmed_by_user_id, canceled_by";
 
 const EXECUTION_COLUMNS: &str = "id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at";
 
@@ -196,6 +201,7 @@ fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<DraftRecord> {
         confirmed_at: r.get(23)?,
         canceled_at: r.get(24)?,
         confirmed_by_user_id: r.get(25)?,
+        canceled_by: r.get(26)?,
     })
 }
 
@@ -223,7 +229,7 @@ impl Drafts {
         conn.execute(
             &format!(
                 "INSERT INTO drafts ({DRAFT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
+                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
             ),
             params![
                 d.id,
@@ -251,7 +257,8 @@ impl Drafts {
                 d.expires_at,
                 d.confirmed_at,
                 d.canceled_at,
-                d.confirmed_by_user_id
+                d.confirmed_by_user_id,
+                d.canceled_by
             ],
         )?;
         Ok(())
@@ -321,7 +328,8 @@ impl Drafts {
             "UPDATE drafts SET status = ?3, updated_at = ?5,
                  confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_at END,
                  confirmed_by_user_id = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_by_user_id END,
-                 canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END
+                 canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END,
+                 canceled_by = CASE WHEN ?3 = 'canceled' THEN ?4 ELSE canceled_by END
              WHERE id = ?1 AND status = ?2",
             params![id, from.as_str(), to.as_str(), by, at],
         )?;

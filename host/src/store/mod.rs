@@ -42,7 +42,7 @@ pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{
     AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
 };
-pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus};
+pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, WITHDRAWN_BY_AGENT};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
 pub use plugins::{NewVersion, PluginRegistry, PluginVersion, Remembered, StoredPlugin};
@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_audit_signed_checkpoints.sql"),
     include_str!("migrations/0009_app_tags.sql"),
     include_str!("migrations/0010_plugin_versions.sql"),
+    include_str!("migrations/0011_draft_canceled_by.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,9 @@ use crate::plugin::CallContext;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{self, Kind};
 use crate::protocol::{ActionBody, Failure};
-use crate::store::{DraftRecord, DraftStatus, ExecutionStatus, IdempotencyScope, PreflightRecord, Reservation};
+use crate::store::{
+    DraftRecord, DraftStatus, ExecutionStatus, IdempotencyScope, PreflightRecord, Reservation, WITHDRAWN_BY_AGENT,
+};
 use crate::tool::Risk;
 
 /// How long a preflight binding lives.
@@ -470,6 +472,7 @@ async fn create(
         confirmed_at: None,
         canceled_at: None,
         confirmed_by_user_id: None,
+        canceled_by: None,
     };
     gw.store.drafts.insert(&draft).map_err(Refused::internal)?;
     if runs_now {
@@ -538,6 +541,42 @@ pub async fn draft_status(gw: &Gateway, app_id: &str, id: &str, wait_seconds: u6
     }
     let execution = gw.store.drafts.latest_execution(&draft.id).map_err(Refused::internal)?;
     Ok(json!({"draft": public_draft(&draft), "execution": execution}))
+}
+
+/// A draft as a task of the agent key that proposed it (MCP Tasks): one of another key or
+/// app answers like a missing one. With `withdraw`, a still-pending draft is withdrawn
+/// (canceled by its agent); a decided one is left as it is. Returns the draft and its
+/// latest execution, and whether this call withdrew it.
+pub fn own_draft(gw: &Gateway, principal: &Principal, id: &str, withdraw: bool) -> Result<(Value, bool), Refused> {
+    let mine = || -> Result<DraftRecord, Refused> {
+        let draft = gw.store.drafts.get(id).map_err(Refused::internal)?;
+        draft
+            .filter(|d| d.app_id == principal.app.id && d.key_id == principal.key.id)
+            .ok_or_else(|| Failure::new(codes::DRAFT_NOT_FOUND, "Draft not found").into())
+    };
+    let mut draft = mine()?;
+    let withdrawn = withdraw
+        && draft.status == DraftStatus::Draft
+        && gw
+            .store
+            .drafts
+            .transition(
+                id,
+                DraftStatus::Draft,
+                DraftStatus::Canceled,
+                Some(WITHDRAWN_BY_AGENT),
+                &gw.now_iso(),
+            )
+            .map_err(Refused::internal)?;
+    if withdrawn {
+        draft = mine()?;
+    }
+    let execution = gw.store.drafts.latest_execution(&draft.id).map_err(Refused::internal)?;
+    let by_agent = draft.canceled_by.as_deref() == Some(WITHDRAWN_BY_AGENT);
+    Ok((
+        json!({"draft": public_draft(&draft), "execution": execution, "withdrawnByAgent": by_agent}),
+        withdrawn,
+    ))
 }
 
 /// The draft as agents see it: the reference's public fields, plus ours.

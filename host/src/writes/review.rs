@@ -9,7 +9,8 @@ use crate::clock;
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, jcs_sha256};
 use crate::outcome::{Refused, call_refusal, witness_refusal};
-use crate::plugin::CallContext;
+use crate::plugin::interaction::Round;
+use crate::plugin::{CallContext, CallError, GuestError};
 use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{self, Kind};
@@ -180,6 +181,8 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         request_id: reviewer.request_id.to_string(),
         actor: draft.actor_user_id.clone(),
         allow_sensitive_fields: app.as_ref().is_none_or(|a| a.policy.allows_sensitive_fields()),
+        // The agent's trace ended with its request; the reviewer's is not recorded here.
+        trace: None,
     };
     let payload_text = canonical_json(&draft.payload);
     // The State Witness, recomputed before any effect (SPEC 6): fail closed.
@@ -237,7 +240,17 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         .drafts
         .insert_execution(&record)
         .map_err(|e| fail(Refused::internal(e)))?;
-    let output = tool.plugin.invoke(&context, &tool.name, &payload_text).await;
+    // Writes never ask the client for input: their human step is this review.
+    let output = tool
+        .plugin
+        .invoke(&context, &tool.name, &payload_text, Round::default())
+        .await
+        .and_then(|out| match out.asked {
+            Some(_) => Err(CallError::Guest(GuestError::Internal(
+                "a write asked the client for input; only reads may".into(),
+            ))),
+            None => Ok(out),
+        });
     let (status, result, error, refusal) = match output {
         Ok(out) => (ExecutionStatus::Success, out.structured, None, None),
         Err(e) => {

@@ -5,6 +5,7 @@
 
 wit_bindgen::generate!({ world: "tool-adapter", path: "../../wit" });
 
+use openport::plugin::host;
 use openport::plugin::types::{Content, Effect, EmbeddedResource, Media, Risk};
 use serde_json::{Value, json};
 
@@ -43,6 +44,76 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
         (
             "test_error_handling",
             "Always fails, to test error reporting.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_region_header",
+            "Echoes a region that also travels in the Mcp-Param-Region header.",
+            json!({
+                "type": "object",
+                "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                "required": ["region"],
+                "additionalProperties": false
+            }),
+        ),
+        (
+            "test_tool_with_progress",
+            "Reports progress 0, 50 and 100 of 100, then answers.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_logging_tool",
+            "Writes to the operator's log (never to the client), then answers.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_elicitation",
+            "Asks the client for a name, then greets it.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_request_state",
+            "Asks for a confirmation, carrying state to the next round.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_multiple_inputs",
+            "Asks for a name, a sampled greeting and the client's roots at once.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_multi_round",
+            "Asks for a name, then a colour, in two rounds.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_tampered_state",
+            "Asks for a confirmation; the state it carries is sealed by the gateway.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_capabilities",
+            "Asks only for what the client declared it can answer.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_sampling",
+            "Asks the client's model a question, then repeats its answer.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_input_required_result_list_roots",
+            "Asks for the client's roots, then counts them.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_streaming_elicitation",
+            "Asks the client for a name.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_missing_capability",
+            "Needs sampling, whether or not the client declared it.",
             no_arguments,
         ),
         (
@@ -53,11 +124,22 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
                 "type": "object",
                 "$defs": {
                     "address": {
+                        "$anchor": "addressDef",
                         "type": "object",
                         "properties": {"street": {"type": "string"}, "city": {"type": "string"}}
                     }
                 },
-                "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "address": {"$ref": "#/$defs/address"},
+                    "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                    "phone": {"type": "string"},
+                    "email": {"type": "string"}
+                },
+                "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+                "then": {"required": ["phone"]},
+                "else": {"required": ["email"]},
                 "additionalProperties": false
             }),
         ),
@@ -96,6 +178,147 @@ fn text_only(content: Vec<Content>) -> ToolResult {
     ToolResult {
         structured: None,
         content,
+    }
+}
+
+/// The answers the client gave this round, if it is not the first.
+fn responses() -> Option<Value> {
+    host::input_responses().and_then(|text| serde_json::from_str(&text).ok())
+}
+
+/// The accepted content of the answer named `key`, if the client accepted.
+fn accepted<'a>(responses: &'a Value, key: &str) -> Option<&'a Value> {
+    let answer = responses.get(key)?;
+    (answer["action"] == "accept").then(|| &answer["content"])
+}
+
+/// Ends the call with input requests; the gateway answers `input_required`.
+fn ask(requests: Value, state: Option<&str>) -> Result<ToolResult, Error> {
+    host::require_input(&requests.to_string(), state)?;
+    Ok(text_only(Vec::new()))
+}
+
+fn elicitation(message: &str, field: &str, kind: &str) -> Value {
+    json!({
+        "method": "elicitation/create",
+        "params": {
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {field: {"type": kind}},
+                "required": [field]
+            }
+        }
+    })
+}
+
+fn sampling(text: &str) -> Value {
+    json!({
+        "method": "sampling/createMessage",
+        "params": {"messages": [{"role": "user", "content": {"type": "text", "text": text}}], "maxTokens": 50}
+    })
+}
+
+fn say(text: String) -> Result<ToolResult, Error> {
+    Ok(text_only(vec![Content::Text(text)]))
+}
+
+/// Asks for a name until the answers hold one: extra answers are ignored, a missing one is
+/// asked again, and a malformed one is invalid input.
+fn ask_name(tool: &str) -> Result<ToolResult, Error> {
+    let Some(responses) = responses() else {
+        return ask(
+            json!({"user_name": elicitation("What is your name?", "name", "string")}),
+            None,
+        );
+    };
+    if responses.get("user_name").is_none() {
+        return ask(
+            json!({"user_name": elicitation("What is your name?", "name", "string")}),
+            None,
+        );
+    }
+    match accepted(&responses, "user_name").and_then(|c| c["name"].as_str()) {
+        Some(name) => say(format!("Hello, {name}!")),
+        None if responses["user_name"].is_object() => say(format!("{tool}: the client declined to give a name.")),
+        None => Err(Error::InvalidInput("`user_name` must be an elicitation result".into())),
+    }
+}
+
+/// Carries state across one round; the gateway seals it.
+fn confirm() -> Result<ToolResult, Error> {
+    match (responses(), host::input_state()) {
+        (Some(responses), Some(state)) if state == "awaiting-confirmation" => {
+            let ok = accepted(&responses, "confirm").and_then(|c| c["ok"].as_bool());
+            say(format!("state-ok: confirmed={}", ok.unwrap_or(false)))
+        }
+        _ => ask(
+            json!({"confirm": elicitation("Please confirm", "ok", "boolean")}),
+            Some("awaiting-confirmation"),
+        ),
+    }
+}
+
+fn multiple_inputs() -> Result<ToolResult, Error> {
+    match (responses(), host::input_state()) {
+        (Some(responses), Some(_)) => {
+            let name = accepted(&responses, "user_name")
+                .and_then(|c| c["name"].as_str())
+                .unwrap_or("?");
+            let roots = responses["client_roots"]["roots"].as_array().map_or(0, Vec::len);
+            say(format!("Hello, {name}! The client shares {roots} root(s)."))
+        }
+        _ => ask(
+            json!({
+                "user_name": elicitation("What is your name?", "name", "string"),
+                "greeting": sampling("Generate a greeting"),
+                "client_roots": {"method": "roots/list", "params": {}}
+            }),
+            Some("awaiting-all-three"),
+        ),
+    }
+}
+
+fn multi_round() -> Result<ToolResult, Error> {
+    let responses = responses();
+    match (host::input_state().as_deref(), responses) {
+        (Some("step-1"), Some(responses)) => {
+            let name = accepted(&responses, "step1")
+                .and_then(|c| c["name"].as_str())
+                .unwrap_or("?");
+            ask(
+                json!({"step2": elicitation("Step 2: What is your favorite color?", "color", "string")}),
+                Some(&format!("step-2:{name}")),
+            )
+        }
+        (Some(state), Some(responses)) if state.starts_with("step-2:") => {
+            let color = accepted(&responses, "step2")
+                .and_then(|c| c["color"].as_str())
+                .unwrap_or("?");
+            say(format!("{} likes {color}.", &state["step-2:".len()..]))
+        }
+        _ => ask(
+            json!({"step1": elicitation("Step 1: What is your name?", "name", "string")}),
+            Some("step-1"),
+        ),
+    }
+}
+
+/// Asks only for what the client can answer: elicitation if declared, else sampling.
+fn within_capabilities() -> Result<ToolResult, Error> {
+    let declared: Value = host::client_capabilities()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    if let Some(responses) = responses() {
+        return say(format!("Answered: {}", responses.as_object().map_or(0, |o| o.len())));
+    }
+    if declared.get("elicitation").is_some() {
+        ask(
+            json!({"user_name": elicitation("What is your name?", "name", "string")}),
+            None,
+        )
+    } else {
+        ask(json!({"capital": sampling("What is the capital of France?")}), None)
     }
 }
 
@@ -155,6 +378,53 @@ impl Guest for Conformance {
                 return Err(Error::Internal(
                     "This tool intentionally returns an error for testing".into(),
                 ));
+            }
+            "test_tool_with_progress" => {
+                for done in [0.0, 50.0, 100.0] {
+                    host::progress(done, Some(100.0), None);
+                }
+                text_only(vec![Content::Text("Progress reported: 0, 50, 100 of 100.".into())])
+            }
+            "test_region_header" => {
+                let args: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                say(format!("Region: {}", args["region"].as_str().unwrap_or("?")))?
+            }
+            "test_logging_tool" => {
+                host::log(host::Level::Info, "test_logging_tool was called");
+                text_only(vec![Content::Text("Logged to the operator's log.".into())])
+            }
+            "test_input_required_result_elicitation" | "test_streaming_elicitation" => {
+                return ask_name(&tool);
+            }
+            "test_input_required_result_request_state" | "test_input_required_result_tampered_state" => {
+                return confirm();
+            }
+            "test_input_required_result_multiple_inputs" => return multiple_inputs(),
+            "test_input_required_result_multi_round" => return multi_round(),
+            "test_input_required_result_capabilities" => return within_capabilities(),
+            "test_input_required_result_sampling" => {
+                return match responses() {
+                    Some(responses) => {
+                        let answer = responses["capital_question"]["content"]["text"].as_str().unwrap_or("?");
+                        say(format!("The model said: {answer}"))
+                    }
+                    None => ask(
+                        json!({"capital_question": sampling("What is the capital of France?")}),
+                        None,
+                    ),
+                };
+            }
+            "test_input_required_result_list_roots" => {
+                return match responses() {
+                    Some(responses) => {
+                        let roots = responses["client_roots"]["roots"].as_array().map_or(0, Vec::len);
+                        say(format!("The client shares {roots} root(s)."))
+                    }
+                    None => ask(json!({"client_roots": {"method": "roots/list", "params": {}}}), None),
+                };
+            }
+            "test_missing_capability" => {
+                return ask(json!({"question": sampling("Say hello")}), None);
             }
             "json_schema_2020_12_tool" => ToolResult {
                 structured: Some(

@@ -1,0 +1,116 @@
+//! Reads: a route (REST) or a call by name (MCP) to a read tool, steps 10 to 14, and the
+//! input a read may ask its client for before it answers.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::payload::{query_payload, redact_fields};
+use super::{Flags, Governed, Trail};
+use crate::authz::Action;
+use crate::catalog::Tool;
+use crate::clock::Stopwatch;
+use crate::hashing::canonical_json;
+use crate::outcome::{Refused, Reply, call_refusal};
+use crate::plugin::interaction::Round;
+use crate::protocol::{ActionBody, Failure, codes};
+
+impl Governed<'_> {
+    /// A read over a route. Its binding (REST) cannot carry input requests.
+    pub(super) async fn read(&self, route: &str, query: Option<&str>, trail: &mut Trail) -> Result<Reply, Refused> {
+        // (9) Tool resolved from the route.
+        let tool = self.gw.catalog().tool_for_route(route).cloned();
+        let tool = tool.ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
+        trail.action = format!("agent.{}", tool.name);
+        let payload = query_payload(query, &tool.input_schema)?;
+        self.run_read(&tool, payload, None, trail).await
+    }
+
+    /// A call by tool name: reads run as reads (with the arguments as the payload) in the
+    /// round the client brings, the rest enter the write lifecycle as actions. Unknown
+    /// names are unknown actions.
+    pub(super) async fn call(
+        &self,
+        body: ActionBody,
+        round: Option<Round>,
+        trail: &mut Trail,
+    ) -> Result<Reply, Refused> {
+        let read = self.gw.catalog().tool(&body.action).filter(|t| t.is_read()).cloned();
+        let Some(tool) = read else {
+            return self.action(body, trail).await;
+        };
+        trail.action = format!("agent.{}", tool.name);
+        let payload = body.payload.unwrap_or_else(|| json!({}));
+        if !payload.is_object() {
+            return Err(Failure::validation(&["arguments"], "arguments must be an object").into());
+        }
+        self.run_read(&tool, payload, round, trail).await
+    }
+
+    /// Steps 10 to 14 of a read. `round` is `None` when the binding cannot carry input
+    /// requests; a plugin that asks anyway is refused.
+    async fn run_read(
+        &self,
+        tool: &Arc<Tool>,
+        mut payload: Value,
+        round: Option<Round>,
+        trail: &mut Trail,
+    ) -> Result<Reply, Refused> {
+        trail.payload(self.gw, &payload);
+        self.may_use(tool, Flags::default(), trail)?;
+        let (context, _) = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
+        // (14) Dispatch: a read runs now.
+        let started = Stopwatch::start();
+        let declared = round.as_ref().and_then(|r| r.client_capabilities.clone());
+        let output = tool
+            .plugin
+            .invoke(
+                &context,
+                &tool.name,
+                &canonical_json(&payload),
+                round.clone().unwrap_or_default(),
+            )
+            .await;
+        trail.stages.push(("plugin", started.elapsed()));
+        self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
+        let output = output.map_err(|e| call_refusal(e, true))?;
+        if let Some(ask) = output.asked {
+            let names: Vec<&String> = ask.requests.keys().collect();
+            trail.details.insert("inputRequests".into(), json!(names));
+            let missing = ask.missing_capabilities(declared.as_ref());
+            if round.is_none() || !missing.is_empty() {
+                let refused = Failure::new(codes::INPUT_REQUIRED, "The tool needs input this client cannot give")
+                    .with(
+                        "reason",
+                        if round.is_none() {
+                            "binding"
+                        } else {
+                            "client_capability"
+                        },
+                    )
+                    .with("requiredCapabilities", json!(ask.required_capabilities()))
+                    .with("missingCapabilities", json!(missing));
+                return Err(refused.into());
+            }
+            return Ok(Reply {
+                asked: Some(ask),
+                progress: output.progress,
+                ..Reply::ok(Value::Null)
+            });
+        }
+        let mut data = output.structured.unwrap_or_else(|| json!({}));
+        if !context.allow_sensitive_fields {
+            let mut redacted = std::collections::BTreeSet::new();
+            redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
+            trail.details.insert("redactedFields".into(), json!(redacted));
+        }
+        if let Some(items) = data.get("items").and_then(Value::as_array) {
+            trail.details.insert("resultCount".into(), items.len().into());
+        }
+        Ok(Reply {
+            content: output.content,
+            progress: output.progress,
+            ..Reply::ok(data)
+        })
+    }
+}
