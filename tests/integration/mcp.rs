@@ -727,3 +727,96 @@ fn a_write_that_becomes_a_draft_is_a_durable_task_of_its_key_until_a_reviewer_de
     let again = task_call(&token, 9, "tasks/cancel", &task_id, tasks);
     assert_eq!(again.body["result"]["resultType"], "complete");
 }
+
+#[test]
+fn a_high_risk_write_asked_to_run_has_its_impact_acknowledged_by_the_clients_human_first() {
+    let gw = TestGateway::start();
+    gw.set_auto_execute(json!({"high_risk": {"enabled": true, "allowed_actions": ["transaction.delete"]}}))
+        .expect(200, "common.success");
+    let token = gw.full();
+    let call = |id, key: &str, transaction: &str, capabilities: Value, extra: Value| {
+        let mut params = json!({
+            "name": "transaction.delete",
+            "arguments": {"transactionId": transaction},
+            "_meta": {"execute": true, "idempotencyKey": key, "justification": "duplicate charge"},
+        });
+        if let Value::Object(extra) = extra {
+            params.as_object_mut().expect("object").extend(extra);
+        }
+        stateless_as(&gw, Some(&token), id, "tools/call", params, capabilities)
+    };
+    let elicit = json!({"elicitation": {}});
+    let accept = json!({"acknowledge_impact": {"action": "accept", "content": {"acknowledge": true}}});
+
+    // Round one: the impact, computed by the gateway, for the human to acknowledge.
+    let first = call(1, "ack-1", "txn_2", elicit.clone(), json!({}));
+    let asked = &first.body["result"];
+    assert_eq!(asked["resultType"], "input_required", "{asked:#}");
+    let question = &asked["inputRequests"]["acknowledge_impact"];
+    assert_eq!(question["method"], "elicitation/create");
+    assert!(
+        question["params"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("Run it now?"))
+    );
+    assert_eq!(
+        gw.audit_of(&first).pop().expect("audited").action,
+        "agent.action.preflight"
+    );
+    let state = asked["requestState"].as_str().expect("sealed").to_string();
+
+    // The state binds these arguments: it cannot acknowledge another transaction's delete.
+    let moved = call(
+        2,
+        "ack-1",
+        "txn_1",
+        elicit.clone(),
+        json!({"inputResponses": accept.clone(), "requestState": state}),
+    );
+    assert_eq!(moved.body["error"]["data"]["code"], "agent.request_state_invalid");
+
+    // ... nor another idempotency key's: without the acknowledgement it becomes a draft.
+    let rekeyed = call(
+        7,
+        "ack-other",
+        "txn_2",
+        elicit.clone(),
+        json!({"inputResponses": accept.clone(), "requestState": state}),
+    );
+    assert_eq!(rekeyed.body["result"]["structuredContent"]["status"], "draft");
+
+    // Round two, accepted: the call runs, bound to the preflight the human saw.
+    let second = call(
+        3,
+        "ack-1",
+        "txn_2",
+        elicit.clone(),
+        json!({"inputResponses": accept, "requestState": state}),
+    );
+    let ran = &second.body["result"];
+    assert_eq!(ran["resultType"], "complete");
+    assert_eq!(ran["structuredContent"]["status"], "executed", "{ran:#}");
+
+    // Declined, nothing runs: the write is a draft for a reviewer, as without a preflight.
+    let again = call(4, "ack-2", "txn_1", elicit, json!({}));
+    let state = again.body["result"]["requestState"]
+        .as_str()
+        .expect("sealed")
+        .to_string();
+    let declined = call(
+        5,
+        "ack-2",
+        "txn_1",
+        json!({"elicitation": {}}),
+        json!({"inputResponses": {"acknowledge_impact": {"action": "decline"}}, "requestState": state}),
+    );
+    assert_eq!(
+        declined.body["result"]["structuredContent"]["status"], "draft",
+        "{:#}",
+        declined.body
+    );
+
+    // A client that cannot ask its human gets the draft at once.
+    let silent = call(6, "ack-3", "txn_1", json!({}), json!({}));
+    assert_eq!(silent.body["result"]["structuredContent"]["status"], "draft");
+}

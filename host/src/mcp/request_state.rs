@@ -42,6 +42,16 @@ struct Claims {
     expires_ms: i64,
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     state: Option<String>,
+    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<serde_json::Value>,
+}
+
+/// What a verified state carries: the plugin's own, or the gateway's (an impact awaiting
+/// acknowledgement).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Opened {
+    pub plugin: Option<String>,
+    pub gateway: Option<serde_json::Value>,
 }
 
 /// Why a presented state is refused; the client sees one answer for all of them.
@@ -92,13 +102,14 @@ impl Sealer {
     }
 
     /// A state for the next round, valid until `now_ms + LIFETIME_MS`.
-    pub fn seal(&self, binding: &Binding, state: Option<String>, now_ms: i64) -> String {
+    pub fn seal(&self, binding: &Binding, carried: Opened, now_ms: i64) -> String {
         let claims = Claims {
             credential: binding.credential.clone(),
             tool: binding.tool.clone(),
             arguments: binding.arguments.clone(),
             expires_ms: now_ms + LIFETIME_MS,
-            state,
+            state: carried.plugin,
+            gateway: carried.gateway,
         };
         let body = serde_json::to_vec(&claims).unwrap_or_default();
         let mut mac = self.mac();
@@ -107,9 +118,8 @@ impl Sealer {
         format!("{}.{}", URL_SAFE_NO_PAD.encode(&body), URL_SAFE_NO_PAD.encode(tag))
     }
 
-    /// The plugin's state inside a presented `requestState`, once its seal, expiry and
-    /// binding hold.
-    pub fn open(&self, token: &str, binding: &Binding, now_ms: i64) -> Result<Option<String>, Invalid> {
+    /// What a presented `requestState` carries, once its seal, expiry and binding hold.
+    pub fn open(&self, token: &str, binding: &Binding, now_ms: i64) -> Result<Opened, Invalid> {
         let (body, tag) = token.split_once('.').ok_or(Invalid::Seal)?;
         let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| Invalid::Seal)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| Invalid::Seal)?;
@@ -127,7 +137,10 @@ impl Sealer {
         {
             return Err(Invalid::Binding);
         }
-        Ok(claims.state)
+        Ok(Opened {
+            plugin: claims.state,
+            gateway: claims.gateway,
+        })
     }
 }
 
@@ -146,8 +159,12 @@ mod tests {
     #[test]
     fn a_sealed_state_opens_for_its_binding_only() {
         let sealer = Sealer::default();
-        let token = sealer.seal(&binding(), Some("step-2".into()), 1_000);
-        assert_eq!(sealer.open(&token, &binding(), 1_001), Ok(Some("step-2".into())));
+        let carried = Opened {
+            plugin: Some("step-2".into()),
+            gateway: Some(serde_json::json!({"preflightHash": "h"})),
+        };
+        let token = sealer.seal(&binding(), carried.clone(), 1_000);
+        assert_eq!(sealer.open(&token, &binding(), 1_001), Ok(carried));
         for other in [
             Binding {
                 credential: "other".into(),
@@ -169,7 +186,7 @@ mod tests {
     #[test]
     fn an_altered_expired_or_foreign_state_is_refused() {
         let sealer = Sealer::default();
-        let token = sealer.seal(&binding(), None, 1_000);
+        let token = sealer.seal(&binding(), Opened::default(), 1_000);
         assert_eq!(
             sealer.open(&format!("{token}-TAMPERED"), &binding(), 1_001),
             Err(Invalid::Seal)

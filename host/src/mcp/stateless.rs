@@ -15,13 +15,15 @@ use super::{
     INVALID_PARAMS, METHOD_NOT_FOUND, Mcp, Responder, SUPPORTED, audit_name, call_body, is_protocol_refusal, refusal,
     tools,
 };
+use crate::catalog::Tool;
 use crate::gateway::Gateway;
 use crate::hashing::jcs_sha256;
 use crate::outcome::{Refused, Reply};
 use crate::pipeline::{self, Credentials, Inbound, Operation, Outbound};
 use crate::plugin::interaction::Round;
-use crate::protocol::Failure;
 use crate::protocol::codes;
+use crate::protocol::{ActionBody, Failure, PreflightBody};
+use crate::tool::Risk;
 
 /// The revision this wire speaks.
 pub const REVISION: &str = "2026-07-28";
@@ -196,6 +198,29 @@ fn decode_param(value: &str) -> Option<String> {
     }
 }
 
+/// The input request that asks a human to acknowledge a write's impact.
+const ACKNOWLEDGE: &str = "acknowledge_impact";
+
+/// Whether a call should first have its impact acknowledged: a high-risk write the agent
+/// asks to execute with no preflight, from a client that can put a question to its human.
+/// Without one, the write would fall back to a draft (`agent.preflight_required`).
+fn needs_acknowledgement(tool: &Tool, body: &ActionBody, round: &Round) -> bool {
+    !tool.is_read()
+        && tool.risk >= Risk::High
+        && body.wants_execute()
+        && body.preflight_hash.is_none()
+        && body.preflight_id.is_none()
+        && round
+            .client_capabilities
+            .as_ref()
+            .is_some_and(|c| c["elicitation"].is_object())
+}
+
+/// Whether the client's human accepted the acknowledgement.
+fn acknowledged(responses: Option<&Value>) -> bool {
+    responses.is_some_and(|r| r[ACKNOWLEDGE]["action"] == "accept" && r[ACKNOWLEDGE]["content"]["acknowledge"] == true)
+}
+
 impl Call<'_> {
     /// Governs an operation. There is no session to check: the binding is the one
     /// `initialize` uses on the session wire.
@@ -276,13 +301,16 @@ impl Call<'_> {
     }
 
     /// `tools/call`, with the input round the client brings (`inputResponses`,
-    /// `requestState`) and, for a read that asks for input, `input_required`.
+    /// `requestState`): a read that asks for input answers `input_required`, and so does a
+    /// high-risk write asked to execute without a preflight, for the impact to be
+    /// acknowledged first.
     async fn call(&self, id: Value, params: &Value) -> Outbound {
-        let body = match call_body(params) {
+        let mut body = match call_body(params) {
             Ok(body) => body,
             Err(message) => return self.invalid_params(id, Failure::validation(&["params"], message)).await,
         };
-        if let Some(tool) = self.gw.catalog().tool(&body.action).cloned()
+        let tool = self.gw.catalog().tool(&body.action).cloned();
+        if let Some(tool) = &tool
             && let Err(framing) = check_param_headers(
                 &tool.input_schema,
                 body.payload.as_ref().unwrap_or(&Value::Null),
@@ -297,14 +325,36 @@ impl Call<'_> {
             tool: body.action.clone(),
             arguments,
         };
-        let round = match self.round(params, &sealed_for) {
+        let (round, carried) = match self.round(params, &sealed_for) {
             Ok(round) => round,
             Err(failure) => return self.invalid_params(id, failure).await,
         };
+        match carried.and_then(|c| c.gateway) {
+            // The second round of an acknowledgement: the preflight the client saw binds
+            // the call, if its human accepted and the idempotency key is the one asked
+            // about (so a replayed state replays the execution, never repeats it); if not,
+            // the call goes on without it and becomes a draft, as any high-risk write
+            // without a preflight does.
+            Some(pending)
+                if acknowledged(round.responses.as_ref())
+                    && pending["idempotencyKey"].as_str() == body.idempotency_key.as_deref() =>
+            {
+                body.preflight_hash = pending["preflightHash"].as_str().map(String::from);
+            }
+            Some(_) => {}
+            None if tool.as_ref().is_some_and(|t| needs_acknowledgement(t, &body, &round)) => {
+                return self.acknowledge(id, &body, &sealed_for).await;
+            }
+            None => {}
+        }
         match self.govern(Operation::Call(body, Some(round))).await {
             Ok(reply) if reply.asked.is_some() => {
                 let ask = reply.asked.unwrap_or_else(|| unreachable!("checked by the guard"));
-                let state = self.sealer.seal(&sealed_for, ask.state, self.gw.clock.now_ms());
+                let carried = request_state::Opened {
+                    plugin: ask.state,
+                    gateway: None,
+                };
+                let state = self.sealer.seal(&sealed_for, carried, self.gw.clock.now_ms());
                 let result = json!({
                     "resultType": "input_required",
                     "inputRequests": ask.requests,
@@ -325,33 +375,88 @@ impl Call<'_> {
                 result["resultType"] = json!("complete");
                 self.reply.result_after(id, result, notifications)
             }
-            Err(refused) if refused.failure.code == codes::INPUT_REQUIRED => {
-                let missing = refused.failure.details.get("missingCapabilities").cloned();
-                let required: Map<String, Value> = missing
-                    .as_ref()
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(|c| (c.to_string(), json!({})))
-                    .collect();
-                let data = Map::from_iter([("requiredCapabilities".to_string(), Value::Object(required))]);
-                self.reply
-                    .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data)
-            }
-            Err(refused) if is_protocol_refusal(&refused) => self.reply.refused(id, refused),
-            Err(refused) => {
-                let headers = refused.headers.clone();
-                let mut result = tools::refusal_result(&refused, self.reply.request_id);
-                result["resultType"] = json!("complete");
-                self.reply.result(200, id, result, headers)
-            }
+            Err(refused) => self.call_refused(id, refused),
         }
     }
 
-    /// The round a `tools/call` brings: its answers, checked for shape, and the plugin's
-    /// state, once the seal, expiry and binding of `requestState` hold.
-    fn round(&self, params: &Value, sealed_for: &request_state::Binding) -> Result<Round, Failure> {
+    /// The first round of an acknowledgement: the write's preflight (impact and, where
+    /// witnessed, state), shown to the client's human, its binding sealed for round two.
+    async fn acknowledge(&self, id: Value, body: &ActionBody, sealed_for: &request_state::Binding) -> Outbound {
+        let preflight = PreflightBody {
+            action: body.action.clone(),
+            payload: body.payload.clone().unwrap_or_else(|| json!({})),
+        };
+        let data = match self.govern(Operation::Preflight(preflight)).await {
+            Ok(reply) => reply.data,
+            Err(refused) => return self.call_refused(id, refused),
+        };
+        let summary = data["impact"]["summary"]
+            .as_str()
+            .unwrap_or("This write changes state.");
+        let carried = request_state::Opened {
+            plugin: None,
+            gateway: Some(json!({
+                "preflightId": data["preflightId"],
+                "preflightHash": data["impactHash"],
+                "idempotencyKey": body.idempotency_key,
+            })),
+        };
+        let state = self.sealer.seal(sealed_for, carried, self.gw.clock.now_ms());
+        let result = json!({
+            "resultType": "input_required",
+            "inputRequests": {
+                ACKNOWLEDGE: {
+                    "method": "elicitation/create",
+                    "params": {
+                        "message": format!("{summary} ({}, risk {}). Run it now?", body.action, data["risk"].as_str().unwrap_or("high")),
+                        "requestedSchema": {
+                            "type": "object",
+                            "properties": {"acknowledge": {"type": "boolean", "title": "I have read the impact; run it"}},
+                            "required": ["acknowledge"]
+                        }
+                    }
+                }
+            },
+            "requestState": state,
+        });
+        self.reply.result(200, id, result, Vec::new())
+    }
+
+    /// A refused call: input the client cannot give is `-32021`, a refusal of the request
+    /// an error, any other a tool result with `isError`.
+    fn call_refused(&self, id: Value, refused: Refused) -> Outbound {
+        if refused.failure.code == codes::INPUT_REQUIRED {
+            let required: Map<String, Value> = refused
+                .failure
+                .details
+                .get("missingCapabilities")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|c| (c.to_string(), json!({})))
+                .collect();
+            let data = Map::from_iter([("requiredCapabilities".to_string(), Value::Object(required))]);
+            return self
+                .reply
+                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data);
+        }
+        if is_protocol_refusal(&refused) {
+            return self.reply.refused(id, refused);
+        }
+        let headers = refused.headers.clone();
+        let mut result = tools::refusal_result(&refused, self.reply.request_id);
+        result["resultType"] = json!("complete");
+        self.reply.result(200, id, result, headers)
+    }
+
+    /// The round a `tools/call` brings: its answers, checked for shape, and what its
+    /// `requestState` carries, once the seal, expiry and binding hold.
+    fn round(
+        &self,
+        params: &Value,
+        sealed_for: &request_state::Binding,
+    ) -> Result<(Round, Option<request_state::Opened>), Failure> {
         let responses = match params.get("inputResponses") {
             None => None,
             Some(Value::Object(answers)) => {
@@ -370,10 +475,10 @@ impl Call<'_> {
                 ));
             }
         };
-        let state = match params.get("requestState") {
+        let carried = match params.get("requestState") {
             None => None,
             Some(Value::String(token)) => match self.sealer.open(token, sealed_for, self.gw.clock.now_ms()) {
-                Ok(state) => state,
+                Ok(carried) => Some(carried),
                 Err(invalid) => {
                     return Err(Failure::new(codes::REQUEST_STATE_INVALID, invalid.to_string())
                         .with("reason", invalid.reason()));
@@ -387,14 +492,15 @@ impl Call<'_> {
             }
         };
         let meta = &params["_meta"];
-        Ok(Round {
+        let round = Round {
             responses,
-            state,
+            state: carried.as_ref().and_then(|c| c.plugin.clone()),
             client_capabilities: Some(meta[META_CAPABILITIES].clone()),
             wants_progress: meta
                 .get("progressToken")
                 .is_some_and(|t| t.is_string() || t.is_number()),
-        })
+        };
+        Ok((round, carried))
     }
 
     /// `tasks/get`, `tasks/update` and `tasks/cancel` on a draft's task, for a request that
