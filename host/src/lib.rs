@@ -88,7 +88,10 @@ impl Server {
             source,
         })?;
         let (shutdown, watch) = watch::channel(false);
-        let sessions = Arc::new(http::Sessions::new(&gateway));
+        let sessions = Arc::new(http::Sessions::new(&gateway).map_err(|source| StartError::Store {
+            path: gateway.config.store_path.display().to_string(),
+            source,
+        })?);
         let serve = |listener, plane| {
             tokio::spawn(http::serve(
                 gateway.clone(),

@@ -27,6 +27,7 @@ use crate::protocol::Envelope;
 use crate::protocol::ids::{self, Kind};
 use crate::protocol::trace::TraceContext;
 use crate::rest;
+use crate::store::StoreError;
 
 /// Slow-client protection: headers and body must arrive within these.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,12 +63,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(gw: &Gateway) -> Sessions {
-        Sessions {
+    pub fn new(gw: &Gateway) -> Result<Sessions, StoreError> {
+        Ok(Sessions {
             mcp: mcp::session_table(gw.clock.clone()),
-            request_states: mcp::Sealer::default(),
+            request_states: mcp::Sealer::shared(&gw.store)?,
             review: review::session_table(gw.clock.clone()),
-        }
+        })
     }
 }
 

@@ -4,11 +4,12 @@
 //! A state is `base64url(claims) "." base64url(HMAC-SHA256(key, claims))`. The claims bind
 //! it to the credential that was asked, the tool, the arguments' hash and an expiry; the
 //! plugin's own state rides inside, readable by the client (plugins are told never to put
-//! a secret there). The key is drawn at start and lives only in this process: a restart
-//! or another node turns outstanding states into `agent.request_state_invalid`, and the
-//! client starts the call over, which is what a round-trip measured in seconds can afford.
-//! A state is not single-use: replaying one within its expiry re-asks the same read, which
-//! changes nothing; writes never ask for input.
+//! a secret there). The key is drawn once per store and kept in it, so a restart keeps
+//! outstanding states valid and every node sharing the store verifies them. Someone who
+//! can read the store can forge a state, but a state grants nothing by itself: it carries
+//! a read's plugin state or an impact to acknowledge, and the call is governed afresh.
+//! A state is not single-use: replaying one within its expiry re-asks the same read, and
+//! an acknowledged write replays under its idempotency key.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +17,11 @@ use hmac::{Hmac, Mac};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::store::{Store, StoreError};
+
+/// The store's `meta` entry holding the key.
+const KEY_NAME: &str = "mcp_request_state_key";
 
 /// How long a client has to answer one round.
 pub const LIFETIME_MS: i64 = 10 * 60 * 1000;
@@ -87,15 +93,26 @@ impl std::fmt::Debug for Sealer {
     }
 }
 
-impl Default for Sealer {
-    fn default() -> Self {
+impl Sealer {
+    /// A sealer with a fresh random key (tests).
+    pub fn random() -> Self {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);
         Sealer { key }
     }
-}
 
-impl Sealer {
+    /// The sealer of the store's key, drawn by the first process that needed it.
+    pub fn shared(store: &Store) -> Result<Self, StoreError> {
+        let fresh = Sealer::random();
+        let stored = store.meta.get_or_insert(KEY_NAME, &hex::encode(fresh.key))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(stored.trim(), &mut key).map_err(|_| StoreError::UnknownValue {
+            column: "meta.mcp_request_state_key",
+            value: "(not 32 hex-encoded bytes)".into(),
+        })?;
+        Ok(Sealer { key })
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes a key of any length; 32 bytes is always accepted.
         <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
@@ -158,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_sealed_state_opens_for_its_binding_only() {
-        let sealer = Sealer::default();
+        let sealer = Sealer::random();
         let carried = Opened {
             plugin: Some("step-2".into()),
             gateway: Some(serde_json::json!({"preflightHash": "h"})),
@@ -184,8 +201,23 @@ mod tests {
     }
 
     #[test]
+    fn every_process_on_one_store_shares_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let first = Sealer::shared(&store).unwrap();
+        let second = Sealer::shared(&Store::open(&dir.path().join("s.db")).unwrap()).unwrap();
+        let token = first.seal(&binding(), Opened::default(), 1_000);
+        assert_eq!(second.open(&token, &binding(), 1_001), Ok(Opened::default()));
+        let elsewhere = Store::open(&dir.path().join("other.db")).unwrap();
+        assert_eq!(
+            Sealer::shared(&elsewhere).unwrap().open(&token, &binding(), 1_001),
+            Err(Invalid::Seal)
+        );
+    }
+
+    #[test]
     fn an_altered_expired_or_foreign_state_is_refused() {
-        let sealer = Sealer::default();
+        let sealer = Sealer::random();
         let token = sealer.seal(&binding(), Opened::default(), 1_000);
         assert_eq!(
             sealer.open(&format!("{token}-TAMPERED"), &binding(), 1_001),
@@ -204,6 +236,6 @@ mod tests {
             sealer.open(&token, &binding(), 1_000 + LIFETIME_MS),
             Err(Invalid::Expired)
         );
-        assert_eq!(Sealer::default().open(&token, &binding(), 1_001), Err(Invalid::Seal));
+        assert_eq!(Sealer::random().open(&token, &binding(), 1_001), Err(Invalid::Seal));
     }
 }

@@ -155,6 +155,17 @@ impl Meta {
         )?;
         Ok(())
     }
+
+    /// The value under `key`, set to `value` first if there is none: the first writer
+    /// wins, so every process sharing the store ends up with the same value.
+    pub fn get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let conn = self.db.conn()?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![key, value],
+        )?;
+        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+    }
 }
 
 /// Opens a connection with the settings every connection of the gateway uses. Public for
