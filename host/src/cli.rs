@@ -240,6 +240,19 @@ enum PluginCommand {
     },
     /// The loaded plugins with their digests, tools, grants and limits.
     List,
+    /// Write a new plugin crate, from the template, that builds out of this repository.
+    New {
+        name: String,
+        /// Where to create it (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin crate in DIR for wasm32-wasip2, check that it loads, and write
+    /// DIR/dist/NAME.wasm with its manifest DIR/dist/NAME.toml (for `plugin add`).
+    Pack {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Remove a plugin and its tools.
     Remove { name: String },
 }
@@ -610,6 +623,18 @@ pub fn main() -> ExitCode {
                 Some(serde_json::json!({"to": to})),
             ),
             PluginCommand::List => admin_call(&admin, "GET", "plugins".into(), None),
+            PluginCommand::New { name, dir } => match crate::authoring::scaffold(&dir, &name) {
+                Ok(made) => {
+                    println!("wrote the plugin crate `{}`", made.display());
+                    println!("next: cd {} && openport plugin pack .", made.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            },
+            PluginCommand::Pack { dir } => plugin_pack(&dir),
             PluginCommand::Remove { name } => admin_call(&admin, "DELETE", format!("plugins/{name}"), None),
         },
         Command::Policy {
@@ -635,6 +660,35 @@ fn init_logging() {
 
 /// A plugin's upload body: the manifest's text, the component (base64) and the policy
 /// files the manifest names, all read on this machine.
+fn plugin_pack(dir: &Path) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::authoring::pack(dir)) {
+        Ok(packed) => {
+            println!(
+                "packed {} ({}, {} tools: {}), sha256 {}",
+                packed.component.display(),
+                packed.world.as_str(),
+                packed.tools.len(),
+                packed.tools.join(", "),
+                packed.digest
+            );
+            println!("manifest: {}", packed.manifest.display());
+            println!(
+                "review its [grants], then: openport plugin add {}",
+                packed.manifest.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
 fn plugin_upload(path: &Path) -> Result<serde_json::Value, String> {
     use base64::Engine as _;
     let manifest = crate::plugin::PluginManifest::load(path).map_err(|e| e.to_string())?;

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     // Bindings and planes: each turns its wire into pipeline calls and back.
     &["rest", "mcp", "admin"],
     &["http", "admin_client"],
-    &["demo"],
+    &["demo", "authoring"],
     &["cli"],
 ];
 

@@ -12,6 +12,7 @@ pub mod apps;
 pub mod attr;
 pub mod audit;
 pub mod auth;
+pub mod authoring;
 pub mod authz;
 pub mod catalog;
 pub mod cli;

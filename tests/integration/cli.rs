@@ -997,3 +997,60 @@ fn the_log_level_changes_at_run_time_over_the_admin_api() {
     assert_eq!(read()["data"]["filter"], "debug,openport::access=off");
     assert_eq!(set(&before), 200);
 }
+
+#[test]
+fn an_app_team_scaffolds_packs_and_loads_a_plugin_built_out_of_tree() {
+    let gw = TestGateway::start();
+    let work = tempfile::tempdir().expect("dir");
+    let new = openport()
+        .args(["plugin", "new", "crm", "--dir"])
+        .arg(work.path())
+        .output()
+        .expect("run");
+    assert!(new.status.success(), "{}", String::from_utf8_lossy(&new.stderr));
+    let crate_dir = work.path().join("crm");
+    assert!(
+        crate_dir.join("wit/plugin.wit").exists(),
+        "the contract travels with the crate"
+    );
+    let again = openport()
+        .args(["plugin", "new", "crm", "--dir"])
+        .arg(work.path())
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(64), "an existing crate is never overwritten");
+
+    // The crate builds on its own (its own workspace and lock file); the shared target
+    // directory only saves compiling the same pinned dependencies again.
+    let plugins_target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins");
+    let pack = openport()
+        .args(["plugin", "pack"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", plugins_target)
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&pack.stdout);
+    assert!(pack.status.success(), "{}", String::from_utf8_lossy(&pack.stderr));
+    assert!(said.contains("tool-adapter, 1 tools: hello.greet"), "{said}");
+    let manifest = crate_dir.join("dist/crm.toml");
+    let text = std::fs::read_to_string(&manifest).expect("a manifest");
+    let digest = openport::hashing::sha256_hex(&std::fs::read(crate_dir.join("dist/crm.wasm")).expect("wasm"));
+    assert!(text.contains(&format!("sha256 = \"{digest}\"")), "{text}");
+
+    let add = openport()
+        .args(["plugin", "add"])
+        .arg(&manifest)
+        .env("OPENPORT_ADMIN_URL", &gw.admin)
+        .env("OPENPORT_ADMIN_TOKEN", gw.admin_token("operator"))
+        .output()
+        .expect("run");
+    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    let tools = gw.admin_get("/api/agent-admin/v1/plugins", Some(&gw.admin_token("operator")));
+    let crm = tools.data()["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|p| p["name"] == "crm"))
+        .cloned()
+        .expect("the plugin is loaded");
+    assert_eq!(crm["sha256"], digest.as_str());
+    assert_eq!(crm["tools"], json!(["hello.greet"]));
+}

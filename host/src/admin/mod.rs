@@ -1009,10 +1009,7 @@ fn plugin_json(catalog: &crate::catalog::Catalog, plugin: &crate::plugin::Plugin
         .map(|t| t.name.as_str())
         .collect();
     let m = plugin.manifest();
-    let world = match m.world {
-        crate::plugin::World::ToolAdapter => "tool-adapter",
-        crate::plugin::World::StateWitness => "state-witness",
-    };
+    let world = m.world.as_str();
     json!({
         "name": plugin.name(),
         "version": plugin.version(),

@@ -15,6 +15,16 @@ pub enum World {
     StateWitness,
 }
 
+impl World {
+    /// The WIT world's name, as manifests write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::ToolAdapter => "tool-adapter",
+            World::StateWitness => "state-witness",
+        }
+    }
+}
+
 /// Capabilities granted to a plugin; everything absent is denied.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,7 +12,7 @@ mod host_impl;
 pub mod interaction;
 pub mod manifest;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -318,6 +318,52 @@ impl PluginRuntime {
 
     /// As [`load`](Self::load), from bytes already in memory.
     pub async fn load_bytes(&self, manifest: PluginManifest, bytes: &[u8]) -> Result<Loaded, LoadError> {
+        self.load_checked(manifest, bytes, Declared::Enforced).await
+    }
+
+    /// What a component is and serves, before it has a manifest (`openport plugin pack`):
+    /// its world and the names of the tools it describes (or witnesses). It runs sandboxed,
+    /// with nothing granted.
+    pub async fn describe(&self, name: &str, bytes: &[u8]) -> Result<(World, Vec<String>), LoadError> {
+        let mut mismatch = None;
+        for world in [World::ToolAdapter, World::StateWitness] {
+            let manifest = PluginManifest {
+                name: name.to_string(),
+                version: "0.0.0".into(),
+                world,
+                component: PathBuf::new(),
+                sha256: sha256_hex(bytes),
+                tools: Vec::new(),
+                grants: Grants::default(),
+                limits: Limits::default(),
+                sensitive_fields: Vec::new(),
+                risk: Default::default(),
+                policies: Vec::new(),
+                data_policy: Default::default(),
+                policy_files: Vec::new(),
+                text: String::new(),
+            };
+            match self.load_checked(manifest, bytes, Declared::Reported).await {
+                Ok(loaded) => {
+                    let tools = match world {
+                        World::ToolAdapter => loaded.tools.into_iter().map(|t| t.name).collect(),
+                        World::StateWitness => loaded.witnessed,
+                    };
+                    return Ok((world, tools));
+                }
+                Err(e @ LoadError::WorldMismatch(_)) => mismatch = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(mismatch.unwrap_or_else(|| LoadError::WorldMismatch("no OpenPort world".into())))
+    }
+
+    async fn load_checked(
+        &self,
+        manifest: PluginManifest,
+        bytes: &[u8],
+        declared: Declared,
+    ) -> Result<Loaded, LoadError> {
         let digest = sha256_hex(bytes);
         if digest != manifest.sha256 {
             return Err(LoadError::DigestMismatch {
@@ -374,7 +420,10 @@ impl PluginRuntime {
                 })
                 .await
                 .map_err(|e| LoadError::Describe(e.to_string()))?;
-            if let Some(undeclared) = witnessed.iter().find(|t| !plugin.manifest.tools.contains(t)) {
+            if let Some(undeclared) = witnessed
+                .iter()
+                .find(|t| declared == Declared::Enforced && !plugin.manifest.tools.contains(t))
+            {
                 return Err(LoadError::UndeclaredTool(undeclared.clone()));
             }
             return Ok(Loaded {
@@ -392,7 +441,7 @@ impl PluginRuntime {
             .map_err(|e| LoadError::Describe(format!("{:?}", GuestError::from(e))))?;
         let mut descriptors = Vec::with_capacity(described.len());
         for d in described {
-            if !plugin.manifest.tools.contains(&d.name) {
+            if declared == Declared::Enforced && !plugin.manifest.tools.contains(&d.name) {
                 return Err(LoadError::UndeclaredTool(d.name));
             }
             descriptors.push(Descriptor {
@@ -423,6 +472,14 @@ impl PluginRuntime {
             witnessed: Vec::new(),
         })
     }
+}
+
+/// Whether a load holds the plugin to the tools its manifest declares, or only reports
+/// what it serves (before there is a manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Enforced,
+    Reported,
 }
 
 fn manifest_world(plugin: &Plugin) -> World {
