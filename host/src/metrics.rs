@@ -32,6 +32,26 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppCodeLabels {
+    app: String,
+    code: &'static str,
+}
+
+/// Distinct app ids that get series of their own; requests of any later app are counted
+/// under `app="other"`, so a gateway with many apps keeps a bounded number of series.
+pub const MAX_APP_LABELS: usize = 200;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     policy: String,
 }
@@ -98,6 +118,11 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<PlaneLabels, Histogram, fn() -> Histogram>,
+    tool_seconds: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    app_requests: Family<AppCodeLabels, Counter>,
+    app_seconds: Family<AppLabels, Histogram, fn() -> Histogram>,
+    /// The app ids that have series of their own (at most [`MAX_APP_LABELS`]).
+    labelled_apps: std::sync::Mutex<std::collections::HashSet<String>>,
     stage_seconds: Family<StageLabels, Histogram, fn() -> Histogram>,
     plugin_seconds: Family<PluginLabels, Histogram, fn() -> Histogram>,
     refusals: Family<LimitLabels, Counter>,
@@ -153,6 +178,28 @@ impl Metrics {
             "request_seconds",
             "Time from a parsed request to its answer",
             request_seconds.clone(),
+        );
+        let tool_seconds = Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "tool_request_seconds",
+            "Time from a parsed request to its answer, by tool (the loaded tools only)",
+            tool_seconds.clone(),
+        );
+        let app_requests = Family::<AppCodeLabels, Counter>::default();
+        registry.register(
+            "app_requests",
+            "Agent requests by authenticated app and reason code (the first 200 apps seen by id, the rest as app=\"other\")",
+            app_requests.clone(),
+        );
+        let app_seconds = Family::<AppLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_buckets as fn() -> Histogram,
+        );
+        registry.register(
+            "app_request_seconds",
+            "Time from a parsed request to its answer, by authenticated app (bounded as app_requests)",
+            app_seconds.clone(),
         );
         let stage_seconds = Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_buckets as fn() -> Histogram,
@@ -255,6 +302,10 @@ impl Metrics {
             plugin_budget,
             requests,
             request_seconds,
+            tool_seconds,
+            app_requests,
+            app_seconds,
+            labelled_apps: std::sync::Mutex::new(std::collections::HashSet::new()),
             stage_seconds,
             plugin_seconds,
             refusals,
@@ -270,7 +321,16 @@ impl Metrics {
         self.audit_writer.clone()
     }
 
-    pub fn request(&self, plane: &'static str, tool: Option<&str>, code: &'static str, elapsed: Duration) {
+    /// An agent-plane request: by tool and code, and, once authenticated, by app.
+    pub fn request(
+        &self,
+        plane: &'static str,
+        tool: Option<&str>,
+        app: Option<&str>,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
+        let seconds = elapsed.as_secs_f64();
         self.requests
             .get_or_create(&RequestLabels {
                 plane,
@@ -280,7 +340,33 @@ impl Metrics {
             .inc();
         self.request_seconds
             .get_or_create(&PlaneLabels { plane })
-            .observe(elapsed.as_secs_f64());
+            .observe(seconds);
+        if let Some(tool) = tool {
+            self.tool_seconds
+                .get_or_create(&ToolLabels { tool: tool.to_string() })
+                .observe(seconds);
+        }
+        if let Some(app) = app {
+            let app = self.app_label(app);
+            self.app_requests
+                .get_or_create(&AppCodeLabels { app: app.clone(), code })
+                .inc();
+            self.app_seconds.get_or_create(&AppLabels { app }).observe(seconds);
+        }
+    }
+
+    /// The label an app's series use: its id while fewer than [`MAX_APP_LABELS`] apps
+    /// have their own, else `other`.
+    fn app_label(&self, app: &str) -> String {
+        let mut labelled = self
+            .labelled_apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if labelled.contains(app) || labelled.len() < MAX_APP_LABELS && labelled.insert(app.to_string()) {
+            app.to_string()
+        } else {
+            "other".into()
+        }
     }
 
     /// An admin-plane request, counted by its code.
@@ -399,6 +485,7 @@ mod tests {
         m.request(
             "agent",
             Some("ledger.list"),
+            Some("app_1"),
             "common.success",
             Duration::from_micros(120),
         );
@@ -427,8 +514,39 @@ mod tests {
             "openport_coalesced_refusals_total 0",
             "openport_admission_refusals_total{limit=\"quota\"} 0",
             "openport_requests_total{plane=\"admin\",tool=\"\",code=\"agent.overloaded\"} 0",
+            "openport_tool_request_seconds_count{tool=\"ledger.list\"} 1",
+            "openport_app_requests_total{app=\"app_1\",code=\"common.success\"} 1",
+            "openport_app_request_seconds_count{app=\"app_1\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn apps_past_the_label_budget_share_one_series() {
+        let m = Metrics::new();
+        for i in 0..MAX_APP_LABELS + 5 {
+            m.request(
+                "agent",
+                None,
+                Some(&format!("app_{i}")),
+                "common.success",
+                Duration::ZERO,
+            );
+        }
+        m.request("agent", None, Some("app_0"), "common.success", Duration::ZERO);
+        let text = m.render(&[], 0, &[]);
+        assert!(
+            text.contains("openport_app_requests_total{app=\"app_0\",code=\"common.success\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("openport_app_requests_total{app=\"other\",code=\"common.success\"} 5"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("openport_app_request_seconds_count{").count(),
+            MAX_APP_LABELS + 1
+        );
     }
 }

@@ -115,7 +115,7 @@ pub(super) async fn finish(
     {
         // Accounted for in the source's summary event (written within a second).
         gw.metrics.coalesced_refusal();
-        gw.metrics.request("agent", None, code.name, started.elapsed());
+        gw.metrics.request("agent", None, None, code.name, started.elapsed());
         drop(trail.permit);
         return outcome;
     }
@@ -167,8 +167,9 @@ pub(super) async fn finish(
     for (stage, elapsed) in &trail.stages {
         gw.metrics.stage(stage, *elapsed);
     }
+    let app = trail.principal.as_ref().map(|p| p.app.id.as_str());
     gw.metrics
-        .request("agent", tool_name.as_deref(), code.name, started.elapsed());
+        .request("agent", tool_name.as_deref(), app, code.name, started.elapsed());
     tracing::info!(
         target: "openport::access",
         request_id = %inbound.request_id,
