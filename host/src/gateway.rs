@@ -322,6 +322,15 @@ impl Gateway {
         {
             let mut current = gateway.operator_policies.lock().await;
             let authz = operator.compile(&gateway.catalog())?;
+            // Warnings an operator accepted are on the record from the moment they apply.
+            if !authz.allowed_warnings().is_empty() {
+                let mut event = AuditEvent::new("policy.warnings_allowed", codes::SUCCESS, gateway.now_iso());
+                event
+                    .details
+                    .insert("allowedWarnings".into(), serde_json::json!(authz.allowed_warnings()));
+                event.performed_by_user_id = Some("start".into());
+                gateway.audit.record(event).await?;
+            }
             *gateway.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
             *current = operator;
         }
@@ -708,6 +717,10 @@ impl Gateway {
             Ok((_, _, authz)) => {
                 let mut e = AuditEvent::new("gateway.reload", codes::SUCCESS, self.now_iso());
                 e.policy_ids = authz.policy_ids().to_vec();
+                if !authz.allowed_warnings().is_empty() {
+                    e.details
+                        .insert("allowedWarnings".into(), serde_json::json!(authz.allowed_warnings()));
+                }
                 e
             }
             Err(err) => {

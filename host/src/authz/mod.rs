@@ -169,6 +169,15 @@ impl PolicySource {
     }
 }
 
+/// A validator warning an operator accepted for one policy, with the reason they gave
+/// (`@allow_warning("...")` on the policy). Recorded in the audit trail at start and reload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AllowedWarning {
+    pub policy: String,
+    pub warning: String,
+    pub reason: String,
+}
+
 /// A validated policy set with its generated schema.
 ///
 /// Requests are decided against the slice of the set whose scope can match the request's
@@ -189,6 +198,8 @@ pub struct Authorizer {
     with_shadow: PolicySet,
     ids: Vec<String>,
     shadow_ids: Vec<String>,
+    /// Validator warnings an operator downgraded with `@allow_warning("why")`.
+    allowed_warnings: Vec<AllowedWarning>,
     authorizer: CedarAuthorizer,
     /// Every policy, whether it is a shadow policy, and the context attributes it reads.
     scoped: Vec<(Policy, bool, ContextReads)>,
@@ -477,6 +488,21 @@ impl RequestAction {
     }
 }
 
+/// For an "unrecognized action `X`" message, the schema's action closest to `X`, when one
+/// is close (Cedar's own hint picks by a rule that often names an unrelated action).
+fn closest_action(schema: &Schema, message: &str) -> Option<String> {
+    let named = message.split("unrecognized action `").nth(1)?.rsplit_once('`')?.0;
+    let wanted = named.rsplit_once("::").map_or(named, |(_, id)| id).trim_matches('"');
+    let (distance, closest) = schema
+        .actions()
+        .map(|uid| {
+            let id = uid.id().unescaped().to_string();
+            (strsim::levenshtein(wanted, &id), uid.to_string())
+        })
+        .min()?;
+    (distance <= (wanted.len() / 3).max(2)).then(|| format!("did you mean `{closest}`?"))
+}
+
 impl Authorizer {
     /// Generates the schema from `base` and the tools, parses every source and validates
     /// the set strictly. Errors name the file, line, column and policy.
@@ -522,13 +548,19 @@ impl Authorizer {
         // Shadow policies are validated like the others: promoting one is a reload.
         let result = Validator::new(schema.clone()).validate(&with_shadow, ValidationMode::Strict);
         let mut messages = Vec::new();
-        let mut describe = |id: &PolicyId, diagnostic: &dyn miette::Diagnostic| {
+        // Each message names the file, line and column, and Cedar's suggestion (the closest
+        // attribute or type) or ours (the closest action).
+        let mut describe = |id: &PolicyId, diagnostic: &dyn miette::Diagnostic, suggestion: Option<String>| {
             let source = origin.get(id.to_string().as_str()).map(|n| &sources[*n]);
             let place = match source {
                 Some(s) => format!("`{}` {}", s.file, position(diagnostic, &s.text)),
                 None => String::new(),
             };
-            messages.push(format!("- {place}policy `{id}`: {diagnostic}"));
+            let help = suggestion
+                .or_else(|| diagnostic.help().map(|h| h.to_string()))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            messages.push(format!("- {place}policy `{id}`: {diagnostic}{help}"));
         };
         // A policy scoped to phase groups that no loaded tool has (auto-execution with
         // only read tools, anything with no tool at all) cannot apply yet, and will once
@@ -545,18 +577,42 @@ impl Authorizer {
             })
             .collect();
         for error in result.validation_errors() {
-            describe(error.policy_id(), error);
+            let suggestion = match error {
+                cedar_policy::ValidationError::UnrecognizedActionId(_) => closest_action(&schema, &error.to_string()),
+                _ => None,
+            };
+            describe(error.policy_id(), error, suggestion);
         }
         // A warning (a policy that can never apply, a confusable identifier) refuses the
-        // set too: a policy that silently does nothing is a hole nobody sees.
+        // set too: a policy that silently does nothing is a hole nobody sees. An operator
+        // may accept one policy's warnings with `@allow_warning("why")`; errors never.
+        let mut allowed_warnings = Vec::new();
         for warning in result.validation_warnings() {
+            let id = warning.policy_id().to_string();
             let forgiven = matches!(
                 warning,
                 cedar_policy::ValidationWarning::ImpossiblePolicy(_)
                     | cedar_policy::ValidationWarning::InvalidActionApplication(_)
-            ) && waiting.contains(&warning.policy_id().to_string());
-            if !forgiven {
-                describe(warning.policy_id(), warning);
+            ) && waiting.contains(&id);
+            if forgiven {
+                continue;
+            }
+            let reason = with_shadow
+                .policy(warning.policy_id())
+                .and_then(|p| p.annotation("allow_warning"))
+                .map(str::trim);
+            match reason {
+                Some(reason) if !reason.is_empty() => allowed_warnings.push(AllowedWarning {
+                    policy: id,
+                    warning: warning.to_string(),
+                    reason: reason.to_string(),
+                }),
+                Some(_) => describe(
+                    warning.policy_id(),
+                    warning,
+                    Some("`@allow_warning` accepts it only with a reason: `@allow_warning(\"why\")`".into()),
+                ),
+                None => describe(warning.policy_id(), warning, None),
             }
         }
         if !messages.is_empty() {
@@ -571,6 +627,7 @@ impl Authorizer {
             with_shadow,
             ids,
             shadow_ids,
+            allowed_warnings,
             authorizer: CedarAuthorizer::new(),
             scoped,
             slices: BoundedCache::new(),
@@ -632,6 +689,11 @@ impl Authorizer {
     /// Policy ids in load order, shadow policies included.
     pub fn policy_ids(&self) -> &[String] {
         &self.ids
+    }
+
+    /// The validator warnings operators accepted, with their reasons.
+    pub fn allowed_warnings(&self) -> &[AllowedWarning] {
+        &self.allowed_warnings
     }
 
     /// The ids of the `@mode("shadow")` policies.
@@ -1160,6 +1222,46 @@ mod tests {
             &tools(names, &args),
             vec![PolicySource::new("t.cedar", text)],
         )
+    }
+
+    #[test]
+    fn an_operator_accepts_a_policys_warning_only_with_a_reason_and_it_is_kept() {
+        let impossible = |annotation: &str| {
+            format!(
+                "{DEFAULT_POLICIES}\n{annotation}\n@id(\"never\")\nforbid (principal, action, resource) when {{ false }};\n"
+            )
+        };
+        let Err(refused) = build(&names(2), &impossible("")) else {
+            panic!("a warning refuses the set")
+        };
+        assert!(refused.to_string().contains("policy `never`"), "{refused}");
+        let Err(unexplained) = build(&names(2), &impossible("@allow_warning(\"\")")) else {
+            panic!("no reason, no pass")
+        };
+        assert!(unexplained.to_string().contains("only with a reason"), "{unexplained}");
+        let accepted = build(
+            &names(2),
+            &impossible("@allow_warning(\"kept off until the Q3 review\")"),
+        )
+        .expect("an accepted warning");
+        let allowed = accepted.allowed_warnings();
+        assert_eq!(allowed.len(), 1, "{allowed:?}");
+        assert_eq!(allowed[0].policy, "never");
+        assert_eq!(allowed[0].reason, "kept off until the Q3 review");
+    }
+
+    #[test]
+    fn an_unknown_action_suggests_the_closest_one() {
+        let text = format!("{DEFAULT_POLICIES}\nforbid (principal, action in OpenPort::Action::\"t.O\", resource);\n");
+        let Err(refused) = build(&names(2), &text) else {
+            panic!("an unknown action refuses the set")
+        };
+        assert!(
+            refused
+                .to_string()
+                .contains("did you mean `OpenPort::Action::\"t.0\"`?"),
+            "{refused}"
+        );
     }
 
     fn names(n: usize) -> Vec<String> {
