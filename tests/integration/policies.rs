@@ -100,6 +100,36 @@ mod arguments {
     use crate::support::TestGateway;
 
     #[test]
+    fn a_warning_passes_only_with_an_operators_reason_which_the_audit_keeps() {
+        let gw = TestGateway::start();
+        let policy = |annotation: &str| {
+            format!(
+                "{annotation}\n@id(\"export-freeze\")\n\
+                 forbid (principal, action in OpenPort::Action::\"ticket.create\", resource) when {{ false }};\n"
+            )
+        };
+        let refused = gw.reload_with_policy("freeze.cedar", &policy(""));
+        refused.expect(400, "common.validation");
+        assert!(refused.body.to_string().contains("export-freeze"), "{:#}", refused.body);
+        let accepted = gw.reload_with_policy(
+            "freeze.cedar",
+            &policy("@allow_warning(\"frozen until the export review\")"),
+        );
+        accepted.expect(200, "common.success");
+        let event = gw
+            .audit()
+            .into_iter()
+            .rev()
+            .find(|e| e.action == "gateway.reload")
+            .expect("the reload is audited");
+        assert_eq!(event.details["allowedWarnings"][0]["policy"], "export-freeze");
+        assert_eq!(
+            event.details["allowedWarnings"][0]["reason"],
+            "frozen until the export review"
+        );
+    }
+
+    #[test]
     fn a_typo_is_refused_at_reload_naming_file_line_policy_and_field_and_the_old_set_keeps_serving() {
         let gw = TestGateway::start();
         let before = gw.server.gateway.authorizer().policy_ids().to_vec();
@@ -113,7 +143,7 @@ mod arguments {
             .as_str()
             .expect("message")
             .to_string();
-        for needle in ["typo.cedar", "line 3", "`typo`", "priorty"] {
+        for needle in ["typo.cedar", "line 3", "`typo`", "priorty", "did you mean `priority`?"] {
             assert!(message.contains(needle), "`{needle}` in {message}");
         }
         assert_eq!(
