@@ -12,18 +12,44 @@ pub struct AdminClient {
     agent: ureq::Agent,
 }
 
+/// The system's CA bundle (Debian and its derivatives), trusted for an `https` admin URL
+/// when no `--admin-ca` is given.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl AdminClient {
-    pub fn new(base: &str, token: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
+    /// A client of the admin plane at `base`; for `https`, the server's certificate must
+    /// chain to a CA in `ca` (a PEM bundle), else to one in the system's bundle.
+    pub fn new(base: &str, token: &str, ca: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)))
-            .build()
-            .into();
-        AdminClient {
+            .timeout_global(Some(std::time::Duration::from_secs(30)));
+        if base.starts_with("https://") {
+            let path = ca.unwrap_or(std::path::Path::new(SYSTEM_CAS));
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read the CA bundle `{}`: {e}", path.display()))?;
+            let roots: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            if roots.is_empty() {
+                return Err(format!("`{}` holds no CA certificate", path.display()));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                    tokio_rustls::rustls::crypto::ring::default_provider(),
+                ))
+                .build();
+            config = config.tls_config(tls);
+        }
+        Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            agent,
-        }
+            agent: config.build().into(),
+        })
     }
 
     /// Sends a request to `/api/agent-admin/v1/<path>` and returns the envelope's `data`,

@@ -123,6 +123,10 @@ struct AdminArgs {
     /// An admin bearer token (operator for changes).
     #[arg(long, env = "OPENPORT_ADMIN_TOKEN", global = true, hide_env_values = true)]
     admin_token: Option<String>,
+    /// For an `https` admin URL: the CA bundle (PEM) its certificate chains to (default:
+    /// the system's bundle).
+    #[arg(long, env = "OPENPORT_ADMIN_CA", global = true)]
+    admin_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1269,7 +1273,13 @@ fn admin_call(admin: &AdminArgs, method: &str, path: String, body: Option<serde_
         eprintln!("error: give --admin-token or set OPENPORT_ADMIN_TOKEN");
         return ExitCode::from(EX_USAGE);
     };
-    let client = crate::admin_client::AdminClient::new(&admin.admin_url, token);
+    let client = match crate::admin_client::AdminClient::new(&admin.admin_url, token, admin.admin_ca.as_deref()) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     match client.call(method, &path, body.as_ref()) {
         Ok(data) => {
             println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());

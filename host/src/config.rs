@@ -107,6 +107,19 @@ struct RawServer {
     max_body_bytes: usize,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    /// TLS on both listeners.
+    tls: Option<RawTls>,
+}
+
+/// `[server.tls]`: PEM files, relative to the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    /// Agents must present a client certificate issued by one of these CAs (mutual TLS,
+    /// the agent listener only).
+    client_ca: Option<PathBuf>,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -369,6 +382,8 @@ pub fn log_filter() -> String {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// TLS on both listeners; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub store_path: PathBuf,
@@ -398,6 +413,14 @@ pub struct Config {
     /// Where compiled plugin code is cached.
     pub cache_dir: Option<PathBuf>,
     pub mcp: McpConfig,
+}
+
+/// Where the TLS certificate chain, key and (for mutual TLS) client CAs are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The MCP binding's settings (`[mcp]`).
@@ -523,9 +546,15 @@ impl Config {
             (None, Some(_)) => store_path.parent().map(|dir| dir.join("audit-checkpoints.log")),
             (None, None) => None,
         };
+        let tls = raw.server.tls.as_ref().map(|t| TlsFiles {
+            cert: resolve(&t.cert),
+            key: resolve(&t.key),
+            client_ca: t.client_ca.as_deref().map(resolve),
+        });
         Ok(Config {
             listen,
             admin_listen,
+            tls,
             max_body_bytes: raw.server.max_body_bytes,
             trusted_proxies,
             cache_dir: store_path.parent().map(|dir| dir.join("cache")),

@@ -9,13 +9,14 @@ use crate::audit::{AuditError, AuditEvent, AuditLog, Signing, checkpoint};
 use crate::authz::{Authorizer, AuthzError, PolicySource, ToolVocabulary};
 use crate::catalog::{Catalog, Tool};
 use crate::clock::{self, SharedClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, TlsFiles};
 use crate::disk::DiskGuard;
 use crate::metrics::Metrics;
 use crate::plugin::manifest::ManifestError;
 use crate::plugin::{Budgets, LoadError, PluginManifest, PluginRuntime};
 use crate::protocol::codes;
 use crate::store::{PluginVersion, Remembered, Store, StoreError, StoredPlugin};
+use crate::tls::{Built, Tls, TlsError};
 
 /// The reviewer page's path on the admin listener.
 pub const REVIEW_PATH: &str = "/review";
@@ -40,6 +41,8 @@ pub enum StartError {
     Plugin { name: String, source: LoadError },
     #[error("plugin `{name}`: {message}")]
     Catalog { name: String, message: String },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Everything a request needs. Shared behind an `Arc`.
@@ -56,6 +59,8 @@ pub struct Gateway {
     pub refusals: Coalescer,
     /// Refuses agent requests while the data directory is near its disk budget.
     pub disk: DiskGuard,
+    /// The listeners' TLS settings, when `[server.tls]` is set; a reload re-reads them.
+    pub tls: Option<Tls>,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
     /// Keeps the background WAL checkpointer running while the gateway lives.
@@ -228,7 +233,9 @@ impl Gateway {
             name: "runtime".into(),
             source,
         })?;
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let gateway = Arc::new(Gateway {
+            tls,
             admission: Admission::new(config.admission.clone()),
             refusals: Coalescer::new(config.audit_coalesce_per_second),
             disk: DiskGuard::new(config.store_path.parent().map(Path::to_path_buf), config.disk),
@@ -379,7 +386,12 @@ impl Gateway {
 
     /// Where a reviewer decides drafts: the review page on the admin listener.
     pub fn review_url(&self) -> String {
-        format!("http://{}{REVIEW_PATH}", self.config.admin_listen)
+        format!("{}://{}{REVIEW_PATH}", self.scheme(), self.config.admin_listen)
+    }
+
+    /// `https` when the listeners serve TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn now_iso(&self) -> String {
@@ -704,7 +716,15 @@ pub enum ReloadError {
     Policies(#[from] AuthzError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("turning TLS on or off needs a restart (the listeners are bound with or without it)")]
+    TlsToggled,
 }
+
+/// A reload checked in full and not yet applied: the config, the operator's policies, the
+/// policy set they make, and the listeners' TLS settings.
+type Prepared = (Config, OperatorPolicies, Authorizer, Option<(TlsFiles, Built)>);
 
 impl Gateway {
     /// Re-reads the config file and applies what can change while serving: admission
@@ -714,7 +734,7 @@ impl Gateway {
         let mut operator = self.operator_policies.lock().await;
         let result = self.prepare_reload();
         let mut event = match &result {
-            Ok((_, _, authz)) => {
+            Ok((_, _, authz, _)) => {
                 let mut e = AuditEvent::new("gateway.reload", codes::SUCCESS, self.now_iso());
                 e.policy_ids = authz.policy_ids().to_vec();
                 if !authz.allowed_warnings().is_empty() {
@@ -735,7 +755,10 @@ impl Gateway {
             self.metrics.reload_failed();
             tracing::warn!(by, error = %e, "reload refused; the running config and policies stay");
         }
-        let (config, next_operator, authz) = result?;
+        let (config, next_operator, authz, tls) = result?;
+        if let (Some(current), Some(prepared)) = (&self.tls, tls) {
+            current.apply(prepared);
+        }
         let summary = format!(
             "{} policies; default rate {} per {} s",
             authz.policy_ids().len(),
@@ -749,11 +772,18 @@ impl Gateway {
         Ok(summary)
     }
 
-    fn prepare_reload(&self) -> Result<(Config, OperatorPolicies, Authorizer), ReloadError> {
+    fn prepare_reload(&self) -> Result<Prepared, ReloadError> {
         let path = self.config.path.as_deref().ok_or(ReloadError::NoConfigFile)?;
         let config = Config::load(path)?;
+        // New certificate files (or the same paths, renewed) take effect for new
+        // connections; a file that does not load refuses the reload, and the old stay.
+        let tls = match (&self.tls, &config.tls) {
+            (Some(_), Some(files)) => Some(Tls::prepare(files)?),
+            (None, None) => None,
+            _ => return Err(ReloadError::TlsToggled),
+        };
         let operator = OperatorPolicies::read(&config)?;
         let authz = operator.compile(&self.catalog())?;
-        Ok((config, operator, authz))
+        Ok((config, operator, authz, tls))
     }
 }

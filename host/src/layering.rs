@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "auth", "authz"],
     &["admission", "apps", "plugin"],
     &["config", "catalog"],
+    &["tls"],
     &["outcome", "gateway"],
     // The write lifecycle, then the steps every agent request runs.
     &["writes"],

@@ -36,3 +36,5 @@ mod safeguards;
 mod skeleton;
 /// The step order on every route: refusals that do not depend on the ids a request names.
 mod steps;
+/// TLS on both listeners: certificates from files, reloaded, and client certificates.
+mod tls;

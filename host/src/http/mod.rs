@@ -100,24 +100,53 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let sessions = sessions.clone();
+        // The acceptor in use now: a reload changes it for the next connections.
+        let tls = gw.tls.as_ref().map(|tls| match plane {
+            Plane::Agent => tls.agent(),
+            Plane::Admin => tls.admin(),
+        });
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let gw = gw.clone();
-                let sessions = sessions.clone();
-                async move { Ok::<_, Infallible>(dispatch(&gw, &sessions, plane, peer, req).await) }
-            });
-            let result = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(HYPER_HEAD_BUFFER)
-                .max_headers(HYPER_MAX_HEADERS)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            match tls {
+                // The handshake shares the header timeout: a client that never finishes
+                // it holds a connection slot no longer than one that never sends headers.
+                Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(gw, sessions, plane, peer, stream).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+                None => serve_connection(gw, sessions, plane, peer, stream).await,
             }
             drop(permit);
         });
+    }
+}
+
+/// HTTP/1.1 with the head limits and timeouts every listener uses.
+fn connection_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HYPER_HEAD_BUFFER)
+        .max_headers(HYPER_MAX_HEADERS);
+    builder
+}
+
+/// Serves HTTP/1.1 on one accepted connection, plain or TLS.
+async fn serve_connection<S>(gw: Arc<Gateway>, sessions: Arc<Sessions>, plane: Plane, peer: SocketAddr, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        let sessions = sessions.clone();
+        async move { Ok::<_, Infallible>(dispatch(&gw, &sessions, plane, peer, req).await) }
+    });
+    let result = connection_builder()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
 
@@ -203,11 +232,7 @@ pub async fn serve_ceiling(listener: TcpListener) {
                     &request_id,
                 )))
             });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(HYPER_HEAD_BUFFER)
-                .max_headers(HYPER_MAX_HEADERS)
+            let _ = connection_builder()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -74,7 +74,8 @@ pub fn resource_metadata(gw: &Gateway, host: Option<&str>, request_id: &str) -> 
     json_response(200, &body, Vec::new(), request_id)
 }
 
-/// `http://` + the request's `Host` when it is a plain authority, else the listen address.
+/// The scheme (`https` under TLS) + the request's `Host` when it is a plain authority, else
+/// the listen address.
 fn base_url(gw: &Gateway, host: Option<&str>) -> String {
     let plain = |h: &&str| {
         !h.is_empty()
@@ -83,8 +84,8 @@ fn base_url(gw: &Gateway, host: Option<&str>) -> String {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
     };
     match host.filter(plain) {
-        Some(host) => format!("http://{host}"),
-        None => format!("http://{}", gw.config.listen),
+        Some(host) => format!("{}://{host}", gw.scheme()),
+        None => format!("{}://{}", gw.scheme(), gw.config.listen),
     }
 }
 
