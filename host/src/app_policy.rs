@@ -29,6 +29,10 @@ pub struct NetworkPolicy {
     /// IP addresses and CIDRs; empty allows every address.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// SHA-256 fingerprints (lowercase hex of the DER) of the TLS client certificates the
+    /// app's requests must come with (mutual TLS); empty: no certificate is required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificates: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +56,12 @@ impl AppPolicy {
     /// The addresses the app may call from; empty: any.
     pub fn allowed_ips(&self) -> &[String] {
         self.network.as_ref().map_or(&[], |n| &n.allowed_ips)
+    }
+
+    /// The client certificates (SHA-256 fingerprints) the app's requests must carry;
+    /// empty: none is required.
+    pub fn client_certificates(&self) -> &[String] {
+        self.network.as_ref().map_or(&[], |n| &n.client_certificates)
     }
 
     /// The app's `max_days`, clamped to 1..3650; 0 when unset (no limit).

@@ -516,7 +516,10 @@ pub fn validate_policy(policy: &Value) -> Result<AppPolicy, AppError> {
         let Some(map) = network.as_object() else {
             return Err(invalid("`network` must be an object".into()));
         };
-        if let Some(key) = map.keys().find(|k| k.as_str() != "allowed_ips") {
+        if let Some(key) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "allowed_ips" | "client_certificates"))
+        {
             return Err(invalid(format!("unknown field `network.{key}`")));
         }
         let ips = strings(map.get("allowed_ips").unwrap_or(&Value::Null), "network.allowed_ips")?;
@@ -525,7 +528,21 @@ pub fn validate_policy(policy: &Value) -> Result<AppPolicy, AppError> {
                 "`network.allowed_ips` entry `{bad}` is not an IP address or CIDR"
             )));
         }
-        out.network = Some(NetworkPolicy { allowed_ips: ips });
+        let certificates = strings(
+            map.get("client_certificates").unwrap_or(&Value::Null),
+            "network.client_certificates",
+        )?;
+        let fingerprint =
+            |f: &String| f.len() == 64 && f.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if let Some(bad) = certificates.iter().find(|f| !fingerprint(f)) {
+            return Err(invalid(format!(
+                "`network.client_certificates` entry `{bad}` is not a SHA-256 fingerprint (64 lowercase hex digits)"
+            )));
+        }
+        out.network = Some(NetworkPolicy {
+            allowed_ips: ips,
+            client_certificates: certificates,
+        });
     }
     if let Some(data) = top.get("data") {
         let Some(map) = data.as_object() else {

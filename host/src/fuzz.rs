@@ -58,6 +58,7 @@ fn inbound(method: &str, path: &str, query: Option<String>, content_type: Option
         mcp: McpHeaders::default(),
         trace: None,
         peer: IpAddr::from([127, 0, 0, 1]),
+        client_cert: None,
         head_too_large: false,
         body: Ok(Bytes::from(body)),
     }

@@ -50,6 +50,17 @@ fn get(
     ca: &Ca,
     client: Option<(&rcgen::Certificate, &KeyPair)>,
 ) -> Result<(String, Vec<u8>), String> {
+    get_with(addr, path, ca, client, None)
+}
+
+/// As [`get`], with a bearer token.
+fn get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    ca: &Ca,
+    client: Option<(&rcgen::Certificate, &KeyPair)>,
+    token: Option<&str>,
+) -> Result<(String, Vec<u8>), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,7 +95,10 @@ fn get(
             .and_then(|chain| chain.first())
             .map(|c: &CertificateDer<'_>| c.to_vec())
             .unwrap_or_default();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut response = Vec::new();
         tls.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
@@ -188,6 +202,49 @@ fn agents_must_present_a_client_certificate_from_the_configured_ca() {
         get(gw.server.agent_addr, "/healthz", &ca, Some((&stranger, &stranger_key))).is_err(),
         "a certificate from another CA is refused"
     );
+    // Bound to one certificate, the app is served only over a connection presenting it:
+    // its token alone, or with another agent's certificate, is refused.
+    std::fs::write(certs.path().join("ca.pem"), ca.cert.pem()).expect("CA");
+    let fingerprint = openport::hashing::sha256_hex(agent_cert.der());
+    let app = gw.app_id("Demo Integration");
+    let bind = std::process::Command::new(env!("CARGO_BIN_EXE_openport"))
+        .args(["app", "policy", &app])
+        .arg(format!(
+            r#"{{"network": {{"client_certificates": ["{fingerprint}"]}}}}"#
+        ))
+        .args([
+            "--admin-url",
+            &format!("https://localhost:{}", gw.server.admin_addr.port()),
+            "--admin-ca",
+        ])
+        .arg(certs.path().join("ca.pem"))
+        .env("OPENPORT_ADMIN_TOKEN", gw.admin_token("operator"))
+        .output()
+        .expect("run");
+    assert!(bind.status.success(), "{}", String::from_utf8_lossy(&bind.stderr));
+    let token = gw.full();
+    let ledgers = |client: (&rcgen::Certificate, &KeyPair)| {
+        get_with(
+            gw.server.agent_addr,
+            "/api/agent/v1/ledgers",
+            &ca,
+            Some(client),
+            Some(&token),
+        )
+        .expect("TLS")
+        .0
+    };
+    assert_eq!(ledgers((&agent_cert, &agent_key)), "HTTP/1.1 200 OK");
+    let (other, other_key) = clients.issue(&["agent-2"]);
+    assert_eq!(ledgers((&other, &other_key)), "HTTP/1.1 403 Forbidden");
+    let refusal = gw
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|e| e.code == "agent.policy_denied")
+        .expect("the refusal is audited");
+    assert_eq!(refusal.details["reason"], "client_certificate");
+
     // Operators and reviewers authenticate with admin credentials, not certificates.
     let (status, _) = get(gw.server.admin_addr, "/healthz", &ca, None).expect("admin TLS without a client certificate");
     assert_eq!(status, "HTTP/1.1 200 OK");

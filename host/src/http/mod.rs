@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::admin::{self, review};
 use crate::gateway::Gateway;
+use crate::hashing::sha256_hex;
 use crate::mcp;
 use crate::pipeline::{BodyError, Inbound, McpHeaders, Outbound};
 use crate::protocol::Envelope;
@@ -110,11 +111,31 @@ pub async fn serve(
                 // The handshake shares the header timeout: a client that never finishes
                 // it holds a connection slot no longer than one that never sends headers.
                 Some(acceptor) => match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => serve_connection(gw, sessions, plane, peer, stream).await,
+                    Ok(Ok(stream)) => {
+                        // The client certificate (verified against `client_ca` in the
+                        // handshake), by fingerprint, for apps bound to one.
+                        let client_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|leaf| Arc::<str>::from(sha256_hex(leaf.as_ref())));
+                        let peer = Peer {
+                            addr: peer,
+                            client_cert,
+                        };
+                        serve_connection(gw, sessions, plane, peer, stream).await
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-                None => serve_connection(gw, sessions, plane, peer, stream).await,
+                None => {
+                    let peer = Peer {
+                        addr: peer,
+                        client_cert: None,
+                    };
+                    serve_connection(gw, sessions, plane, peer, stream).await
+                }
             }
             drop(permit);
         });
@@ -132,21 +153,31 @@ fn connection_builder() -> http1::Builder {
     builder
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    /// SHA-256 of the TLS client certificate, when the client presented one.
+    client_cert: Option<Arc<str>>,
+}
+
 /// Serves HTTP/1.1 on one accepted connection, plain or TLS.
-async fn serve_connection<S>(gw: Arc<Gateway>, sessions: Arc<Sessions>, plane: Plane, peer: SocketAddr, stream: S)
+async fn serve_connection<S>(gw: Arc<Gateway>, sessions: Arc<Sessions>, plane: Plane, peer: Peer, stream: S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let addr = peer.addr;
     let service = service_fn(move |req| {
         let gw = gw.clone();
         let sessions = sessions.clone();
-        async move { Ok::<_, Infallible>(dispatch(&gw, &sessions, plane, peer, req).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(dispatch(&gw, &sessions, plane, &peer, req).await) }
     });
     let result = connection_builder()
         .serve_connection(TokioIo::new(stream), service)
         .await;
     if let Err(e) = result {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+        tracing::debug!(error = %e, peer = %addr, "connection ended with an error");
     }
 }
 
@@ -154,7 +185,7 @@ async fn dispatch(
     gw: &Gateway,
     sessions: &Sessions,
     plane: Plane,
-    peer: SocketAddr,
+    peer: &Peer,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let request_id = ids::new_id(Kind::Request);
@@ -252,13 +283,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
 }
 
-async fn read_inbound(
-    gw: &Gateway,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-    request_id: String,
-    plane: Plane,
-) -> Inbound {
+async fn read_inbound(gw: &Gateway, peer: &Peer, req: Request<Incoming>, request_id: String, plane: Plane) -> Inbound {
     let (mut parts, body) = req.into_parts();
     let head_bytes: usize = parts
         .headers
@@ -320,7 +345,8 @@ async fn read_inbound(
         },
         trace: header(&parts.headers, "traceparent")
             .and_then(|tp| TraceContext::parse(&tp, header(&parts.headers, "tracestate").as_deref())),
-        peer: peer.ip(),
+        peer: peer.addr.ip(),
+        client_cert: peer.client_cert.as_deref().map(String::from),
         head_too_large,
         body,
     }

@@ -120,6 +120,14 @@ async fn steps(
         let denied = Failure::new(codes::POLICY_DENIED, "IP not allowed for this integration");
         return Err(denied.with("reason", "network_policy").into());
     }
+    // An app bound to client certificates is served only over a connection that
+    // presented one of them (mutual TLS): a stolen token alone is not enough.
+    let bound = principal.app.policy.client_certificates();
+    if !bound.is_empty() && !inbound.client_cert.as_ref().is_some_and(|c| bound.contains(c)) {
+        trail.coalescable = true;
+        let denied = Failure::new(codes::POLICY_DENIED, "This integration requires its client certificate");
+        return Err(denied.with("reason", "client_certificate").into());
+    }
 
     // (8) Admission control, before any plugin or Cedar work.
     let client = client_ip.to_string();

@@ -39,6 +39,8 @@ pub struct Inbound {
     /// The W3C `traceparent`/`tracestate` headers, when well formed.
     pub trace: Option<TraceContext>,
     pub peer: IpAddr,
+    /// SHA-256 of the TLS client certificate the connection presented, if any.
+    pub client_cert: Option<String>,
     /// The head was over the limits (`http`): the request is refused, its headers dropped.
     pub head_too_large: bool,
     pub body: Result<Bytes, BodyError>,
