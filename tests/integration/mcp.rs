@@ -521,6 +521,16 @@ fn a_read_asks_for_input_over_two_rounds_with_sealed_state_and_every_round_is_au
     let refusal = gw.audit_of(&tampered).pop().expect("the refusal is audited");
     assert_eq!(refusal.code, "agent.request_state_invalid");
     assert_eq!(refusal.status, "denied");
+    // Only an authenticated caller is told about the state: anyone else gets the 401.
+    let stranger = stateless_as(
+        &gw,
+        Some("op_not_a_token"),
+        6,
+        "tools/call",
+        json!({"name": tool, "arguments": {}, "requestState": format!("{step2}x")}),
+        elicit.clone(),
+    );
+    assert_eq!(stranger.status, 401, "{:#}", stranger.body);
 
     let third = call(
         4,

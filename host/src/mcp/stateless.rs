@@ -342,7 +342,9 @@ impl Call<'_> {
                 body.preflight_hash = pending["preflightHash"].as_str().map(String::from);
             }
             Some(_) => {}
-            None if tool.as_ref().is_some_and(|t| needs_acknowledgement(t, &body, &round)) => {
+            None if round.refused.is_none()
+                && tool.as_ref().is_some_and(|t| needs_acknowledgement(t, &body, &round)) =>
+            {
                 return self.acknowledge(id, &body, &sealed_for).await;
             }
             None => {}
@@ -441,6 +443,9 @@ impl Call<'_> {
                 .reply
                 .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data);
         }
+        if refused.failure.code == codes::REQUEST_STATE_INVALID {
+            return self.reply.error(400, id, INVALID_PARAMS, &refused, Vec::new());
+        }
         if is_protocol_refusal(&refused) {
             return self.reply.refused(id, refused);
         }
@@ -451,7 +456,8 @@ impl Call<'_> {
     }
 
     /// The round a `tools/call` brings: its answers, checked for shape, and what its
-    /// `requestState` carries, once the seal, expiry and binding hold.
+    /// `requestState` carries, once the seal, expiry and binding hold (a state that does
+    /// not verify carries nothing, and the round is refused after authentication).
     fn round(
         &self,
         params: &Value,
@@ -475,13 +481,18 @@ impl Call<'_> {
                 ));
             }
         };
+        let mut refused = None;
         let carried = match params.get("requestState") {
             None => None,
             Some(Value::String(token)) => match self.sealer.open(token, sealed_for, self.gw.clock.now_ms()) {
                 Ok(carried) => Some(carried),
+                // Answered by the pipeline after authentication (see `Round::refused`).
                 Err(invalid) => {
-                    return Err(Failure::new(codes::REQUEST_STATE_INVALID, invalid.to_string())
-                        .with("reason", invalid.reason()));
+                    refused = Some(Box::new(
+                        Failure::new(codes::REQUEST_STATE_INVALID, invalid.to_string())
+                            .with("reason", invalid.reason()),
+                    ));
+                    None
                 }
             },
             Some(_) => {
@@ -499,6 +510,7 @@ impl Call<'_> {
             wants_progress: meta
                 .get("progressToken")
                 .is_some_and(|t| t.is_string() || t.is_number()),
+            refused,
         };
         Ok((round, carried))
     }

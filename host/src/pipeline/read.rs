@@ -35,6 +35,9 @@ impl Governed<'_> {
         round: Option<Round>,
         trail: &mut Trail,
     ) -> Result<Reply, Refused> {
+        if let Some(refused) = round.as_ref().and_then(|r| r.refused.clone()) {
+            return Err((*refused).into());
+        }
         let read = self.gw.catalog().tool(&body.action).filter(|t| t.is_read()).cloned();
         let Some(tool) = read else {
             return self.action(body, trail).await;

@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::protocol::Failure;
+
 /// Largest `requests` document and `state` a plugin may pass to `require-input`.
 const MAX_REQUESTS_BYTES: usize = 64 * 1024;
 const MAX_STATE_BYTES: usize = 16 * 1024;
@@ -29,6 +31,10 @@ pub struct Round {
     pub client_capabilities: Option<Value>,
     /// Whether the client asked for progress reports.
     pub wants_progress: bool,
+    /// Why the round itself is refused (a `requestState` that does not verify): the
+    /// pipeline answers it once the caller is authenticated and admitted, so that an
+    /// unauthenticated caller learns nothing from it.
+    pub refused: Option<Box<Failure>>,
 }
 
 /// A plugin's request for input, instead of a result.
