@@ -11,7 +11,9 @@
 //!   on the loopback-only anonymous integration (`[mcp] anonymous_app`).
 //! - `Origin` and `Host` are checked against DNS rebinding before anything else.
 
+mod rebinding;
 mod request_state;
+mod respond;
 mod session;
 mod stateless;
 mod tasks;
@@ -26,9 +28,11 @@ use crate::pipeline::{self, Binding, BodyError, Credentials, Inbound, Operation,
 use crate::plugin::interaction::Round;
 use crate::protocol::codes::{self, Code};
 use crate::protocol::trace::TraceContext;
-use crate::protocol::{ActionBody, Envelope, Failure, strict_json};
+use crate::protocol::{ActionBody, Failure, strict_json};
 
+use rebinding::rebinding_guard;
 pub use request_state::Sealer;
+use respond::{Responder, accepts_event_stream, empty, json_response, wants_event_stream};
 pub use session::{Session, Sessions, table as session_table};
 use session::{SessionError, credential_of};
 
@@ -606,264 +610,9 @@ fn audit_name(method: &str) -> String {
         .collect()
 }
 
-/// DNS-rebinding protection. A browser page on another origin must not reach a gateway on
-/// this machine: an `Origin` must be allowed, and a loopback listener accepts only loopback
-/// `Host` names (plus the configured ones).
-fn rebinding_guard(gw: &Gateway, inbound: &Inbound) -> Result<(), &'static str> {
-    let mcp = &gw.config.mcp;
-    let loopback = gw.config.listen.ip().is_loopback();
-    if let Some(origin) = inbound.mcp.origin.as_deref()
-        && !(mcp.allowed_origins.iter().any(|o| o == origin) || loopback && is_loopback_origin(origin))
-    {
-        return Err("Origin");
-    }
-    let host = inbound.mcp.host.as_deref().unwrap_or("");
-    let listed = mcp.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
-    // Loopback: loopback names or listed ones. Elsewhere: listed ones, if a list is set.
-    let host_ok = if loopback {
-        listed || is_loopback_authority(host)
-    } else {
-        listed || mcp.allowed_hosts.is_empty()
-    };
-    if !host_ok {
-        return Err("Host");
-    }
-    Ok(())
-}
-
-fn is_loopback_origin(origin: &str) -> bool {
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(is_loopback_authority)
-}
-
-/// `localhost`, `127.0.0.1`, `[::1]` (any loopback address), with an optional port.
-fn is_loopback_authority(authority: &str) -> bool {
-    let host = if let Some(rest) = authority.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((host, tail)) if tail.is_empty() || is_port(tail) => host,
-            _ => return false,
-        }
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) if is_port(&format!(":{port}")) => host,
-            Some(_) => return false,
-            None => authority,
-        }
-    };
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn is_port(tail: &str) -> bool {
-    tail.strip_prefix(':')
-        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Whether the client asked for an event stream only (it did not accept plain JSON).
-fn wants_event_stream(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return false };
-    let types: Vec<&str> = accept
-        .split(',')
-        .map(|t| t.split(';').next().unwrap_or("").trim())
-        .collect();
-    let json = types
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("application/json") || *t == "*/*" || t.eq_ignore_ascii_case("application/*"));
-    !json && types.iter().any(|t| t.eq_ignore_ascii_case("text/event-stream"))
-}
-
-/// Whether the client accepts an event stream at all.
-fn accepts_event_stream(accept: Option<&str>) -> bool {
-    accept.is_some_and(|accept| {
-        accept.split(',').any(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("text/event-stream")
-        })
-    })
-}
-
-/// Writes JSON-RPC answers, as JSON or as an SSE stream.
-struct Responder<'a> {
-    gw: &'a Gateway,
-    request_id: &'a str,
-    /// The client accepts only an event stream.
-    sse: bool,
-    /// The client accepts an event stream (then notifications may precede a result).
-    accepts_sse: bool,
-    /// Whether the request carried an `Authorization` header (then a 401 says why).
-    presented_credential: bool,
-}
-
-impl Responder<'_> {
-    fn result(&self, status: u16, id: Value, result: Value, headers: Vec<(&'static str, String)>) -> Outbound {
-        self.message(status, &json!({"jsonrpc": "2.0", "id": id, "result": result}), headers)
-    }
-
-    /// A result preceded by notifications (progress) on one event stream, when the client
-    /// accepts one and there are any; else the result alone.
-    fn result_after(&self, id: Value, result: Value, notifications: Vec<Value>) -> Outbound {
-        if notifications.is_empty() || !self.accepts_sse {
-            return self.result(200, id, result, Vec::new());
-        }
-        let mut body = String::new();
-        for message in notifications
-            .iter()
-            .chain([&json!({"jsonrpc": "2.0", "id": id, "result": result})])
-        {
-            body.push_str(&format!("event: message\ndata: {message}\n\n"));
-        }
-        Outbound {
-            status: 200,
-            headers: self.stream_headers(Vec::new()),
-            body: body.into_bytes(),
-        }
-    }
-
-    fn error(
-        &self,
-        status: u16,
-        id: Value,
-        rpc_code: i64,
-        refused: &Refused,
-        headers: Vec<(&'static str, String)>,
-    ) -> Outbound {
-        let envelope = Envelope::failure(&refused.failure, self.request_id);
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
-        });
-        let mut headers = headers;
-        headers.extend(refused.headers.iter().cloned());
-        self.message(status, &body, headers)
-    }
-
-    /// An error whose `data` carries fields a revision defines (`supported`, `requested`,
-    /// `requiredCapabilities`) beside the OpenPort envelope's.
-    fn error_with(
-        &self,
-        status: u16,
-        id: Value,
-        rpc_code: i64,
-        refused: &Refused,
-        data: Map<String, Value>,
-    ) -> Outbound {
-        let mut envelope =
-            serde_json::to_value(Envelope::failure(&refused.failure, self.request_id)).unwrap_or_else(|_| json!({}));
-        if let Value::Object(fields) = &mut envelope {
-            fields.extend(data);
-        }
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
-        });
-        self.message(status, &body, refused.headers.clone())
-    }
-
-    fn stream_headers(&self, extra: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            ("Content-Type", "text/event-stream".to_string()),
-            ("X-Request-Id", self.request_id.to_string()),
-            ("Cache-Control", "no-store".to_string()),
-        ];
-        headers.extend(extra);
-        headers
-    }
-
-    /// A governance refusal of a whole request: `401` (with `WWW-Authenticate`) for a
-    /// credential problem, otherwise a JSON-RPC error carrying the envelope.
-    fn refused(&self, id: Value, refused: Refused) -> Outbound {
-        if is_authentication(refused.failure.code) {
-            let base = base_url(self.gw, None);
-            let mut challenge = format!("Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource\"");
-            if self.presented_credential {
-                challenge.push_str(", error=\"invalid_token\"");
-            }
-            return self.error(401, id, REFUSED, &refused, vec![("WWW-Authenticate", challenge)]);
-        }
-        match refused.failure.details.get("reason").and_then(Value::as_str) {
-            Some(SESSION_MISSING) => return self.error(400, id, INVALID_REQUEST, &refused, Vec::new()),
-            Some(SESSION_UNKNOWN) => return self.error(404, id, SESSION_NOT_FOUND, &refused, Vec::new()),
-            _ => {}
-        }
-        let status = match refused.failure.code.status {
-            413 => 413,
-            500 => 500,
-            _ => 200,
-        };
-        self.error(status, id, REFUSED, &refused, Vec::new())
-    }
-
-    fn message(&self, status: u16, body: &Value, extra: Vec<(&'static str, String)>) -> Outbound {
-        if self.sse {
-            let event = format!("event: message\ndata: {body}\n\n");
-            return Outbound {
-                status,
-                headers: self.stream_headers(extra),
-                body: event.into_bytes(),
-            };
-        }
-        json_response(status, body, extra, self.request_id)
-    }
-}
-
-fn json_response(status: u16, body: &Value, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
-    Outbound::json(status, serde_json::to_vec(body).unwrap_or_default(), extra, request_id)
-}
-
-fn empty(status: u16, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {
-    let mut headers = vec![("X-Request-Id", request_id.to_string())];
-    headers.extend(extra);
-    Outbound {
-        status,
-        headers,
-        body: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_authorities() {
-        for ok in [
-            "localhost",
-            "localhost:8080",
-            "127.0.0.1:1",
-            "[::1]:9",
-            "[::1]",
-            "127.0.0.2",
-        ] {
-            assert!(is_loopback_authority(ok), "{ok}");
-        }
-        for bad in [
-            "evil.example.com",
-            "localhost.evil.com",
-            "127.0.0.1:x",
-            "[::1]x",
-            "10.0.0.1:80",
-            "",
-        ] {
-            assert!(!is_loopback_authority(bad), "{bad}");
-        }
-        assert!(is_loopback_origin("http://localhost:3000"));
-        assert!(!is_loopback_origin("http://evil.example.com"));
-        assert!(!is_loopback_origin("null"));
-    }
-
-    #[test]
-    fn event_stream_only_when_json_is_not_accepted() {
-        assert!(!wants_event_stream(None));
-        assert!(!wants_event_stream(Some("application/json, text/event-stream")));
-        assert!(wants_event_stream(Some("text/event-stream")));
-        assert!(!wants_event_stream(Some("*/*")));
-    }
 
     #[test]
     fn openport_action_fields_travel_in_meta() {
