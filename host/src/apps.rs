@@ -532,9 +532,7 @@ pub fn validate_policy(policy: &Value) -> Result<AppPolicy, AppError> {
             map.get("client_certificates").unwrap_or(&Value::Null),
             "network.client_certificates",
         )?;
-        let fingerprint =
-            |f: &String| f.len() == 64 && f.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if let Some(bad) = certificates.iter().find(|f| !fingerprint(f)) {
+        if let Some(bad) = certificates.iter().find(|f| !crate::hashing::is_lower_hex(f, 64)) {
             return Err(invalid(format!(
                 "`network.client_certificates` entry `{bad}` is not a SHA-256 fingerprint (64 lowercase hex digits)"
             )));

@@ -17,6 +17,12 @@ pub fn digest_hex(digest: [u8; 32]) -> String {
     String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
+/// Whether `s` is exactly `len` lowercase hex digits, as the digests and ids written
+/// above are (trace ids, certificate fingerprints).
+pub fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The RFC 8785 canonical form of a JSON value.
 pub fn canonical_json(value: &Value) -> String {
     // JCS of a `serde_json::Value` cannot fail: every Value is representable.

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, bottom layer first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    // Vocabulary: no I/O, no state.
-    &["clock", "hashing", "protocol", "tool", "attr", "metrics", "logging"],
+    // Vocabulary: no I/O, no state. Time and hashes first: the wire protocol hashes.
+    &["clock", "hashing"],
+    &["protocol", "tool", "attr", "metrics", "logging"],
     &["app_policy", "sessions"],
     // Durable state.
     &["store", "disk"],

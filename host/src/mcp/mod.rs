@@ -381,7 +381,7 @@ async fn post(
             reply,
             params,
         };
-        return call.request(id.clone(), method, params.clone()).await;
+        return call.request(id.clone(), method).await;
     }
     if let Some(version) = inbound.mcp.protocol_version.as_deref()
         && !ACCEPTED_HEADER_VERSIONS.contains(&version)

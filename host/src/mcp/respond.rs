@@ -88,19 +88,12 @@ impl Responder<'_> {
         refused: &Refused,
         headers: Vec<(&'static str, String)>,
     ) -> Outbound {
-        let envelope = Envelope::failure(&refused.failure, self.request_id);
-        let body = json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
-        });
-        let mut headers = headers;
-        headers.extend(refused.headers.iter().cloned());
-        self.message(status, &body, headers)
+        self.error_with(status, id, rpc_code, refused, Map::new(), headers)
     }
 
-    /// An error whose `data` carries fields a revision defines (`supported`, `requested`,
-    /// `requiredCapabilities`) beside the OpenPort envelope's.
+    /// A JSON-RPC error whose `data` is the OpenPort envelope plus fields a revision defines
+    /// (`supported`, `requested`, `requiredCapabilities`), with the refusal's headers
+    /// (`Retry-After`, ...) after `headers`.
     pub(super) fn error_with(
         &self,
         status: u16,
@@ -108,6 +101,7 @@ impl Responder<'_> {
         rpc_code: i64,
         refused: &Refused,
         data: Map<String, Value>,
+        mut headers: Vec<(&'static str, String)>,
     ) -> Outbound {
         let mut envelope =
             serde_json::to_value(Envelope::failure(&refused.failure, self.request_id)).unwrap_or_else(|_| json!({}));
@@ -119,7 +113,8 @@ impl Responder<'_> {
             "id": id,
             "error": {"code": rpc_code, "message": refused.failure.message, "data": envelope},
         });
-        self.message(status, &body, refused.headers.clone())
+        headers.extend(refused.headers.iter().cloned());
+        self.message(status, &body, headers)
     }
 
     fn stream_headers(&self, extra: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {

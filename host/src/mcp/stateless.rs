@@ -234,7 +234,7 @@ impl Call<'_> {
         let failure = Failure::validation(&["_meta"], framing.message).with("reason", "mcp_framing");
         let refused = refusal(self.gw, self.sessions, self.inbound, failure.into(), self.credentials).await;
         self.reply
-            .error_with(status, id, framing.rpc_code, &refused, framing.data)
+            .error_with(status, id, framing.rpc_code, &refused, framing.data, Vec::new())
     }
 
     /// A result of this revision: `resultType`, and caching hints where they apply. Lists
@@ -248,9 +248,10 @@ impl Call<'_> {
         self.reply.result(200, id, result, Vec::new())
     }
 
-    /// One request of this wire, already parsed.
-    pub async fn request(&self, id: Value, method: &str, params: Value) -> Outbound {
-        if let Err(framing) = check_framing(self.inbound, method, &params) {
+    /// One request of this wire, already parsed (its params are `self.params`).
+    pub async fn request(&self, id: Value, method: &str) -> Outbound {
+        let params = self.params;
+        if let Err(framing) = check_framing(self.inbound, method, params) {
             return self.framing_error(id, 400, framing).await;
         }
         match method {
@@ -285,10 +286,11 @@ impl Call<'_> {
                     .map(|uri| ("uri".to_string(), uri.clone()))
                     .into_iter()
                     .collect();
-                self.reply.error_with(200, id, INVALID_PARAMS, &refused, named)
+                self.reply
+                    .error_with(200, id, INVALID_PARAMS, &refused, named, Vec::new())
             }
-            "tools/call" => self.call(id, &params).await,
-            "tasks/get" | "tasks/update" | "tasks/cancel" => self.task(id, method, &params).await,
+            "tools/call" => self.call(id, params).await,
+            "tasks/get" | "tasks/update" | "tasks/cancel" => self.task(id, method, params).await,
             // Everything else, the session wire's `initialize`, `ping` and
             // `logging/setLevel` included, is not a method of this revision here.
             other => {
@@ -349,36 +351,33 @@ impl Call<'_> {
             }
             None => {}
         }
-        match self.govern(Operation::Call(body, Some(round))).await {
-            Ok(reply) if reply.asked.is_some() => {
-                let ask = reply.asked.unwrap_or_else(|| unreachable!("checked by the guard"));
-                let carried = request_state::Opened {
-                    plugin: ask.state,
-                    gateway: None,
-                };
-                let state = self.sealer.seal(&sealed_for, carried, self.gw.clock.now_ms());
-                let result = json!({
-                    "resultType": "input_required",
-                    "inputRequests": ask.requests,
-                    "requestState": state,
-                });
-                self.reply.result(200, id, result, Vec::new())
-            }
-            Ok(reply)
-                if tasks::opted_in(&params["_meta"][META_CAPABILITIES]) && tasks::created(&reply.data).is_some() =>
-            {
-                let task = tasks::created(&reply.data).unwrap_or_else(|| unreachable!("checked by the guard"));
-                self.reply.result(200, id, task, Vec::new())
-            }
-            Ok(reply) => {
-                let token = params["_meta"].get("progressToken").cloned();
-                let notifications = tools::progress_notifications(token.as_ref(), &reply);
-                let mut result = tools::call_result(reply, self.reply.request_id);
-                result["resultType"] = json!("complete");
-                self.reply.result_after(id, result, notifications)
-            }
-            Err(refused) => self.call_refused(id, refused),
+        let mut reply = match self.govern(Operation::Call(body, Some(round))).await {
+            Ok(reply) => reply,
+            Err(refused) => return self.call_refused(id, refused),
+        };
+        if let Some(ask) = reply.asked.take() {
+            let carried = request_state::Opened {
+                plugin: ask.state,
+                gateway: None,
+            };
+            let state = self.sealer.seal(&sealed_for, carried, self.gw.clock.now_ms());
+            let result = json!({
+                "resultType": "input_required",
+                "inputRequests": ask.requests,
+                "requestState": state,
+            });
+            return self.reply.result(200, id, result, Vec::new());
         }
+        if tasks::opted_in(&params["_meta"][META_CAPABILITIES])
+            && let Some(task) = tasks::created(&reply.data)
+        {
+            return self.reply.result(200, id, task, Vec::new());
+        }
+        let token = params["_meta"].get("progressToken").cloned();
+        let notifications = tools::progress_notifications(token.as_ref(), &reply);
+        let mut result = tools::call_result(reply, self.reply.request_id);
+        result["resultType"] = json!("complete");
+        self.reply.result_after(id, result, notifications)
     }
 
     /// The first round of an acknowledgement: the write's preflight (impact and, where
@@ -441,7 +440,7 @@ impl Call<'_> {
             let data = Map::from_iter([("requiredCapabilities".to_string(), Value::Object(required))]);
             return self
                 .reply
-                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data);
+                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data, Vec::new());
         }
         if refused.failure.code == codes::REQUEST_STATE_INVALID {
             return self.reply.error(400, id, INVALID_PARAMS, &refused, Vec::new());
@@ -526,7 +525,7 @@ impl Call<'_> {
             let data = Map::from_iter([("requiredCapabilities".to_string(), tasks::required_capabilities())]);
             return self
                 .reply
-                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data);
+                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data, Vec::new());
         }
         let Some(task_id) = params["taskId"].as_str() else {
             let failure = Failure::validation(&["params", "taskId"], "`taskId` must be a string");

@@ -64,6 +64,7 @@ impl Governed<'_> {
         let (context, _) = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
         // (14) Dispatch: a read runs now.
         let started = Stopwatch::start();
+        let carries_input = round.is_some();
         let declared = round.as_ref().and_then(|r| r.client_capabilities.clone());
         let output = tool
             .plugin
@@ -71,7 +72,7 @@ impl Governed<'_> {
                 &context,
                 &tool.name,
                 &canonical_json(&payload),
-                round.clone().unwrap_or_default(),
+                round.unwrap_or_default(),
             )
             .await;
         trail.stages.push(("plugin", started.elapsed()));
@@ -81,16 +82,10 @@ impl Governed<'_> {
             let names: Vec<&String> = ask.requests.keys().collect();
             trail.details.insert("inputRequests".into(), json!(names));
             let missing = ask.missing_capabilities(declared.as_ref());
-            if round.is_none() || !missing.is_empty() {
+            if !carries_input || !missing.is_empty() {
+                let reason = if carries_input { "client_capability" } else { "binding" };
                 let refused = Failure::new(codes::INPUT_REQUIRED, "The tool needs input this client cannot give")
-                    .with(
-                        "reason",
-                        if round.is_none() {
-                            "binding"
-                        } else {
-                            "client_capability"
-                        },
-                    )
+                    .with("reason", reason)
                     .with("requiredCapabilities", json!(ask.required_capabilities()))
                     .with("missingCapabilities", json!(missing));
                 return Err(refused.into());

@@ -4,6 +4,8 @@
 
 use rand::RngCore as _;
 
+use crate::hashing::is_lower_hex;
+
 /// Longest `tracestate` passed on (the recommendation's 32 members fit well within it).
 const MAX_TRACESTATE: usize = 512;
 
@@ -13,10 +15,6 @@ pub struct TraceContext {
     /// `00-<trace-id>-<parent-id>-<flags>`.
     pub traceparent: String,
     pub tracestate: Option<String>,
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl TraceContext {
