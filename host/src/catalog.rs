@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::attr::{ArgType, Attr, Omitted};
 use crate::authz::ToolVocabulary;
 use crate::plugin::Plugin;
+use crate::plugin::prompt::Prompt;
 use crate::tool::{Descriptor, Effect, Issue, Risk, ToolFacts};
 
 /// One served tool.
@@ -157,6 +158,14 @@ impl Tool {
 
     /// The tool as the manifest and MCP `tools/list` describe it.
     pub fn describe(&self, rate_limit: &RateHint) -> Value {
+        let mut described = self.described(rate_limit);
+        if let Some(support) = self.plugin.manifest().tasks.get(&self.name) {
+            described["taskSupport"] = json!(support.as_str());
+        }
+        described
+    }
+
+    fn described(&self, rate_limit: &RateHint) -> Value {
         json!({
             "name": self.name,
             "description": self.description,
@@ -225,6 +234,15 @@ impl Catalog {
     pub fn with_plugin(&self, plugin: Arc<Plugin>, tools: Vec<Tool>) -> Result<Catalog, String> {
         let name = plugin.name().to_string();
         let mut next = self.without_plugin(&name);
+        for prompt in &plugin.manifest().prompts {
+            if let Some((other, _)) = next.prompt(&prompt.name) {
+                return Err(format!(
+                    "prompt `{}` is already served by plugin `{}`",
+                    prompt.name,
+                    other.name()
+                ));
+            }
+        }
         for tool in tools {
             if let Some(other) = next.tools.get(&tool.name) {
                 return Err(format!(
@@ -343,6 +361,17 @@ impl Catalog {
 
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.plugins.values()
+    }
+
+    /// Every prompt the loaded plugins ship, with its plugin, by plugin then prompt.
+    pub fn prompts(&self) -> impl Iterator<Item = (&Arc<Plugin>, &Prompt)> {
+        self.plugins
+            .values()
+            .flat_map(|plugin| plugin.manifest().prompts.iter().map(move |p| (plugin, p)))
+    }
+
+    pub fn prompt(&self, name: &str) -> Option<(&Arc<Plugin>, &Prompt)> {
+        self.prompts().find(|(_, p)| p.name == name)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The running gateway's shared state, and how it starts.
 
+use crate::tasks::{OrphanError, TaskRunner};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub tls: Option<Tls>,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
+    /// Reads running in the background as tasks.
+    pub tasks: TaskRunner,
     /// Keeps the background WAL checkpointer running while the gateway lives.
     _checkpointer: Arc<()>,
     catalog: RwLock<Arc<Catalog>>,
@@ -241,6 +244,7 @@ impl Gateway {
             disk: DiskGuard::new(config.store_path.parent().map(Path::to_path_buf), config.disk),
             metrics,
             instance_id: ulid::Ulid::new().to_string(),
+            tasks: TaskRunner::new(store.clone(), audit.clone(), clock.clone()),
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             unavailable: RwLock::new(std::collections::BTreeMap::new()),
@@ -268,6 +272,11 @@ impl Gateway {
             event.draft_id = Some(draft_id);
             gateway.audit.record(event).await?;
         }
+        // Background reads a previous process left running: failed, never run again.
+        gateway.tasks.fail_orphans().await.map_err(|e| match e {
+            OrphanError::Store(source) => gateway.store_failure(source),
+            OrphanError::Audit(e) => StartError::Audit(e),
+        })?;
         // Approvals a crash left before their write started: failed, nothing ran.
         let unstarted = gateway
             .store

@@ -17,7 +17,10 @@ const LAYERS: &[&[&str]] = &[
     &["admission", "apps", "plugin"],
     &["config", "catalog"],
     &["tls"],
-    &["outcome", "gateway"],
+    &["outcome"],
+    // Reads finishing in the background, then the gateway that holds their runner.
+    &["tasks"],
+    &["gateway"],
     // The write lifecycle, then the steps every agent request runs.
     &["writes"],
     &["pipeline"],

@@ -33,6 +33,7 @@ pub mod protocol;
 pub mod rest;
 pub mod sessions;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 pub mod tool;
 pub mod writes;

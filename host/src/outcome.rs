@@ -9,6 +9,7 @@ use crate::plugin::interaction::{InputAsk, Progress};
 use crate::plugin::{CallError, Content, GuestError};
 use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
+use crate::store::TaskRecord;
 
 /// A successful result.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Reply {
     pub asked: Option<InputAsk>,
     /// Progress the read reported, when the client asked for it.
     pub progress: Vec<Progress>,
+    /// The task a read became, or the one a task request names (MCP Tasks).
+    pub task: Option<TaskRecord>,
 }
 
 impl Reply {
@@ -31,6 +34,7 @@ impl Reply {
             content: Vec::new(),
             asked: None,
             progress: Vec::new(),
+            task: None,
         }
     }
 }

@@ -36,7 +36,7 @@ fn check_validates_config_policies_and_plugins() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 plugins, 29 tools"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 plugins, 36 tools"));
 
     std::fs::write(
         gw.dir.path().join("policies/broken.cedar"),

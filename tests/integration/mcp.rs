@@ -830,3 +830,248 @@ fn a_high_risk_write_asked_to_run_has_its_impact_acknowledged_by_the_clients_hum
     let silent = call(6, "ack-3", "txn_1", json!({}), json!({}));
     assert_eq!(silent.body["result"]["structuredContent"]["status"], "draft");
 }
+
+#[test]
+fn a_long_read_goes_on_as_a_task_of_its_key_that_asks_answers_and_cancels_audited() {
+    let gw = TestGateway::builder().anonymous_mcp().start();
+    let tasks = json!({"elicitation": {}, "extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let call = |id, name: &str, arguments: Value, capabilities: &Value| {
+        stateless(
+            &gw,
+            id,
+            "tools/call",
+            json!({"name": name, "arguments": arguments}),
+            capabilities.clone(),
+        )
+    };
+    let on_task = |id, method: &str, params: Value| stateless(&gw, id, method, params, tasks.clone());
+    let settled = |task: &str| -> Value {
+        for attempt in 0..100 {
+            let got = on_task(1000 + attempt, "tasks/get", json!({"taskId": task}));
+            let status = got.body["result"]["status"].as_str().unwrap_or_default().to_string();
+            if ["completed", "failed", "cancelled", "input_required"].contains(&status.as_str()) {
+                return got.body["result"].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("task {task} did not settle");
+    };
+
+    // The manifest lists it, so tools/list says so.
+    let listed = stateless(&gw, 1, "tools/list", json!({}), tasks.clone());
+    let slow = listed.body["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|t| t["name"] == "slow_compute")
+        .expect("slow_compute listed")
+        .clone();
+    assert_eq!(slow["execution"]["taskSupport"], "optional");
+
+    // A client that takes tasks gets one, stored before it is answered, and its result.
+    let created = call(2, "slow_compute", json!({"seconds": 1, "label": "report"}), &tasks);
+    let task = &created.body["result"];
+    assert_eq!(task["resultType"], "task", "{:#}", created.body);
+    assert_eq!(task["status"], "working");
+    assert!(task.get("result").is_none() && task.get("requestState").is_none());
+    let id = task["taskId"].as_str().expect("an id").to_string();
+    assert!(id.starts_with("tsk_"), "{id}");
+    assert_eq!(
+        gw.audit_of(&created).pop().expect("audited").details["taskId"],
+        id.as_str()
+    );
+    let at_once = on_task(3, "tasks/get", json!({"taskId": id}));
+    assert_eq!(at_once.body["result"]["taskId"], id.as_str());
+    let done = settled(&id);
+    assert_eq!(done["status"], "completed", "{done:#}");
+    assert_eq!(done["result"]["content"][0]["text"], "Computed report in 1 s.");
+    assert!(
+        done["result"]
+            .get("_meta")
+            .is_some_and(|m| m.get("io.modelcontextprotocol/related-task").is_none())
+    );
+
+    // A client that does not take tasks gets the answer inline; a tool that runs only as a
+    // task is refused before it runs.
+    let plain = json!({});
+    let inline = call(4, "slow_compute", json!({"seconds": 0}), &plain);
+    assert_eq!(inline.body["result"]["resultType"], "complete");
+    let refused = call(5, "failing_job", json!({}), &plain);
+    assert_eq!(refused.body["error"]["code"], -32021, "{:#}", refused.body);
+    assert_eq!(
+        refused.body["error"]["data"]["requiredCapabilities"],
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}})
+    );
+
+    // The tool's own error completes the task with an error result; a crash fails it.
+    let failing = call(6, "failing_job", json!({}), &tasks);
+    let failing = settled(failing.body["result"]["taskId"].as_str().expect("a task"));
+    assert_eq!(failing["status"], "completed");
+    assert_eq!(failing["result"]["isError"], true);
+    let crash = call(7, "protocol_error_job", json!({}), &tasks);
+    let crash = settled(crash.body["result"]["taskId"].as_str().expect("a task"));
+    assert_eq!(crash["status"], "failed", "{crash:#}");
+    assert_eq!(crash["error"]["data"]["code"], "agent.execution_failed");
+    assert!(crash.get("result").is_none());
+
+    // A task that asks waits for every answer, then runs again with them.
+    let asks = call(8, "multi_input", json!({}), &tasks);
+    let asks = asks.body["result"]["taskId"].as_str().expect("a task").to_string();
+    let parked = settled(&asks);
+    assert_eq!(parked["status"], "input_required");
+    let mut pending: Vec<&String> = parked["inputRequests"].as_object().expect("requests").keys().collect();
+    pending.sort();
+    assert_eq!(pending, ["confirm", "name"]);
+    let answer = |id, key: &str, content: Value| {
+        on_task(
+            id,
+            "tasks/update",
+            json!({"taskId": asks, "inputResponses": {key: {"action": "accept", "content": content},
+                                                     "not_asked": {"action": "accept"}}}),
+        )
+    };
+    let ack = answer(9, "name", json!({"name": "Ada"}));
+    assert_eq!(ack.body["result"], json!({"resultType": "complete"}));
+    assert_eq!(gw.audit_of(&ack).pop().expect("audited").action, "agent.task.update");
+    let half = on_task(10, "tasks/get", json!({"taskId": asks}));
+    assert_eq!(half.body["result"]["status"], "input_required");
+    assert_eq!(
+        half.body["result"]["inputRequests"]
+            .as_object()
+            .expect("requests")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["confirm"]
+    );
+    answer(11, "confirm", json!({"confirm": true}));
+    let answered = settled(&asks);
+    assert_eq!(
+        answered["result"]["content"][0]["text"],
+        "Ada answered; confirmed: true."
+    );
+
+    // Only its key sees a task; cancelling stops it, and a finished one only acknowledges.
+    let long = call(12, "slow_compute", json!({"seconds": 60}), &tasks);
+    let long = long.body["result"]["taskId"].as_str().expect("a task").to_string();
+    let foreign = stateless_as(
+        &gw,
+        Some(&gw.full()),
+        13,
+        "tasks/get",
+        json!({"taskId": long}),
+        tasks.clone(),
+    );
+    assert_eq!(foreign.body["error"]["code"], -32602, "{:#}", foreign.body);
+    let cancel = on_task(14, "tasks/cancel", json!({"taskId": long}));
+    assert_eq!(cancel.body["result"], json!({"resultType": "complete"}));
+    assert_eq!(settled(&long)["status"], "cancelled");
+    let again = on_task(15, "tasks/cancel", json!({"taskId": id}));
+    assert_eq!(again.body["result"], json!({"resultType": "complete"}));
+    assert_eq!(settled(&id)["status"], "completed");
+
+    // Every transition is in the audit trail.
+    let actions: Vec<String> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| {
+            e.details
+                .get("taskId")
+                .is_some_and(|t| t == id.as_str() || t == asks.as_str())
+        })
+        .map(|e| e.action)
+        .collect();
+    for action in ["agent.task.completed", "agent.task.input_required", "agent.task.update"] {
+        assert!(actions.iter().any(|a| a == action), "{action} in {actions:?}");
+    }
+}
+
+#[test]
+fn a_plugins_prompts_are_listed_by_scope_filled_in_and_a_missing_argument_is_asked_for() {
+    let gw = TestGateway::builder().anonymous_mcp().start();
+    let elicit = json!({"elicitation": {}});
+    let get = |id, params: Value, capabilities: &Value| stateless(&gw, id, "prompts/get", params, capabilities.clone());
+
+    let listed = stateless(&gw, 1, "prompts/list", json!({}), elicit.clone());
+    let names: Vec<&str> = listed.body["result"]["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"test_prompt_with_arguments"), "{names:?}");
+    assert_eq!(listed.body["result"]["cacheScope"], "private");
+
+    let filled = get(
+        2,
+        json!({"name": "test_prompt_with_arguments", "arguments": {"arg1": "hello", "arg2": "world"}}),
+        &elicit,
+    );
+    assert_eq!(
+        filled.body["result"]["messages"][0]["content"]["text"],
+        "Prompt with arguments: arg1='hello', arg2='world'"
+    );
+    let event = gw.audit_of(&filled).pop().expect("audited");
+    assert_eq!(event.action, "agent.prompt.get");
+    assert_eq!(event.details["prompt"], "test_prompt_with_arguments");
+
+    // A required argument left out is asked for, once; without elicitation it is invalid.
+    let asked = get(3, json!({"name": "test_input_required_result_prompt"}), &elicit);
+    let asked = &asked.body["result"];
+    assert_eq!(asked["resultType"], "input_required", "{asked:#}");
+    let question = &asked["inputRequests"]["arguments"]["params"];
+    assert_eq!(question["message"], "What context should the prompt use?");
+    let answered = get(
+        4,
+        json!({"name": "test_input_required_result_prompt",
+               "inputResponses": {"arguments": {"action": "accept", "content": {"context": "Q3 close"}}}}),
+        &elicit,
+    );
+    assert_eq!(
+        answered.body["result"]["messages"][0]["content"]["text"],
+        "Use this context: Q3 close"
+    );
+    let declined = get(
+        5,
+        json!({"name": "test_input_required_result_prompt",
+               "inputResponses": {"arguments": {"action": "decline"}}}),
+        &elicit,
+    );
+    assert_eq!(declined.body["error"]["code"], -32602, "{:#}", declined.body);
+    let blind = get(6, json!({"name": "test_input_required_result_prompt"}), &json!({}));
+    assert_eq!(
+        blind.body["error"]["data"]["details"]["missingArguments"],
+        json!(["context"])
+    );
+    let unknown_argument = get(
+        7,
+        json!({"name": "test_simple_prompt", "arguments": {"x": "y"}}),
+        &elicit,
+    );
+    assert_eq!(unknown_argument.body["error"]["code"], -32602);
+
+    // An app without the prompts' scope neither lists nor gets them.
+    let reporter = gw.token("Read-only Reporter");
+    let hidden = stateless_as(&gw, Some(&reporter), 8, "prompts/list", json!({}), elicit.clone());
+    assert_eq!(hidden.body["result"]["prompts"], json!([]), "{:#}", hidden.body);
+    let denied = stateless_as(
+        &gw,
+        Some(&reporter),
+        9,
+        "prompts/get",
+        json!({"name": "test_simple_prompt"}),
+        elicit.clone(),
+    );
+    assert_eq!(denied.body["error"]["code"], -32602);
+    assert_eq!(denied.body["error"]["data"]["code"], "agent.not_found");
+
+    // The session wire serves them too, and refuses a missing argument.
+    let mut client = Client::new(&gw, None);
+    client.initialize();
+    let simple = client.request("prompts/get", json!({"name": "test_simple_prompt"}));
+    assert_eq!(
+        simple.body["result"]["messages"][0]["content"]["text"],
+        "This is a simple prompt for testing."
+    );
+    let missing = client.request("prompts/get", json!({"name": "test_prompt_with_arguments"}));
+    assert_eq!(missing.body["error"]["code"], -32602);
+}

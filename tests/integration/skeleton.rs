@@ -307,7 +307,7 @@ fn probes_answer_without_credentials() {
     assert_eq!(health.data()["status"], "ok");
     let ready = gw.get("/readyz", None);
     ready.expect(200, "common.success");
-    assert_eq!(ready.data()["tools"], 29);
+    assert_eq!(ready.data()["tools"], 36);
 }
 
 #[test]

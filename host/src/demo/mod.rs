@@ -200,7 +200,59 @@ memory_mib = 32
          "test_input_required_result_request_state", "test_input_required_result_multiple_inputs",
          "test_input_required_result_multi_round", "test_input_required_result_tampered_state",
          "test_input_required_result_capabilities", "test_input_required_result_sampling",
-         "test_input_required_result_list_roots", "test_streaming_elicitation", "test_missing_capability"]
+         "test_input_required_result_list_roots", "test_streaming_elicitation", "test_missing_capability",
+         "greet", "slow_compute", "failing_job", "protocol_error_job", "confirm_delete", "multi_input",
+         "test_tool_with_task"]
+
+# Reads that may finish in the background for a client that takes tasks (MCP Tasks).
+[tasks]
+slow_compute = "optional"
+failing_job = "required"
+protocol_error_job = "optional"
+confirm_delete = "optional"
+multi_input = "optional"
+test_tool_with_task = "required"
+
+# Prompts the suite gets (MCP prompts/*): templates, filled in with the client's arguments.
+[[prompts]]
+name = "test_simple_prompt"
+description = "A prompt without arguments."
+scopes = ["conformance.read"]
+messages = [{ role = "user", content = { type = "text", text = "This is a simple prompt for testing." } }]
+
+[[prompts]]
+name = "test_prompt_with_arguments"
+description = "A prompt with two required arguments."
+scopes = ["conformance.read"]
+arguments = [{ name = "arg1", description = "First test argument", required = true },
+             { name = "arg2", description = "Second test argument", required = true }]
+messages = [{ role = "user", content = { type = "text", text = "Prompt with arguments: arg1='{{arg1}}', arg2='{{arg2}}'" } }]
+
+[[prompts]]
+name = "test_prompt_with_embedded_resource"
+description = "A prompt that embeds the resource it is given."
+scopes = ["conformance.read"]
+arguments = [{ name = "resourceUri", description = "URI of the resource to embed", required = true }]
+messages = [
+  { role = "user", content = { type = "resource", resource = { uri = "{{resourceUri}}", mimeType = "text/plain", text = "Embedded resource content for testing." } } },
+  { role = "user", content = { type = "text", text = "Please process the embedded resource above." } },
+]
+
+[[prompts]]
+name = "test_prompt_with_image"
+description = "A prompt with an image."
+scopes = ["conformance.read"]
+messages = [
+  { role = "user", content = { type = "image", mimeType = "image/png", data = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==" } },
+  { role = "user", content = { type = "text", text = "Please analyze the image above." } },
+]
+
+[[prompts]]
+name = "test_input_required_result_prompt"
+description = "A prompt whose required argument is asked for when it is left out."
+scopes = ["conformance.read"]
+arguments = [{ name = "context", description = "What context should the prompt use?", required = true }]
+messages = [{ role = "user", content = { type = "text", text = "Use this context: {{context}}" } }]
 
 [grants]
 log = true

@@ -11,6 +11,7 @@
 //!   on the loopback-only anonymous integration (`[mcp] anonymous_app`).
 //! - `Origin` and `Host` are checked against DNS rebinding before anything else.
 
+mod prompts;
 mod rebinding;
 mod request_state;
 mod respond;
@@ -446,6 +447,20 @@ async fn post(
             Ok(manifest) => reply.result(200, id, tools::list(&manifest.data), Vec::new()),
             Err(refused) => reply.refused(id, refused),
         },
+        "prompts/list" => match pipeline::govern(gw, inbound, Ok(Operation::Prompts), in_session, credentials).await {
+            Ok(listed) => reply.result(200, id, listed.data, Vec::new()),
+            Err(refused) => reply.refused(id, refused),
+        },
+        "prompts/get" => match prompts::operation(&params, false) {
+            Ok(operation) => {
+                let outcome = pipeline::govern(gw, inbound, Ok(operation), in_session, credentials).await;
+                prompts::answer(reply, id, outcome, false)
+            }
+            Err(failure) => {
+                let refused = refusal(gw, sessions, inbound, failure.into(), credentials).await;
+                reply.error(200, id, INVALID_PARAMS, &refused, Vec::new())
+            }
+        },
         "tools/call" => {
             let body = match call_body(&params) {
                 Ok(body) => body,
@@ -521,7 +536,7 @@ async fn initialize(
             );
             let result = json!({
                 "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": false}},
+                "capabilities": {"tools": {"listChanged": false}, "prompts": {"listChanged": false}},
                 "serverInfo": server_info(),
                 "instructions": INSTRUCTIONS,
             });

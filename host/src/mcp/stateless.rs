@@ -10,16 +10,16 @@ use serde_json::{Map, Value, json};
 
 use super::request_state::{self, Sealer};
 use super::session::credential_of;
-use super::tasks;
 use super::{
     INVALID_PARAMS, METHOD_NOT_FOUND, Mcp, Responder, SUPPORTED, audit_name, call_body, is_protocol_refusal, refusal,
     tools,
 };
+use super::{prompts, tasks};
 use crate::catalog::Tool;
 use crate::gateway::Gateway;
 use crate::hashing::jcs_sha256;
 use crate::outcome::{Refused, Reply};
-use crate::pipeline::{self, Credentials, Inbound, Operation, Outbound};
+use crate::pipeline::{self, Credentials, Inbound, Operation, Outbound, TaskChange};
 use crate::plugin::interaction::Round;
 use crate::protocol::codes;
 use crate::protocol::{ActionBody, Failure, PreflightBody};
@@ -34,7 +34,7 @@ const MISSING_CLIENT_CAPABILITY: i64 = -32021;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub(super) const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 /// Methods whose results a client may cache (they carry `ttlMs` and `cacheScope`).
@@ -263,22 +263,31 @@ impl Call<'_> {
                 Ok(manifest) => self.complete(id, method, tools::list(&manifest.data)),
                 Err(refused) => self.reply.refused(id, refused),
             },
-            // No prompts or resources are offered: the lists are empty (and cacheable).
-            "prompts/list" | "resources/list" | "resources/templates/list" => {
-                match self.govern(session_operation(method)).await {
-                    Ok(_) => {
-                        let key = match method {
-                            "prompts/list" => "prompts",
-                            "resources/list" => "resources",
-                            _ => "resourceTemplates",
-                        };
-                        self.complete(id, method, json!({ key: [] }))
-                    }
-                    Err(refused) => self.reply.refused(id, refused),
+            "prompts/list" => match self.govern(Operation::Prompts).await {
+                Ok(listed) => self.complete(id, method, listed.data),
+                Err(refused) => self.reply.refused(id, refused),
+            },
+            "prompts/get" => match prompts::operation(params, true) {
+                Ok(operation) => {
+                    let outcome = self.govern(operation).await;
+                    prompts::answer(self.reply, id, outcome, true)
                 }
-            }
-            "prompts/get" | "resources/read" => {
-                let failure = Failure::new(codes::NOT_FOUND, "No such prompt or resource");
+                Err(failure) => self.invalid_params(id, failure).await,
+            },
+            // No resources are offered: the lists are empty (and cacheable).
+            "resources/list" | "resources/templates/list" => match self.govern(session_operation(method)).await {
+                Ok(_) => {
+                    let key = if method == "resources/list" {
+                        "resources"
+                    } else {
+                        "resourceTemplates"
+                    };
+                    self.complete(id, method, json!({ key: [] }))
+                }
+                Err(refused) => self.reply.refused(id, refused),
+            },
+            "resources/read" => {
+                let failure = Failure::new(codes::NOT_FOUND, "No such resource");
                 let refused = refusal(self.gw, self.sessions, self.inbound, failure.into(), self.credentials).await;
                 // The revision asks a missing resource's error to name it.
                 let named: Map<String, Value> = params
@@ -368,6 +377,9 @@ impl Call<'_> {
             });
             return self.reply.result(200, id, result, Vec::new());
         }
+        if let Some(task) = reply.task.take() {
+            return self.reply.result(200, id, tasks::read_created(&task), Vec::new());
+        }
         if tasks::opted_in(&params["_meta"][META_CAPABILITIES])
             && let Some(task) = tasks::created(&reply.data)
         {
@@ -426,6 +438,14 @@ impl Call<'_> {
     /// A refused call: input the client cannot give is `-32021`, a refusal of the request
     /// an error, any other a tool result with `isError`.
     fn call_refused(&self, id: Value, refused: Refused) -> Outbound {
+        if refused.failure.code == codes::INPUT_REQUIRED
+            && refused.failure.details.get("reason") == Some(&json!("tasks"))
+        {
+            let data = Map::from_iter([("requiredCapabilities".to_string(), tasks::required_capabilities())]);
+            return self
+                .reply
+                .error_with(400, id, MISSING_CLIENT_CAPABILITY, &refused, data, Vec::new());
+        }
         if refused.failure.code == codes::INPUT_REQUIRED {
             let required: Map<String, Value> = refused
                 .failure
@@ -509,14 +529,16 @@ impl Call<'_> {
             wants_progress: meta
                 .get("progressToken")
                 .is_some_and(|t| t.is_string() || t.is_number()),
+            takes_tasks: tasks::opted_in(&meta[META_CAPABILITIES]),
             refused,
+            ..Round::default()
         };
         Ok((round, carried))
     }
 
-    /// `tasks/get`, `tasks/update` and `tasks/cancel` on a draft's task, for a request that
-    /// opted in to the extension. A reviewer, not the agent, answers a draft's input
-    /// request, so `tasks/update` only acknowledges.
+    /// `tasks/get`, `tasks/update` and `tasks/cancel`, for a request that opted in to the
+    /// extension: on a background read's task, or a draft's. A reviewer, not the agent,
+    /// answers a draft's input request, so there `tasks/update` only acknowledges.
     async fn task(&self, id: Value, method: &str, params: &Value) -> Outbound {
         if !tasks::opted_in(&params["_meta"][META_CAPABILITIES]) {
             let failure = Failure::validation(&["_meta"], "this request did not declare the tasks extension")
@@ -531,20 +553,38 @@ impl Call<'_> {
             let failure = Failure::validation(&["params", "taskId"], "`taskId` must be a string");
             return self.invalid_params(id, failure).await;
         };
+        let change = match method {
+            "tasks/get" => TaskChange::Read,
+            "tasks/cancel" => TaskChange::Cancel,
+            _ => match params.get("inputResponses") {
+                Some(Value::Object(responses)) => TaskChange::Answer {
+                    responses: responses.clone(),
+                    capabilities: Some(params["_meta"][META_CAPABILITIES].clone()),
+                },
+                _ => {
+                    let failure =
+                        Failure::validation(&["params", "inputResponses"], "`inputResponses` must be an object");
+                    return self.invalid_params(id, failure).await;
+                }
+            },
+        };
         let operation = Operation::Task {
             id: task_id.to_string(),
-            withdraw: method == "tasks/cancel",
+            change,
         };
         match self.govern(operation).await {
             Ok(reply) if method == "tasks/get" => {
-                let task = tasks::detailed(&reply.data, &self.gw.review_url());
+                let task = match &reply.task {
+                    Some(task) => tasks::read_detailed(task, self.reply.request_id),
+                    None => tasks::detailed(&reply.data, &self.gw.review_url()),
+                };
                 self.reply.result(200, id, task, Vec::new())
             }
             Ok(_) => self
                 .reply
                 .result(200, id, json!({"resultType": "complete"}), Vec::new()),
             // An unknown task, and another key's, are invalid params alike.
-            Err(refused) if refused.failure.code == codes::DRAFT_NOT_FOUND => {
+            Err(refused) if [codes::DRAFT_NOT_FOUND, codes::NOT_FOUND].contains(&refused.failure.code) => {
                 self.reply.error(400, id, INVALID_PARAMS, &refused, Vec::new())
             }
             Err(refused) => self.reply.refused(id, refused),

@@ -1,5 +1,6 @@
-//! The MCP Tasks extension (`io.modelcontextprotocol/tasks`) for draft-first writes, on
-//! the 2026-07-28 wire. A write that becomes a draft is a task, and the task is the draft:
+//! The MCP Tasks extension (`io.modelcontextprotocol/tasks`) on the 2026-07-28 wire, for
+//! reads that finish in the background (`crate::tasks`: the task's status is its own) and
+//! for draft-first writes. A write that becomes a draft is a task, and the task is the draft:
 //! its id is the draft's, it lives as long as the draft (so across restarts and on any
 //! node), and only the key that proposed it may read or cancel it.
 //!
@@ -16,13 +17,20 @@
 
 use serde_json::{Value, json};
 
+use super::tools;
+use crate::outcome::{Refused, Reply};
+use crate::plugin::Content;
+use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
+use crate::store::{TaskRecord, TaskStatus};
 
 /// The extension's identifier, in capabilities.
 pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
-/// How often a client should poll, in ms.
+/// How often a client should poll a draft's task (a human decides), in ms ...
 const POLL_INTERVAL_MS: u64 = 2_000;
+/// ... and a background read's.
+const READ_POLL_INTERVAL_MS: u64 = 500;
 
 /// Whether a request opted in: its client capabilities name the extension.
 pub fn opted_in(capabilities: &Value) -> bool {
@@ -117,6 +125,64 @@ pub fn detailed(data: &Value, review_url: &str) -> Value {
     };
     task["resultType"] = json!("complete");
     task
+}
+
+/// A `tools/call` of a read that went on in the background: the task it became.
+pub fn read_created(task: &TaskRecord) -> Value {
+    let mut view = read_summary(task);
+    view["resultType"] = json!("task");
+    view
+}
+
+fn read_summary(task: &TaskRecord) -> Value {
+    json!({
+        "taskId": task.id,
+        "status": task.status.as_str(),
+        "createdAt": task.created_at,
+        "lastUpdatedAt": task.updated_at,
+        "ttlMs": crate::tasks::TTL_MS,
+        "pollIntervalMs": READ_POLL_INTERVAL_MS,
+    })
+}
+
+/// `tasks/get` of a background read's task: what it waits on, or how it ended.
+pub fn read_detailed(task: &TaskRecord, request_id: &str) -> Value {
+    let mut view = read_summary(task);
+    let outcome = task.outcome.as_ref().unwrap_or(&Value::Null);
+    match task.status {
+        TaskStatus::InputRequired => {
+            view["inputRequests"] = task.input_requests.clone().unwrap_or_else(|| json!({}));
+        }
+        TaskStatus::Completed if outcome.get("refusal").is_some() => {
+            let refusal = &outcome["refusal"];
+            let code = refusal["code"]
+                .as_str()
+                .and_then(codes::by_name)
+                .unwrap_or(codes::EXECUTION_FAILED);
+            let mut failure = Failure::new(code, refusal["message"].as_str().unwrap_or("The tool failed"));
+            failure.details = refusal["details"].as_object().cloned().unwrap_or_default();
+            view["result"] = tools::refusal_result(&Refused::from(failure), request_id);
+        }
+        TaskStatus::Completed => {
+            let content: Vec<Content> = serde_json::from_value(outcome["content"].clone()).unwrap_or_default();
+            let reply = Reply {
+                content,
+                ..Reply::ok(outcome["data"].clone())
+            };
+            view["result"] = tools::call_result(reply, request_id);
+        }
+        TaskStatus::Failed => {
+            let error = &outcome["error"];
+            view["error"] = json!({
+                "code": super::REFUSED,
+                "message": error["message"].as_str().unwrap_or("The task failed"),
+                "data": {"code": error["code"]},
+            });
+        }
+        TaskStatus::Working | TaskStatus::Cancelled => {}
+    }
+    view["resultType"] = json!("complete");
+    view
 }
 
 /// A finished execution as the call's result.

@@ -44,6 +44,10 @@ fn tool(described: &Value) -> Value {
             }
         },
     });
+    // A read that may finish in the background says so (MCP Tasks extension).
+    if let Some(support) = described["taskSupport"].as_str() {
+        tool["execution"] = json!({"taskSupport": support});
+    }
     // A read's output schema describes its structured content. An action's result over
     // MCP is the draft or execution shape instead, so its schema is not advertised.
     if read && described["outputSchema"]["type"] == "object" {

@@ -14,8 +14,10 @@ mod discovery;
 mod facts;
 mod gate;
 mod payload;
+mod prompts;
 mod read;
 mod request;
+mod task;
 mod trail;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use crate::writes;
 
 pub use discovery::{Viewer, visible_tools};
 pub use payload::unbindable_number;
-pub use request::{Binding, BodyError, Credentials, Flags, Inbound, McpHeaders, Operation, Outbound};
+pub use request::{Binding, BodyError, Credentials, Flags, Inbound, McpHeaders, Operation, Outbound, TaskChange};
 pub use trail::{payload_hash, redact};
 
 use payload::{bindable_numbers, bound_dates, invalid_payload, typed_args};
@@ -163,14 +165,9 @@ async fn steps(
         Operation::Preflight(body) => request.preflight(body, trail).await,
         Operation::Draft { id, wait_seconds } => request.draft(&id, wait_seconds, trail).await,
         Operation::Call(body, round) => request.call(body, round, trail).await,
-        Operation::Task { id, withdraw } => {
-            let (data, withdrawn) = writes::own_draft(gw, &principal, &id, withdraw)?;
-            trail.draft_id = Some(id);
-            if withdrawn {
-                trail.action = "agent.draft.withdraw".into();
-            }
-            Ok(Reply::ok(data))
-        }
+        Operation::Task { id, change } => request.task(id, change, trail).await,
+        Operation::Prompts => Ok(request.prompts()),
+        Operation::Prompt { name, arguments, round } => request.prompt(&name, arguments, round, trail),
         Operation::Session { .. } => Ok(Reply::ok(json!({}))),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::payload::{query_payload, redact_fields};
 use super::{Flags, Governed, Trail};
@@ -13,7 +13,9 @@ use crate::clock::Stopwatch;
 use crate::hashing::canonical_json;
 use crate::outcome::{Refused, Reply, call_refusal};
 use crate::plugin::interaction::Round;
+use crate::plugin::{CallContext, TaskSupport, ToolOutput};
 use crate::protocol::{ActionBody, Failure, codes};
+use crate::tasks::{Job, Owner, Started};
 
 impl Governed<'_> {
     /// A read over a route. Its binding (REST) cannot carry input requests.
@@ -62,19 +64,46 @@ impl Governed<'_> {
         trail.payload(self.gw, &payload);
         self.may_use(tool, Flags::default(), trail)?;
         let (context, _) = self.authorize(tool, Action::Read, &mut payload, Flags::default(), trail)?;
-        // (14) Dispatch: a read runs now.
+        // (14) Dispatch: a read runs now, or, for a client that takes tasks, may go on in
+        // the background as a task if its manifest allows it and the plugin asks.
+        let support = tool.plugin.manifest().tasks.get(&tool.name).copied();
+        let takes_tasks = round.as_ref().is_some_and(|r| r.takes_tasks);
+        if support == Some(TaskSupport::Required) && !takes_tasks {
+            let refused = Failure::new(
+                codes::INPUT_REQUIRED,
+                "This tool runs only as a task, and this client does not take tasks",
+            );
+            return Err(refused.with("reason", "tasks").into());
+        }
         let started = Stopwatch::start();
         let carries_input = round.is_some();
         let declared = round.as_ref().and_then(|r| r.client_capabilities.clone());
-        let output = tool
-            .plugin
-            .invoke(
-                &context,
-                &tool.name,
-                &canonical_json(&payload),
-                round.unwrap_or_default(),
-            )
-            .await;
+        let output = if support.is_some() && takes_tasks {
+            let job = Job {
+                owner: self.owner(),
+                tool: tool.clone(),
+                context: context.clone(),
+                payload,
+                round: round.unwrap_or_default(),
+                shape,
+            };
+            match self.gw.tasks.run(job).await? {
+                Started::Inline(output) => *output,
+                Started::Task(task) => {
+                    trail.stages.push(("plugin", started.elapsed()));
+                    trail.details.insert("taskId".into(), task.id.clone().into());
+                    return Ok(Reply {
+                        task: Some(*task),
+                        ..Reply::ok(json!({}))
+                    });
+                }
+            }
+        } else {
+            let payload = canonical_json(&payload);
+            tool.plugin
+                .invoke(&context, &tool.name, &payload, round.unwrap_or_default())
+                .await
+        };
         trail.stages.push(("plugin", started.elapsed()));
         self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
         let output = output.map_err(|e| call_refusal(e, true))?;
@@ -96,19 +125,44 @@ impl Governed<'_> {
                 ..Reply::ok(Value::Null)
             });
         }
-        let mut data = output.structured.unwrap_or_else(|| json!({}));
-        if !context.allow_sensitive_fields {
-            let mut redacted = std::collections::BTreeSet::new();
-            redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
-            trail.details.insert("redactedFields".into(), json!(redacted));
-        }
-        if let Some(items) = data.get("items").and_then(Value::as_array) {
-            trail.details.insert("resultCount".into(), items.len().into());
-        }
-        Ok(Reply {
-            content: output.content,
-            progress: output.progress,
-            ..Reply::ok(data)
-        })
+        let (reply, details) = shaped(tool, &context, output);
+        trail.details.extend(details);
+        Ok(reply)
     }
+
+    /// Whom a task this request starts belongs to.
+    pub(super) fn owner(&self) -> Owner {
+        Owner {
+            org_id: self.principal.org_id.clone(),
+            app_id: self.principal.app.id.clone(),
+            key_id: self.principal.key.id.clone(),
+            actor_user_id: self.principal.actor_user_id.clone(),
+        }
+    }
+}
+
+/// A read's answer from its output: sensitive fields redacted where the app's data policy
+/// says so. Background tasks shape their results with it too ([`crate::tasks::Shape`]).
+pub(super) fn shape(tool: &Tool, context: &CallContext, output: ToolOutput) -> Reply {
+    shaped(tool, context, output).0
+}
+
+/// [`shape`], with what the audit event records of it.
+fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map<String, Value>) {
+    let mut details = Map::new();
+    let mut data = output.structured.unwrap_or_else(|| json!({}));
+    if !context.allow_sensitive_fields {
+        let mut redacted = std::collections::BTreeSet::new();
+        redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
+        details.insert("redactedFields".into(), json!(redacted));
+    }
+    if let Some(items) = data.get("items").and_then(Value::as_array) {
+        details.insert("resultCount".into(), items.len().into());
+    }
+    let reply = Reply {
+        content: output.content,
+        progress: output.progress,
+        ..Reply::ok(data)
+    };
+    (reply, details)
 }

@@ -114,16 +114,40 @@ pub enum Operation {
     /// action; `body.action` is the tool and `body.payload` its arguments. With the input
     /// round the client brings; `None` on a revision that cannot carry input requests.
     Call(ActionBody, Option<Round>),
-    /// A draft as a task of the key that proposed it (MCP Tasks); `withdraw` cancels it
-    /// while it is pending.
+    /// A task of the key that started it (MCP Tasks): a background read's, or a draft's.
     Task {
         id: String,
-        withdraw: bool,
+        change: TaskChange,
+    },
+    /// MCP `prompts/list`: the prompts the app's scopes allow.
+    Prompts,
+    /// MCP `prompts/get`: a prompt filled in with the arguments, and with the answers the
+    /// round brings to a question for the required ones left out (`None`: a revision
+    /// without input rounds, where a missing argument is invalid).
+    Prompt {
+        name: String,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        round: Option<Round>,
     },
     /// An MCP lifecycle request (`initialize`, `ping`, a notification, session end): the
     /// caller is authenticated and admitted, and nothing else happens.
     Session {
         method: String,
+    },
+}
+
+/// What a task request does.
+#[derive(Debug)]
+pub enum TaskChange {
+    Read,
+    /// Cancels an active task (a draft's: withdraws it while it is pending).
+    Cancel,
+    /// Answers the input requests a background read's task waits on (a draft's input is
+    /// its reviewer's decision: there, only acknowledged).
+    Answer {
+        responses: serde_json::Map<String, serde_json::Value>,
+        /// The client's declared capabilities, for the tool's next round.
+        capabilities: Option<serde_json::Value>,
     },
 }
 
@@ -135,7 +159,12 @@ impl Operation {
             Operation::Action(body) => Some(&body.action),
             Operation::Preflight(body) => Some(&body.action),
             Operation::Call(body, _) => Some(&body.action),
-            Operation::Manifest | Operation::Draft { .. } | Operation::Task { .. } | Operation::Session { .. } => None,
+            Operation::Manifest
+            | Operation::Draft { .. }
+            | Operation::Task { .. }
+            | Operation::Prompts
+            | Operation::Prompt { .. }
+            | Operation::Session { .. } => None,
         }
     }
 
@@ -147,8 +176,13 @@ impl Operation {
             Operation::Preflight(_) => "agent.action.preflight".into(),
             Operation::Draft { .. } => "agent.draft.read".into(),
             Operation::Call(..) => "agent.tool.call".into(),
-            Operation::Task { withdraw: false, .. } => "agent.task.read".into(),
-            Operation::Task { withdraw: true, .. } => "agent.task.cancel".into(),
+            Operation::Task { change, .. } => match change {
+                TaskChange::Read => "agent.task.read".into(),
+                TaskChange::Cancel => "agent.task.cancel".into(),
+                TaskChange::Answer { .. } => "agent.task.update".into(),
+            },
+            Operation::Prompts => "agent.prompt.list".into(),
+            Operation::Prompt { .. } => "agent.prompt.get".into(),
             Operation::Session { method } => format!("agent.mcp.{method}"),
         }
     }

@@ -6,7 +6,7 @@ pub mod adapter {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "tool-adapter",
-        imports: { "openport:plugin/host.http-fetch": async },
+        imports: { "openport:plugin/host.http-fetch": async, "openport:plugin/host.run-as-task": async },
         exports: { default: async },
     });
 }

@@ -6,7 +6,7 @@ use super::bindings::adapter::openport::plugin::host::{
     Host, HttpRequest, HttpResponse, KvCondition, KvWrite, Level, Versioned,
 };
 use super::bindings::adapter::openport::plugin::types::{self, Error};
-use super::interaction::{InputAsk, Progress};
+use super::interaction::{InputAsk, Progress, TaskSwitch};
 use crate::store::{self as kv, IncrementError};
 
 /// Longest key and value a plugin may store, and most keys one `kv-list` returns.
@@ -233,6 +233,25 @@ impl Host for CallState {
             total,
             message,
         });
+    }
+
+    async fn run_as_task(&mut self) -> bool {
+        match std::mem::take(&mut self.interaction.round.task) {
+            TaskSwitch::Unavailable => false,
+            TaskSwitch::Running => {
+                self.interaction.round.task = TaskSwitch::Running;
+                true
+            }
+            TaskSwitch::Offered(offer) => {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                if offer.send(answer).is_err() || answered.await != Ok(true) {
+                    return false;
+                }
+                self.interaction.round.task = TaskSwitch::Running;
+                self.deadline = crate::clock::monotonic_now() + self.task_timeout;
+                true
+            }
+        }
     }
 }
 

@@ -20,8 +20,21 @@ const INPUT_METHODS: &[(&str, &str)] = &[
     ("roots/list", "roots"),
 ];
 
+/// Whether a call may go on in the background as a task (`run-as-task`).
+#[derive(Debug, Default)]
+pub enum TaskSwitch {
+    /// It may not: the client or the tool does not take tasks.
+    #[default]
+    Unavailable,
+    /// It may: asking sends a sender on which the binding answers, once the task is
+    /// durable, whether the call now runs as one.
+    Offered(tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<bool>>),
+    /// It already does.
+    Running,
+}
+
 /// What the client brings to one round of a call.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Round {
     /// The client's answers to the previous round's requests (a JSON object), if any.
     pub responses: Option<Value>,
@@ -31,6 +44,10 @@ pub struct Round {
     pub client_capabilities: Option<Value>,
     /// Whether the client asked for progress reports.
     pub wants_progress: bool,
+    /// Whether the client takes tasks (it declared the MCP Tasks extension).
+    pub takes_tasks: bool,
+    /// Whether the call may become a task; the runner of background reads sets it.
+    pub task: TaskSwitch,
     /// Why the round itself is refused (a `requestState` that does not verify): the
     /// pipeline answers it once the caller is authenticated and admitted, so that an
     /// unauthenticated caller learns nothing from it.

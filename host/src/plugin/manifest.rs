@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::prompt::Prompt;
 use crate::tool::Risk;
 
 /// Which contract a component implements.
@@ -64,6 +65,9 @@ pub struct Limits {
     /// (`503 agent.overloaded`).
     #[serde(default = "default_concurrency")]
     pub concurrency: u32,
+    /// The time budget of a call once it runs in the background as a task (`tasks`).
+    #[serde(default = "default_task_timeout_ms")]
+    pub task_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             memory_mib: default_memory_mib(),
             max_output_bytes: default_max_output_bytes(),
             concurrency: default_concurrency(),
+            task_timeout_ms: default_task_timeout_ms(),
         }
     }
 }
@@ -83,11 +88,33 @@ fn default_timeout_ms() -> u64 {
 fn default_memory_mib() -> u64 {
     64
 }
+fn default_task_timeout_ms() -> u64 {
+    600_000
+}
 fn default_concurrency() -> u32 {
     8
 }
 fn default_max_output_bytes() -> usize {
     1 << 20
+}
+
+/// Whether a read may run in the background as a task (MCP Tasks extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskSupport {
+    /// As a task for a client that takes tasks (when the plugin asks), else inline.
+    Optional,
+    /// Only as a task: a client that does not take tasks is refused before the call runs.
+    Required,
+}
+
+impl TaskSupport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSupport::Optional => "optional",
+            TaskSupport::Required => "required",
+        }
+    }
 }
 
 /// `<name>.toml` beside the component.
@@ -110,6 +137,12 @@ pub struct PluginManifest {
     /// Result fields the host redacts when an app's data policy disallows sensitive fields.
     #[serde(default)]
     pub sensitive_fields: Vec<String>,
+    /// Prompts shipped with the plugin (MCP `prompts/*`): message templates, no code.
+    #[serde(default)]
+    pub prompts: Vec<Prompt>,
+    /// Reads that may finish in the background as tasks (`run-as-task`); the rest never do.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskSupport>,
     /// Operator overrides that raise a tool's risk (never lower it).
     #[serde(default)]
     pub risk: BTreeMap<String, Risk>,
@@ -197,6 +230,18 @@ impl PluginManifest {
         }
         if manifest.limits.concurrency == 0 || manifest.limits.concurrency > 1024 {
             return Err(invalid("`limits.concurrency` must be between 1 and 1024".into()));
+        }
+        if manifest.limits.task_timeout_ms < manifest.limits.timeout_ms || manifest.limits.task_timeout_ms > 86_400_000
+        {
+            return Err(invalid(
+                "`limits.task_timeout_ms` must be between `limits.timeout_ms` and 86400000 (a day)".into(),
+            ));
+        }
+        Prompt::check_all(&manifest.prompts).map_err(invalid)?;
+        if let Some(unknown) = manifest.tasks.keys().find(|t| !manifest.tools.contains(t)) {
+            return Err(invalid(format!(
+                "`tasks` names `{unknown}`, which `tools` does not list"
+            )));
         }
         manifest.text = text.to_string();
         Ok(manifest)

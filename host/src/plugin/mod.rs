@@ -11,6 +11,7 @@ mod budget;
 mod host_impl;
 pub mod interaction;
 pub mod manifest;
+pub mod prompt;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,14 +27,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use self::bindings::adapter::openport::plugin::types as wit;
 use self::bindings::adapter::{ToolAdapter, ToolAdapterPre};
 use self::bindings::witness::{StateWitness, StateWitnessPre, Verdict as WitVerdict};
-use self::interaction::{InputAsk, Interaction, Progress, Round};
+use self::interaction::{InputAsk, Interaction, Progress, Round, TaskSwitch};
 use crate::clock::{SharedClock, monotonic_now};
 use crate::hashing::sha256_hex;
 use crate::protocol::trace::TraceContext;
 use crate::store::Store as Db;
 use crate::tool::{Descriptor, Effect, Risk};
 pub use budget::{Budget, Budgets};
-pub use manifest::{Grants, Limits, PluginManifest, World};
+pub use manifest::{Grants, Limits, PluginManifest, TaskSupport, World};
 
 use self::budget::{CallLimiter, Slots};
 
@@ -61,6 +62,8 @@ pub enum LoadError {
     Describe(String),
     #[error("`describe` reported tool `{0}`, which the manifest does not list")]
     UndeclaredTool(String),
+    #[error("`tasks` names `{0}`, which is not a read: writes run through drafts, never as tasks")]
+    TaskForWrite(String),
     #[error("runtime setup failed: {0}")]
     Runtime(String),
 }
@@ -122,8 +125,9 @@ pub struct CallContext {
     pub trace: Option<TraceContext>,
 }
 
-/// One piece of a tool result.
-#[derive(Debug, Clone, PartialEq)]
+/// One piece of a tool result (kept as JSON with a background task's result).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Content {
     Text(String),
     Json(String),
@@ -185,6 +189,8 @@ pub struct CallState {
     interaction: Interaction,
     /// Sent with the plugin's outbound requests: the request's trace, the gateway's span.
     trace: Option<TraceContext>,
+    /// The time budget of the call once it runs as a task.
+    task_timeout: Duration,
 }
 
 impl WasiView for CallState {
@@ -337,6 +343,8 @@ impl PluginRuntime {
                 grants: Grants::default(),
                 limits: Limits::default(),
                 sensitive_fields: Vec::new(),
+                prompts: Vec::new(),
+                tasks: Default::default(),
                 risk: Default::default(),
                 policies: Vec::new(),
                 data_policy: Default::default(),
@@ -444,6 +452,10 @@ impl PluginRuntime {
             if declared == Declared::Enforced && !plugin.manifest.tools.contains(&d.name) {
                 return Err(LoadError::UndeclaredTool(d.name));
             }
+            // Writes have their own background path, the draft; only reads become tasks.
+            if plugin.manifest.tasks.contains_key(&d.name) && d.effect != wit::Effect::Read {
+                return Err(LoadError::TaskForWrite(d.name));
+            }
             descriptors.push(Descriptor {
                 name: d.name,
                 description: d.description,
@@ -531,7 +543,11 @@ impl Plugin {
         let (result, interaction) = self
             .call(ctx, |adapter, store| {
                 Box::pin(async move {
-                    store.data_mut().interaction = Interaction::new(round);
+                    let state = store.data_mut();
+                    if matches!(round.task, TaskSwitch::Running) {
+                        state.deadline = monotonic_now() + state.task_timeout;
+                    }
+                    state.interaction = Interaction::new(round);
                     let result = adapter.call_invoke(&mut *store, &wctx, &tool, &payload).await?;
                     Ok((result, std::mem::take(&mut store.data_mut().interaction)))
                 })
@@ -637,17 +653,17 @@ impl Plugin {
             max_output_bytes: limits.max_output_bytes,
             interaction: Interaction::default(),
             trace: ctx.trace.as_ref().map(TraceContext::child),
+            task_timeout: Duration::from_millis(limits.task_timeout_ms),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter_async(|s| &mut s.limiter);
-        let deadline = monotonic_now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
         // Yield to the executor on every tick so a looping guest cannot starve other
-        // requests, and stop it at its deadline.
+        // requests, and stop it at its deadline (which grows once the call is a task).
         let started = monotonic_now();
-        store.epoch_deadline_callback(move |_| {
+        store.epoch_deadline_callback(move |store| {
             let now = monotonic_now();
-            if now >= deadline {
+            if now >= store.data().deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else if now.duration_since(started) > LONG_CALL {
                 // A call this long is throttled: it sleeps between slices, so a looping

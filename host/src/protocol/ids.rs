@@ -15,6 +15,8 @@ pub enum Kind {
     McpSession,
     /// A step-up grant.
     StepUp,
+    /// A read running in the background (MCP Tasks).
+    Task,
 }
 
 impl Kind {
@@ -30,6 +32,7 @@ impl Kind {
             Kind::AdminToken => "adm",
             Kind::McpSession => "mcs",
             Kind::StepUp => "stp",
+            Kind::Task => "tsk",
         }
     }
 }

@@ -30,6 +30,7 @@ mod idempotency;
 mod kv;
 mod plugins;
 mod preflights;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +48,7 @@ pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
 pub use plugins::{NewVersion, PluginRegistry, PluginVersion, Remembered, StoredPlugin};
 pub use preflights::{PreflightRecord, Preflights, StepUpGrant};
+pub use tasks::{TaskRecord, TaskStatus, Tasks};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
 const MIGRATIONS: &[&str] = &[
@@ -61,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_app_tags.sql"),
     include_str!("migrations/0010_plugin_versions.sql"),
     include_str!("migrations/0011_draft_canceled_by.sql"),
+    include_str!("migrations/0012_tasks.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,7 @@ pub struct Store {
     pub drafts: Drafts,
     pub idempotency: Idempotency,
     pub preflights: Preflights,
+    pub tasks: Tasks,
     pub kv: PluginKv,
     pub audit: AuditEvents,
     pub plugins: PluginRegistry,
@@ -120,6 +124,7 @@ impl Store {
             drafts: Drafts::new(db.clone()),
             idempotency: Idempotency::new(db.clone()),
             preflights: Preflights::new(db.clone()),
+            tasks: Tasks::new(db.clone()),
             kv: PluginKv::new(db.clone()),
             audit: AuditEvents::new(db.clone()),
             plugins: PluginRegistry::new(db.clone()),

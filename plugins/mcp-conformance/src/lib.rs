@@ -114,6 +114,59 @@ fn tools() -> Vec<(&'static str, &'static str, Value)> {
         (
             "test_missing_capability",
             "Needs sampling, whether or not the client declared it.",
+            no_arguments.clone(),
+        ),
+        (
+            "greet",
+            "Greets someone by name, at once (never a task).",
+            json!({
+                "type": "object",
+                "properties": {"name": {"type": "string"}},
+                "required": ["name"],
+                "additionalProperties": false
+            }),
+        ),
+        (
+            "slow_compute",
+            "Works for `seconds` seconds, as a task for a client that takes tasks.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "seconds": {"type": "integer", "minimum": 0, "maximum": 600},
+                    "label": {"type": "string"}
+                },
+                "required": ["seconds"],
+                "additionalProperties": false
+            }),
+        ),
+        (
+            "failing_job",
+            "Runs as a task and reports an error after about a second.",
+            no_arguments.clone(),
+        ),
+        (
+            "protocol_error_job",
+            "Runs as a task and crashes (a trap), which fails the task.",
+            no_arguments.clone(),
+        ),
+        (
+            "confirm_delete",
+            "Runs as a task that asks the client to confirm before it answers.",
+            json!({
+                "type": "object",
+                "properties": {"filename": {"type": "string"}},
+                "required": ["filename"],
+                "additionalProperties": false
+            }),
+        ),
+        (
+            "multi_input",
+            "Runs as a task that asks the client two questions at once.",
+            no_arguments.clone(),
+        ),
+        (
+            "test_tool_with_task",
+            "Asks for a name inline, then greets it from a task.",
             no_arguments,
         ),
         (
@@ -425,6 +478,76 @@ impl Guest for Conformance {
             }
             "test_missing_capability" => {
                 return ask(json!({"question": sampling("Say hello")}), None);
+            }
+            "greet" => {
+                let args: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                say(format!("Hello, {}!", args["name"].as_str().unwrap_or("?")))?
+            }
+            "slow_compute" => {
+                let args: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                let seconds = args["seconds"].as_u64().unwrap_or(0).min(600);
+                let label = args["label"].as_str().unwrap_or("job");
+                if seconds > 0 {
+                    host::run_as_task();
+                    std::thread::sleep(std::time::Duration::from_secs(seconds));
+                }
+                say(format!("Computed {label} in {seconds} s."))?
+            }
+            "failing_job" => {
+                host::run_as_task();
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                return Err(Error::Conflict("failing_job always fails".into()));
+            }
+            "protocol_error_job" => {
+                host::run_as_task();
+                panic!("protocol_error_job crashes on purpose");
+            }
+            "confirm_delete" => {
+                host::run_as_task();
+                let args: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                let file = args["filename"].as_str().unwrap_or("?");
+                return match responses() {
+                    Some(responses) if accepted(&responses, "confirm").is_some_and(|c| c["confirm"] == true) => {
+                        say(format!("Deleted {file}."))
+                    }
+                    Some(_) => say(format!("Kept {file}: not confirmed.")),
+                    None => ask(
+                        json!({"confirm": elicitation(&format!("Delete {file}?"), "confirm", "boolean")}),
+                        None,
+                    ),
+                };
+            }
+            "multi_input" => {
+                host::run_as_task();
+                return match responses() {
+                    Some(responses) => {
+                        let name = accepted(&responses, "name")
+                            .and_then(|c| c["name"].as_str())
+                            .unwrap_or("?");
+                        let sure = accepted(&responses, "confirm").is_some_and(|c| c["confirm"] == true);
+                        say(format!("{name} answered; confirmed: {sure}."))
+                    }
+                    None => ask(
+                        json!({
+                            "name": elicitation("What is your name?", "name", "string"),
+                            "confirm": elicitation("Are you sure?", "confirm", "boolean")
+                        }),
+                        None,
+                    ),
+                };
+            }
+            "test_tool_with_task" => {
+                let Some(responses) = responses() else {
+                    return ask(
+                        json!({"user_name": elicitation("What is your name?", "name", "string")}),
+                        None,
+                    );
+                };
+                host::run_as_task();
+                let name = accepted(&responses, "user_name")
+                    .and_then(|c| c["name"].as_str())
+                    .unwrap_or("?");
+                say(format!("Hello, {name}! (from a task)"))?
             }
             "json_schema_2020_12_tool" => ToolResult {
                 structured: Some(

@@ -1,0 +1,299 @@
+//! Reads running in the background as tasks (MCP Tasks extension), and what they ended in.
+//!
+//! Every change is a compare-and-set on the status (and, for answers, on the pending
+//! requests), so a cancel racing a completion, or two answers racing each other, leave
+//! exactly one of them applied.
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use super::{Db, StoreError, enum_col, json_col, optional_json_col};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Working,
+    /// Parked until the client answers the input the tool asked for.
+    InputRequired,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Working,
+        TaskStatus::InputRequired,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Working => "working",
+            TaskStatus::InputRequired => "input_required",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// No transition leaves a terminal status.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+}
+
+impl std::str::FromStr for TaskStatus {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        TaskStatus::ALL.into_iter().find(|s| s.as_str() == text).ok_or(())
+    }
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: String,
+    pub org_id: String,
+    pub app_id: String,
+    pub key_id: String,
+    pub actor_user_id: String,
+    pub tool: String,
+    /// The arguments, to run the tool again once the client answers.
+    pub payload: Value,
+    pub status: TaskStatus,
+    /// The input requests still unanswered (a JSON object), while `input_required`.
+    pub input_requests: Option<Value>,
+    /// The answers gathered so far for those requests (a JSON object).
+    pub input_responses: Option<Value>,
+    /// The plugin's state for the round that follows the answers.
+    pub input_state: Option<String>,
+    /// The result or the error, once terminal.
+    pub outcome: Option<Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug)]
+pub struct Tasks {
+    db: Arc<Db>,
+}
+
+const COLUMNS: &str = "id, org_id, app_id, key_id, actor_user_id, tool, payload, status, input_requests,
+     input_responses, input_state, outcome, created_at, updated_at, expires_at";
+
+fn to_json(value: Option<&Value>) -> Option<String> {
+    value.map(Value::to_string)
+}
+
+impl Tasks {
+    pub(super) fn new(db: Arc<Db>) -> Self {
+        Tasks { db }
+    }
+
+    /// Stores a new task, and forgets those past their expiry.
+    pub fn insert(&self, t: &TaskRecord) -> Result<(), StoreError> {
+        let conn = self.db.conn()?;
+        conn.execute("DELETE FROM tasks WHERE expires_at < ?1", params![t.created_at])?;
+        conn.execute(
+            &format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ),
+            params![
+                t.id,
+                t.org_id,
+                t.app_id,
+                t.key_id,
+                t.actor_user_id,
+                t.tool,
+                t.payload.to_string(),
+                t.status.as_str(),
+                to_json(t.input_requests.as_ref()),
+                to_json(t.input_responses.as_ref()),
+                t.input_state,
+                to_json(t.outcome.as_ref()),
+                t.created_at,
+                t.updated_at,
+                t.expires_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A task not yet expired at `now`.
+    pub fn get(&self, id: &str, now: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let conn = self.db.conn()?;
+        let task = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND expires_at >= ?2"),
+                params![id, now],
+                |row| {
+                    Ok(TaskRecord {
+                        id: row.get(0)?,
+                        org_id: row.get(1)?,
+                        app_id: row.get(2)?,
+                        key_id: row.get(3)?,
+                        actor_user_id: row.get(4)?,
+                        tool: row.get(5)?,
+                        payload: json_col(row, 6, "tasks.payload")?,
+                        status: enum_col(row, 7, "tasks.status")?,
+                        input_requests: optional_json_col(row, 8)?,
+                        input_responses: optional_json_col(row, 9)?,
+                        input_state: row.get(10)?,
+                        outcome: optional_json_col(row, 11)?,
+                        created_at: row.get(12)?,
+                        updated_at: row.get(13)?,
+                        expires_at: row.get(14)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(task)
+    }
+
+    /// Ends an active task (`working` or `input_required`) with `to` and its outcome;
+    /// `false` when it had already ended.
+    pub fn finish(&self, id: &str, to: TaskStatus, outcome: Option<&Value>, at: &str) -> Result<bool, StoreError> {
+        debug_assert!(to.is_terminal());
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE tasks SET status = ?2, outcome = ?3, input_requests = NULL, input_responses = NULL,
+                 input_state = NULL, updated_at = ?4
+             WHERE id = ?1 AND status IN ('working', 'input_required')",
+            params![id, to.as_str(), to_json(outcome), at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// A running task parks on input requests; `false` when it is no longer running.
+    pub fn park(&self, id: &str, requests: &Value, state: Option<&str>, at: &str) -> Result<bool, StoreError> {
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE tasks SET status = 'input_required', input_requests = ?2, input_responses = '{}',
+                 input_state = ?3, updated_at = ?4
+             WHERE id = ?1 AND status = 'working'",
+            params![id, requests.to_string(), state, at],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Records answers to a parked task: `pending` are the requests still unanswered (an
+    /// empty object resumes the task: `working`) and `responses` every answer so far.
+    /// Applies only if the task still waits on exactly `was_pending`.
+    pub fn answer(
+        &self,
+        id: &str,
+        was_pending: &Value,
+        pending: &Value,
+        responses: &Value,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let resumes = pending.as_object().is_none_or(serde_json::Map::is_empty);
+        let status = if resumes {
+            TaskStatus::Working
+        } else {
+            TaskStatus::InputRequired
+        };
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE tasks SET status = ?2, input_requests = ?3, input_responses = ?4, updated_at = ?5
+             WHERE id = ?1 AND status = 'input_required' AND input_requests = ?6",
+            params![
+                id,
+                status.as_str(),
+                (!resumes).then(|| pending.to_string()),
+                responses.to_string(),
+                at,
+                was_pending.to_string(),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// At start: a task still `working` lost its runner with the last process. It fails
+    /// (and is never run again: its tool may not be safe to repeat). Returns the ids.
+    pub fn interrupt_running(&self, outcome: &Value, at: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.db.conn()?;
+        let mut select = conn.prepare("SELECT id FROM tasks WHERE status = 'working'")?;
+        let ids = select
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(select);
+        conn.execute(
+            "UPDATE tasks SET status = 'failed', outcome = ?1, updated_at = ?2 WHERE status = 'working'",
+            params![outcome.to_string(), at],
+        )?;
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::Store;
+    use super::*;
+
+    fn task(id: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            org_id: "org_demo".into(),
+            app_id: "app_1".into(),
+            key_id: "key_1".into(),
+            actor_user_id: "user_1".into(),
+            tool: "slow_compute".into(),
+            payload: json!({"seconds": 5}),
+            status: TaskStatus::Working,
+            input_requests: None,
+            input_responses: None,
+            input_state: None,
+            outcome: None,
+            created_at: "2026-12-01T00:00:00Z".into(),
+            updated_at: "2026-12-01T00:00:00Z".into(),
+            expires_at: "2026-12-01T01:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn one_ending_wins_and_a_parked_task_resumes_once_every_request_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("tasks.db")).unwrap();
+        let tasks = &store.tasks;
+        let now = "2026-12-01T00:00:01Z";
+        tasks.insert(&task("tsk_a")).unwrap();
+        assert!(tasks.finish("tsk_a", TaskStatus::Cancelled, None, now).unwrap());
+        assert!(
+            !tasks
+                .finish("tsk_a", TaskStatus::Completed, Some(&json!({})), now)
+                .unwrap()
+        );
+        assert_eq!(tasks.get("tsk_a", now).unwrap().unwrap().status, TaskStatus::Cancelled);
+
+        tasks.insert(&task("tsk_b")).unwrap();
+        let asked = json!({"x": {"method": "elicitation/create"}, "y": {"method": "elicitation/create"}});
+        assert!(tasks.park("tsk_b", &asked, Some("s"), now).unwrap());
+        let only_y = json!({"y": {"method": "elicitation/create"}});
+        let answered_x = json!({"x": {"action": "accept"}});
+        assert!(tasks.answer("tsk_b", &asked, &only_y, &answered_x, now).unwrap());
+        // A second answer computed from the old pending set loses the race.
+        assert!(!tasks.answer("tsk_b", &asked, &json!({}), &answered_x, now).unwrap());
+        let both = json!({"x": {"action": "accept"}, "y": {"action": "accept"}});
+        assert!(tasks.answer("tsk_b", &only_y, &json!({}), &both, now).unwrap());
+        let resumed = tasks.get("tsk_b", now).unwrap().unwrap();
+        assert_eq!(resumed.status, TaskStatus::Working);
+        assert_eq!(resumed.input_responses, Some(both));
+        assert_eq!(resumed.input_state.as_deref(), Some("s"));
+
+        // A restart fails what was running, and an expired task is gone.
+        let failed = tasks.interrupt_running(&json!({"error": {}}), now).unwrap();
+        assert_eq!(failed, ["tsk_b"]);
+        assert_eq!(tasks.get("tsk_b", now).unwrap().unwrap().status, TaskStatus::Failed);
+        assert!(tasks.get("tsk_b", "2026-12-01T02:00:00Z").unwrap().is_none());
+    }
+}

@@ -1,0 +1,328 @@
+//! Reads that finish in the background as tasks (the MCP Tasks extension, SEP-2663).
+//!
+//! A read whose manifest lists it under `tasks` runs here for a client that takes tasks.
+//! It starts like any read; if the plugin calls `run-as-task`, the task is stored, the
+//! client is answered with it, and the call goes on in the background with the manifest's
+//! task time budget. What the call ends in is the task's outcome:
+//!
+//! | the call | the task |
+//! |---|---|
+//! | returns a result | `completed`, with the result |
+//! | returns the plugin's own error | `completed`, with the error as the result (`isError`) |
+//! | traps, runs out of time or memory | `failed`, with the error |
+//! | asks for input (`require-input`) | `input_required` until the client answers, then the tool runs again |
+//! | is cancelled by its client | `cancelled`, and the plugin call is stopped |
+//!
+//! A task is durable (the store), belongs to the key that started it, and every
+//! transition is audited (`agent.task.*`). A task still running when its process stops
+//! fails at the next start; it is never run again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use crate::audit::{AuditEvent, AuditLog};
+use crate::catalog::Tool;
+use crate::clock::{self, SharedClock};
+use crate::hashing::canonical_json;
+use crate::outcome::{Refused, Reply, call_refusal};
+use crate::plugin::interaction::{Round, TaskSwitch};
+use crate::plugin::{CallContext, CallError, ToolOutput};
+use crate::protocol::codes::{self, Code};
+use crate::protocol::ids::{Kind, new_id};
+use crate::store::{Store, StoreError, TaskRecord, TaskStatus};
+
+/// How long a task stays readable after it starts.
+pub const TTL_MS: i64 = 60 * 60 * 1000;
+
+/// Turns a read's output into its reply (redaction and the like): the pipeline's own rule,
+/// applied to a background result too.
+pub type Shape = fn(&Tool, &CallContext, ToolOutput) -> Reply;
+
+/// Who a task belongs to: the key that started it, and whom it acts for.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub org_id: String,
+    pub app_id: String,
+    pub key_id: String,
+    pub actor_user_id: String,
+}
+
+/// One run of a read that may be (or already is) a task.
+pub struct Job {
+    pub owner: Owner,
+    pub tool: Arc<Tool>,
+    pub context: CallContext,
+    pub payload: Value,
+    pub round: Round,
+    pub shape: Shape,
+}
+
+/// How a run that may become a task went.
+#[derive(Debug)]
+pub enum Started {
+    /// The plugin never asked to become a task: the call's own output.
+    Inline(Box<Result<ToolOutput, CallError>>),
+    /// It did: the task, stored before the client hears of it.
+    Task(Box<TaskRecord>),
+}
+
+/// The runners of this process's tasks, and where their outcomes go.
+#[derive(Debug, Clone)]
+pub struct TaskRunner {
+    store: Arc<Store>,
+    audit: AuditLog,
+    clock: SharedClock,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+}
+
+impl TaskRunner {
+    pub fn new(store: Arc<Store>, audit: AuditLog, clock: SharedClock) -> TaskRunner {
+        TaskRunner {
+            store,
+            audit,
+            clock,
+            running: Arc::default(),
+        }
+    }
+
+    /// At start: fails the tasks a previous process left running, each audited.
+    pub async fn fail_orphans(&self) -> Result<(), OrphanError> {
+        let now = clock::iso(self.clock.now());
+        let outcome = failure_outcome(codes::EXECUTION_FAILED, "The gateway stopped while the task ran");
+        for id in self.store.tasks.interrupt_running(&outcome, &now)? {
+            let mut event = AuditEvent::new("agent.task.failed", codes::EXECUTION_FAILED, now.clone());
+            event.details.insert("taskId".into(), id.into());
+            event.details.insert("reason".into(), "stopped with the process".into());
+            self.audit.record(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `job` (its round's task switch is offered to the plugin); answers when the
+    /// call ends, or as soon as it became a task.
+    pub async fn run(&self, mut job: Job) -> Result<Started, Refused> {
+        let (offer, offered) = oneshot::channel();
+        job.round.task = TaskSwitch::Offered(offer);
+        let (done, finished) = oneshot::channel();
+        let task_id = Arc::new(OnceLock::new());
+        let owner = job.owner.clone();
+        let (tool, payload) = (job.tool.clone(), job.payload.clone());
+        let handle = tokio::spawn(self.clone().call(job, task_id.clone(), Some(done)));
+        tokio::select! {
+            output = finished => Ok(Started::Inline(Box::new(
+                output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into()))),
+            ))),
+            Ok(answer) = offered => {
+                let record = self.new_record(new_id(Kind::Task), &owner, &tool, payload);
+                if let Err(e) = self.store.tasks.insert(&record) {
+                    handle.abort();
+                    return Err(Refused::internal(e));
+                }
+                // Fresh above, so this is its only value.
+                let _ = task_id.set(record.id.clone());
+                self.hold(&record.id, handle.abort_handle());
+                // The plugin goes on only now that the task is durable.
+                let _ = answer.send(true);
+                Ok(Started::Task(Box::new(record)))
+            }
+        }
+    }
+
+    /// Runs a parked task again once its client answered everything it asked.
+    pub fn resume(&self, task_id: &str, mut job: Job) {
+        job.round.task = TaskSwitch::Running;
+        let id = Arc::new(OnceLock::from(task_id.to_string()));
+        let handle = tokio::spawn(self.clone().call(job, id, None));
+        self.hold(task_id, handle.abort_handle());
+    }
+
+    /// Cancels an active task of `owner`: `true` when this call cancelled it. Its plugin
+    /// call stops if it runs in this process; elsewhere its outcome is discarded.
+    pub fn cancel(&self, task: &TaskRecord) -> Result<bool, StoreError> {
+        let now = clock::iso(self.clock.now());
+        let cancelled = self.store.tasks.finish(&task.id, TaskStatus::Cancelled, None, &now)?;
+        if let Some(runner) = self.runners().remove(&task.id) {
+            runner.abort();
+        }
+        Ok(cancelled)
+    }
+
+    /// Fails an active task for `refused` (its tool can no longer run), audited.
+    pub async fn fail(&self, task: &TaskRecord, refused: &Refused) -> Result<(), Refused> {
+        let outcome = failure_outcome(refused.failure.code, &refused.failure.message);
+        let now = clock::iso(self.clock.now());
+        if self
+            .store
+            .tasks
+            .finish(&task.id, TaskStatus::Failed, Some(&outcome), &now)
+            .map_err(Refused::internal)?
+        {
+            self.record(
+                &task.id,
+                &self.owner_of(task),
+                None,
+                "agent.task.failed",
+                refused.failure.code,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    fn owner_of(&self, task: &TaskRecord) -> Owner {
+        Owner {
+            org_id: task.org_id.clone(),
+            app_id: task.app_id.clone(),
+            key_id: task.key_id.clone(),
+            actor_user_id: task.actor_user_id.clone(),
+        }
+    }
+
+    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, id: &str, runner: AbortHandle) {
+        let mut running = self.runners();
+        running.retain(|_, r| !r.is_finished());
+        running.insert(id.to_string(), runner);
+    }
+
+    fn new_record(&self, id: String, owner: &Owner, tool: &Tool, payload: Value) -> TaskRecord {
+        let now = self.clock.now();
+        let at = clock::iso(now);
+        TaskRecord {
+            id,
+            org_id: owner.org_id.clone(),
+            app_id: owner.app_id.clone(),
+            key_id: owner.key_id.clone(),
+            actor_user_id: owner.actor_user_id.clone(),
+            tool: tool.name.clone(),
+            payload,
+            status: TaskStatus::Working,
+            input_requests: None,
+            input_responses: None,
+            input_state: None,
+            outcome: None,
+            created_at: at.clone(),
+            updated_at: at,
+            expires_at: clock::iso(now + time::Duration::milliseconds(TTL_MS)),
+        }
+    }
+
+    /// The plugin call, then its outcome: to the waiting request while the call is not a
+    /// task (`done`), to the task once it is.
+    async fn call(
+        self,
+        job: Job,
+        task_id: Arc<OnceLock<String>>,
+        done: Option<oneshot::Sender<Result<ToolOutput, CallError>>>,
+    ) {
+        let Job {
+            owner,
+            tool,
+            context,
+            payload,
+            round,
+            shape,
+        } = job;
+        let output = tool
+            .plugin
+            .invoke(&context, &tool.name, &canonical_json(&payload), round)
+            .await;
+        match task_id.get() {
+            Some(id) => self.settle(id, &owner, &tool, &context, output, shape).await,
+            None => {
+                if let Some(done) = done {
+                    let _ = done.send(output);
+                }
+            }
+        }
+    }
+
+    /// Records what a task's call ended in, and audits it.
+    async fn settle(
+        &self,
+        id: &str,
+        owner: &Owner,
+        tool: &Tool,
+        context: &CallContext,
+        output: Result<ToolOutput, CallError>,
+        shape: Shape,
+    ) {
+        let now = clock::iso(self.clock.now());
+        let (action, code, applied) = match output {
+            Ok(ToolOutput { asked: Some(ask), .. }) => {
+                let requests = Value::Object(ask.requests);
+                let parked = self.store.tasks.park(id, &requests, ask.state.as_deref(), &now);
+                ("agent.task.input_required", codes::SUCCESS, parked)
+            }
+            Ok(output) => {
+                let reply = shape(tool, context, output);
+                let outcome = json!({"data": reply.data, "content": reply.content});
+                let done = self.store.tasks.finish(id, TaskStatus::Completed, Some(&outcome), &now);
+                ("agent.task.completed", codes::SUCCESS, done)
+            }
+            // The tool ran and reported an error: a result, not a failure of the task.
+            Err(error @ CallError::Guest(_)) => {
+                let refused = call_refusal(error, true);
+                let outcome = json!({"refusal": {
+                    "code": refused.failure.code.name,
+                    "message": refused.failure.message,
+                    "details": refused.failure.details,
+                }});
+                let done = self.store.tasks.finish(id, TaskStatus::Completed, Some(&outcome), &now);
+                ("agent.task.completed", refused.failure.code, done)
+            }
+            Err(error) => {
+                let refused = call_refusal(error, true);
+                let outcome = failure_outcome(refused.failure.code, &refused.failure.message);
+                let done = self.store.tasks.finish(id, TaskStatus::Failed, Some(&outcome), &now);
+                ("agent.task.failed", refused.failure.code, done)
+            }
+        };
+        self.runners().remove(id);
+        match applied {
+            Ok(true) => self.record(id, owner, Some(tool), action, code).await,
+            // Cancelled (or expired) meanwhile: the outcome has nowhere to go.
+            Ok(false) => tracing::debug!(task_id = id, "task outcome discarded: the task had ended"),
+            Err(e) => tracing::error!(task_id = id, error = %e, "task outcome not stored"),
+        }
+    }
+
+    async fn record(&self, id: &str, owner: &Owner, tool: Option<&Tool>, action: &str, code: Code) {
+        let mut event = AuditEvent::new(action, code, clock::iso(self.clock.now()));
+        event.org_id = Some(owner.org_id.clone());
+        event.app_id = Some(owner.app_id.clone());
+        event.key_id = Some(owner.key_id.clone());
+        event.actor_user_id = Some(owner.actor_user_id.clone());
+        if let Some(tool) = tool {
+            event.tool = Some(tool.name.clone());
+            event.risk = Some(tool.risk.as_str().into());
+            event.plugin = Some(tool.plugin.name().into());
+            event.plugin_digest = Some(tool.plugin.digest().into());
+        }
+        event.details.insert("taskId".into(), id.into());
+        if let Err(e) = self.audit.record(event).await {
+            tracing::error!(task_id = id, error = %e, "task transition not audited");
+        }
+    }
+}
+
+/// A failed task's outcome: the reason code and message.
+fn failure_outcome(code: Code, message: &str) -> Value {
+    json!({"error": {"code": code.name, "message": message}})
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrphanError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
