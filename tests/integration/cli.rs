@@ -1054,3 +1054,92 @@ fn an_app_team_scaffolds_packs_and_loads_a_plugin_built_out_of_tree() {
     assert_eq!(crm["sha256"], digest.as_str());
     assert_eq!(crm["tools"], json!(["hello.greet"]));
 }
+
+/// A 2026-07-28 MCP request as the demo's anonymous loopback client, with the tasks extension.
+fn task_request(demo: &DemoProcess, method: &str, mut params: serde_json::Value) -> serde_json::Value {
+    params["_meta"] = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":
+            {"elicitation": {}, "extensions": {"io.modelcontextprotocol/tasks": {}}},
+    });
+    let name = params["name"]
+        .as_str()
+        .or(params["taskId"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut response = client
+        .post(&format!("{}/mcp", demo.agent))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .header("MCP-Protocol-Version", "2026-07-28")
+        .header("Mcp-Method", method)
+        .header("Mcp-Name", &name)
+        .send(serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+        .expect("request");
+    let body: serde_json::Value = response.body_mut().read_json().expect("json");
+    body["result"].clone()
+}
+
+#[test]
+fn a_parked_task_survives_a_crash_and_a_running_one_fails_audited_never_rerun() {
+    let demo = DemoProcess::start();
+    let started = |demo: &DemoProcess, name: &str, arguments: serde_json::Value| {
+        let created = task_request(
+            demo,
+            "tools/call",
+            serde_json::json!({"name": name, "arguments": arguments}),
+        );
+        assert_eq!(created["resultType"], "task", "{created:#}");
+        created["taskId"].as_str().expect("a task").to_string()
+    };
+    let parked = started(&demo, "confirm_delete", serde_json::json!({"filename": "q3.csv"}));
+    let running = started(&demo, "slow_compute", serde_json::json!({"seconds": 60}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while task_request(&demo, "tasks/get", serde_json::json!({"taskId": parked}))["status"] != "input_required" {
+        assert!(std::time::Instant::now() < deadline, "the task did not park");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let demo = DemoProcess::start_in(demo.crash());
+    let failed = task_request(&demo, "tasks/get", serde_json::json!({"taskId": running}));
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["error"]["data"]["code"], "agent.execution_failed");
+    let events = demo
+        .store()
+        .audit
+        .query(&openport::store::AuditFilter {
+            code: Some("agent.execution_failed".into()),
+            limit: 50,
+            ..openport::store::AuditFilter::default()
+        })
+        .expect("audit");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "agent.task.failed" && e.details["taskId"] == running.as_str()),
+        "{events:?}"
+    );
+
+    let waiting = task_request(&demo, "tasks/get", serde_json::json!({"taskId": parked}));
+    assert_eq!(waiting["status"], "input_required");
+    task_request(
+        &demo,
+        "tasks/update",
+        serde_json::json!({"taskId": parked,
+                           "inputResponses": {"confirm": {"action": "accept", "content": {"confirm": true}}}}),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let done = task_request(&demo, "tasks/get", serde_json::json!({"taskId": parked}));
+        if done["status"] == "completed" {
+            assert_eq!(done["result"]["content"][0]["text"], "Deleted q3.csv.");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resumed task did not complete: {done:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
