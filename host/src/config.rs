@@ -46,6 +46,12 @@ struct RawPluginRuntime {
     /// How long a call waits for memory before it is refused.
     #[serde(default = "default_plugin_wait_ms")]
     wait_ms: u64,
+    /// Calls one instance may serve within its isolation domain (1: a fresh one each call).
+    #[serde(default = "default_reuse_calls")]
+    reuse_calls: u32,
+    /// How long one instance may serve its isolation domain.
+    #[serde(default = "default_reuse_seconds")]
+    reuse_seconds: u64,
 }
 
 impl Default for RawPluginRuntime {
@@ -53,6 +59,8 @@ impl Default for RawPluginRuntime {
         RawPluginRuntime {
             memory_budget_mib: default_plugin_memory_mib(),
             wait_ms: default_plugin_wait_ms(),
+            reuse_calls: default_reuse_calls(),
+            reuse_seconds: default_reuse_seconds(),
         }
     }
 }
@@ -62,6 +70,12 @@ fn default_plugin_memory_mib() -> u64 {
 }
 fn default_plugin_wait_ms() -> u64 {
     500
+}
+fn default_reuse_calls() -> u32 {
+    128
+}
+fn default_reuse_seconds() -> u64 {
+    60
 }
 
 /// `[mcp]`: the MCP binding at `/mcp` on the agent listener.
@@ -405,6 +419,8 @@ pub struct Config {
     pub plugin_memory_budget_bytes: usize,
     /// How long a plugin call waits for memory.
     pub plugin_wait: std::time::Duration,
+    /// How plugin instances are reused within an isolation domain.
+    pub plugin_reuse: crate::plugin::Reuse,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -508,6 +524,12 @@ impl Config {
                 "must be at least 16",
             ));
         }
+        if raw.plugin_runtime.reuse_calls == 0 || raw.plugin_runtime.reuse_seconds > 3600 {
+            return Err(ConfigError::new(
+                "plugin_runtime.reuse_calls",
+                "reuse_calls must be at least 1 and reuse_seconds at most 3600",
+            ));
+        }
         if raw.plugin_runtime.wait_ms > 60_000 {
             return Err(ConfigError::new("plugin_runtime.wait_ms", "must be at most 60000"));
         }
@@ -574,6 +596,11 @@ impl Config {
             plugin_memory_budget_bytes: usize::try_from(raw.plugin_runtime.memory_budget_mib.saturating_mul(1 << 20))
                 .unwrap_or(usize::MAX),
             plugin_wait: std::time::Duration::from_millis(raw.plugin_runtime.wait_ms),
+            plugin_reuse: crate::plugin::Reuse {
+                max_calls: raw.plugin_runtime.reuse_calls,
+                max_age: std::time::Duration::from_secs(raw.plugin_runtime.reuse_seconds),
+                ..crate::plugin::Reuse::default()
+            },
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,
             idempotency_ttl_seconds: raw.drafts.idempotency_ttl_seconds,

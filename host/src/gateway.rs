@@ -235,7 +235,8 @@ impl Gateway {
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),
             source,
-        })?;
+        })?
+        .with_reuse(config.plugin_reuse);
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let gateway = Arc::new(Gateway {
             tls,
@@ -695,7 +696,8 @@ pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authoriz
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),
             source,
-        })?;
+        })?
+        .with_reuse(config.plugin_reuse);
         let mut catalog = Catalog::default();
         for path in &config.plugin_manifests {
             let manifest = PluginManifest::load(path)?;

@@ -679,3 +679,83 @@ fn plugin_versions_are_kept_in_the_store_uploaded_and_rolled_back() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("plugin `trap`"));
 }
+
+#[test]
+fn a_reused_instance_serves_only_its_own_tenant_and_app_and_a_trap_starts_over() {
+    let gw = TestGateway::start();
+    let path = manifest(&gw, "hoard", "test-hoard", &["hostile.hoard", "hostile.hoard_high"], "");
+    add(&gw, &path).expect(200, "common.success");
+    // Four domains: two apps in each of two tenants.
+    let apps: Vec<(String, String)> = [
+        ("org_demo", "a"),
+        ("org_demo", "b"),
+        ("org_other", "c"),
+        ("org_other", "d"),
+    ]
+    .into_iter()
+    .map(|(org, name)| {
+        let created = gw.admin_post(
+            "/api/agent-admin/v1/apps",
+            Some(&gw.admin_token("operator")),
+            &json!({"scope": "workspace", "name": name, "org_id": org, "scopes": ["hostile.use"]}),
+        );
+        let token = created.data()["token"].as_str().expect("token").to_string();
+        (name.to_string(), token)
+    })
+    .collect();
+    let seen = |token: &str, route: &str, marker: &str| -> Vec<String> {
+        let reply = gw.get(&format!("/api/agent/v1/{route}?marker={marker}"), Some(token));
+        reply.expect(200, "common.success");
+        reply.data()["seen"]
+            .as_array()
+            .expect("seen")
+            .iter()
+            .map(|p| p.as_str().expect("a payload").to_string())
+            .collect()
+    };
+
+    // Under concurrent load, every payload an instance hands back is its own domain's.
+    let reused = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for (name, token) in &apps {
+            for worker in 0..3 {
+                let (seen, reused) = (&seen, &reused);
+                scope.spawn(move || {
+                    for call in 0..25 {
+                        let marker = format!("{name}-{worker}-{call}");
+                        let payloads = seen(token, "hostile-hoard", &marker);
+                        assert!(payloads.iter().any(|p| p.contains(&marker)), "{payloads:?}");
+                        for payload in &payloads {
+                            assert!(
+                                payload.contains(&format!("\"{name}-")),
+                                "app {name} was handed {payload}, another domain's"
+                            );
+                        }
+                        if payloads.len() > 1 {
+                            reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        }
+    });
+    assert!(
+        reused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no instance was reused: the test would prove nothing"
+    );
+
+    // A high-risk tool always gets a fresh instance.
+    let (_, token) = &apps[0];
+    assert_eq!(seen(token, "hostile-hoard_high", "high-1").len(), 1);
+    assert_eq!(seen(token, "hostile-hoard_high", "high-2").len(), 1);
+
+    // After a trap, the next call starts from a fresh instance.
+    let trapped = gw.get("/api/agent/v1/hostile-hoard?trap=true", Some(token));
+    assert!(trapped.status >= 500, "{:#}", trapped.body);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let after = seen(token, "hostile-hoard", "after-trap");
+    assert!(
+        after.iter().all(|p| !p.contains("\"trap\"")),
+        "the trapped instance came back: {after:?}"
+    );
+}

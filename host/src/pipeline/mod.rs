@@ -35,6 +35,7 @@ use crate::outcome::{Refused, Reply, auth_refusal, rate_refusal};
 use crate::plugin::CallContext;
 use crate::protocol::trace::TraceContext;
 use crate::protocol::{ActionBody, Failure, PreflightBody, codes};
+use crate::tool::Risk;
 use crate::writes;
 
 pub use discovery::{Viewer, visible_tools};
@@ -253,6 +254,7 @@ impl Governed<'_> {
             actor: self.principal.actor_user_id.clone(),
             allow_sensitive_fields: policy.allows_sensitive_fields(),
             trace: self.trace.cloned(),
+            reuse_instance: tool.risk < Risk::High,
         };
         // (12) Cedar on the call, with the data-policy policies.
         bindable_numbers(tool, payload)?;

@@ -57,107 +57,134 @@ impl Host for CallState {
     }
 
     fn now_ms(&mut self) -> Result<u64, Error> {
-        if !self.env.grants.clock {
-            return Err(denied("clock"));
-        }
-        Ok(u64::try_from(self.env.clock.now_ms()).unwrap_or(0))
+        let result = (|| -> Result<u64, Error> {
+            if !self.env.grants.clock {
+                return Err(denied("clock"));
+            }
+            Ok(u64::try_from(self.env.clock.now_ms()).unwrap_or(0))
+        })();
+        self.note(result)
     }
 
     fn kv_get(&mut self, key: String) -> Result<Option<String>, Error> {
-        let store = self.kv("get")?;
-        store.kv.get(self.namespace(), &self.tenant, &key).map_err(backend)
+        let result = (|| -> Result<Option<String>, Error> {
+            let store = self.kv("get")?;
+            store.kv.get(self.namespace(), &self.tenant, &key).map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn kv_set(&mut self, key: String, value: String) -> Result<(), Error> {
-        check_entry(&key, &value)?;
-        let store = self.kv("set")?;
-        store
-            .kv
-            .set(&self.env.name, &self.tenant, &key, &value)
-            .map(|_| ())
-            .map_err(backend)
+        let result = (|| -> Result<(), Error> {
+            check_entry(&key, &value)?;
+            let store = self.kv("set")?;
+            store
+                .kv
+                .set(&self.env.name, &self.tenant, &key, &value)
+                .map(|_| ())
+                .map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn kv_delete(&mut self, key: String) -> Result<(), Error> {
-        let store = self.kv("delete")?;
-        store.kv.delete(self.namespace(), &self.tenant, &key).map_err(backend)
+        let result = (|| -> Result<(), Error> {
+            let store = self.kv("delete")?;
+            store.kv.delete(self.namespace(), &self.tenant, &key).map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn kv_list(&mut self, prefix: String) -> Result<Vec<String>, Error> {
-        let store = self.kv("list")?;
-        store
-            .kv
-            .list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
-            .map_err(backend)
+        let result = (|| -> Result<Vec<String>, Error> {
+            let store = self.kv("list")?;
+            store
+                .kv
+                .list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
+                .map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn kv_get_versioned(&mut self, key: String) -> Result<Option<Versioned>, Error> {
-        let store = self.kv("get")?;
-        let found = store
-            .kv
-            .get_versioned(self.namespace(), &self.tenant, &key)
-            .map_err(backend)?;
-        Ok(found.map(|v| Versioned {
-            value: v.value,
-            version: v.version,
-        }))
+        let result = (|| -> Result<Option<Versioned>, Error> {
+            let store = self.kv("get")?;
+            let found = store
+                .kv
+                .get_versioned(self.namespace(), &self.tenant, &key)
+                .map_err(backend)?;
+            Ok(found.map(|v| Versioned {
+                value: v.value,
+                version: v.version,
+            }))
+        })();
+        self.note(result)
     }
 
     fn kv_compare_and_set(&mut self, key: String, expected: Option<u64>, value: String) -> Result<Option<u64>, Error> {
-        check_entry(&key, &value)?;
-        let store = self.kv("compare-and-set")?;
-        store
-            .kv
-            .compare_and_set(&self.env.name, &self.tenant, &key, expected, &value)
-            .map_err(backend)
+        let result = (|| -> Result<Option<u64>, Error> {
+            check_entry(&key, &value)?;
+            let store = self.kv("compare-and-set")?;
+            store
+                .kv
+                .compare_and_set(&self.env.name, &self.tenant, &key, expected, &value)
+                .map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn kv_increment(&mut self, key: String, delta: i64) -> Result<i64, Error> {
-        check_entry(&key, "")?;
-        let store = self.kv("increment")?;
-        store
-            .kv
-            .increment(&self.env.name, &self.tenant, &key, delta)
-            .map_err(|e| match e {
-                IncrementError::Store(e) => backend(e),
-                refused => Error::InvalidInput(refused.to_string()),
-            })
+        let result = (|| -> Result<i64, Error> {
+            check_entry(&key, "")?;
+            let store = self.kv("increment")?;
+            store
+                .kv
+                .increment(&self.env.name, &self.tenant, &key, delta)
+                .map_err(|e| match e {
+                    IncrementError::Store(e) => backend(e),
+                    refused => Error::InvalidInput(refused.to_string()),
+                })
+        })();
+        self.note(result)
     }
 
     fn kv_batch(&mut self, conditions: Vec<KvCondition>, writes: Vec<KvWrite>) -> Result<bool, Error> {
-        if conditions.len() > MAX_KV_BATCH || writes.len() > MAX_KV_BATCH {
-            return Err(Error::InvalidInput(format!(
-                "a kv batch takes at most {MAX_KV_BATCH} conditions and {MAX_KV_BATCH} writes"
-            )));
-        }
-        let conditions: Vec<kv::KvCondition> = conditions
-            .into_iter()
-            .map(|c| {
-                check_entry(&c.key, "")?;
-                Ok(kv::KvCondition {
-                    key: c.key,
-                    version: c.version,
+        let result = (|| -> Result<bool, Error> {
+            if conditions.len() > MAX_KV_BATCH || writes.len() > MAX_KV_BATCH {
+                return Err(Error::InvalidInput(format!(
+                    "a kv batch takes at most {MAX_KV_BATCH} conditions and {MAX_KV_BATCH} writes"
+                )));
+            }
+            let conditions: Vec<kv::KvCondition> = conditions
+                .into_iter()
+                .map(|c| {
+                    check_entry(&c.key, "")?;
+                    Ok(kv::KvCondition {
+                        key: c.key,
+                        version: c.version,
+                    })
                 })
-            })
-            .collect::<Result<_, Error>>()?;
-        let writes: Vec<kv::KvWrite> = writes
-            .into_iter()
-            .map(|w| match w {
-                KvWrite::Set((key, value)) => {
-                    check_entry(&key, &value)?;
-                    Ok(kv::KvWrite::Set { key, value })
-                }
-                KvWrite::Delete(key) => {
-                    check_entry(&key, "")?;
-                    Ok(kv::KvWrite::Delete { key })
-                }
-            })
-            .collect::<Result<_, Error>>()?;
-        let store = self.kv("batch")?;
-        store
-            .kv
-            .batch(&self.env.name, &self.tenant, &conditions, &writes)
-            .map_err(backend)
+                .collect::<Result<_, Error>>()?;
+            let writes: Vec<kv::KvWrite> = writes
+                .into_iter()
+                .map(|w| match w {
+                    KvWrite::Set((key, value)) => {
+                        check_entry(&key, &value)?;
+                        Ok(kv::KvWrite::Set { key, value })
+                    }
+                    KvWrite::Delete(key) => {
+                        check_entry(&key, "")?;
+                        Ok(kv::KvWrite::Delete { key })
+                    }
+                })
+                .collect::<Result<_, Error>>()?;
+            let store = self.kv("batch")?;
+            store
+                .kv
+                .batch(&self.env.name, &self.tenant, &conditions, &writes)
+                .map_err(backend)
+        })();
+        self.note(result)
     }
 
     fn config_get(&mut self, key: String) -> Result<Option<String>, Error> {
@@ -165,43 +192,9 @@ impl Host for CallState {
         Ok(self.env.grants.config.get(&key).cloned())
     }
 
-    async fn http_fetch(&mut self, mut request: HttpRequest) -> Result<HttpResponse, Error> {
-        let uri: ureq::http::Uri = request
-            .url
-            .parse()
-            .map_err(|_| Error::InvalidInput(format!("`{}` is not a URL", request.url)))?;
-        let scheme = uri.scheme_str().unwrap_or("");
-        if scheme != "http" && scheme != "https" {
-            return Err(Error::InvalidInput("only http and https URLs are allowed".into()));
-        }
-        let host = uri.host().unwrap_or("").to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        if !host_granted(&self.env.grants.http, &host, port) {
-            tracing::warn!(plugin = %self.env.name, request_id = %self.request_id, %host, port, "outbound request to an ungranted host refused");
-            return Err(Error::Unavailable(format!(
-                "host `{host}:{port}` is not granted to this plugin"
-            )));
-        }
-        let remaining = self.deadline.saturating_duration_since(crate::clock::monotonic_now());
-        if remaining.is_zero() {
-            return Err(Error::Unavailable("the call's time budget is spent".into()));
-        }
-        let limit = self.max_output_bytes;
-        // The request's trace continues into the application, unless the plugin set its own.
-        if let Some(trace) = &self.trace
-            && !request
-                .headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
-        {
-            request.headers.push(("traceparent".into(), trace.traceparent.clone()));
-            if let Some(state) = &trace.tracestate {
-                request.headers.push(("tracestate".into(), state.clone()));
-            }
-        }
-        // ureq blocks: run it on the blocking pool so the async workers stay free.
-        let result = tokio::task::spawn_blocking(move || send(request, remaining, limit)).await;
-        result.unwrap_or_else(|_| Err(Error::Internal("outbound request task failed".into())))
+    async fn http_fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, Error> {
+        let result = self.fetch(request).await;
+        self.note(result)
     }
 
     fn input_responses(&mut self) -> Option<String> {
@@ -221,9 +214,9 @@ impl Host for CallState {
     }
 
     fn require_input(&mut self, requests: String, state: Option<String>) -> Result<(), Error> {
-        let ask = InputAsk::parse(&requests, state).map_err(Error::InvalidInput)?;
-        self.interaction.asked = Some(ask);
-        Ok(())
+        let ask = InputAsk::parse(&requests, state).map_err(Error::InvalidInput);
+        let result = ask.map(|ask| self.interaction.asked = Some(ask));
+        self.note(result)
     }
 
     fn progress(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
@@ -302,6 +295,54 @@ fn send(request: HttpRequest, timeout: std::time::Duration, limit: usize) -> Res
 }
 
 impl CallState {
+    /// A host call that failed leaves the instance unfit for another call (see
+    /// `Plugin::call`): the guest may have kept state the error left half-done.
+    fn note<T>(&mut self, result: Result<T, Error>) -> Result<T, Error> {
+        if result.is_err() {
+            self.tainted = true;
+        }
+        result
+    }
+
+    async fn fetch(&mut self, mut request: HttpRequest) -> Result<HttpResponse, Error> {
+        let uri: ureq::http::Uri = request
+            .url
+            .parse()
+            .map_err(|_| Error::InvalidInput(format!("`{}` is not a URL", request.url)))?;
+        let scheme = uri.scheme_str().unwrap_or("");
+        if scheme != "http" && scheme != "https" {
+            return Err(Error::InvalidInput("only http and https URLs are allowed".into()));
+        }
+        let host = uri.host().unwrap_or("").to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        if !host_granted(&self.env.grants.http, &host, port) {
+            tracing::warn!(plugin = %self.env.name, request_id = %self.request_id, %host, port, "outbound request to an ungranted host refused");
+            return Err(Error::Unavailable(format!(
+                "host `{host}:{port}` is not granted to this plugin"
+            )));
+        }
+        let remaining = self.deadline.saturating_duration_since(crate::clock::monotonic_now());
+        if remaining.is_zero() {
+            return Err(Error::Unavailable("the call's time budget is spent".into()));
+        }
+        let limit = self.max_output_bytes;
+        // The request's trace continues into the application, unless the plugin set its own.
+        if let Some(trace) = &self.trace
+            && !request
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("traceparent"))
+        {
+            request.headers.push(("traceparent".into(), trace.traceparent.clone()));
+            if let Some(state) = &trace.tracestate {
+                request.headers.push(("tracestate".into(), state.clone()));
+            }
+        }
+        // ureq blocks: run it on the blocking pool so the async workers stay free.
+        let result = tokio::task::spawn_blocking(move || send(request, remaining, limit)).await;
+        result.unwrap_or_else(|_| Err(Error::Internal("outbound request task failed".into())))
+    }
+
     /// The key-value namespace: the plugin's own, or the one the operator granted.
     fn namespace(&self) -> &str {
         self.env.grants.kv_namespace.as_deref().unwrap_or(&self.env.name)

@@ -117,6 +117,18 @@ impl TaskSupport {
     }
 }
 
+/// Whether a plugin's instances may serve more than one call (issue 18, decision 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// An instance may serve later calls of the same tenant and app (never another's),
+    /// except for `high` and `critical` tools.
+    #[default]
+    PerDomain,
+    /// Every call gets a fresh instance.
+    PerCall,
+}
+
 /// `<name>.toml` beside the component.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +146,9 @@ pub struct PluginManifest {
     pub grants: Grants,
     #[serde(default)]
     pub limits: Limits,
+    /// Whether instances are reused within an isolation domain.
+    #[serde(default)]
+    pub isolation: Isolation,
     /// Result fields the host redacts when an app's data policy disallows sensitive fields.
     #[serde(default)]
     pub sensitive_fields: Vec<String>,

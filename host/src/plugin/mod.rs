@@ -12,6 +12,7 @@ mod host_impl;
 pub mod interaction;
 pub mod manifest;
 pub mod prompt;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,9 +35,11 @@ use crate::protocol::trace::TraceContext;
 use crate::store::Store as Db;
 use crate::tool::{Descriptor, Effect, Risk};
 pub use budget::{Budget, Budgets};
-pub use manifest::{Grants, Limits, PluginManifest, TaskSupport, World};
+pub use manifest::{Grants, Isolation, Limits, PluginManifest, TaskSupport, World};
+pub use warm::Reuse;
 
 use self::budget::{CallLimiter, Slots};
+use self::warm::{Domain, IdleCount, Warm, WarmPool};
 
 /// How long a call that trapped, ran out of time or of memory keeps its plugin's slot.
 const MISBEHAVIOUR_PENALTY: Duration = Duration::from_secs(1);
@@ -123,6 +126,9 @@ pub struct CallContext {
     pub allow_sensitive_fields: bool,
     /// The request's trace context, passed on (as a child) to the plugin's outbound calls.
     pub trace: Option<TraceContext>,
+    /// The call may run in an instance that served an earlier call of the same tenant and
+    /// app (see `warm`); `false` for `high` and `critical` tools.
+    pub reuse_instance: bool,
 }
 
 /// One piece of a tool result (kept as JSON with a background task's result).
@@ -191,6 +197,10 @@ pub struct CallState {
     trace: Option<TraceContext>,
     /// The time budget of the call once it runs as a task.
     task_timeout: Duration,
+    /// When the current call started (calls running long are throttled).
+    started: Instant,
+    /// A host call failed during this call: the instance is not kept for another.
+    tainted: bool,
 }
 
 impl WasiView for CallState {
@@ -225,6 +235,8 @@ pub struct Plugin {
     engine: Engine,
     budgets: Arc<Budgets>,
     slots: Slots,
+    /// Instances kept between calls, by isolation domain.
+    warm: WarmPool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -244,6 +256,8 @@ pub struct PluginRuntime {
     store: Arc<Db>,
     clock: SharedClock,
     budgets: Arc<Budgets>,
+    reuse: Reuse,
+    idle: Arc<IdleCount>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -310,7 +324,16 @@ impl PluginRuntime {
             store,
             clock,
             budgets: Arc::new(budgets),
+            reuse: Reuse::default(),
+            idle: Arc::default(),
         })
+    }
+
+    /// How instances are reused within an isolation domain (`[plugin_runtime]`).
+    #[must_use]
+    pub fn with_reuse(mut self, reuse: Reuse) -> PluginRuntime {
+        self.reuse = reuse;
+        self
     }
 
     /// Verifies, compiles and describes a plugin. Returns it with the tools it reported.
@@ -342,6 +365,7 @@ impl PluginRuntime {
                 tools: Vec::new(),
                 grants: Grants::default(),
                 limits: Limits::default(),
+                isolation: Isolation::default(),
                 sensitive_fields: Vec::new(),
                 prompts: Vec::new(),
                 tasks: Default::default(),
@@ -412,6 +436,7 @@ impl PluginRuntime {
             env,
             engine: self.engine.clone(),
             budgets: self.budgets.clone(),
+            warm: WarmPool::new(self.reuse, self.idle.clone()),
         });
         let ctx = CallContext {
             tenant: String::new(),
@@ -420,6 +445,7 @@ impl PluginRuntime {
             actor: String::new(),
             allow_sensitive_fields: false,
             trace: None,
+            reuse_instance: false,
         };
         if manifest_world(&plugin) == World::StateWitness {
             let witnessed = plugin
@@ -539,20 +565,55 @@ impl Plugin {
         payload: &str,
         round: Round,
     ) -> Result<ToolOutput, CallError> {
-        let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
-        let (result, interaction) = self
-            .call(ctx, |adapter, store| {
-                Box::pin(async move {
-                    let state = store.data_mut();
-                    if matches!(round.task, TaskSwitch::Running) {
-                        state.deadline = monotonic_now() + state.task_timeout;
-                    }
-                    state.interaction = Interaction::new(round);
-                    let result = adapter.call_invoke(&mut *store, &wctx, &tool, &payload).await?;
-                    Ok((result, std::mem::take(&mut store.data_mut().interaction)))
-                })
-            })
-            .await?;
+        let wctx = wit_context(ctx);
+        let Pre::Adapter(pre) = &self.pre else {
+            return Err(CallError::Instantiate("not a tool adapter".into()));
+        };
+        let reuse = ctx.reuse_instance && self.manifest.isolation == Isolation::PerDomain;
+        let domain = Domain {
+            tenant: ctx.tenant.clone(),
+            app: ctx.integration.clone(),
+        };
+        let slot = self.slot().await?;
+        let kept = if reuse { self.warm.take(&domain) } else { None };
+        let mut instance = match kept {
+            Some(mut warm) => {
+                self.rearm(&mut warm.store, ctx);
+                warm
+            }
+            None => {
+                let mut store = self.fresh_store(ctx);
+                match pre.instantiate_async(&mut store).await {
+                    Ok(adapter) => Warm {
+                        store,
+                        adapter,
+                        calls: 0,
+                        born: monotonic_now(),
+                    },
+                    Err(e) => return Err(self.failure(store, &e, true, slot)),
+                }
+            }
+        };
+        let state = instance.store.data_mut();
+        if matches!(round.task, TaskSwitch::Running) {
+            state.deadline = monotonic_now() + state.task_timeout;
+        }
+        state.interaction = Interaction::new(round);
+        let called = instance
+            .adapter
+            .call_invoke(&mut instance.store, &wctx, tool, payload)
+            .await;
+        let result = match called {
+            Ok(result) => result,
+            Err(e) => return Err(self.failure(instance.store, &e, false, slot)),
+        };
+        let interaction = std::mem::take(&mut instance.store.data_mut().interaction);
+        // Only a clean call leaves an instance fit for the next call of its domain.
+        if reuse && result.is_ok() && !instance.store.data().tainted {
+            instance.calls += 1;
+            self.warm.keep(domain, instance);
+        }
+        drop(slot);
         let result = result.map_err(|e| CallError::Guest(e.into()))?;
         if let Some(ask) = interaction.asked {
             return Ok(ToolOutput {
@@ -627,6 +688,19 @@ impl Plugin {
         })
     }
 
+    /// A kept instance's store, ready for another call of its domain: this call's request
+    /// id, trace, time budget and log allowance; nothing of the last call's exchange.
+    fn rearm(&self, store: &mut Store<CallState>, ctx: &CallContext) {
+        let state = store.data_mut();
+        state.request_id = ctx.request_id.clone();
+        state.trace = ctx.trace.as_ref().map(TraceContext::child);
+        state.log_lines = 0;
+        state.started = monotonic_now();
+        state.deadline = state.started + Duration::from_millis(self.manifest.limits.timeout_ms);
+        state.interaction = Interaction::default();
+        store.set_epoch_deadline(1);
+    }
+
     /// A fresh store with this plugin's budgets: memory, an epoch deadline, throttling.
     fn fresh_store(&self, ctx: &CallContext) -> Store<CallState> {
         let limits = &self.manifest.limits;
@@ -654,18 +728,20 @@ impl Plugin {
             interaction: Interaction::default(),
             trace: ctx.trace.as_ref().map(TraceContext::child),
             task_timeout: Duration::from_millis(limits.task_timeout_ms),
+            started: monotonic_now(),
+            tainted: false,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter_async(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         // Yield to the executor on every tick so a looping guest cannot starve other
         // requests, and stop it at its deadline (which grows once the call is a task).
-        let started = monotonic_now();
         store.epoch_deadline_callback(move |store| {
             let now = monotonic_now();
-            if now >= store.data().deadline {
+            let call = store.data();
+            if now >= call.deadline {
                 Ok(UpdateDeadline::Interrupt)
-            } else if now.duration_since(started) > LONG_CALL {
+            } else if now.duration_since(call.started) > LONG_CALL {
                 // A call this long is throttled: it sleeps between slices, so a looping
                 // plugin gets a small share of a core and everyone else keeps theirs.
                 Ok(UpdateDeadline::YieldCustom(

@@ -183,6 +183,8 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         allow_sensitive_fields: app.as_ref().is_none_or(|a| a.policy.allows_sensitive_fields()),
         // The agent's trace ended with its request; the reviewer's is not recorded here.
         trace: None,
+        // Executions of high and critical tools always get a fresh instance.
+        reuse_instance: tool.risk < crate::tool::Risk::High,
     };
     let payload_text = canonical_json(&draft.payload);
     // The State Witness, recomputed before any effect (SPEC 6): fail closed.
