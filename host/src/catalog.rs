@@ -110,7 +110,7 @@ impl Tool {
             .map(|e| Issue {
                 code: "invalid",
                 path: e
-                    .instance_path
+                    .instance_path()
                     .as_str()
                     .split('/')
                     .filter(|s| !s.is_empty())

@@ -529,7 +529,14 @@ fn a_call_that_cannot_get_memory_from_the_shared_budget_is_refused_as_overloaded
         metrics.contains("openport_plugin_budget_refusals_total{plugin=\"memory\",budget=\"memory\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("openport_plugin_memory_reserved_bytes 0"), "{metrics}");
+    // Nothing of the refused call is still reserved: what is, is the served call's
+    // instance, kept for that app's next call (a few pages, not the budget).
+    let reserved: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("openport_plugin_memory_reserved_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the reserved-memory metric");
+    assert!(reserved < 4 << 20, "{reserved} bytes still reserved");
 }
 
 /// Finding 5: each plugin has a cap on calls in flight; more queue up to the plugin's own

@@ -290,13 +290,15 @@ impl PluginRuntime {
             // PAGEMAP_SCAN ioctl (Linux 6.7+) finds the pages a call dirtied, so only those
             // are rewritten.
             .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(4 << 20)
+            // Instances are reused within their domain (`warm`), so fresh ones are rarer:
+            // keep less of a freed slot resident, and fewer freed slots warm.
+            .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(1 << 16)
             .async_stack_keep_resident(128 << 10)
             // Decommit at once what a call grew past the resident part, and keep few idle
             // slots warm: after a memory-hungry plugin's calls, the memory goes back.
             .decommit_batch_size(1)
-            .max_unused_warm_slots(8);
+            .max_unused_warm_slots(4);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if let Some(dir) = cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
