@@ -867,7 +867,7 @@ fn check(path: &Path) -> ExitCode {
     };
     rt.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
-        match crate::Gateway::start(config, clock).await {
+        match crate::Gateway::start_to_check(config, clock).await {
             Ok(gw) => {
                 let unavailable = gw.unavailable_plugins();
                 if !unavailable.is_empty() {

@@ -180,8 +180,77 @@ impl Gateway {
         }
     }
 
-    /// Opens the store, loads policies and plugins. Nothing listens yet.
+    /// Opens the store, settles what a previous process left half-done, loads policies and
+    /// plugins. Nothing listens yet.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, StartError> {
+        Gateway::open(config, clock, true).await
+    }
+
+    /// As [`start`](Self::start), but changes nothing a running gateway on the same store
+    /// owns (`openport check`): no recovery of executions, approvals or tasks.
+    pub async fn start_to_check(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, StartError> {
+        Gateway::open(config, clock, false).await
+    }
+
+    /// Settles what a previous process left half-done: executions of unknown outcome,
+    /// approvals that never started, open idempotency reservations, running tasks.
+    async fn recover(&self) -> Result<(), StartError> {
+        // Executions a previous process left running have an unknown outcome.
+        let orphans = self
+            .store
+            .drafts
+            .mark_indeterminate(&self.instance_id)
+            .map_err(|source| self.store_failure(source))?;
+        for (execution_id, draft_id) in orphans {
+            let mut event = AuditEvent::new(
+                "agent.execution.indeterminate",
+                codes::EXECUTION_INDETERMINATE,
+                self.now_iso(),
+            );
+            event.execution_id = Some(execution_id);
+            event.draft_id = Some(draft_id);
+            self.audit.record(event).await?;
+        }
+        // Background reads a previous process left running: failed, never run again.
+        self.tasks.fail_orphans().await.map_err(|e| match e {
+            OrphanError::Store(source) => self.store_failure(source),
+            OrphanError::Audit(e) => StartError::Audit(e),
+        })?;
+        // Approvals a crash left before their write started: failed, nothing ran.
+        let unstarted = self
+            .store
+            .drafts
+            .fail_unstarted_approvals(&self.instance_id, &self.now_iso(), || {
+                crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
+            })
+            .map_err(|source| self.store_failure(source))?;
+        for (draft_id, execution_id) in unstarted {
+            let mut event = AuditEvent::new("agent.execution.interrupted", codes::EXECUTION_FAILED, self.now_iso());
+            event.execution_id = Some(execution_id);
+            event.draft_id = Some(draft_id);
+            event.details.insert(
+                "reason".into(),
+                "stopped after approval, before the write started".into(),
+            );
+            self.audit.record(event).await?;
+        }
+        // Idempotency reservations a crash left open: linked to their draft, or freed.
+        let (linked, freed) = self
+            .store
+            .idempotency
+            .settle_orphans()
+            .map_err(|source| self.store_failure(source))?;
+        if linked + freed > 0 {
+            tracing::warn!(
+                linked,
+                freed,
+                "settled idempotency reservations left by a previous process"
+            );
+        }
+        Ok(())
+    }
+
+    async fn open(config: Config, clock: SharedClock, recover: bool) -> Result<Arc<Gateway>, StartError> {
         let store_err = |source| StartError::Store {
             path: config.store_path.display().to_string(),
             source,
@@ -257,61 +326,10 @@ impl Gateway {
             runtime,
             config,
         });
-        // Executions a previous process left running have an unknown outcome.
-        let orphans = gateway
-            .store
-            .drafts
-            .mark_indeterminate(&gateway.instance_id)
-            .map_err(|source| gateway.store_failure(source))?;
-        for (execution_id, draft_id) in orphans {
-            let mut event = AuditEvent::new(
-                "agent.execution.indeterminate",
-                codes::EXECUTION_INDETERMINATE,
-                gateway.now_iso(),
-            );
-            event.execution_id = Some(execution_id);
-            event.draft_id = Some(draft_id);
-            gateway.audit.record(event).await?;
-        }
-        // Background reads a previous process left running: failed, never run again.
-        gateway.tasks.fail_orphans().await.map_err(|e| match e {
-            OrphanError::Store(source) => gateway.store_failure(source),
-            OrphanError::Audit(e) => StartError::Audit(e),
-        })?;
-        // Approvals a crash left before their write started: failed, nothing ran.
-        let unstarted = gateway
-            .store
-            .drafts
-            .fail_unstarted_approvals(&gateway.instance_id, &gateway.now_iso(), || {
-                crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
-            })
-            .map_err(|source| gateway.store_failure(source))?;
-        for (draft_id, execution_id) in unstarted {
-            let mut event = AuditEvent::new(
-                "agent.execution.interrupted",
-                codes::EXECUTION_FAILED,
-                gateway.now_iso(),
-            );
-            event.execution_id = Some(execution_id);
-            event.draft_id = Some(draft_id);
-            event.details.insert(
-                "reason".into(),
-                "stopped after approval, before the write started".into(),
-            );
-            gateway.audit.record(event).await?;
-        }
-        // Idempotency reservations a crash left open: linked to their draft, or freed.
-        let (linked, freed) = gateway
-            .store
-            .idempotency
-            .settle_orphans()
-            .map_err(|source| gateway.store_failure(source))?;
-        if linked + freed > 0 {
-            tracing::warn!(
-                linked,
-                freed,
-                "settled idempotency reservations left by a previous process"
-            );
+        // What a previous process left half-done, settled: never by a gateway opened only
+        // to check a config, which may share the store with a running one.
+        if recover {
+            gateway.recover().await?;
         }
         for path in gateway.config.plugin_manifests.clone() {
             let manifest = PluginManifest::load(&path)?;

@@ -109,6 +109,7 @@ impl Server {
             tasks.push(tokio::spawn(watch_files(gateway.clone(), watch.clone())));
         }
         tasks.push(tokio::spawn(refusal_summaries(gateway.clone(), watch.clone())));
+        tasks.push(tokio::spawn(reap_instances(gateway.clone(), watch.clone())));
         tasks.push(tokio::spawn(disk_budget(gateway.clone(), watch.clone())));
         if let Some(days) = gateway.config.audit_retention_days {
             tasks.push(tokio::spawn(retention(gateway.clone(), days, watch)));
@@ -132,6 +133,19 @@ impl Server {
         write_refusal_summaries(&self.gateway).await;
         if let Err(e) = self.gateway.audit.seal().await {
             tracing::error!(error = %e, "the last audit checkpoint was not signed");
+        }
+    }
+}
+
+/// Drops idle plugin instances past their age every 5 s (see `plugin::warm`).
+async fn reap_instances(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+        for plugin in gateway.catalog().plugins() {
+            plugin.reap_idle();
         }
     }
 }

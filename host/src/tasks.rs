@@ -33,10 +33,29 @@ use crate::plugin::interaction::{Round, TaskSwitch};
 use crate::plugin::{CallContext, CallError, ToolOutput};
 use crate::protocol::codes::{self, Code};
 use crate::protocol::ids::{Kind, new_id};
-use crate::store::{Store, StoreError, TaskRecord, TaskStatus};
+use crate::store::{Stamp, Store, StoreError, TaskRecord, TaskStatus};
 
-/// How long a task stays readable after it starts.
+/// How long a task stays readable after its last change (a running one stays while it runs).
 pub const TTL_MS: i64 = 60 * 60 * 1000;
+/// Tasks one key may have running at once: more calls go on inline, so that one key
+/// cannot hold all of a plugin's call slots for minutes.
+const RUNNING_PER_KEY: usize = 4;
+
+/// Now, and the expiry a change made now gives a task.
+pub fn stamp(clock: &SharedClock) -> Stamp {
+    let now = clock.now();
+    Stamp {
+        now: clock::iso(now),
+        expires: clock::iso(now + time::Duration::milliseconds(TTL_MS)),
+    }
+}
+
+/// A task's runner in this process.
+#[derive(Debug)]
+struct Runner {
+    abort: AbortHandle,
+    key_id: String,
+}
 
 /// Turns a read's output into its reply (redaction and the like): the pipeline's own rule,
 /// applied to a background result too.
@@ -76,7 +95,7 @@ pub struct TaskRunner {
     store: Arc<Store>,
     audit: AuditLog,
     clock: SharedClock,
-    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    running: Arc<Mutex<HashMap<String, Runner>>>,
 }
 
 impl TaskRunner {
@@ -91,11 +110,17 @@ impl TaskRunner {
 
     /// At start: fails the tasks a previous process left running, each audited.
     pub async fn fail_orphans(&self) -> Result<(), OrphanError> {
-        let now = clock::iso(self.clock.now());
+        let at = stamp(&self.clock);
         let outcome = failure_outcome(codes::EXECUTION_FAILED, "The gateway stopped while the task ran");
-        for id in self.store.tasks.interrupt_running(&outcome, &now)? {
-            let mut event = AuditEvent::new("agent.task.failed", codes::EXECUTION_FAILED, now.clone());
-            event.details.insert("taskId".into(), id.into());
+        for task in self.store.tasks.interrupt_running(&outcome, &at)? {
+            let mut event = owned_event(
+                "agent.task.failed",
+                codes::EXECUTION_FAILED,
+                at.now.clone(),
+                &self.owner_of(&task),
+            );
+            event.tool = Some(task.tool.clone());
+            event.details.insert("taskId".into(), task.id.into());
             event.details.insert("reason".into(), "stopped with the process".into());
             self.audit.record(event).await?;
         }
@@ -107,16 +132,24 @@ impl TaskRunner {
     pub async fn run(&self, mut job: Job) -> Result<Started, Refused> {
         let (offer, offered) = oneshot::channel();
         job.round.task = TaskSwitch::Offered(offer);
-        let (done, finished) = oneshot::channel();
+        let (done, mut finished) = oneshot::channel();
         let task_id = Arc::new(OnceLock::new());
         let owner = job.owner.clone();
         let (tool, payload) = (job.tool.clone(), job.payload.clone());
         let handle = tokio::spawn(self.clone().call(job, task_id.clone(), Some(done)));
         tokio::select! {
-            output = finished => Ok(Started::Inline(Box::new(
+            output = &mut finished => Ok(Started::Inline(Box::new(
                 output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into()))),
             ))),
             Ok(answer) = offered => {
+                if self.running_for(&owner.key_id) >= RUNNING_PER_KEY {
+                    // Declined: the plugin hears `false` and the call goes on inline.
+                    drop(answer);
+                    let output = finished.await;
+                    return Ok(Started::Inline(Box::new(
+                        output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into()))),
+                    )));
+                }
                 let record = self.new_record(new_id(Kind::Task), &owner, &tool, payload);
                 if let Err(e) = self.store.tasks.insert(&record) {
                     handle.abort();
@@ -124,7 +157,7 @@ impl TaskRunner {
                 }
                 // Fresh above, so this is its only value.
                 let _ = task_id.set(record.id.clone());
-                self.hold(&record.id, handle.abort_handle());
+                self.hold(&record.id, &owner.key_id, handle.abort_handle());
                 // The plugin goes on only now that the task is durable.
                 let _ = answer.send(true);
                 Ok(Started::Task(Box::new(record)))
@@ -136,29 +169,34 @@ impl TaskRunner {
     pub fn resume(&self, task_id: &str, mut job: Job) {
         job.round.task = TaskSwitch::Running;
         let id = Arc::new(OnceLock::from(task_id.to_string()));
+        let key_id = job.owner.key_id.clone();
         let handle = tokio::spawn(self.clone().call(job, id, None));
-        self.hold(task_id, handle.abort_handle());
+        self.hold(task_id, &key_id, handle.abort_handle());
     }
 
     /// Cancels an active task of `owner`: `true` when this call cancelled it. Its plugin
     /// call stops if it runs in this process; elsewhere its outcome is discarded.
     pub fn cancel(&self, task: &TaskRecord) -> Result<bool, StoreError> {
-        let now = clock::iso(self.clock.now());
-        let cancelled = self.store.tasks.finish(&task.id, TaskStatus::Cancelled, None, &now)?;
-        if let Some(runner) = self.runners().remove(&task.id) {
-            runner.abort();
+        let cancelled = self
+            .store
+            .tasks
+            .finish(&task.id, TaskStatus::Cancelled, None, &stamp(&self.clock))?;
+        // Only a cancel that won stops the call: one that lost must not cut off the
+        // completion's own audit event.
+        if cancelled && let Some(runner) = self.runners().remove(&task.id) {
+            runner.abort.abort();
         }
         Ok(cancelled)
     }
 
-    /// Fails an active task for `refused` (its tool can no longer run), audited.
-    pub async fn fail(&self, task: &TaskRecord, refused: &Refused) -> Result<(), Refused> {
+    /// Fails a parked task that waited on `was_pending` for `refused` (its tool can no
+    /// longer run), audited; a concurrent answer that resumed it wins.
+    pub async fn fail(&self, task: &TaskRecord, was_pending: &Value, refused: &Refused) -> Result<(), Refused> {
         let outcome = failure_outcome(refused.failure.code, &refused.failure.message);
-        let now = clock::iso(self.clock.now());
         if self
             .store
             .tasks
-            .finish(&task.id, TaskStatus::Failed, Some(&outcome), &now)
+            .fail_parked(&task.id, was_pending, &outcome, &stamp(&self.clock))
             .map_err(Refused::internal)?
         {
             self.record(
@@ -182,15 +220,32 @@ impl TaskRunner {
         }
     }
 
-    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+    fn runners(&self) -> std::sync::MutexGuard<'_, HashMap<String, Runner>> {
         // The map stays consistent whatever panicked while holding it.
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn hold(&self, id: &str, runner: AbortHandle) {
+    fn hold(&self, id: &str, key_id: &str, abort: AbortHandle) {
         let mut running = self.runners();
-        running.retain(|_, r| !r.is_finished());
-        running.insert(id.to_string(), runner);
+        running.retain(|_, r| !r.abort.is_finished());
+        let key_id = key_id.to_string();
+        running.insert(id.to_string(), Runner { abort, key_id });
+    }
+
+    fn running_for(&self, key_id: &str) -> usize {
+        self.runners()
+            .values()
+            .filter(|r| r.key_id == key_id && !r.abort.is_finished())
+            .count()
+    }
+
+    /// Forgets a task's runner, if it is still this one (a resumed task has a new one).
+    fn release(&self, id: &str) {
+        let current = tokio::task::try_id();
+        let mut running = self.runners();
+        if running.get(id).is_some_and(|r| Some(r.abort.id()) == current) {
+            running.remove(id);
+        }
     }
 
     fn new_record(&self, id: String, owner: &Owner, tool: &Tool, payload: Value) -> TaskRecord {
@@ -255,7 +310,9 @@ impl TaskRunner {
         output: Result<ToolOutput, CallError>,
         shape: Shape,
     ) {
-        let now = clock::iso(self.clock.now());
+        // Forgotten first: a resume after the change below registers its own runner.
+        self.release(id);
+        let now = stamp(&self.clock);
         let (action, code, applied) = match output {
             Ok(ToolOutput { asked: Some(ask), .. }) => {
                 let requests = Value::Object(ask.requests);
@@ -286,7 +343,6 @@ impl TaskRunner {
                 ("agent.task.failed", refused.failure.code, done)
             }
         };
-        self.runners().remove(id);
         match applied {
             Ok(true) => self.record(id, owner, Some(tool), action, code).await,
             // Cancelled (or expired) meanwhile: the outcome has nowhere to go.
@@ -296,11 +352,7 @@ impl TaskRunner {
     }
 
     async fn record(&self, id: &str, owner: &Owner, tool: Option<&Tool>, action: &str, code: Code) {
-        let mut event = AuditEvent::new(action, code, clock::iso(self.clock.now()));
-        event.org_id = Some(owner.org_id.clone());
-        event.app_id = Some(owner.app_id.clone());
-        event.key_id = Some(owner.key_id.clone());
-        event.actor_user_id = Some(owner.actor_user_id.clone());
+        let mut event = owned_event(action, code, clock::iso(self.clock.now()), owner);
         if let Some(tool) = tool {
             event.tool = Some(tool.name.clone());
             event.risk = Some(tool.risk.as_str().into());
@@ -312,6 +364,16 @@ impl TaskRunner {
             tracing::error!(task_id = id, error = %e, "task transition not audited");
         }
     }
+}
+
+/// A task's event, with whom the task belongs to.
+fn owned_event(action: &str, code: Code, at: String, owner: &Owner) -> AuditEvent {
+    let mut event = AuditEvent::new(action, code, at);
+    event.org_id = Some(owner.org_id.clone());
+    event.app_id = Some(owner.app_id.clone());
+    event.key_id = Some(owner.key_id.clone());
+    event.actor_user_id = Some(owner.actor_user_id.clone());
+    event
 }
 
 /// A failed task's outcome: the reason code and message.

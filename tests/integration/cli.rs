@@ -1101,6 +1101,16 @@ fn a_parked_task_survives_a_crash_and_a_running_one_fails_audited_never_rerun() 
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
+    // `openport check` beside the live gateway settles nothing of it.
+    let checked = openport()
+        .args(["check", "--config"])
+        .arg(demo.dir.path().join("openport.toml"))
+        .output()
+        .expect("check");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    let still = task_request(&demo, "tasks/get", serde_json::json!({"taskId": running}));
+    assert_eq!(still["status"], "working", "{still:#}");
+
     let demo = DemoProcess::start_in(demo.crash());
     let failed = task_request(&demo, "tasks/get", serde_json::json!({"taskId": running}));
     assert_eq!(failed["status"], "failed", "{failed:#}");

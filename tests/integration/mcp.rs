@@ -969,6 +969,37 @@ fn a_long_read_goes_on_as_a_task_of_its_key_that_asks_answers_and_cancels_audite
     assert_eq!(again.body["result"], json!({"resultType": "complete"}));
     assert_eq!(settled(&id)["status"], "completed");
 
+    // A call blocked in a host call (a WASI sleep) is stopped at its deadline anyway.
+    let started = std::time::Instant::now();
+    let slept = call(16, "slow_compute", json!({"seconds": 30}), &plain);
+    assert_eq!(
+        slept.body["result"]["structuredContent"]["code"],
+        "agent.plugin_timeout"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // One key runs at most 4 tasks at once: a fifth call goes on inline (here, past its
+    // 1 s budget).
+    let running: Vec<String> = (0..4)
+        .map(|i| {
+            let created = call(20 + i, "slow_compute", json!({"seconds": 60}), &tasks);
+            created.body["result"]["taskId"].as_str().expect("a task").to_string()
+        })
+        .collect();
+    let fifth = call(30, "slow_compute", json!({"seconds": 60}), &tasks);
+    assert_eq!(fifth.body["result"]["resultType"], "complete", "{:#}", fifth.body);
+    assert_eq!(
+        fifth.body["result"]["structuredContent"]["code"],
+        "agent.plugin_timeout"
+    );
+    for task in &running {
+        on_task(31, "tasks/cancel", json!({"taskId": task}));
+    }
+
     // Every transition is in the audit trail.
     let actions: Vec<String> = gw
         .audit()

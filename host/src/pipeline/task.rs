@@ -10,7 +10,7 @@ use crate::plugin::interaction::Round;
 use crate::protocol::ids::{Kind, is_well_formed};
 use crate::protocol::{Failure, codes};
 use crate::store::{TaskRecord, TaskStatus};
-use crate::tasks::Job;
+use crate::tasks::{Job, stamp};
 use crate::writes;
 
 use super::request::TaskChange;
@@ -90,7 +90,7 @@ impl Governed<'_> {
         trail.details.insert("inputResponses".into(), json!(answers));
         let (pending, answered) = (Value::Object(pending), Value::Object(answered));
         if pending != json!({}) {
-            let now = self.gw.now_iso();
+            let now = stamp(&self.gw.clock);
             self.gw
                 .store
                 .tasks
@@ -112,11 +112,11 @@ impl Governed<'_> {
         let (tool, context, payload) = match governed {
             Ok(governed) => governed,
             Err(refused) => {
-                self.gw.tasks.fail(task, &refused).await?;
+                self.gw.tasks.fail(task, &was_pending, &refused).await?;
                 return Err(refused);
             }
         };
-        let now = self.gw.now_iso();
+        let now = stamp(&self.gw.clock);
         let resumed = self
             .gw
             .store

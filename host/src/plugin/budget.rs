@@ -129,6 +129,11 @@ impl CallLimiter {
         }
     }
 
+    /// Bytes of the shared budget this call's instance holds.
+    pub fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |p| p.num_permits() * PAGE)
+    }
+
     async fn reserve(&mut self, pages: u32) -> bool {
         let semaphore = self.budgets.pages.clone();
         let permit = match semaphore.clone().try_acquire_many_owned(pages) {

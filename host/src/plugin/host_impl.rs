@@ -90,7 +90,9 @@ impl Host for CallState {
     fn kv_delete(&mut self, key: String) -> Result<(), Error> {
         let result = (|| -> Result<(), Error> {
             let store = self.kv("delete")?;
-            store.kv.delete(self.namespace(), &self.tenant, &key).map_err(backend)
+            // Writes go to the plugin's own namespace only: a witness granted another
+            // plugin's namespace reads it, and never deletes from it.
+            store.kv.delete(&self.env.name, &self.tenant, &key).map_err(backend)
         })();
         self.note(result)
     }
@@ -241,7 +243,7 @@ impl Host for CallState {
                     return false;
                 }
                 self.interaction.round.task = TaskSwitch::Running;
-                self.deadline = crate::clock::monotonic_now() + self.task_timeout;
+                self.deadline.set(crate::clock::monotonic_now() + self.task_timeout);
                 true
             }
         }
@@ -321,7 +323,10 @@ impl CallState {
                 "host `{host}:{port}` is not granted to this plugin"
             )));
         }
-        let remaining = self.deadline.saturating_duration_since(crate::clock::monotonic_now());
+        let remaining = self
+            .deadline
+            .get()
+            .saturating_duration_since(crate::clock::monotonic_now());
         if remaining.is_zero() {
             return Err(Error::Unavailable("the call's time budget is spent".into()));
         }

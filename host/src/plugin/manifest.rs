@@ -253,6 +253,11 @@ impl PluginManifest {
             ));
         }
         Prompt::check_all(&manifest.prompts).map_err(invalid)?;
+        if manifest.world == World::StateWitness && !manifest.prompts.is_empty() {
+            return Err(invalid(
+                "a state witness serves no prompts: `prompts` belongs to a tool adapter".into(),
+            ));
+        }
         if let Some(unknown) = manifest.tasks.keys().find(|t| !manifest.tools.contains(t)) {
             return Err(invalid(format!(
                 "`tasks` names `{unknown}`, which `tools` does not list"

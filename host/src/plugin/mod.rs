@@ -16,6 +16,7 @@ mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -46,6 +47,9 @@ const MISBEHAVIOUR_PENALTY: Duration = Duration::from_secs(1);
 /// How often the epoch advances; deadlines are rounded up to it, and a running call
 /// yields to the executor at each tick.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How long past its deadline a call may take to stop by itself (the epoch) before the
+/// host drops it: a guest blocked in a host call (a WASI sleep) runs no code to interrupt.
+const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 /// Calls running longer than this are throttled ...
 const LONG_CALL: Duration = Duration::from_millis(20);
 /// ... sleeping this long after each epoch slice (about a tenth of a core).
@@ -189,7 +193,7 @@ pub struct CallState {
     request_id: String,
     log_lines: u32,
     /// When the call's time budget ends; host calls that wait (HTTP) stop there too.
-    deadline: Instant,
+    deadline: Arc<Deadline>,
     max_output_bytes: usize,
     /// Input and progress exchanged with the client during this call.
     interaction: Interaction,
@@ -208,6 +212,51 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// When a call must stop. Shared by its store (the epoch callback, host calls that wait)
+/// and the host's watch on the call ([`bounded`]); it moves when the call becomes a task or
+/// its instance is reused.
+#[derive(Debug)]
+pub struct Deadline {
+    base: Instant,
+    after_nanos: AtomicU64,
+}
+
+impl Deadline {
+    fn at(at: Instant) -> Arc<Deadline> {
+        let base = monotonic_now();
+        let deadline = Arc::new(Deadline {
+            base,
+            after_nanos: AtomicU64::new(0),
+        });
+        deadline.set(at);
+        deadline
+    }
+
+    pub fn get(&self) -> Instant {
+        self.base + Duration::from_nanos(self.after_nanos.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, at: Instant) {
+        let after = u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.after_nanos.store(after, Ordering::Relaxed);
+    }
+}
+
+/// Runs a call, but not past its deadline (and a short grace for the epoch to stop it
+/// first); `None` when the host stopped it. The deadline may move while it runs.
+async fn bounded<F: std::future::Future>(deadline: &Deadline, call: F) -> Option<F::Output> {
+    tokio::pin!(call);
+    loop {
+        let until = deadline.get() + DEADLINE_GRACE;
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(until), &mut call).await {
+            Ok(out) => return Some(out),
+            Err(_) if monotonic_now() >= deadline.get() + DEADLINE_GRACE => return None,
+            // The deadline moved on (the call became a task): keep watching.
+            Err(_) => {}
         }
     }
 }
@@ -430,6 +479,7 @@ impl PluginRuntime {
             store: self.store.clone(),
             clock: self.clock.clone(),
         });
+        let manifest_concurrency = manifest.limits.concurrency as usize;
         let plugin = Arc::new(Plugin {
             slots: Slots::new(manifest.limits.concurrency),
             manifest,
@@ -438,7 +488,7 @@ impl PluginRuntime {
             env,
             engine: self.engine.clone(),
             budgets: self.budgets.clone(),
-            warm: WarmPool::new(self.reuse, self.idle.clone()),
+            warm: WarmPool::new(self.reuse, manifest_concurrency, self.idle.clone()),
         });
         let ctx = CallContext {
             tenant: String::new(),
@@ -598,24 +648,35 @@ impl Plugin {
         };
         let state = instance.store.data_mut();
         if matches!(round.task, TaskSwitch::Running) {
-            state.deadline = monotonic_now() + state.task_timeout;
+            state.deadline.set(monotonic_now() + state.task_timeout);
         }
         state.interaction = Interaction::new(round);
-        let called = instance
-            .adapter
-            .call_invoke(&mut instance.store, &wctx, tool, payload)
-            .await;
-        let result = match called {
-            Ok(result) => result,
-            Err(e) => return Err(self.failure(instance.store, &e, false, slot)),
+        let deadline = state.deadline.clone();
+        let call = instance.adapter.call_invoke(&mut instance.store, &wctx, tool, payload);
+        let result = match bounded(&deadline, call).await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => return Err(self.failure(instance.store, &e, false, slot)),
+            None => return Err(self.timed_out(instance.store, slot)),
         };
         let interaction = std::mem::take(&mut instance.store.data_mut().interaction);
-        // Only a clean call leaves an instance fit for the next call of its domain.
-        if reuse && result.is_ok() && !instance.store.data().tainted {
+        let output = self.output(result, interaction);
+        // Only a clean call leaves an instance fit for the next call of its domain: one
+        // whose host calls all succeeded and whose output the host accepted.
+        if reuse && output.is_ok() && !instance.store.data().tainted {
             instance.calls += 1;
             self.warm.keep(domain, instance);
         }
         drop(slot);
+        output
+    }
+
+    /// What `invoke` returned, checked: the plugin's own error, or its input requests, or
+    /// its result within the output cap (structured content must be JSON).
+    fn output(
+        &self,
+        result: Result<wit::ToolResult, wit::Error>,
+        interaction: Interaction,
+    ) -> Result<ToolOutput, CallError> {
         let result = result.map_err(|e| CallError::Guest(e.into()))?;
         if let Some(ask) = interaction.asked {
             return Ok(ToolOutput {
@@ -669,6 +730,11 @@ impl Plugin {
         })
     }
 
+    /// Drops this plugin's idle instances past their age.
+    pub fn reap_idle(&self) {
+        self.warm.reap();
+    }
+
     /// Runs `plan` for a write.
     pub async fn plan(&self, ctx: &CallContext, tool: &str, payload: &str) -> Result<PlannedImpact, CallError> {
         let (wctx, tool, payload) = (wit_context(ctx), tool.to_string(), payload.to_string());
@@ -698,7 +764,9 @@ impl Plugin {
         state.trace = ctx.trace.as_ref().map(TraceContext::child);
         state.log_lines = 0;
         state.started = monotonic_now();
-        state.deadline = state.started + Duration::from_millis(self.manifest.limits.timeout_ms);
+        state
+            .deadline
+            .set(state.started + Duration::from_millis(self.manifest.limits.timeout_ms));
         state.interaction = Interaction::default();
         store.set_epoch_deadline(1);
     }
@@ -725,7 +793,7 @@ impl Plugin {
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
             log_lines: 0,
-            deadline: monotonic_now() + Duration::from_millis(limits.timeout_ms),
+            deadline: Deadline::at(monotonic_now() + Duration::from_millis(limits.timeout_ms)),
             max_output_bytes: limits.max_output_bytes,
             interaction: Interaction::default(),
             trace: ctx.trace.as_ref().map(TraceContext::child),
@@ -741,7 +809,7 @@ impl Plugin {
         store.epoch_deadline_callback(move |store| {
             let now = monotonic_now();
             let call = store.data();
-            if now >= call.deadline {
+            if now >= call.deadline.get() {
                 Ok(UpdateDeadline::Interrupt)
             } else if now.duration_since(call.started) > LONG_CALL {
                 // A call this long is throttled: it sleeps between slices, so a looping
@@ -772,9 +840,11 @@ impl Plugin {
             Ok(adapter) => adapter,
             Err(e) => return Err(self.failure(store, &e, true, slot)),
         };
-        match f(&adapter, &mut store).await {
-            Ok(out) => Ok(out),
-            Err(e) => Err(self.failure(store, &e, false, slot)),
+        let deadline = store.data().deadline.clone();
+        match bounded(&deadline, f(&adapter, &mut store)).await {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(e)) => Err(self.failure(store, &e, false, slot)),
+            None => Err(self.timed_out(store, slot)),
         }
     }
 
@@ -793,9 +863,11 @@ impl Plugin {
             Ok(witness) => witness,
             Err(e) => return Err(self.failure(store, &e, true, slot)),
         };
-        match f(&witness, &mut store).await {
-            Ok(out) => Ok(out),
-            Err(e) => Err(self.failure(store, &e, false, slot)),
+        let deadline = store.data().deadline.clone();
+        match bounded(&deadline, f(&witness, &mut store)).await {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(e)) => Err(self.failure(store, &e, false, slot)),
+            None => Err(self.timed_out(store, slot)),
         }
     }
 
@@ -830,6 +902,17 @@ impl Plugin {
             return self.budgets.refused(&self.manifest.name, Budget::Memory);
         }
         classify(e, instantiating)
+    }
+
+    /// A call the host stopped at its deadline (it was blocked in a host call): a timeout,
+    /// with the misbehaving call's penalty.
+    fn timed_out(&self, store: Store<CallState>, slot: tokio::sync::OwnedSemaphorePermit) -> CallError {
+        drop(store);
+        tokio::spawn(async move {
+            tokio::time::sleep(MISBEHAVIOUR_PENALTY).await;
+            drop(slot);
+        });
+        CallError::Timeout
     }
 
     /// Captures the state a write depends on, as a JSON object.

@@ -21,6 +21,10 @@ use super::CallState;
 use super::bindings::adapter::ToolAdapter;
 use crate::clock::monotonic_now;
 
+/// An instance holding more of the shared memory budget than this is not kept idle, so
+/// idle instances pin at most `max_idle` times this (128 MiB with the defaults).
+pub const MAX_KEPT_BYTES: usize = 4 << 20;
+
 /// How long and how often an instance may serve its domain.
 #[derive(Debug, Clone, Copy)]
 pub struct Reuse {
@@ -36,7 +40,7 @@ impl Default for Reuse {
         Reuse {
             max_calls: 128,
             max_age: Duration::from_secs(60),
-            max_idle: 64,
+            max_idle: 32,
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Warm {
 pub struct WarmPool {
     idle: Mutex<HashMap<Domain, Vec<Warm>>>,
     reuse: Reuse,
+    /// Idle instances kept per domain: as many as the plugin runs at once, no more.
+    per_domain: usize,
     count: Arc<IdleCount>,
 }
 
@@ -75,10 +81,11 @@ impl std::fmt::Debug for WarmPool {
 pub struct IdleCount(AtomicUsize);
 
 impl WarmPool {
-    pub fn new(reuse: Reuse, count: Arc<IdleCount>) -> WarmPool {
+    pub fn new(reuse: Reuse, per_domain: usize, count: Arc<IdleCount>) -> WarmPool {
         WarmPool {
             idle: Mutex::default(),
             reuse,
+            per_domain,
             count,
         }
     }
@@ -105,17 +112,38 @@ impl WarmPool {
         None
     }
 
-    /// Keeps an instance after a clean call, unless it has served its share or the idle
-    /// budget is spent (then it is dropped, and its memory goes back).
+    /// Keeps an instance after a clean call, unless it has served its share, holds too
+    /// much memory, or its domain or the process already keeps enough idle (then it is
+    /// dropped, and its memory goes back).
     pub fn keep(&self, domain: Domain, warm: Warm) {
-        if warm.calls >= self.reuse.max_calls || !self.young(&warm) {
+        if warm.calls >= self.reuse.max_calls
+            || !self.young(&warm)
+            || warm.store.data().limiter.held_bytes() > MAX_KEPT_BYTES
+        {
+            return;
+        }
+        let mut idle = self.idle();
+        let kept = idle.entry(domain).or_default();
+        if kept.len() >= self.per_domain {
             return;
         }
         if self.count.0.fetch_add(1, Ordering::Relaxed) >= self.reuse.max_idle {
             self.count.0.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.idle().entry(domain).or_default().push(warm);
+        kept.push(warm);
+    }
+
+    /// Drops the idle instances past their age (run every few seconds), so that one kept
+    /// for a domain that never calls again does not hold its memory for long.
+    pub fn reap(&self) {
+        let mut idle = self.idle();
+        for kept in idle.values_mut() {
+            let before = kept.len();
+            kept.retain(|warm| monotonic_now().duration_since(warm.born) < self.reuse.max_age);
+            self.count.0.fetch_sub(before - kept.len(), Ordering::Relaxed);
+        }
+        idle.retain(|_, kept| !kept.is_empty());
     }
 }
 

@@ -48,7 +48,7 @@ pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
 pub use plugins::{NewVersion, PluginRegistry, PluginVersion, Remembered, StoredPlugin};
 pub use preflights::{PreflightRecord, Preflights, StepUpGrant};
-pub use tasks::{TaskRecord, TaskStatus, Tasks};
+pub use tasks::{Stamp, TaskRecord, TaskStatus, Tasks};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
 const MIGRATIONS: &[&str] = &[

@@ -97,10 +97,14 @@ impl Tasks {
         Tasks { db }
     }
 
-    /// Stores a new task, and forgets those past their expiry.
+    /// Stores a new task, and forgets those past their expiry (never one still running:
+    /// it stays until it ends, within its time budget).
     pub fn insert(&self, t: &TaskRecord) -> Result<(), StoreError> {
         let conn = self.db.conn()?;
-        conn.execute("DELETE FROM tasks WHERE expires_at < ?1", params![t.created_at])?;
+        conn.execute(
+            "DELETE FROM tasks WHERE expires_at < ?1 AND status <> 'working'",
+            params![t.created_at],
+        )?;
         conn.execute(
             &format!(
                 "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
@@ -126,59 +130,54 @@ impl Tasks {
         Ok(())
     }
 
-    /// A task not yet expired at `now`.
+    /// A task still running, or not yet expired at `now`.
     pub fn get(&self, id: &str, now: &str) -> Result<Option<TaskRecord>, StoreError> {
         let conn = self.db.conn()?;
         let task = conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND expires_at >= ?2"),
+                &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND (expires_at >= ?2 OR status = 'working')"),
                 params![id, now],
-                |row| {
-                    Ok(TaskRecord {
-                        id: row.get(0)?,
-                        org_id: row.get(1)?,
-                        app_id: row.get(2)?,
-                        key_id: row.get(3)?,
-                        actor_user_id: row.get(4)?,
-                        tool: row.get(5)?,
-                        payload: json_col(row, 6, "tasks.payload")?,
-                        status: enum_col(row, 7, "tasks.status")?,
-                        input_requests: optional_json_col(row, 8)?,
-                        input_responses: optional_json_col(row, 9)?,
-                        input_state: row.get(10)?,
-                        outcome: optional_json_col(row, 11)?,
-                        created_at: row.get(12)?,
-                        updated_at: row.get(13)?,
-                        expires_at: row.get(14)?,
-                    })
-                },
+                from_row,
             )
             .optional()?;
         Ok(task)
     }
 
     /// Ends an active task (`working` or `input_required`) with `to` and its outcome;
-    /// `false` when it had already ended.
-    pub fn finish(&self, id: &str, to: TaskStatus, outcome: Option<&Value>, at: &str) -> Result<bool, StoreError> {
+    /// `false` when it had already ended. Every change moves the expiry to `expires_at`.
+    pub fn finish(&self, id: &str, to: TaskStatus, outcome: Option<&Value>, at: &Stamp) -> Result<bool, StoreError> {
         debug_assert!(to.is_terminal());
         let conn = self.db.conn()?;
         let n = conn.execute(
             "UPDATE tasks SET status = ?2, outcome = ?3, input_requests = NULL, input_responses = NULL,
-                 input_state = NULL, updated_at = ?4
+                 input_state = NULL, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status IN ('working', 'input_required')",
-            params![id, to.as_str(), to_json(outcome), at],
+            params![id, to.as_str(), to_json(outcome), at.now, at.expires],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Fails a parked task, only if it still waits on exactly `was_pending` (a concurrent
+    /// answer that resumed it wins).
+    pub fn fail_parked(&self, id: &str, was_pending: &Value, outcome: &Value, at: &Stamp) -> Result<bool, StoreError> {
+        let conn = self.db.conn()?;
+        let n = conn.execute(
+            "UPDATE tasks SET status = 'failed', outcome = ?3, input_requests = NULL, input_responses = NULL,
+                 input_state = NULL, updated_at = ?4, expires_at = ?5
+             WHERE id = ?1 AND status = 'input_required' AND input_requests = ?2",
+            params![id, was_pending.to_string(), outcome.to_string(), at.now, at.expires],
         )?;
         Ok(n == 1)
     }
 
     /// A running task parks on input requests; `false` when it is no longer running.
-    pub fn park(&self, id: &str, requests: &Value, state: Option<&str>, at: &str) -> Result<bool, StoreError> {
+    pub fn park(&self, id: &str, requests: &Value, state: Option<&str>, at: &Stamp) -> Result<bool, StoreError> {
         let conn = self.db.conn()?;
         let n = conn.execute(
             "UPDATE tasks SET status = 'input_required', input_requests = ?2, input_responses = '{}',
-                 input_state = ?3, updated_at = ?4
+                 input_state = ?3, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status = 'working'",
-            params![id, requests.to_string(), state, at],
+            params![id, requests.to_string(), state, at.now, at.expires],
         )?;
         Ok(n == 1)
     }
@@ -192,7 +191,7 @@ impl Tasks {
         was_pending: &Value,
         pending: &Value,
         responses: &Value,
-        at: &str,
+        at: &Stamp,
     ) -> Result<bool, StoreError> {
         let resumes = pending.as_object().is_none_or(serde_json::Map::is_empty);
         let status = if resumes {
@@ -202,35 +201,63 @@ impl Tasks {
         };
         let conn = self.db.conn()?;
         let n = conn.execute(
-            "UPDATE tasks SET status = ?2, input_requests = ?3, input_responses = ?4, updated_at = ?5
+            "UPDATE tasks SET status = ?2, input_requests = ?3, input_responses = ?4, updated_at = ?5,
+                 expires_at = ?7
              WHERE id = ?1 AND status = 'input_required' AND input_requests = ?6",
             params![
                 id,
                 status.as_str(),
                 (!resumes).then(|| pending.to_string()),
                 responses.to_string(),
-                at,
+                at.now,
                 was_pending.to_string(),
+                at.expires,
             ],
         )?;
         Ok(n == 1)
     }
 
     /// At start: a task still `working` lost its runner with the last process. It fails
-    /// (and is never run again: its tool may not be safe to repeat). Returns the ids.
-    pub fn interrupt_running(&self, outcome: &Value, at: &str) -> Result<Vec<String>, StoreError> {
+    /// (and is never run again: its tool may not be safe to repeat). Returns them.
+    pub fn interrupt_running(&self, outcome: &Value, at: &Stamp) -> Result<Vec<TaskRecord>, StoreError> {
         let conn = self.db.conn()?;
-        let mut select = conn.prepare("SELECT id FROM tasks WHERE status = 'working'")?;
-        let ids = select
-            .query_map([], |row| row.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut select = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE status = 'working'"))?;
+        let tasks = select.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
         drop(select);
         conn.execute(
-            "UPDATE tasks SET status = 'failed', outcome = ?1, updated_at = ?2 WHERE status = 'working'",
-            params![outcome.to_string(), at],
+            "UPDATE tasks SET status = 'failed', outcome = ?1, updated_at = ?2, expires_at = ?3
+             WHERE status = 'working'",
+            params![outcome.to_string(), at.now, at.expires],
         )?;
-        Ok(ids)
+        Ok(tasks)
     }
+}
+
+/// When a change happens, and the expiry it gives the task.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub now: String,
+    pub expires: String,
+}
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: row.get(0)?,
+        org_id: row.get(1)?,
+        app_id: row.get(2)?,
+        key_id: row.get(3)?,
+        actor_user_id: row.get(4)?,
+        tool: row.get(5)?,
+        payload: json_col(row, 6, "tasks.payload")?,
+        status: enum_col(row, 7, "tasks.status")?,
+        input_requests: optional_json_col(row, 8)?,
+        input_responses: optional_json_col(row, 9)?,
+        input_state: row.get(10)?,
+        outcome: optional_json_col(row, 11)?,
+        created_at: row.get(12)?,
+        updated_at: row.get(13)?,
+        expires_at: row.get(14)?,
+    })
 }
 
 #[cfg(test)]
@@ -266,33 +293,43 @@ mod tests {
         let store = Store::open(&dir.path().join("tasks.db")).unwrap();
         let tasks = &store.tasks;
         let now = "2026-12-01T00:00:01Z";
+        let at = Stamp {
+            now: now.into(),
+            expires: "2026-12-01T01:00:01Z".into(),
+        };
         tasks.insert(&task("tsk_a")).unwrap();
-        assert!(tasks.finish("tsk_a", TaskStatus::Cancelled, None, now).unwrap());
+        assert!(tasks.finish("tsk_a", TaskStatus::Cancelled, None, &at).unwrap());
         assert!(
             !tasks
-                .finish("tsk_a", TaskStatus::Completed, Some(&json!({})), now)
+                .finish("tsk_a", TaskStatus::Completed, Some(&json!({})), &at)
                 .unwrap()
         );
         assert_eq!(tasks.get("tsk_a", now).unwrap().unwrap().status, TaskStatus::Cancelled);
 
         tasks.insert(&task("tsk_b")).unwrap();
         let asked = json!({"x": {"method": "elicitation/create"}, "y": {"method": "elicitation/create"}});
-        assert!(tasks.park("tsk_b", &asked, Some("s"), now).unwrap());
+        assert!(tasks.park("tsk_b", &asked, Some("s"), &at).unwrap());
         let only_y = json!({"y": {"method": "elicitation/create"}});
         let answered_x = json!({"x": {"action": "accept"}});
-        assert!(tasks.answer("tsk_b", &asked, &only_y, &answered_x, now).unwrap());
+        assert!(tasks.answer("tsk_b", &asked, &only_y, &answered_x, &at).unwrap());
         // A second answer computed from the old pending set loses the race.
-        assert!(!tasks.answer("tsk_b", &asked, &json!({}), &answered_x, now).unwrap());
+        assert!(!tasks.answer("tsk_b", &asked, &json!({}), &answered_x, &at).unwrap());
+        // A failure of the parked task computed from the old pending set loses too.
+        assert!(!tasks.fail_parked("tsk_b", &asked, &json!({}), &at).unwrap());
         let both = json!({"x": {"action": "accept"}, "y": {"action": "accept"}});
-        assert!(tasks.answer("tsk_b", &only_y, &json!({}), &both, now).unwrap());
+        assert!(tasks.answer("tsk_b", &only_y, &json!({}), &both, &at).unwrap());
         let resumed = tasks.get("tsk_b", now).unwrap().unwrap();
         assert_eq!(resumed.status, TaskStatus::Working);
         assert_eq!(resumed.input_responses, Some(both));
         assert_eq!(resumed.input_state.as_deref(), Some("s"));
 
         // A restart fails what was running, and an expired task is gone.
-        let failed = tasks.interrupt_running(&json!({"error": {}}), now).unwrap();
-        assert_eq!(failed, ["tsk_b"]);
+        // A running task stays visible past its expiry; a restart fails it, and then it
+        // expires.
+        assert!(tasks.get("tsk_b", "2026-12-01T09:00:00Z").unwrap().is_some());
+        let failed = tasks.interrupt_running(&json!({"error": {}}), &at).unwrap();
+        assert_eq!(failed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tsk_b"]);
+        assert_eq!(failed[0].key_id, "key_1");
         assert_eq!(tasks.get("tsk_b", now).unwrap().unwrap().status, TaskStatus::Failed);
         assert!(tasks.get("tsk_b", "2026-12-01T02:00:00Z").unwrap().is_none());
     }

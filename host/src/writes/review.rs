@@ -180,7 +180,8 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         integration: draft.app_id.clone(),
         request_id: reviewer.request_id.to_string(),
         actor: draft.actor_user_id.clone(),
-        allow_sensitive_fields: app.as_ref().is_none_or(|a| a.policy.allows_sensitive_fields()),
+        // An app gone since its draft was proposed allows nothing extra (fail closed).
+        allow_sensitive_fields: app.as_ref().is_some_and(|a| a.policy.allows_sensitive_fields()),
         // The agent's trace ended with its request; the reviewer's is not recorded here.
         trace: None,
         // Executions of high and critical tools always get a fresh instance.
