@@ -158,6 +158,7 @@ impl TaskRunner {
                 // Fresh above, so this is its only value.
                 let _ = task_id.set(record.id.clone());
                 self.hold(&record.id, &owner.key_id, handle.abort_handle());
+                self.watch(handle, record.id.clone(), owner);
                 // The plugin goes on only now that the task is durable.
                 let _ = answer.send(true);
                 Ok(Started::Task(Box::new(record)))
@@ -169,9 +170,33 @@ impl TaskRunner {
     pub fn resume(&self, task_id: &str, mut job: Job) {
         job.round.task = TaskSwitch::Running;
         let id = Arc::new(OnceLock::from(task_id.to_string()));
-        let key_id = job.owner.key_id.clone();
+        let owner = job.owner.clone();
         let handle = tokio::spawn(self.clone().call(job, id, None));
-        self.hold(task_id, &key_id, handle.abort_handle());
+        self.hold(task_id, &owner.key_id, handle.abort_handle());
+        self.watch(handle, task_id.to_string(), owner);
+    }
+
+    /// Fails a task whose runner panicked (a gateway bug): it would stay `working`
+    /// otherwise, unaudited, until the next start.
+    fn watch(&self, runner: tokio::task::JoinHandle<()>, id: String, owner: Owner) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Err(ended) = runner.await else { return };
+            if !ended.is_panic() {
+                return;
+            }
+            tracing::error!(task_id = %id, "a task's runner panicked");
+            let outcome = failure_outcome(codes::INTERNAL_ERROR, "The gateway failed while running the task");
+            if this
+                .store
+                .tasks
+                .finish(&id, TaskStatus::Failed, Some(&outcome), &stamp(&this.clock))
+                .unwrap_or(false)
+            {
+                this.record(&id, &owner, None, "agent.task.failed", codes::INTERNAL_ERROR)
+                    .await;
+            }
+        });
     }
 
     /// Cancels an active task of `owner`: `true` when this call cancelled it. Its plugin
@@ -286,12 +311,21 @@ impl TaskRunner {
             round,
             shape,
         } = job;
+        let declared = round.client_capabilities.clone();
         let output = tool
             .plugin
             .invoke(&context, &tool.name, &canonical_json(&payload), round)
             .await;
         match task_id.get() {
-            Some(id) => self.settle(id, &owner, &tool, &context, output, shape).await,
+            Some(id) => {
+                let call = Settled {
+                    owner: &owner,
+                    tool: &tool,
+                    context: &context,
+                    declared: declared.as_ref(),
+                };
+                self.settle(id, call, output, shape).await;
+            }
             None => {
                 if let Some(done) = done {
                     let _ = done.send(output);
@@ -301,19 +335,25 @@ impl TaskRunner {
     }
 
     /// Records what a task's call ended in, and audits it.
-    async fn settle(
-        &self,
-        id: &str,
-        owner: &Owner,
-        tool: &Tool,
-        context: &CallContext,
-        output: Result<ToolOutput, CallError>,
-        shape: Shape,
-    ) {
+    async fn settle(&self, id: &str, call: Settled<'_>, output: Result<ToolOutput, CallError>, shape: Shape) {
+        let Settled {
+            owner,
+            tool,
+            context,
+            declared,
+        } = call;
         // Forgotten first: a resume after the change below registers its own runner.
         self.release(id);
         let now = stamp(&self.clock);
         let (action, code, applied) = match output {
+            // Input its client cannot give: the task could only wait until it expires.
+            Ok(ToolOutput { asked: Some(ask), .. }) if !ask.missing_capabilities(declared).is_empty() => {
+                let missing = ask.missing_capabilities(declared).join(", ");
+                let message = format!("The tool needs input this client cannot give ({missing})");
+                let outcome = failure_outcome(codes::INPUT_REQUIRED, &message);
+                let done = self.store.tasks.finish(id, TaskStatus::Failed, Some(&outcome), &now);
+                ("agent.task.failed", codes::INPUT_REQUIRED, done)
+            }
             Ok(ToolOutput { asked: Some(ask), .. }) => {
                 let requests = Value::Object(ask.requests);
                 let parked = self.store.tasks.park(id, &requests, ask.state.as_deref(), &now);
@@ -364,6 +404,15 @@ impl TaskRunner {
             tracing::error!(task_id = id, error = %e, "task transition not audited");
         }
     }
+}
+
+/// What a task's call was, for recording its outcome.
+struct Settled<'a> {
+    owner: &'a Owner,
+    tool: &'a Tool,
+    context: &'a CallContext,
+    /// The client capabilities its round declared.
+    declared: Option<&'a Value>,
 }
 
 /// A task's event, with whom the task belongs to.

@@ -969,6 +969,13 @@ fn a_long_read_goes_on_as_a_task_of_its_key_that_asks_answers_and_cancels_audite
     assert_eq!(again.body["result"], json!({"resultType": "complete"}));
     assert_eq!(settled(&id)["status"], "completed");
 
+    // A task that asks for input its client did not declare it can give fails at once.
+    let no_elicitation = json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    let mute = call(15, "confirm_delete", json!({"filename": "x"}), &no_elicitation);
+    let mute = settled(mute.body["result"]["taskId"].as_str().expect("a task"));
+    assert_eq!(mute["status"], "failed", "{mute:#}");
+    assert_eq!(mute["error"]["data"]["code"], "agent.input_required");
+
     // A call blocked in a host call (a WASI sleep) is stopped at its deadline anyway.
     let started = std::time::Instant::now();
     let slept = call(16, "slow_compute", json!({"seconds": 30}), &plain);
