@@ -138,17 +138,12 @@ impl TaskRunner {
         let (tool, payload) = (job.tool.clone(), job.payload.clone());
         let handle = tokio::spawn(self.clone().call(job, task_id.clone(), Some(done)));
         tokio::select! {
-            output = &mut finished => Ok(Started::Inline(Box::new(
-                output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into()))),
-            ))),
+            output = &mut finished => Ok(inline(output)),
             Ok(answer) = offered => {
                 if self.running_for(&owner.key_id) >= RUNNING_PER_KEY {
                     // Declined: the plugin hears `false` and the call goes on inline.
                     drop(answer);
-                    let output = finished.await;
-                    return Ok(Started::Inline(Box::new(
-                        output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into()))),
-                    )));
+                    return Ok(inline(finished.await));
                 }
                 let record = self.new_record(new_id(Kind::Task), &owner, &tool, payload);
                 if let Err(e) = self.store.tasks.insert(&record) {
@@ -404,6 +399,12 @@ impl TaskRunner {
             tracing::error!(task_id = id, error = %e, "task transition not audited");
         }
     }
+}
+
+/// A call that stayed inline: its output, or a failure if its runner ended without one.
+fn inline(output: Result<Result<ToolOutput, CallError>, oneshot::error::RecvError>) -> Started {
+    let output = output.unwrap_or_else(|_| Err(CallError::Trap("the call's runner stopped".into())));
+    Started::Inline(Box::new(output))
 }
 
 /// What a task's call was, for recording its outcome.

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::INVALID_PARAMS;
 use super::respond::Responder;
-use super::stateless::META_CAPABILITIES;
+use super::stateless::{META_CAPABILITIES, input_responses};
 use crate::outcome::{Refused, Reply};
 use crate::pipeline::{Operation, Outbound};
 use crate::plugin::interaction::Round;
@@ -28,18 +28,8 @@ pub fn operation(params: &Value, input_rounds: bool) -> Result<Operation, Failur
         }
     };
     let round = if input_rounds {
-        let responses = match params.get("inputResponses") {
-            None => None,
-            Some(Value::Object(responses)) => Some(Value::Object(responses.clone())),
-            Some(_) => {
-                return Err(Failure::validation(
-                    &["params", "inputResponses"],
-                    "`inputResponses` must be an object",
-                ));
-            }
-        };
         Some(Round {
-            responses,
+            responses: input_responses(params)?.map(Value::Object),
             client_capabilities: Some(params["_meta"][META_CAPABILITIES].clone()),
             ..Round::default()
         })

@@ -482,24 +482,7 @@ impl Call<'_> {
         params: &Value,
         sealed_for: &request_state::Binding,
     ) -> Result<(Round, Option<request_state::Opened>), Failure> {
-        let responses = match params.get("inputResponses") {
-            None => None,
-            Some(Value::Object(answers)) => {
-                if let Some((name, _)) = answers.iter().find(|(_, answer)| !answer.is_object()) {
-                    return Err(Failure::validation(
-                        &["params", "inputResponses", name],
-                        "each input response must be an object",
-                    ));
-                }
-                Some(Value::Object(answers.clone()))
-            }
-            Some(_) => {
-                return Err(Failure::validation(
-                    &["params", "inputResponses"],
-                    "`inputResponses` must be an object",
-                ));
-            }
-        };
+        let responses = input_responses(params)?.map(Value::Object);
         let mut refused = None;
         let carried = match params.get("requestState") {
             None => None,
@@ -556,16 +539,17 @@ impl Call<'_> {
         let change = match method {
             "tasks/get" => TaskChange::Read,
             "tasks/cancel" => TaskChange::Cancel,
-            _ => match params.get("inputResponses") {
-                Some(Value::Object(responses)) => TaskChange::Answer {
-                    responses: responses.clone(),
+            _ => match input_responses(params) {
+                Ok(Some(responses)) => TaskChange::Answer {
+                    responses,
                     capabilities: Some(params["_meta"][META_CAPABILITIES].clone()),
                 },
-                _ => {
+                Ok(None) => {
                     let failure =
-                        Failure::validation(&["params", "inputResponses"], "`inputResponses` must be an object");
+                        Failure::validation(&["params", "inputResponses"], "`tasks/update` needs `inputResponses`");
                     return self.invalid_params(id, failure).await;
                 }
+                Err(failure) => return self.invalid_params(id, failure).await,
             },
         };
         let operation = Operation::Task {
@@ -594,6 +578,26 @@ impl Call<'_> {
     async fn invalid_params(&self, id: Value, failure: Failure) -> Outbound {
         let refused = refusal(self.gw, self.sessions, self.inbound, failure.into(), self.credentials).await;
         self.reply.error(400, id, INVALID_PARAMS, &refused, Vec::new())
+    }
+}
+
+/// A request's `inputResponses`: absent, or an object of named answers, each an object.
+pub(super) fn input_responses(params: &Value) -> Result<Option<Map<String, Value>>, Failure> {
+    match params.get("inputResponses") {
+        None => Ok(None),
+        Some(Value::Object(answers)) => {
+            if let Some((name, _)) = answers.iter().find(|(_, answer)| !answer.is_object()) {
+                return Err(Failure::validation(
+                    &["params", "inputResponses", name],
+                    "each input response must be an object",
+                ));
+            }
+            Ok(Some(answers.clone()))
+        }
+        Some(_) => Err(Failure::validation(
+            &["params", "inputResponses"],
+            "`inputResponses` must be an object",
+        )),
     }
 }
 

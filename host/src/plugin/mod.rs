@@ -216,6 +216,14 @@ impl WasiView for CallState {
     }
 }
 
+/// A misbehaving call's slot stays taken [`MISBEHAVIOUR_PENALTY`] longer.
+fn penalize(slot: tokio::sync::OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        tokio::time::sleep(MISBEHAVIOUR_PENALTY).await;
+        drop(slot);
+    });
+}
+
 /// When a call must stop. Shared by its store (the epoch callback, host calls that wait)
 /// and the host's watch on the call ([`bounded`]); it moves when the call becomes a task or
 /// its instance is reused.
@@ -894,10 +902,7 @@ impl Plugin {
     ) -> CallError {
         let starved = store.data().limiter.starved;
         drop(store);
-        tokio::spawn(async move {
-            tokio::time::sleep(MISBEHAVIOUR_PENALTY).await;
-            drop(slot);
-        });
+        penalize(slot);
         if starved {
             return self.budgets.refused(&self.manifest.name, Budget::Memory);
         }
@@ -908,10 +913,7 @@ impl Plugin {
     /// with the misbehaving call's penalty.
     fn timed_out(&self, store: Store<CallState>, slot: tokio::sync::OwnedSemaphorePermit) -> CallError {
         drop(store);
-        tokio::spawn(async move {
-            tokio::time::sleep(MISBEHAVIOUR_PENALTY).await;
-            drop(slot);
-        });
+        penalize(slot);
         CallError::Timeout
     }
 

@@ -140,7 +140,7 @@ impl WarmPool {
         let mut idle = self.idle();
         for kept in idle.values_mut() {
             let before = kept.len();
-            kept.retain(|warm| monotonic_now().duration_since(warm.born) < self.reuse.max_age);
+            kept.retain(|warm| self.young(warm));
             self.count.0.fetch_sub(before - kept.len(), Ordering::Relaxed);
         }
         idle.retain(|_, kept| !kept.is_empty());

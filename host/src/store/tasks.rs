@@ -88,10 +88,6 @@ pub struct Tasks {
 const COLUMNS: &str = "id, org_id, app_id, key_id, actor_user_id, tool, payload, status, input_requests,
      input_responses, input_state, outcome, created_at, updated_at, expires_at";
 
-fn to_json(value: Option<&Value>) -> Option<String> {
-    value.map(Value::to_string)
-}
-
 impl Tasks {
     pub(super) fn new(db: Arc<Db>) -> Self {
         Tasks { db }
@@ -118,10 +114,10 @@ impl Tasks {
                 t.tool,
                 t.payload.to_string(),
                 t.status.as_str(),
-                to_json(t.input_requests.as_ref()),
-                to_json(t.input_responses.as_ref()),
+                t.input_requests.as_ref().map(Value::to_string),
+                t.input_responses.as_ref().map(Value::to_string),
                 t.input_state,
-                to_json(t.outcome.as_ref()),
+                t.outcome.as_ref().map(Value::to_string),
                 t.created_at,
                 t.updated_at,
                 t.expires_at,
@@ -152,7 +148,7 @@ impl Tasks {
             "UPDATE tasks SET status = ?2, outcome = ?3, input_requests = NULL, input_responses = NULL,
                  input_state = NULL, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status IN ('working', 'input_required')",
-            params![id, to.as_str(), to_json(outcome), at.now, at.expires],
+            params![id, to.as_str(), outcome.map(Value::to_string), at.now, at.expires],
         )?;
         Ok(n == 1)
     }
