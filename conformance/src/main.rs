@@ -9,7 +9,9 @@
 //!     [--admin-url URL --admin-token ROLE=TOKEN...] [--profile NAME]...
 //! ```
 //! With `--url`, `OPENPORT_BASE_URL` and `OPENPORT_AGENT_TOKEN` are read when the flags
-//! are absent, as the reference's runner does. Cases that reconfigure the gateway run only
+//! are absent, as the reference's runner does; `--credentials FILE` (a demo's
+//! `demo-credentials.json`) gives every token and app id instead, for the cases that name
+//! the demo's other apps. Cases that reconfigure the gateway run only
 //! with `--binary` (the runner owns that gateway) and are reported as skipped otherwise.
 
 mod runner;
@@ -36,8 +38,8 @@ const PROFILES: &[(&str, &str)] = &[
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: openport-conformance (--binary PATH | --url URL [--token TOKEN] [--admin-url URL] \
-         [--admin-token ROLE=TOKEN]...) [--profile NAME]... [--report json FILE] [--list]"
+        "usage: openport-conformance (--binary PATH | --url URL [--token TOKEN | --credentials FILE] \
+         [--admin-url URL] [--admin-token ROLE=TOKEN]...) [--profile NAME]... [--report json FILE] [--list]"
     );
     ExitCode::from(64)
 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     let mut admin_tokens = BTreeMap::new();
     let mut profiles = Vec::new();
     let mut report = None;
+    let mut credentials: Option<PathBuf> = None;
     let mut list = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--profile" => profiles.extend(args.next()),
+            "--credentials" => credentials = args.next().map(PathBuf::from),
             "--list" => list = true,
             "--report" => {
                 if args.next().as_deref() != Some("json") {
@@ -111,9 +115,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        (None, Some(url)) => match token {
-            Some(token) => Target::remote(url, token, admin_url, admin_tokens),
-            None => return usage(),
+        (None, Some(url)) => match (token, credentials) {
+            (_, Some(path)) => {
+                let mut target = Target::remote(url, String::new(), admin_url, BTreeMap::new());
+                if let Err(e) = target.use_credentials(&path) {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+                target
+            }
+            (Some(token), None) => Target::remote(url, token, admin_url, admin_tokens),
+            (None, None) => return usage(),
         },
         (None, None) => return usage(),
     };

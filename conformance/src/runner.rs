@@ -315,10 +315,17 @@ impl Target {
             _dir: Some(TempDir(dir.clone())),
         };
         target.wait_healthy()?;
-        let creds: Value = std::fs::read(dir.join("data/demo-credentials.json"))
+        target.use_credentials(&dir.join("data/demo-credentials.json"))?;
+        Ok(target)
+    }
+
+    /// Takes every token and app id of a demo's `demo-credentials.json` (`--credentials`,
+    /// or the demo this runner started): the first agent token becomes the default.
+    pub fn use_credentials(&mut self, path: &Path) -> Result<(), String> {
+        let creds: Value = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or("the demo wrote no demo-credentials.json")?;
+            .ok_or_else(|| format!("no readable demo credentials at `{}`", path.display()))?;
         let map = |v: &Value| -> BTreeMap<String, String> {
             v.as_object().map_or_else(BTreeMap::new, |o| {
                 o.iter()
@@ -326,11 +333,11 @@ impl Target {
                     .collect()
             })
         };
-        target.agent_tokens = map(&creds["agent_tokens"]);
-        target.admin_tokens = map(&creds["admin_tokens"]);
-        target.app_ids = map(&creds["app_ids"]);
-        target.default_token = target.agent_tokens.values().next().cloned().ok_or("no agent tokens")?;
-        Ok(target)
+        self.agent_tokens = map(&creds["agent_tokens"]);
+        self.admin_tokens = map(&creds["admin_tokens"]);
+        self.app_ids = map(&creds["app_ids"]);
+        self.default_token = self.agent_tokens.values().next().cloned().ok_or("no agent tokens")?;
+        Ok(())
     }
 
     fn wait_healthy(&self) -> Result<(), String> {

@@ -70,8 +70,8 @@ fn admission_checks() -> Vec<(String, String)> {
 fn audit_throughput() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("bench.db");
-    drop(store::Store::open(&path).expect("store"));
-    let log = AuditLog::start(&path, Default::default(), None).expect("audit");
+    let opened = store::Store::open(&path).expect("store");
+    let log = AuditLog::start(opened.chain_writer("").expect("writer"), Default::default(), None).expect("audit");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -101,7 +101,7 @@ fn audit_throughput() -> Vec<(String, String)> {
         }
     });
     let write = started.elapsed();
-    let chain = store::ChainReader::open(&path).expect("open the chain");
+    let chain = opened.chain_reader("").expect("open the chain");
     let started = Instant::now();
     let report = verify_chain(&chain, &Default::default()).expect("verify");
     let verify = started.elapsed();
@@ -166,7 +166,7 @@ fn http_admitted_vs_refused() -> Vec<(String, String)> {
     let dir = tempfile::tempdir().expect("dir");
     let any = "127.0.0.1:0".parse().expect("addr");
     let desk = demo::desk::start().expect("desk");
-    let path = demo::write_files(dir.path(), any, any, desk).expect("files");
+    let path = demo::write_files(dir.path(), any, any, None, desk).expect("files");
     let mut text = std::fs::read_to_string(&path).expect("config");
     // Admitted: a class with room for everything; refused: the demo reader app's class allows 1.
     text.push_str(

@@ -215,7 +215,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("dir");
         let any = "127.0.0.1:0".parse().expect("addr");
         let desk = openport::demo::desk::start().expect("desk");
-        let path = openport::demo::write_files(dir.path(), any, any, desk).expect("files");
+        let path = openport::demo::write_files(dir.path(), any, any, None, desk).expect("files");
         let mut text = std::fs::read_to_string(&path).expect("config");
         text.push_str("\n[admission.default]\nrequests = 100000000\nwindow_seconds = 1\n");
         std::fs::write(&path, text).expect("config");

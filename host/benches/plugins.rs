@@ -138,7 +138,7 @@ fn main() {
     // A governed read's throughput, alone and while another tenant's plugin loops.
     let any = "127.0.0.1:0".parse().expect("addr");
     let desk = demo::desk::start().expect("desk");
-    let path = demo::write_files(dir.path(), any, any, desk).expect("files");
+    let path = demo::write_files(dir.path(), any, any, None, desk).expect("files");
     let mut text = std::fs::read_to_string(&path).expect("config");
     text.push_str("\n[admission]\nmax_in_flight = 100000\n[admission.default]\nrequests = 100000000\nwindow_seconds = 1\nconcurrency = 100000\n");
     std::fs::write(&path, text).expect("config");

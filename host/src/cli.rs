@@ -38,11 +38,26 @@ enum Command {
         /// The admin plane's address.
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin_listen: SocketAddr,
+        /// Keep the state in this PostgreSQL database, shared with other nodes: the first
+        /// node seeds it, later ones join it (and write the same credentials file).
+        #[arg(long, env = "OPENPORT_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Run the gateway from a config file.
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// A PostgreSQL store shared by several nodes (overrides `[store] url`).
+        #[arg(long, env = "OPENPORT_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Apply the store's migrations and exit (the gateway also applies them at start,
+    /// under a lock, so nodes starting together do not race).
+    Migrate {
+        #[arg(long, required_unless_present = "database_url")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "OPENPORT_DATABASE_URL")]
+        database_url: Option<String>,
     },
     /// Validate a config file, its policies and its plugins, then exit.
     Check {
@@ -526,11 +541,18 @@ pub fn main() -> ExitCode {
             data_dir,
             listen,
             admin_listen,
-        } => demo_command(&data_dir, listen, admin_listen),
-        Command::Serve { config } => match load_config(&config) {
-            Ok(config) => serve(config, None),
+            database_url,
+        } => demo_command(&data_dir, listen, admin_listen, database_url),
+        Command::Serve { config, database_url } => match load_config(&config) {
+            Ok(mut config) => {
+                if database_url.is_some() {
+                    config.database_url = database_url;
+                }
+                serve(config, None)
+            }
             Err(code) => code,
         },
+        Command::Migrate { config, database_url } => migrate(config.as_deref(), database_url),
         Command::Check { config } => check(&config),
         Command::AdminToken {
             command:
@@ -728,7 +750,7 @@ fn admin_token_create(config: &Path, role: &str, tenant: Option<&str>, name: Opt
     }
     let now = crate::clock::iso(crate::clock::Clock::now(&SystemClock));
     let name = name.unwrap_or_else(|| format!("{}-{now}", role.as_str()));
-    let created = Store::open(&config.store_path)
+    let created = Store::open_at(&config.store_location())
         .and_then(|store| crate::apps::create_admin_token(&store, &name, role, tenant, &now));
     match created {
         Ok(token) => {
@@ -764,17 +786,52 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn demo_command(data_dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> ExitCode {
+/// `openport migrate`: the schema brought up to date, and its version printed.
+fn migrate(config: Option<&Path>, database_url: Option<String>) -> ExitCode {
+    let location = match (database_url, config) {
+        (Some(url), _) => store::Location::Postgres(url),
+        (None, Some(path)) => match load_config(path) {
+            Ok(config) => config.store_location(),
+            Err(code) => return code,
+        },
+        (None, None) => return ExitCode::from(EX_USAGE),
+    };
+    match store::migrate_at(&location) {
+        Ok(version) => {
+            println!("{location}: schema version {version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot migrate {location}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_command(
+    data_dir: &Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    database_url: Option<String>,
+) -> ExitCode {
     let clock: SharedClock = Arc::new(SystemClock);
+    let database_url = database_url.as_deref();
     let prepared = demo::desk::start()
         .map_err(|e| format!("cannot start the demo support desk: {e}"))
-        .and_then(|desk| demo::write_files(data_dir, listen, admin_listen, desk).map_err(|e| e.to_string()))
+        .and_then(|desk| match database_url {
+            Some(url) => demo::join_shared(url, data_dir, desk).map_err(|e| e.to_string()),
+            None => Ok(desk),
+        })
+        .and_then(|desk| {
+            demo::write_files(data_dir, listen, admin_listen, database_url, desk).map_err(|e| e.to_string())
+        })
         .and_then(|path| {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             let creds = demo::seed(&config, data_dir, &clock).map_err(|e| e.to_string())?;
             // The anonymous MCP app exists only now: name it in the config.
             let anonymous = creds.app_ids.get(demo::MCP_LOCAL_APP).map(String::as_str);
-            let path = demo::write_config(data_dir, listen, admin_listen, anonymous).map_err(|e| e.to_string())?;
+            let path = demo::write_config(data_dir, listen, admin_listen, database_url, anonymous)
+                .map_err(|e| e.to_string())?;
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             Ok((config, creds))
         });
@@ -894,10 +951,15 @@ fn check(path: &Path) -> ExitCode {
     })
 }
 
-fn store_path(args: &StoreArgs) -> Result<PathBuf, ExitCode> {
+/// The store the audit commands read: the config's (given, or the data directory's, which
+/// names a shared database), else the data directory's SQLite file.
+fn store_location(args: &StoreArgs) -> Result<store::Location, ExitCode> {
     match (&args.config, &args.data_dir) {
-        (Some(config), _) => load_config(config).map(|c| c.store_path),
-        (None, Some(dir)) => Ok(dir.join("openport.db")),
+        (Some(config), _) => load_config(config).map(|c| c.store_location()),
+        (None, Some(dir)) if dir.join("openport.toml").exists() => {
+            load_config(&dir.join("openport.toml")).map(|c| c.store_location())
+        }
+        (None, Some(dir)) => Ok(store::Location::File(dir.join("openport.db"))),
         (None, None) => {
             eprintln!("error: give --config FILE or --data-dir DIR");
             Err(ExitCode::from(EX_USAGE))
@@ -928,12 +990,14 @@ fn audit_command(command: AuditCommand) -> ExitCode {
             };
         }
     };
-    let path = match store_path(args) {
+    let path = match store_location(args) {
         Ok(path) => path,
         Err(code) => return code,
     };
-    if !path.exists() {
-        eprintln!("error: no store at `{}`", path.display());
+    if let store::Location::File(file) = &path
+        && !file.exists()
+    {
+        eprintln!("error: no store at `{}`", file.display());
         return ExitCode::from(EX_USAGE);
     }
     match command {
@@ -1007,25 +1071,19 @@ fn audit_command(command: AuditCommand) -> ExitCode {
     }
 }
 
-/// Verifies the chain at `path` and prints the report as JSON; exit 1 unless intact.
-fn verify_report(path: &Path, key: Option<&Path>, logs: &[PathBuf]) -> ExitCode {
-    let checked = store::ChainReader::open(path)
+/// Verifies every chain of the store at `path` and prints the report as JSON; exit 1
+/// unless every chain is intact.
+fn verify_report(path: &store::Location, key: Option<&Path>, logs: &[PathBuf]) -> ExitCode {
+    if key.is_none() {
+        eprintln!("warning: no audit signing key: checked the links only; a truncated tail cannot be detected");
+    }
+    let checked = Store::open_at(path)
         .map_err(|e| e.to_string())
-        .and_then(|chain| {
-            let anchors = audit::anchors(&chain, key, logs)?;
-            if anchors.key.is_none() {
-                eprintln!("warning: no audit signing key: checked the links only; a truncated tail cannot be detected");
-            }
-            audit::verify_chain(&chain, &anchors).map_err(|e| e.to_string())
-        });
+        .and_then(|store| audit::verify_store(&store, key, logs));
     match checked {
-        Ok(report) => {
+        Ok((intact, report)) => {
             println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            if report.intact {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -1035,8 +1093,8 @@ fn verify_report(path: &Path, key: Option<&Path>, logs: &[PathBuf]) -> ExitCode 
 }
 
 /// Streams every matching event, oldest first, in pages.
-fn export(path: &Path, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> Result<u64, String> {
-    let store = Store::open(path).map_err(|e| e.to_string())?;
+fn export(path: &store::Location, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> Result<u64, String> {
+    let store = Store::open_at(path).map_err(|e| e.to_string())?;
     let mut page_filter = filter.clone();
     let mut written = 0;
     loop {
@@ -1185,7 +1243,7 @@ fn question_from_audit(
     request_id: &str,
 ) -> Result<crate::authz::scenarios::Question, String> {
     use crate::authz::scenarios::{ContextSpec, PrincipalSpec, Question};
-    let store = Store::open(&config.store_path).map_err(|e| e.to_string())?;
+    let store = Store::open_at(&config.store_location()).map_err(|e| e.to_string())?;
     let filter = AuditFilter {
         request_id: Some(request_id.to_string()),
         limit: 10,
@@ -1373,8 +1431,13 @@ fn key_command(admin: &AdminArgs, command: KeyCommand) -> ExitCode {
 }
 
 /// The filter of `audit query` or `export`, or the exit code after saying what is wrong.
-fn resolved(path: &Path, filter: &FilterArgs, limit: usize, ascending: bool) -> Result<AuditFilter, ExitCode> {
-    let store = Store::open(path).map_err(|e| {
+fn resolved(
+    path: &store::Location,
+    filter: &FilterArgs,
+    limit: usize,
+    ascending: bool,
+) -> Result<AuditFilter, ExitCode> {
+    let store = Store::open_at(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
@@ -1385,8 +1448,8 @@ fn resolved(path: &Path, filter: &FilterArgs, limit: usize, ascending: bool) -> 
 }
 
 /// Prints the newest matching events, oldest first, as JSON Lines.
-fn print_newest(path: &Path, filter: &AuditFilter) -> ExitCode {
-    match Store::open(path).and_then(|s| s.audit.query(filter)) {
+fn print_newest(path: &store::Location, filter: &AuditFilter) -> ExitCode {
+    match Store::open_at(path).and_then(|s| s.audit.query(filter)) {
         Ok(mut rows) => {
             rows.reverse();
             for row in rows {

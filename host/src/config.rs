@@ -144,6 +144,10 @@ fn default_max_body_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: PathBuf,
+    /// A PostgreSQL database (`postgres://…`) shared by several nodes instead of the SQLite
+    /// file at `path` (whose directory stays this node's data directory).
+    #[serde(default)]
+    url: Option<String>,
     /// The most the data directory (the store's directory) may hold, in MiB; near it
     /// (95%) agent requests are refused with `503` until it is back under 90%.
     #[serde(default)]
@@ -391,6 +395,21 @@ pub fn log_filter() -> String {
     std::env::var("OPENPORT_LOG").unwrap_or_else(|_| "info".into())
 }
 
+impl Config {
+    /// Where the store lives: the PostgreSQL database if one is named, else the SQLite file.
+    pub fn store_location(&self) -> crate::store::Location {
+        match &self.database_url {
+            Some(url) => crate::store::Location::Postgres(url.clone()),
+            None => crate::store::Location::File(self.store_path.clone()),
+        }
+    }
+
+    /// This node's data directory: the store file's directory.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.store_path.parent()
+    }
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -401,6 +420,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub store_path: PathBuf,
+    /// A shared PostgreSQL store (`[store] url`, `--database-url`, `OPENPORT_DATABASE_URL`);
+    /// `None`: the SQLite file at `store_path`.
+    pub database_url: Option<String>,
     pub policies_dir: Option<PathBuf>,
     pub admission: Limits,
     /// Days of audit events to keep; `None` keeps everything.
@@ -544,6 +566,11 @@ impl Config {
         }
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
         let store_path = resolve(&raw.store.path);
+        if let Some(url) = &raw.store.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new("store.url", "must be a postgres:// URL"));
+        }
         if raw.audit.min_retention_days == 0 {
             return Err(ConfigError::new("audit.min_retention_days", "must be at least 1"));
         }
@@ -581,6 +608,7 @@ impl Config {
             trusted_proxies,
             cache_dir: store_path.parent().map(|dir| dir.join("cache")),
             store_path,
+            database_url: raw.store.url.clone(),
             policies_dir: raw.policies.dir.as_deref().map(resolve),
             admission,
             audit_retention_days: (raw.audit.retention_days > 0).then_some(raw.audit.retention_days),

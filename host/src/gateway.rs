@@ -64,10 +64,13 @@ pub struct Gateway {
     pub tls: Option<Tls>,
     /// This process's id, recorded on executions it starts (see `writes::review`).
     pub instance_id: String,
+    /// The node whose audit chain this process continues: empty on the embedded store,
+    /// kept in the data directory on a shared one (`node-id`).
+    pub node: String,
     /// Reads running in the background as tasks.
     pub tasks: TaskRunner,
-    /// Keeps the background WAL checkpointer running while the gateway lives.
-    _checkpointer: Arc<()>,
+    /// Keeps the background WAL checkpointer (SQLite) running while the gateway lives.
+    _checkpointer: Option<Arc<()>>,
     catalog: RwLock<Arc<Catalog>>,
     authz: RwLock<Arc<Authorizer>>,
     /// Remembered plugins that did not load at start: the gateway is not ready.
@@ -172,12 +175,76 @@ impl OperatorPolicies {
     }
 }
 
+/// How long a node may go unseen before what it left running is taken over.
+pub const NODE_LEASE_SECONDS: i64 = 10;
+/// How old a half-done approval, reservation or task must be before a starting node on a
+/// shared store settles it: older than any request a live node could still be serving.
+const RECOVERY_GRACE_SECONDS: i64 = 120;
+
+/// The node's name for its audit chain. The embedded store has one process: ''. On a
+/// shared store each node keeps its name in its data directory, so a restarted node
+/// continues its own chain.
+fn node_name(config: &Config, store: &Store) -> Result<String, StartError> {
+    if !store.is_shared() {
+        return Ok(String::new());
+    }
+    let dir = config.data_dir().unwrap_or(Path::new("."));
+    let path = dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let name = text.trim();
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+    }
+    let name = format!("node_{}", ulid::Ulid::new().to_string().to_lowercase());
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, format!("{name}\n")))
+        .map_err(|source| StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(name)
+}
+
 impl Gateway {
     fn store_failure(&self, source: StoreError) -> StartError {
         StartError::Store {
-            path: self.config.store_path.display().to_string(),
+            path: self.config.store_location().to_string(),
             source,
         }
+    }
+
+    /// The moment before which what a process left half-done may be taken over: `None` on
+    /// the embedded store (this process is its only one), a grace period ago on a shared
+    /// store, where another node may be in the middle of it now.
+    fn recovery_cutoff(&self) -> Option<String> {
+        self.store
+            .is_shared()
+            .then(|| clock::iso(self.clock.now() - time::Duration::seconds(RECOVERY_GRACE_SECONDS)))
+    }
+
+    /// The processes known to be alive: this one and, on a shared store, every node seen
+    /// within its lease.
+    fn live_instances(&self) -> Result<Vec<String>, StoreError> {
+        let mut live = vec![self.instance_id.clone()];
+        if self.store.is_shared() {
+            let now = self.clock.now();
+            let since = clock::iso(now - time::Duration::seconds(NODE_LEASE_SECONDS));
+            let forget = clock::iso(now - time::Duration::days(1));
+            live.extend(self.store.nodes.alive_since(&since, &forget)?);
+        }
+        Ok(live)
+    }
+
+    /// Records that this process is alive (a shared store's other nodes read it), and
+    /// splits the admission limits between the nodes alive now.
+    pub fn heartbeat(&self) -> Result<(), StoreError> {
+        self.store.nodes.beat(&self.instance_id, &self.node, &self.now_iso())?;
+        let mut live = self.live_instances()?;
+        live.sort();
+        live.dedup();
+        self.admission.set_nodes(live.len());
+        Ok(())
     }
 
     /// Opens the store, settles what a previous process left half-done, loads policies and
@@ -195,11 +262,13 @@ impl Gateway {
     /// Settles what a previous process left half-done: executions of unknown outcome,
     /// approvals that never started, open idempotency reservations, running tasks.
     async fn recover(&self) -> Result<(), StartError> {
+        // Seen alive first, so a node starting now does not take this one's work over.
+        self.heartbeat().map_err(|source| self.store_failure(source))?;
         // Executions a previous process left running have an unknown outcome.
         let orphans = self
             .store
             .drafts
-            .mark_indeterminate(&self.instance_id)
+            .mark_indeterminate(&self.live_instances().map_err(|source| self.store_failure(source))?)
             .map_err(|source| self.store_failure(source))?;
         for (execution_id, draft_id) in orphans {
             let mut event = AuditEvent::new(
@@ -220,9 +289,12 @@ impl Gateway {
         let unstarted = self
             .store
             .drafts
-            .fail_unstarted_approvals(&self.instance_id, &self.now_iso(), || {
-                crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution)
-            })
+            .fail_unstarted_approvals(
+                &self.instance_id,
+                &self.now_iso(),
+                self.recovery_cutoff().as_deref(),
+                || crate::protocol::ids::new_id(crate::protocol::ids::Kind::Execution),
+            )
             .map_err(|source| self.store_failure(source))?;
         for (draft_id, execution_id) in unstarted {
             let mut event = AuditEvent::new("agent.execution.interrupted", codes::EXECUTION_FAILED, self.now_iso());
@@ -238,7 +310,7 @@ impl Gateway {
         let (linked, freed) = self
             .store
             .idempotency
-            .settle_orphans()
+            .settle_orphans(self.recovery_cutoff().as_deref())
             .map_err(|source| self.store_failure(source))?;
         if linked + freed > 0 {
             tracing::warn!(
@@ -252,7 +324,7 @@ impl Gateway {
 
     async fn open(config: Config, clock: SharedClock, recover: bool) -> Result<Arc<Gateway>, StartError> {
         let store_err = |source| StartError::Store {
-            path: config.store_path.display().to_string(),
+            path: config.store_location().to_string(),
             source,
         };
         if let Some(dir) = config.store_path.parent() {
@@ -261,7 +333,8 @@ impl Gateway {
                 source,
             })?;
         }
-        let store = Arc::new(Store::open(&config.store_path).map_err(store_err)?);
+        let store = Arc::new(Store::open_at(&config.store_location()).map_err(store_err)?);
+        let node = node_name(&config, &store)?;
         let metrics = Metrics::new();
         metrics.start_at_zero(
             &crate::admission::Limit::ALL.map(crate::admission::Limit::name),
@@ -285,8 +358,15 @@ impl Gateway {
                 None
             }
         };
-        let audit = AuditLog::start(&config.store_path, metrics.audit_writer(), signing)?;
-        let checkpointer = crate::store::start_checkpointer(&config.store_path).map_err(store_err)?;
+        let audit = AuditLog::start(
+            store.chain_writer(&node).map_err(store_err)?,
+            metrics.audit_writer(),
+            signing,
+        )?;
+        let checkpointer = match config.store_location() {
+            crate::store::Location::File(path) => Some(crate::store::start_checkpointer(&path).map_err(store_err)?),
+            crate::store::Location::Postgres(_) => None,
+        };
         // The operator's policies are read now (a bad file stops the start early) and
         // applied once the plugins, whose tools they name, are loaded.
         let operator = OperatorPolicies::read(&config)?;
@@ -314,6 +394,7 @@ impl Gateway {
             disk: DiskGuard::new(config.store_path.parent().map(Path::to_path_buf), config.disk),
             metrics,
             instance_id: ulid::Ulid::new().to_string(),
+            node,
             tasks: TaskRunner::new(store.clone(), audit.clone(), clock.clone()),
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
@@ -354,6 +435,9 @@ impl Gateway {
                 }
             }
         }
+        // On a shared store the set every node applies is the store's: the first node's
+        // files, or the last reload's. A node whose files differ says so.
+        let operator = gateway.shared_policies(operator).await;
         {
             let mut current = gateway.operator_policies.lock().await;
             let authz = operator.compile(&gateway.catalog())?;
@@ -372,9 +456,41 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// The policy set to start with on a shared store: the store's, or (the first node)
+    /// this node's files, kept for the others.
+    async fn shared_policies(&self, files: OperatorPolicies) -> OperatorPolicies {
+        if !self.store.is_shared() {
+            return files;
+        }
+        let stored = self
+            .store
+            .meta
+            .get(crate::cluster::POLICY_SET)
+            .ok()
+            .flatten()
+            .and_then(|text| serde_json::from_str::<crate::cluster::StoredPolicies>(&text).ok());
+        match stored {
+            Some(stored) => {
+                if crate::cluster::StoredPolicies::new(&files.base, &files.sources) != stored {
+                    tracing::warn!(
+                        "this node's policy files differ from the cluster's set, which applies; `reload` publishes this node's files"
+                    );
+                }
+                OperatorPolicies {
+                    base: stored.base.clone(),
+                    sources: stored.sources(),
+                }
+            }
+            None => {
+                self.publish_policies(&files);
+                files
+            }
+        }
+    }
+
     /// A remembered plugin: its active version from the store, or (a plugin remembered
     /// before versions were kept) its manifest path, then kept in the store.
-    async fn load_remembered(&self, plugin: &Remembered) -> Result<(), String> {
+    pub(crate) async fn load_remembered(&self, plugin: &Remembered) -> Result<(), String> {
         let Some(id) = &plugin.version_id else {
             let manifest =
                 PluginManifest::load(std::path::Path::new(&plugin.manifest_path)).map_err(|e| e.to_string())?;
@@ -552,7 +668,124 @@ impl Gateway {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&manifest.name);
+        self.publish_change();
         Ok(())
+    }
+
+    /// On a shared store: tells the other nodes that the plugin registry or the policy set
+    /// changed (`cluster::follow` applies it there).
+    pub fn publish_change(&self) {
+        if self.store.is_shared()
+            && let Err(e) = self.store.meta.bump(crate::cluster::CONFIG_VERSION)
+        {
+            tracing::error!(error = %e, "the other nodes were not told of a plugin or policy change; they apply it at their next change");
+        }
+    }
+
+    /// On a shared store: keeps the operator's policy set for every node.
+    fn publish_policies(&self, operator: &OperatorPolicies) {
+        if !self.store.is_shared() {
+            return;
+        }
+        let stored = crate::cluster::StoredPolicies::new(&operator.base, &operator.sources);
+        let kept = serde_json::to_string(&stored)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                self.store
+                    .meta
+                    .set(crate::cluster::POLICY_SET, &text)
+                    .map_err(|e| e.to_string())
+            });
+        match kept {
+            Ok(()) => self.publish_change(),
+            Err(e) => tracing::error!(error = %e, "the policy set was not kept for the other nodes"),
+        }
+    }
+
+    /// Applies what another node changed: the store's active plugin versions, then its
+    /// policy set. What does not apply stays as it is here, listed as unavailable (so
+    /// `/readyz` says so) until a later change applies.
+    pub async fn sync_from_store(&self) {
+        let remembered = match self.store.plugins.remembered() {
+            Ok(remembered) => remembered,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the plugin registry; retrying at the next change");
+                return;
+            }
+        };
+        for plugin in &remembered {
+            let Some(id) = &plugin.version_id else { continue };
+            let current = self
+                .catalog()
+                .plugins()
+                .find(|p| p.name() == plugin.name)
+                .map(|p| version_id(p.manifest()));
+            let outcome = if current.as_deref() == Some(id.as_str()) {
+                Ok(())
+            } else {
+                self.load_remembered(plugin).await
+            };
+            self.set_unavailable(&plugin.name, outcome.err());
+        }
+        // Removed on another node: loaded from the registry here, and no longer in it.
+        let configured: Vec<String> = self
+            .config
+            .plugin_manifests
+            .iter()
+            .filter_map(|path| PluginManifest::load(path).ok().map(|m| m.name))
+            .collect();
+        let loaded: Vec<String> = self.catalog().plugins().map(|p| p.name().to_string()).collect();
+        for name in loaded {
+            if !configured.contains(&name) && !remembered.iter().any(|r| r.name == name) {
+                let removed = self.remove_plugin(&name, "cluster").await;
+                self.set_unavailable(&name, removed.err().map(|e| e.to_string()));
+            }
+        }
+        let stored = match self.store.meta.get(crate::cluster::POLICY_SET) {
+            Ok(Some(text)) => serde_json::from_str::<crate::cluster::StoredPolicies>(&text).map_err(|e| e.to_string()),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let applied = match stored {
+            Ok(stored) => self.apply_policies(&stored, "cluster").await,
+            Err(e) => Err(e),
+        };
+        self.set_unavailable(crate::cluster::POLICIES_UNAVAILABLE, applied.err());
+    }
+
+    /// Makes `stored` the operator's policy set, unless it already is; on failure the
+    /// current set stays.
+    async fn apply_policies(&self, stored: &crate::cluster::StoredPolicies, by: &str) -> Result<(), String> {
+        let mut operator = self.operator_policies.lock().await;
+        if crate::cluster::StoredPolicies::new(&operator.base, &operator.sources) == *stored {
+            return Ok(());
+        }
+        let next = OperatorPolicies {
+            base: stored.base.clone(),
+            sources: stored.sources(),
+        };
+        let authz = next.compile(&self.catalog()).map_err(|e| e.to_string())?;
+        let mut event = AuditEvent::new("policy.sync", codes::SUCCESS, self.now_iso());
+        event.policy_ids = authz.policy_ids().to_vec();
+        event.performed_by_user_id = Some(by.to_string());
+        self.audit.record(event).await.map_err(|e| e.to_string())?;
+        *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+        *operator = next;
+        tracing::info!(by, "policy set applied from the store");
+        Ok(())
+    }
+
+    fn set_unavailable(&self, name: &str, why: Option<String>) {
+        let mut unavailable = self.unavailable.write().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(why) => {
+                tracing::error!(plugin = %name, error = %why, "another node's change did not apply here; the current version keeps serving");
+                unavailable.insert(name.to_string(), why);
+            }
+            None => {
+                unavailable.remove(name);
+            }
+        }
     }
 
     /// Makes a kept version active again: the one named by `to` (a version string or the
@@ -797,6 +1030,7 @@ impl Gateway {
         self.admission.set_limits(config.admission);
         *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
         *operator = next_operator;
+        self.publish_policies(&operator);
         tracing::info!(by, %summary, "config and policies reloaded");
         Ok(summary)
     }

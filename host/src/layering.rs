@@ -10,16 +10,17 @@ const LAYERS: &[&[&str]] = &[
     // Vocabulary: no I/O, no state. Time and hashes first: the wire protocol hashes.
     &["clock", "hashing"],
     &["protocol", "tool", "attr", "metrics", "logging"],
-    &["app_policy", "sessions"],
+    &["app_policy"],
     // Durable state.
     &["store", "disk"],
-    &["audit", "auth", "authz"],
+    &["audit", "auth", "authz", "sessions"],
     &["admission", "apps", "plugin"],
     &["config", "catalog"],
     &["tls"],
     &["outcome"],
-    // Reads finishing in the background, then the gateway that holds their runner.
-    &["tasks"],
+    // Reads finishing in the background, and what nodes sharing a store keep in step;
+    // then the gateway that holds them.
+    &["tasks", "cluster"],
     &["gateway"],
     // The write lifecycle, then the steps every agent request runs.
     &["writes"],

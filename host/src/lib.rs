@@ -17,6 +17,7 @@ pub mod authz;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod disk;
@@ -92,7 +93,7 @@ impl Server {
         })?;
         let (shutdown, watch) = watch::channel(false);
         let sessions = Arc::new(http::Sessions::new(&gateway).map_err(|source| StartError::Store {
-            path: gateway.config.store_path.display().to_string(),
+            path: gateway.config.store_location().to_string(),
             source,
         })?);
         let serve = |listener, plane| {
@@ -111,6 +112,10 @@ impl Server {
         tasks.push(tokio::spawn(refusal_summaries(gateway.clone(), watch.clone())));
         tasks.push(tokio::spawn(reap_instances(gateway.clone(), watch.clone())));
         tasks.push(tokio::spawn(disk_budget(gateway.clone(), watch.clone())));
+        if gateway.store.is_shared() {
+            tasks.push(tokio::spawn(heartbeat(gateway.clone(), watch.clone())));
+            tasks.push(tokio::spawn(follow_cluster(gateway.clone(), watch.clone())));
+        }
         if let Some(days) = gateway.config.audit_retention_days {
             tasks.push(tokio::spawn(retention(gateway.clone(), days, watch)));
         }
@@ -133,6 +138,54 @@ impl Server {
         write_refusal_summaries(&self.gateway).await;
         if let Err(e) = self.gateway.audit.seal().await {
             tracing::error!(error = %e, "the last audit checkpoint was not signed");
+        }
+    }
+}
+
+/// Follows the other nodes' plugin and policy changes until `shutdown` (`cluster`).
+async fn follow_cluster(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut applied = gateway.store.meta.get(cluster::CONFIG_VERSION).ok().flatten();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(cluster::FOLLOW_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let current = match gateway.store.meta.get(cluster::CONFIG_VERSION) {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's config version; retrying");
+                continue;
+            }
+        };
+        if current == applied {
+            continue;
+        }
+        // Whatever fails is kept as unavailable (and retried on the next change); the
+        // version is applied as far as it goes.
+        gateway.sync_from_store().await;
+        gateway.metrics.cluster_synced(gateway.unavailable_plugins().len());
+        applied = current;
+    }
+}
+
+/// Tells the other nodes of a shared store that this one is alive, every 2 s (its lease is
+/// `NODE_LEASE_SECONDS`), and leaves on stop so its work is not waited for.
+async fn heartbeat(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let beating = gateway.clone();
+        match tokio::task::spawn_blocking(move || beating.heartbeat()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not recorded"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => {
+                if let Err(e) = gateway.store.nodes.leave(&gateway.instance_id) {
+                    tracing::warn!(error = %e, "could not leave the node list");
+                }
+                return;
+            }
         }
     }
 }

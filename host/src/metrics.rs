@@ -136,6 +136,7 @@ pub struct Metrics {
     plugin_budget: PluginBudgetMetrics,
     plugin_info: Family<PluginInfoLabels, Gauge>,
     reload_failures: Counter,
+    cluster_unapplied: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -292,10 +293,17 @@ impl Metrics {
             "Config and policy reloads refused (the running set stayed)",
             reload_failures.clone(),
         );
+        let cluster_unapplied = Gauge::default();
+        registry.register(
+            "cluster_unapplied",
+            "Plugins and policy sets another node activated that this node could not apply (it serves its own)",
+            cluster_unapplied.clone(),
+        );
         Metrics {
             registry,
             plugin_info,
             reload_failures,
+            cluster_unapplied,
             coalesced_refusals,
             data_dir_bytes,
             disk_budget_exceeded,
@@ -440,6 +448,11 @@ impl Metrics {
 
     pub fn reload_failed(&self) {
         self.reload_failures.inc();
+    }
+
+    /// After a node applied the other nodes' changes: how many it could not.
+    pub fn cluster_synced(&self, unapplied: usize) {
+        self.cluster_unapplied.set(i64::try_from(unapplied).unwrap_or(i64::MAX));
     }
 
     /// Renders the text exposition format, with gauges read now: drafts by state, calls

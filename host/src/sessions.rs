@@ -1,11 +1,19 @@
 //! Server-side sessions: one table type for every kind (MCP sessions, reviewer sign-ins),
 //! on the injected clock. A session carries no authority of its own: each request is
 //! authenticated again, so losing the table on restart only makes clients start over.
+//!
+//! One process keeps its sessions in memory. Nodes sharing a store keep them in it
+//! ([`SessionTable::shared`]), under the sha256 of their id, so any node continues them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::clock::SharedClock;
+use crate::hashing::sha256_hex;
+use crate::store::{RowExpiry, Store};
 
 /// When a session ends by itself.
 #[derive(Debug, Clone, Copy)]
@@ -27,18 +35,36 @@ struct Entry<T> {
 #[derive(Debug)]
 pub struct SessionTable<T> {
     entries: Mutex<HashMap<String, Entry<T>>>,
+    /// On a shared store: the store, and the kind of session its rows are.
+    shared: Option<(Arc<Store>, &'static str)>,
     clock: SharedClock,
     expiry: Expiry,
     capacity: usize,
 }
 
-impl<T: Clone> SessionTable<T> {
+impl<T: Clone + Serialize + DeserializeOwned> SessionTable<T> {
     pub fn new(clock: SharedClock, expiry: Expiry, capacity: usize) -> Self {
         SessionTable {
             entries: Mutex::new(HashMap::new()),
+            shared: None,
             clock,
             expiry,
             capacity: capacity.max(1),
+        }
+    }
+
+    /// The table of `kind` on `store` when several nodes share it, else in memory.
+    pub fn shared(self, store: &Arc<Store>, kind: &'static str) -> Self {
+        SessionTable {
+            shared: store.is_shared().then(|| (store.clone(), kind)),
+            ..self
+        }
+    }
+
+    fn row_expiry(&self) -> RowExpiry {
+        match self.expiry {
+            Expiry::IdleMs(ms) => RowExpiry::IdleMs(ms),
+            Expiry::AbsoluteMs(ms) => RowExpiry::AbsoluteMs(ms),
         }
     }
 
@@ -58,6 +84,29 @@ impl<T: Clone> SessionTable<T> {
     /// session id only uniqueness).
     pub fn open(&self, id: String, value: T) {
         let now_ms = self.clock.now_ms();
+        if let Some((store, kind)) = &self.shared {
+            // A session that cannot be kept is simply not open: the client's next request
+            // is refused as without a session, and it starts over.
+            let kept = serde_json::to_string(&value)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    store
+                        .sessions
+                        .open(
+                            kind,
+                            &sha256_hex(id.as_bytes()),
+                            &text,
+                            now_ms,
+                            self.row_expiry(),
+                            self.capacity,
+                        )
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = kept {
+                tracing::error!(kind, error = %e, "a session was not kept in the store");
+            }
+            return;
+        }
         let mut entries = self.lock();
         entries.retain(|_, e| self.live(e, now_ms));
         if entries.len() >= self.capacity
@@ -81,6 +130,20 @@ impl<T: Clone> SessionTable<T> {
     /// The live session `id`, marked as used now; `None` if unknown, ended or expired.
     pub fn touch(&self, id: &str) -> Option<T> {
         let now_ms = self.clock.now_ms();
+        if let Some((store, kind)) = &self.shared {
+            // Fail closed: a store that cannot answer knows no session.
+            let text = match store
+                .sessions
+                .touch(kind, &sha256_hex(id.as_bytes()), now_ms, self.row_expiry())
+            {
+                Ok(text) => text?,
+                Err(e) => {
+                    tracing::error!(kind, error = %e, "a session could not be read from the store");
+                    return None;
+                }
+            };
+            return serde_json::from_str(&text).ok();
+        }
         let mut entries = self.lock();
         let live = entries.get(id).is_some_and(|e| self.live(e, now_ms));
         if !live {
@@ -94,6 +157,14 @@ impl<T: Clone> SessionTable<T> {
 
     /// Ends the session `id` if `may_end` agrees; `true` when it ended.
     pub fn close_if(&self, id: &str, may_end: impl FnOnce(&T) -> bool) -> bool {
+        if let Some((store, kind)) = &self.shared {
+            return match self.touch(id) {
+                Some(value) if may_end(&value) => {
+                    store.sessions.close(kind, &sha256_hex(id.as_bytes())).unwrap_or(false)
+                }
+                _ => false,
+            };
+        }
         let mut entries = self.lock();
         if entries.get(id).is_some_and(|e| may_end(&e.value)) {
             entries.remove(id);
@@ -132,9 +203,9 @@ mod tests {
     fn an_absolute_session_ends_however_often_it_is_used() {
         let clock = clock();
         let table = SessionTable::new(clock.clone(), Expiry::AbsoluteMs(1000), 10);
-        table.open("s".into(), "v");
+        table.open("s".into(), "v".to_string());
         clock.advance_ms(600);
-        assert_eq!(table.touch("s"), Some("v"));
+        assert_eq!(table.touch("s").as_deref(), Some("v"));
         clock.advance_ms(600);
         assert_eq!(table.touch("s"), None);
     }

@@ -108,11 +108,21 @@ impl TaskRunner {
         }
     }
 
-    /// At start: fails the tasks a previous process left running, each audited.
+    /// At start: fails the tasks a previous process left running, each audited. On a
+    /// shared store only those older than any task's time budget (24 hours): a younger one
+    /// may run on a live node.
     pub async fn fail_orphans(&self) -> Result<(), OrphanError> {
         let at = stamp(&self.clock);
         let outcome = failure_outcome(codes::EXECUTION_FAILED, "The gateway stopped while the task ran");
-        for task in self.store.tasks.interrupt_running(&outcome, &at)? {
+        let changed_before = self
+            .store
+            .is_shared()
+            .then(|| clock::iso(self.clock.now() - time::Duration::hours(25)));
+        for task in self
+            .store
+            .tasks
+            .interrupt_running(&outcome, &at, changed_before.as_deref())?
+        {
             let mut event = owned_event(
                 "agent.task.failed",
                 codes::EXECUTION_FAILED,

@@ -283,7 +283,7 @@ fn concurrent_load_leaves_exactly_one_terminal_event_per_request() {
 }
 
 fn connection(gw: &TestGateway) -> openport::store::Connection {
-    openport::store::connect(gw.server.gateway.store.path()).expect("connect")
+    openport::store::connect(gw.server.gateway.store.path().expect("a SQLite store")).expect("connect")
 }
 
 #[test]

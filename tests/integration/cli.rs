@@ -811,7 +811,9 @@ fn audit_verify_catches_truncation_wipes_and_rehashed_rewrites_against_signed_ch
 
     // An edit with every later hash recomputed links perfectly; only a signed head sees it.
     let rehashed = tampered("rehashed", "");
-    let chain = openport::store::ChainReader::open(&rehashed.join("openport.db")).expect("open");
+    let chain = openport::store::Store::open(&rehashed.join("openport.db"))
+        .and_then(|store| store.chain_reader(""))
+        .expect("open");
     let mut rows = chain.page(9, 100_000).expect("rows");
     let conn = openport::store::connect(&rehashed.join("openport.db")).expect("connect");
     let mut prev = rows[0].prev_event_hash.clone();
@@ -866,7 +868,7 @@ fn the_first_admin_token_is_made_offline_and_serve_accepts_it() {
     let dir = tempfile::tempdir().expect("dir");
     let any = "127.0.0.1:0".parse().expect("addr");
     // The demo's files without its seed: an empty store.
-    let config = openport::demo::write_files(dir.path(), any, any, any).expect("files");
+    let config = openport::demo::write_files(dir.path(), any, any, None, any).expect("files");
     let out = openport()
         .args(["admin-token", "create", "--role", "operator", "--config"])
         .arg(&config)

@@ -149,7 +149,7 @@ fn the_reviewed_impact_hash_must_match_and_expired_drafts_never_execute() {
     let gw = TestGateway::start();
     let id = create_draft(&gw);
     review(&gw, &id, "approve", json!({"impactHash": "0".repeat(64)})).expect(400, "agent.preflight_mismatch");
-    let conn = openport::store::connect(gw.server.gateway.store.path()).expect("conn");
+    let conn = openport::store::connect(gw.server.gateway.store.path().expect("a SQLite store")).expect("conn");
     conn.execute(
         "UPDATE drafts SET expires_at = '2000-01-01T00:00:00.000Z' WHERE id = ?1",
         [&id],

@@ -26,6 +26,8 @@ mod drafts;
 mod governance;
 /// The MCP binding: discovery, calls, refusals, sessions, anonymous local access.
 mod mcp;
+/// Several nodes on one PostgreSQL: shared state, exactly once, propagation, audit chains.
+mod multinode;
 /// Plugins: hot load, replace, remove, refusals and the hostile fixtures.
 mod plugins;
 /// The shipped Cedar policy sets and their scenario files.

@@ -122,12 +122,12 @@ impl Builder {
         let dir = tempfile::tempdir().expect("temp dir");
         let any = "127.0.0.1:0".parse().expect("addr");
         let desk = demo::desk::start().expect("desk");
-        let mut path = demo::write_files(dir.path(), any, any, desk).expect("demo files");
+        let mut path = demo::write_files(dir.path(), any, any, None, desk).expect("demo files");
         let clock: SharedClock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let creds = demo::seed(&Config::load(&path).expect("valid config"), dir.path(), &clock).expect("seed");
         if self.anonymous_mcp {
             let app = creds.app_ids.get(demo::MCP_LOCAL_APP).expect("the local MCP app");
-            path = demo::write_config(dir.path(), any, any, Some(app)).expect("config");
+            path = demo::write_config(dir.path(), any, any, None, Some(app)).expect("config");
         }
         if !self.extra_config.is_empty()
             || !self.server_config.is_empty()

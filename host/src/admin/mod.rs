@@ -16,7 +16,7 @@ use crate::gateway::Gateway;
 use crate::pipeline::{BodyError, Inbound, Outbound};
 use crate::protocol::codes::{self, Code};
 use crate::protocol::{Envelope, Failure, strict_json};
-use crate::store::{AuditFilter, ChainReader, DraftStatus, ExecutionStatus, StoreError};
+use crate::store::{AuditFilter, DraftStatus, ExecutionStatus, StoreError};
 
 /// An admin credential (`Bearer opa_...`): `None` when it is missing, unknown or revoked.
 /// Every request authenticates again, so a revocation ends access at once.
@@ -633,6 +633,7 @@ async fn run(
                 return Err(Failure::new(codes::NOT_FOUND, "Plugin not found"));
             }
             gw.store.plugins.forget(&name).map_err(|e| internal(&e))?;
+            gw.publish_change();
             Ok(Done::data(
                 json!({"ok": true, "plugin": {"name": name, "removed": true}}),
             ))
@@ -870,13 +871,11 @@ async fn run(
             Err(e) => Err(Failure::validation(&[], e.to_string())),
         },
         Route::VerifyAudit => {
-            let chain = ChainReader::open(gw.store.path()).map_err(|e| internal(&e))?;
             let logs: Vec<_> = gw.config.audit_checkpoint_log.iter().cloned().collect();
-            let anchors =
-                audit::anchors(&chain, gw.config.audit_signing_key.as_deref(), &logs).map_err(|e| internal(&e))?;
-            let report = audit::verify_chain(&chain, &anchors).map_err(|e| internal(&e))?;
-            let mut done = Done::data(serde_json::to_value(&report).unwrap_or(Value::Null));
-            done.details.insert("intact".into(), report.intact.into());
+            let (intact, report) = audit::verify_store(&gw.store, gw.config.audit_signing_key.as_deref(), &logs)
+                .map_err(|e| internal(&e))?;
+            let mut done = Done::data(report);
+            done.details.insert("intact".into(), intact.into());
             Ok(done)
         }
     }

@@ -3,9 +3,10 @@
 //! with their impact, and approves or rejects them. Approval goes through the same
 //! `writes::review` code as the JSON API, bound to the impact hash the page showed.
 //!
-//! The credential never reaches the browser: signing in opens a server-side session
-//! (an `HttpOnly`, `SameSite=Strict` cookie holding a random id), and every request
-//! authenticates the stored credential again, so revoking it ends the session at once.
+//! The credential never reaches the browser, nor the session: signing in opens a
+//! server-side session (an `HttpOnly`, `SameSite=Strict` cookie holding a random id) that
+//! names the credential by its id, and every request checks that credential again, so
+//! revoking it ends the session at once.
 //! Each form carries the session's CSRF token. Every request gets one audit event.
 
 use std::collections::HashMap;
@@ -31,10 +32,12 @@ const LOGIN_COOKIE: &str = "openport_login";
 const SESSION_TTL_MS: i64 = 8 * 3600 * 1000;
 const MAX_SESSIONS: usize = 1000;
 
-/// A signed-in reviewer: their credential (server-side only) and the CSRF token.
-#[derive(Debug, Clone)]
+/// A signed-in reviewer: which admin credential signed in (its id: the credential itself
+/// is never kept, so a session in a shared store gives a reader of the store nothing to
+/// present), and the CSRF token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Session {
-    credential: String,
+    admin_token_id: String,
     csrf: String,
 }
 
@@ -63,11 +66,9 @@ struct Outcome {
 pub async fn handle(gw: &Gateway, sessions: &Sessions, inbound: Inbound) -> Outbound {
     let session_id = cookie(inbound.cookie.as_deref(), COOKIE);
     let session = session_id.as_deref().and_then(|id| sessions.touch(id));
-    // The stored credential is authenticated again on every request: a revoked one is out.
+    // The credential that signed in is checked again on every request: a revoked one is out.
     let principal = match &session {
-        Some(s) => super::authenticate(gw, Some(&format!("Bearer {}", s.credential)))
-            .ok()
-            .flatten(),
+        Some(s) => auth::admin_by_id(&gw.store, &s.admin_token_id).ok().flatten(),
         None => None,
     };
     let mut performer = principal.clone();
@@ -147,7 +148,7 @@ impl Page<'_> {
                         sessions.open(
                             id.clone(),
                             Session {
-                                credential: token.to_string(),
+                                admin_token_id: p.id.clone(),
                                 csrf: auth::random_secret(),
                             },
                         );

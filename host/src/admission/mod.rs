@@ -19,6 +19,13 @@
 //! Buckets refill continuously, so `Retry-After` is exact: a client that waits it out is
 //! admitted. Limits can be replaced at run time ([`Admission::set_limits`]); bucket state
 //! carries over.
+//!
+//! Nodes sharing a store split every per-key, per-app, per-tool and per-tenant limit, the
+//! quota and the per-app concurrency cap between them ([`Admission::set_nodes`]): with N
+//! nodes alive each admits 1/N of a bucket's rate and burst (at least one request), and
+//! `ceil(1/N)` of a quota or cap. The cluster never admits more than a limit (a quota or
+//! cap: at most N - 1 over, from rounding up); it admits less when the balancer sends one
+//! node more than its share. docs/operations.md states the tolerance.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,9 +45,27 @@ impl Rate {
         window_seconds: 60,
     };
 
-    fn per_ms(self) -> f64 {
-        f64::from(self.requests) / (f64::from(self.window_seconds) * 1000.0)
+    /// One node's share of this rate, of `nodes`: a bucket's burst and refill, divided.
+    fn share(self, nodes: usize) -> Share {
+        let nodes = nodes.max(1) as f64;
+        Share {
+            capacity: (f64::from(self.requests) / nodes).max(1.0),
+            per_ms: f64::from(self.requests) / (f64::from(self.window_seconds) * 1000.0) / nodes,
+        }
     }
+}
+
+/// A bucket's shape on one node: its burst and its refill per millisecond.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    capacity: f64,
+    per_ms: f64,
+}
+
+/// One node's share of a count (a quota, a cap), rounded up so each node admits some.
+fn count_share(count: u32, nodes: usize) -> u32 {
+    let nodes = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+    count.div_ceil(nodes)
 }
 
 /// The limits of one rate class. `None` switches a limit off.
@@ -197,9 +222,9 @@ struct Bucket {
 
 impl Bucket {
     /// Tokens now, after refilling.
-    fn level(&self, rate: Rate, now_ms: i64) -> f64 {
+    fn level(&self, rate: Share, now_ms: i64) -> f64 {
         let elapsed = (now_ms - self.updated_ms).max(0) as f64;
-        (self.tokens + elapsed * rate.per_ms()).min(f64::from(rate.requests))
+        (self.tokens + elapsed * rate.per_ms).min(rate.capacity)
     }
 }
 
@@ -213,24 +238,21 @@ const SWEEP_AT: usize = 100_000;
 
 impl Buckets {
     /// Milliseconds until a token is available; 0 when one is.
-    fn wait_ms(&self, key: &str, rate: Rate, now_ms: i64) -> u64 {
-        let level = self
-            .map
-            .get(key)
-            .map_or(f64::from(rate.requests), |b| b.level(rate, now_ms));
+    fn wait_ms(&self, key: &str, rate: Share, now_ms: i64) -> u64 {
+        let level = self.map.get(key).map_or(rate.capacity, |b| b.level(rate, now_ms));
         if level >= 1.0 {
             0
         } else {
-            ((1.0 - level) / rate.per_ms()).ceil() as u64
+            ((1.0 - level) / rate.per_ms).ceil() as u64
         }
     }
 
-    fn take(&mut self, key: &str, rate: Rate, now_ms: i64) {
+    fn take(&mut self, key: &str, rate: Share, now_ms: i64) {
         if self.map.len() >= SWEEP_AT {
-            self.map.retain(|_, b| b.level(rate, now_ms) < f64::from(rate.requests));
+            self.map.retain(|_, b| b.level(rate, now_ms) < rate.capacity);
         }
         let bucket = self.map.entry(key.to_string()).or_insert(Bucket {
-            tokens: f64::from(rate.requests),
+            tokens: rate.capacity,
             updated_ms: now_ms,
         });
         bucket.tokens = bucket.level(rate, now_ms) - 1.0;
@@ -258,6 +280,8 @@ pub struct Admission {
     limits: RwLock<Arc<Limits>>,
     state: Arc<Mutex<State>>,
     global: Arc<AtomicUsize>,
+    /// Nodes alive that share the limits (1 on the embedded store).
+    nodes: AtomicUsize,
 }
 
 /// Held while a request runs; releases its in-flight slots when dropped.
@@ -288,7 +312,13 @@ impl Admission {
             limits: RwLock::new(Arc::new(limits)),
             state: Arc::new(Mutex::new(State::default())),
             global: Arc::new(AtomicUsize::new(0)),
+            nodes: AtomicUsize::new(1),
         }
+    }
+
+    /// How many nodes share the limits now; each admits its share.
+    pub fn set_nodes(&self, nodes: usize) {
+        self.nodes.store(nodes.max(1), Ordering::Release);
     }
 
     pub fn limits(&self) -> Arc<Limits> {
@@ -314,7 +344,8 @@ impl Admission {
             return Ok(());
         };
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.unauthenticated.wait_ms(client, rate, now_ms) {
+        // Per node: it protects this node's work, whatever the others see.
+        match state.unauthenticated.wait_ms(client, rate.share(1), now_ms) {
             0 => Ok(()),
             wait => Err(Refusal {
                 limit: Limit::Unauthenticated,
@@ -328,7 +359,7 @@ impl Admission {
     pub fn charge_address(&self, client: &str, now_ms: i64) {
         if let Some(rate) = self.limits().unauthenticated {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.unauthenticated.take(client, rate, now_ms);
+            state.unauthenticated.take(client, rate.share(1), now_ms);
         }
     }
 
@@ -349,6 +380,7 @@ impl Admission {
             Err(refusal)
         };
         let class = limits.class(caller.class);
+        let nodes = self.nodes.load(Ordering::Acquire);
         let Ok(mut state) = self.state.lock() else {
             // A poisoned lock means a panic elsewhere: refuse rather than admit blindly.
             return refuse(Refusal {
@@ -358,7 +390,7 @@ impl Admission {
             });
         };
         if let Some(cap) = class.concurrency
-            && state.in_flight.get(caller.app_id).copied().unwrap_or(0) >= cap
+            && state.in_flight.get(caller.app_id).copied().unwrap_or(0) >= count_share(cap, nodes)
         {
             return refuse(Refusal {
                 limit: Limit::Concurrency,
@@ -382,19 +414,27 @@ impl Admission {
         consider(
             Limit::PerKey,
             class.per_key,
-            state.per_key.wait_ms(&key_bucket, class.per_key, now_ms),
+            state.per_key.wait_ms(&key_bucket, class.per_key.share(nodes), now_ms),
         );
         if let Some(rate) = class.per_app {
-            consider(Limit::PerApp, rate, state.per_app.wait_ms(caller.app_id, rate, now_ms));
+            consider(
+                Limit::PerApp,
+                rate,
+                state.per_app.wait_ms(caller.app_id, rate.share(nodes), now_ms),
+            );
         }
         if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
-            consider(Limit::PerTool, rate, state.per_tool.wait_ms(key, rate, now_ms));
+            consider(
+                Limit::PerTool,
+                rate,
+                state.per_tool.wait_ms(key, rate.share(nodes), now_ms),
+            );
         }
         if let Some(rate) = class.per_tenant {
             consider(
                 Limit::PerTenant,
                 rate,
-                state.per_tenant.wait_ms(caller.tenant, rate, now_ms),
+                state.per_tenant.wait_ms(caller.tenant, rate.share(nodes), now_ms),
             );
         }
         let quota_window = class.quota.map(|q| {
@@ -406,7 +446,7 @@ impl Admission {
                 Some((i, n)) if *i == index => *n,
                 _ => 0,
             };
-            if used >= quota.requests {
+            if used >= count_share(quota.requests, nodes) {
                 let until_end = (index + 1) * window_ms - now_ms;
                 let wait = u64::try_from(until_end).unwrap_or(1).max(1);
                 // A quota refusal wins over bucket waits: it is the longer story.
@@ -421,15 +461,15 @@ impl Admission {
             drop(state);
             return refuse(refusal);
         }
-        state.per_key.take(&key_bucket, class.per_key, now_ms);
+        state.per_key.take(&key_bucket, class.per_key.share(nodes), now_ms);
         if let Some(rate) = class.per_app {
-            state.per_app.take(caller.app_id, rate, now_ms);
+            state.per_app.take(caller.app_id, rate.share(nodes), now_ms);
         }
         if let (Some(rate), Some(key)) = (class.per_tool, &tool_bucket) {
-            state.per_tool.take(key, rate, now_ms);
+            state.per_tool.take(key, rate.share(nodes), now_ms);
         }
         if let Some(rate) = class.per_tenant {
-            state.per_tenant.take(caller.tenant, rate, now_ms);
+            state.per_tenant.take(caller.tenant, rate.share(nodes), now_ms);
         }
         if let Some((_, index, _)) = quota_window {
             let entry = state.quota.entry(caller.app_id.to_string()).or_insert((index, 0));
@@ -620,5 +660,41 @@ mod tests {
             r.headers()[0],
             ("RateLimit-Policy", "\"per-key\";q=240;w=60".to_string())
         );
+    }
+
+    #[test]
+    fn nodes_sharing_a_store_each_admit_their_share_and_never_more_together() {
+        let admission = Admission::new(limits(RateClass {
+            per_key: Rate {
+                requests: 30,
+                window_seconds: 60,
+            },
+            quota: Some(Rate {
+                requests: 20,
+                window_seconds: 86_400,
+            }),
+            ..RateClass::default()
+        }));
+        admission.set_nodes(3);
+        let admitted = (0..30).filter(|_| admission.admit(&caller(None), 0).is_ok()).count();
+        assert_eq!(
+            admitted, 7,
+            "a third of the quota (20), rounded up, before the key's 10"
+        );
+        let other = Admission::new(limits(RateClass {
+            per_key: Rate {
+                requests: 30,
+                window_seconds: 60,
+            },
+            ..RateClass::default()
+        }));
+        other.set_nodes(3);
+        let admitted = (0..30).filter(|_| other.admit(&caller(None), 0).is_ok()).count();
+        assert_eq!(admitted, 10, "a third of the key's burst");
+        // The refill is a third too: 30 a minute over 3 nodes is one every 6 s here.
+        let refusal = other.admit(&caller(None), 0).expect_err("empty");
+        assert_eq!(refusal.retry_after_ms, 6000);
+        other.set_nodes(1);
+        assert!(other.admit(&caller(None), 6000).is_ok());
     }
 }

@@ -132,6 +132,13 @@ pub fn split(row: &AuditRow) -> Split {
         None => head.push_str("null"),
     }
     head.push(',');
+    // A shared store's node names its events; the embedded store's events have no node
+    // (so chains written before nodes existed hash as they did).
+    if !row.node.is_empty() {
+        key(&mut head, "node");
+        string(&mut head, &row.node);
+        head.push(',');
+    }
     key(&mut head, "org_id");
     optional(&mut head, row.org_id.as_deref());
     head.push(',');
@@ -213,6 +220,7 @@ mod tests {
     fn row(details: Value, user_agent: Option<&str>, latency: Option<i64>) -> AuditRow {
         AuditRow {
             seq: 7,
+            node: String::new(),
             id: "aud_01".into(),
             org_id: Some("org_demo".into()),
             app_id: None,
@@ -265,9 +273,24 @@ mod tests {
             row(json!({"past": 9007199254740993_u64, "a": "b"}), None, None),
             row(json!({"neg_past": -9007199254740993_i64}), None, None),
             row(json!({"retry_after_ms": 250, "reason": "rate"}), None, None),
+            // A shared store's node names its events, and its name is hashed.
+            AuditRow {
+                node: "node_01\"x".into(),
+                ..row(json!({"a": 1}), None, Some(3))
+            },
         ] {
             assert_eq!(hash(&split(&r), &r.prev_event_hash), reference_hash(&r));
         }
+    }
+
+    #[test]
+    fn the_node_is_part_of_a_shared_stores_hashed_event() {
+        let embedded = row(json!({}), None, None);
+        let shared = AuditRow {
+            node: "node_a".into(),
+            ..embedded.clone()
+        };
+        assert_ne!(hash(&split(&embedded), "0"), hash(&split(&shared), "0"));
     }
 
     #[test]

@@ -26,8 +26,14 @@ const SECRET_PREFIX: &str = "openport-audit-ed25519-secret:";
 const PUBLIC_PREFIX: &str = "openport-audit-ed25519-public:";
 
 /// The text a checkpoint's signature covers.
-pub fn message(seq: i64, head_hash: &str, created_at: &str) -> String {
-    format!("openport audit checkpoint v1\n{seq}\n{head_hash}\n{created_at}\n")
+pub fn message(node: &str, seq: i64, head_hash: &str, created_at: &str) -> String {
+    // v1 has no node: the embedded store's one chain. A shared store's chains sign theirs,
+    // so a checkpoint cannot be passed off as another node's.
+    if node.is_empty() {
+        format!("openport audit checkpoint v1\n{seq}\n{head_hash}\n{created_at}\n")
+    } else {
+        format!("openport audit checkpoint v2\n{node}\n{seq}\n{head_hash}\n{created_at}\n")
+    }
 }
 
 /// Whether `key` signed exactly this checkpoint.
@@ -38,7 +44,12 @@ pub fn verify(checkpoint: &SignedCheckpoint, key: &VerifyingKey) -> bool {
     let Ok(signature) = Signature::from_slice(&bytes) else {
         return false;
     };
-    let text = message(checkpoint.seq, &checkpoint.head_hash, &checkpoint.created_at);
+    let text = message(
+        &checkpoint.node,
+        checkpoint.seq,
+        &checkpoint.head_hash,
+        &checkpoint.created_at,
+    );
     checkpoint.key_id == key_id(key) && key.verify(text.as_bytes(), &signature).is_ok()
 }
 
@@ -148,9 +159,10 @@ impl Signer {
         Signer { key, key_id, log }
     }
 
-    pub fn sign(&self, seq: i64, head_hash: &str, created_at: &str) -> SignedCheckpoint {
-        let signature = self.key.sign(message(seq, head_hash, created_at).as_bytes());
+    pub fn sign(&self, node: &str, seq: i64, head_hash: &str, created_at: &str) -> SignedCheckpoint {
+        let signature = self.key.sign(message(node, seq, head_hash, created_at).as_bytes());
         SignedCheckpoint {
+            node: node.to_string(),
             seq,
             head_hash: head_hash.to_string(),
             created_at: created_at.to_string(),
@@ -197,7 +209,7 @@ mod tests {
         assert_eq!(load_verifying_key(&public_key_path(&path)).unwrap(), public);
         assert_eq!(load_verifying_key(&path).unwrap(), public, "derived from the secret");
         let signer = Signer::new(load_signing_key(&path).unwrap(), None);
-        let checkpoint = signer.sign(42, &"ab".repeat(32), "2026-11-30T00:00:00.000Z");
+        let checkpoint = signer.sign("", 42, &"ab".repeat(32), "2026-11-30T00:00:00.000Z");
         assert!(verify(&checkpoint, &public));
         let mut moved = checkpoint.clone();
         moved.seq = 41;

@@ -13,7 +13,7 @@ mod verify;
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::protocol::codes::{Code, Reason};
 use crate::protocol::ids::{self, Kind};
 use crate::store::{AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, StoreError};
 
-pub use verify::{Anchors, BrokenLink, VerifyReport, verify_chain};
+pub use verify::{Anchors, BrokenLink, VerifyReport, verify_chain, verify_store};
 
 /// The `prev_event_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -209,22 +209,23 @@ impl AuditEvent {
     }
 
     /// The row without its chain hashes, and its canonical form split for the writer.
-    fn prepare(self) -> (AuditRow, canonical::Split) {
-        let row = self.unchained_row(String::new());
+    fn prepare(self, node: &str) -> (AuditRow, canonical::Split) {
+        let row = self.unchained_row(String::new(), node);
         let split = canonical::split(&row);
         (row, split)
     }
 
     /// The row chained after `prev_event_hash`, with its `event_hash`.
-    fn into_row(self, prev_event_hash: String) -> AuditRow {
-        let mut row = self.unchained_row(prev_event_hash);
+    fn into_row(self, prev_event_hash: String, node: &str) -> AuditRow {
+        let mut row = self.unchained_row(prev_event_hash, node);
         row.event_hash = event_hash(&row);
         row
     }
 
-    fn unchained_row(self, prev_event_hash: String) -> AuditRow {
+    fn unchained_row(self, prev_event_hash: String, node: &str) -> AuditRow {
         AuditRow {
             seq: 0,
+            node: node.to_string(),
             id: ids::new_id(Kind::Audit),
             org_id: self.org_id,
             app_id: self.app_id,
@@ -265,7 +266,12 @@ pub fn anchors(chain: &ChainReader, key: Option<&Path>, logs: &[std::path::PathB
         // A configured log that is not there yet holds no checkpoints; one named on the
         // command line must exist.
         if log.exists() {
-            checkpoints.extend(checkpoint::read_log(log)?);
+            // A log may hold several nodes' checkpoints: only this chain's count here.
+            checkpoints.extend(
+                checkpoint::read_log(log)?
+                    .into_iter()
+                    .filter(|c| c.node == chain.node()),
+            );
         }
     }
     Ok(Anchors { checkpoints, key })
@@ -320,13 +326,20 @@ pub struct PruneReport {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     queue: mpsc::SyncSender<Job>,
+    /// The node whose chain the writer continues, named in every event it writes.
+    node: Arc<str>,
 }
 
 impl AuditLog {
-    /// Starts the writer on its own connection to the store at `path`. With `signing`, it
-    /// signs a checkpoint of the chain's head at least every second while events flow.
-    pub fn start(path: &Path, metrics: AuditWriterMetrics, signing: Option<Signing>) -> Result<AuditLog, AuditError> {
-        let mut chain = ChainWriter::open(path)?;
+    /// Starts the writer on `chain` (its own connection, or a shared store's pool). With
+    /// `signing`, it signs a checkpoint of the chain's head at least every second while
+    /// events flow.
+    pub fn start(
+        mut chain: ChainWriter,
+        metrics: AuditWriterMetrics,
+        signing: Option<Signing>,
+    ) -> Result<AuditLog, AuditError> {
+        let node: Arc<str> = Arc::from(chain.node());
         let (mut head_seq, mut head) = chain.head()?.unwrap_or_else(|| (0, GENESIS_HASH.into()));
         // Signed at once on start (`signed_seq` -1): a restart is a checkpoint too.
         let mut checkpoints = signing.map(|signing| Checkpoints {
@@ -410,7 +423,7 @@ impl AuditLog {
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
-        Ok(AuditLog { queue })
+        Ok(AuditLog { queue, node })
     }
 
     /// Removes events created before `before` (RFC 3339), keeping the chain verifiable
@@ -446,7 +459,7 @@ impl AuditLog {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.clone();
         // Serialize here, on the request's thread: the writer only chains and stores.
-        let (row, split) = event.prepare();
+        let (row, split) = event.prepare(&self.node);
         let pending = Job::Append(Pending { row, split, done });
         // `try_send` first: the common case never blocks the async worker.
         match queue.try_send(pending) {
@@ -555,10 +568,12 @@ impl Checkpoints {
             self.signed_seq = 0;
             return;
         }
-        let checkpoint = self
-            .signing
-            .signer
-            .sign(head_seq, head, &crate::clock::iso(self.signing.clock.now()));
+        let checkpoint = self.signing.signer.sign(
+            chain.node(),
+            head_seq,
+            head,
+            &crate::clock::iso(self.signing.clock.now()),
+        );
         let stored = chain.insert_checkpoint(&checkpoint).map_err(|e| e.to_string());
         let logged = self
             .signing
@@ -574,6 +589,7 @@ impl Checkpoints {
 
 fn prune(chain: &mut ChainWriter, head: &mut String, before: &str, now: &str) -> Result<PruneReport, String> {
     let prev = head.clone();
+    let node = chain.node().to_string();
     let result = chain.prune(before, now, |cut: &PrunedCut| {
         let mut event = AuditEvent::new(
             "audit.retention.checkpoint",
@@ -584,7 +600,7 @@ fn prune(chain: &mut ChainWriter, head: &mut String, before: &str, now: &str) ->
         event.details.insert("upto_hash".into(), cut.upto_hash.clone().into());
         event.details.insert("removed".into(), cut.removed.into());
         event.details.insert("before".into(), before.into());
-        event.into_row(prev)
+        event.into_row(prev, &node)
     });
     match result {
         Ok(Some((cut, row))) => {

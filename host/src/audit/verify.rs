@@ -193,3 +193,65 @@ pub fn verify_chain(chain: &ChainReader, anchors: &Anchors) -> Result<VerifyRepo
         signed_through: signed.last().map(|c| c.seq),
     })
 }
+
+/// Every chain of the store (one per node) verified against the signed checkpoints of its
+/// node, from the database and the given logs, trusted under `key`. Returns whether all
+/// hold, and the report: the one chain's report on the embedded store, else one per node.
+pub fn verify_store(
+    store: &crate::store::Store,
+    key: Option<&std::path::Path>,
+    logs: &[std::path::PathBuf],
+) -> Result<(bool, serde_json::Value), String> {
+    let mut chains = store.chain_readers().map_err(|e| e.to_string())?;
+    // A chain the logs sign but the database no longer holds was wiped: verify it too.
+    for log in logs.iter().filter(|log| log.exists()) {
+        for signed in checkpoint::read_log(log)? {
+            if !chains.iter().any(|c| c.node() == signed.node) {
+                chains.push(store.chain_reader(&signed.node).map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    let mut reports = Vec::new();
+    for chain in &chains {
+        let anchors = super::anchors(chain, key, logs)?;
+        let report = verify_chain(chain, &anchors).map_err(|e| e.to_string())?;
+        reports.push((chain.node().to_string(), report));
+    }
+    let intact = reports.iter().all(|(_, r)| r.intact);
+    if let [(node, report)] = reports.as_slice()
+        && node.is_empty()
+    {
+        return Ok((intact, serde_json::to_value(report).unwrap_or_default()));
+    }
+    let events: u64 = reports.iter().map(|(_, r)| r.events).sum();
+    let checkpoints: u64 = reports.iter().map(|(_, r)| r.checkpoints).sum();
+    // The single chain's fields, over every chain: the first broken link names its node.
+    let first_broken = reports
+        .iter()
+        .find_map(|(node, r)| {
+            let mut link = serde_json::to_value(r.first_broken.as_ref()?).ok()?;
+            link.as_object_mut()?.insert("node".into(), node.clone().into());
+            Some(link)
+        })
+        .unwrap_or(serde_json::Value::Null);
+    let chains: Vec<serde_json::Value> = reports
+        .into_iter()
+        .map(|(node, report)| {
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.insert("node".into(), node.into());
+            }
+            value
+        })
+        .collect();
+    Ok((
+        intact,
+        serde_json::json!({
+            "events": events,
+            "intact": intact,
+            "first_broken": first_broken,
+            "checkpoints": checkpoints,
+            "chains": chains,
+        }),
+    ))
+}

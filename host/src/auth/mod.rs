@@ -226,14 +226,26 @@ pub fn authenticate_admin(store: &Store, header: Option<&str>) -> Result<Option<
             found = Some(record);
         }
     }
-    Ok(found.filter(|r| r.revoked_at.is_none()).and_then(|r| {
-        Some(AdminPrincipal {
-            role: Role::parse(&r.role)?,
-            id: r.id,
-            name: r.name,
-            org_id: r.org_id,
-        })
-    }))
+    Ok(found.filter(|r| r.revoked_at.is_none()).and_then(admin_principal))
+}
+
+fn admin_principal(r: AdminTokenRecord) -> Option<AdminPrincipal> {
+    Some(AdminPrincipal {
+        role: Role::parse(&r.role)?,
+        id: r.id,
+        name: r.name,
+        org_id: r.org_id,
+    })
+}
+
+/// The admin credential with this id, if it is not revoked (a reviewer's session names the
+/// credential it signed in with).
+pub fn admin_by_id(store: &Store, id: &str) -> Result<Option<AdminPrincipal>, StoreError> {
+    Ok(store
+        .apps
+        .admin_token(id)?
+        .filter(|r| r.revoked_at.is_none())
+        .and_then(admin_principal))
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub enum DemoError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Apps(#[from] apps::AppError),
+    #[error("cannot join the shared demo database: {0}")]
+    Seed(String),
 }
 
 /// What `DIR/demo-credentials.json` holds.
@@ -126,6 +128,7 @@ pub fn write_files(
     data_dir: &Path,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    database_url: Option<&str>,
     desk: SocketAddr,
 ) -> Result<PathBuf, DemoError> {
     write_plugin(
@@ -285,7 +288,7 @@ memory_mib = 16
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    write_config(data_dir, listen, admin_listen, None)
+    write_config(data_dir, listen, admin_listen, database_url, None)
 }
 
 /// The demo's audit signing key, in the data directory (its public half beside it).
@@ -297,8 +300,14 @@ pub fn write_config(
     data_dir: &Path,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    database_url: Option<&str>,
     anonymous_app: Option<&str>,
 ) -> Result<PathBuf, DemoError> {
+    let shared = match database_url {
+        // Debug-quoted: a TOML basic string accepts Rust's escapes of a URL's characters.
+        Some(url) => format!("\n# Shared with the other demo nodes (`--database-url`).\nurl = {url:?}"),
+        None => String::new(),
+    };
     let mcp = match anonymous_app {
         Some(app) if listen.ip().is_loopback() => format!(
             "\n# Local development: MCP clients on this machine may connect without a token and\n\
@@ -314,7 +323,7 @@ listen = "{listen}"
 admin_listen = "{admin_listen}"
 
 [store]
-path = "openport.db"
+path = "openport.db"{shared}
 
 [policies]
 dir = "policies"
@@ -353,11 +362,17 @@ manifest = "plugins/mcp-conformance.toml"
 }
 
 /// Seeds the store (once) and returns the credentials, minting new ones when the
-/// credentials file is gone.
+/// credentials file is gone. On a shared (PostgreSQL) store the first node seeds it and
+/// every later node joins it with the same credentials.
 pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Credentials, DemoError> {
-    let store = Store::open(&config.store_path)?;
+    let store = Store::open_at(&config.store_location())?;
     let now = clock::iso(clock.now());
     let path = data_dir.join(CREDENTIALS_FILE);
+    if store.is_shared() {
+        let creds = seed_shared(&store, &now)?;
+        write_credentials(&path, &creds)?;
+        return Ok(creds);
+    }
     if store.meta.get("demo_seeded")?.is_some() {
         if let Some(existing) = std::fs::read(&path)
             .ok()
@@ -375,6 +390,85 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
             apps::revoke_app(&store, &app.id, &now)?;
         }
     }
+    let creds = mint_credentials(&store, &now)?;
+    write_credentials(&path, &creds)?;
+    store.meta.set("demo_seeded", &now)?;
+    Ok(creds)
+}
+
+/// What every node of a shared demo must have alike, settled through the database by the
+/// first node: the support desk they front (it stands for one external system; each
+/// node's own would hold different tickets; it lives in the first node's process) and the
+/// audit signing key (each node's chain is checked under the one key). Returns the desk.
+///
+/// A demo only: a deployment distributes its key file itself and never puts it in the
+/// database, where whoever can rewrite the trail could also re-sign it.
+pub fn join_shared(database_url: &str, data_dir: &Path, own_desk: SocketAddr) -> Result<SocketAddr, DemoError> {
+    let store = Store::open_at(&crate::store::Location::Postgres(database_url.to_string()))?;
+    let desk = store.meta.get_or_insert("demo_desk", &own_desk.to_string())?;
+    let key = data_dir.join(AUDIT_KEY_FILE);
+    let public = crate::audit::checkpoint::public_key_path(&key);
+    if !key.exists() {
+        std::fs::create_dir_all(data_dir).map_err(|source| DemoError::Write {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        crate::audit::checkpoint::generate_key(&key).map_err(|e| DemoError::Write {
+            path: key.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| DemoError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let own = serde_json::json!([read(&key)?, read(&public)?]).to_string();
+    let shared = store.meta.get_or_insert("demo_audit_key", &own)?;
+    if shared != own {
+        let (secret, public_text): (String, String) =
+            serde_json::from_str(&shared).map_err(|e| DemoError::Seed(format!("the stored demo audit key: {e}")))?;
+        write_file(&key, secret.as_bytes())?;
+        restrict_permissions(&key);
+        write_file(&public, public_text.as_bytes())?;
+    }
+    desk.parse()
+        .map_err(|e| DemoError::Seed(format!("the stored demo desk address `{desk}`: {e}")))
+}
+
+/// How long a joining node waits for the first node to finish seeding a shared store.
+const SEED_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The first node to claim a shared store seeds it and keeps the demo's credentials in it,
+/// so every node prints the same ones. (Tokens in the database, readable by whoever reads
+/// the database: acceptable for a demo only; a real deployment mints its tokens over the
+/// admin API and keeps none.)
+fn seed_shared(store: &Store, now: &str) -> Result<Credentials, DemoError> {
+    let claim = ulid::Ulid::new().to_string();
+    if store.meta.get_or_insert("demo_seed_owner", &claim)? == claim {
+        seed_ledgers(store, now)?;
+        let creds = mint_credentials(store, now)?;
+        let text = serde_json::to_string(&creds).unwrap_or_default();
+        store.meta.set("demo_credentials", &text)?;
+        store.meta.set("demo_seeded", now)?;
+        return Ok(creds);
+    }
+    let waited = crate::clock::Stopwatch::start();
+    loop {
+        if let Some(text) = store.meta.get("demo_credentials")? {
+            return serde_json::from_str(&text).map_err(|e| DemoError::Seed(format!("stored demo credentials: {e}")));
+        }
+        if waited.elapsed() > SEED_WAIT {
+            return Err(DemoError::Seed(
+                "another node claimed the shared demo database but did not finish seeding it".into(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn mint_credentials(store: &Store, now: &str) -> Result<Credentials, DemoError> {
     let mut creds = Credentials {
         agent_tokens: BTreeMap::new(),
         admin_tokens: BTreeMap::new(),
@@ -382,7 +476,7 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
     };
     for (name, org, scopes) in DEMO_APPS {
         let created = apps::create_app(
-            &store,
+            store,
             NewApp {
                 scope: "workspace".into(),
                 name: (*name).into(),
@@ -394,20 +488,23 @@ pub fn seed(config: &Config, data_dir: &Path, clock: &SharedClock) -> Result<Cre
                 policy: None,
             },
             "demo",
-            &now,
+            now,
         )?;
         creds.agent_tokens.insert((*name).into(), created.token);
         creds.app_ids.insert((*name).into(), created.app.id);
     }
     for role in [Role::Operator, Role::Reviewer, Role::Auditor] {
-        let token = apps::create_admin_token(&store, &format!("demo-{}", role.as_str()), role, None, &now)?;
+        let token = apps::create_admin_token(store, &format!("demo-{}", role.as_str()), role, None, now)?;
         creds.admin_tokens.insert(role.as_str().into(), token);
     }
-    let text = serde_json::to_vec_pretty(&creds).unwrap_or_default();
-    write_file(&path, &text)?;
-    restrict_permissions(&path);
-    store.meta.set("demo_seeded", &now)?;
     Ok(creds)
+}
+
+fn write_credentials(path: &Path, creds: &Credentials) -> Result<(), DemoError> {
+    let text = serde_json::to_vec_pretty(creds).unwrap_or_default();
+    write_file(path, &text)?;
+    restrict_permissions(path);
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -66,9 +66,9 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(gw: &Gateway) -> Result<Sessions, StoreError> {
         Ok(Sessions {
-            mcp: mcp::session_table(gw.clock.clone()),
+            mcp: mcp::session_table(gw.clock.clone()).shared(&gw.store, "mcp"),
             request_states: mcp::Sealer::shared(&gw.store)?,
-            review: review::session_table(gw.clock.clone()),
+            review: review::session_table(gw.clock.clone()).shared(&gw.store, "review"),
         })
     }
 }

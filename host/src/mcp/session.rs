@@ -11,7 +11,7 @@ const IDLE_MS: i64 = 3600 * 1000;
 const CAPACITY: usize = 10_000;
 
 /// What an MCP session remembers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     /// sha256 of the credential that created the session.
     pub credential: String,

@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{Db, StoreError, json_col, to_json};
+use super::sql::{Cache, Conn, Db, Freshness, Row, args};
+use super::{StoreError, json_col, to_json};
 use crate::app_policy::{AppPolicy, AutoExecutePolicy};
 
 /// An app (integration) as stored.
@@ -62,17 +62,20 @@ pub struct AdminTokenRecord {
 #[derive(Debug)]
 pub struct Apps {
     db: Arc<Db>,
+    fresh: Arc<Freshness>,
     credentials: Mutex<CredentialCache>,
 }
 
 /// Keys by token prefix and apps by id, as authentication reads them on every request.
 ///
-/// Every write to `apps` or `keys` goes through [`Apps`] (the gateway is the only writer of
-/// its SQLite file) and empties the cache before it returns, so a revocation still takes
-/// effect on the next request. It changes only while the connection is held, so no read
-/// can keep a value a write has replaced.
+/// Every write to `apps` or `keys` goes through [`Apps`] and moves the cache's generation
+/// before it returns (on PostgreSQL, every other node's too, within milliseconds), so a
+/// revocation takes effect on the next request. A value read from the database is kept
+/// only if no write moved the generation while it was read, so no read can keep a value a
+/// write has replaced.
 #[derive(Debug, Default)]
 struct CredentialCache {
+    generation: u64,
     keys: HashMap<String, Vec<KeyRecord>>,
     apps: HashMap<String, Arc<AppRecord>>,
 }
@@ -81,6 +84,15 @@ impl CredentialCache {
     fn clear(&mut self) {
         self.keys.clear();
         self.apps.clear();
+    }
+
+    /// The cache as of `generation`: emptied if it was filled at another.
+    fn at(&mut self, generation: u64) -> &mut CredentialCache {
+        if self.generation != generation {
+            self.clear();
+            self.generation = generation;
+        }
+        self
     }
 }
 
@@ -94,7 +106,22 @@ const APP_COLUMNS: &str = "id, name, description, scope, org_id, user_id, servic
 const KEY_COLUMNS: &str =
     "id, app_id, name, token_prefix, token_hash, last_used_at, expires_at, revoked_at, created_by, created_at";
 
-fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
+const ADMIN_TOKEN_COLUMNS: &str = "id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at";
+
+fn admin_token_from_row(r: &Row<'_>) -> Result<AdminTokenRecord, StoreError> {
+    Ok(AdminTokenRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: r.get(2)?,
+        org_id: r.get(3)?,
+        token_prefix: r.get(4)?,
+        token_hash: r.get(5)?,
+        revoked_at: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn app_from_row(r: &Row<'_>) -> Result<AppRecord, StoreError> {
     Ok(AppRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -114,7 +141,7 @@ fn app_from_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
-fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+fn key_from_row(r: &Row<'_>) -> Result<KeyRecord, StoreError> {
     Ok(KeyRecord {
         id: r.get(0)?,
         app_id: r.get(1)?,
@@ -129,10 +156,12 @@ fn key_from_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     })
 }
 
-fn keys_where(conn: &Connection, condition: &str, order: &str, value: &str) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE {condition} {order}"))?;
-    let rows = stmt.query_map([value], key_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn keys_where(conn: &mut Conn<'_>, condition: &str, order: &str, value: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    conn.query(
+        &format!("SELECT {KEY_COLUMNS} FROM keys WHERE {condition} {order}"),
+        args![value],
+        key_from_row,
+    )
 }
 
 /// The app columns a caller may replace as a whole.
@@ -156,9 +185,10 @@ impl AppColumn {
 }
 
 impl Apps {
-    pub(super) fn new(db: Arc<Db>) -> Self {
+    pub(super) fn new(db: Arc<Db>, fresh: Arc<Freshness>) -> Self {
         Apps {
             db,
+            fresh,
             credentials: Mutex::new(CredentialCache::default()),
         }
     }
@@ -172,35 +202,44 @@ impl Apps {
         })
     }
 
-    /// Runs a write to `apps` or `keys` and forgets every cached credential, while the
-    /// connection is still held so no read can slip between the two.
-    fn write_credentials<T>(&self, write: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let conn = self.db.conn()?;
-        let result = write(&conn);
-        self.credentials().clear();
+    /// Runs a write to `apps` or `keys` and moves the credential cache's generation, here
+    /// and (by a notification sent when the transaction commits) on every other node.
+    fn write_credentials<T>(
+        &self,
+        write: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.db.write(|conn| {
+            let value = write(conn)?;
+            conn.notify(Cache::Credentials)?;
+            Ok(value)
+        });
+        self.fresh.invalidate(Cache::Credentials);
         result
     }
 
     /// Reads through the credential cache: `cached` looks up, `read` reads the store,
-    /// `keep` stores a found value before the connection is released.
+    /// `keep` stores a found value unless a write moved the generation meanwhile.
     fn read_credential<T>(
         &self,
         cached: impl Fn(&CredentialCache) -> Option<T>,
-        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        read: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
         keep: impl FnOnce(&mut CredentialCache, &T),
     ) -> Result<T, StoreError> {
-        if let Some(hit) = cached(&self.credentials()) {
+        let Some(generation) = self.fresh.generation(Cache::Credentials) else {
+            return self.db.read(read);
+        };
+        if let Some(hit) = cached(self.credentials().at(generation)) {
             return Ok(hit);
         }
-        let conn = self.db.conn()?;
-        let value = read(&conn)?;
-        let mut cache = self.credentials();
-        if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
-            cache.clear();
+        let value = self.db.read(read)?;
+        if self.fresh.generation(Cache::Credentials) == Some(generation) {
+            let mut cache = self.credentials();
+            let cache = cache.at(generation);
+            if cache.keys.len() + cache.apps.len() >= MAX_CACHED_CREDENTIALS {
+                cache.clear();
+            }
+            keep(cache, &value);
         }
-        keep(&mut cache, &value);
-        drop(cache);
-        drop(conn);
         Ok(value)
     }
 
@@ -210,9 +249,9 @@ impl Apps {
             let n = conn.execute(
                 &format!(
                     "INSERT INTO apps ({APP_COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15
-                     WHERE NOT EXISTS (SELECT 1 FROM apps WHERE org_id IS ?5 AND name = ?2)"
+                     WHERE NOT EXISTS (SELECT 1 FROM apps WHERE org_id IS NOT DISTINCT FROM ?5 AND name = ?2)"
                 ),
-                params![
+                args![
                     app.id,
                     app.name,
                     app.description,
@@ -242,8 +281,9 @@ impl Apps {
             let n = conn.execute(
                 "UPDATE apps SET name = ?2, description = ?3, scopes = ?4, policy = ?5, tags = ?6, updated_at = ?7
                  WHERE id = ?1 AND NOT EXISTS (
-                     SELECT 1 FROM apps other WHERE other.org_id IS apps.org_id AND other.name = ?2 AND other.id != ?1)",
-                params![
+                     SELECT 1 FROM apps other
+                     WHERE other.org_id IS NOT DISTINCT FROM apps.org_id AND other.name = ?2 AND other.id != ?1)",
+                args![
                     app.id,
                     app.name,
                     app.description,
@@ -266,8 +306,13 @@ impl Apps {
         self.read_credential(
             |cache| cache.apps.get(id).cloned().map(Some),
             |conn| {
-                let mut stmt = conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"))?;
-                Ok(stmt.query_row([id], app_from_row).optional()?.map(Arc::new))
+                Ok(conn
+                    .query_optional(
+                        &format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"),
+                        args![id],
+                        app_from_row,
+                    )?
+                    .map(Arc::new))
             },
             |cache, found| {
                 if let Some(app) = found {
@@ -278,10 +323,13 @@ impl Apps {
     }
 
     pub fn list(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))?;
-        let rows = stmt.query_map([], app_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"),
+                args![],
+                app_from_row,
+            )
+        })
     }
 
     pub fn set_status(&self, id: &str, status: &str, now: &str) -> Result<bool, StoreError> {
@@ -308,7 +356,7 @@ impl Apps {
         self.write_credentials(|conn| {
             let n = conn.execute(
                 &format!("UPDATE apps SET {} = ?2, updated_at = ?3 WHERE id = ?1", column.name()),
-                params![id, value, now],
+                args![id, value, now],
             )?;
             Ok(n == 1)
         })
@@ -317,7 +365,7 @@ impl Apps {
     /// Deletes an app and (by cascade) its keys.
     pub fn delete(&self, app_id: &str) -> Result<(), StoreError> {
         self.write_credentials(|conn| {
-            conn.execute("DELETE FROM apps WHERE id = ?1", [app_id])?;
+            conn.execute("DELETE FROM apps WHERE id = ?1", args![app_id])?;
             Ok(())
         })
     }
@@ -326,7 +374,7 @@ impl Apps {
         self.write_credentials(|conn| {
             conn.execute(
                 &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
+                args![
                     key.id,
                     key.app_id,
                     key.name,
@@ -359,13 +407,16 @@ impl Apps {
     }
 
     pub fn keys_of_app(&self, app_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        keys_where(&conn, "app_id = ?1", "ORDER BY created_at", app_id)
+        self.db
+            .read(|conn| keys_where(conn, "app_id = ?1", "ORDER BY created_at", app_id))
     }
 
     pub fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        Ok(keys_where(&conn, "id = ?1", "", key_id)?.into_iter().next())
+        Ok(self
+            .db
+            .read(|conn| keys_where(conn, "id = ?1", "", key_id))?
+            .into_iter()
+            .next())
     }
 
     /// Revokes one key; `false` when there is no such key.
@@ -373,7 +424,7 @@ impl Apps {
         self.write_credentials(|conn| {
             let n = conn.execute(
                 "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-                params![key_id, now],
+                args![key_id, now],
             )?;
             Ok(n == 1)
         })
@@ -383,58 +434,61 @@ impl Apps {
         self.write_credentials(|conn| {
             conn.execute(
                 "UPDATE keys SET revoked_at = ?2 WHERE app_id = ?1 AND revoked_at IS NULL",
-                params![app_id, now],
+                args![app_id, now],
             )?;
             Ok(())
         })
     }
 
     pub fn insert_admin_token(&self, token: &AdminTokenRecord) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            "INSERT INTO admin_tokens (id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                token.id,
-                token.name,
-                token.role,
-                token.org_id,
-                token.token_prefix,
-                token.token_hash,
-                token.revoked_at,
-                token.created_at
-            ],
-        )?;
-        Ok(())
+        self.db.write(|conn| {
+            conn.execute(
+                "INSERT INTO admin_tokens (id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                args![
+                    token.id,
+                    token.name,
+                    token.role,
+                    token.org_id,
+                    token.token_prefix,
+                    token.token_hash,
+                    token.revoked_at,
+                    token.created_at
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Whether any admin token that is not revoked exists (a fresh store has none).
     pub fn has_admin_tokens(&self) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let n: i64 = conn.query_row("SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL", [], |r| {
-            r.get(0)
+        let n: i64 = self.db.read(|conn| {
+            conn.query_one(
+                "SELECT count(*) FROM admin_tokens WHERE revoked_at IS NULL",
+                args![],
+                |r| r.get(0),
+            )
         })?;
         Ok(n > 0)
     }
 
     pub fn admin_tokens_by_prefix(&self, prefix: &str) -> Result<Vec<AdminTokenRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, name, role, org_id, token_prefix, token_hash, revoked_at, created_at
-             FROM admin_tokens WHERE token_prefix = ?1",
-        )?;
-        let rows = stmt.query_map([prefix], |r| {
-            Ok(AdminTokenRecord {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                role: r.get(2)?,
-                org_id: r.get(3)?,
-                token_prefix: r.get(4)?,
-                token_hash: r.get(5)?,
-                revoked_at: r.get(6)?,
-                created_at: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                &format!("SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens WHERE token_prefix = ?1"),
+                args![prefix],
+                admin_token_from_row,
+            )
+        })
+    }
+
+    pub fn admin_token(&self, id: &str) -> Result<Option<AdminTokenRecord>, StoreError> {
+        self.db.read(|conn| {
+            conn.query_optional(
+                &format!("SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens WHERE id = ?1"),
+                args![id],
+                admin_token_from_row,
+            )
+        })
     }
 }

@@ -1,20 +1,24 @@
 //! The audit chain's rows: queries on the shared connection, and the two connections of
 //! its own that the chain writer and the verifier use.
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Db, StoreError, connect, json_col, to_json};
+use super::sql::{Conn, Db, args};
+use super::{StoreError, json_col, to_json};
 
 /// One audit event as stored, chain hashes included.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AuditRow {
     #[serde(skip)]
     pub seq: i64,
+    /// The gateway node whose chain holds the event: empty for the one process of an
+    /// embedded store (and then not part of the hashed event, so chains written before
+    /// nodes existed still verify).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub node: String,
     pub id: String,
     pub org_id: Option<String>,
     pub app_id: Option<String>,
@@ -54,6 +58,9 @@ pub struct AuditInsert<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedCheckpoint {
+    /// The node whose chain it signs; empty for the embedded store's one chain.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
     /// The position (`seq`) of the head event.
     pub seq: i64,
     /// That event's `event_hash`.
@@ -83,7 +90,8 @@ pub struct AuditFilter {
     pub ascending: bool,
 }
 
-const AUDIT_COLUMNS: &str = "seq, id, org_id, app_id, key_id, actor_user_id, performed_by_user_id, action, status,
+const AUDIT_COLUMNS: &str =
+    "seq, node, id, org_id, app_id, key_id, actor_user_id, performed_by_user_id, action, status,
      code, request_id, draft_id, execution_id, ip, user_agent, details, tool, risk, policy_ids, plugin,
      plugin_digest, latency_us, created_at, prev_event_hash, event_hash";
 
@@ -100,8 +108,7 @@ impl AuditEvents {
 
     /// The newest audit events first (or oldest first), after applying the filter.
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        let conn = self.db.conn()?;
-        select(&conn, filter)
+        self.db.read(|conn| select(conn, None, filter))
     }
 }
 
@@ -113,207 +120,266 @@ pub struct PrunedCut {
     pub removed: i64,
 }
 
-/// The audit writer's own connection: the only one that appends to or cuts the chain.
+/// One node's audit writer: the only one that appends to or cuts that node's chain.
 #[derive(Debug)]
 pub struct ChainWriter {
-    conn: Connection,
+    db: Arc<Db>,
+    node: String,
 }
 
 impl ChainWriter {
-    pub fn open(path: &Path) -> Result<ChainWriter, StoreError> {
-        Ok(ChainWriter { conn: connect(path)? })
+    pub(super) fn new(db: Arc<Db>, node: &str) -> ChainWriter {
+        ChainWriter {
+            db,
+            node: node.to_string(),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The newest event's sequence number and hash, where the chain continues.
     pub fn head(&self) -> Result<Option<(i64, String)>, StoreError> {
-        head(&self.conn)
+        self.db.read(|conn| head(conn, &self.node))
     }
 
     /// Appends rows in one transaction; the caller computed their chain hashes. Returns
     /// the position of the last row.
     pub fn append(&mut self, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
-        let tx = self.conn.transaction()?;
-        insert(&tx, rows)?;
-        let last = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(last)
+        // Only this node appends to its chain: no lock across nodes is needed.
+        self.db.own_rows(|conn| insert(conn, &self.node, rows))
     }
 
     /// Keeps a signed checkpoint beside the chain.
     pub fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO audit_signed_checkpoints (seq, head_hash, created_at, key_id, signature)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                checkpoint.seq,
-                checkpoint.head_hash,
-                checkpoint.created_at,
-                checkpoint.key_id,
-                checkpoint.signature
-            ],
-        )?;
-        Ok(())
+        self.db.read(|conn| {
+            conn.execute(
+                "INSERT INTO audit_signed_checkpoints (seq, node, head_hash, created_at, key_id, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (seq) DO UPDATE SET node = excluded.node, head_hash = excluded.head_hash,
+                     created_at = excluded.created_at, key_id = excluded.key_id, signature = excluded.signature",
+                args![
+                    checkpoint.seq,
+                    checkpoint.node,
+                    checkpoint.head_hash,
+                    checkpoint.created_at,
+                    checkpoint.key_id,
+                    checkpoint.signature
+                ],
+            )?;
+            Ok(())
+        })
     }
 
-    /// Removes events created before `before`, records the cut, and appends the checkpoint
-    /// event `checkpoint(&cut)` builds, all in one transaction. `None` when nothing was old
-    /// enough.
+    /// Removes this node's events created before `before`, records the cut, and appends
+    /// the checkpoint event `checkpoint(&cut)` builds, all in one transaction. `None` when
+    /// nothing was old enough.
     pub fn prune(
         &mut self,
         before: &str,
         now: &str,
         checkpoint: impl FnOnce(&PrunedCut) -> AuditRow,
     ) -> Result<Option<(PrunedCut, AuditRow)>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let upto: Option<(i64, String)> = tx
-            .query_row(
+        let node = self.node.as_str();
+        self.db.own_rows(|conn| {
+            let upto: Option<(i64, String)> = conn.query_optional(
                 // Never the newest event: positions go on from the chain's head, never
                 // from 1 again.
                 "SELECT seq, event_hash FROM audit_events
-                 WHERE created_at < ?1 AND seq < (SELECT MAX(seq) FROM audit_events)
+                 WHERE node = ?2 AND created_at < ?1 AND seq < (SELECT MAX(seq) FROM audit_events WHERE node = ?2)
                  ORDER BY seq DESC LIMIT 1",
-                [before],
+                args![before, node],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((upto_seq, upto_hash)) = upto else {
-            return Ok(None);
-        };
-        let removed = tx.execute("DELETE FROM audit_events WHERE seq <= ?1", [upto_seq])?;
-        let removed = i64::try_from(removed).unwrap_or(i64::MAX);
-        tx.execute(
-            "INSERT OR REPLACE INTO audit_checkpoints (upto_seq, upto_hash, removed, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![upto_seq, upto_hash, removed, now],
-        )?;
-        let cut = PrunedCut {
-            upto_seq,
-            upto_hash,
-            removed,
-        };
-        let row = checkpoint(&cut);
-        let details = row.details.to_string();
-        let policy_ids = to_json(&row.policy_ids, "policy_ids")?;
-        insert(
-            &tx,
-            &[AuditInsert {
-                row: &row,
-                details: &details,
-                policy_ids: &policy_ids,
-            }],
-        )?;
-        tx.commit()?;
-        Ok(Some((cut, row)))
+            )?;
+            let Some((upto_seq, upto_hash)) = upto else {
+                return Ok(None);
+            };
+            let removed = conn.execute("DELETE FROM audit_events WHERE node = ?2 AND seq <= ?1", args![upto_seq, node])?;
+            let removed = i64::try_from(removed).unwrap_or(i64::MAX);
+            conn.execute(
+                "INSERT INTO audit_checkpoints (upto_seq, node, upto_hash, removed, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (upto_seq) DO UPDATE SET node = excluded.node, upto_hash = excluded.upto_hash,
+                     removed = excluded.removed, created_at = excluded.created_at",
+                args![upto_seq, node, upto_hash, removed, now],
+            )?;
+            let cut = PrunedCut {
+                upto_seq,
+                upto_hash,
+                removed,
+            };
+            let row = checkpoint(&cut);
+            let details = row.details.to_string();
+            let policy_ids = to_json(&row.policy_ids, "policy_ids")?;
+            insert(
+                conn,
+                node,
+                &[AuditInsert {
+                    row: &row,
+                    details: &details,
+                    policy_ids: &policy_ids,
+                }],
+            )?;
+            Ok(Some((cut, row)))
+        })
     }
 }
 
-/// A read-only walk of the chain for verification, on its own connection.
+/// A read-only walk of one node's chain for verification.
 #[derive(Debug)]
 pub struct ChainReader {
-    conn: Connection,
+    db: Arc<Db>,
+    node: String,
 }
 
 impl ChainReader {
-    pub fn open(path: &Path) -> Result<ChainReader, StoreError> {
-        Ok(ChainReader { conn: connect(path)? })
+    /// A reader of each chain in the database (one per node that wrote events; one, the
+    /// embedded store's, when there are none).
+    pub(super) fn all(db: Arc<Db>) -> Result<Vec<ChainReader>, StoreError> {
+        let mut nodes: Vec<String> = db.read(|conn| {
+            conn.query(
+                "SELECT node FROM audit_events GROUP BY node
+                 UNION SELECT node FROM audit_checkpoints GROUP BY node
+                 UNION SELECT node FROM audit_signed_checkpoints GROUP BY node
+                 ORDER BY 1",
+                args![],
+                |r| r.get(0),
+            )
+        })?;
+        nodes.dedup();
+        if nodes.is_empty() {
+            nodes.push(String::new());
+        }
+        Ok(nodes
+            .into_iter()
+            .map(|node| ChainReader { db: db.clone(), node })
+            .collect())
+    }
+
+    pub(super) fn of(db: Arc<Db>, node: &str) -> ChainReader {
+        ChainReader {
+            db,
+            node: node.to_string(),
+        }
+    }
+
+    /// The node whose chain this is; empty for the embedded store's one process.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The latest retention cut: `(upto_seq, upto_hash)`.
     pub fn anchor(&self) -> Result<Option<(i64, String)>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT upto_seq, upto_hash FROM audit_checkpoints ORDER BY upto_seq DESC LIMIT 1",
-                [],
+        self.db.read(|conn| {
+            conn.query_optional(
+                "SELECT upto_seq, upto_hash FROM audit_checkpoints WHERE node = ?1 ORDER BY upto_seq DESC LIMIT 1",
+                args![self.node],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+        })
     }
 
     /// The signed checkpoints kept in the database, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, head_hash, created_at, key_id, signature FROM audit_signed_checkpoints ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SignedCheckpoint {
-                seq: r.get(0)?,
-                head_hash: r.get(1)?,
-                created_at: r.get(2)?,
-                key_id: r.get(3)?,
-                signature: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                "SELECT seq, head_hash, created_at, key_id, signature FROM audit_signed_checkpoints
+                 WHERE node = ?1 ORDER BY seq",
+                args![self.node],
+                |r| {
+                    Ok(SignedCheckpoint {
+                        node: self.node.clone(),
+                        seq: r.get(0)?,
+                        head_hash: r.get(1)?,
+                        created_at: r.get(2)?,
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Rows after `after_seq` in chain order, at most `limit`: pages bound memory.
     pub fn page(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
-        select(
-            &self.conn,
-            &AuditFilter {
-                after_seq: Some(after_seq),
-                limit,
-                ascending: true,
-                ..AuditFilter::default()
-            },
-        )
+        self.db.read(|conn| {
+            select(
+                conn,
+                Some(&self.node),
+                &AuditFilter {
+                    after_seq: Some(after_seq),
+                    limit,
+                    ascending: true,
+                    ..AuditFilter::default()
+                },
+            )
+        })
     }
 }
 
-fn head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, event_hash FROM audit_events ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+fn head(conn: &mut Conn<'_>, node: &str) -> Result<Option<(i64, String)>, StoreError> {
+    conn.query_optional(
+        "SELECT seq, event_hash FROM audit_events WHERE node = ?1 ORDER BY seq DESC LIMIT 1",
+        args![node],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
-fn insert(conn: &Connection, rows: &[AuditInsert<'_>]) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)"
-    ))?;
+/// Inserts rows in order; the position (`seq`) of the last one.
+fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
+    let sql = format!(
+        "INSERT INTO audit_events ({}) VALUES (?25, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) RETURNING seq",
+        AUDIT_COLUMNS.trim_start_matches("seq, ")
+    );
+    let mut last = 0;
     for insert in rows {
         let e = insert.row;
-        stmt.execute(params![
-            e.id,
-            e.org_id,
-            e.app_id,
-            e.key_id,
-            e.actor_user_id,
-            e.performed_by_user_id,
-            e.action,
-            e.status,
-            e.code,
-            e.request_id,
-            e.draft_id,
-            e.execution_id,
-            e.ip,
-            e.user_agent,
-            insert.details,
-            e.tool,
-            e.risk,
-            insert.policy_ids,
-            e.plugin,
-            e.plugin_digest,
-            e.latency_us,
-            e.created_at,
-            e.prev_event_hash,
-            e.event_hash,
-        ])?;
+        last = conn.query_one(
+            &sql,
+            args![
+                e.id,
+                e.org_id,
+                e.app_id,
+                e.key_id,
+                e.actor_user_id,
+                e.performed_by_user_id,
+                e.action,
+                e.status,
+                e.code,
+                e.request_id,
+                e.draft_id,
+                e.execution_id,
+                e.ip,
+                e.user_agent,
+                insert.details,
+                e.tool,
+                e.risk,
+                insert.policy_ids,
+                e.plugin,
+                e.plugin_digest,
+                e.latency_us,
+                e.created_at,
+                e.prev_event_hash,
+                e.event_hash,
+                node,
+            ],
+            |r| r.get(0),
+        )?;
     }
-    Ok(())
+    Ok(last)
 }
 
-fn select(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+fn select(conn: &mut Conn<'_>, node: Option<&str>, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
     let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
-    let mut add = |clause: &str, value: Box<dyn rusqlite::ToSql>| {
-        args.push(value);
-        sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+    let mut values: Vec<Box<dyn super::sql::Param>> = Vec::new();
+    let mut add = |clause: &str, value: Box<dyn super::sql::Param>| {
+        values.push(value);
+        sql.push_str(&format!(" AND {clause} ?{}", values.len()));
     };
+    if let Some(v) = node {
+        add("node =", Box::new(v.to_string()));
+    }
     if let Some(v) = &f.org_id {
         add("org_id =", Box::new(v.clone()));
     }
@@ -344,35 +410,35 @@ fn select(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreErro
         " ORDER BY seq DESC"
     });
     sql.push_str(&format!(" LIMIT {}", f.limit.max(1)));
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
+    let params: Vec<&dyn super::sql::Param> = values.iter().map(AsRef::as_ref).collect();
+    conn.query(&sql, &params, |r| {
         Ok(AuditRow {
             seq: r.get(0)?,
-            id: r.get(1)?,
-            org_id: r.get(2)?,
-            app_id: r.get(3)?,
-            key_id: r.get(4)?,
-            actor_user_id: r.get(5)?,
-            performed_by_user_id: r.get(6)?,
-            action: r.get(7)?,
-            status: r.get(8)?,
-            code: r.get(9)?,
-            request_id: r.get(10)?,
-            draft_id: r.get(11)?,
-            execution_id: r.get(12)?,
-            ip: r.get(13)?,
-            user_agent: r.get(14)?,
-            details: json_col(r, 15, "details")?,
-            tool: r.get(16)?,
-            risk: r.get(17)?,
-            policy_ids: json_col(r, 18, "policy_ids")?,
-            plugin: r.get(19)?,
-            plugin_digest: r.get(20)?,
-            latency_us: r.get(21)?,
-            created_at: r.get(22)?,
-            prev_event_hash: r.get(23)?,
-            event_hash: r.get(24)?,
+            node: r.get(1)?,
+            id: r.get(2)?,
+            org_id: r.get(3)?,
+            app_id: r.get(4)?,
+            key_id: r.get(5)?,
+            actor_user_id: r.get(6)?,
+            performed_by_user_id: r.get(7)?,
+            action: r.get(8)?,
+            status: r.get(9)?,
+            code: r.get(10)?,
+            request_id: r.get(11)?,
+            draft_id: r.get(12)?,
+            execution_id: r.get(13)?,
+            ip: r.get(14)?,
+            user_agent: r.get(15)?,
+            details: json_col(r, 16, "details")?,
+            tool: r.get(17)?,
+            risk: r.get(18)?,
+            policy_ids: json_col(r, 19, "policy_ids")?,
+            plugin: r.get(20)?,
+            plugin_digest: r.get(21)?,
+            latency_us: r.get(22)?,
+            created_at: r.get(23)?,
+            prev_event_hash: r.get(24)?,
+            event_hash: r.get(25)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Db, StoreError, begin, enum_col, json_col, optional_json_col};
+use super::sql::{Db, Row, args};
+use super::{StoreError, enum_col, json_col, optional_json_col};
 
 /// Where a draft is in its lifecycle (SPEC 6). Only `Draft` is pending; every move out of
 /// it is one conditional update, so of two racing reviewers exactly one wins.
@@ -173,7 +173,7 @@ const DRAFT_COLUMNS: &str = "id, app_id, key_id, org_id, actor_user_id, action_t
 
 const EXECUTION_COLUMNS: &str = "id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at";
 
-fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<DraftRecord> {
+fn draft_from_row(r: &Row<'_>) -> Result<DraftRecord, StoreError> {
     Ok(DraftRecord {
         id: r.get(0)?,
         app_id: r.get(1)?,
@@ -205,7 +205,7 @@ fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<DraftRecord> {
     })
 }
 
-fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRecord> {
+fn execution_from_row(r: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
     Ok(ExecutionRecord {
         id: r.get(0)?,
         draft_id: r.get(1)?,
@@ -225,91 +225,101 @@ impl Drafts {
     }
 
     pub fn insert(&self, d: &DraftRecord) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            &format!(
-                "INSERT INTO drafts ({DRAFT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
-                 ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
-            ),
-            params![
-                d.id,
-                d.app_id,
-                d.key_id,
-                d.org_id,
-                d.actor_user_id,
-                d.action_type,
-                d.payload.to_string(),
-                d.status.as_str(),
-                d.risk,
-                d.requires_confirmation,
-                d.auto_execute_requested,
-                d.justification,
-                d.idempotency_key,
-                d.request_id,
-                d.impact.as_ref().map(Value::to_string),
-                d.impact_hash,
-                d.preflight_hash,
-                d.preflight_state_witness_hash,
-                d.plugin,
-                d.plugin_digest,
-                d.created_at,
-                d.updated_at,
-                d.expires_at,
-                d.confirmed_at,
-                d.canceled_at,
-                d.confirmed_by_user_id,
-                d.canceled_by
-            ],
-        )?;
-        Ok(())
+        self.db.write(|conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO drafts ({DRAFT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                     ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+                ),
+                args![
+                    d.id,
+                    d.app_id,
+                    d.key_id,
+                    d.org_id,
+                    d.actor_user_id,
+                    d.action_type,
+                    d.payload.to_string(),
+                    d.status.as_str(),
+                    d.risk,
+                    d.requires_confirmation,
+                    d.auto_execute_requested,
+                    d.justification,
+                    d.idempotency_key,
+                    d.request_id,
+                    d.impact.as_ref().map(Value::to_string),
+                    d.impact_hash,
+                    d.preflight_hash,
+                    d.preflight_state_witness_hash,
+                    d.plugin,
+                    d.plugin_digest,
+                    d.created_at,
+                    d.updated_at,
+                    d.expires_at,
+                    d.confirmed_at,
+                    d.canceled_at,
+                    d.confirmed_by_user_id,
+                    d.canceled_by
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     pub fn get(&self, id: &str) -> Result<Option<DraftRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(&format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], draft_from_row).optional()?)
+        self.db.read(|conn| {
+            conn.query_optional(
+                &format!("SELECT {DRAFT_COLUMNS} FROM drafts WHERE id = ?1"),
+                args![id],
+                draft_from_row,
+            )
+        })
     }
 
     /// Drafts for review, newest first, filtered by tenant, app and status.
     pub fn list(&self, filter: &DraftFilter<'_>) -> Result<Vec<DraftRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {DRAFT_COLUMNS} FROM drafts WHERE (?1 IS NULL OR org_id = ?1) AND (?2 IS NULL OR app_id = ?2)
-             AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR risk = ?4)
-             AND (?5 IS NULL OR created_at <= ?5) AND (?6 IS NULL OR created_at >= ?6)
-             ORDER BY created_at DESC, id DESC LIMIT ?7"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                filter.org_id,
-                filter.app_id,
-                filter.status.map(DraftStatus::as_str),
-                filter.risk,
-                filter.created_before,
-                filter.created_after,
-                i64::try_from(filter.limit).unwrap_or(i64::MAX)
-            ],
-            draft_from_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                &format!(
+                    "SELECT {DRAFT_COLUMNS} FROM drafts
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR org_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR app_id = ?2)
+                     AND (CAST(?3 AS TEXT) IS NULL OR status = ?3) AND (CAST(?4 AS TEXT) IS NULL OR risk = ?4)
+                     AND (CAST(?5 AS TEXT) IS NULL OR created_at <= ?5) AND (CAST(?6 AS TEXT) IS NULL OR created_at >= ?6)
+                     ORDER BY created_at DESC, id DESC LIMIT ?7"
+                ),
+                args![
+                    filter.org_id,
+                    filter.app_id,
+                    filter.status.map(DraftStatus::as_str),
+                    filter.risk,
+                    filter.created_before,
+                    filter.created_after,
+                    i64::try_from(filter.limit).unwrap_or(i64::MAX)
+                ],
+                draft_from_row,
+            )
+        })
     }
 
     /// Draft counts by state, for the metrics.
     pub fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM drafts GROUP BY status ORDER BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                "SELECT status, COUNT(*) FROM drafts GROUP BY status ORDER BY status",
+                args![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
     }
 
     /// Drafts of an app still waiting for review.
     pub fn pending_of_app(&self, app_id: &str) -> Result<i64, StoreError> {
-        let conn = self.db.conn()?;
-        Ok(conn.query_row(
-            "SELECT COUNT(*) FROM drafts WHERE app_id = ?1 AND status = 'draft'",
-            [app_id],
-            |r| r.get(0),
-        )?)
+        self.db.read(|conn| {
+            conn.query_one(
+                "SELECT COUNT(*) FROM drafts WHERE app_id = ?1 AND status = 'draft'",
+                args![app_id],
+                |r| r.get(0),
+            )
+        })
     }
 
     /// Moves a draft from `from` to `to` in one statement; `false` when it was not in
@@ -323,37 +333,39 @@ impl Drafts {
         by: Option<&str>,
         at: &str,
     ) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE drafts SET status = ?3, updated_at = ?5,
-                 confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_at END,
-                 confirmed_by_user_id = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_by_user_id END,
-                 canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END,
-                 canceled_by = CASE WHEN ?3 = 'canceled' THEN ?4 ELSE canceled_by END
-             WHERE id = ?1 AND status = ?2",
-            params![id, from.as_str(), to.as_str(), by, at],
-        )?;
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE drafts SET status = ?3, updated_at = ?5,
+                     confirmed_at = CASE WHEN ?3 = 'confirmed' THEN ?5 ELSE confirmed_at END,
+                     confirmed_by_user_id = CASE WHEN ?3 = 'confirmed' THEN ?4 ELSE confirmed_by_user_id END,
+                     canceled_at = CASE WHEN ?3 = 'canceled' THEN ?5 ELSE canceled_at END,
+                     canceled_by = CASE WHEN ?3 = 'canceled' THEN ?4 ELSE canceled_by END
+                 WHERE id = ?1 AND status = ?2",
+                args![id, from.as_str(), to.as_str(), by, at],
+            )
+        })?;
         Ok(n == 1)
     }
 
     /// Records an execution of a draft.
     pub fn insert_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            &format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
-            params![
-                execution.id,
-                execution.draft_id,
-                execution.app_id,
-                execution.idempotency_key,
-                execution.status.as_str(),
-                execution.result.as_ref().map(Value::to_string),
-                execution.error,
-                execution.instance_id,
-                execution.created_at
-            ],
-        )?;
-        Ok(())
+        self.db.write(|conn| {
+            conn.execute(
+                &format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                args![
+                    execution.id,
+                    execution.draft_id,
+                    execution.app_id,
+                    execution.idempotency_key,
+                    execution.status.as_str(),
+                    execution.result.as_ref().map(Value::to_string),
+                    execution.error,
+                    execution.instance_id,
+                    execution.created_at
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records how a running execution ended; `false` if it was not running.
@@ -364,78 +376,86 @@ impl Drafts {
         result: Option<&Value>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE executions SET status = ?2, result = ?3, error = ?4 WHERE id = ?1 AND status = 'running'",
-            params![id, status.as_str(), result.map(Value::to_string), error],
-        )?;
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE executions SET status = ?2, result = ?3, error = ?4 WHERE id = ?1 AND status = 'running'",
+                args![id, status.as_str(), result.map(Value::to_string), error],
+            )
+        })?;
         Ok(n == 1)
     }
 
-    /// Marks executions left `running` by another (dead) gateway instance as
-    /// `indeterminate`; returns them as (execution id, draft id).
-    pub fn mark_indeterminate(&self, current_instance: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut conn = self.db.conn()?;
-        let tx = begin(&mut conn)?;
-        let rows: Vec<(String, String)> = {
-            let mut stmt =
-                tx.prepare("SELECT id, draft_id FROM executions WHERE status = 'running' AND instance_id != ?1")?;
-            stmt.query_map([current_instance], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        tx.execute(
-            "UPDATE executions SET status = 'indeterminate' WHERE status = 'running' AND instance_id != ?1",
-            [current_instance],
-        )?;
-        tx.commit()?;
-        Ok(rows)
+    /// Marks executions left `running` by gateway processes that are gone as
+    /// `indeterminate`; returns them as (execution id, draft id). `live` holds the processes
+    /// known to be running (this one, and on a shared store every node whose lease holds).
+    pub fn mark_indeterminate(&self, live: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        self.db.write(|conn| {
+            let running: Vec<(String, String, String)> = conn.query(
+                "SELECT id, draft_id, instance_id FROM executions WHERE status = 'running'",
+                args![],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let mut orphaned = Vec::new();
+            for (id, draft_id, instance) in running {
+                if live.contains(&instance) {
+                    continue;
+                }
+                conn.execute(
+                    "UPDATE executions SET status = 'indeterminate' WHERE id = ?1 AND status = 'running'",
+                    args![id],
+                )?;
+                orphaned.push((id, draft_id));
+            }
+            Ok(orphaned)
+        })
     }
 
     /// At startup: approved drafts a previous process claimed but never started (no
     /// execution record, which is written before the plugin is called) become `failed`
     /// with a failed execution saying nothing ran, so their replay is a failure, never a
-    /// silent re-run. Returns (draft id, execution id) of each.
+    /// silent re-run. Only drafts approved before `approved_before` count (`None`: all): on
+    /// a shared store a live node may be between its claim and its execution record now.
+    /// Returns (draft id, execution id) of each.
     pub fn fail_unstarted_approvals(
         &self,
         instance_id: &str,
         now: &str,
+        approved_before: Option<&str>,
         new_execution_id: impl Fn() -> String,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut conn = self.db.conn()?;
-        let tx = begin(&mut conn)?;
-        let stranded: Vec<(String, String, Option<String>)> = {
-            let mut stmt = tx.prepare(
+        self.db.write(|conn| {
+            let stranded: Vec<(String, String, Option<String>)> = conn.query(
                 "SELECT d.id, d.app_id, d.idempotency_key FROM drafts d
-                 WHERE d.status = 'confirmed' AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.draft_id = d.id)",
+                 WHERE d.status = 'confirmed' AND (CAST(?1 AS TEXT) IS NULL OR d.updated_at < ?1)
+                 AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.draft_id = d.id)",
+                args![approved_before],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        let mut failed = Vec::new();
-        for (draft_id, app_id, idempotency_key) in stranded {
-            let execution_id = new_execution_id();
-            tx.execute(
-                "UPDATE drafts SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
-                params![draft_id, now],
-            )?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7)"
-                ),
-                params![
-                    execution_id,
-                    draft_id,
-                    app_id,
-                    idempotency_key,
-                    "the gateway stopped after the approval and before the write started; nothing was executed",
-                    instance_id,
-                    now
-                ],
-            )?;
-            failed.push((draft_id, execution_id));
-        }
-        tx.commit()?;
-        Ok(failed)
+            let mut failed = Vec::new();
+            for (draft_id, app_id, idempotency_key) in stranded {
+                let execution_id = new_execution_id();
+                conn.execute(
+                    "UPDATE drafts SET status = 'failed', updated_at = ?2 WHERE id = ?1 AND status = 'confirmed'",
+                    args![draft_id, now],
+                )?;
+                conn.execute(
+                    &format!(
+                        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7)"
+                    ),
+                    args![
+                        execution_id,
+                        draft_id,
+                        app_id,
+                        idempotency_key,
+                        "the gateway stopped after the approval and before the write started; nothing was executed",
+                        instance_id,
+                        now
+                    ],
+                )?;
+                failed.push((draft_id, execution_id));
+            }
+            Ok(failed)
+        })
     }
 
     /// An operator's decision on an indeterminate execution; `None` if it was not one.
@@ -445,24 +465,33 @@ impl Drafts {
         outcome: ExecutionStatus,
         note: &str,
     ) -> Result<Option<ExecutionRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE executions SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'indeterminate'",
-            params![id, outcome.as_str(), note],
-        )?;
-        if n == 0 {
-            return Ok(None);
-        }
-        let mut stmt = conn.prepare_cached(&format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"))?;
-        Ok(stmt.query_row([id], execution_from_row).optional()?)
+        self.db.write(|conn| {
+            let n = conn.execute(
+                "UPDATE executions SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'indeterminate'",
+                args![id, outcome.as_str(), note],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            conn.query_optional(
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+                args![id],
+                execution_from_row,
+            )
+        })
     }
 
     /// The latest execution of a draft.
     pub fn latest_execution(&self, draft_id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE draft_id = ?1 ORDER BY created_at DESC, id DESC LIMIT 1"
-        ))?;
-        Ok(stmt.query_row([draft_id], execution_from_row).optional()?)
+        self.db.read(|conn| {
+            conn.query_optional(
+                &format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM executions WHERE draft_id = ?1
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                ),
+                args![draft_id],
+                execution_from_row,
+            )
+        })
     }
 }

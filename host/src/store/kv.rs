@@ -3,19 +3,19 @@
 //! Calls of one plugin run in parallel, so a plugin that reads a value and writes it back
 //! races with itself. Every write therefore takes a version from one counter that never
 //! goes back (`kv_versions`), and the atomic operations (compare-and-set, increment, a
-//! conditional batch) each run in one transaction while the connection is held: the
-//! request path's single connection serializes them.
+//! conditional batch) each run in one write transaction: SQLite's single writer, or on
+//! PostgreSQL the store's write lock, serializes them across every node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use super::{Db, StoreError, begin};
+use super::StoreError;
+use super::sql::{Cache, Conn, Db, Freshness, args};
 
 #[derive(Debug)]
 pub struct PluginKv {
     db: Arc<Db>,
+    fresh: Arc<Freshness>,
     cache: Mutex<KvCache>,
 }
 
@@ -56,11 +56,14 @@ pub enum IncrementError {
 /// transaction's two `fcntl` locks, the statement), so a ledger read spent 14% of its CPU
 /// there.
 ///
-/// It stays exact because every access to `plugin_kv` goes through [`PluginKv`], with the
-/// connection held: a miss is inserted, and a write forgets its key, before the connection
-/// is released. (The gateway is the only writer of its database: docs/operations.md.)
+/// It stays exact because every access to `plugin_kv` goes through [`PluginKv`]. On SQLite,
+/// with the connection held: a miss is inserted, and a write forgets its key, before the
+/// connection is released (the gateway is the only writer of its database). On PostgreSQL
+/// a write moves the cache's generation ([`Freshness`]) on every node, and a miss read
+/// while the generation moved is not kept.
 #[derive(Debug, Default)]
 struct KvCache {
+    generation: u64,
     values: HashMap<String, HashMap<String, HashMap<String, Option<Versioned>>>>,
     bytes: usize,
 }
@@ -97,57 +100,63 @@ impl KvCache {
         self.values.clear();
         self.bytes = 0;
     }
+
+    /// The cache as of `generation`: emptied if it was filled at another.
+    fn at(&mut self, generation: u64) -> &mut KvCache {
+        if self.generation != generation {
+            self.clear();
+            self.generation = generation;
+        }
+        self
+    }
 }
 
 /// The next write version: one counter for every key of every plugin, never reused.
-fn next_version(conn: &Connection) -> Result<u64, StoreError> {
-    let version: i64 = conn.query_row(
+fn next_version(conn: &mut Conn<'_>) -> Result<u64, StoreError> {
+    let version: i64 = conn.query_one(
         "UPDATE kv_versions SET last = last + 1 WHERE id = 1 RETURNING last",
-        [],
+        args![],
         |r| r.get(0),
     )?;
     Ok(u64::try_from(version).unwrap_or(0))
 }
 
-fn read(conn: &Connection, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT value, version FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
-    Ok(stmt
-        .query_row(params![plugin, tenant, key], |r| {
+fn read(conn: &mut Conn<'_>, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+    conn.query_optional(
+        "SELECT value, version FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
+        args![plugin, tenant, key],
+        |r| {
             Ok(Versioned {
                 value: r.get(0)?,
-                version: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                version: u64::try_from(r.get::<i64>(1)?).unwrap_or(0),
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
-fn write(conn: &Connection, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<u64, StoreError> {
+fn write(conn: &mut Conn<'_>, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<u64, StoreError> {
     let version = next_version(conn)?;
-    let mut stmt = conn.prepare_cached(
+    conn.execute(
         "INSERT INTO plugin_kv (plugin, tenant, key, value, version) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (plugin, tenant, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+        args![plugin, tenant, key, value, i64::try_from(version).unwrap_or(i64::MAX)],
     )?;
-    stmt.execute(params![
-        plugin,
-        tenant,
-        key,
-        value,
-        i64::try_from(version).unwrap_or(i64::MAX)
-    ])?;
     Ok(version)
 }
 
-fn delete(conn: &Connection, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3")?;
-    stmt.execute(params![plugin, tenant, key])?;
+fn delete(conn: &mut Conn<'_>, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 AND key = ?3",
+        args![plugin, tenant, key],
+    )?;
     Ok(())
 }
 
 impl PluginKv {
-    pub(super) fn new(db: Arc<Db>) -> Self {
+    pub(super) fn new(db: Arc<Db>, fresh: Arc<Freshness>) -> Self {
         PluginKv {
             db,
+            fresh,
             cache: Mutex::new(KvCache::default()),
         }
     }
@@ -161,6 +170,33 @@ impl PluginKv {
         })
     }
 
+    /// Runs a write transaction that changes `keys`: they are forgotten first (so a failed
+    /// write leaves no stale entry either) and, on a shared store, every node's cache
+    /// starts over once it commits.
+    fn write<'k, T>(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        keys: impl IntoIterator<Item = &'k str>,
+        f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.db.write(|conn| {
+            {
+                let mut cache = self.cache();
+                for key in keys {
+                    cache.forget(plugin, tenant, key);
+                }
+            }
+            let value = f(conn)?;
+            conn.notify(Cache::Kv)?;
+            Ok(value)
+        });
+        if self.db.is_postgres() {
+            self.fresh.invalidate(Cache::Kv);
+        }
+        result
+    }
+
     /// Reads through the cache; a miss is read from the store and remembered.
     pub fn get(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.get_versioned(plugin, tenant, key)?.map(|v| v.value))
@@ -168,31 +204,32 @@ impl PluginKv {
 
     /// A value with its version, through the cache.
     pub fn get_versioned(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-        if let Some(hit) = self.cache().get(plugin, tenant, key) {
+        let generation = self.fresh.generation(Cache::Kv);
+        if let Some(generation) = generation
+            && let Some(hit) = self.cache().at(generation).get(plugin, tenant, key)
+        {
             return Ok(hit);
         }
-        let conn = self.db.conn()?;
-        let value = read(&conn, plugin, tenant, key)?;
-        // Still holding the connection: no write can land between the read and the insert.
-        self.cache().insert(plugin, tenant, key, value.clone());
-        Ok(value)
+        self.db.read(|conn| {
+            let value = read(conn, plugin, tenant, key)?;
+            // Still holding the connection (SQLite): no write can land between the read and
+            // the insert. On PostgreSQL a write that did moved the generation.
+            if let Some(generation) = generation
+                && self.fresh.generation(Cache::Kv) == Some(generation)
+            {
+                self.cache().at(generation).insert(plugin, tenant, key, value.clone());
+            }
+            Ok(value)
+        })
     }
 
     /// Writes a value; returns its version.
     pub fn set(&self, plugin: &str, tenant: &str, key: &str, value: &str) -> Result<u64, StoreError> {
-        let mut conn = self.db.conn()?;
-        // Forgotten before the write, so a failed write leaves no stale entry either.
-        self.cache().forget(plugin, tenant, key);
-        let tx = begin(&mut conn)?;
-        let version = write(&tx, plugin, tenant, key, value)?;
-        tx.commit()?;
-        Ok(version)
+        self.write(plugin, tenant, [key], |conn| write(conn, plugin, tenant, key, value))
     }
 
     pub fn delete(&self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        self.cache().forget(plugin, tenant, key);
-        delete(&conn, plugin, tenant, key)
+        self.write(plugin, tenant, [key], |conn| delete(conn, plugin, tenant, key))
     }
 
     /// Writes `value` only if the key is at `expected` (`None`: absent). The new version,
@@ -205,37 +242,41 @@ impl PluginKv {
         expected: Option<u64>,
         value: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.db.conn()?;
-        self.cache().forget(plugin, tenant, key);
-        let tx = begin(&mut conn)?;
-        let current = read(&tx, plugin, tenant, key)?.map(|v| v.version);
-        if current != expected {
-            return Ok(None);
-        }
-        let version = write(&tx, plugin, tenant, key, value)?;
-        tx.commit()?;
-        Ok(Some(version))
+        self.write(plugin, tenant, [key], |conn| {
+            let current = read(conn, plugin, tenant, key)?.map(|v| v.version);
+            if current != expected {
+                return Ok(None);
+            }
+            Ok(Some(write(conn, plugin, tenant, key, value)?))
+        })
     }
 
     /// Adds `delta` to the integer at `key` (absent: 0) and returns the sum, atomically.
     pub fn increment(&self, plugin: &str, tenant: &str, key: &str, delta: i64) -> Result<i64, IncrementError> {
-        let mut conn = self.db.conn()?;
-        self.cache().forget(plugin, tenant, key);
-        let tx = begin(&mut conn)?;
-        let current = match read(&tx, plugin, tenant, key)? {
-            None => 0,
-            Some(v) => v
-                .value
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| IncrementError::NotAnInteger(key.to_string()))?,
-        };
-        let sum = current
-            .checked_add(delta)
-            .ok_or_else(|| IncrementError::Overflow(key.to_string()))?;
-        write(&tx, plugin, tenant, key, &sum.to_string())?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(sum)
+        let mut refused = None;
+        let sum = self.write(plugin, tenant, [key], |conn| {
+            let current = match read(conn, plugin, tenant, key)? {
+                None => 0,
+                Some(v) => match v.value.trim().parse::<i64>() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        refused = Some(IncrementError::NotAnInteger(key.to_string()));
+                        return Ok(None);
+                    }
+                },
+            };
+            let Some(sum) = current.checked_add(delta) else {
+                refused = Some(IncrementError::Overflow(key.to_string()));
+                return Ok(None);
+            };
+            write(conn, plugin, tenant, key, &sum.to_string())?;
+            Ok(Some(sum))
+        })?;
+        match (sum, refused) {
+            (Some(sum), _) => Ok(sum),
+            (None, Some(refused)) => Err(refused),
+            (None, None) => Err(IncrementError::Store(StoreError::NoRow)),
+        }
     }
 
     /// Applies every write if every condition holds, else nothing: `true` when applied.
@@ -246,59 +287,61 @@ impl PluginKv {
         conditions: &[KvCondition],
         writes: &[KvWrite],
     ) -> Result<bool, StoreError> {
-        let mut conn = self.db.conn()?;
-        {
-            let mut cache = self.cache();
-            for w in writes {
-                let (KvWrite::Set { key, .. } | KvWrite::Delete { key }) = w;
-                cache.forget(plugin, tenant, key);
-            }
-        }
-        let tx = begin(&mut conn)?;
-        for condition in conditions {
-            let current = read(&tx, plugin, tenant, &condition.key)?.map(|v| v.version);
-            if current != condition.version {
-                return Ok(false);
-            }
-        }
-        for w in writes {
-            match w {
-                KvWrite::Set { key, value } => {
-                    write(&tx, plugin, tenant, key, value)?;
+        let keys = writes.iter().map(|w| {
+            let (KvWrite::Set { key, .. } | KvWrite::Delete { key }) = w;
+            key.as_str()
+        });
+        self.write(plugin, tenant, keys, |conn| {
+            for condition in conditions {
+                let current = read(conn, plugin, tenant, &condition.key)?.map(|v| v.version);
+                if current != condition.version {
+                    return Ok(false);
                 }
-                KvWrite::Delete { key } => delete(&tx, plugin, tenant, key)?,
             }
-        }
-        tx.commit()?;
-        Ok(true)
+            for w in writes {
+                match w {
+                    KvWrite::Set { key, value } => {
+                        write(conn, plugin, tenant, key, value)?;
+                    }
+                    KvWrite::Delete { key } => delete(conn, plugin, tenant, key)?,
+                }
+            }
+            Ok(true)
+        })
     }
 
     /// Keys starting with `prefix`, in byte order, at most `limit` of them: a range over the
     /// primary key, so only the matching keys are read (a `substr` filter scanned the whole
     /// namespace).
     pub fn list(&self, plugin: &str, tenant: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let conn = self.db.conn()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let keys = match prefix_end(prefix) {
+        self.db.read(|conn| match prefix_end(prefix) {
+            Some(end) if conn.is_postgres() => {
+                // The column compares bytewise (COLLATE "C"). `end` is not always valid
+                // UTF-8, so it is bound as bytes and compared as bytes.
+                conn.query(
+                    "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
+                     AND key >= ?3 AND convert_to(key, 'UTF8') < ?4 ORDER BY key LIMIT ?5",
+                    args![plugin, tenant, prefix, end, limit],
+                    |r| r.get(0),
+                )
+            }
             Some(end) => {
                 // Bound as a blob and cast: `end` need not be valid UTF-8, and text compares
                 // bytewise (BINARY), which is what a prefix range needs.
-                let mut stmt = conn.prepare_cached(
+                conn.query(
                     "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
                      AND key >= ?3 AND key < CAST(?4 AS TEXT) ORDER BY key LIMIT ?5",
-                )?;
-                let rows = stmt.query_map(params![plugin, tenant, prefix, end, limit], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
+                    args![plugin, tenant, prefix, end, limit],
+                    |r| r.get(0),
+                )
             }
-            None => {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 ORDER BY key LIMIT ?3",
-                )?;
-                let rows = stmt.query_map(params![plugin, tenant, limit], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            }
-        };
-        Ok(keys)
+            None => conn.query(
+                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 ORDER BY key LIMIT ?3",
+                args![plugin, tenant, limit],
+                |r| r.get(0),
+            ),
+        })
     }
 }
 

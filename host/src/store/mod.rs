@@ -1,7 +1,8 @@
-//! The embedded SQLite store: the only module with SQL.
+//! The gateway's durable state: the only module with SQL. It runs on the embedded SQLite
+//! file (the default) or on a PostgreSQL database that several gateway nodes share
+//! (`sql.rs` is the one place that tells the two apart).
 //!
-//! One aggregate a file, each behind its own narrow type, so a second backend can be added
-//! behind the same types without touching callers:
+//! One aggregate a file, each behind its own narrow type:
 //!
 //! | field | type | what it holds |
 //! |---|---|---|
@@ -12,11 +13,13 @@
 //! | `kv` | [`PluginKv`] | plugin key-value namespaces (with their read cache) |
 //! | `audit` | [`AuditEvents`] | audit queries; the chain itself is written by [`ChainWriter`] |
 //! | `plugins` | [`PluginRegistry`] | plugins loaded at run time |
+//! | `nodes` | [`Nodes`] | the gateway processes sharing the store, and when each was last seen |
+//! | `sessions` | [`SessionRows`] | MCP sessions and reviewer sign-ins, on a shared store |
 //! | `meta` | [`Meta`] | small settings of the store itself |
 //!
-//! One connection behind a mutex serves the request path; the audit writer opens its own.
-//! WAL mode lets readers run beside the writer. Each call holds the lock for one short
-//! statement or transaction.
+//! On SQLite, one connection behind a mutex serves the request path and the audit writer
+//! opens its own; WAL mode lets readers run beside the writer. On PostgreSQL, a pool serves
+//! both. Each call holds a connection for one short statement or transaction.
 
 #![expect(
     clippy::disallowed_types,
@@ -28,16 +31,20 @@ mod audit;
 mod drafts;
 mod idempotency;
 mod kv;
+mod nodes;
 mod plugins;
 mod preflights;
+mod sessions;
+pub(crate) mod sql;
 mod tasks;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 pub use rusqlite::Connection;
-use rusqlite::{OptionalExtension, Row, params};
 use serde_json::Value;
+
+use sql::{Db, Postgres, Row, args};
 
 pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{
@@ -46,8 +53,10 @@ pub use audit::{
 pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, WITHDRAWN_BY_AGENT};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
+pub use nodes::Nodes;
 pub use plugins::{NewVersion, PluginRegistry, PluginVersion, Remembered, StoredPlugin};
 pub use preflights::{PreflightRecord, Preflights, StepUpGrant};
+pub use sessions::{RowExpiry, SessionRows};
 pub use tasks::{Stamp, TaskRecord, TaskStatus, Tasks};
 
 /// Ordered migrations; never edit one after it shipped, add the next.
@@ -64,12 +73,21 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_plugin_versions.sql"),
     include_str!("migrations/0011_draft_canceled_by.sql"),
     include_str!("migrations/0012_tasks.sql"),
+    include_str!("migrations/0013_audit_nodes.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    #[error("database URL: {0}")]
+    Url(String),
+    #[error("a query that always returns a row returned none")]
+    NoRow,
     #[error("stored JSON in `{column}` is invalid: {source}")]
     Json {
         column: &'static str,
@@ -85,22 +103,29 @@ pub enum StoreError {
     Thread(String),
 }
 
-/// The request path's connection, shared by every aggregate.
-#[derive(Debug)]
-struct Db {
-    conn: Mutex<Connection>,
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database (`postgres://…`), shared by every node.
+    Postgres(String),
 }
 
-impl Db {
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => f.write_str(&sql::redacted(url)),
+        }
     }
 }
 
 /// The gateway's durable state, one narrow type per aggregate.
 #[derive(Debug)]
 pub struct Store {
-    path: PathBuf,
+    location: Location,
+    db: Arc<Db>,
     pub apps: Apps,
     pub drafts: Drafts,
     pub idempotency: Idempotency,
@@ -109,31 +134,95 @@ pub struct Store {
     pub kv: PluginKv,
     pub audit: AuditEvents,
     pub plugins: PluginRegistry,
+    pub nodes: Nodes,
+    pub sessions: SessionRows,
     pub meta: Meta,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
+    /// Opens (creating if needed) and migrates the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut conn = connect(path)?;
-        migrate(&mut conn, path)?;
-        let db = Arc::new(Db { conn: Mutex::new(conn) });
-        Ok(Store {
-            path: path.to_path_buf(),
-            apps: Apps::new(db.clone()),
+        Store::open_at(&Location::File(path.to_path_buf()))
+    }
+
+    /// Opens (creating if needed) and migrates the store at `location`.
+    pub fn open_at(location: &Location) -> Result<Store, StoreError> {
+        let db = match location {
+            Location::File(path) => {
+                let mut conn = connect(path)?;
+                migrate(&mut conn, path)?;
+                Db::Sqlite(Mutex::new(conn))
+            }
+            Location::Postgres(url) => {
+                let pg = Postgres::connect(url)?;
+                postgres_migrations::apply(&pg)?;
+                Db::Postgres(pg)
+            }
+        };
+        Ok(Store::over(location.clone(), Arc::new(db)))
+    }
+
+    fn over(location: Location, db: Arc<Db>) -> Store {
+        // The embedded store has one writer, this process: its caches are always fresh. A
+        // shared one trusts them only while it listens to the other nodes' writes.
+        let fresh = Arc::new(sql::Freshness::new(!db.is_postgres()));
+        if let Db::Postgres(pg) = db.as_ref() {
+            pg.listen(fresh.clone());
+        }
+        Store {
+            location,
+            db: db.clone(),
+            apps: Apps::new(db.clone(), fresh.clone()),
             drafts: Drafts::new(db.clone()),
             idempotency: Idempotency::new(db.clone()),
             preflights: Preflights::new(db.clone()),
             tasks: Tasks::new(db.clone()),
-            kv: PluginKv::new(db.clone()),
+            kv: PluginKv::new(db.clone(), fresh),
             audit: AuditEvents::new(db.clone()),
             plugins: PluginRegistry::new(db.clone()),
+            nodes: Nodes::new(db.clone()),
+            sessions: SessionRows::new(db.clone()),
             meta: Meta { db },
-        })
+        }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The SQLite file, if the store is one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.db.is_postgres()
+    }
+
+    /// The audit chain's writer: on SQLite its own connection beside the request path's, on
+    /// PostgreSQL the pool.
+    pub fn chain_writer(&self, node: &str) -> Result<ChainWriter, StoreError> {
+        Ok(ChainWriter::new(self.own_connection()?, node))
+    }
+
+    /// A reader of each audit chain in the store (one per node), for verification.
+    pub fn chain_readers(&self) -> Result<Vec<ChainReader>, StoreError> {
+        ChainReader::all(self.own_connection()?)
+    }
+
+    /// A reader of `node`'s chain, whether or not the store still holds any of it.
+    pub fn chain_reader(&self, node: &str) -> Result<ChainReader, StoreError> {
+        Ok(ChainReader::of(self.own_connection()?, node))
+    }
+
+    fn own_connection(&self) -> Result<Arc<Db>, StoreError> {
+        match &self.location {
+            Location::File(path) => Ok(Arc::new(Db::Sqlite(Mutex::new(connect(path)?)))),
+            Location::Postgres(_) => Ok(self.db.clone()),
+        }
     }
 }
 
@@ -145,31 +234,49 @@ pub struct Meta {
 
 impl Meta {
     pub fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.db.conn()?;
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
+        self.db
+            .read(|conn| conn.query_optional("SELECT value FROM meta WHERE key = ?1", args![key], |r| r.get(0)))
     }
 
     pub fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        self.db.write(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                args![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Adds one to the counter under `key` (absent: 0) and returns it, atomically.
+    pub fn bump(&self, key: &str) -> Result<i64, StoreError> {
+        self.db.write(|conn| {
+            let current: Option<String> =
+                conn.query_optional("SELECT value FROM meta WHERE key = ?1", args![key], |r| r.get(0))?;
+            let next = current
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+                .saturating_add(1);
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                args![key, next.to_string()],
+            )?;
+            Ok(next)
+        })
     }
 
     /// The value under `key`, set to `value` first if there is none: the first writer
     /// wins, so every process sharing the store ends up with the same value.
     pub fn get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-            params![key, value],
-        )?;
-        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+        self.db.write(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                args![key, value],
+            )?;
+            conn.query_one("SELECT value FROM meta WHERE key = ?1", args![key], |r| r.get(0))
+        })
     }
 }
 
@@ -265,43 +372,99 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A write transaction from its first statement, for a read followed by a write. A deferred
-/// one that reads first cannot become a writer once another connection (the audit writer)
-/// has committed since its read began: SQLite answers `SQLITE_BUSY` at once, without waiting.
-fn begin(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
-    Ok(conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
-}
-
-/// A JSON column, as `T`; a bad one is a conversion error naming the column.
-fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize, column: &'static str) -> rusqlite::Result<T> {
+/// A JSON column, as `T`; a bad one is an error naming the column.
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+    column: &'static str,
+) -> Result<T, StoreError> {
     let text: String = row.get(index)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(JsonColumn(column, e)))
-    })
+    serde_json::from_str(&text).map_err(|source| StoreError::Json { column, source })
 }
 
 /// An optional JSON column; unreadable JSON reads as absent (as these columns always have).
-fn optional_json_col(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Value>> {
+fn optional_json_col(row: &Row<'_>, index: usize) -> Result<Option<Value>, StoreError> {
     let text: Option<String> = row.get(index)?;
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// A text column holding one of an enum's names.
-fn enum_col<T: std::str::FromStr>(row: &Row<'_>, index: usize, column: &'static str) -> rusqlite::Result<T> {
+fn enum_col<T: std::str::FromStr>(row: &Row<'_>, index: usize, column: &'static str) -> Result<T, StoreError> {
     let text: String = row.get(index)?;
-    text.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            index,
-            rusqlite::types::Type::Text,
-            Box::new(StoreError::UnknownValue { column, value: text }),
-        )
-    })
+    text.parse()
+        .map_err(|_| StoreError::UnknownValue { column, value: text })
 }
 
 fn to_json<T: serde::Serialize>(value: &T, column: &'static str) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|source| StoreError::Json { column, source })
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("column `{0}`: {1}")]
-struct JsonColumn(&'static str, serde_json::Error);
+/// The PostgreSQL schema's migrations, applied under an advisory lock so nodes starting
+/// together do not race; the version is kept in `schema_version`.
+mod postgres_migrations {
+    use super::{Postgres, StoreError};
+
+    /// Ordered; never edit one after it shipped, add the next.
+    const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+
+    /// The session lock's key: "opmigrat".
+    const MIGRATION_LOCK: i64 = 0x6f70_6d69_6772_6174;
+
+    pub(super) fn apply(pg: &Postgres) -> Result<(), StoreError> {
+        let client = pg.dedicated()?;
+        pg.block(client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]))?;
+        let applied = apply_locked(pg, &client);
+        // Unlocked whatever happened: the connection goes back to the pool.
+        let unlocked = pg.block(client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]));
+        applied?;
+        unlocked?;
+        Ok(())
+    }
+
+    fn apply_locked(pg: &Postgres, client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+        pg.block(client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))?;
+        let rows = pg.block(client.query("SELECT version FROM schema_version", &[]))?;
+        let version = match rows.first() {
+            Some(row) => row.try_get::<_, i64>(0)?,
+            None => {
+                pg.block(client.execute("INSERT INTO schema_version (version) VALUES (0)", &[]))?;
+                0
+            }
+        };
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: super::sql::redacted(pg.url()),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let next = i64::try_from(index + 1).unwrap_or(i64::MAX);
+            let applied = pg.block(client.batch_execute(&format!(
+                "BEGIN; {sql}; UPDATE schema_version SET version = {next}; COMMIT;"
+            )));
+            if let Err(e) = applied {
+                // The connection goes back to the pool: not inside the failed transaction.
+                let _ = pg.block(client.batch_execute("ROLLBACK"));
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest schema version this binary knows.
+    pub(crate) fn latest() -> usize {
+        MIGRATIONS.len()
+    }
+}
+
+/// Applies the store's migrations without serving (`openport migrate`); the schema version
+/// it is at afterwards.
+pub fn migrate_at(location: &Location) -> Result<usize, StoreError> {
+    Store::open_at(location)?;
+    Ok(match location {
+        Location::File(_) => MIGRATIONS.len(),
+        Location::Postgres(_) => postgres_migrations::latest(),
+    })
+}

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Db, StoreError};
+use super::StoreError;
+use super::sql::{Db, args};
 
 #[derive(Debug)]
 pub struct PluginRegistry {
@@ -78,12 +78,11 @@ impl PluginRegistry {
             column: "plugin_versions.policies",
             source,
         })?;
-        let mut conn = self.db.conn()?;
-        let tx = conn.transaction()?;
-        tx.execute(
+        self.db.write(|conn| {
+            conn.execute(
             "INSERT INTO plugin_versions (id, name, version, digest, manifest, policies, component, added_at, added_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
-            params![
+            args![
                 new.id,
                 new.name,
                 new.version,
@@ -95,71 +94,77 @@ impl PluginRegistry {
                 by
             ],
         )?;
-        tx.execute(
-            "INSERT INTO plugins (name, manifest, loaded_at, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
+            conn.execute(
+                "INSERT INTO plugins (name, manifest, loaded_at, version_id, optional) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (name) DO UPDATE SET manifest = excluded.manifest, loaded_at = excluded.loaded_at,
                  version_id = excluded.version_id, optional = excluded.optional",
-            params![new.name, source, now, new.id, optional],
-        )?;
-        tx.commit()?;
-        Ok(())
+                args![new.name, source, now, new.id, optional],
+            )?;
+            Ok(())
+        })
     }
 
     /// Forgets which version is active (the versions stay kept).
     pub fn forget(&self, name: &str) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute("DELETE FROM plugins WHERE name = ?1", [name])?;
+        self.db
+            .write(|conn| conn.execute("DELETE FROM plugins WHERE name = ?1", args![name]))?;
         Ok(())
     }
 
     /// Plugins loaded through the admin plane, in load order.
     pub fn remembered(&self) -> Result<Vec<Remembered>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT name, version_id, manifest, optional FROM plugins ORDER BY loaded_at, name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Remembered {
-                name: r.get(0)?,
-                version_id: r.get(1)?,
-                manifest_path: r.get(2)?,
-                optional: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            conn.query(
+                "SELECT name, version_id, manifest, optional FROM plugins ORDER BY loaded_at, name",
+                args![],
+                |r| {
+                    Ok(Remembered {
+                        name: r.get(0)?,
+                        version_id: r.get(1)?,
+                        manifest_path: r.get(2)?,
+                        optional: r.get(3)?,
+                    })
+                },
+            )
+        })
     }
 
     /// Every kept version of a plugin, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<PluginVersion>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT v.id, v.name, v.version, v.digest, v.added_at, v.added_by, p.version_id IS NOT NULL
-             FROM plugin_versions v LEFT JOIN plugins p ON p.name = v.name AND p.version_id = v.id
-             WHERE v.name = ?1 ORDER BY v.added_at, v.rowid",
-        )?;
-        let rows = stmt.query_map([name], |r| {
-            Ok(PluginVersion {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                version: r.get(2)?,
-                digest: r.get(3)?,
-                added_at: r.get(4)?,
-                added_by: r.get(5)?,
-                active: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db.read(|conn| {
+            // Insertion order breaks ties of `added_at`: SQLite's rowid, PostgreSQL's serial.
+            let order = if conn.is_postgres() { "v.added_seq" } else { "v.rowid" };
+            conn.query(
+                &format!(
+                    "SELECT v.id, v.name, v.version, v.digest, v.added_at, v.added_by, p.version_id IS NOT NULL
+                     FROM plugin_versions v LEFT JOIN plugins p ON p.name = v.name AND p.version_id = v.id
+                     WHERE v.name = ?1 ORDER BY v.added_at, {order}"
+                ),
+                args![name],
+                |r| {
+                    Ok(PluginVersion {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        version: r.get(2)?,
+                        digest: r.get(3)?,
+                        added_at: r.get(4)?,
+                        added_by: r.get(5)?,
+                        active: r.get(6)?,
+                    })
+                },
+            )
+        })
     }
 
     /// A kept version's content.
     pub fn content(&self, id: &str) -> Result<Option<StoredPlugin>, StoreError> {
-        let conn = self.db.conn()?;
-        let row = conn
-            .query_row(
+        let row = self.db.read(|conn| {
+            conn.query_optional(
                 "SELECT manifest, policies, component FROM plugin_versions WHERE id = ?1",
-                [id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)),
+                args![id],
+                |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<Vec<u8>>(2)?)),
             )
-            .optional()?;
+        })?;
         row.map(|(manifest, policies, component)| {
             let policies = serde_json::from_str(&policies).map_err(|source| StoreError::Json {
                 column: "plugin_versions.policies",

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::{Db, StoreError, json_col, optional_json_col};
+use super::sql::{Db, args};
+use super::{StoreError, json_col, optional_json_col};
 
 /// A stored preflight.
 #[derive(Debug, Clone)]
@@ -52,12 +52,11 @@ impl Preflights {
     }
 
     pub fn insert(&self, p: &PreflightRecord) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
+        self.db.write(|conn| conn.execute(
             &format!(
                 "INSERT INTO preflights ({PREFLIGHT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ),
-            params![
+            args![
                 p.id,
                 p.app_id,
                 p.key_id,
@@ -72,40 +71,42 @@ impl Preflights {
                 p.created_at,
                 p.expires_at
             ],
-        )?;
+        ))?;
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<PreflightRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut stmt = conn.prepare_cached(&format!("SELECT {PREFLIGHT_COLUMNS} FROM preflights WHERE id = ?1"))?;
-        Ok(stmt
-            .query_row([id], |r| {
-                Ok(PreflightRecord {
-                    id: r.get(0)?,
-                    app_id: r.get(1)?,
-                    key_id: r.get(2)?,
-                    actor_user_id: r.get(3)?,
-                    action: r.get(4)?,
-                    payload: json_col(r, 5, "payload")?,
-                    impact: json_col(r, 6, "impact")?,
-                    impact_hash: r.get(7)?,
-                    state_witness: optional_json_col(r, 8)?,
-                    state_witness_hash: r.get(9)?,
-                    plugin_digest: r.get(10)?,
-                    created_at: r.get(11)?,
-                    expires_at: r.get(12)?,
-                })
-            })
-            .optional()?)
+        self.db.read(|conn| {
+            conn.query_optional(
+                &format!("SELECT {PREFLIGHT_COLUMNS} FROM preflights WHERE id = ?1"),
+                args![id],
+                |r| {
+                    Ok(PreflightRecord {
+                        id: r.get(0)?,
+                        app_id: r.get(1)?,
+                        key_id: r.get(2)?,
+                        actor_user_id: r.get(3)?,
+                        action: r.get(4)?,
+                        payload: json_col(r, 5, "payload")?,
+                        impact: json_col(r, 6, "impact")?,
+                        impact_hash: r.get(7)?,
+                        state_witness: optional_json_col(r, 8)?,
+                        state_witness_hash: r.get(9)?,
+                        plugin_digest: r.get(10)?,
+                        created_at: r.get(11)?,
+                        expires_at: r.get(12)?,
+                    })
+                },
+            )
+        })
     }
 
     pub fn insert_step_up(&self, grant: &StepUpGrant) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
+        self.db.write(|conn| {
+            conn.execute(
             "INSERT INTO step_up_grants (id, token_hash, preflight_id, app_id, issued_by, note, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+            args![
                 grant.id,
                 grant.token_hash,
                 grant.preflight_id,
@@ -115,7 +116,8 @@ impl Preflights {
                 grant.created_at,
                 grant.expires_at
             ],
-        )?;
+        )
+        })?;
         Ok(())
     }
 
@@ -128,12 +130,13 @@ impl Preflights {
         preflight_id: &str,
         now: &str,
     ) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let changed = conn.execute(
-            "UPDATE step_up_grants SET used_at = ?1
-             WHERE token_hash = ?2 AND app_id = ?3 AND preflight_id = ?4 AND used_at IS NULL AND expires_at > ?1",
-            params![now, token_hash, app_id, preflight_id],
-        )?;
+        let changed = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE step_up_grants SET used_at = ?1
+                 WHERE token_hash = ?2 AND app_id = ?3 AND preflight_id = ?4 AND used_at IS NULL AND expires_at > ?1",
+                args![now, token_hash, app_id, preflight_id],
+            )
+        })?;
         Ok(changed == 1)
     }
 }

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::{Db, StoreError, enum_col, json_col, optional_json_col};
+use super::sql::{Db, Row, args};
+use super::{StoreError, enum_col, json_col, optional_json_col};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,85 +96,87 @@ impl Tasks {
     /// Stores a new task, and forgets those past their expiry (never one still running:
     /// it stays until it ends, within its time budget).
     pub fn insert(&self, t: &TaskRecord) -> Result<(), StoreError> {
-        let conn = self.db.conn()?;
-        conn.execute(
-            "DELETE FROM tasks WHERE expires_at < ?1 AND status <> 'working'",
-            params![t.created_at],
-        )?;
-        conn.execute(
-            &format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-            ),
-            params![
-                t.id,
-                t.org_id,
-                t.app_id,
-                t.key_id,
-                t.actor_user_id,
-                t.tool,
-                t.payload.to_string(),
-                t.status.as_str(),
-                t.input_requests.as_ref().map(Value::to_string),
-                t.input_responses.as_ref().map(Value::to_string),
-                t.input_state,
-                t.outcome.as_ref().map(Value::to_string),
-                t.created_at,
-                t.updated_at,
-                t.expires_at,
-            ],
-        )?;
-        Ok(())
+        self.db.write(|conn| {
+            conn.execute(
+                "DELETE FROM tasks WHERE expires_at < ?1 AND status <> 'working'",
+                args![t.created_at],
+            )?;
+            conn.execute(
+                &format!(
+                    "INSERT INTO tasks ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                ),
+                args![
+                    t.id,
+                    t.org_id,
+                    t.app_id,
+                    t.key_id,
+                    t.actor_user_id,
+                    t.tool,
+                    t.payload.to_string(),
+                    t.status.as_str(),
+                    t.input_requests.as_ref().map(Value::to_string),
+                    t.input_responses.as_ref().map(Value::to_string),
+                    t.input_state,
+                    t.outcome.as_ref().map(Value::to_string),
+                    t.created_at,
+                    t.updated_at,
+                    t.expires_at,
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// A task still running, or not yet expired at `now`.
     pub fn get(&self, id: &str, now: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let task = conn
-            .query_row(
+        self.db.read(|conn| {
+            conn.query_optional(
                 &format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1 AND (expires_at >= ?2 OR status = 'working')"),
-                params![id, now],
+                args![id, now],
                 from_row,
             )
-            .optional()?;
-        Ok(task)
+        })
     }
 
     /// Ends an active task (`working` or `input_required`) with `to` and its outcome;
     /// `false` when it had already ended. Every change moves the expiry to `expires_at`.
     pub fn finish(&self, id: &str, to: TaskStatus, outcome: Option<&Value>, at: &Stamp) -> Result<bool, StoreError> {
         debug_assert!(to.is_terminal());
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE tasks SET status = ?2, outcome = ?3, input_requests = NULL, input_responses = NULL,
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE tasks SET status = ?2, outcome = ?3, input_requests = NULL, input_responses = NULL,
                  input_state = NULL, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status IN ('working', 'input_required')",
-            params![id, to.as_str(), outcome.map(Value::to_string), at.now, at.expires],
-        )?;
+                args![id, to.as_str(), outcome.map(Value::to_string), at.now, at.expires],
+            )
+        })?;
         Ok(n == 1)
     }
 
     /// Fails a parked task, only if it still waits on exactly `was_pending` (a concurrent
     /// answer that resumed it wins).
     pub fn fail_parked(&self, id: &str, was_pending: &Value, outcome: &Value, at: &Stamp) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE tasks SET status = 'failed', outcome = ?3, input_requests = NULL, input_responses = NULL,
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE tasks SET status = 'failed', outcome = ?3, input_requests = NULL, input_responses = NULL,
                  input_state = NULL, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status = 'input_required' AND input_requests = ?2",
-            params![id, was_pending.to_string(), outcome.to_string(), at.now, at.expires],
-        )?;
+                args![id, was_pending.to_string(), outcome.to_string(), at.now, at.expires],
+            )
+        })?;
         Ok(n == 1)
     }
 
     /// A running task parks on input requests; `false` when it is no longer running.
     pub fn park(&self, id: &str, requests: &Value, state: Option<&str>, at: &Stamp) -> Result<bool, StoreError> {
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE tasks SET status = 'input_required', input_requests = ?2, input_responses = '{}',
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE tasks SET status = 'input_required', input_requests = ?2, input_responses = '{}',
                  input_state = ?3, updated_at = ?4, expires_at = ?5
              WHERE id = ?1 AND status = 'working'",
-            params![id, requests.to_string(), state, at.now, at.expires],
-        )?;
+                args![id, requests.to_string(), state, at.now, at.expires],
+            )
+        })?;
         Ok(n == 1)
     }
 
@@ -195,37 +197,50 @@ impl Tasks {
         } else {
             TaskStatus::InputRequired
         };
-        let conn = self.db.conn()?;
-        let n = conn.execute(
-            "UPDATE tasks SET status = ?2, input_requests = ?3, input_responses = ?4, updated_at = ?5,
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE tasks SET status = ?2, input_requests = ?3, input_responses = ?4, updated_at = ?5,
                  expires_at = ?7
              WHERE id = ?1 AND status = 'input_required' AND input_requests = ?6",
-            params![
-                id,
-                status.as_str(),
-                (!resumes).then(|| pending.to_string()),
-                responses.to_string(),
-                at.now,
-                was_pending.to_string(),
-                at.expires,
-            ],
-        )?;
+                args![
+                    id,
+                    status.as_str(),
+                    (!resumes).then(|| pending.to_string()),
+                    responses.to_string(),
+                    at.now,
+                    was_pending.to_string(),
+                    at.expires,
+                ],
+            )
+        })?;
         Ok(n == 1)
     }
 
-    /// At start: a task still `working` lost its runner with the last process. It fails
-    /// (and is never run again: its tool may not be safe to repeat). Returns them.
-    pub fn interrupt_running(&self, outcome: &Value, at: &Stamp) -> Result<Vec<TaskRecord>, StoreError> {
-        let conn = self.db.conn()?;
-        let mut select = conn.prepare(&format!("SELECT {COLUMNS} FROM tasks WHERE status = 'working'"))?;
-        let tasks = select.query_map([], from_row)?.collect::<Result<Vec<_>, _>>()?;
-        drop(select);
-        conn.execute(
-            "UPDATE tasks SET status = 'failed', outcome = ?1, updated_at = ?2, expires_at = ?3
-             WHERE status = 'working'",
-            params![outcome.to_string(), at.now, at.expires],
-        )?;
-        Ok(tasks)
+    /// At start: a task still `working` that was last changed before `changed_before`
+    /// (`None`: any) lost its runner with a process that is gone. It fails (and is never run again: its tool
+    /// may not be safe to repeat). Returns them. On a shared store the cutoff is a task's
+    /// time budget ago: a live node's task cannot run longer than that.
+    pub fn interrupt_running(
+        &self,
+        outcome: &Value,
+        at: &Stamp,
+        changed_before: Option<&str>,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        self.db.write(|conn| {
+            let tasks = conn.query(
+                &format!("SELECT {COLUMNS} FROM tasks WHERE status = 'working' AND (CAST(?1 AS TEXT) IS NULL OR updated_at < ?1)"),
+                args![changed_before],
+                from_row,
+            )?;
+            for task in &tasks {
+                conn.execute(
+                    "UPDATE tasks SET status = 'failed', outcome = ?1, updated_at = ?2, expires_at = ?3
+                     WHERE id = ?4 AND status = 'working'",
+                    args![outcome.to_string(), at.now, at.expires, task.id],
+                )?;
+            }
+            Ok(tasks)
+        })
     }
 }
 
@@ -236,7 +251,7 @@ pub struct Stamp {
     pub expires: String,
 }
 
-fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+fn from_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
     Ok(TaskRecord {
         id: row.get(0)?,
         org_id: row.get(1)?,
@@ -323,7 +338,7 @@ mod tests {
         // A running task stays visible past its expiry; a restart fails it, and then it
         // expires.
         assert!(tasks.get("tsk_b", "2026-12-01T09:00:00Z").unwrap().is_some());
-        let failed = tasks.interrupt_running(&json!({"error": {}}), &at).unwrap();
+        let failed = tasks.interrupt_running(&json!({"error": {}}), &at, None).unwrap();
         assert_eq!(failed.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["tsk_b"]);
         assert_eq!(failed[0].key_id, "key_1");
         assert_eq!(tasks.get("tsk_b", now).unwrap().unwrap().status, TaskStatus::Failed);

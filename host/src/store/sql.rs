@@ -1,0 +1,514 @@
+//! One SQL interface over the store's two databases: SQLite (embedded, the default) and
+//! PostgreSQL (shared by several gateway nodes).
+//!
+//! Each aggregate writes its SQL once, in the dialect both accept (`?1` placeholders, which
+//! become `$1` for PostgreSQL; `IS NOT DISTINCT FROM`; `ON CONFLICT`), and runs it through
+//! [`Db::read`] or [`Db::write`]. The few statements the two spell differently ask
+//! [`Conn::is_postgres`].
+//!
+//! The store's API stays synchronous, as SQLite's is: a PostgreSQL statement runs on the
+//! calling thread by blocking on tokio-postgres's future, while the connections' socket I/O
+//! runs on the store's own one-thread runtime. So a store call never needs (or starts) the
+//! caller's runtime, and it blocks its thread for one round trip, as a SQLite call blocks
+//! for one disk read.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// A value bound to a statement: a type both drivers encode the same way. Integers are
+/// `i64` (PostgreSQL's `BIGINT`), flags `bool` (`BOOLEAN`), text and JSON `&str`/`String`.
+pub(crate) trait Param: Sync {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql;
+    fn postgres(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
+}
+
+impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Sync> Param for T {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
+    fn postgres(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        self
+    }
+}
+
+/// A statement's parameters: `args![a, b, c]`.
+macro_rules! args {
+    ($($value:expr),* $(,)?) => {
+        &[$(&$value as &dyn $crate::store::sql::Param),*] as &[&dyn $crate::store::sql::Param]
+    };
+}
+pub(crate) use args;
+
+/// A column type both drivers decode the same way.
+pub(crate) trait Column: Sized {
+    fn sqlite(row: &rusqlite::Row<'_>, index: usize) -> Result<Self, StoreError>;
+    fn postgres(row: &tokio_postgres::Row, index: usize) -> Result<Self, StoreError>;
+}
+
+impl<T: rusqlite::types::FromSql + for<'r> tokio_postgres::types::FromSql<'r>> Column for T {
+    fn sqlite(row: &rusqlite::Row<'_>, index: usize) -> Result<Self, StoreError> {
+        Ok(row.get(index)?)
+    }
+    fn postgres(row: &tokio_postgres::Row, index: usize) -> Result<Self, StoreError> {
+        Ok(row.try_get(index)?)
+    }
+}
+
+/// One row of a result, from either database.
+pub(crate) enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Postgres(&'a tokio_postgres::Row),
+}
+
+impl Row<'_> {
+    pub(crate) fn get<T: Column>(&self, index: usize) -> Result<T, StoreError> {
+        match self {
+            Row::Sqlite(row) => T::sqlite(row, index),
+            Row::Postgres(row) => T::postgres(row, index),
+        }
+    }
+}
+
+/// A connection inside a call of [`Db::read`] or [`Db::write`].
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a Connection),
+    Postgres(&'a deadpool_postgres::Transaction<'a>, &'a Postgres),
+}
+
+impl Conn<'_> {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Conn::Postgres(..))
+    }
+
+    /// Runs one statement; the number of rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<usize, StoreError> {
+        match self {
+            Conn::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                Ok(stmt.execute(rusqlite::params_from_iter(params.iter().map(|p| p.sqlite())))?)
+            }
+            Conn::Postgres(tx, pg) => {
+                let sql = dollar_placeholders(sql);
+                let params: Vec<_> = params.iter().map(|p| p.postgres()).collect();
+                let n = pg.block(async {
+                    let stmt = tx.prepare_cached(&sql).await?;
+                    tx.execute(&stmt, &params).await
+                })?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
+    /// Every row of a query, each read by `read`.
+    pub(crate) fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+        mut read: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        match self {
+            Conn::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter().map(|p| p.sqlite())))?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    out.push(read(&Row::Sqlite(row))?);
+                }
+                Ok(out)
+            }
+            Conn::Postgres(tx, pg) => {
+                let sql = dollar_placeholders(sql);
+                let params: Vec<_> = params.iter().map(|p| p.postgres()).collect();
+                let rows = pg.block(async {
+                    let stmt = tx.prepare_cached(&sql).await?;
+                    tx.query(&stmt, &params).await
+                })?;
+                rows.iter().map(|row| read(&Row::Postgres(row))).collect()
+            }
+        }
+    }
+
+    /// The first row of a query, if there is one.
+    pub(crate) fn query_optional<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+        read: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut read = Some(read);
+        let mut rows = self.query(sql, params, |row| match read.take() {
+            Some(read) => read(row).map(Some),
+            None => Ok(None),
+        })?;
+        Ok(if rows.is_empty() { None } else { rows.swap_remove(0) })
+    }
+
+    /// The one row a query always has (an aggregate, say).
+    pub(crate) fn query_one<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+        read: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.query_optional(sql, params, read)?.ok_or(StoreError::NoRow)
+    }
+}
+
+impl Conn<'_> {
+    /// Tells every node (this one too) that `cache` changed, when the transaction commits.
+    /// SQLite has one process: its caches are emptied by the writer itself.
+    pub(crate) fn notify(&mut self, cache: Cache) -> Result<(), StoreError> {
+        if self.is_postgres() {
+            self.execute("SELECT pg_notify('openport_cache', ?1)", args![cache.name()])?;
+        }
+        Ok(())
+    }
+}
+
+/// The read caches another node's write must empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cache {
+    Credentials,
+    Kv,
+}
+
+impl Cache {
+    fn name(self) -> &'static str {
+        match self {
+            Cache::Credentials => "credentials",
+            Cache::Kv => "kv",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Cache::Credentials => 0,
+            Cache::Kv => 1,
+        }
+    }
+
+    fn named(name: &str) -> Option<Cache> {
+        [Cache::Credentials, Cache::Kv].into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Whether a cache may be trusted, and since when: each cache keeps the generation it was
+/// filled at and starts over when the generation moved. A write moves it on its own node
+/// at once and, on PostgreSQL, on every other node when the notification arrives. While a
+/// node is not listening (at start, or its listener's connection dropped) nothing may be
+/// cached: every read goes to the database.
+#[derive(Debug)]
+pub(crate) struct Freshness {
+    generations: [AtomicU64; 2],
+    listening: AtomicBool,
+}
+
+impl Freshness {
+    pub(crate) fn new(listening: bool) -> Freshness {
+        Freshness {
+            generations: [AtomicU64::new(0), AtomicU64::new(0)],
+            listening: AtomicBool::new(listening),
+        }
+    }
+
+    /// The generation to fill `cache` at; `None` while caching is not safe.
+    pub(crate) fn generation(&self, cache: Cache) -> Option<u64> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.generations[cache.index()].load(Ordering::Acquire))
+    }
+
+    pub(crate) fn invalidate(&self, cache: Cache) {
+        self.generations[cache.index()].fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn invalidate_all(&self) {
+        for generation in &self.generations {
+            generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn set_listening(&self, listening: bool) {
+        // Whatever changed while nobody listened is unknown: everything starts over.
+        self.invalidate_all();
+        self.listening.store(listening, Ordering::Release);
+        self.invalidate_all();
+    }
+}
+
+/// How long a node waits before listening again after its listener's connection failed.
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Postgres {
+    /// Listens for other nodes' writes and moves `fresh`'s generations, reconnecting as long
+    /// as the store lives.
+    pub(crate) fn listen(&self, fresh: std::sync::Arc<Freshness>) {
+        let url = self.url.clone();
+        self.spawn(async move {
+            loop {
+                if let Err(e) = listen_once(&url, &fresh).await {
+                    tracing::warn!(error = %e, "cache invalidation listener lost its connection; caches are off until it is back");
+                }
+                fresh.set_listening(false);
+                tokio::time::sleep(LISTEN_RETRY).await;
+            }
+        });
+    }
+}
+
+async fn listen_once(url: &str, fresh: &Freshness) -> Result<(), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (sender, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if sender.send(n.payload().to_string()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute("LISTEN openport_cache").await?;
+    fresh.set_listening(true);
+    while let Some(payload) = notifications.recv().await {
+        match Cache::named(&payload) {
+            Some(cache) => fresh.invalidate(cache),
+            None => tracing::debug!(payload, "unknown cache notification"),
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// `?1` → `$1`: the store's SQL names parameters as SQLite does. No statement of the store
+/// holds a `?` inside a string literal.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The store's database.
+#[derive(Debug)]
+pub(crate) enum Db {
+    /// One connection behind a mutex; WAL lets the audit writer's own connection run beside.
+    Sqlite(Mutex<Connection>),
+    Postgres(Postgres),
+}
+
+impl Db {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// Runs reads (or one self-contained statement) on a connection.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self {
+            Db::Sqlite(conn) => f(&mut Conn::Sqlite(&*lock(conn)?)),
+            Db::Postgres(pg) => pg.transaction(false, f),
+        }
+    }
+
+    /// Runs `f` in one write transaction: SQLite's `BEGIN IMMEDIATE` (one writer at a time);
+    /// on PostgreSQL a transaction holding the store's write lock, so a read followed by a
+    /// write sees what SQLite's single writer would, across every node.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut conn = lock(conn)?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let out = f(&mut Conn::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Db::Postgres(pg) => pg.transaction(true, f),
+        }
+    }
+
+    /// Runs `f` in one transaction that takes no lock across nodes: for rows only this
+    /// node writes (its audit chain).
+    pub(crate) fn own_rows<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self {
+            Db::Sqlite(_) => self.write(f),
+            Db::Postgres(pg) => pg.transaction(false, f),
+        }
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    conn.lock().map_err(|_| StoreError::Poisoned)
+}
+
+/// The advisory lock key that serializes the store's write transactions across nodes.
+const WRITE_LOCK: i64 = 0x6f70_656e_706f_7274; // "openport"
+
+/// A pool of PostgreSQL connections and the runtime that drives their sockets.
+pub(crate) struct Postgres {
+    pool: deadpool_postgres::Pool,
+    /// Its own runtime: taken out and shut down in the background on drop, because a
+    /// runtime may not be dropped inside another one's task.
+    runtime: Option<tokio::runtime::Runtime>,
+    url: String,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("url", &redacted(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Connections a node keeps open at most.
+const POOL_SIZE: usize = 16;
+
+impl Postgres {
+    pub(crate) fn connect(url: &str) -> Result<Postgres, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("store-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _entered = runtime.enter();
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(std::time::Duration::from_secs(10)))
+                .create_timeout(Some(std::time::Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::Pool(e.to_string()))?
+        };
+        let pg = Postgres {
+            pool,
+            runtime: Some(runtime),
+            url: url.to_string(),
+        };
+        // Fail at open, not at the first request, when the database cannot be reached.
+        pg.transaction(false, |conn| {
+            conn.query_one("SELECT 1::BIGINT", args![], |r| r.get::<i64>(0))
+        })?;
+        Ok(pg)
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs a future on this thread while the store's runtime drives the sockets.
+    pub(crate) fn block<F: Future>(&self, future: F) -> F::Output {
+        let _entered = self.runtime.as_ref().map(tokio::runtime::Runtime::enter);
+        futures_executor::block_on(future)
+    }
+
+    /// Spawns a task on the store's runtime (the listener of invalidations).
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(task);
+        }
+    }
+
+    fn transaction<T>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self
+            .block(self.pool.get())
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let tx = self.block(client.transaction())?;
+        if write {
+            self.block(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))?;
+        }
+        let out = f(&mut Conn::Postgres(&tx, self));
+        match out {
+            Ok(value) => {
+                self.block(tx.commit())?;
+                Ok(value)
+            }
+            Err(e) => {
+                // A failed rollback closes the connection; the pool drops it.
+                let _ = self.block(tx.rollback());
+                Err(e)
+            }
+        }
+    }
+
+    /// A connection of its own, outside the pool, for a session-long lock or a LISTEN.
+    pub(crate) fn dedicated(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.block(self.pool.get()).map_err(|e| StoreError::Pool(e.to_string()))
+    }
+}
+
+/// A database URL without its password, for logs.
+pub(crate) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{}{user}{hidden}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_renamed_for_postgres() {
+        assert_eq!(
+            dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d IS ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d IS ?"
+        );
+    }
+
+    #[test]
+    fn a_url_loses_its_password_in_logs() {
+        assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redacted("postgres://h/db"), "postgres://h/db");
+    }
+}
