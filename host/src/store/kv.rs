@@ -59,8 +59,8 @@ pub enum IncrementError {
 /// It stays exact because every access to `plugin_kv` goes through [`PluginKv`]. On SQLite,
 /// with the connection held: a miss is inserted, and a write forgets its key, before the
 /// connection is released (the gateway is the only writer of its database). On PostgreSQL
-/// a write moves the cache's generation ([`Freshness`]) on every node, and a miss read
-/// while the generation moved is not kept.
+/// a write names its keys to every node ([`Freshness::kv_key_changed`]), which forget
+/// them, and a miss read while any key changed is not kept.
 #[derive(Debug, Default)]
 struct KvCache {
     generation: u64,
@@ -177,22 +177,27 @@ impl PluginKv {
         &self,
         plugin: &str,
         tenant: &str,
-        keys: impl IntoIterator<Item = &'k str>,
+        keys: impl IntoIterator<Item = &'k str> + Clone,
         f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let result = self.db.write(|conn| {
             {
                 let mut cache = self.cache();
-                for key in keys {
+                for key in keys.clone() {
                     cache.forget(plugin, tenant, key);
                 }
             }
             let value = f(conn)?;
-            conn.notify(Cache::Kv)?;
+            for key in keys.clone() {
+                conn.notify_kv_key(plugin, tenant, key)?;
+            }
             Ok(value)
         });
         if self.db.is_postgres() {
-            self.fresh.invalidate(Cache::Kv);
+            // Committed (or not): a read that raced the write must not keep what it read.
+            for key in keys {
+                self.fresh.kv_key_changed(plugin, tenant, key);
+            }
         }
         result
     }
@@ -205,17 +210,24 @@ impl PluginKv {
     /// A value with its version, through the cache.
     pub fn get_versioned(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
         let generation = self.fresh.generation(Cache::Kv);
-        if let Some(generation) = generation
-            && let Some(hit) = self.cache().at(generation).get(plugin, tenant, key)
-        {
-            return Ok(hit);
+        let changes = self.fresh.kv_changes();
+        if let Some(generation) = generation {
+            let mut cache = self.cache();
+            let cache = cache.at(generation);
+            for (p, t, k) in self.fresh.take_forgotten_kv() {
+                cache.forget(&p, &t, &k);
+            }
+            if let Some(hit) = cache.get(plugin, tenant, key) {
+                return Ok(hit);
+            }
         }
         self.db.read(|conn| {
             let value = read(conn, plugin, tenant, key)?;
             // Still holding the connection (SQLite): no write can land between the read and
-            // the insert. On PostgreSQL a write that did moved the generation.
+            // the insert. On PostgreSQL a write that did counted a change.
             if let Some(generation) = generation
                 && self.fresh.generation(Cache::Kv) == Some(generation)
+                && self.fresh.kv_changes() == changes
             {
                 self.cache().at(generation).insert(plugin, tenant, key, value.clone());
             }

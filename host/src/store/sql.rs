@@ -168,7 +168,28 @@ impl Conn<'_> {
         }
         Ok(())
     }
+
+    /// Tells every node that one plugin key changed: only that key leaves their caches (a
+    /// key too long for a notification empties the whole key-value cache instead).
+    pub(crate) fn notify_kv_key(&mut self, plugin: &str, tenant: &str, key: &str) -> Result<(), StoreError> {
+        if !self.is_postgres() {
+            return Ok(());
+        }
+        let payload = format!("{KV_KEY_PREFIX}{}", serde_json::json!([plugin, tenant, key]));
+        let payload = if payload.len() <= MAX_NOTIFY_PAYLOAD {
+            payload
+        } else {
+            Cache::Kv.name().to_string()
+        };
+        self.execute("SELECT pg_notify('openport_cache', ?1)", args![payload])?;
+        Ok(())
+    }
 }
+
+/// A notification naming one changed plugin key: `kv:["plugin","tenant","key"]`.
+const KV_KEY_PREFIX: &str = "kv:";
+/// PostgreSQL refuses a notification payload of 8000 bytes or more.
+const MAX_NOTIFY_PAYLOAD: usize = 7900;
 
 /// The read caches another node's write must empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,10 +223,17 @@ impl Cache {
 /// at once and, on PostgreSQL, on every other node when the notification arrives. While a
 /// node is not listening (at start, or its listener's connection dropped) nothing may be
 /// cached: every read goes to the database.
+///
+/// One plugin key changing moves no generation: it is forgotten alone ([`Freshness::kv_key_changed`]),
+/// so a node writing its keys keeps the rest of its cache. `kv_changes` counts such changes,
+/// so a read that raced one does not keep what it read.
 #[derive(Debug)]
 pub(crate) struct Freshness {
     generations: [AtomicU64; 2],
     listening: AtomicBool,
+    kv_changes: AtomicU64,
+    /// Keys changed elsewhere, for the key-value cache to forget at its next use.
+    forgotten_kv: Mutex<Vec<(String, String, String)>>,
 }
 
 impl Freshness {
@@ -213,7 +241,35 @@ impl Freshness {
         Freshness {
             generations: [AtomicU64::new(0), AtomicU64::new(0)],
             listening: AtomicBool::new(listening),
+            kv_changes: AtomicU64::new(0),
+            forgotten_kv: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A plugin key changed (here, after the commit, or on another node): it is forgotten
+    /// at the cache's next use, and reads in flight do not keep what they read.
+    pub(crate) fn kv_key_changed(&self, plugin: &str, tenant: &str, key: &str) {
+        {
+            let mut forgotten = self.forgotten_kv.lock().unwrap_or_else(|p| p.into_inner());
+            if forgotten.len() >= MAX_FORGOTTEN_KV {
+                // Nobody read the cache for a long while: it starts over instead.
+                forgotten.clear();
+                self.invalidate(Cache::Kv);
+            } else {
+                forgotten.push((plugin.to_string(), tenant.to_string(), key.to_string()));
+            }
+        }
+        self.kv_changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many single keys changed so far.
+    pub(crate) fn kv_changes(&self) -> u64 {
+        self.kv_changes.load(Ordering::Acquire)
+    }
+
+    /// The keys changed since the last call, for the cache to forget.
+    pub(crate) fn take_forgotten_kv(&self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut *self.forgotten_kv.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The generation to fill `cache` at; `None` while caching is not safe.
@@ -241,6 +297,9 @@ impl Freshness {
         self.invalidate_all();
     }
 }
+
+/// Changed keys kept for the key-value cache to forget before it starts over instead.
+const MAX_FORGOTTEN_KV: usize = 10_000;
 
 /// How long a node waits before listening again after its listener's connection failed.
 const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -284,6 +343,13 @@ async fn listen_once(url: &str, fresh: &Freshness) -> Result<(), tokio_postgres:
     client.batch_execute("LISTEN openport_cache").await?;
     fresh.set_listening(true);
     while let Some(payload) = notifications.recv().await {
+        if let Some(key) = payload.strip_prefix(KV_KEY_PREFIX) {
+            match serde_json::from_str::<(String, String, String)>(key) {
+                Ok((plugin, tenant, key)) => fresh.kv_key_changed(&plugin, &tenant, &key),
+                Err(_) => fresh.invalidate(Cache::Kv),
+            }
+            continue;
+        }
         match Cache::named(&payload) {
             Some(cache) => fresh.invalidate(cache),
             None => tracing::debug!(payload, "unknown cache notification"),
