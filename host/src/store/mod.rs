@@ -422,7 +422,12 @@ mod postgres_migrations {
     }
 
     fn apply_locked(pg: &Postgres, client: &deadpool_postgres::Object) -> Result<(), StoreError> {
-        pg.block(client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)"))?;
+        // Quietly: a database already made says so in a notice on every start.
+        pg.block(client.batch_execute(
+            "SET client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+             RESET client_min_messages;",
+        ))?;
         let rows = pg.block(client.query("SELECT version FROM schema_version", &[]))?;
         let version = match rows.first() {
             Some(row) => row.try_get::<_, i64>(0)?,

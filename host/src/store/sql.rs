@@ -77,7 +77,50 @@ impl Row<'_> {
 /// A connection inside a call of [`Db::read`] or [`Db::write`].
 pub(crate) enum Conn<'a> {
     Sqlite(&'a Connection),
-    Postgres(&'a deadpool_postgres::Transaction<'a>, &'a Postgres),
+    Postgres(PgSession<'a>, &'a Postgres),
+}
+
+/// Where a PostgreSQL statement runs: inside a transaction, or on its own (a read, or a
+/// statement that is atomic by itself: one round trip, no `BEGIN` and `COMMIT` around it).
+pub(crate) enum PgSession<'a> {
+    Transaction(&'a deadpool_postgres::Transaction<'a>),
+    Autocommit(&'a deadpool_postgres::ClientWrapper),
+}
+
+impl PgSession<'_> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        match self {
+            PgSession::Transaction(tx) => {
+                let stmt = tx.prepare_cached(sql).await?;
+                tx.query(&stmt, params).await
+            }
+            PgSession::Autocommit(client) => {
+                let stmt = client.prepare_cached(sql).await?;
+                client.query(&stmt, params).await
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        match self {
+            PgSession::Transaction(tx) => {
+                let stmt = tx.prepare_cached(sql).await?;
+                tx.execute(&stmt, params).await
+            }
+            PgSession::Autocommit(client) => {
+                let stmt = client.prepare_cached(sql).await?;
+                client.execute(&stmt, params).await
+            }
+        }
+    }
 }
 
 impl Conn<'_> {
@@ -92,13 +135,10 @@ impl Conn<'_> {
                 let mut stmt = conn.prepare_cached(sql)?;
                 Ok(stmt.execute(rusqlite::params_from_iter(params.iter().map(|p| p.sqlite())))?)
             }
-            Conn::Postgres(tx, pg) => {
+            Conn::Postgres(session, pg) => {
                 let sql = dollar_placeholders(sql);
                 let params: Vec<_> = params.iter().map(|p| p.postgres()).collect();
-                let n = pg.block(async {
-                    let stmt = tx.prepare_cached(&sql).await?;
-                    tx.execute(&stmt, &params).await
-                })?;
+                let n = pg.block(session.execute(&sql, &params))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -121,13 +161,10 @@ impl Conn<'_> {
                 }
                 Ok(out)
             }
-            Conn::Postgres(tx, pg) => {
+            Conn::Postgres(session, pg) => {
                 let sql = dollar_placeholders(sql);
                 let params: Vec<_> = params.iter().map(|p| p.postgres()).collect();
-                let rows = pg.block(async {
-                    let stmt = tx.prepare_cached(&sql).await?;
-                    tx.query(&stmt, &params).await
-                })?;
+                let rows = pg.block(session.query(&sql, &params))?;
                 rows.iter().map(|row| read(&Row::Postgres(row))).collect()
             }
         }
@@ -390,11 +427,12 @@ impl Db {
         matches!(self, Db::Postgres(_))
     }
 
-    /// Runs reads (or one self-contained statement) on a connection.
+    /// Runs reads (or statements each atomic by itself) on a connection, each statement on
+    /// its own: SQLite's autocommit, and PostgreSQL's.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match self {
             Db::Sqlite(conn) => f(&mut Conn::Sqlite(&*lock(conn)?)),
-            Db::Postgres(pg) => pg.transaction(false, f),
+            Db::Postgres(pg) => pg.autocommit(f),
         }
     }
 
@@ -502,9 +540,24 @@ impl Postgres {
     }
 
     /// Runs a future on this thread while the store's runtime drives the sockets.
+    ///
+    /// On a worker of a multi-threaded runtime the wait is announced (`block_in_place`),
+    /// so the runtime hands this worker's other tasks to another thread meanwhile: a round
+    /// trip to the database is long enough that blocking the worker would cap the node at
+    /// one request in flight per core (1,246 governed reads a second, against 6,974 on
+    /// SQLite, before this; BENCHMARKS.md).
     pub(crate) fn block<F: Future>(&self, future: F) -> F::Output {
-        let _entered = self.runtime.as_ref().map(tokio::runtime::Runtime::enter);
-        futures_executor::block_on(future)
+        let run = || {
+            let _entered = self.runtime.as_ref().map(tokio::runtime::Runtime::enter);
+            futures_executor::block_on(future)
+        };
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_worker {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }
     }
 
     /// Spawns a task on the store's runtime (the listener of invalidations).
@@ -512,6 +565,13 @@ impl Postgres {
         if let Some(runtime) = &self.runtime {
             runtime.spawn(task);
         }
+    }
+
+    fn autocommit<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let client = self
+            .block(self.pool.get())
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        f(&mut Conn::Postgres(PgSession::Autocommit(&client), self))
     }
 
     fn transaction<T>(
@@ -526,7 +586,7 @@ impl Postgres {
         if write {
             self.block(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))?;
         }
-        let out = f(&mut Conn::Postgres(&tx, self));
+        let out = f(&mut Conn::Postgres(PgSession::Transaction(&tx), self));
         match out {
             Ok(value) => {
                 self.block(tx.commit())?;
