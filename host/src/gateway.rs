@@ -69,6 +69,10 @@ pub struct Gateway {
     pub node: String,
     /// Reads running in the background as tasks.
     pub tasks: TaskRunner,
+    /// The cluster's config version read before this node loaded plugins and policies.
+    pub cluster_version_at_start: Option<String>,
+    /// This process's claim on its node name (a shared store), held while it lives.
+    _node_claim: Option<crate::store::NodeClaim>,
     /// Keeps the background WAL checkpointer (SQLite) running while the gateway lives.
     _checkpointer: Option<Arc<()>>,
     catalog: RwLock<Arc<Catalog>>,
@@ -223,15 +227,23 @@ impl Gateway {
             .then(|| clock::iso(self.clock.now() - time::Duration::seconds(RECOVERY_GRACE_SECONDS)))
     }
 
-    /// The processes known to be alive: this one and, on a shared store, every node seen
-    /// within its lease.
+    /// The processes known to be alive: this one and, on a shared store, every other
+    /// node seen within its lease. An earlier process of this node is not alive, however
+    /// recently it was seen: this process holds the node's claim.
     fn live_instances(&self) -> Result<Vec<String>, StoreError> {
         let mut live = vec![self.instance_id.clone()];
         if self.store.is_shared() {
             let now = self.clock.now();
             let since = clock::iso(now - time::Duration::seconds(NODE_LEASE_SECONDS));
             let forget = clock::iso(now - time::Duration::days(1));
-            live.extend(self.store.nodes.alive_since(&since, &forget)?);
+            live.extend(
+                self.store
+                    .nodes
+                    .alive_since(&since, &forget)?
+                    .into_iter()
+                    .filter(|(_, node)| *node != self.node)
+                    .map(|(instance, _)| instance),
+            );
         }
         Ok(live)
     }
@@ -260,8 +272,10 @@ impl Gateway {
     }
 
     /// Settles what a previous process left half-done: executions of unknown outcome,
-    /// approvals that never started, open idempotency reservations, running tasks.
-    async fn recover(&self) -> Result<(), StartError> {
+    /// approvals that never started, open idempotency reservations, running tasks. On a
+    /// shared store every node also runs it every few seconds, for nodes that died and
+    /// did not come back.
+    pub async fn recover(&self) -> Result<(), StartError> {
         // Seen alive first, so a node starting now does not take this one's work over.
         self.heartbeat().map_err(|source| self.store_failure(source))?;
         // Executions a previous process left running have an unknown outcome.
@@ -335,6 +349,19 @@ impl Gateway {
         }
         let store = Arc::new(Store::open_at(&config.store_location()).map_err(store_err)?);
         let node = node_name(&config, &store)?;
+        // Read before the registry and the policy set are: a change made while this node
+        // starts is then one it has not applied yet (`follow_cluster` applies it).
+        let cluster_version = if store.is_shared() {
+            store.meta.get(crate::cluster::CONFIG_VERSION).map_err(store_err)?
+        } else {
+            None
+        };
+        // A gateway opened only to check a config claims nothing a live one holds.
+        let node_claim = if recover {
+            store.claim_node(&node).map_err(store_err)?
+        } else {
+            None
+        };
         let metrics = Metrics::new();
         metrics.start_at_zero(
             &crate::admission::Limit::ALL.map(crate::admission::Limit::name),
@@ -395,6 +422,8 @@ impl Gateway {
             metrics,
             instance_id: ulid::Ulid::new().to_string(),
             node,
+            _node_claim: node_claim,
+            cluster_version_at_start: cluster_version,
             tasks: TaskRunner::new(store.clone(), audit.clone(), clock.clone()),
             _checkpointer: checkpointer,
             catalog: RwLock::new(Arc::new(Catalog::default())),
@@ -725,7 +754,14 @@ impl Gateway {
             } else {
                 self.load_remembered(plugin).await
             };
-            self.set_unavailable(&plugin.name, outcome.err());
+            match outcome {
+                // As at start: an optional plugin that does not load does not make the node
+                // unready.
+                Err(e) if plugin.optional => {
+                    tracing::warn!(plugin = %plugin.name, error = %e, "an optional plugin another node activated did not load here");
+                }
+                outcome => self.set_unavailable(&plugin.name, outcome.err()),
+            }
         }
         // Removed on another node: loaded from the registry here, and no longer in it.
         let configured: Vec<String> = self

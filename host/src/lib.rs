@@ -144,7 +144,7 @@ impl Server {
 
 /// Follows the other nodes' plugin and policy changes until `shutdown` (`cluster`).
 async fn follow_cluster(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let mut applied = gateway.store.meta.get(cluster::CONFIG_VERSION).ok().flatten();
+    let mut applied = gateway.cluster_version_at_start.clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cluster::FOLLOW_EVERY) => {}
@@ -169,9 +169,18 @@ async fn follow_cluster(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<boo
 }
 
 /// Tells the other nodes of a shared store that this one is alive, every 2 s (its lease is
-/// `NODE_LEASE_SECONDS`), and leaves on stop so its work is not waited for.
+/// `NODE_LEASE_SECONDS`), settles dead nodes' work every 10 s, and leaves on stop so its
+/// work is not waited for.
 async fn heartbeat(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut beats: u64 = 0;
     loop {
+        beats += 1;
+        // Every 10 s: settle what nodes that died (and stayed dead) left half-done.
+        if beats.is_multiple_of(5)
+            && let Err(e) = gateway.recover().await
+        {
+            tracing::warn!(error = %e, "settling a dead node's work failed; retrying");
+        }
         let beating = gateway.clone();
         match tokio::task::spawn_blocking(move || beating.heartbeat()).await {
             Ok(Ok(())) => {}

@@ -524,7 +524,15 @@ fn write_batch(chain: &mut ChainWriter, head: &mut String, mut batch: Vec<Pendin
             for pending in batch {
                 let _ = pending.done.send(Err(e.to_string()));
             }
-            None
+            // A commit whose answer was lost may have been applied (a dropped database
+            // connection): the chain continues from what the store holds, not from memory.
+            match chain.head() {
+                Ok(Some((seq, hash))) => {
+                    *head = hash;
+                    Some(seq)
+                }
+                _ => None,
+            }
         }
     }
 }

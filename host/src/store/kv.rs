@@ -225,11 +225,12 @@ impl PluginKv {
             let value = read(conn, plugin, tenant, key)?;
             // Still holding the connection (SQLite): no write can land between the read and
             // the insert. On PostgreSQL a write that did counted a change.
-            if let Some(generation) = generation
-                && self.fresh.generation(Cache::Kv) == Some(generation)
-                && self.fresh.kv_changes() == changes
-            {
-                self.cache().at(generation).insert(plugin, tenant, key, value.clone());
+            if let Some(generation) = generation {
+                // Checked and inserted under the cache's lock, which every forgetting takes.
+                let mut cache = self.cache();
+                if self.fresh.generation(Cache::Kv) == Some(generation) && self.fresh.kv_changes() == changes {
+                    cache.at(generation).insert(plugin, tenant, key, value.clone());
+                }
             }
             Ok(value)
         })

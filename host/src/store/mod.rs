@@ -88,6 +88,10 @@ pub enum StoreError {
     Url(String),
     #[error("a query that always returns a row returned none")]
     NoRow,
+    #[error(
+        "another live process is node `{0}` (same `node-id` in its data directory): give each node its own data directory"
+    )]
+    NodeTaken(String),
     #[error("stored JSON in `{column}` is invalid: {source}")]
     Json {
         column: &'static str,
@@ -101,6 +105,17 @@ pub enum StoreError {
     Poisoned,
     #[error("cannot start a store thread: {0}")]
     Thread(String),
+}
+
+/// A node's claim on its name (see [`Store::claim_node`]), held as long as this lives.
+pub struct NodeClaim {
+    _conn: deadpool_postgres::Object,
+}
+
+impl std::fmt::Debug for NodeClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeClaim")
+    }
 }
 
 /// Where the store lives.
@@ -211,6 +226,28 @@ impl Store {
     /// A reader of each audit chain in the store (one per node), for verification.
     pub fn chain_readers(&self) -> Result<Vec<ChainReader>, StoreError> {
         ChainReader::all(self.own_connection()?)
+    }
+
+    /// Claims `node` for this process while the claim is held: on a shared store a session
+    /// lock in the database, so two live processes never continue one audit chain (a lock
+    /// of a process that died is released with its connection). `None` on the embedded
+    /// store, whose file has one process.
+    pub fn claim_node(&self, node: &str) -> Result<Option<NodeClaim>, StoreError> {
+        let Db::Postgres(pg) = self.db.as_ref() else {
+            return Ok(None);
+        };
+        let conn = pg.dedicated()?;
+        let key = format!("openport-node:{node}");
+        let rows = pg.block(conn.query("SELECT pg_try_advisory_lock(hashtext($1)::BIGINT)", &[&key]))?;
+        let claimed = rows
+            .first()
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()?
+            .unwrap_or(false);
+        if !claimed {
+            return Err(StoreError::NodeTaken(node.to_string()));
+        }
+        Ok(Some(NodeClaim { _conn: conn }))
     }
 
     /// A reader of `node`'s chain, whether or not the store still holds any of it.

@@ -27,14 +27,15 @@ impl Nodes {
         })
     }
 
-    /// Processes seen alive at or after `since`, and forgets those not seen since `forget_before`.
-    pub fn alive_since(&self, since: &str, forget_before: &str) -> Result<Vec<String>, StoreError> {
+    /// Processes seen alive at or after `since`, as (instance id, node), and forgets those
+    /// not seen since `forget_before`.
+    pub fn alive_since(&self, since: &str, forget_before: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.db.read(|conn| {
             conn.execute("DELETE FROM nodes WHERE seen_at < ?1", args![forget_before])?;
             conn.query(
-                "SELECT instance_id FROM nodes WHERE seen_at >= ?1 ORDER BY instance_id",
+                "SELECT instance_id, node FROM nodes WHERE seen_at >= ?1 ORDER BY instance_id",
                 args![since],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
         })
     }

@@ -286,17 +286,17 @@ impl Freshness {
     /// A plugin key changed (here, after the commit, or on another node): it is forgotten
     /// at the cache's next use, and reads in flight do not keep what they read.
     pub(crate) fn kv_key_changed(&self, plugin: &str, tenant: &str, key: &str) {
-        {
-            let mut forgotten = self.forgotten_kv.lock().unwrap_or_else(|p| p.into_inner());
-            if forgotten.len() >= MAX_FORGOTTEN_KV {
-                // Nobody read the cache for a long while: it starts over instead.
-                forgotten.clear();
-                self.invalidate(Cache::Kv);
-            } else {
-                forgotten.push((plugin.to_string(), tenant.to_string(), key.to_string()));
-            }
-        }
+        // Counted before the key is listed: a read that saw the old count inserted before
+        // the key is listed, so the next use of the cache forgets what it inserted.
         self.kv_changes.fetch_add(1, Ordering::AcqRel);
+        let mut forgotten = self.forgotten_kv.lock().unwrap_or_else(|p| p.into_inner());
+        if forgotten.len() >= MAX_FORGOTTEN_KV {
+            // Nobody read the cache for a long while: it starts over instead.
+            forgotten.clear();
+            self.invalidate(Cache::Kv);
+        } else {
+            forgotten.push((plugin.to_string(), tenant.to_string(), key.to_string()));
+        }
     }
 
     /// How many single keys changed so far.
@@ -337,6 +337,11 @@ impl Freshness {
 
 /// Changed keys kept for the key-value cache to forget before it starts over instead.
 const MAX_FORGOTTEN_KV: usize = 10_000;
+
+/// How often the listener checks that its connection still delivers notifications.
+const LISTEN_PING: std::time::Duration = std::time::Duration::from_secs(5);
+/// A listener's ping to itself: `ping:N`.
+const PING_PREFIX: &str = "ping:";
 
 /// How long a node waits before listening again after its listener's connection failed.
 const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -379,7 +384,32 @@ async fn listen_once(url: &str, fresh: &Freshness) -> Result<(), tokio_postgres:
     });
     client.batch_execute("LISTEN openport_cache").await?;
     fresh.set_listening(true);
-    while let Some(payload) = notifications.recv().await {
+    // A connection can look open and deliver nothing (a firewall dropped it silently, a
+    // pooler that does not pass notifications): the listener pings itself, and a ping
+    // that does not come back in time ends the connection, caches off, and it starts over.
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    let (mut sent, mut echoed) = (0_u64, 0_u64);
+    loop {
+        let payload = tokio::select! {
+            received = notifications.recv() => match received {
+                Some(payload) => payload,
+                None => break,
+            },
+            _ = ping.tick() => {
+                if sent != echoed {
+                    tracing::warn!("cache invalidation listener got no answer to its ping; reconnecting");
+                    driver.abort();
+                    return Ok(());
+                }
+                sent += 1;
+                client.batch_execute(&format!("NOTIFY openport_cache, '{PING_PREFIX}{sent}'")).await?;
+                continue;
+            }
+        };
+        if let Some(n) = payload.strip_prefix(PING_PREFIX) {
+            echoed = n.parse().unwrap_or(echoed);
+            continue;
+        }
         if let Some(key) = payload.strip_prefix(KV_KEY_PREFIX) {
             match serde_json::from_str::<(String, String, String)>(key) {
                 Ok((plugin, tenant, key)) => fresh.kv_key_changed(&plugin, &tenant, &key),
@@ -499,7 +529,16 @@ const POOL_SIZE: usize = 16;
 
 impl Postgres {
     pub(crate) fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+        // No statement, lock wait or open transaction outlives a request: a node that hangs
+        // holding the write lock stalls the others for at most this, and a request that
+        // waits for the database fails (500) instead of hanging.
+        let bounded = "-c statement_timeout=30000 -c lock_timeout=15000 -c idle_in_transaction_session_timeout=30000";
+        let options = match config.get_options() {
+            Some(own) if !own.is_empty() => format!("{own} {bounded}"),
+            _ => bounded.to_string(),
+        };
+        config.options(&options);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("store-postgres")
