@@ -1092,15 +1092,17 @@ fn verify_report(path: &store::Location, key: Option<&Path>, logs: &[PathBuf]) -
     }
 }
 
-/// Streams every matching event, oldest first, in pages.
+/// Streams every matching event, oldest first, in pages: on a shared store every node's
+/// chain merged in time order.
 fn export(path: &store::Location, filter: &AuditFilter, sink: &mut dyn std::io::Write) -> Result<u64, String> {
     let store = Store::open_at(path).map_err(|e| e.to_string())?;
-    let mut page_filter = filter.clone();
+    let mut after: Option<(String, i64)> = None;
     let mut written = 0;
     loop {
-        let rows = store.audit.query(&page_filter).map_err(|e| e.to_string())?;
+        let cursor = after.as_ref().map(|(time, seq)| (time.as_str(), *seq));
+        let rows = store.audit.in_time_order(filter, cursor).map_err(|e| e.to_string())?;
         let Some(last) = rows.last() else { break };
-        page_filter.after_seq = Some(last.seq);
+        after = Some((last.created_at.clone(), last.seq));
         for row in &rows {
             let line = serde_json::to_string(row).map_err(|e| e.to_string())?;
             writeln!(sink, "{line}").map_err(|e| e.to_string())?;

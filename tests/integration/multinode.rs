@@ -320,6 +320,29 @@ fn each_node_keeps_its_own_audit_chain_and_verify_checks_them_all() {
     assert_eq!(chains.len(), 2, "{report}");
     assert!(chains.iter().all(|c| c["events"] == 100), "{report}");
 
+    // An export merges the chains in time order.
+    let filter = openport::store::AuditFilter {
+        limit: 50,
+        ascending: true,
+        ..Default::default()
+    };
+    let mut merged = Vec::new();
+    let mut after: Option<(String, i64)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(t, s)| (t.as_str(), *s));
+        let page = store.audit.in_time_order(&filter, cursor).expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some((last.created_at.clone(), last.seq));
+        merged.extend(page);
+    }
+    assert_eq!(merged.len(), 200);
+    assert!(
+        merged
+            .windows(2)
+            .all(|w| (&w[0].created_at, w[0].seq) < (&w[1].created_at, w[1].seq))
+    );
+    assert_eq!(merged.iter().filter(|r| r.node == "node_a").count(), 100);
+
     // A row of one chain edited in the database breaks that chain only.
     admin(
         &db.url,

@@ -108,7 +108,14 @@ impl AuditEvents {
 
     /// The newest audit events first (or oldest first), after applying the filter.
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        self.db.read(|conn| select(conn, None, filter))
+        self.db.read(|conn| select(conn, None, filter, Order::Position))
+    }
+
+    /// Events in time order, oldest first: every node's chain merged by `created_at` (then
+    /// position). A page starts after `after`, the `(created_at, seq)` of the last event of
+    /// the page before.
+    pub fn in_time_order(&self, filter: &AuditFilter, after: Option<(&str, i64)>) -> Result<Vec<AuditRow>, StoreError> {
+        self.db.read(|conn| select(conn, None, filter, Order::Time { after }))
     }
 }
 
@@ -312,6 +319,7 @@ impl ChainReader {
                     ascending: true,
                     ..AuditFilter::default()
                 },
+                Order::Position,
             )
         })
     }
@@ -384,7 +392,21 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
     Ok(last)
 }
 
-fn select(conn: &mut Conn<'_>, node: Option<&str>, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+/// How `select` orders its rows.
+#[derive(Debug, Clone, Copy)]
+enum Order<'a> {
+    /// By position (`seq`), as the filter's `ascending` says.
+    Position,
+    /// By time, oldest first, after a `(created_at, seq)` cursor.
+    Time { after: Option<(&'a str, i64)> },
+}
+
+fn select(
+    conn: &mut Conn<'_>,
+    node: Option<&str>,
+    f: &AuditFilter,
+    order: Order<'_>,
+) -> Result<Vec<AuditRow>, StoreError> {
     let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1");
     let mut values: Vec<Box<dyn super::sql::Param>> = Vec::new();
     let mut add = |clause: &str, value: Box<dyn super::sql::Param>| {
@@ -418,11 +440,24 @@ fn select(conn: &mut Conn<'_>, node: Option<&str>, f: &AuditFilter) -> Result<Ve
     if let Some(v) = f.after_seq {
         add("seq >", Box::new(v));
     }
-    sql.push_str(if f.ascending {
-        " ORDER BY seq ASC"
-    } else {
-        " ORDER BY seq DESC"
-    });
+    match order {
+        Order::Position => sql.push_str(if f.ascending {
+            " ORDER BY seq ASC"
+        } else {
+            " ORDER BY seq DESC"
+        }),
+        Order::Time { after } => {
+            if let Some((time, seq)) = after {
+                values.push(Box::new(time.to_string()));
+                values.push(Box::new(seq));
+                let (t, s) = (values.len() - 1, values.len());
+                sql.push_str(&format!(
+                    " AND (created_at > ?{t} OR (created_at = ?{t} AND seq > ?{s}))"
+                ));
+            }
+            sql.push_str(" ORDER BY created_at ASC, seq ASC");
+        }
+    }
     sql.push_str(&format!(" LIMIT {}", f.limit.max(1)));
     let params: Vec<&dyn super::sql::Param> = values.iter().map(AsRef::as_ref).collect();
     conn.query(&sql, &params, |r| {
