@@ -3,7 +3,7 @@
 //!
 //! A node that changes either (a plugin added, replaced, rolled back or removed; a policy
 //! reload) records it in the store and moves `cluster.config_version`. Every node reads
-//! that counter twice a second and, when it moved, applies the store's plugin registry
+//! that counter four times a second and, when it moved, applies the store's plugin registry
 //! and policy set. What a node cannot apply it does not: the version it has keeps
 //! serving, and `/readyz` and the metrics say so until it can.
 //!
@@ -18,7 +18,7 @@ pub const CONFIG_VERSION: &str = "cluster.config_version";
 /// The active operator policy set (JSON [`StoredPolicies`]).
 pub const POLICY_SET: &str = "cluster.policy_set";
 /// How often a node looks for changes: a change reaches every node within about this.
-pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// The name a failed sync is reported under on `/readyz`.
 pub const POLICIES_UNAVAILABLE: &str = "(policies)";
 
