@@ -71,6 +71,8 @@ pub struct Gateway {
     pub tasks: TaskRunner,
     /// The cluster's config version read before this node loaded plugins and policies.
     pub cluster_version_at_start: Option<String>,
+    /// A checking gateway's scratch audit trail, removed with it.
+    _scratch: Option<ScratchDir>,
     /// This process's claim on its node name (a shared store), held while it lives.
     _node_claim: Option<crate::store::NodeClaim>,
     /// Keeps the background WAL checkpointer (SQLite) running while the gateway lives.
@@ -184,6 +186,27 @@ pub const NODE_LEASE_SECONDS: i64 = 10;
 /// How old a half-done approval, reservation or task must be before a starting node on a
 /// shared store settles it: older than any request a live node could still be serving.
 const RECOVERY_GRACE_SECONDS: i64 = 120;
+
+/// A directory of this process's own, removed when dropped.
+#[derive(Debug)]
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new() -> Result<ScratchDir, StartError> {
+        let dir = std::env::temp_dir().join(format!("openport-check-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// The node's name for its audit chain. The embedded store has one process: ''. On a
 /// shared store each node keeps its name in its data directory, so a restarted node
@@ -385,11 +408,22 @@ impl Gateway {
                 None
             }
         };
-        let audit = AuditLog::start(
-            store.chain_writer(&node).map_err(store_err)?,
-            metrics.audit_writer(),
-            signing,
-        )?;
+        // A gateway opened only to check a config (beside a live one, perhaps) writes its
+        // events (plugin loads) to a scratch trail, unsigned: appending to the chain a live
+        // process continues would fork it.
+        let (chain, signing, scratch) = if recover {
+            (store.chain_writer(&node).map_err(store_err)?, signing, None)
+        } else {
+            let scratch = ScratchDir::new()?;
+            let chain = Store::open(&scratch.0.join("check-audit.db"))
+                .and_then(|s| s.chain_writer(""))
+                .map_err(|source| StartError::Store {
+                    path: scratch.0.display().to_string(),
+                    source,
+                })?;
+            (chain, None, Some(scratch))
+        };
+        let audit = AuditLog::start(chain, metrics.audit_writer(), signing)?;
         let checkpointer = match config.store_location() {
             crate::store::Location::File(path) => Some(crate::store::start_checkpointer(&path).map_err(store_err)?),
             crate::store::Location::Postgres(_) => None,
@@ -423,6 +457,7 @@ impl Gateway {
             instance_id: ulid::Ulid::new().to_string(),
             node,
             _node_claim: node_claim,
+            _scratch: scratch,
             cluster_version_at_start: cluster_version,
             tasks: TaskRunner::new(store.clone(), audit.clone(), clock.clone()),
             _checkpointer: checkpointer,

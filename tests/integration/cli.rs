@@ -1112,6 +1112,18 @@ fn a_parked_task_survives_a_crash_and_a_running_one_fails_audited_never_rerun() 
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
     let still = task_request(&demo, "tasks/get", serde_json::json!({"taskId": running}));
     assert_eq!(still["status"], "working", "{still:#}");
+    // Nor does it write into the live gateway's chain: after the live one wrote again (the
+    // request above), the chain still verifies.
+    let verified = openport()
+        .args(["audit", "verify", "--data-dir"])
+        .arg(demo.dir.path())
+        .output()
+        .expect("verify");
+    assert!(
+        verified.status.success(),
+        "`check` forked the live chain: {}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
 
     let demo = DemoProcess::start_in(demo.crash());
     let failed = task_request(&demo, "tasks/get", serde_json::json!({"taskId": running}));
