@@ -192,8 +192,8 @@ const RECOVERY_GRACE_SECONDS: i64 = 120;
 struct ScratchDir(std::path::PathBuf);
 
 impl ScratchDir {
-    fn new() -> Result<ScratchDir, StartError> {
-        let dir = std::env::temp_dir().join(format!("openport-check-{}", ulid::Ulid::new()));
+    fn new(prefix: &str) -> Result<ScratchDir, StartError> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
             path: dir.display().to_string(),
             source,
@@ -414,7 +414,7 @@ impl Gateway {
         let (chain, signing, scratch) = if recover {
             (store.chain_writer(&node).map_err(store_err)?, signing, None)
         } else {
-            let scratch = ScratchDir::new()?;
+            let scratch = ScratchDir::new("openport-check")?;
             let chain = Store::open(&scratch.0.join("check-audit.db"))
                 .and_then(|s| s.chain_writer(""))
                 .map_err(|source| StartError::Store {
@@ -997,13 +997,9 @@ fn with_loaded(
 /// `openport policy schema|check|explain --config` look at. Plugins added over the admin
 /// API live in the running gateway's store and are not included.
 pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authorizer), StartError> {
-    let scratch = std::env::temp_dir().join(format!("openport-offline-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&scratch).map_err(|source| StartError::DataDir {
-        path: scratch.display().to_string(),
-        source,
-    })?;
+    let scratch = ScratchDir::new("openport-offline")?;
     let result = async {
-        let store_path = scratch.join("scratch.db");
+        let store_path = scratch.0.join("scratch.db");
         let store = Arc::new(Store::open(&store_path).map_err(|source| StartError::Store {
             path: store_path.display().to_string(),
             source,
@@ -1034,7 +1030,7 @@ pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authoriz
         Ok((Arc::new(catalog), authz))
     }
     .await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    // The scratch directory goes with `scratch`, once the result is out of it.
     result
 }
 

@@ -236,7 +236,7 @@ impl Store {
         let Db::Postgres(pg) = self.db.as_ref() else {
             return Ok(None);
         };
-        let conn = pg.dedicated()?;
+        let conn = pg.connection()?;
         let key = format!("openport-node:{node}");
         let rows = pg.block(conn.query("SELECT pg_try_advisory_lock(hashtext($1)::BIGINT)", &[&key]))?;
         let claimed = rows
@@ -448,7 +448,7 @@ mod postgres_migrations {
     const MIGRATION_LOCK: i64 = 0x6f70_6d69_6772_6174;
 
     pub(super) fn apply(pg: &Postgres) -> Result<(), StoreError> {
-        let client = pg.dedicated()?;
+        let client = pg.connection()?;
         pg.block(client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]))?;
         let applied = apply_locked(pg, &client);
         // Unlocked whatever happened: the connection goes back to the pool.

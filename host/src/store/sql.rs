@@ -607,9 +607,7 @@ impl Postgres {
     }
 
     fn autocommit<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let client = self
-            .block(self.pool.get())
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let client = self.connection()?;
         f(&mut Conn::Postgres(PgSession::Autocommit(&client), self))
     }
 
@@ -618,9 +616,7 @@ impl Postgres {
         write: bool,
         f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self
-            .block(self.pool.get())
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let mut client = self.connection()?;
         let tx = self.block(client.transaction())?;
         if write {
             self.block(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]))?;
@@ -639,8 +635,9 @@ impl Postgres {
         }
     }
 
-    /// A connection of its own, outside the pool, for a session-long lock or a LISTEN.
-    pub(crate) fn dedicated(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A connection from the pool, back in it when dropped (kept for as long as a
+    /// session-long lock must be held).
+    pub(crate) fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.block(self.pool.get()).map_err(|e| StoreError::Pool(e.to_string()))
     }
 }
