@@ -116,6 +116,7 @@ fn main() {
             allow_sensitive_fields: true,
             trace: None,
             reuse_instance,
+            execution_id: None,
         };
         let mut samples = Vec::with_capacity(20_000);
         rt.block_on(async {

@@ -156,6 +156,12 @@ impl Tool {
         })
     }
 
+    /// Whether an execution of this write that a dead node left running may be run again
+    /// with the same execution id (the plugin records its effects under it).
+    pub fn resumable(&self) -> bool {
+        !self.is_read() && self.plugin.manifest().resumable.contains(&self.name)
+    }
+
     /// The tool as the manifest and MCP `tools/list` describe it.
     pub fn describe(&self, rate_limit: &RateHint) -> Value {
         let mut described = self.described(rate_limit);
@@ -244,6 +250,12 @@ impl Catalog {
             }
         }
         for tool in tools {
+            if tool.is_read() && plugin.manifest().resumable.contains(&tool.name) {
+                return Err(format!(
+                    "`resumable` names `{}`, a read: only writes have executions to resume",
+                    tool.name
+                ));
+            }
             if let Some(other) = next.tools.get(&tool.name) {
                 return Err(format!(
                     "tool `{}` is already served by plugin `{}`",

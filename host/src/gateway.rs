@@ -253,7 +253,7 @@ impl Gateway {
     /// The processes known to be alive: this one and, on a shared store, every other
     /// node seen within its lease. An earlier process of this node is not alive, however
     /// recently it was seen: this process holds the node's claim.
-    fn live_instances(&self) -> Result<Vec<String>, StoreError> {
+    pub fn live_instances(&self) -> Result<Vec<String>, StoreError> {
         let mut live = vec![self.instance_id.clone()];
         if self.store.is_shared() {
             let now = self.clock.now();
@@ -294,29 +294,14 @@ impl Gateway {
         Gateway::open(config, clock, false).await
     }
 
-    /// Settles what a previous process left half-done: executions of unknown outcome,
-    /// approvals that never started, open idempotency reservations, running tasks. On a
-    /// shared store every node also runs it every few seconds, for nodes that died and
-    /// did not come back.
+    /// Settles what a previous process left half-done: approvals that never started, open
+    /// idempotency reservations, running tasks. On a shared store every node also runs it
+    /// every few seconds, for nodes that died and did not come back. Executions a dead
+    /// process left running need the plugins and the write lifecycle: `writes::recovery`
+    /// settles them, after this.
     pub async fn recover(&self) -> Result<(), StartError> {
         // Seen alive first, so a node starting now does not take this one's work over.
         self.heartbeat().map_err(|source| self.store_failure(source))?;
-        // Executions a previous process left running have an unknown outcome.
-        let orphans = self
-            .store
-            .drafts
-            .mark_indeterminate(&self.live_instances().map_err(|source| self.store_failure(source))?)
-            .map_err(|source| self.store_failure(source))?;
-        for (execution_id, draft_id) in orphans {
-            let mut event = AuditEvent::new(
-                "agent.execution.indeterminate",
-                codes::EXECUTION_INDETERMINATE,
-                self.now_iso(),
-            );
-            event.execution_id = Some(execution_id);
-            event.draft_id = Some(draft_id);
-            self.audit.record(event).await?;
-        }
         // Background reads a previous process left running: failed, never run again.
         self.tasks.fail_orphans().await.map_err(|e| match e {
             OrphanError::Store(source) => self.store_failure(source),

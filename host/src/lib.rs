@@ -67,6 +67,8 @@ pub struct Server {
 pub enum RunError {
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error("settling executions a stopped process left running: {0}")]
+    Recovery(#[from] writes::recovery::RecoveryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -76,6 +78,18 @@ impl Server {
     pub async fn start(config: Config, clock: clock::SharedClock) -> Result<Server, RunError> {
         let (agent_cfg, admin_cfg) = (config.listen, config.admin_listen);
         let gateway = Gateway::start(config, clock).await?;
+        // Executions a previous process left running, resumed or left to an operator before
+        // requests are served (they need the plugins, loaded now). A resumed call that takes
+        // longer goes on in the background: a retry meanwhile is told it is in progress.
+        let settling = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { settle_executions(&gateway).await }
+        });
+        match tokio::time::timeout(SETTLE_BEFORE_SERVING, settling).await {
+            Ok(Ok(settled)) => settled?,
+            Ok(Err(e)) => tracing::error!(error = %e, "settling executions failed"),
+            Err(_) => tracing::warn!("resumed executions are still running; serving meanwhile"),
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -142,6 +156,24 @@ impl Server {
     }
 }
 
+/// How long a start waits for resumed executions before it serves.
+const SETTLE_BEFORE_SERVING: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Settles the executions dead processes left running (`writes::recovery`), and says what
+/// it did.
+async fn settle_executions(gateway: &Gateway) -> Result<(), writes::recovery::RecoveryError> {
+    let settled = writes::recovery::settle_orphaned_executions(gateway).await?;
+    if settled != writes::recovery::Settled::default() {
+        tracing::warn!(
+            resumed = settled.resumed,
+            interrupted = settled.interrupted,
+            indeterminate = settled.indeterminate,
+            "settled executions a stopped process left running"
+        );
+    }
+    Ok(())
+}
+
 /// Follows the other nodes' plugin and policy changes until `shutdown` (`cluster`).
 async fn follow_cluster(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut applied = gateway.cluster_version_at_start.clone();
@@ -176,10 +208,19 @@ async fn heartbeat(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     loop {
         beats += 1;
         // Every 10 s: settle what nodes that died (and stayed dead) left half-done.
-        if beats.is_multiple_of(5)
-            && let Err(e) = gateway.recover().await
-        {
-            tracing::warn!(error = %e, "settling a dead node's work failed; retrying");
+        if beats.is_multiple_of(5) {
+            match gateway.recover().await {
+                // A resumed execution runs as long as its plugin call: not on the beat.
+                Ok(()) => {
+                    let settling = gateway.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = settle_executions(&settling).await {
+                            tracing::warn!(error = %e, "settling a dead node's executions failed; retrying");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "settling a dead node's work failed; retrying"),
+            }
         }
         let beating = gateway.clone();
         match tokio::task::spawn_blocking(move || beating.heartbeat()).await {

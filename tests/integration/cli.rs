@@ -419,18 +419,21 @@ fn call(method: &str, url: &str, token: &str, body: Option<serde_json::Value>) -
     )
 }
 
-#[test]
-fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolves_it() {
-    let demo = DemoProcess::start();
+/// Loads the slow-write fixture (`plugins/test-slow-write`: one write that loops, one that
+/// loops after its effect and resumes) and makes an app that may use it; returns its token.
+fn load_slow_writes(demo: &DemoProcess) -> String {
     let operator = demo.credential("admin_tokens", "operator");
-    let reviewer = demo.credential("admin_tokens", "reviewer");
-    // A write that runs until it is killed.
     let component = std::path::Path::new(openport::demo::artifacts::ARTIFACT_DIR).join("test_slow_write.wasm");
     let digest = openport::hashing::sha256_hex(&std::fs::read(&component).expect("component"));
     let manifest = demo.dir.path().join("slow.toml");
     std::fs::write(
         &manifest,
-        format!("name = \"slow\"\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\ntools = [\"hostile.slow_write\"]\n[limits]\ntimeout_ms = 30000\n", component.display().to_string()),
+        format!(
+            "name = \"slow\"\nversion = \"1\"\nworld = \"tool-adapter\"\ncomponent = {:?}\nsha256 = {digest:?}\n\
+             tools = [\"hostile.slow_write\", \"hostile.resumable_write\"]\nresumable = [\"hostile.resumable_write\"]\n\
+             [grants]\nkv = true\n[limits]\ntimeout_ms = 30000\n",
+            component.display().to_string()
+        ),
     )
     .expect("manifest");
     let (status, body) = call(
@@ -446,8 +449,14 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
         &operator,
         Some(json!({"scope": "workspace", "name": "w", "scopes": ["hostile.use"]})),
     );
-    let token = app["data"]["token"].as_str().expect("token").to_string();
-    let action = json!({"action": "hostile.slow_write", "payload": {}, "idempotencyKey": "crash-1"});
+    app["data"]["token"].as_str().expect("token").to_string()
+}
+
+/// Drafts a call of one of the slow-write fixture's tools; returns the app's token, the
+/// action (to repeat it) and the draft's id.
+fn draft_slow_write(demo: &DemoProcess, tool: &str, key: &str) -> (String, serde_json::Value, String) {
+    let token = load_slow_writes(demo);
+    let action = json!({"action": tool, "payload": {}, "idempotencyKey": key});
     let (status, drafted) = call(
         "POST",
         &format!("{}/api/agent/v1/actions", demo.agent),
@@ -456,8 +465,34 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
     );
     assert_eq!(status, 200, "{drafted}");
     let draft_id = drafted["data"]["draft"]["id"].as_str().expect("draft").to_string();
+    (token, action, draft_id)
+}
 
-    // Approve in the background; kill the gateway while the write runs.
+/// Sends an action again with its idempotency key; asserts that it was replayed.
+fn replayed(demo: &DemoProcess, token: &str, action: serde_json::Value) -> serde_json::Value {
+    let (status, replay) = call(
+        "POST",
+        &format!("{}/api/agent/v1/actions", demo.agent),
+        token,
+        Some(action),
+    );
+    assert_eq!(
+        (status, replay["code"].as_str()),
+        (200, Some("agent.idempotency_replay")),
+        "{replay}"
+    );
+    replay
+}
+
+/// Approves a draft in the background and, once its execution runs and `ready` holds of it,
+/// kills the gateway (SIGKILL) and starts it again on the same data. Returns the new process
+/// and the execution as the killed one left it.
+fn crash_during_execution(
+    demo: DemoProcess,
+    draft_id: &str,
+    ready: impl Fn(&openport::store::Store, &openport::store::ExecutionRecord) -> bool,
+) -> (DemoProcess, openport::store::ExecutionRecord) {
+    let reviewer = demo.credential("admin_tokens", "reviewer");
     let approve_url = format!("{}/api/agent-admin/v1/drafts/{draft_id}/approve", demo.admin);
     let approving = std::thread::spawn(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -468,21 +503,29 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
     });
     let store = demo.store();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while store
-        .drafts
-        .latest_execution(&draft_id)
-        .expect("read")
-        .is_none_or(|e| e.status != openport::store::ExecutionStatus::Running)
-    {
-        assert!(std::time::Instant::now() < deadline, "the execution never started");
+    let execution = loop {
+        let latest = store.drafts.latest_execution(draft_id).expect("read");
+        if let Some(e) = latest.filter(|e| e.status == openport::store::ExecutionStatus::Running && ready(&store, e)) {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "the execution never got there");
         std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    };
     drop(store);
     let dir = demo.crash();
     let _ = approving.join();
+    (DemoProcess::start_in(dir), execution)
+}
+
+#[test]
+fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolves_it() {
+    let demo = DemoProcess::start();
+    // A write that runs until it is killed, of a plugin that does not record its effects
+    // by execution id.
+    let (token, action, draft_id) = draft_slow_write(&demo, "hostile.slow_write", "crash-1");
+    let (demo, _) = crash_during_execution(demo, &draft_id, |_, _| true);
 
     // The next start marks it indeterminate and never runs it again.
-    let demo = DemoProcess::start_in(dir);
     let (_, read) = call(
         "GET",
         &format!("{}/api/agent/v1/drafts/{draft_id}", demo.agent),
@@ -530,21 +573,84 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (status, replay) = call(
-        "POST",
-        &format!("{}/api/agent/v1/actions", demo.agent),
-        &token,
-        Some(action),
-    );
-    assert_eq!(
-        (status, replay["code"].as_str()),
-        (200, Some("agent.idempotency_replay")),
-        "{replay}"
-    );
+    let replay = replayed(&demo, &token, action);
     assert_eq!(
         replay["data"]["execution"]["status"], "failed",
         "a failure replays as a failure"
     );
+}
+
+#[test]
+fn a_crash_after_a_resumable_writes_effect_runs_it_again_with_the_same_execution_id_and_one_effect() {
+    let demo = DemoProcess::start();
+    let (token, action, draft_id) = draft_slow_write(&demo, "hostile.resumable_write", "resume-1");
+    let tenant = demo.store().drafts.get(&draft_id).expect("read").expect("draft").org_id;
+    // Killed after the plugin made its effect and recorded it, before it answered.
+    let recorded = |store: &openport::store::Store, e: &openport::store::ExecutionRecord| {
+        store
+            .kv
+            .get("slow", &tenant, &format!("done/{}", e.id))
+            .expect("kv")
+            .is_some()
+    };
+    let (demo, killed) = crash_during_execution(demo, &draft_id, recorded);
+    assert_eq!(killed.attempts, 1);
+
+    // The next start ran it again, with the same execution id: the plugin answered from its
+    // record, so the effect was made once.
+    let (_, read) = call(
+        "GET",
+        &format!("{}/api/agent/v1/drafts/{draft_id}", demo.agent),
+        &token,
+        None,
+    );
+    let execution = &read["data"]["execution"];
+    assert_eq!(execution["status"], "success", "{read}");
+    assert_eq!(execution["id"], killed.id.as_str(), "{read}");
+    assert_eq!(execution["attempts"], 2, "{read}");
+    assert_eq!(
+        execution["result"],
+        json!({"executionId": killed.id, "effect": 1}),
+        "{read}"
+    );
+    let store = demo.store();
+    let kv = |key: &str| store.kv.get("slow", &tenant, key).expect("kv");
+    assert_eq!(kv("effects").as_deref(), Some("1"), "one effect");
+    assert_eq!(
+        kv(&format!("calls/{}", killed.id)).as_deref(),
+        Some("2"),
+        "the plugin was called twice"
+    );
+    let events = store
+        .audit
+        .query(&openport::store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .expect("events");
+    let of_execution: Vec<_> = events
+        .iter()
+        .filter(|e| e.execution_id.as_deref() == Some(killed.id.as_str()))
+        .map(|e| (e.action.as_str(), e.code.as_str(), e.details.get("attempt").cloned()))
+        .collect();
+    assert!(
+        of_execution.contains(&("agent.execution.resumed", "common.success", Some(json!(2)))),
+        "{of_execution:?}"
+    );
+    assert!(
+        of_execution.contains(&("agent.action.execute", "common.success", None)),
+        "{of_execution:?}"
+    );
+    assert!(
+        !of_execution
+            .iter()
+            .any(|(action, _, _)| *action == "agent.execution.indeterminate"),
+        "{of_execution:?}"
+    );
+    // The agent's retry with the same key replays the one execution.
+    let replay = replayed(&demo, &token, action);
+    assert_eq!(replay["data"]["execution"]["id"], killed.id.as_str(), "{replay}");
+    assert_eq!(kv("effects").as_deref(), Some("1"));
 }
 
 #[test]
@@ -651,15 +757,15 @@ fn sigkill_at_any_point_of_an_execution_never_makes_two_effects() {
                 assert_eq!(again["data"]["draft"]["status"], "draft", "round {round}: {again}");
                 assert_eq!(effects, 0, "round {round}: {again}");
             }
-            // It had run before the kill (one effect), or the kill came between the
-            // approval and the write (a failed execution, no effect): replayed as it was.
+            // It had run before the kill (one effect); or it was killed mid-execution and the
+            // restart ran it again with its execution id (one effect: the ledger records its
+            // effects by execution id, `resumable`); or the kill came between the approval
+            // and the write (a failed execution, no effect): replayed as it ended.
             (200, "agent.idempotency_replay") => {
                 assert_eq!(again["data"]["status"], "executed", "round {round}: {again}");
                 let ran = again["data"]["execution"]["status"] == "success";
                 assert_eq!(effects, usize::from(ran), "round {round}: {again}");
             }
-            // Killed mid-execution: the outcome is unknown, never re-run.
-            (500, "agent.execution_indeterminate") => assert!(effects <= 1, "round {round}"),
             other => panic!("round {round}: unexpected answer {other:?}: {again}"),
         }
         // Whatever the first answer was, asking once more changes nothing.

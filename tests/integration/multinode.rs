@@ -51,8 +51,8 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Runs one statement on the server of `url`, outside the gateway.
-fn admin(url: &str, sql: &str) {
+/// Runs `work` with a connection to the server of `url`, outside the gateway.
+fn on_server<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,10 +62,21 @@ fn admin(url: &str, sql: &str) {
             .await
             .unwrap_or_else(|e| panic!("OPENPORT_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
         let driver = tokio::spawn(connection);
-        client.batch_execute(sql).await.expect(sql);
+        let out = work(&client).await;
         drop(client);
         let _ = driver.await;
-    });
+        out
+    })
+}
+
+/// Runs one statement on the server of `url`.
+fn admin(url: &str, sql: &str) {
+    on_server(url, async |client| client.batch_execute(sql).await.expect(sql));
+}
+
+/// One value of a query on the server of `url`, as text.
+fn scalar(url: &str, sql: &str) -> String {
+    on_server(url, async |client| client.query_one(sql, &[]).await.expect(sql).get(0))
 }
 
 fn now() -> String {
@@ -357,4 +368,57 @@ fn each_node_keeps_its_own_audit_chain_and_verify_checks_them_all() {
         .map(|c| c["node"].clone())
         .collect();
     assert_eq!(broken, vec![json!("node_b")], "{report}");
+}
+
+#[test]
+fn a_node_reaches_postgresql_over_verified_tls_and_refuses_a_server_it_cannot_verify() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    if scalar(&db.url, "SHOW ssl") != "on" {
+        eprintln!("skipped: PostgreSQL at {} does not serve TLS (ssl = off)", db.url);
+        return;
+    }
+    // The server's own certificate (on Debian a self-signed one naming `localhost`) as the
+    // only CA trusted, and the server reached by that name.
+    let certificate = scalar(&db.url, "SHOW ssl_cert_file");
+    let by_name = db.url.replacen("@127.0.0.1", "@localhost", 1);
+    let tls = |url: &str, ca: &str| Location::Postgres(format!("{url}?sslmode=verify-full&sslrootcert={ca}"));
+    let connections = || {
+        scalar(
+            &db.url,
+            &format!(
+                "SELECT count(*) FILTER (WHERE s.ssl) || ' ' || count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                 WHERE a.datname = '{}' AND a.pid <> pg_backend_pid()",
+                db.name
+            ),
+        )
+    };
+
+    let store = Store::open_at(&tls(&by_name, &certificate)).expect("verified TLS to PostgreSQL");
+    store.meta.bump("tls-test").expect("a write over TLS");
+    let (encrypted, plain) = connections()
+        .split_once(' ')
+        .map(|(a, b)| (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap()))
+        .unwrap();
+    assert!(encrypted >= 1, "no TLS connection from the store");
+    assert_eq!(plain, 0, "a connection of the store is plain");
+    drop(store);
+
+    // A CA that did not sign the server's certificate: refused at open.
+    let dir = tempfile::tempdir().expect("dir");
+    let stranger = dir.path().join("stranger-ca.pem");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(&stranger, params.self_signed(&key).expect("CA").pem()).expect("write");
+    let refused = Store::open_at(&tls(&by_name, &stranger.display().to_string())).expect_err("an unknown CA");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    // The right CA, but a host name the certificate does not name.
+    let refused = Store::open_at(&tls(&db.url, &certificate)).expect_err("a name the certificate lacks");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    // TLS asked for without a CA: refused before any connection.
+    let refused = Store::open_at(&Location::Postgres(format!("{by_name}?sslmode=require"))).expect_err("no CA");
+    assert!(refused.to_string().contains("sslrootcert"), "{refused}");
 }

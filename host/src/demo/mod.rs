@@ -140,6 +140,10 @@ pub fn write_files(
 
 sensitive_fields = ["title", "notes"]
 
+# Every ledger write records its result under its execution id: one a dead node left
+# running is run again with that id instead of becoming indeterminate.
+resumable = ["transaction.create", "transaction.update", "transaction.delete", "transaction.hard_delete"]
+
 # How the app data policy applies to the ledger's arguments: the policies below name the
 # ledger argument, and `max_days` bounds this date range.
 policies = ["ledger.policies.cedar"]

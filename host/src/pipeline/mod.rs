@@ -255,6 +255,7 @@ impl Governed<'_> {
             allow_sensitive_fields: policy.allows_sensitive_fields(),
             trace: self.trace.cloned(),
             reuse_instance: tool.risk < Risk::High,
+            execution_id: None,
         };
         // (12) Cedar on the call, with the data-policy policies.
         bindable_numbers(tool, payload)?;

@@ -189,6 +189,10 @@ impl Host for CallState {
         self.note(result)
     }
 
+    fn execution_id(&mut self) -> Option<String> {
+        self.execution_id.clone()
+    }
+
     fn config_get(&mut self, key: String) -> Result<Option<String>, Error> {
         // Only keys the operator wrote into the manifest exist; there is nothing ambient.
         Ok(self.env.grants.config.get(&key).cloned())

@@ -158,6 +158,11 @@ pub struct PluginManifest {
     /// Reads that may finish in the background as tasks (`run-as-task`); the rest never do.
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskSupport>,
+    /// Writes that record their effects under `host.execution-id`, so that an execution a
+    /// dead gateway node left running may be run again with the same id; an execution of
+    /// any other write is left `indeterminate` for an operator (docs/plugin-authoring.md).
+    #[serde(default)]
+    pub resumable: Vec<String>,
     /// Operator overrides that raise a tool's risk (never lower it).
     #[serde(default)]
     pub risk: BTreeMap<String, Risk>,
@@ -261,6 +266,11 @@ impl PluginManifest {
         if let Some(unknown) = manifest.tasks.keys().find(|t| !manifest.tools.contains(t)) {
             return Err(invalid(format!(
                 "`tasks` names `{unknown}`, which `tools` does not list"
+            )));
+        }
+        if let Some(unknown) = manifest.resumable.iter().find(|t| !manifest.tools.contains(t)) {
+            return Err(invalid(format!(
+                "`resumable` names `{unknown}`, which `tools` does not list"
             )));
         }
         manifest.text = text.to_string();

@@ -133,6 +133,8 @@ pub struct CallContext {
     /// The call may run in an instance that served an earlier call of the same tenant and
     /// app (see `warm`); `false` for `high` and `critical` tools.
     pub reuse_instance: bool,
+    /// The execution a write's `invoke` performs (`host.execution-id`); `None` otherwise.
+    pub execution_id: Option<String>,
 }
 
 /// One piece of a tool result (kept as JSON with a background task's result).
@@ -191,6 +193,8 @@ pub struct CallState {
     env: Arc<PluginEnv>,
     tenant: String,
     request_id: String,
+    /// What `host.execution-id` answers during this call.
+    execution_id: Option<String>,
     log_lines: u32,
     /// When the call's time budget ends; host calls that wait (HTTP) stop there too.
     deadline: Arc<Deadline>,
@@ -428,6 +432,7 @@ impl PluginRuntime {
                 sensitive_fields: Vec::new(),
                 prompts: Vec::new(),
                 tasks: Default::default(),
+                resumable: Vec::new(),
                 risk: Default::default(),
                 policies: Vec::new(),
                 data_policy: Default::default(),
@@ -506,6 +511,7 @@ impl PluginRuntime {
             allow_sensitive_fields: false,
             trace: None,
             reuse_instance: false,
+            execution_id: None,
         };
         if manifest_world(&plugin) == World::StateWitness {
             let witnessed = plugin
@@ -769,6 +775,7 @@ impl Plugin {
     fn rearm(&self, store: &mut Store<CallState>, ctx: &CallContext) {
         let state = store.data_mut();
         state.request_id = ctx.request_id.clone();
+        state.execution_id = ctx.execution_id.clone();
         state.trace = ctx.trace.as_ref().map(TraceContext::child);
         state.log_lines = 0;
         state.started = monotonic_now();
@@ -800,6 +807,7 @@ impl Plugin {
             env: self.env.clone(),
             tenant: ctx.tenant.clone(),
             request_id: ctx.request_id.clone(),
+            execution_id: ctx.execution_id.clone(),
             log_lines: 0,
             deadline: Deadline::at(monotonic_now() + Duration::from_millis(limits.timeout_ms)),
             max_output_bytes: limits.max_output_bytes,

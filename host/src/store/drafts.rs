@@ -144,6 +144,22 @@ pub struct ExecutionRecord {
     #[serde(skip)]
     pub instance_id: String,
     pub created_at: String,
+    /// How many times the plugin call was started: more than 1 when a live node ran again
+    /// an execution whose node died (a `resumable` write). Shown only then.
+    #[serde(skip_serializing_if = "is_first_attempt")]
+    pub attempts: i64,
+}
+
+fn is_first_attempt(attempts: &i64) -> bool {
+    *attempts <= 1
+}
+
+/// An execution a gone process left `running`, with what is needed to decide its fate.
+#[derive(Debug, Clone)]
+pub struct OrphanedExecution {
+    pub execution: ExecutionRecord,
+    /// The draft's tool.
+    pub action_type: String,
 }
 
 /// Filters for listing drafts; `None` matches everything.
@@ -171,7 +187,8 @@ const DRAFT_COLUMNS: &str = "id, app_id, key_id, org_id, actor_user_id, action_t
      impact_hash, preflight_hash, preflight_state_witness_hash, plugin, plugin_digest, created_at,
      updated_at, expires_at, confirmed_at, canceled_at, confirmed_by_user_id, canceled_by";
 
-const EXECUTION_COLUMNS: &str = "id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at";
+const EXECUTION_COLUMNS: &str =
+    "id, draft_id, app_id, idempotency_key, status, result, error, instance_id, created_at, attempts";
 
 fn draft_from_row(r: &Row<'_>) -> Result<DraftRecord, StoreError> {
     Ok(DraftRecord {
@@ -216,6 +233,7 @@ fn execution_from_row(r: &Row<'_>) -> Result<ExecutionRecord, StoreError> {
         error: r.get(6)?,
         instance_id: r.get(7)?,
         created_at: r.get(8)?,
+        attempts: r.get(9)?,
     })
 }
 
@@ -351,7 +369,9 @@ impl Drafts {
     pub fn insert_execution(&self, execution: &ExecutionRecord) -> Result<(), StoreError> {
         self.db.write(|conn| {
             conn.execute(
-                &format!("INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!(
+                    "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
                 args![
                     execution.id,
                     execution.draft_id,
@@ -361,7 +381,8 @@ impl Drafts {
                     execution.result.as_ref().map(Value::to_string),
                     execution.error,
                     execution.instance_id,
-                    execution.created_at
+                    execution.created_at,
+                    execution.attempts
                 ],
             )?;
             Ok(())
@@ -385,29 +406,60 @@ impl Drafts {
         Ok(n == 1)
     }
 
-    /// Marks executions left `running` by gateway processes that are gone as
-    /// `indeterminate`; returns them as (execution id, draft id). `live` holds the processes
-    /// known to be running (this one, and on a shared store every node whose lease holds).
-    pub fn mark_indeterminate(&self, live: &[String]) -> Result<Vec<(String, String)>, StoreError> {
-        self.db.write(|conn| {
-            let running: Vec<(String, String, String)> = conn.query(
-                "SELECT id, draft_id, instance_id FROM executions WHERE status = 'running'",
+    /// Executions left `running` by gateway processes that are gone: `live` holds the
+    /// processes known to be running (this one, and on a shared store every node whose
+    /// lease holds).
+    pub fn orphaned_executions(&self, live: &[String]) -> Result<Vec<OrphanedExecution>, StoreError> {
+        let columns = EXECUTION_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let running = self.db.read(|conn| {
+            conn.query(
+                &format!(
+                    "SELECT {columns}, d.action_type FROM executions e JOIN drafts d ON d.id = e.draft_id
+                     WHERE e.status = 'running' ORDER BY e.created_at, e.id"
+                ),
                 args![],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            let mut orphaned = Vec::new();
-            for (id, draft_id, instance) in running {
-                if live.contains(&instance) {
-                    continue;
-                }
-                conn.execute(
-                    "UPDATE executions SET status = 'indeterminate' WHERE id = ?1 AND status = 'running'",
-                    args![id],
-                )?;
-                orphaned.push((id, draft_id));
-            }
-            Ok(orphaned)
-        })
+                |r| {
+                    Ok(OrphanedExecution {
+                        execution: execution_from_row(r)?,
+                        action_type: r.get(10)?,
+                    })
+                },
+            )
+        })?;
+        Ok(running
+            .into_iter()
+            .filter(|o| !live.contains(&o.execution.instance_id))
+            .collect())
+    }
+
+    /// Takes over an orphaned execution for process `to`, counting one more attempt: `true`
+    /// only for the one caller that found it still `running` under the gone process `from`
+    /// (of nodes racing to take it over, exactly one wins).
+    pub fn take_over(&self, id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE executions SET instance_id = ?3, attempts = attempts + 1
+                 WHERE id = ?1 AND status = 'running' AND instance_id = ?2",
+                args![id, from, to],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    /// Marks an orphaned execution of the gone process `from` `indeterminate`: `false` if
+    /// another process took it over or settled it first.
+    pub fn mark_indeterminate(&self, id: &str, from: &str) -> Result<bool, StoreError> {
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE executions SET status = 'indeterminate' WHERE id = ?1 AND status = 'running' AND instance_id = ?2",
+                args![id, from],
+            )
+        })?;
+        Ok(n == 1)
     }
 
     /// At startup: approved drafts a previous process claimed but never started (no
@@ -440,7 +492,7 @@ impl Drafts {
                 )?;
                 conn.execute(
                     &format!(
-                        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7)"
+                        "INSERT INTO executions ({EXECUTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'failed', NULL, ?5, ?6, ?7, 1)"
                     ),
                     args![
                         execution_id,
@@ -493,5 +545,112 @@ impl Drafts {
                 execution_from_row,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::Store;
+    use super::*;
+
+    fn draft(id: &str) -> DraftRecord {
+        let at = "2026-12-01T00:00:00Z".to_string();
+        DraftRecord {
+            id: id.into(),
+            app_id: "app_1".into(),
+            key_id: "key_1".into(),
+            org_id: "org_demo".into(),
+            actor_user_id: "user_1".into(),
+            action_type: "transaction.create".into(),
+            payload: json!({}),
+            status: DraftStatus::Confirmed,
+            risk: "medium".into(),
+            requires_confirmation: false,
+            auto_execute_requested: false,
+            justification: None,
+            idempotency_key: None,
+            request_id: "req_1".into(),
+            impact: None,
+            impact_hash: None,
+            preflight_hash: None,
+            preflight_state_witness_hash: None,
+            plugin: "ledger".into(),
+            plugin_digest: "00".into(),
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            expires_at: at,
+            confirmed_at: None,
+            canceled_at: None,
+            confirmed_by_user_id: None,
+            canceled_by: None,
+        }
+    }
+
+    fn running(id: &str, draft_id: &str, instance: &str) -> ExecutionRecord {
+        ExecutionRecord {
+            id: id.into(),
+            draft_id: draft_id.into(),
+            app_id: "app_1".into(),
+            idempotency_key: None,
+            status: ExecutionStatus::Running,
+            result: None,
+            error: None,
+            instance_id: instance.into(),
+            created_at: "2026-12-01T00:00:01Z".into(),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn an_orphaned_execution_is_taken_over_or_marked_indeterminate_by_exactly_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("drafts.db")).unwrap();
+        let drafts = &store.drafts;
+        for (d, e, instance) in [
+            ("drf_a", "exe_a", "dead"),
+            ("drf_b", "exe_b", "dead"),
+            ("drf_c", "exe_c", "alive"),
+        ] {
+            drafts.insert(&draft(d)).unwrap();
+            drafts.insert_execution(&running(e, d, instance)).unwrap();
+        }
+        let live = ["alive".to_string()];
+        let orphans = drafts.orphaned_executions(&live).unwrap();
+        let ids: Vec<&str> = orphans.iter().map(|o| o.execution.id.as_str()).collect();
+        assert_eq!(ids, ["exe_a", "exe_b"], "a live process's execution is no orphan");
+        assert_eq!(orphans[0].action_type, "transaction.create");
+
+        // Two processes race to take `exe_a` over: one wins, and it counts an attempt.
+        assert!(drafts.take_over("exe_a", "dead", "p1").unwrap());
+        assert!(!drafts.take_over("exe_a", "dead", "p2").unwrap());
+        assert!(
+            !drafts.mark_indeterminate("exe_a", "dead").unwrap(),
+            "taken over: not settled again"
+        );
+        let taken = drafts.latest_execution("drf_a").unwrap().unwrap();
+        assert_eq!((taken.instance_id.as_str(), taken.attempts), ("p1", 2));
+        assert_eq!(taken.status, ExecutionStatus::Running);
+        // `p1` dies too: the next taker counts a third attempt.
+        assert!(drafts.take_over("exe_a", "p1", "p3").unwrap());
+        assert_eq!(drafts.latest_execution("drf_a").unwrap().unwrap().attempts, 3);
+
+        assert!(drafts.mark_indeterminate("exe_b", "dead").unwrap());
+        assert!(
+            !drafts.take_over("exe_b", "dead", "p1").unwrap(),
+            "settled: never taken over"
+        );
+        assert_eq!(
+            drafts.latest_execution("drf_b").unwrap().unwrap().status,
+            ExecutionStatus::Indeterminate
+        );
+        // An ended execution is no orphan.
+        assert!(
+            drafts
+                .finish_execution("exe_a", ExecutionStatus::Success, Some(&json!({})), None)
+                .unwrap()
+        );
+        assert!(drafts.orphaned_executions(&live).unwrap().is_empty());
     }
 }

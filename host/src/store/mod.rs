@@ -32,6 +32,7 @@ mod drafts;
 mod idempotency;
 mod kv;
 mod nodes;
+mod pg_tls;
 mod plugins;
 mod preflights;
 mod sessions;
@@ -50,7 +51,10 @@ pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{
     AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
 };
-pub use drafts::{DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, WITHDRAWN_BY_AGENT};
+pub use drafts::{
+    DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, OrphanedExecution,
+    WITHDRAWN_BY_AGENT,
+};
 pub use idempotency::{Idempotency, IdempotencyScope, Reservation};
 pub use kv::{IncrementError, KvCondition, KvWrite, PluginKv, Versioned};
 pub use nodes::Nodes;
@@ -74,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_draft_canceled_by.sql"),
     include_str!("migrations/0012_tasks.sql"),
     include_str!("migrations/0013_audit_nodes.sql"),
+    include_str!("migrations/0014_execution_attempts.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -442,7 +447,10 @@ mod postgres_migrations {
     use super::{Postgres, StoreError};
 
     /// Ordered; never edit one after it shipped, add the next.
-    const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+    const MIGRATIONS: &[&str] = &[
+        include_str!("migrations/postgres/0001_init.sql"),
+        include_str!("migrations/postgres/0002_execution_attempts.sql"),
+    ];
 
     /// The session lock's key: "opmigrat".
     const MIGRATION_LOCK: i64 = 0x6f70_6d69_6772_6174;

@@ -350,10 +350,15 @@ impl Postgres {
     /// Listens for other nodes' writes and moves `fresh`'s generations, reconnecting as long
     /// as the store lives.
     pub(crate) fn listen(&self, fresh: std::sync::Arc<Freshness>) {
-        let url = self.url.clone();
+        let target = self.target.clone();
         self.spawn(async move {
             loop {
-                if let Err(e) = listen_once(&url, &fresh).await {
+                let config = &target.config;
+                let listened = match &target.tls {
+                    Some(tls) => listen_once(config.connect(tls.clone()).await, &fresh).await,
+                    None => listen_once(config.connect(tokio_postgres::NoTls).await, &fresh).await,
+                };
+                if let Err(e) = listened {
                     tracing::warn!(error = %e, "cache invalidation listener lost its connection; caches are off until it is back");
                 }
                 fresh.set_listening(false);
@@ -363,9 +368,17 @@ impl Postgres {
     }
 }
 
-async fn listen_once(url: &str, fresh: &Freshness) -> Result<(), tokio_postgres::Error> {
+/// Listens on one connection (plain or TLS) until it fails or stops answering pings.
+async fn listen_once<S, T>(
+    connected: Result<(tokio_postgres::Client, tokio_postgres::Connection<S, T>), tokio_postgres::Error>,
+    fresh: &Freshness,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use futures_util::StreamExt;
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (client, mut connection) = connected?;
     let (sender, mut notifications) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -506,6 +519,8 @@ pub(crate) struct Postgres {
     /// runtime may not be dropped inside another one's task.
     runtime: Option<tokio::runtime::Runtime>,
     url: String,
+    /// How the listener connects, as the pool does.
+    target: std::sync::Arc<super::pg_tls::Target>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -529,7 +544,7 @@ const POOL_SIZE: usize = 16;
 
 impl Postgres {
     pub(crate) fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+        let super::pg_tls::Target { mut config, tls } = super::pg_tls::target(url)?;
         // No statement, lock wait or open transaction outlives a request: a node that hangs
         // holding the write lock stalls the others for at most this, and a request that
         // waits for the database fails (500) instead of hanging.
@@ -545,13 +560,13 @@ impl Postgres {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => deadpool_postgres::Manager::from_config(config.clone(), tls.clone(), manager_config()),
+            None => deadpool_postgres::Manager::from_config(config.clone(), tokio_postgres::NoTls, manager_config()),
+        };
         let pool = {
             let _entered = runtime.enter();
             deadpool_postgres::Pool::builder(manager)
@@ -566,6 +581,7 @@ impl Postgres {
             pool,
             runtime: Some(runtime),
             url: url.to_string(),
+            target: std::sync::Arc::new(super::pg_tls::Target { config, tls }),
         };
         // Fail at open, not at the first request, when the database cannot be reached.
         pg.transaction(false, |conn| {
@@ -638,8 +654,24 @@ impl Postgres {
     /// A connection from the pool, back in it when dropped (kept for as long as a
     /// session-long lock must be held).
     pub(crate) fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.block(self.pool.get()).map_err(|e| StoreError::Pool(e.to_string()))
+        self.block(self.pool.get())
+            .map_err(|e| StoreError::Pool(with_causes(&e)))
     }
+}
+
+/// An error and every cause under it: a pool's "error performing TLS handshake" says
+/// nothing without its cause ("invalid peer certificate: UnknownIssuer").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// A database URL without its password, for logs.

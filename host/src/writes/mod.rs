@@ -4,6 +4,7 @@
 //! The gate reads the app's auto-execute policy; an app without one never auto-executes,
 //! and the draft says why in `autoExecuteDeniedCode`.
 
+pub mod recovery;
 pub mod review;
 pub mod step_up;
 

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::audit::AuditEvent;
+use crate::catalog::Tool;
 use crate::clock;
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, jcs_sha256};
@@ -65,7 +66,7 @@ async fn pending(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
 }
 
 /// A lifecycle audit event, durable before this returns.
-async fn lifecycle(
+pub(super) async fn lifecycle(
     gw: &Gateway,
     reviewer: &Reviewer<'_>,
     draft: &DraftRecord,
@@ -73,6 +74,20 @@ async fn lifecycle(
     code: Code,
     execution_id: Option<&str>,
 ) -> Result<(), Refused> {
+    let event = lifecycle_event(gw, reviewer, draft, action, code, execution_id);
+    gw.audit.record(event).await.map_err(Refused::internal)?;
+    Ok(())
+}
+
+/// The audit event of a step in a draft's lifecycle.
+pub(super) fn lifecycle_event(
+    gw: &Gateway,
+    reviewer: &Reviewer<'_>,
+    draft: &DraftRecord,
+    action: &str,
+    code: Code,
+    execution_id: Option<&str>,
+) -> AuditEvent {
     let mut event = AuditEvent::new(action, code, gw.now_iso());
     event.org_id = Some(draft.org_id.clone());
     event.app_id = Some(draft.app_id.clone());
@@ -86,8 +101,7 @@ async fn lifecycle(
     event.risk = Some(draft.risk.clone());
     event.plugin = Some(draft.plugin.clone());
     event.plugin_digest = Some(draft.plugin_digest.clone());
-    gw.audit.record(event).await.map_err(Refused::internal)?;
-    Ok(())
+    event
 }
 
 /// Rejects a pending draft.
@@ -170,23 +184,7 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         .tool(&draft.action_type)
         .cloned()
         .ok_or_else(|| fail(refused(codes::PLUGIN_UNAVAILABLE, "The tool is unavailable")))?;
-    let app = gw
-        .store
-        .apps
-        .get(&draft.app_id)
-        .map_err(|e| fail(Refused::internal(e)))?;
-    let context = CallContext {
-        tenant: draft.org_id.clone(),
-        integration: draft.app_id.clone(),
-        request_id: reviewer.request_id.to_string(),
-        actor: draft.actor_user_id.clone(),
-        // An app gone since its draft was proposed allows nothing extra (fail closed).
-        allow_sensitive_fields: app.as_ref().is_some_and(|a| a.policy.allows_sensitive_fields()),
-        // The agent's trace ended with its request; the reviewer's is not recorded here.
-        trace: None,
-        // Executions of high and critical tools always get a fresh instance.
-        reuse_instance: tool.risk < crate::tool::Risk::High,
-    };
+    let context = execution_context(gw, draft, &tool, reviewer.request_id).map_err(fail)?;
     let payload_text = canonical_json(&draft.payload);
     // The State Witness, recomputed before any effect (SPEC 6): fail closed.
     if let Some(expected) = &draft.preflight_state_witness_hash {
@@ -225,11 +223,11 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
     lifecycle(gw, reviewer, draft, "agent.draft.approve", codes::SUCCESS, None)
         .await
         .map_err(fail)?;
-    // The run is on record before the plugin is called: if this process dies now, the next
-    // start finds it `running` and marks it `indeterminate`; it is never re-run silently.
-    let execution_id = ids::new_id(Kind::Execution);
+    // The run is on record before the plugin is called: if this process dies now, another
+    // process finds it `running` and runs it again with the same id if the plugin records
+    // its effects under it (`resumable`), or marks it `indeterminate` (`super::recovery`).
     let mut record = ExecutionRecord {
-        id: execution_id.clone(),
+        id: ids::new_id(Kind::Execution),
         draft_id: draft.id.clone(),
         app_id: draft.app_id.clone(),
         idempotency_key: draft.idempotency_key.clone(),
@@ -238,15 +236,67 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         error: None,
         instance_id: gw.instance_id.clone(),
         created_at: gw.now_iso(),
+        attempts: 1,
     };
     gw.store
         .drafts
         .insert_execution(&record)
         .map_err(|e| fail(Refused::internal(e)))?;
+    run(gw, &tool, context, &payload_text, &mut record)
+        .await
+        .map_err(fail)?;
+    lifecycle(
+        gw,
+        reviewer,
+        draft,
+        "agent.action.execute",
+        codes::SUCCESS,
+        Some(&record.id),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(serde_json::to_value(record).unwrap_or(Value::Null))
+}
+
+/// The context a draft's plugin calls run in, on behalf of `request_id`.
+pub(super) fn execution_context(
+    gw: &Gateway,
+    draft: &DraftRecord,
+    tool: &Tool,
+    request_id: &str,
+) -> Result<CallContext, Refused> {
+    let app = gw.store.apps.get(&draft.app_id).map_err(Refused::internal)?;
+    Ok(CallContext {
+        tenant: draft.org_id.clone(),
+        integration: draft.app_id.clone(),
+        request_id: request_id.to_string(),
+        actor: draft.actor_user_id.clone(),
+        // An app gone since its draft was proposed allows nothing extra (fail closed).
+        allow_sensitive_fields: app.as_ref().is_some_and(|a| a.policy.allows_sensitive_fields()),
+        // The agent's trace ended with its request; the reviewer's is not recorded here.
+        trace: None,
+        // Executions of high and critical tools always get a fresh instance.
+        reuse_instance: tool.risk < crate::tool::Risk::High,
+        // Set by `run`, for `invoke` only.
+        execution_id: None,
+    })
+}
+
+/// Calls the plugin for an execution on record as `running` (the call sees its id through
+/// `host.execution-id`) and records how it ended, in the store and in `record`. A plugin
+/// failure is recorded, then returned as the refusal it maps to.
+pub(super) async fn run(
+    gw: &Gateway,
+    tool: &Tool,
+    mut context: CallContext,
+    payload_text: &str,
+    record: &mut ExecutionRecord,
+) -> Result<(), Refused> {
+    context.execution_id = Some(record.id.clone());
     // Writes never ask the client for input: their human step is this review.
     let output = tool
         .plugin
-        .invoke(&context, &tool.name, &payload_text, Round::default())
+        .invoke(&context, &tool.name, payload_text, Round::default())
         .await
         .and_then(|out| match out.asked {
             Some(_) => Err(CallError::Guest(GuestError::Internal(
@@ -263,23 +313,13 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
     };
     gw.store
         .drafts
-        .finish_execution(&execution_id, status, result.as_ref(), error.as_deref())
-        .map_err(|e| fail(Refused::internal(e)))?;
+        .finish_execution(&record.id, status, result.as_ref(), error.as_deref())
+        .map_err(Refused::internal)?;
     record.status = status;
     record.result = result;
     record.error = error;
-    if let Some(refusal) = refusal {
-        return Err(fail(refusal));
+    match refusal {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
     }
-    lifecycle(
-        gw,
-        reviewer,
-        draft,
-        "agent.action.execute",
-        codes::SUCCESS,
-        Some(&execution_id),
-    )
-    .await
-    .map_err(fail)?;
-    Ok(serde_json::to_value(record).unwrap_or(Value::Null))
 }

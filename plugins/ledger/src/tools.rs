@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::openport::plugin::host;
 use crate::openport::plugin::types::{Effect, Risk};
 use crate::{Error, Impact, ToolDescriptor};
-use crate::{load, load_all, load_versioned, store_if};
+use crate::{done_before, load, load_all, load_versioned, store_if};
 
 type Payload = Map<String, Value>;
 
@@ -214,15 +214,24 @@ fn live_versioned(id: &str) -> Result<(Value, u64), Error> {
 const MAX_ATTEMPTS: usize = 64;
 
 /// Reads a live transaction, applies `change`, and writes it back only if nobody wrote it
-/// in between; otherwise reads again. Returns the stored transaction.
-fn change_transaction(id: &str, change: impl Fn(&mut Map<String, Value>)) -> Result<Value, Error> {
+/// in between; otherwise reads again. Returns the call's result, `answer` of the stored
+/// transaction (or the result an earlier attempt of this execution recorded).
+fn change_transaction(
+    id: &str,
+    change: impl Fn(&mut Map<String, Value>),
+    answer: impl Fn(&Value) -> Value,
+) -> Result<Value, Error> {
     for _ in 0..MAX_ATTEMPTS {
+        if let Some(done) = done_before()? {
+            return Ok(done);
+        }
         let (mut t, version) = live_versioned(id)?;
         if let Some(map) = t.as_object_mut() {
             change(map);
         }
-        if store_if(&format!("txn/{id}"), Some(version), &t)? {
-            return Ok(t);
+        let result = answer(&t);
+        if store_if(&format!("txn/{id}"), Some(version), Some(&t), &result)? {
+            return Ok(result);
         }
     }
     Err(Error::Conflict("the transaction kept changing; try again".into()))
@@ -424,6 +433,9 @@ pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Re
         "ledger.list" => Ok(json!({"items": load_all("ledger/")?})),
         "transaction.list" => list_transactions(payload),
         "transaction.create" => {
+            if let Some(done) = done_before()? {
+                return Ok(done);
+            }
             let ledger_id = required(payload, "ledgerId")?;
             ledger(ledger_id)?;
             let now = now_iso()?;
@@ -442,39 +454,61 @@ pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Re
                 t.insert("created_at".into(), json!(now));
                 t.insert("updated_at".into(), json!(now));
                 let t = Value::Object(t);
-                if store_if(&format!("txn/txn_{seq}"), None, &t)? {
-                    return Ok(json!({"transaction": public_transaction(&t)}));
+                let result = json!({"transaction": public_transaction(&t)});
+                if store_if(&format!("txn/txn_{seq}"), None, Some(&t), &result)? {
+                    return Ok(result);
+                }
+                if let Some(done) = done_before()? {
+                    return Ok(done);
                 }
             }
             Err(Error::Internal("no free transaction id".into()))
         }
         "transaction.update" => {
+            if let Some(done) = done_before()? {
+                return Ok(done);
+            }
             let id = required(payload, "transactionId")?;
             live_transaction(id)?;
             if let Some(ledger_id) = str_field(payload, "ledgerId") {
                 ledger(ledger_id)?;
             }
             let now = now_iso()?;
-            let t = change_transaction(id, |map| {
-                map.extend(transaction_changes(payload));
-                map.insert("updated_at".into(), json!(now));
-            })?;
-            Ok(json!({"transaction": public_transaction(&t)}))
+            change_transaction(
+                id,
+                |map| {
+                    map.extend(transaction_changes(payload));
+                    map.insert("updated_at".into(), json!(now));
+                },
+                |t| json!({"transaction": public_transaction(t)}),
+            )
         }
         "transaction.delete" => {
             let id = required(payload, "transactionId")?;
             let now = now_iso()?;
-            change_transaction(id, |map| {
-                map.insert("is_deleted".into(), json!(true));
-                map.insert("updated_at".into(), json!(now));
-            })?;
-            Ok(json!({"deleted": {"id": id, "deleted": true}}))
+            change_transaction(
+                id,
+                |map| {
+                    map.insert("is_deleted".into(), json!(true));
+                    map.insert("updated_at".into(), json!(now));
+                },
+                |_| json!({"deleted": {"id": id, "deleted": true}}),
+            )
         }
         "transaction.hard_delete" => {
             let id = required(payload, "transactionId")?;
-            load(&format!("txn/{id}"))?.ok_or_else(|| Error::NotFound("Transaction not found".into()))?;
-            host::kv_delete(&format!("txn/{id}"))?;
-            Ok(json!({"deleted": {"id": id, "deleted": true, "hard": true}}))
+            let result = json!({"deleted": {"id": id, "deleted": true, "hard": true}});
+            for _ in 0..MAX_ATTEMPTS {
+                if let Some(done) = done_before()? {
+                    return Ok(done);
+                }
+                let (_, version) = load_versioned(&format!("txn/{id}"))?
+                    .ok_or_else(|| Error::NotFound("Transaction not found".into()))?;
+                if store_if(&format!("txn/{id}"), Some(version), None, &result)? {
+                    return Ok(result);
+                }
+            }
+            Err(Error::Conflict("the transaction kept changing; try again".into()))
         }
         "transactions.export_csv" => {
             let ledger_id = required(payload, "ledgerId")?;
