@@ -83,7 +83,13 @@ impl Server {
         // longer goes on in the background: a retry meanwhile is told it is in progress.
         let settling = tokio::spawn({
             let gateway = gateway.clone();
-            async move { settle_executions(&gateway).await }
+            async move {
+                let settled = settle_executions(&gateway).await;
+                if let Err(e) = &settled {
+                    tracing::error!(error = %e, "settling executions a stopped process left running failed");
+                }
+                settled
+            }
         });
         match tokio::time::timeout(SETTLE_BEFORE_SERVING, settling).await {
             Ok(Ok(settled)) => settled?,
@@ -204,33 +210,51 @@ async fn follow_cluster(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<boo
 /// `NODE_LEASE_SECONDS`), settles dead nodes' work every 10 s, and leaves on stop so its
 /// work is not waited for.
 async fn heartbeat(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    // Beats in a row that reached the database: after an outage every node's last beat
+    // looks old, so nothing is taken over until a whole lease (5 beats) has passed since.
+    let mut recorded_in_a_row: u64 = 0;
     let mut beats: u64 = 0;
+    // One settling pass at a time; a resumed execution runs as long as its plugin call,
+    // so not on the beat.
+    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         beats += 1;
         // Every 10 s: settle what nodes that died (and stayed dead) left half-done.
-        if beats.is_multiple_of(5) {
+        if beats.is_multiple_of(5) && recorded_in_a_row >= 5 {
             match gateway.recover().await {
-                // A resumed execution runs as long as its plugin call: not on the beat.
-                Ok(()) => {
-                    let settling = gateway.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = settle_executions(&settling).await {
+                Ok(()) if settling.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) => {
+                    let gateway = gateway.clone();
+                    settling = Some(tokio::spawn(async move {
+                        if let Err(e) = settle_executions(&gateway).await {
                             tracing::warn!(error = %e, "settling a dead node's executions failed; retrying");
                         }
-                    });
+                    }));
                 }
+                Ok(()) => {}
                 Err(e) => tracing::warn!(error = %e, "settling a dead node's work failed; retrying"),
             }
         }
         let beating = gateway.clone();
         match tokio::task::spawn_blocking(move || beating.heartbeat()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat not recorded"),
-            Err(e) => tracing::warn!(error = %e, "heartbeat task failed"),
+            Ok(Ok(())) => recorded_in_a_row += 1,
+            Ok(Err(e)) => {
+                recorded_in_a_row = 0;
+                tracing::warn!(error = %e, "heartbeat not recorded");
+            }
+            Err(e) => {
+                recorded_in_a_row = 0;
+                tracing::warn!(error = %e, "heartbeat task failed");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown.changed() => {
+                // A resumed call stopped here stays `running` under this process, which
+                // leaves the node list next: another node takes it over at once.
+                if let Some(settling) = settling.take() {
+                    settling.abort();
+                    let _ = settling.await;
+                }
                 if let Err(e) = gateway.store.nodes.leave(&gateway.instance_id) {
                     tracing::warn!(error = %e, "could not leave the node list");
                 }

@@ -389,21 +389,35 @@ impl Drafts {
         })
     }
 
-    /// Records how a running execution ended; `false` if it was not running.
+    /// Records how a running execution ended; `false` if it was not running under `owner`
+    /// (another process took it over, taking it for dead: its outcome is that one's).
     pub fn finish_execution(
         &self,
         id: &str,
+        owner: &str,
         status: ExecutionStatus,
         result: Option<&Value>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
         let n = self.db.write(|conn| {
             conn.execute(
-                "UPDATE executions SET status = ?2, result = ?3, error = ?4 WHERE id = ?1 AND status = 'running'",
-                args![id, status.as_str(), result.map(Value::to_string), error],
+                "UPDATE executions SET status = ?3, result = ?4, error = ?5
+                 WHERE id = ?1 AND instance_id = ?2 AND status = 'running'",
+                args![id, owner, status.as_str(), result.map(Value::to_string), error],
             )
         })?;
         Ok(n == 1)
+    }
+
+    /// One execution.
+    pub fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>, StoreError> {
+        self.db.read(|conn| {
+            conn.query_optional(
+                &format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1"),
+                args![id],
+                execution_from_row,
+            )
+        })
     }
 
     /// Executions left `running` by gateway processes that are gone: `live` holds the
@@ -445,6 +459,19 @@ impl Drafts {
                 "UPDATE executions SET instance_id = ?3, attempts = attempts + 1
                  WHERE id = ?1 AND status = 'running' AND instance_id = ?2",
                 args![id, from, to],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    /// Hands an execution `me` took over back to `to` (the gone process it was taken from),
+    /// still `running`, for the next settling pass: this process could not run it to an
+    /// outcome. `false` if it was not `me`'s.
+    pub fn give_back(&self, id: &str, me: &str, to: &str) -> Result<bool, StoreError> {
+        let n = self.db.write(|conn| {
+            conn.execute(
+                "UPDATE executions SET instance_id = ?3 WHERE id = ?1 AND status = 'running' AND instance_id = ?2",
+                args![id, me, to],
             )
         })?;
         Ok(n == 1)
@@ -646,9 +673,18 @@ mod tests {
             ExecutionStatus::Indeterminate
         );
         // An ended execution is no orphan.
+        // The process it was taken from cannot record an outcome any more; `p3` can.
+        assert!(
+            !drafts
+                .finish_execution("exe_a", "p1", ExecutionStatus::Failed, None, Some("late"))
+                .unwrap()
+        );
+        assert!(drafts.give_back("exe_a", "p3", "p1").unwrap());
+        assert!(drafts.take_over("exe_a", "p1", "p3").unwrap());
+        assert_eq!(drafts.execution("exe_a").unwrap().unwrap().attempts, 4);
         assert!(
             drafts
-                .finish_execution("exe_a", ExecutionStatus::Success, Some(&json!({})), None)
+                .finish_execution("exe_a", "p3", ExecutionStatus::Success, Some(&json!({})), None)
                 .unwrap()
         );
         assert!(drafts.orphaned_executions(&live).unwrap().is_empty());

@@ -32,6 +32,13 @@ pub(crate) struct Target {
 pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
     let (rest, mode, root) = take_tls_parameters(url)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
+    // TLS asked for where this module does not look (libpq's `key=value` form): refused,
+    // never quietly plain.
+    if mode.is_none() && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(StoreError::Url(
+            "TLS settings (`sslmode`, `sslrootcert`) go in the postgres:// URL form".into(),
+        ));
+    }
     let tls = match mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => None,
         Some("require" | "verify-ca" | "verify-full") => {
@@ -83,9 +90,10 @@ fn take_tls_parameters(url: &str) -> Result<(String, Option<String>, Option<Stri
     };
     let (mut mode, mut root, mut kept) = (None, None, Vec::new());
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("sslmode", value)) => mode = Some(percent_decoded(value)?),
-            Some(("sslrootcert", value)) => root = Some(percent_decoded(value)?),
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match percent_decoded(key)?.as_str() {
+            "sslmode" => mode = Some(percent_decoded(value)?),
+            "sslrootcert" => root = Some(percent_decoded(value)?),
             _ => kept.push(pair),
         }
     }
@@ -147,6 +155,8 @@ mod tests {
             refused("postgres://u@db/app?sslmode=require&sslrootcert=/nonexistent/ca.pem")
                 .contains("/nonexistent/ca.pem")
         );
+        assert!(refused("host=db user=u sslmode=require").contains("URL form"));
+        assert!(refused("postgres://u@db/app?ssl%6Dode=require").contains("sslrootcert"));
         assert!(target("postgres://u@db/app?sslmode=prefer").unwrap().tls.is_none());
         assert!(target("postgres://u@db/app").unwrap().tls.is_none());
     }

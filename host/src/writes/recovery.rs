@@ -17,11 +17,12 @@ use crate::catalog::Tool;
 use crate::gateway::Gateway;
 use crate::hashing::canonical_json;
 use crate::outcome::Refused;
+use crate::plugin::CallContext;
 use crate::protocol::codes;
 use crate::protocol::ids::{self, Kind};
-use crate::store::{DraftStatus, ExecutionRecord, ExecutionStatus, OrphanedExecution, StoreError};
+use crate::store::{DraftRecord, DraftStatus, ExecutionRecord, OrphanedExecution, StoreError};
 
-use super::review::{Reviewer, execution_context, lifecycle, lifecycle_event, run};
+use super::review::{Ran, Reviewer, execution_context, lifecycle, lifecycle_event, run};
 
 /// Attempts an execution gets in all, the first included. A call that keeps killing the
 /// process running it (a plugin bug) stops there, `indeterminate`, instead of taking every
@@ -44,8 +45,8 @@ pub enum RecoveryError {
 pub struct Settled {
     /// Run again to an outcome (success or failure) by this process.
     pub resumed: usize,
-    /// Taken over but not run to an outcome (the store or the audit trail failed); still
-    /// `running` under this process, and taken over again by the next one.
+    /// Taken over but not run to an outcome (the store or the audit trail failed): handed
+    /// back, still `running`, for the next pass.
     pub interrupted: usize,
     /// Left to an operator.
     pub indeterminate: usize,
@@ -54,31 +55,64 @@ pub struct Settled {
 /// Settles every execution a process that is gone left `running`: resumed or marked
 /// `indeterminate`. Of processes racing to settle one, exactly one does.
 pub async fn settle_orphaned_executions(gw: &Gateway) -> Result<Settled, RecoveryError> {
-    let live = gw.live_instances()?;
-    let orphans = gw.store.drafts.orphaned_executions(&live)?;
+    // Seen alive first: what this process takes over is not taken from it in turn.
+    gw.heartbeat()?;
+    let orphans = gw.store.drafts.orphaned_executions(&gw.live_instances()?)?;
     let catalog = gw.catalog();
     let mut settled = Settled::default();
     for orphan in orphans {
         let OrphanedExecution { execution, action_type } = orphan;
         let from = execution.instance_id.clone();
-        let tool = catalog.tool(&action_type);
-        let fate = match tool {
-            None => Err("the tool is not loaded on the node settling it"),
-            Some(tool) if !tool.resumable() => {
+        // Resuming one execution can take as long as its plugin call: whether the process
+        // it belongs to is gone is asked again for each.
+        if gw.live_instances()?.contains(&from) {
+            continue;
+        }
+        let draft = gw.store.drafts.get(&execution.draft_id)?;
+        let fate = match (catalog.tool(&action_type), &draft) {
+            (_, None) => Err("its draft is gone"),
+            (_, Some(draft)) if draft.status != DraftStatus::Confirmed => Err("its draft is no longer confirmed"),
+            (None, _) => Err("the tool is not loaded on the node settling it"),
+            (Some(tool), _) if !tool.resumable() => {
                 Err("the tool is not resumable: its plugin does not record effects by execution id")
             }
-            Some(_) if execution.attempts >= MAX_ATTEMPTS => Err("every attempt was interrupted"),
-            Some(tool) => Ok(Arc::clone(tool)),
+            // Its record of what it did is in its own namespace, in its own format: another
+            // plugin, or another version, would not find it.
+            (Some(tool), Some(draft))
+                if tool.plugin.name() != draft.plugin || tool.plugin.digest() != draft.plugin_digest =>
+            {
+                Err("the plugin serving the tool changed since the draft was made")
+            }
+            (Some(_), _) if execution.attempts >= MAX_ATTEMPTS => Err("every attempt was interrupted"),
+            (Some(tool), Some(draft)) => Ok((Arc::clone(tool), draft.clone())),
         };
         match fate {
-            Ok(tool) => {
+            Ok((tool, draft)) => {
+                let request_id = ids::new_id(Kind::Request);
+                let context = match execution_context(gw, &draft, &tool, &request_id) {
+                    Ok(context) => context,
+                    Err(refused) => {
+                        tracing::error!(execution = %execution.id, error = %refused.failure.message, "cannot resume an execution now");
+                        continue;
+                    }
+                };
                 if !gw.store.drafts.take_over(&execution.id, &from, &gw.instance_id)? {
                     continue;
                 }
-                match resume(gw, &tool, execution).await {
+                let resuming = Resuming {
+                    tool: &tool,
+                    draft: &draft,
+                    context,
+                    request_id: &request_id,
+                };
+                match resume(gw, resuming, execution).await {
                     Ok(()) => settled.resumed += 1,
                     Err((id, refused)) => {
                         tracing::error!(execution = %id, error = %refused.failure.message, "a resumed execution was interrupted");
+                        // For the next pass, which counts another attempt.
+                        if let Err(e) = gw.store.drafts.give_back(&id, &gw.instance_id, &from) {
+                            tracing::error!(execution = %id, error = %e, "a resumed execution was not handed back");
+                        }
                         settled.interrupted += 1;
                     }
                 }
@@ -88,7 +122,7 @@ pub async fn settle_orphaned_executions(gw: &Gateway) -> Result<Settled, Recover
                     continue;
                 }
                 tracing::warn!(execution = %execution.id, reason, "an execution a stopped process left running is indeterminate");
-                indeterminate_event(gw, &execution, reason).await?;
+                indeterminate_event(gw, &execution, draft.as_ref(), reason).await?;
                 settled.indeterminate += 1;
             }
         }
@@ -97,18 +131,23 @@ pub async fn settle_orphaned_executions(gw: &Gateway) -> Result<Settled, Recover
 }
 
 /// The audit event of an execution left to an operator.
-async fn indeterminate_event(gw: &Gateway, execution: &ExecutionRecord, reason: &str) -> Result<(), RecoveryError> {
+async fn indeterminate_event(
+    gw: &Gateway,
+    execution: &ExecutionRecord,
+    draft: Option<&DraftRecord>,
+    reason: &str,
+) -> Result<(), RecoveryError> {
     let request_id = ids::new_id(Kind::Request);
     let runner = Reviewer {
         name: RECOVERY,
         org_id: None,
         request_id: &request_id,
     };
-    let mut event = match gw.store.drafts.get(&execution.draft_id)? {
+    let mut event = match draft {
         Some(draft) => lifecycle_event(
             gw,
             &runner,
-            &draft,
+            draft,
             "agent.execution.indeterminate",
             codes::EXECUTION_INDETERMINATE,
             Some(&execution.id),
@@ -130,45 +169,46 @@ async fn indeterminate_event(gw: &Gateway, execution: &ExecutionRecord, reason: 
     Ok(())
 }
 
+/// What a taken-over execution runs with.
+struct Resuming<'a> {
+    tool: &'a Tool,
+    draft: &'a DraftRecord,
+    context: CallContext,
+    request_id: &'a str,
+}
+
 /// Runs a taken-over execution again, with its id, and records its outcome as an approval's
-/// execution would be. Errors (the store, the audit trail) leave it `running` under this
-/// process; they are returned with the execution's id.
-async fn resume(gw: &Gateway, tool: &Tool, mut record: ExecutionRecord) -> Result<(), (String, Refused)> {
-    let failed = |r: Refused| (record.id.clone(), r);
-    let draft = gw
-        .store
-        .drafts
-        .get(&record.draft_id)
-        .map_err(Refused::internal)
-        .and_then(|d| d.ok_or_else(|| Refused::internal("the execution's draft is gone")))
-        .map_err(failed)?;
+/// execution would be. An error (the store, the audit trail) before an outcome was recorded
+/// is returned with the execution's id: the execution is still `running` under this process.
+async fn resume(gw: &Gateway, resuming: Resuming<'_>, mut record: ExecutionRecord) -> Result<(), (String, Refused)> {
+    let Resuming {
+        tool,
+        draft,
+        context,
+        request_id,
+    } = resuming;
+    let id = record.id.clone();
     record.attempts += 1;
     record.instance_id = gw.instance_id.clone();
-    let request_id = ids::new_id(Kind::Request);
     let runner = Reviewer {
         name: RECOVERY,
         org_id: None,
-        request_id: &request_id,
+        request_id,
     };
     // On the record before the plugin is called again, like the first attempt.
-    let mut event = lifecycle_event(
-        gw,
-        &runner,
-        &draft,
-        "agent.execution.resumed",
-        codes::SUCCESS,
-        Some(&record.id),
-    );
+    let mut event = lifecycle_event(gw, &runner, draft, "agent.execution.resumed", codes::SUCCESS, Some(&id));
     event.details.insert("attempt".into(), record.attempts.into());
-    gw.audit.record(event).await.map_err(|e| failed(Refused::internal(e)))?;
-    let context = execution_context(gw, &draft, tool, &request_id).map_err(failed)?;
+    gw.audit
+        .record(event)
+        .await
+        .map_err(|e| (id.clone(), Refused::internal(e)))?;
     let payload_text = canonical_json(&draft.payload);
-    let id = record.id.clone();
-    let code = match run(gw, tool, context, &payload_text, &mut record).await {
-        Ok(()) => codes::SUCCESS,
-        // The plugin's failure is the execution's outcome, recorded by `run`; a store
-        // failure leaves the execution `running`.
-        Err(refusal) if record.status == ExecutionStatus::Failed => {
+    let code = match run(gw, tool, context, &payload_text, &mut record)
+        .await
+        .map_err(|r| (id.clone(), r))?
+    {
+        Ran::Succeeded => codes::SUCCESS,
+        Ran::Failed(refusal) => {
             let _ = gw.store.drafts.transition(
                 &draft.id,
                 DraftStatus::Confirmed,
@@ -178,9 +218,12 @@ async fn resume(gw: &Gateway, tool: &Tool, mut record: ExecutionRecord) -> Resul
             );
             refusal.failure.code
         }
-        Err(refusal) => return Err((id, refusal)),
+        // Taken over again (this process was taken for dead): the other one records it.
+        Ran::Superseded => return Ok(()),
     };
-    lifecycle(gw, &runner, &draft, "agent.action.execute", code, Some(&id))
-        .await
-        .map_err(|r| (id, r))
+    // The outcome is recorded: a failure to audit it is logged, not retried.
+    if let Err(refused) = lifecycle(gw, &runner, draft, "agent.action.execute", code, Some(&id)).await {
+        tracing::error!(execution = %id, error = %refused.failure.message, "a resumed execution's outcome was not audited");
+    }
+    Ok(())
 }

@@ -242,20 +242,39 @@ async fn execute(gw: &Gateway, reviewer: &Reviewer<'_>, draft: &DraftRecord) -> 
         .drafts
         .insert_execution(&record)
         .map_err(|e| fail(Refused::internal(e)))?;
-    run(gw, &tool, context, &payload_text, &mut record)
+    match run(gw, &tool, context, &payload_text, &mut record)
         .await
-        .map_err(fail)?;
-    lifecycle(
-        gw,
-        reviewer,
-        draft,
-        "agent.action.execute",
-        codes::SUCCESS,
-        Some(&record.id),
-    )
-    .await
-    .map_err(fail)?;
+        .map_err(fail)?
+    {
+        Ran::Succeeded => {
+            lifecycle(
+                gw,
+                reviewer,
+                draft,
+                "agent.action.execute",
+                codes::SUCCESS,
+                Some(&record.id),
+            )
+            .await
+            .map_err(fail)?;
+        }
+        Ran::Failed(refusal) => return Err(fail(refusal)),
+        // Another process took this one for dead and runs it: its outcome is the one
+        // recorded (and audited) there; this answer shows the execution as stored now.
+        Ran::Superseded => {}
+    }
     Ok(serde_json::to_value(record).unwrap_or(Value::Null))
+}
+
+/// How an execution's plugin call ended for the process that made it.
+pub(super) enum Ran {
+    /// Recorded `success`.
+    Succeeded,
+    /// Recorded `failed`, for this refusal.
+    Failed(Refused),
+    /// Another process took the execution over meanwhile: nothing was recorded by this
+    /// one, and `record` holds the execution as stored.
+    Superseded,
 }
 
 /// The context a draft's plugin calls run in, on behalf of `request_id`.
@@ -282,16 +301,17 @@ pub(super) fn execution_context(
     })
 }
 
-/// Calls the plugin for an execution on record as `running` (the call sees its id through
-/// `host.execution-id`) and records how it ended, in the store and in `record`. A plugin
-/// failure is recorded, then returned as the refusal it maps to.
+/// Calls the plugin for an execution on record as `running` under this process (the call
+/// sees its id through `host.execution-id`) and records how it ended, in the store and in
+/// `record`, unless another process took the execution over meanwhile. Errors are the
+/// store's: the execution stays `running`.
 pub(super) async fn run(
     gw: &Gateway,
     tool: &Tool,
     mut context: CallContext,
     payload_text: &str,
     record: &mut ExecutionRecord,
-) -> Result<(), Refused> {
+) -> Result<Ran, Refused> {
     context.execution_id = Some(record.id.clone());
     // Writes never ask the client for input: their human step is this review.
     let output = tool
@@ -311,15 +331,29 @@ pub(super) async fn run(
             (ExecutionStatus::Failed, None, Some(r.failure.message.clone()), Some(r))
         }
     };
-    gw.store
+    let recorded = gw
+        .store
         .drafts
-        .finish_execution(&record.id, status, result.as_ref(), error.as_deref())
+        .finish_execution(
+            &record.id,
+            &record.instance_id,
+            status,
+            result.as_ref(),
+            error.as_deref(),
+        )
         .map_err(Refused::internal)?;
+    if !recorded {
+        if let Some(stored) = gw.store.drafts.execution(&record.id).map_err(Refused::internal)? {
+            *record = stored;
+        }
+        tracing::warn!(execution = %record.id, "another process took this execution over; its outcome stands");
+        return Ok(Ran::Superseded);
+    }
     record.status = status;
     record.result = result;
     record.error = error;
-    match refusal {
-        Some(refusal) => Err(refusal),
-        None => Ok(()),
-    }
+    Ok(match refusal {
+        Some(refusal) => Ran::Failed(refusal),
+        None => Ran::Succeeded,
+    })
 }

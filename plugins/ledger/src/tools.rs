@@ -225,7 +225,10 @@ fn change_transaction(
         if let Some(done) = done_before()? {
             return Ok(done);
         }
-        let (mut t, version) = live_versioned(id)?;
+        let (mut t, version) = match live_versioned(id) {
+            Ok(found) => found,
+            Err(e) => return done_or(e),
+        };
         if let Some(map) = t.as_object_mut() {
             change(map);
         }
@@ -234,7 +237,16 @@ fn change_transaction(
             return Ok(result);
         }
     }
-    Err(Error::Conflict("the transaction kept changing; try again".into()))
+    done_or(Error::Conflict("the transaction kept changing; try again".into()))
+}
+
+/// `error`, unless a parallel attempt of this execution has just made the change that
+/// caused it (a delete that finds the record gone): then that attempt's result.
+fn done_or(error: Error) -> Result<Value, Error> {
+    match done_before()? {
+        Some(done) => Ok(done),
+        None => Err(error),
+    }
 }
 
 /// The transaction fields the reference shows to agents (`is_deleted` stays internal).
@@ -502,13 +514,14 @@ pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Re
                 if let Some(done) = done_before()? {
                     return Ok(done);
                 }
-                let (_, version) = load_versioned(&format!("txn/{id}"))?
-                    .ok_or_else(|| Error::NotFound("Transaction not found".into()))?;
+                let Some((_, version)) = load_versioned(&format!("txn/{id}"))? else {
+                    return done_or(Error::NotFound("Transaction not found".into()));
+                };
                 if store_if(&format!("txn/{id}"), Some(version), None, &result)? {
                     return Ok(result);
                 }
             }
-            Err(Error::Conflict("the transaction kept changing; try again".into()))
+            done_or(Error::Conflict("the transaction kept changing; try again".into()))
         }
         "transactions.export_csv" => {
             let ledger_id = required(payload, "ledgerId")?;
