@@ -418,6 +418,28 @@ fn a_node_reaches_postgresql_over_verified_tls_and_refuses_a_server_it_cannot_ve
     // The right CA, but a host name the certificate does not name.
     let refused = Store::open_at(&tls(&db.url, &certificate)).expect_err("a name the certificate lacks");
     assert!(refused.to_string().contains("certificate"), "{refused}");
+    // A client certificate for a server that authenticates nodes by certificate: presented
+    // when asked (this server does not ask, so the connection must simply still work), and
+    // a key that is not there refuses the start.
+    let node_key = rcgen::KeyPair::generate().expect("key");
+    let node_cert = rcgen::CertificateParams::new(vec!["node1".to_string()])
+        .expect("params")
+        .self_signed(&node_key)
+        .expect("cert");
+    let (cert_path, key_path) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+    std::fs::write(&cert_path, node_cert.pem()).expect("write");
+    std::fs::write(&key_path, node_key.serialize_pem()).expect("write");
+    let identity = |key: &std::path::Path| {
+        format!(
+            "{by_name}?sslmode=verify-full&sslrootcert={certificate}&sslcert={}&sslkey={}",
+            cert_path.display(),
+            key.display()
+        )
+    };
+    Store::open_at(&Location::Postgres(identity(&key_path))).expect("TLS with a client certificate");
+    let refused =
+        Store::open_at(&Location::Postgres(identity(&dir.path().join("missing.key")))).expect_err("a missing key");
+    assert!(refused.to_string().contains("sslkey"), "{refused}");
     // TLS asked for without a CA: refused before any connection.
     let refused = Store::open_at(&Location::Postgres(format!("{by_name}?sslmode=require"))).expect_err("no CA");
     assert!(refused.to_string().contains("sslrootcert"), "{refused}");

@@ -11,13 +11,16 @@
 //! Stricter than libpq on purpose: TLS whose certificate is not checked stops no one who
 //! can sit between a node and its database, so every TLS mode checks it as `verify-full`
 //! does, and a TLS mode without `sslrootcert` is refused.
+//!
+//! `sslcert` and `sslkey` (PEM, both or neither) give the node a client certificate, for a
+//! server that authenticates nodes by certificate (`hostssl … cert` in `pg_hba.conf`).
 
 use std::sync::Arc;
 
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::StoreError;
 
@@ -30,7 +33,8 @@ pub(crate) struct Target {
 
 /// Reads a database URL (`postgres://…`, or libpq's `key=value` form without TLS settings).
 pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
-    let (rest, mode, root) = take_tls_parameters(url)?;
+    let (rest, asked) = take_tls_parameters(url)?;
+    let TlsParameters { mode, root, cert, key } = asked;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| StoreError::Url(format!("{e}")))?;
     // TLS asked for where this module does not look (libpq's `key=value` form): refused,
     // never quietly plain.
@@ -40,6 +44,11 @@ pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
         ));
     }
     let tls = match mode.as_deref() {
+        None | Some("disable" | "allow" | "prefer") if cert.is_some() || key.is_some() => {
+            return Err(StoreError::Url(
+                "`sslcert` and `sslkey` need a TLS `sslmode` (require, verify-ca or verify-full)".into(),
+            ));
+        }
         None | Some("disable" | "allow" | "prefer") => None,
         Some("require" | "verify-ca" | "verify-full") => {
             let Some(root) = root else {
@@ -48,7 +57,12 @@ pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
                         .into(),
                 ));
             };
-            Some(MakeRustlsConnect::new(client_config(&root)?))
+            let identity = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => return Err(StoreError::Url("`sslcert` and `sslkey` go together".into())),
+            };
+            Some(MakeRustlsConnect::new(client_config(&root, identity)?))
         }
         Some(other) => {
             return Err(StoreError::Url(format!(
@@ -63,8 +77,9 @@ pub(crate) fn target(url: &str) -> Result<Target, StoreError> {
     Ok(Target { config, tls })
 }
 
-/// rustls (ring, as the listeners use) trusting only the CAs in `root`.
-fn client_config(root: &str) -> Result<rustls::ClientConfig, StoreError> {
+/// rustls (ring, as the listeners use) trusting only the CAs in `root`, presenting the
+/// certificate chain and key in `identity` (PEM files) when the server asks for one.
+fn client_config(root: &str, identity: Option<(String, String)>) -> Result<rustls::ClientConfig, StoreError> {
     let bad = |e: &dyn std::fmt::Display| StoreError::Url(format!("sslrootcert `{root}`: {e}"));
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(root).map_err(|e| bad(&e))? {
@@ -74,35 +89,63 @@ fn client_config(root: &str) -> Result<rustls::ClientConfig, StoreError> {
         return Err(bad(&"holds no certificate"));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    let Some((cert, key)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let bad_file = |name: &str, path: &str, e: &dyn std::fmt::Display| StoreError::Url(format!("{name} `{path}`: {e}"));
+    let chain = CertificateDer::pem_file_iter(&cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| bad_file("sslcert", &cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad_file("sslcert", &cert, &"holds no certificate"));
+    }
+    let private = PrivateKeyDer::from_pem_file(&key).map_err(|e| bad_file("sslkey", &key, &e))?;
+    builder
+        .with_client_auth_cert(chain, private)
+        .map_err(|e| bad_file("sslkey", &key, &e))
 }
 
-/// The URL without `sslmode` and `sslrootcert`, and their values. Only the URL form carries
-/// them; in the `key=value` form tokio-postgres reads (and refuses) them itself.
-fn take_tls_parameters(url: &str) -> Result<(String, Option<String>, Option<String>), StoreError> {
+/// The TLS parameters of a URL, as given.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TlsParameters {
+    mode: Option<String>,
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// The URL without its TLS parameters, and their values. Only the URL form carries them;
+/// in the `key=value` form tokio-postgres reads (and refuses) them itself.
+fn take_tls_parameters(url: &str) -> Result<(String, TlsParameters), StoreError> {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
-        return Ok((url.to_string(), None, None));
+        return Ok((url.to_string(), TlsParameters::default()));
     };
-    let (mut mode, mut root, mut kept) = (None, None, Vec::new());
+    let (mut asked, mut kept) = (TlsParameters::default(), Vec::new());
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match percent_decoded(key)?.as_str() {
-            "sslmode" => mode = Some(percent_decoded(value)?),
-            "sslrootcert" => root = Some(percent_decoded(value)?),
-            _ => kept.push(pair),
-        }
+        let slot = match percent_decoded(key)?.as_str() {
+            "sslmode" => &mut asked.mode,
+            "sslrootcert" => &mut asked.root,
+            "sslcert" => &mut asked.cert,
+            "sslkey" => &mut asked.key,
+            _ => {
+                kept.push(pair);
+                continue;
+            }
+        };
+        *slot = Some(percent_decoded(value)?);
     }
     let rest = if kept.is_empty() {
         base.to_string()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((rest, mode, root))
+    Ok((rest, asked))
 }
 
 fn percent_decoded(value: &str) -> Result<String, StoreError> {
@@ -131,15 +174,26 @@ mod tests {
 
     #[test]
     fn tls_parameters_are_taken_out_of_the_url_and_the_rest_is_kept() {
-        let (rest, mode, root) = take_tls_parameters(
-            "postgres://u@db:5432/app?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+        let (rest, asked) = take_tls_parameters(
+            "postgres://u@db:5432/app?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem&sslcert=n.pem&sslkey=n.key",
         )
         .unwrap();
         assert_eq!(rest, "postgres://u@db:5432/app?application_name=x");
-        assert_eq!(mode.as_deref(), Some("verify-full"));
-        assert_eq!(root.as_deref(), Some("/etc/ca.pem"));
-        let (rest, mode, root) = take_tls_parameters("postgres://u@db/app").unwrap();
-        assert_eq!((rest.as_str(), mode, root), ("postgres://u@db/app", None, None));
+        let given = |v: &str| Some(v.to_string());
+        assert_eq!(
+            asked,
+            TlsParameters {
+                mode: given("verify-full"),
+                root: given("/etc/ca.pem"),
+                cert: given("n.pem"),
+                key: given("n.key"),
+            }
+        );
+        let (rest, asked) = take_tls_parameters("postgres://u@db/app").unwrap();
+        assert_eq!(
+            (rest.as_str(), asked),
+            ("postgres://u@db/app", TlsParameters::default())
+        );
     }
 
     #[test]
@@ -156,6 +210,7 @@ mod tests {
                 .contains("/nonexistent/ca.pem")
         );
         assert!(refused("host=db user=u sslmode=require").contains("URL form"));
+        assert!(refused("postgres://u@db/app?sslcert=n.pem&sslkey=n.key").contains("need a TLS"));
         assert!(refused("postgres://u@db/app?ssl%6Dode=require").contains("sslrootcert"));
         assert!(target("postgres://u@db/app?sslmode=prefer").unwrap().tls.is_none());
         assert!(target("postgres://u@db/app").unwrap().tls.is_none());
