@@ -234,6 +234,17 @@ impl DemoProcess {
     fn store(&self) -> openport::store::Store {
         openport::store::Store::open(&self.dir.path().join("openport.db")).expect("store")
     }
+
+    /// Every event of the audit trail (the tests' trails are small).
+    fn audit_events(&self) -> Vec<openport::store::AuditRow> {
+        self.store()
+            .audit
+            .query(&openport::store::AuditFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .expect("events")
+    }
 }
 
 impl Drop for DemoProcess {
@@ -266,14 +277,7 @@ fn acknowledged_events_survive_a_crash() {
     }
     demo.child.kill().expect("SIGKILL");
     demo.child.wait().expect("reaped");
-    let store = demo.store();
-    let events = store
-        .audit
-        .query(&openport::store::AuditFilter {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .expect("events");
+    let events = demo.audit_events();
     for id in &acknowledged {
         assert!(
             events.iter().any(|e| e.request_id.as_deref() == Some(id.as_str())),
@@ -545,14 +549,7 @@ fn a_crash_during_an_execution_leaves_it_indeterminate_until_an_operator_resolve
         (500, Some("agent.execution_indeterminate")),
         "{again}"
     );
-    let events = demo
-        .store()
-        .audit
-        .query(&openport::store::AuditFilter {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .expect("events");
+    let events = demo.audit_events();
     assert!(events.iter().any(
         |e| e.action == "agent.execution.indeterminate" && e.execution_id.as_deref() == Some(execution_id.as_str())
     ));
@@ -621,13 +618,7 @@ fn a_crash_after_a_resumable_writes_effect_runs_it_again_with_the_same_execution
         Some("2"),
         "the plugin was called twice"
     );
-    let events = store
-        .audit
-        .query(&openport::store::AuditFilter {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .expect("events");
+    let events = demo.audit_events();
     let of_execution: Vec<_> = events
         .iter()
         .filter(|e| e.execution_id.as_deref() == Some(killed.id.as_str()))

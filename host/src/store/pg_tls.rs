@@ -149,23 +149,10 @@ fn take_tls_parameters(url: &str) -> Result<(String, TlsParameters), StoreError>
 }
 
 fn percent_decoded(value: &str) -> Result<String, StoreError> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = value
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| StoreError::Url(format!("bad percent-encoding in `{value}`")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| StoreError::Url(format!("`{value}` is not UTF-8")))
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| StoreError::Url(format!("`{value}` is not UTF-8")))
 }
 
 #[cfg(test)]
