@@ -1,7 +1,7 @@
 //! The audit chain's rows: queries on the shared connection, and the two connections of
 //! its own that the chain writer and the verifier use.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -342,19 +342,21 @@ const POSTGRES_INSERT_ROWS: usize = 64;
 fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
     const COLUMNS: usize = 25;
     let chunk = if conn.is_postgres() { POSTGRES_INSERT_ROWS } else { 1 };
+    // The statement for a whole chunk is built once: building it per row was 26 `format!`s
+    // on the audit writer's thread, which every request waits for.
+    static ONE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS));
+    static FULL_CHUNK: LazyLock<String> = LazyLock::new(|| insert_sql(POSTGRES_INSERT_ROWS, COLUMNS));
     let mut last = 0;
     for part in rows.chunks(chunk) {
-        let values: Vec<String> = (0..part.len())
-            .map(|row| {
-                let slots: Vec<String> = (1..=COLUMNS).map(|c| format!("?{}", row * COLUMNS + c)).collect();
-                format!("({})", slots.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO audit_events ({}) VALUES {} RETURNING seq",
-            AUDIT_COLUMNS.trim_start_matches("seq, "),
-            values.join(", ")
-        );
+        let built;
+        let sql: &str = match part.len() {
+            1 => &ONE_ROW,
+            POSTGRES_INSERT_ROWS => &FULL_CHUNK,
+            n => {
+                built = insert_sql(n, COLUMNS);
+                &built
+            }
+        };
         let mut params: Vec<&dyn super::sql::Param> = Vec::with_capacity(part.len() * COLUMNS);
         for insert in part {
             let e = insert.row;
@@ -386,10 +388,25 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
                 e.event_hash,
             ]);
         }
-        let positions: Vec<i64> = conn.query(&sql, &params, |r| r.get(0))?;
+        let positions: Vec<i64> = conn.query(sql, &params, |r| r.get(0))?;
         last = positions.into_iter().max().unwrap_or(last);
     }
     Ok(last)
+}
+
+/// `INSERT INTO audit_events … VALUES (?1, …), … RETURNING seq` for `rows` rows.
+fn insert_sql(rows: usize, columns: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let slots: Vec<String> = (1..=columns).map(|c| format!("?{}", row * columns + c)).collect();
+            format!("({})", slots.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO audit_events ({}) VALUES {} RETURNING seq",
+        AUDIT_COLUMNS.trim_start_matches("seq, "),
+        values.join(", ")
+    )
 }
 
 /// How `select` orders its rows.

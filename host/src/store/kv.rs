@@ -61,12 +61,21 @@ pub enum IncrementError {
 /// connection is released (the gateway is the only writer of its database). On PostgreSQL
 /// a write names its keys to every node ([`Freshness::kv_key_changed`]), which forget
 /// them, and a miss read while any key changed is not kept.
+///
+/// Listings are kept the same way, by prefix and limit: a write forgets every listing whose
+/// prefix its key starts with (a ledger read lists its transactions on every call, and that
+/// query was 5% of its CPU).
 #[derive(Debug, Default)]
 struct KvCache {
     generation: u64,
-    values: HashMap<String, HashMap<String, HashMap<String, Option<Versioned>>>>,
+    values: ByNamespace<HashMap<String, Option<Versioned>>>,
+    /// Keys under a prefix, by prefix and limit.
+    lists: ByNamespace<HashMap<(String, usize), Vec<String>>>,
     bytes: usize,
 }
+
+/// By plugin, then tenant.
+type ByNamespace<T> = HashMap<String, HashMap<String, T>>;
 
 /// Bytes of keys and values kept before the key-value cache starts over.
 const MAX_CACHED_KV_BYTES: usize = 16 << 20;
@@ -90,14 +99,38 @@ impl KvCache {
             .insert(key.to_string(), value);
     }
 
+    fn list(&self, plugin: &str, tenant: &str, prefix: &str, limit: usize) -> Option<Vec<String>> {
+        let lists = self.lists.get(plugin)?.get(tenant)?;
+        lists.get(&(prefix.to_string(), limit)).cloned()
+    }
+
+    fn insert_list(&mut self, plugin: &str, tenant: &str, prefix: &str, limit: usize, keys: Vec<String>) {
+        let size = prefix.len() + keys.iter().map(String::len).sum::<usize>();
+        if self.bytes + size > MAX_CACHED_KV_BYTES {
+            self.clear();
+        }
+        self.bytes += size;
+        self.lists
+            .entry(plugin.to_string())
+            .or_default()
+            .entry(tenant.to_string())
+            .or_default()
+            .insert((prefix.to_string(), limit), keys);
+    }
+
+    /// Forgets `key`'s value and every listing it may appear in (set or deleted).
     fn forget(&mut self, plugin: &str, tenant: &str, key: &str) {
         if let Some(keys) = self.values.get_mut(plugin).and_then(|t| t.get_mut(tenant)) {
             keys.remove(key);
+        }
+        if let Some(lists) = self.lists.get_mut(plugin).and_then(|t| t.get_mut(tenant)) {
+            lists.retain(|(prefix, _), _| !key.starts_with(prefix.as_str()));
         }
     }
 
     fn clear(&mut self) {
         self.values.clear();
+        self.lists.clear();
         self.bytes = 0;
     }
 
@@ -209,6 +242,21 @@ impl PluginKv {
 
     /// A value with its version, through the cache.
     pub fn get_versioned(&self, plugin: &str, tenant: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+        self.through_cache(
+            |cache| cache.get(plugin, tenant, key),
+            |conn| read(conn, plugin, tenant, key),
+            |cache, value| cache.insert(plugin, tenant, key, value.clone()),
+        )
+    }
+
+    /// Answers from the cache (`hit`), or reads from the store (`miss`) and remembers what
+    /// it read (`keep`) unless the cache moved on meanwhile.
+    fn through_cache<T>(
+        &self,
+        hit: impl FnOnce(&KvCache) -> Option<T>,
+        miss: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+        keep: impl FnOnce(&mut KvCache, &T),
+    ) -> Result<T, StoreError> {
         let generation = self.fresh.generation(Cache::Kv);
         let changes = self.fresh.kv_changes();
         if let Some(generation) = generation {
@@ -217,19 +265,19 @@ impl PluginKv {
             for (p, t, k) in self.fresh.take_forgotten_kv() {
                 cache.forget(&p, &t, &k);
             }
-            if let Some(hit) = cache.get(plugin, tenant, key) {
-                return Ok(hit);
+            if let Some(found) = hit(cache) {
+                return Ok(found);
             }
         }
         self.db.read(|conn| {
-            let value = read(conn, plugin, tenant, key)?;
+            let value = miss(conn)?;
             // Still holding the connection (SQLite): no write can land between the read and
             // the insert. On PostgreSQL a write that did counted a change.
             if let Some(generation) = generation {
                 // Checked and inserted under the cache's lock, which every forgetting takes.
                 let mut cache = self.cache();
                 if self.fresh.generation(Cache::Kv) == Some(generation) && self.fresh.kv_changes() == changes {
-                    cache.at(generation).insert(plugin, tenant, key, value.clone());
+                    keep(cache.at(generation), &value);
                 }
             }
             Ok(value)
@@ -327,34 +375,49 @@ impl PluginKv {
     /// primary key, so only the matching keys are read (a `substr` filter scanned the whole
     /// namespace).
     pub fn list(&self, plugin: &str, tenant: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.db.read(|conn| match prefix_end(prefix) {
-            Some(end) if conn.is_postgres() => {
-                // The column compares bytewise (COLLATE "C"). `end` is not always valid
-                // UTF-8, so it is bound as bytes and compared as bytes.
-                conn.query(
-                    "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
-                     AND key >= ?3 AND convert_to(key, 'UTF8') < ?4 ORDER BY key LIMIT ?5",
-                    args![plugin, tenant, prefix, end, limit],
-                    |r| r.get(0),
-                )
-            }
-            Some(end) => {
-                // Bound as a blob and cast: `end` need not be valid UTF-8, and text compares
-                // bytewise (BINARY), which is what a prefix range needs.
-                conn.query(
-                    "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
-                     AND key >= ?3 AND key < CAST(?4 AS TEXT) ORDER BY key LIMIT ?5",
-                    args![plugin, tenant, prefix, end, limit],
-                    |r| r.get(0),
-                )
-            }
-            None => conn.query(
-                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 ORDER BY key LIMIT ?3",
-                args![plugin, tenant, limit],
+        self.through_cache(
+            |cache| cache.list(plugin, tenant, prefix, limit),
+            |conn| list(conn, plugin, tenant, prefix, limit),
+            |cache, keys| cache.insert_list(plugin, tenant, prefix, limit, keys.clone()),
+        )
+    }
+}
+
+/// The keys under `prefix`, from the store.
+fn list(
+    conn: &mut Conn<'_>,
+    plugin: &str,
+    tenant: &str,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    match prefix_end(prefix) {
+        Some(end) if conn.is_postgres() => {
+            // The column compares bytewise (COLLATE "C"). `end` is not always valid
+            // UTF-8, so it is bound as bytes and compared as bytes.
+            conn.query(
+                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
+                 AND key >= ?3 AND convert_to(key, 'UTF8') < ?4 ORDER BY key LIMIT ?5",
+                args![plugin, tenant, prefix, end, limit],
                 |r| r.get(0),
-            ),
-        })
+            )
+        }
+        Some(end) => {
+            // Bound as a blob and cast: `end` need not be valid UTF-8, and text compares
+            // bytewise (BINARY), which is what a prefix range needs.
+            conn.query(
+                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2
+                 AND key >= ?3 AND key < CAST(?4 AS TEXT) ORDER BY key LIMIT ?5",
+                args![plugin, tenant, prefix, end, limit],
+                |r| r.get(0),
+            )
+        }
+        None => conn.query(
+            "SELECT key FROM plugin_kv WHERE plugin = ?1 AND tenant = ?2 ORDER BY key LIMIT ?3",
+            args![plugin, tenant, limit],
+            |r| r.get(0),
+        ),
     }
 }
 
@@ -404,6 +467,41 @@ mod tests {
         assert_eq!(list("u/\u{10FFFF}", 100), ["u/\u{10FFFF}x"]);
         assert_eq!(list("", 100), keys);
         assert!(list("nothing", 100).is_empty());
+    }
+
+    #[test]
+    fn listings_see_every_write_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        let list = |tenant: &str, prefix: &str| kv.list("ledger", tenant, prefix, 100).unwrap();
+
+        assert!(list("org_a", "txn/").is_empty()); // a cached empty listing ...
+        kv.set("ledger", "org_a", "txn/1", "v").unwrap();
+        assert_eq!(list("org_a", "txn/"), ["txn/1"]); // ... is forgotten by a set under it
+        assert_eq!(list("org_a", "txn"), ["txn/1"]);
+        kv.set("ledger", "org_a", "txn/2", "v").unwrap();
+        assert_eq!(list("org_a", "txn/"), ["txn/1", "txn/2"]);
+        assert_eq!(
+            list("org_a", "txn"),
+            ["txn/1", "txn/2"],
+            "a shorter prefix is forgotten too"
+        );
+        assert_eq!(kv.list("ledger", "org_a", "txn/", 1).unwrap(), ["txn/1"], "by limit");
+        assert!(list("org_b", "txn/").is_empty(), "tenants do not share listings");
+        kv.delete("ledger", "org_a", "txn/1").unwrap();
+        assert_eq!(list("org_a", "txn/"), ["txn/2"]);
+        assert_eq!(kv.list("ledger", "org_a", "txn/", 1).unwrap(), ["txn/2"]);
+        let batch = [KvWrite::Set {
+            key: "txn/3".into(),
+            value: "v".into(),
+        }];
+        assert!(kv.batch("ledger", "org_a", &[], &batch).unwrap());
+        assert_eq!(kv.increment("ledger", "org_a", "txn/0", 1).unwrap(), 1);
+        assert_eq!(list("org_a", "txn/"), ["txn/0", "txn/2", "txn/3"]);
+        // A write elsewhere keeps the listing; the answer stays the same.
+        kv.set("ledger", "org_a", "ledger/1", "v").unwrap();
+        assert_eq!(list("org_a", "txn/"), ["txn/0", "txn/2", "txn/3"]);
     }
 
     #[test]
