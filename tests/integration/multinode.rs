@@ -213,6 +213,14 @@ fn plugin_key_value_operations_stay_atomic_across_nodes() {
         nodes[2].kv.list("ledger", "org_a", "txn/", 10).expect("list"),
         vec!["txn/1", "txn/2", "txn/é"]
     );
+    // A listing node 2 keeps in its cache is forgotten when node 1 writes under its prefix.
+    nodes[1].kv.set("ledger", "org_a", "txn/3", "v").expect("set");
+    let listed = || nodes[2].kv.list("ledger", "org_a", "txn/", 10).expect("list");
+    let seen = eventually(Duration::from_secs(2), || listed().contains(&"txn/3".to_string()));
+    assert!(seen.is_some(), "node 2 still lists {:?}", listed());
+    nodes[1].kv.delete("ledger", "org_a", "txn/1").expect("delete");
+    let seen = eventually(Duration::from_secs(2), || !listed().contains(&"txn/1".to_string()));
+    assert!(seen.is_some(), "node 2 still lists {:?}", listed());
 }
 
 fn draft(id: &str) -> DraftRecord {
