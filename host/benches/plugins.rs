@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use openport::clock::{SharedClock, SystemClock};
 use openport::demo::{self, artifacts};
 use openport::plugin::interaction::Round;
-use openport::plugin::{Budgets, CallContext, PluginManifest, PluginRuntime};
+use openport::plugin::{Budgets, CallContext, PluginManifest, PluginRuntime, Profiler};
 use openport::{Config, Server};
 
 fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) -> PluginManifest {
@@ -83,8 +83,14 @@ fn main() {
     ] {
         let mut times = Vec::new();
         for _ in 0..2 {
-            let runtime =
-                PluginRuntime::new(store.clone(), clock.clone(), Some(&cache), Budgets::default()).expect("runtime");
+            let runtime = PluginRuntime::new(
+                store.clone(),
+                clock.clone(),
+                Some(&cache),
+                Budgets::default(),
+                Profiler::Off,
+            )
+            .expect("runtime");
             let m = manifest(dir.path(), krate, krate, tools, "");
             let started = Instant::now();
             rt.block_on(runtime.load(m)).expect("loads");
@@ -98,7 +104,14 @@ fn main() {
     }
 
     // Invoke of a trivial adapter: a fresh store and instance per call, then reused.
-    let runtime = PluginRuntime::new(store.clone(), clock.clone(), Some(&cache), Budgets::default()).expect("runtime");
+    let runtime = PluginRuntime::new(
+        store.clone(),
+        clock.clone(),
+        Some(&cache),
+        Budgets::default(),
+        Profiler::Off,
+    )
+    .expect("runtime");
     let plugin = rt
         .block_on(runtime.load(manifest(dir.path(), "template", "template", &["hello.greet"], "")))
         .expect("load")

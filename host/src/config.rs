@@ -52,6 +52,10 @@ struct RawPluginRuntime {
     /// How long one instance may serve its isolation domain.
     #[serde(default = "default_reuse_seconds")]
     reuse_seconds: u64,
+    /// Names the plugins' compiled functions in `/tmp/perf-PID.map`, for `perf` to profile
+    /// inside a guest. Off by default: the file grows with every compiled plugin.
+    #[serde(default)]
+    perf_map: bool,
 }
 
 impl Default for RawPluginRuntime {
@@ -61,6 +65,7 @@ impl Default for RawPluginRuntime {
             wait_ms: default_plugin_wait_ms(),
             reuse_calls: default_reuse_calls(),
             reuse_seconds: default_reuse_seconds(),
+            perf_map: false,
         }
     }
 }
@@ -443,6 +448,8 @@ pub struct Config {
     pub plugin_wait: std::time::Duration,
     /// How plugin instances are reused within an isolation domain.
     pub plugin_reuse: crate::plugin::Reuse,
+    /// Whether `perf` can name the plugins' compiled functions.
+    pub plugin_profiler: crate::plugin::Profiler,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -628,6 +635,11 @@ impl Config {
                 max_calls: raw.plugin_runtime.reuse_calls,
                 max_age: std::time::Duration::from_secs(raw.plugin_runtime.reuse_seconds),
                 ..crate::plugin::Reuse::default()
+            },
+            plugin_profiler: if raw.plugin_runtime.perf_map {
+                crate::plugin::Profiler::PerfMap
+            } else {
+                crate::plugin::Profiler::Off
             },
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,

@@ -426,6 +426,7 @@ impl Gateway {
             clock.clone(),
             config.cache_dir.as_deref(),
             budgets(&config, &metrics),
+            config.plugin_profiler,
         )
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),
@@ -995,6 +996,7 @@ pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authoriz
             clock,
             config.cache_dir.as_deref(),
             budgets(config, &Metrics::new()),
+            crate::plugin::Profiler::Off,
         )
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),

@@ -327,6 +327,15 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
+/// Whether the engine tells profilers the names of the plugins' compiled functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profiler {
+    #[default]
+    Off,
+    /// `/tmp/perf-PID.map`, which `perf report` reads (`[plugin_runtime] perf_map`).
+    PerfMap,
+}
+
 impl PluginRuntime {
     /// Builds the engine. `cache_dir` holds compiled code keyed by digest and settings.
     pub fn new(
@@ -334,9 +343,13 @@ impl PluginRuntime {
         clock: SharedClock,
         cache_dir: Option<&Path>,
         budgets: Budgets,
+        profiler: Profiler,
     ) -> Result<PluginRuntime, LoadError> {
         let runtime = |e: wasmtime::Error| LoadError::Runtime(e.to_string());
         let mut config = Config::new();
+        if profiler == Profiler::PerfMap {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         let mut pool = PoolingAllocationConfig::default();
