@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use openport::clock::{SharedClock, SystemClock};
 use openport::demo::{self, artifacts};
 use openport::plugin::interaction::Round;
-use openport::plugin::{Budgets, CallContext, PluginManifest, PluginRuntime, Profiler};
+use openport::plugin::{Budgets, CallContext, Plugin, PluginManifest, PluginRuntime, Profiler};
 use openport::{Config, Server};
 
 fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) -> PluginManifest {
@@ -53,6 +53,45 @@ fn pct(samples: &mut [Duration], p: f64) -> f64 {
     samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6
 }
 
+/// A call of the demo tenant.
+fn context(reuse_instance: bool) -> CallContext {
+    CallContext {
+        tenant: demo::DEMO_ORG.into(),
+        integration: "app".into(),
+        request_id: "req".into(),
+        actor: "svc".into(),
+        allow_sensitive_fields: true,
+        trace: None,
+        reuse_instance,
+        execution_id: None,
+    }
+}
+
+/// p50 and p99 (µs) of 20,000 invokes of `tool`, after 5,000 to warm up.
+fn time_invokes(
+    rt: &tokio::runtime::Runtime,
+    plugin: &Plugin,
+    reuse_instance: bool,
+    tool: &str,
+    payload: &str,
+) -> (f64, f64) {
+    let ctx = context(reuse_instance);
+    let mut samples = Vec::with_capacity(20_000);
+    rt.block_on(async {
+        for i in 0..25_000 {
+            let started = Instant::now();
+            plugin
+                .invoke(&ctx, tool, payload, Round::default())
+                .await
+                .expect("invoke");
+            if i >= 5_000 {
+                samples.push(started.elapsed());
+            }
+        }
+    });
+    (pct(&mut samples, 0.5), pct(&mut samples, 0.99))
+}
+
 /// Every tool the ledger adapter describes: a manifest must declare them all.
 const LEDGER_TOOLS: &[&str] = &[
     "ledger.list",
@@ -77,20 +116,23 @@ fn main() {
 
     // Cold compile vs a load from the on-disk cache (a second engine, same cache dir).
     let cache = dir.path().join("cache");
+    let new_runtime = || {
+        PluginRuntime::new(
+            store.clone(),
+            clock.clone(),
+            Some(&cache),
+            Budgets::default(),
+            Profiler::Off,
+        )
+        .expect("runtime")
+    };
     for (label, krate, tools) in [
         ("template (100 KB)", "template", &["hello.greet"][..]),
         ("ledger (165 KB)", "ledger", LEDGER_TOOLS),
     ] {
         let mut times = Vec::new();
         for _ in 0..2 {
-            let runtime = PluginRuntime::new(
-                store.clone(),
-                clock.clone(),
-                Some(&cache),
-                Budgets::default(),
-                Profiler::Off,
-            )
-            .expect("runtime");
+            let runtime = new_runtime();
             let m = manifest(dir.path(), krate, krate, tools, "");
             let started = Instant::now();
             rt.block_on(runtime.load(m)).expect("loads");
@@ -104,14 +146,7 @@ fn main() {
     }
 
     // Invoke of a trivial adapter: a fresh store and instance per call, then reused.
-    let runtime = PluginRuntime::new(
-        store.clone(),
-        clock.clone(),
-        Some(&cache),
-        Budgets::default(),
-        Profiler::Off,
-    )
-    .expect("runtime");
+    let runtime = new_runtime();
     let plugin = rt
         .block_on(runtime.load(manifest(dir.path(), "template", "template", &["hello.greet"], "")))
         .expect("load")
@@ -120,94 +155,25 @@ fn main() {
         ("a fresh store and instance per call", false),
         ("an instance reused within its isolation domain", true),
     ] {
-        let ctx = CallContext {
-            tenant: "org_demo".into(),
-            integration: "app".into(),
-            request_id: "req".into(),
-            actor: "svc".into(),
-            allow_sensitive_fields: true,
-            trace: None,
-            reuse_instance,
-            execution_id: None,
-        };
-        let mut samples = Vec::with_capacity(20_000);
-        rt.block_on(async {
-            for i in 0..25_000 {
-                let started = Instant::now();
-                plugin
-                    .invoke(&ctx, "hello.greet", r#"{"name":"Ada"}"#, Round::default())
-                    .await
-                    .expect("invoke");
-                if i >= 5_000 {
-                    samples.push(started.elapsed());
-                }
-            }
-        });
-        let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
+        let (p50, p99) = time_invokes(&rt, &plugin, reuse_instance, "hello.greet", r#"{"name":"Ada"}"#);
         println!("| invoke, trivial adapter, {label} (20,000 calls) | p50 {p50:.1} µs, p99 {p99:.1} µs |");
     }
 
     // The reference's ledger read as the ledger adapter runs it (the guest's JSON work and
     // its four key-value host calls), on the demo's data, reusing its instance.
+    let grants = "[grants]\nkv = true\nclock = true\n";
     let ledger = rt
-        .block_on(runtime.load(manifest(
-            dir.path(),
-            "ledger",
-            "ledger",
-            LEDGER_TOOLS,
-            "[grants]\nkv = true\nclock = true\n",
-        )))
+        .block_on(runtime.load(manifest(dir.path(), "ledger", "ledger", LEDGER_TOOLS, grants)))
         .expect("load")
         .plugin;
-    let now = "2026-12-01T00:00:00.000Z";
-    store
-        .kv
-        .set("ledger", "org_demo", "ledger/ledger_main", r#"{"id":"ledger_main","name":"Main Ledger","currency_home":"USD","tz":"America/Los_Angeles","organization_id":"org_demo"}"#)
-        .expect("seed");
-    for (id, kind, title, amount, notes) in [
-        ("txn_1", "income", "Consulting payment", 1200, "null"),
-        ("txn_2", "expense", "Software subscription", 80, r#""annual plan""#),
-    ] {
-        let txn = format!(
-            r#"{{"id":"{id}","ledger_id":"ledger_main","kind":"{kind}","title":"{title}","amount_home":{amount},"currency_home":"USD","date":"{now}","notes":{notes},"is_deleted":false,"created_at":"{now}","updated_at":"{now}"}}"#
-        );
-        store
-            .kv
-            .set("ledger", "org_demo", &format!("txn/{id}"), &txn)
-            .expect("seed");
-    }
-    let ctx = CallContext {
-        tenant: "org_demo".into(),
-        integration: "app".into(),
-        request_id: "req".into(),
-        actor: "svc".into(),
-        allow_sensitive_fields: true,
-        trace: None,
-        reuse_instance: true,
-        execution_id: None,
-    };
-    let mut samples = Vec::with_capacity(20_000);
-    rt.block_on(async {
-        for i in 0..25_000 {
-            let started = Instant::now();
-            let output = ledger
-                .invoke(
-                    &ctx,
-                    "transaction.list",
-                    r#"{"ledgerId":"ledger_main"}"#,
-                    Round::default(),
-                )
-                .await
-                .expect("invoke");
-            if i >= 5_000 {
-                samples.push(started.elapsed());
-            } else if i == 0 {
-                let total = output.structured.as_ref().and_then(|s| s.get("total")).cloned();
-                assert_eq!(total, Some(2.into()), "{:?}", output.structured);
-            }
-        }
-    });
-    let (p50, p99) = (pct(&mut samples, 0.5), pct(&mut samples, 0.99));
+    demo::seed_ledgers(&store, "2026-12-01T00:00:00.000Z").expect("seed");
+    let read = r#"{"ledgerId":"ledger_main"}"#;
+    let first = rt
+        .block_on(ledger.invoke(&context(true), "transaction.list", read, Round::default()))
+        .expect("invoke");
+    let total = first.structured.as_ref().and_then(|s| s.get("total")).cloned();
+    assert_eq!(total, Some(2.into()), "{:?}", first.structured);
+    let (p50, p99) = time_invokes(&rt, &ledger, true, "transaction.list", read);
     println!(
         "| invoke, ledger `transaction.list` (2 transactions, instance reused; 20,000 calls) | p50 {p50:.1} µs, p99 {p99:.1} µs |"
     );

@@ -520,8 +520,9 @@ fn restrict_permissions(path: &Path) {
 #[cfg(not(unix))]
 fn restrict_permissions(_: &Path) {}
 
-/// The reference's demo data, in the ledger plugin's key-value namespace.
-fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
+/// The reference's demo data, in the ledger plugin's key-value namespace (public for the
+/// plugin benchmark, which runs the ledger on it).
+pub fn seed_ledgers(store: &Store, now: &str) -> Result<(), StoreError> {
     let ledger = |id: &str, name: &str, tz: &str, org: &str| json!({"id": id, "name": name, "currency_home": "USD", "tz": tz, "organization_id": org});
     let txn = |id: &str, ledger_id: &str, kind: &str, title: &str, amount: i64, notes: Value| {
         json!({

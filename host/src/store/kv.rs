@@ -69,13 +69,21 @@ pub enum IncrementError {
 struct KvCache {
     generation: u64,
     values: ByNamespace<HashMap<String, Option<Versioned>>>,
-    /// Keys under a prefix, by prefix and limit.
-    lists: ByNamespace<HashMap<(String, usize), Vec<String>>>,
+    /// Keys under a prefix, by prefix, then limit.
+    lists: ByNamespace<HashMap<String, HashMap<usize, Vec<String>>>>,
     bytes: usize,
 }
 
 /// By plugin, then tenant.
 type ByNamespace<T> = HashMap<String, HashMap<String, T>>;
+
+/// One namespace's entry of `map`, made if absent.
+fn namespace<'m, T: Default>(map: &'m mut ByNamespace<T>, plugin: &str, tenant: &str) -> &'m mut T {
+    map.entry(plugin.to_string())
+        .or_default()
+        .entry(tenant.to_string())
+        .or_default()
+}
 
 /// Bytes of keys and values kept before the key-value cache starts over.
 const MAX_CACHED_KV_BYTES: usize = 16 << 20;
@@ -86,36 +94,26 @@ impl KvCache {
     }
 
     fn insert(&mut self, plugin: &str, tenant: &str, key: &str, value: Option<Versioned>) {
-        let size = key.len() + value.as_ref().map_or(0, |v| v.value.len());
-        if self.bytes + size > MAX_CACHED_KV_BYTES {
-            self.clear();
-        }
-        self.bytes += size;
-        self.values
-            .entry(plugin.to_string())
-            .or_default()
-            .entry(tenant.to_string())
-            .or_default()
-            .insert(key.to_string(), value);
+        self.reserve(key.len() + value.as_ref().map_or(0, |v| v.value.len()));
+        namespace(&mut self.values, plugin, tenant).insert(key.to_string(), value);
     }
 
     fn list(&self, plugin: &str, tenant: &str, prefix: &str, limit: usize) -> Option<Vec<String>> {
-        let lists = self.lists.get(plugin)?.get(tenant)?;
-        lists.get(&(prefix.to_string(), limit)).cloned()
+        self.lists.get(plugin)?.get(tenant)?.get(prefix)?.get(&limit).cloned()
     }
 
     fn insert_list(&mut self, plugin: &str, tenant: &str, prefix: &str, limit: usize, keys: Vec<String>) {
-        let size = prefix.len() + keys.iter().map(String::len).sum::<usize>();
+        self.reserve(prefix.len() + keys.iter().map(String::len).sum::<usize>());
+        let lists = namespace(&mut self.lists, plugin, tenant);
+        lists.entry(prefix.to_string()).or_default().insert(limit, keys);
+    }
+
+    /// Counts `size` more bytes; a cache that would pass its bound starts over first.
+    fn reserve(&mut self, size: usize) {
         if self.bytes + size > MAX_CACHED_KV_BYTES {
             self.clear();
         }
         self.bytes += size;
-        self.lists
-            .entry(plugin.to_string())
-            .or_default()
-            .entry(tenant.to_string())
-            .or_default()
-            .insert((prefix.to_string(), limit), keys);
     }
 
     /// Forgets `key`'s value and every listing it may appear in (set or deleted).
@@ -124,7 +122,7 @@ impl KvCache {
             keys.remove(key);
         }
         if let Some(lists) = self.lists.get_mut(plugin).and_then(|t| t.get_mut(tenant)) {
-            lists.retain(|(prefix, _), _| !key.starts_with(prefix.as_str()));
+            lists.retain(|prefix, _| !key.starts_with(prefix.as_str()));
         }
     }
 
