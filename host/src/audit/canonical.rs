@@ -55,7 +55,7 @@ fn key(out: &mut String, name: &str) {
 const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// JCS of the usual `details`: an object with ASCII keys and string, small integer,
-/// boolean or null values, written directly. `None` for anything else, which goes through
+/// boolean, null or list-of-strings values (a read's `redactedFields`), written directly. `None` for anything else, which goes through
 /// the canonicalizer. ASCII keys sort the same by bytes as by UTF-16 code units.
 fn flat_details(details: &serde_json::Value) -> Option<String> {
     let map = details.as_object()?;
@@ -76,6 +76,19 @@ fn flat_details(details: &serde_json::Value) -> Option<String> {
             serde_json::Value::String(text) => string(&mut out, text),
             serde_json::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             serde_json::Value::Null => out.push_str("null"),
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    let serde_json::Value::String(text) = item else {
+                        return None;
+                    };
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(&mut out, text);
+                }
+                out.push(']');
+            }
             serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
                 (Some(u), _) if u <= MAX_EXACT_INTEGER => out.push_str(&u.to_string()),
                 (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => out.push_str(&i.to_string()),
@@ -273,6 +286,12 @@ mod tests {
             row(json!({"past": 9007199254740993_u64, "a": "b"}), None, None),
             row(json!({"neg_past": -9007199254740993_i64}), None, None),
             row(json!({"retry_after_ms": 250, "reason": "rate"}), None, None),
+            row(
+                json!({"redactedFields": [], "names": ["b\n", "a", "\"q\""], "n": 2}),
+                None,
+                None,
+            ),
+            row(json!({"mixed": ["a", 1]}), None, None),
             // A shared store's node names its events, and its name is hashed.
             AuditRow {
                 node: "node_01\"x".into(),
@@ -295,9 +314,19 @@ mod tests {
 
     #[test]
     fn flat_details_take_the_direct_path_and_the_rest_do_not() {
-        let direct = json!({"b": "x", "a": 1, "c": null});
-        assert_eq!(flat_details(&direct).as_deref(), Some(r#"{"a":1,"b":"x","c":null}"#));
-        for other in [json!({"a": {"b": 1}}), json!({"a": 1.5}), json!({"é": 1}), json!([1])] {
+        let direct = json!({"b": "x", "a": 1, "c": null, "d": ["y", "x"], "e": []});
+        assert_eq!(
+            flat_details(&direct).as_deref(),
+            Some(r#"{"a":1,"b":"x","c":null,"d":["y","x"],"e":[]}"#)
+        );
+        for other in [
+            json!({"a": {"b": 1}}),
+            json!({"a": 1.5}),
+            json!({"é": 1}),
+            json!([1]),
+            json!({"a": ["x", 1]}),
+            json!({"a": [["x"]]}),
+        ] {
             assert_eq!(flat_details(&other), None, "{other}");
         }
     }

@@ -7,6 +7,8 @@
 
 pub mod network;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
@@ -61,8 +63,8 @@ pub enum AuthFailure {
 /// The authenticated caller of an agent request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub app: std::sync::Arc<AppRecord>,
-    pub key: KeyRecord,
+    pub app: Arc<AppRecord>,
+    pub key: Arc<KeyRecord>,
     pub org_id: String,
     pub actor_user_id: String,
 }
@@ -146,11 +148,11 @@ pub fn anonymous(store: &Store, app_id: &str) -> Result<Result<Principal, AuthFa
         created_by: None,
         created_at: String::new(),
     };
-    principal(store, key)
+    principal(store, Arc::new(key))
 }
 
 /// Steps 5 and 6: the key's app is active and has a tenant and an actor.
-fn principal(store: &Store, key: KeyRecord) -> Result<Result<Principal, AuthFailure>, StoreError> {
+fn principal(store: &Store, key: Arc<KeyRecord>) -> Result<Result<Principal, AuthFailure>, StoreError> {
     let Some(app) = store.apps.shared(&key.app_id)? else {
         return Ok(Err(AuthFailure::Invalid));
     };

@@ -300,10 +300,153 @@ struct DecisionKey {
 
 impl DecisionKey {
     fn new(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>, facts: &RequestFacts<'_>) -> DecisionKey {
-        DecisionKey {
-            entities: EntitiesKey::new(app, action, tool),
-            context: ContextInputs::new(app, action, facts),
+        DecisionQuery::new(app, action, tool, facts).to_key()
+    }
+}
+
+/// A [`DecisionKey`] borrowed from the request: the memo is looked up with it, and the
+/// owned key is built only on a miss. Its fields are the owned key's, in the same order
+/// and hashed the same way (`&str` as `String`, `&[String]` as `Vec<String>`, `&Attr` as
+/// `Attr`), so the two hash alike (a test holds it).
+#[derive(Hash)]
+struct DecisionQuery<'a> {
+    // `EntitiesKey`'s fields.
+    app_id: &'a str,
+    app_name: &'a str,
+    org_id: &'a str,
+    scopes: &'a [String],
+    data_policy: &'a Attr,
+    tags: &'a BTreeMap<String, String>,
+    action: Action,
+    tool: &'a str,
+    risk: Risk,
+    effect: Effect,
+    required_scopes: &'a [String],
+    plugin: &'a str,
+    // `ContextInputs`' fields.
+    client_ip: IpAddr,
+    hour: u8,
+    weekday: u8,
+    unix_seconds: i64,
+    unix_millis: i64,
+    channel: &'a str,
+    tenant: &'a str,
+    actor: &'a str,
+    key_id: &'a str,
+    has_payload: bool,
+    args: Option<&'a Attr>,
+    has_idempotency_key: bool,
+    has_preflight_hash: bool,
+    has_justification: bool,
+}
+
+/// The arguments of a phase that carries them when the request has none.
+static NO_ARGS: Attr = Attr::Record(BTreeMap::new());
+
+impl<'a> DecisionQuery<'a> {
+    fn new(app: &'a AppFacts<'a>, action: Action, tool: &'a ToolFacts<'a>, facts: &'a RequestFacts<'a>) -> Self {
+        DecisionQuery {
+            app_id: app.app_id,
+            app_name: app.app_name,
+            org_id: app.org_id,
+            scopes: app.scopes,
+            data_policy: &app.data_policy,
+            tags: app.tags,
+            action,
+            tool: tool.name,
+            risk: tool.risk,
+            effect: tool.effect,
+            required_scopes: tool.required_scopes,
+            plugin: tool.plugin,
+            client_ip: facts.client_ip,
+            hour: facts.now.hour(),
+            weekday: facts.now.weekday().number_from_monday(),
+            unix_seconds: facts.now.unix_timestamp(),
+            // `now` to the second, like `time`: a finer instant would make every request new
+            // to the decision memo.
+            unix_millis: facts.now.unix_timestamp().saturating_mul(1000),
+            channel: facts.channel,
+            tenant: app.org_id,
+            actor: facts.actor,
+            key_id: app.key_id,
+            has_payload: facts.args.is_some(),
+            args: match action {
+                Action::Discover => None,
+                // A phase with arguments always has a record, if an empty one.
+                _ => Some(facts.args.unwrap_or(&NO_ARGS)),
+            },
+            has_idempotency_key: facts.has_idempotency_key,
+            has_preflight_hash: facts.has_preflight_hash,
+            has_justification: facts.has_justification,
         }
+    }
+
+    /// The owned key, for the memo and the caches behind it.
+    fn to_key(&self) -> DecisionKey {
+        DecisionKey {
+            entities: EntitiesKey {
+                app_id: self.app_id.to_string(),
+                app_name: self.app_name.to_string(),
+                org_id: self.org_id.to_string(),
+                scopes: self.scopes.to_vec(),
+                data_policy: self.data_policy.clone(),
+                tags: self.tags.clone(),
+                action: self.action,
+                tool: self.tool.to_string(),
+                risk: self.risk,
+                effect: self.effect,
+                required_scopes: self.required_scopes.to_vec(),
+                plugin: self.plugin.to_string(),
+            },
+            context: ContextInputs {
+                client_ip: self.client_ip,
+                hour: self.hour,
+                weekday: self.weekday,
+                unix_seconds: self.unix_seconds,
+                unix_millis: self.unix_millis,
+                channel: self.channel.to_string(),
+                tenant: self.tenant.to_string(),
+                actor: self.actor.to_string(),
+                key_id: self.key_id.to_string(),
+                has_payload: self.has_payload,
+                args: self.args.cloned(),
+                has_idempotency_key: self.has_idempotency_key,
+                has_preflight_hash: self.has_preflight_hash,
+                has_justification: self.has_justification,
+            },
+        }
+    }
+}
+
+impl hashbrown::Equivalent<DecisionKey> for DecisionQuery<'_> {
+    fn equivalent(&self, key: &DecisionKey) -> bool {
+        let (e, c) = (&key.entities, &key.context);
+        self.app_id == e.app_id
+            && self.app_name == e.app_name
+            && self.org_id == e.org_id
+            && self.scopes == e.scopes.as_slice()
+            && *self.data_policy == e.data_policy
+            && *self.tags == e.tags
+            && self.action == e.action
+            && self.tool == e.tool
+            && self.risk == e.risk
+            && self.effect == e.effect
+            && self.required_scopes == e.required_scopes.as_slice()
+            && self.plugin == e.plugin
+            && self.client_ip == c.client_ip
+            && self.hour == c.hour
+            && self.weekday == c.weekday
+            && self.unix_seconds == c.unix_seconds
+            && self.unix_millis == c.unix_millis
+            && self.channel == c.channel
+            && self.tenant == c.tenant
+            && self.actor == c.actor
+            && self.key_id == c.key_id
+            && self.has_payload == c.has_payload
+            && self.args == c.args.as_ref()
+            && self.has_idempotency_key == c.has_idempotency_key
+            && self.has_preflight_hash == c.has_preflight_hash
+            && self.has_justification == c.has_justification
     }
 }
 
@@ -315,18 +458,20 @@ const MAX_CACHED: usize = 10_000;
 /// Keys hold request input, so the hasher is randomly keyed (aHash): as resistant to
 /// collision floods as the standard one, at a fraction of its cost on these large keys.
 #[derive(Debug)]
-struct BoundedCache<K, V>(Mutex<HashMap<K, V, ahash::RandomState>>);
+struct BoundedCache<K, V>(Mutex<hashbrown::HashMap<K, V, ahash::RandomState>>);
 
 impl<K: std::hash::Hash + Eq, V: Clone> BoundedCache<K, V> {
     fn new() -> Self {
-        BoundedCache(Mutex::new(HashMap::with_hasher(ahash::RandomState::new())))
+        BoundedCache(Mutex::new(hashbrown::HashMap::with_hasher(ahash::RandomState::new())))
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<K, V, ahash::RandomState>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, hashbrown::HashMap<K, V, ahash::RandomState>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    /// The value under `key`, or under the owned key `key` stands for (a borrowed form
+    /// that hashes alike, so a hit allocates nothing).
+    fn get<Q: std::hash::Hash + hashbrown::Equivalent<K> + ?Sized>(&self, key: &Q) -> Option<V> {
         self.map().get(key).cloned()
     }
 
@@ -366,34 +511,6 @@ struct ContextInputs {
     has_justification: bool,
 }
 
-impl ContextInputs {
-    fn new(app: &AppFacts<'_>, action: Action, facts: &RequestFacts<'_>) -> ContextInputs {
-        let args = match action {
-            Action::Discover => None,
-            // A phase with arguments always has a record, if an empty one.
-            _ => Some(facts.args.cloned().unwrap_or(Attr::Record(BTreeMap::new()))),
-        };
-        ContextInputs {
-            client_ip: facts.client_ip,
-            hour: facts.now.hour(),
-            weekday: facts.now.weekday().number_from_monday(),
-            unix_seconds: facts.now.unix_timestamp(),
-            // `now` to the second, like `time`: a finer instant would make every request new
-            // to the decision memo.
-            unix_millis: facts.now.unix_timestamp().saturating_mul(1000),
-            channel: facts.channel.to_string(),
-            tenant: app.org_id.to_string(),
-            actor: facts.actor.to_string(),
-            key_id: app.key_id.to_string(),
-            has_payload: facts.args.is_some(),
-            args,
-            has_idempotency_key: facts.has_idempotency_key,
-            has_preflight_hash: facts.has_preflight_hash,
-            has_justification: facts.has_justification,
-        }
-    }
-}
-
 /// Everything the cached entities are built from, so a changed app or tool misses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EntitiesKey {
@@ -409,25 +526,6 @@ struct EntitiesKey {
     effect: Effect,
     required_scopes: Vec<String>,
     plugin: String,
-}
-
-impl EntitiesKey {
-    fn new(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>) -> EntitiesKey {
-        EntitiesKey {
-            app_id: app.app_id.to_string(),
-            app_name: app.app_name.to_string(),
-            org_id: app.org_id.to_string(),
-            scopes: app.scopes.to_vec(),
-            data_policy: app.data_policy.clone(),
-            tags: app.tags.clone(),
-            action,
-            tool: tool.name.to_string(),
-            risk: tool.risk,
-            effect: tool.effect,
-            required_scopes: tool.required_scopes.to_vec(),
-            plugin: tool.plugin.to_string(),
-        }
-    }
 }
 
 /// App, tenant, tool and action: what a slice is cut for.
@@ -782,10 +880,10 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        let key = DecisionKey::new(app, action, tool, facts);
-        if let Some(decision) = self.decisions.get(&key) {
+        if let Some(decision) = self.decisions.get(&DecisionQuery::new(app, action, tool, facts)) {
             return decision;
         }
+        let key = DecisionKey::new(app, action, tool, facts);
         let decision = deny_on_error(self.build_and_decide(&key, true));
         self.decisions.insert(key, decision.clone());
         decision
@@ -794,7 +892,7 @@ impl Authorizer {
     /// The request as Cedar receives it (principal, action, resource, and every context
     /// attribute), as JSON: what `openport policy test` shows for a failing scenario.
     pub fn request_json(app: &AppFacts<'_>, action: Action, tool: &ToolFacts<'_>, facts: &RequestFacts<'_>) -> Value {
-        let inputs = ContextInputs::new(app, action, facts);
+        let inputs = DecisionQuery::new(app, action, tool, facts);
         let mut context = serde_json::json!({
             "client_ip": inputs.client_ip.to_string(),
             "time": {"hour": inputs.hour, "weekday": inputs.weekday, "unix_seconds": inputs.unix_seconds},
@@ -1290,6 +1388,40 @@ mod tests {
             scopes,
             data_policy: crate::app_policy::AppPolicy::default().cedar_data_policy(),
             tags: no_tags(),
+        }
+    }
+
+    /// The memo is looked up by a borrowed query: it must hash like the owned key it
+    /// stands for, and match that key and no other, for every phase.
+    #[test]
+    fn a_borrowed_decision_query_finds_exactly_its_own_key() {
+        let hasher = ahash::RandomState::new();
+        let scopes = vec!["s.read".to_string(), "s.write".to_string()];
+        let required = vec!["s.read".to_string()];
+        let tool = ToolFacts {
+            name: "t.0",
+            risk: Risk::Low,
+            effect: Effect::Read,
+            required_scopes: &required,
+            plugin: "p",
+        };
+        let args = Attr::Record(BTreeMap::from([("n".to_string(), Attr::Long(3))]));
+        let app = app("app_1", "org_1", "key_1", &scopes);
+        for action in Action::ALL {
+            for args in [None, Some(&args)] {
+                let request = facts(args);
+                let owned = DecisionKey::new(&app, action, &tool, &request);
+                let query = DecisionQuery::new(&app, action, &tool, &request);
+                assert_eq!(hasher.hash_one(&query), hasher.hash_one(&owned), "{action:?} {args:?}");
+                assert!(hashbrown::Equivalent::equivalent(&query, &owned));
+                // Any other request is another key.
+                let other_actor = RequestFacts {
+                    actor: "user_2",
+                    ..facts(args)
+                };
+                let other = DecisionKey::new(&app, action, &tool, &other_actor);
+                assert!(!hashbrown::Equivalent::equivalent(&query, &other));
+            }
         }
     }
 

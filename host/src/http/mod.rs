@@ -270,31 +270,110 @@ pub async fn serve_ceiling(listener: TcpListener) {
     }
 }
 
-/// The `Authorization` header. Two of them are ambiguous (proxies and servers disagree on
-/// which one counts), so they stand for a credential that never authenticates.
-fn authorization(headers: &HeaderMap) -> Option<String> {
-    if headers.get_all("authorization").iter().count() > 1 {
-        return Some("(two Authorization headers)".into());
-    }
-    header(headers, "authorization")
-}
-
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
 }
 
+/// The headers an [`Inbound`] carries, read in one pass over the head: a lookup by name
+/// hashes the name each time, and a request asks for fourteen of them.
+#[derive(Default)]
+struct Heads {
+    /// Each header's first value, as a request reads it (`None` if it is not text).
+    authorization: Option<Option<String>>,
+    /// How many `Authorization` headers came.
+    authorizations: usize,
+    forwarded_for: Option<Option<String>>,
+    user_agent: Option<Option<String>>,
+    content_type: Option<Option<String>>,
+    idempotency_key: Option<Option<String>>,
+    cookie: Option<Option<String>>,
+    host: Option<Option<String>>,
+    origin: Option<Option<String>>,
+    session_id: Option<Option<String>>,
+    protocol_version: Option<Option<String>>,
+    accept: Option<Option<String>>,
+    mcp_method: Option<Option<String>>,
+    mcp_name: Option<Option<String>>,
+    traceparent: Option<Option<String>>,
+    tracestate: Option<Option<String>>,
+    mcp_params: Vec<(String, String)>,
+    /// The head's size: every name and value, with their separators.
+    bytes: usize,
+}
+
+impl Heads {
+    fn read(headers: &HeaderMap) -> Heads {
+        let mut heads = Heads::default();
+        for (name, value) in headers {
+            heads.bytes += name.as_str().len() + value.len() + 4;
+            let slot = match name.as_str() {
+                "authorization" => {
+                    heads.authorizations += 1;
+                    &mut heads.authorization
+                }
+                "x-forwarded-for" => &mut heads.forwarded_for,
+                "user-agent" => &mut heads.user_agent,
+                "content-type" => &mut heads.content_type,
+                "idempotency-key" => &mut heads.idempotency_key,
+                "cookie" => &mut heads.cookie,
+                "host" => &mut heads.host,
+                "origin" => &mut heads.origin,
+                "mcp-session-id" => &mut heads.session_id,
+                "mcp-protocol-version" => &mut heads.protocol_version,
+                "accept" => &mut heads.accept,
+                "mcp-method" => &mut heads.mcp_method,
+                "mcp-name" => &mut heads.mcp_name,
+                "traceparent" => &mut heads.traceparent,
+                "tracestate" => &mut heads.tracestate,
+                other => {
+                    if let Some(param) = other.strip_prefix("mcp-param-")
+                        && let Ok(value) = value.to_str()
+                    {
+                        heads.mcp_params.push((param.to_string(), value.to_string()));
+                    }
+                    continue;
+                }
+            };
+            if slot.is_none() {
+                *slot = Some(value.to_str().ok().map(String::from));
+            }
+        }
+        heads
+    }
+
+    /// The `Authorization` header. Two of them are ambiguous (proxies and servers disagree
+    /// on which one counts), so they stand for a credential that never authenticates.
+    fn authorization(&mut self) -> Option<String> {
+        if self.authorizations > 1 {
+            return Some("(two Authorization headers)".into());
+        }
+        self.authorization.take().flatten()
+    }
+}
+
+/// The length of a value's text, without writing it out.
+fn display_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, format_args!("{value}"));
+    count.0
+}
+
 async fn read_inbound(gw: &Gateway, peer: &Peer, req: Request<Incoming>, request_id: String, plane: Plane) -> Inbound {
     let (mut parts, body) = req.into_parts();
-    let head_bytes: usize = parts
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + parts.uri.to_string().len();
+    let mut heads = Heads::read(&parts.headers);
+    let head_bytes = heads.bytes + display_len(&parts.uri);
     let head_too_large = head_bytes > MAX_HEADER_BYTES || parts.headers.len() > MAX_HEADERS;
     if head_too_large {
         // Nothing of an oversized head is kept: its refusal is audited without it.
         parts.headers.clear();
+        heads = Heads::default();
     }
     // The admin plane takes plugin uploads (a component, base64): a larger body.
     let limit = match plane {
@@ -320,31 +399,26 @@ async fn read_inbound(gw: &Gateway, peer: &Peer, req: Request<Incoming>, request
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(String::from),
-        authorization: authorization(&parts.headers),
-        forwarded_for: header(&parts.headers, "x-forwarded-for"),
-        user_agent: header(&parts.headers, "user-agent"),
-        content_type: header(&parts.headers, "content-type"),
-        idempotency_key: header(&parts.headers, "idempotency-key"),
-        cookie: header(&parts.headers, "cookie"),
+        authorization: heads.authorization(),
+        forwarded_for: heads.forwarded_for.flatten(),
+        user_agent: heads.user_agent.flatten(),
+        content_type: heads.content_type.flatten(),
+        idempotency_key: heads.idempotency_key.flatten(),
+        cookie: heads.cookie.flatten(),
         mcp: McpHeaders {
-            host: header(&parts.headers, "host"),
-            origin: header(&parts.headers, "origin"),
-            session_id: header(&parts.headers, "mcp-session-id"),
-            protocol_version: header(&parts.headers, "mcp-protocol-version"),
-            accept: header(&parts.headers, "accept"),
-            method: header(&parts.headers, "mcp-method"),
-            name: header(&parts.headers, "mcp-name"),
-            params: parts
-                .headers
-                .iter()
-                .filter_map(|(name, value)| {
-                    let param = name.as_str().strip_prefix("mcp-param-")?;
-                    Some((param.to_string(), value.to_str().ok()?.to_string()))
-                })
-                .collect(),
+            host: heads.host.flatten(),
+            origin: heads.origin.flatten(),
+            session_id: heads.session_id.flatten(),
+            protocol_version: heads.protocol_version.flatten(),
+            accept: heads.accept.flatten(),
+            method: heads.mcp_method.flatten(),
+            name: heads.mcp_name.flatten(),
+            params: heads.mcp_params,
         },
-        trace: header(&parts.headers, "traceparent")
-            .and_then(|tp| TraceContext::parse(&tp, header(&parts.headers, "tracestate").as_deref())),
+        trace: heads
+            .traceparent
+            .flatten()
+            .and_then(|tp| TraceContext::parse(&tp, heads.tracestate.flatten().as_deref())),
         peer: peer.addr.ip(),
         client_cert: peer.client_cert.as_deref().map(String::from),
         head_too_large,

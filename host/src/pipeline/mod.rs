@@ -109,7 +109,7 @@ async fn steps(
         None => auth::authenticate(&gw.store, inbound.authorization.as_deref(), now),
     });
     let principal = match authenticated {
-        Ok(Ok(principal)) => principal,
+        Ok(Ok(principal)) => Arc::new(principal),
         Ok(Err(failure)) => return Err(auth_refusal(failure)),
         Err(e) => return Err(Refused::internal(e)),
     };

@@ -26,7 +26,8 @@ use super::request::Inbound;
 #[derive(Debug, Default)]
 pub struct Trail {
     pub action: String,
-    pub principal: Option<Principal>,
+    /// Shared with the steps that run under it: the audit event needs it after they end.
+    pub principal: Option<Arc<Principal>>,
     pub client_ip: Option<IpAddr>,
     pub tool: Option<Arc<Tool>>,
     pub policy_ids: Vec<String>,

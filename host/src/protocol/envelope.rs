@@ -87,9 +87,12 @@ impl Envelope {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
+        // Room for a typical envelope at once, rather than growing through several copies.
+        let mut body = Vec::with_capacity(512);
         // Serializing plain maps and strings cannot fail; fall back to a fixed body anyway.
-        serde_json::to_vec(self).unwrap_or_else(|_| {
-            br#"{"ok":false,"code":"common.internal_error","message":"Internal server error"}"#.to_vec()
-        })
+        match serde_json::to_writer(&mut body, self) {
+            Ok(()) => body,
+            Err(_) => br#"{"ok":false,"code":"common.internal_error","message":"Internal server error"}"#.to_vec(),
+        }
     }
 }

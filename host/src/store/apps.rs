@@ -76,7 +76,7 @@ pub struct Apps {
 #[derive(Debug, Default)]
 struct CredentialCache {
     generation: u64,
-    keys: HashMap<String, Vec<KeyRecord>>,
+    keys: HashMap<String, Vec<Arc<KeyRecord>>>,
     apps: HashMap<String, Arc<AppRecord>>,
 }
 
@@ -394,10 +394,15 @@ impl Apps {
     /// Keys whose token starts with `prefix`, in no particular order: authentication
     /// compares them all. (No `ORDER BY`: with it, the bundled SQLite's STAT4 planner made
     /// the statement depend on the bound value, so it was re-prepared on every call.)
-    pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<KeyRecord>, StoreError> {
+    pub fn keys_by_prefix(&self, prefix: &str) -> Result<Vec<Arc<KeyRecord>>, StoreError> {
         self.read_credential(
             |cache| cache.keys.get(prefix).cloned(),
-            |conn| keys_where(conn, "token_prefix = ?1", "", prefix),
+            |conn| {
+                Ok(keys_where(conn, "token_prefix = ?1", "", prefix)?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect())
+            },
             |cache, found| {
                 if !found.is_empty() {
                     cache.keys.insert(prefix.to_string(), found.clone());
