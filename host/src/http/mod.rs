@@ -437,3 +437,54 @@ fn write(outbound: Outbound) -> Response<Full<Bytes>> {
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_bytes(value).expect("a header value"));
+        }
+        headers
+    }
+
+    #[test]
+    fn a_head_is_read_as_lookups_by_name_would_read_it() {
+        let headers = head(&[
+            ("user-agent", b"first"),
+            ("user-agent", b"second"),
+            ("mcp-session-id", b"caf\xe9"),
+            ("mcp-session-id", b"text"),
+            ("mcp-param-region", b"eu"),
+            ("mcp-param-bad", b"\xff"),
+            ("accept", b"application/json"),
+            ("authorization", b"Bearer op_x"),
+        ]);
+        let mut heads = Heads::read(&headers);
+        // The first value of a header counts; a first value that is not text is absent.
+        assert_eq!(heads.user_agent.clone().flatten().as_deref(), Some("first"));
+        assert_eq!(heads.session_id.clone().flatten(), None);
+        assert_eq!(heads.accept.clone().flatten().as_deref(), Some("application/json"));
+        assert_eq!(heads.mcp_params, vec![("region".to_string(), "eu".to_string())]);
+        assert_eq!(heads.authorization().as_deref(), Some("Bearer op_x"));
+        let expected: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+        assert_eq!(heads.bytes, expected);
+    }
+
+    #[test]
+    fn two_authorization_headers_never_authenticate() {
+        let headers = head(&[("authorization", b"Bearer op_a"), ("authorization", b"Bearer op_a")]);
+        let credential = Heads::read(&headers).authorization().expect("a stand-in credential");
+        assert_eq!(crate::auth::bearer(Some(&credential)), None);
+    }
+
+    #[test]
+    fn a_uri_is_measured_without_being_written_out() {
+        let uri: hyper::Uri = "/api/agent/v1/transactions?ledgerId=ledger_main"
+            .parse()
+            .expect("a uri");
+        assert_eq!(display_len(&uri), uri.to_string().len());
+    }
+}
