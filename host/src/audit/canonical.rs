@@ -55,8 +55,9 @@ fn key(out: &mut String, name: &str) {
 const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// JCS of the usual `details`: an object with ASCII keys and string, small integer,
-/// boolean, null or list-of-strings values (a read's `redactedFields`), written directly. `None` for anything else, which goes through
-/// the canonicalizer. ASCII keys sort the same by bytes as by UTF-16 code units.
+/// boolean, null or list-of-strings values (a read's `redactedFields`), written directly.
+/// `None` for anything else, which goes through the canonicalizer. ASCII keys sort the
+/// same by bytes as by UTF-16 code units.
 fn flat_details(details: &serde_json::Value) -> Option<String> {
     let map = details.as_object()?;
     let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();

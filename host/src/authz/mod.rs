@@ -880,10 +880,11 @@ impl Authorizer {
         tool: &ToolFacts<'_>,
         facts: &RequestFacts<'_>,
     ) -> Decision {
-        if let Some(decision) = self.decisions.get(&DecisionQuery::new(app, action, tool, facts)) {
+        let query = DecisionQuery::new(app, action, tool, facts);
+        if let Some(decision) = self.decisions.get(&query) {
             return decision;
         }
-        let key = DecisionKey::new(app, action, tool, facts);
+        let key = query.to_key();
         let decision = deny_on_error(self.build_and_decide(&key, true));
         self.decisions.insert(key, decision.clone());
         decision
