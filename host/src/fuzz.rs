@@ -85,6 +85,29 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// JSON values for checking the direct canonical path against the canonicalizer: mostly
+/// ASCII keys and integers (the direct path), sometimes any key, a fraction or an integer
+/// past 2^53 (the generic path), at any depth.
+fn arb_jcs_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        1 => Just(Value::Null),
+        1 => any::<bool>().prop_map(Value::Bool),
+        4 => (-SAFE..=SAFE).prop_map(Value::from),
+        1 => any::<i64>().prop_map(Value::from),
+        1 => any::<u64>().prop_map(Value::from),
+        1 => any::<f64>().prop_filter("finite", |x| x.is_finite()).prop_map(Value::from),
+        4 => any::<String>().prop_map(Value::String),
+    ];
+    let key = prop_oneof![8 => "[ -~]{0,8}", 1 => any::<String>()];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::btree_map(key.clone(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 /// The agent parser refuses only with client errors (4xx) and never panics.
 fn check_request(inbound: &Inbound) -> Result<(), TestCaseError> {
     if let Err(refused) = crate::rest::parse(inbound) {
@@ -246,6 +269,12 @@ proptest! {
             crate::pipeline::unbindable_number(&hidden),
             Some(vec!["outer".to_string(), "1".to_string(), key])
         );
+    }
+
+    #[test]
+    fn canonical_json_is_the_canonicalizers_jcs(value in arb_jcs_json()) {
+        let generic = serde_json_canonicalizer::to_string(&value).expect("canonical");
+        prop_assert_eq!(canonical_json(&value), generic);
     }
 
     #[test]

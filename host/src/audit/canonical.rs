@@ -3,12 +3,14 @@
 //! `event_hash = hex(sha256(JCS(event without event_hash)))`. Building a generic JSON
 //! value and canonicalizing it costs more than the rest of an append, so this writes the
 //! RFC 8785 form directly: keys in code-unit order, strings escaped as JCS and
-//! `serde_json` both escape them, `details` through the JCS canonicalizer. It is split
+//! `serde_json` both escape them, `details` through [`canonical_json`]. It is split
 //! around `prev_event_hash`, so request threads do the serialization and the single chain
 //! writer only splices the previous hash in and hashes. A test checks it byte for byte
 //! against the generic path.
 
 use sha2::{Digest, Sha256};
+
+use crate::hashing::{canonical_json, jcs_string};
 
 use crate::store::AuditRow;
 
@@ -25,22 +27,9 @@ pub struct Split {
     pub policy_ids: String,
 }
 
-fn string(out: &mut String, value: &str) {
-    // Most values (ids, codes, timestamps) need no escape: copy them as they are.
-    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-        return;
-    }
-    // serde_json escapes exactly as RFC 8785 requires: `"` `\` and controls, `\u00xx` in
-    // lowercase, the short forms for \b \f \n \r \t, and nothing else.
-    out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into()));
-}
-
 fn optional(out: &mut String, value: Option<&str>) {
     match value {
-        Some(v) => string(out, v),
+        Some(v) => jcs_string(out, v),
         None => out.push_str("null"),
     }
 }
@@ -51,63 +40,12 @@ fn key(out: &mut String, name: &str) {
     out.push_str("\":");
 }
 
-/// The largest integer JCS prints exactly as written (it formats numbers as doubles).
-const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
-
-/// JCS of the usual `details`: an object with ASCII keys and string, small integer,
-/// boolean, null or list-of-strings values (a read's `redactedFields`), written directly.
-/// `None` for anything else, which goes through the canonicalizer. ASCII keys sort the
-/// same by bytes as by UTF-16 code units.
-fn flat_details(details: &serde_json::Value) -> Option<String> {
-    let map = details.as_object()?;
-    let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    let mut out = String::with_capacity(16 * entries.len() + 2);
-    out.push('{');
-    for (i, (name, value)) in entries.into_iter().enumerate() {
-        if !name.is_ascii() {
-            return None;
-        }
-        if i > 0 {
-            out.push(',');
-        }
-        string(&mut out, name);
-        out.push(':');
-        match value {
-            serde_json::Value::String(text) => string(&mut out, text),
-            serde_json::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            serde_json::Value::Null => out.push_str("null"),
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    let serde_json::Value::String(text) = item else {
-                        return None;
-                    };
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    string(&mut out, text);
-                }
-                out.push(']');
-            }
-            serde_json::Value::Number(n) => match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) if u <= MAX_EXACT_INTEGER => out.push_str(&u.to_string()),
-                (_, Some(i)) if i.unsigned_abs() <= MAX_EXACT_INTEGER => out.push_str(&i.to_string()),
-                _ => return None,
-            },
-            _ => return None,
-        }
-    }
-    out.push('}');
-    Some(out)
-}
-
 /// Splits a row's canonical form around `prev_event_hash`.
 pub fn split(row: &AuditRow) -> Split {
     let mut head = String::with_capacity(512);
     head.push('{');
     key(&mut head, "action");
-    string(&mut head, &row.action);
+    jcs_string(&mut head, &row.action);
     head.push(',');
     key(&mut head, "actor_user_id");
     optional(&mut head, row.actor_user_id.as_deref());
@@ -116,13 +54,13 @@ pub fn split(row: &AuditRow) -> Split {
     optional(&mut head, row.app_id.as_deref());
     head.push(',');
     key(&mut head, "code");
-    string(&mut head, &row.code);
+    jcs_string(&mut head, &row.code);
     head.push(',');
     key(&mut head, "created_at");
-    string(&mut head, &row.created_at);
+    jcs_string(&mut head, &row.created_at);
     head.push(',');
     key(&mut head, "details");
-    let details = flat_details(&row.details).unwrap_or_else(|| crate::hashing::canonical_json(&row.details));
+    let details = canonical_json(&row.details);
     head.push_str(&details);
     head.push(',');
     key(&mut head, "draft_id");
@@ -132,7 +70,7 @@ pub fn split(row: &AuditRow) -> Split {
     optional(&mut head, row.execution_id.as_deref());
     head.push(',');
     key(&mut head, "id");
-    string(&mut head, &row.id);
+    jcs_string(&mut head, &row.id);
     head.push(',');
     key(&mut head, "ip");
     optional(&mut head, row.ip.as_deref());
@@ -150,7 +88,7 @@ pub fn split(row: &AuditRow) -> Split {
     // (so chains written before nodes existed hash as they did).
     if !row.node.is_empty() {
         key(&mut head, "node");
-        string(&mut head, &row.node);
+        jcs_string(&mut head, &row.node);
         head.push(',');
     }
     key(&mut head, "org_id");
@@ -171,7 +109,7 @@ pub fn split(row: &AuditRow) -> Split {
         if i > 0 {
             policy_ids.push(',');
         }
-        string(&mut policy_ids, id);
+        jcs_string(&mut policy_ids, id);
     }
     policy_ids.push(']');
     head.push_str(&policy_ids);
@@ -186,7 +124,7 @@ pub fn split(row: &AuditRow) -> Split {
     optional(&mut tail, row.risk.as_deref());
     tail.push(',');
     key(&mut tail, "status");
-    string(&mut tail, &row.status);
+    jcs_string(&mut tail, &row.status);
     tail.push(',');
     key(&mut tail, "tool");
     optional(&mut tail, row.tool.as_deref());
@@ -209,7 +147,7 @@ pub fn hash(split: &Split, prev: &str) -> String {
     let mut hasher = split.head.clone();
     hasher.update(b"\"prev_event_hash\":");
     let mut prev_json = String::with_capacity(prev.len() + 2);
-    string(&mut prev_json, prev);
+    jcs_string(&mut prev_json, prev);
     hasher.update(prev_json.as_bytes());
     hasher.update(split.tail.as_bytes());
     crate::hashing::digest_hex(hasher.finalize().into())
@@ -311,24 +249,5 @@ mod tests {
             ..embedded.clone()
         };
         assert_ne!(hash(&split(&embedded), "0"), hash(&split(&shared), "0"));
-    }
-
-    #[test]
-    fn flat_details_take_the_direct_path_and_the_rest_do_not() {
-        let direct = json!({"b": "x", "a": 1, "c": null, "d": ["y", "x"], "e": []});
-        assert_eq!(
-            flat_details(&direct).as_deref(),
-            Some(r#"{"a":1,"b":"x","c":null,"d":["y","x"],"e":[]}"#)
-        );
-        for other in [
-            json!({"a": {"b": 1}}),
-            json!({"a": 1.5}),
-            json!({"é": 1}),
-            json!([1]),
-            json!({"a": ["x", 1]}),
-            json!({"a": [["x"]]}),
-        ] {
-            assert_eq!(flat_details(&other), None, "{other}");
-        }
     }
 }
