@@ -20,7 +20,7 @@ mod stateless;
 mod tasks;
 mod tools;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::catalog::Tool;
 use crate::gateway::Gateway;
@@ -565,19 +565,19 @@ fn call_body(params: &Value) -> Result<ActionBody, String> {
         _ => return Err("`arguments` must be an object".into()),
     };
     let meta = match &params["_meta"] {
-        Value::Null => Map::new(),
-        Value::Object(map) => map.clone(),
+        Value::Null => None,
+        Value::Object(map) => Some(map),
         _ => return Err("`_meta` must be an object".into()),
     };
     let text = |key: &str| -> Result<Option<String>, String> {
-        match meta.get(key) {
+        match meta.and_then(|m| m.get(key)) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(format!("`_meta.{key}` must be a string")),
         }
     };
     let flag = |key: &str| -> Result<Option<bool>, String> {
-        match meta.get(key) {
+        match meta.and_then(|m| m.get(key)) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(format!("`_meta.{key}` must be a boolean")),

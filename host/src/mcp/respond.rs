@@ -1,6 +1,7 @@
 //! JSON-RPC answers on `/mcp`: one JSON body, or an SSE stream (one event, or progress
 //! notifications ahead of the result).
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -54,25 +55,23 @@ impl Responder<'_> {
         &self,
         status: u16,
         id: Value,
-        result: Value,
+        result: impl Serialize,
         headers: Vec<(&'static str, String)>,
     ) -> Outbound {
-        self.message(status, &json!({"jsonrpc": "2.0", "id": id, "result": result}), headers)
+        self.message(status, &RpcResult::new(id, result), headers)
     }
 
     /// A result preceded by notifications (progress) on one event stream, when the client
     /// accepts one and there are any; else the result alone.
-    pub(super) fn result_after(&self, id: Value, result: Value, notifications: Vec<Value>) -> Outbound {
+    pub(super) fn result_after(&self, id: Value, result: impl Serialize, notifications: Vec<Value>) -> Outbound {
         if notifications.is_empty() || !self.accepts_sse {
             return self.result(200, id, result, Vec::new());
         }
         let mut body = String::new();
-        for message in notifications
-            .iter()
-            .chain([&json!({"jsonrpc": "2.0", "id": id, "result": result})])
-        {
-            body.push_str(&format!("event: message\ndata: {message}\n\n"));
+        for message in &notifications {
+            body.push_str(&sse_event(message));
         }
+        body.push_str(&sse_event(&RpcResult::new(id, result)));
         Outbound {
             status: 200,
             headers: self.stream_headers(Vec::new()),
@@ -151,26 +150,57 @@ impl Responder<'_> {
         self.error(status, id, REFUSED, &refused, Vec::new())
     }
 
-    pub(super) fn message(&self, status: u16, body: &Value, extra: Vec<(&'static str, String)>) -> Outbound {
+    pub(super) fn message(&self, status: u16, body: &impl Serialize, extra: Vec<(&'static str, String)>) -> Outbound {
         if self.sse {
-            let event = format!("event: message\ndata: {body}\n\n");
             return Outbound {
                 status,
                 headers: self.stream_headers(extra),
-                body: event.into_bytes(),
+                body: sse_event(body).into_bytes(),
             };
         }
         json_response(status, body, extra, self.request_id)
     }
 }
 
+/// A JSON-RPC result message, serialized straight from the result (no `Value` in between).
+#[derive(Serialize)]
+struct RpcResult<R> {
+    jsonrpc: &'static str,
+    id: Value,
+    result: R,
+}
+
+impl<R> RpcResult<R> {
+    fn new(id: Value, result: R) -> Self {
+        RpcResult {
+            jsonrpc: "2.0",
+            id,
+            result,
+        }
+    }
+}
+
+/// One server-sent event carrying a JSON-RPC message.
+fn sse_event(message: &impl Serialize) -> String {
+    let data = serde_json::to_string(message).unwrap_or_default();
+    format!("event: message\ndata: {data}\n\n")
+}
+
+/// Most answers are a few hundred bytes to a few KiB: one allocation up front.
+const BODY_CAPACITY: usize = 1024;
+
 pub(super) fn json_response(
     status: u16,
-    body: &Value,
+    body: &impl Serialize,
     extra: Vec<(&'static str, String)>,
     request_id: &str,
 ) -> Outbound {
-    Outbound::json(status, serde_json::to_vec(body).unwrap_or_default(), extra, request_id)
+    let mut bytes = Vec::with_capacity(BODY_CAPACITY);
+    // Serializing our own types and `Value`s cannot fail; an empty body would show it.
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes.clear();
+    }
+    Outbound::json(status, bytes, extra, request_id)
 }
 
 pub(super) fn empty(status: u16, extra: Vec<(&'static str, String)>, request_id: &str) -> Outbound {

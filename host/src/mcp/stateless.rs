@@ -107,8 +107,8 @@ fn check_framing(inbound: &Inbound, method: &str, params: &Value) -> Result<(), 
             format!("Invalid params: `_meta` is missing {}", missing.join(", ")),
         ));
     }
-    let meta = meta.cloned().unwrap_or_default();
-    if meta[META_VERSION].as_str() != Some(header) {
+    let meta_field = |key: &str| meta.and_then(|m| m.get(key)).unwrap_or(&Value::Null);
+    if meta_field(META_VERSION).as_str() != Some(header) {
         return Err(Framing::new(
             HEADER_MISMATCH,
             "MCP-Protocol-Version header does not match `_meta` protocolVersion",
@@ -120,7 +120,7 @@ fn check_framing(inbound: &Inbound, method: &str, params: &Value) -> Result<(), 
         refused.data.insert("requested".into(), json!(header));
         return Err(refused);
     }
-    if !meta[META_CAPABILITIES].is_object() {
+    if !meta_field(META_CAPABILITIES).is_object() {
         return Err(Framing::new(
             INVALID_PARAMS,
             "Invalid params: `_meta` clientCapabilities must be an object",
@@ -388,7 +388,7 @@ impl Call<'_> {
         let token = params["_meta"].get("progressToken").cloned();
         let notifications = tools::progress_notifications(token.as_ref(), &reply);
         let mut result = tools::call_result(reply, self.reply.request_id);
-        result["resultType"] = json!("complete");
+        result.result_type = Some("complete");
         self.reply.result_after(id, result, notifications)
     }
 

@@ -169,7 +169,8 @@ pub fn read_detailed(task: &TaskRecord, request_id: &str) -> Value {
                 content,
                 ..Reply::ok(outcome["data"].clone())
             };
-            view["result"] = tools::call_result(reply, request_id);
+            let result = tools::call_result(reply, request_id);
+            view["result"] = serde_json::to_value(result).unwrap_or_else(|_| json!({}));
         }
         TaskStatus::Failed => {
             let error = &outcome["error"];

@@ -2,6 +2,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::outcome::{Refused, Reply};
@@ -75,28 +76,72 @@ pub fn progress_notifications(token: Option<&Value>, reply: &Reply) -> Vec<Value
         .collect()
 }
 
+/// A successful `tools/call` (MCP's `CallToolResult`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallResult {
+    content: Vec<Value>,
+    is_error: bool,
+    #[serde(rename = "_meta")]
+    meta: ResultMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    structured_content: Option<Box<RawValue>>,
+    /// `complete` on the 2026-07-28 wire, absent on the session revisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_type: Option<&'static str>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ResultMeta {
+    openport: OpenPortMeta,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OpenPortMeta {
+    code: &'static str,
+    request_id: String,
+}
+
 /// A successful `tools/call`. A read returns the adapter's content (its structured result
 /// as text when it gave no content); an action returns the `/actions` data.
-pub fn call_result(reply: Reply, request_id: &str) -> Value {
+///
+/// The data is serialized once: the text block and `structuredContent` carry the same
+/// bytes, so a client reading either sees the same JSON, and the answer does not pay for
+/// building and serializing the data twice.
+pub fn call_result(reply: Reply, request_id: &str) -> CallResult {
     let structured = reply.data.as_object().is_some_and(|m| !m.is_empty());
     let mut content: Vec<Value> = reply.content.iter().map(block).collect();
+    let mut serialized = None;
     if content.is_empty() {
         // A write's outcome as a sentence an agent can act on, then the data as JSON text
         // (for clients that do not read structured content).
         if let Some(sentence) = write_outcome(&reply.data) {
             content.push(json!({"type": "text", "text": sentence}));
         }
-        content.push(json!({"type": "text", "text": reply.data.to_string()}));
+        let text = reply.data.to_string();
+        serialized = Some(text.clone());
+        content.push(json!({"type": "text", "text": text}));
     }
-    let mut result = json!({
-        "content": content,
-        "isError": false,
-        "_meta": {"openport": {"code": reply.code.name, "requestId": request_id}},
-    });
-    if structured {
-        result["structuredContent"] = reply.data;
+    let structured_content = if structured {
+        let text = serialized.unwrap_or_else(|| reply.data.to_string());
+        // A `Value` always serializes to valid JSON; failing here would be a serde_json bug.
+        RawValue::from_string(text).ok()
+    } else {
+        None
+    };
+    CallResult {
+        content,
+        is_error: false,
+        meta: ResultMeta {
+            openport: OpenPortMeta {
+                code: reply.code.name,
+                request_id: request_id.to_string(),
+            },
+        },
+        structured_content,
+        result_type: None,
     }
-    result
 }
 
 /// What happened to a write, in one sentence: drafted (and what happens next), or executed.
@@ -173,5 +218,38 @@ fn block(content: &Content) -> Value {
             }
             json!({"type": "resource", "resource": resource})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_without_content_carries_its_data_as_text_and_as_structured_content() {
+        let data = json!({"items": [{"id": "txn_1", "note": "a \"quoted\" word"}], "hasMore": false});
+        let mut result = call_result(Reply::ok(data.clone()), "req_1");
+        result.result_type = Some("complete");
+        let wire: Value = serde_json::from_slice(&serde_json::to_vec(&result).expect("serializes")).expect("JSON");
+        let text = wire["content"][0]["text"].as_str().expect("a text block");
+        assert_eq!(serde_json::from_str::<Value>(text).expect("the text is JSON"), data);
+        assert_eq!(wire["structuredContent"], data);
+        assert_eq!(wire["isError"], false);
+        assert_eq!(wire["_meta"]["openport"]["requestId"], "req_1");
+        assert_eq!(wire["resultType"], "complete");
+        // The same result inside a task view goes through `Value`.
+        assert_eq!(serde_json::to_value(&result).expect("a value"), wire);
+    }
+
+    #[test]
+    fn content_from_the_adapter_is_kept_and_empty_data_is_not_structured() {
+        let reply = Reply {
+            content: vec![Content::Text("hello".into())],
+            ..Reply::ok(json!({}))
+        };
+        let wire = serde_json::to_value(call_result(reply, "req_2")).expect("a value");
+        assert_eq!(wire["content"], json!([{"type": "text", "text": "hello"}]));
+        assert!(wire.get("structuredContent").is_none());
+        assert!(wire.get("resultType").is_none(), "absent on the session revisions");
     }
 }
