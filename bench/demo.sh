@@ -1,0 +1,40 @@
+# Sourced by bench/ab, bench/paced and bench/mcp-ab: one fresh demo gateway with its
+# admission limits raised out of the way, checked (260 requests in a row admitted).
+#
+#   raised_demo BINARY PATH
+#
+# sets $dir, $port, $admin, $pid (stopped on exit), $token (the demo integration's) and
+# $op (the operator's).
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+raised_demo() {
+  local bin=$1 path=$2 refused raised=0
+  dir=$(mktemp -d)
+  port=$(free_port) admin=$(free_port)
+  env -u RUST_BACKTRACE OPENPORT_LOG=warn "$bin" demo --data-dir "$dir" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin >/dev/null 2>&1 &
+  pid=$!
+  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+  for _ in $(seq 150); do [ -f "$dir/demo-credentials.json" ] && curl -fs 127.0.0.1:$port/healthz >/dev/null 2>&1 && break; sleep 0.2; done
+  cat >> "$dir/openport.toml" <<'TOML'
+[admission]
+max_in_flight = 100000
+[admission.default]
+requests = 100000000
+window_seconds = 1
+concurrency = 100000
+TOML
+  token=$(demo_credential agent_tokens "Demo Integration")
+  op=$(demo_credential admin_tokens operator)
+  # The gateway picks the edited config up on its own; wait until it has.
+  for _ in $(seq 20); do
+    sleep 0.5
+    refused=$(for _ in $(seq 260); do curl -s -o /dev/null -w "%{http_code}\n" "127.0.0.1:$port$path" -H "Authorization: Bearer $token"; done | grep -vc '^200$' || true)
+    [ "$refused" = 0 ] && { raised=1; break; }
+  done
+  [ $raised = 1 ] || { echo "the raised limits never applied" >&2; return 1; }
+}
+
+demo_credential() { # section name
+  python3 -c "import json,sys;print(json.load(open('$dir/demo-credentials.json'))[sys.argv[1]][sys.argv[2]])" "$@"
+}
