@@ -11,7 +11,6 @@
 use sha2::{Digest, Sha256};
 
 use crate::hashing::{canonical_json, jcs_string};
-
 use crate::store::AuditRow;
 
 /// A row's canonical JSON, without `prev_event_hash`, split where that key goes.
