@@ -341,19 +341,22 @@ const POSTGRES_INSERT_ROWS: usize = 64;
 /// (`seq`) of the last one.
 fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
     const COLUMNS: usize = 25;
-    let chunk = if conn.is_postgres() { POSTGRES_INSERT_ROWS } else { 1 };
+    let postgres = conn.is_postgres();
+    let chunk = if postgres { POSTGRES_INSERT_ROWS } else { 1 };
     // The statement for a whole chunk is built once: building it per row was 26 `format!`s
     // on the audit writer's thread, which every request waits for.
-    static ONE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS));
-    static FULL_CHUNK: LazyLock<String> = LazyLock::new(|| insert_sql(POSTGRES_INSERT_ROWS, COLUMNS));
+    static SQLITE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS, false));
+    static ONE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS, true));
+    static FULL_CHUNK: LazyLock<String> = LazyLock::new(|| insert_sql(POSTGRES_INSERT_ROWS, COLUMNS, true));
     let mut last = 0;
     for part in rows.chunks(chunk) {
         let built;
         let sql: &str = match part.len() {
+            1 if !postgres => &SQLITE_ROW,
             1 => &ONE_ROW,
             POSTGRES_INSERT_ROWS => &FULL_CHUNK,
             n => {
-                built = insert_sql(n, COLUMNS);
+                built = insert_sql(n, COLUMNS, true);
                 &built
             }
         };
@@ -388,14 +391,19 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
                 e.event_hash,
             ]);
         }
+        if let Some(seq) = conn.insert_rowid(sql, &params)? {
+            last = seq;
+            continue;
+        }
         let positions: Vec<i64> = conn.query(sql, &params, |r| r.get(0))?;
         last = positions.into_iter().max().unwrap_or(last);
     }
     Ok(last)
 }
 
-/// `INSERT INTO audit_events … VALUES (?1, …), … RETURNING seq` for `rows` rows.
-fn insert_sql(rows: usize, columns: usize) -> String {
+/// `INSERT INTO audit_events … VALUES (?1, …), …` for `rows` rows, with `RETURNING seq`
+/// where the store has no rowid to read instead (PostgreSQL).
+fn insert_sql(rows: usize, columns: usize, returning: bool) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| {
             let slots: Vec<String> = (1..=columns).map(|c| format!("?{}", row * columns + c)).collect();
@@ -403,9 +411,10 @@ fn insert_sql(rows: usize, columns: usize) -> String {
         })
         .collect();
     format!(
-        "INSERT INTO audit_events ({}) VALUES {} RETURNING seq",
+        "INSERT INTO audit_events ({}) VALUES {}{}",
         AUDIT_COLUMNS.trim_start_matches("seq, "),
-        values.join(", ")
+        values.join(", "),
+        if returning { " RETURNING seq" } else { "" }
     )
 }
 
