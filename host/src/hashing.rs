@@ -42,8 +42,9 @@ pub fn canonical_json(value: &Value) -> String {
     serde_json_canonicalizer::to_string(value).unwrap_or_default()
 }
 
-/// The largest integer JCS prints exactly as written (it formats numbers as doubles).
-const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+/// The largest integer an IEEE double holds exactly, so the largest JCS prints as written
+/// (it formats numbers as doubles) and the largest a policy can be bound to.
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// Writes `value`'s JCS form, or `None` (with `out` half written) for a value that needs
 /// the generic canonicalizer.

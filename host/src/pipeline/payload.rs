@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use crate::catalog::Tool;
+use crate::hashing::MAX_EXACT_INTEGER;
 use crate::outcome::Refused;
 use crate::protocol::Failure;
 use crate::protocol::codes;
@@ -93,9 +94,9 @@ const MAX_POLICY_NUMBER: f64 = 900_000_000_000_000.0;
 
 /// The path of the first number an IEEE double cannot hold exactly, if any.
 pub fn unbindable_number(value: &Value) -> Option<Vec<String>> {
-    const SAFE: u64 = (1 << 53) - 1;
     first_number(value, &|n| {
-        n.as_u64().is_some_and(|u| u > SAFE) || n.as_i64().is_some_and(|i| i.unsigned_abs() > SAFE)
+        n.as_u64().is_some_and(|u| u > MAX_EXACT_INTEGER)
+            || n.as_i64().is_some_and(|i| i.unsigned_abs() > MAX_EXACT_INTEGER)
     })
 }
 
