@@ -1,20 +1,18 @@
 //! What a governed request ends in, whatever the binding: a [`Reply`] or a [`Refused`], and
 //! the one mapping from each refusing component's error to its reason code.
 
-use serde_json::Value;
-
 use crate::admission::{Limit, Refusal as RateRefusal};
 use crate::auth::AuthFailure;
 use crate::plugin::interaction::{InputAsk, Progress};
 use crate::plugin::{CallError, Content, GuestError};
-use crate::protocol::Failure;
 use crate::protocol::codes::{self, Code};
+use crate::protocol::{Data, Failure};
 use crate::store::TaskRecord;
 
 /// A successful result.
 #[derive(Debug)]
 pub struct Reply {
-    pub data: Value,
+    pub data: Data,
     pub code: Code,
     /// A read's content blocks, for bindings that render them (MCP); REST sends `data`.
     pub content: Vec<Content>,
@@ -27,9 +25,9 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn ok(data: Value) -> Self {
+    pub fn ok(data: impl Into<Data>) -> Self {
         Reply {
-            data,
+            data: data.into(),
             code: codes::SUCCESS,
             content: Vec::new(),
             asked: None,

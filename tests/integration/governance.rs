@@ -255,6 +255,15 @@ fn the_data_policy_is_patched_validated_and_enforced() {
             body.to_string().as_bytes(),
         )
     };
+    // Sensitive fields allowed: the plugin's result is the answer, and the audit event
+    // counts what it listed.
+    let reply = gw.get("/api/agent/v1/transactions?ledgerId=ledger_main", Some(&gw.full()));
+    reply.expect(200, "common.success");
+    assert_eq!(reply.data()["items"][0]["title"], "Consulting payment");
+    let details = &gw.audit_of(&reply)[0].details;
+    assert_eq!(details["resultCount"], 2, "{details}");
+    assert!(details.get("redactedFields").is_none(), "{details}");
+
     patch(json!({"network": {"allowed_ips": ["not-an-ip"]}})).expect(400, "common.validation");
     patch(json!({"data": {"max_days": 0}})).expect(400, "common.validation");
     patch(json!({"data": {"allow_sensitive_fields": false, "max_days": 30}})).expect(200, "common.success");
@@ -265,10 +274,9 @@ fn the_data_policy_is_patched_validated_and_enforced() {
     let item = &reply.data()["items"][0];
     assert_eq!(item["title"], "[redacted]");
     assert!(item["amount_home"].is_number());
-    assert_eq!(
-        gw.audit_of(&reply)[0].details["redactedFields"],
-        json!(["notes", "title"])
-    );
+    let details = &gw.audit_of(&reply)[0].details;
+    assert_eq!(details["redactedFields"], json!(["notes", "title"]));
+    assert_eq!(details["resultCount"], 2, "{details}");
 
     // max_days: an open range is bounded to the window, a wider one is refused.
     gw.get(

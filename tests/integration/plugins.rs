@@ -104,13 +104,20 @@ fn a_memory_bomb_huge_output_and_trap_fail_sanitized() {
         add(&gw, &path).expect(200, "common.success");
     }
     let token = hostile_app(&gw);
-    for route in ["hostile-memory", "hostile-output", "hostile-trap"] {
+    for route in [
+        "hostile-memory",
+        "hostile-output",
+        "hostile-output?shape=repeated",
+        "hostile-output?shape=broken",
+        "hostile-trap",
+    ] {
         let reply = gw.get(&format!("/api/agent/v1/{route}"), Some(&token));
         reply.expect(502, "agent.execution_failed");
         assert_eq!(reply.body["message"], "The tool failed");
         let text = reply.body.to_string();
         assert!(!text.contains("hunter2") && !text.contains("wasm"), "{text}");
         let event = &gw.audit_of(&reply)[0];
+        assert_eq!(event.code, "agent.execution_failed", "{route}");
         assert!(
             !event.details.to_string().contains("hunter2"),
             "secret in the audit trail"

@@ -444,7 +444,7 @@ async fn post(
             }
         }
         "tools/list" => match pipeline::govern(gw, inbound, Ok(Operation::Manifest), in_session, credentials).await {
-            Ok(manifest) => reply.result(200, id, tools::list(&manifest.data), Vec::new()),
+            Ok(manifest) => reply.result(200, id, tools::list(&manifest.data.into_value()), Vec::new()),
             Err(refused) => reply.refused(id, refused),
         },
         "prompts/list" => match pipeline::govern(gw, inbound, Ok(Operation::Prompts), in_session, credentials).await {

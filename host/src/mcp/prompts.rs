@@ -53,7 +53,7 @@ pub fn answer(reply: &Responder<'_>, id: Value, outcome: Result<Reply, Refused>,
             reply.result(200, id, result, Vec::new())
         }
         Ok(prompt) => {
-            let mut result = prompt.data;
+            let mut result = prompt.data.into_value();
             if typed {
                 result["resultType"] = json!("complete");
             }

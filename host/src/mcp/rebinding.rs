@@ -39,12 +39,12 @@ fn is_loopback_origin(origin: &str) -> bool {
 fn is_loopback_authority(authority: &str) -> bool {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((host, tail)) if tail.is_empty() || is_port(tail) => host,
+            Some((host, tail)) if tail.is_empty() || tail.strip_prefix(':').is_some_and(is_port) => host,
             _ => return false,
         }
     } else {
         match authority.split_once(':') {
-            Some((host, port)) if is_port(&format!(":{port}")) => host,
+            Some((host, port)) if is_port(port) => host,
             Some(_) => return false,
             None => authority,
         }
@@ -52,9 +52,9 @@ fn is_loopback_authority(authority: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn is_port(tail: &str) -> bool {
-    tail.strip_prefix(':')
-        .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+/// A port number as written after the colon: one to five digits.
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

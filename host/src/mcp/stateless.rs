@@ -22,7 +22,7 @@ use crate::outcome::{Refused, Reply};
 use crate::pipeline::{self, Credentials, Inbound, Operation, Outbound, TaskChange};
 use crate::plugin::interaction::Round;
 use crate::protocol::codes;
-use crate::protocol::{ActionBody, Failure, PreflightBody};
+use crate::protocol::{ActionBody, Data, Failure, PreflightBody};
 use crate::tool::Risk;
 
 /// The revision this wire speaks.
@@ -260,11 +260,11 @@ impl Call<'_> {
                 Err(refused) => self.reply.refused(id, refused),
             },
             "tools/list" => match self.govern(Operation::Manifest).await {
-                Ok(manifest) => self.complete(id, method, tools::list(&manifest.data)),
+                Ok(manifest) => self.complete(id, method, tools::list(&manifest.data.into_value())),
                 Err(refused) => self.reply.refused(id, refused),
             },
             "prompts/list" => match self.govern(Operation::Prompts).await {
-                Ok(listed) => self.complete(id, method, listed.data),
+                Ok(listed) => self.complete(id, method, listed.data.into_value()),
                 Err(refused) => self.reply.refused(id, refused),
             },
             "prompts/get" => match prompts::operation(params, true) {
@@ -381,7 +381,8 @@ impl Call<'_> {
             return self.reply.result(200, id, tasks::read_created(&task), Vec::new());
         }
         if tasks::opted_in(&params["_meta"][META_CAPABILITIES])
-            && let Some(task) = tasks::created(&reply.data)
+            && let Data::Value(data) = &reply.data
+            && let Some(task) = tasks::created(data)
         {
             return self.reply.result(200, id, task, Vec::new());
         }
@@ -400,7 +401,7 @@ impl Call<'_> {
             payload: body.payload.clone().unwrap_or_else(|| json!({})),
         };
         let data = match self.govern(Operation::Preflight(preflight)).await {
-            Ok(reply) => reply.data,
+            Ok(reply) => reply.data.into_value(),
             Err(refused) => return self.call_refused(id, refused),
         };
         let summary = data["impact"]["summary"]
@@ -560,7 +561,7 @@ impl Call<'_> {
             Ok(reply) if method == "tasks/get" => {
                 let task = match &reply.task {
                     Some(task) => tasks::read_detailed(task, self.reply.request_id),
-                    None => tasks::detailed(&reply.data, &self.gw.review_url()),
+                    None => tasks::detailed(&reply.data.into_value(), &self.gw.review_url()),
                 };
                 self.reply.result(200, id, task, Vec::new())
             }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::outcome::{Refused, Reply};
 use crate::plugin::Content;
-use crate::protocol::Envelope;
+use crate::protocol::{Data, Envelope};
 
 /// `tools/list`: the manifest's tools (already filtered by scopes and Cedar), each with its
 /// schema, MCP annotations derived from the OpenPort metadata, and that metadata in `_meta`.
@@ -106,30 +106,27 @@ struct OpenPortMeta {
 /// A successful `tools/call`. A read returns the adapter's content (its structured result
 /// as text when it gave no content); an action returns the `/actions` data.
 ///
-/// The data is serialized once: the text block and `structuredContent` carry the same
-/// bytes, so a client reading either sees the same JSON, and the answer does not pay for
-/// building and serializing the data twice.
+/// The data is serialized at most once (a read with nothing to redact is not serialized at
+/// all: its data is the plugin's own JSON text): the text block and `structuredContent`
+/// carry the same bytes, so a client reading either sees the same JSON.
 pub fn call_result(reply: Reply, request_id: &str) -> CallResult {
-    let structured = reply.data.as_object().is_some_and(|m| !m.is_empty());
+    let structured = reply.data.is_nonempty_object();
     let mut content: Vec<Value> = reply.content.iter().map(block).collect();
-    let mut serialized = None;
-    if content.is_empty() {
-        // A write's outcome as a sentence an agent can act on, then the data as JSON text
-        // (for clients that do not read structured content).
-        if let Some(sentence) = write_outcome(&reply.data) {
+    // Without the adapter's own content: a write's outcome as a sentence an agent can act
+    // on, then the data as JSON text (for clients that do not read structured content).
+    let as_text = content.is_empty();
+    let sentence = match &reply.data {
+        Data::Value(value) if as_text => write_outcome(value),
+        _ => None,
+    };
+    let data = (as_text || structured).then(|| reply.data.into_json());
+    if let Some(data) = data.as_ref().filter(|_| as_text) {
+        if let Some(sentence) = sentence {
             content.push(json!({"type": "text", "text": sentence}));
         }
-        let text = reply.data.to_string();
-        serialized = Some(text.clone());
-        content.push(json!({"type": "text", "text": text}));
+        content.push(json!({"type": "text", "text": data.get()}));
     }
-    let structured_content = if structured {
-        let text = serialized.unwrap_or_else(|| reply.data.to_string());
-        // A `Value` always serializes to valid JSON; failing here would be a serde_json bug.
-        RawValue::from_string(text).ok()
-    } else {
-        None
-    };
+    let structured_content = data.filter(|_| structured);
     CallResult {
         content,
         is_error: false,

@@ -1,8 +1,11 @@
 //! Reads: a route (REST) or a call by name (MCP) to a read tool, steps 10 to 14, and the
 //! input a read may ask its client for before it answers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::payload::{query_payload, redact_fields};
@@ -14,7 +17,7 @@ use crate::hashing::canonical_json;
 use crate::outcome::{Refused, Reply, call_refusal};
 use crate::plugin::interaction::Round;
 use crate::plugin::{CallContext, TaskSupport, ToolOutput};
-use crate::protocol::{ActionBody, Failure, codes};
+use crate::protocol::{ActionBody, Data, Failure, codes};
 use crate::tasks::{Job, Owner, Started};
 
 impl Governed<'_> {
@@ -147,17 +150,31 @@ pub(super) fn shape(tool: &Tool, context: &CallContext, output: ToolOutput) -> R
     shaped(tool, context, output).0
 }
 
-/// [`shape`], with what the audit event records of it.
+/// [`shape`], with what the audit event records of it. A result with nothing to redact
+/// goes out as the plugin wrote it, never parsed into a tree.
 fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map<String, Value>) {
     let mut details = Map::new();
-    let mut data = output.structured.unwrap_or_else(|| json!({}));
-    if !context.allow_sensitive_fields {
-        let mut redacted = std::collections::BTreeSet::new();
-        redact_fields(&mut data, &tool.plugin.manifest().sensitive_fields, &mut redacted);
+    let sensitive = &tool.plugin.manifest().sensitive_fields;
+    let redact = !context.allow_sensitive_fields;
+    let mut redacted = BTreeSet::new();
+    let data = match output.structured {
+        Some(json) if redact && !sensitive.is_empty() => {
+            let mut data = Data::Json(json).into_value();
+            redact_fields(&mut data, sensitive, &mut redacted);
+            Data::Value(data)
+        }
+        Some(json) => Data::Json(json),
+        None => Data::Value(json!({})),
+    };
+    if redact {
         details.insert("redactedFields".into(), json!(redacted));
     }
-    if let Some(items) = data.get("items").and_then(Value::as_array) {
-        details.insert("resultCount".into(), items.len().into());
+    let listed = match &data {
+        Data::Value(value) => value.get("items").and_then(Value::as_array).map(Vec::len),
+        Data::Json(json) => listed_items(json),
+    };
+    if let Some(count) = listed {
+        details.insert("resultCount".into(), count.into());
     }
     let reply = Reply {
         content: output.content,
@@ -165,4 +182,13 @@ fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map
         ..Reply::ok(data)
     };
     (reply, details)
+}
+
+/// How many `items` a result lists, read without building the result.
+fn listed_items(json: &RawValue) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        items: Vec<IgnoredAny>,
+    }
+    serde_json::from_str::<Listing>(json.get()).ok().map(|l| l.items.len())
 }

@@ -32,6 +32,7 @@ use self::bindings::witness::{StateWitness, StateWitnessPre, Verdict as WitVerdi
 use self::interaction::{InputAsk, Interaction, Progress, Round, TaskSwitch};
 use crate::clock::{SharedClock, monotonic_now};
 use crate::hashing::sha256_hex;
+use crate::protocol::strict_json;
 use crate::protocol::trace::TraceContext;
 use crate::store::Store as Db;
 use crate::tool::{Descriptor, Effect, Risk};
@@ -160,9 +161,11 @@ pub enum Content {
 }
 
 /// What `invoke` returned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ToolOutput {
-    pub structured: Option<serde_json::Value>,
+    /// The structured result: checked JSON, not parsed (a read passes it on as written
+    /// when it has nothing to redact).
+    pub structured: Option<Box<serde_json::value::RawValue>>,
     pub content: Vec<Content>,
     /// The plugin asked the client for input instead of answering (then the rest is empty).
     pub asked: Option<InputAsk>,
@@ -717,10 +720,19 @@ impl Plugin {
         let structured = match result.structured {
             Some(text) => {
                 check_size(text.len(), limit)?;
-                Some(
-                    serde_json::from_str(&text)
-                        .map_err(|_| CallError::Guest(GuestError::Internal("structured result is not JSON".into())))?,
-                )
+                let refused =
+                    |problem: &str| CallError::Guest(GuestError::Internal(format!("structured result {problem}")));
+                // Passed on as written when nothing needs redacting: a key given twice
+                // would reach clients that each read it differently.
+                if let Err(e) = strict_json::check(&text) {
+                    let problem = if strict_json::is_duplicate_key(&e) {
+                        "repeats a key"
+                    } else {
+                        "is not JSON"
+                    };
+                    return Err(refused(problem));
+                }
+                Some(serde_json::value::RawValue::from_string(text).map_err(|_| refused("is not JSON"))?)
             }
             None => None,
         };

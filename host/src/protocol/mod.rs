@@ -8,5 +8,5 @@ pub mod strict_json;
 pub mod trace;
 
 pub use codes::Code;
-pub use envelope::{Envelope, Failure};
+pub use envelope::{Data, Envelope, Failure};
 pub use requests::{ActionBody, PreflightBody};

@@ -3,7 +3,10 @@
 //! last), so a body that a proxy, a policy and a plugin could each read differently is
 //! refused at every layer with one answer, wherever in the document the duplicate hides.
 
-use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Parses `bytes` as one JSON document, refusing duplicate object keys at any depth.
@@ -12,6 +15,14 @@ pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let value = Strict.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(value)
+}
+
+/// Checks that `text` is one JSON document with no duplicate object key, without building
+/// it: for JSON the gateway passes on as it was written (a plugin's read result).
+pub fn check(text: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Checked.deserialize(&mut deserializer)?;
+    deserializer.end()
 }
 
 /// Whether a parse error is a duplicate key (rather than broken JSON).
@@ -80,13 +91,105 @@ impl<'de> Visitor<'de> for Strict {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if map.contains_key(&key) {
-                let shown: String = key.chars().take(64).collect();
-                return Err(A::Error::custom(format!("{DUPLICATE} `{shown}`")));
+                return Err(duplicate(&key));
             }
             let value = access.next_value_seed(Strict)?;
             map.insert(key, value);
         }
         Ok(Value::Object(map))
+    }
+}
+
+fn duplicate<E: serde::de::Error>(key: &str) -> E {
+    let shown: String = key.chars().take(64).collect();
+    E::custom(format!("{DUPLICATE} `{shown}`"))
+}
+
+/// [`Strict`] without the tree: every value visited, nothing kept but each object's keys.
+struct Checked;
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        // Hashed, not scanned: an object of many keys must not cost their square.
+        let mut keys = HashSet::new();
+        while let Some(key) = access.next_key_seed(Key)? {
+            if keys.contains(&key) {
+                return Err(duplicate(&key));
+            }
+            access.next_value_seed(Checked)?;
+            keys.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the text where it has no escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(key.to_string()))
     }
 }
 
@@ -115,5 +218,40 @@ mod tests {
         let broken = parse(b"{\"a\": ").expect_err("broken");
         assert!(!is_duplicate_key(&broken));
         assert!(parse(b"{} {}").is_err(), "one document only");
+    }
+
+    #[test]
+    fn check_answers_as_parse_does_without_building_the_document() {
+        for text in [
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"payload": {"amount": 1, "amount": 2}}"#,
+            r#"[{"x": [{"k": true, "k": false}]}]"#,
+            r#"{"\u0061": 1, "a": 2}"#,
+            r#"{"a": 1, "b": [1, -2, 3.5, "x", null, true], "c": {"a": 1}}"#,
+            r#"{"a\"b": {"a\"b": 1}}"#,
+            "18446744073709551615",
+            r#""é""#,
+            "{\"a\": ",
+            "{} {}",
+            "[1,]",
+            "",
+            // A lone surrogate is no Unicode text: refused, though `RawValue` lets it by.
+            r#"["\ud800"]"#,
+        ] {
+            let parsed = parse(text.as_bytes());
+            let checked = check(text);
+            assert_eq!(checked.is_ok(), parsed.is_ok(), "{text}");
+            if let (Err(checked), Err(parsed)) = (checked, parsed) {
+                assert_eq!(is_duplicate_key(&checked), is_duplicate_key(&parsed), "{text}");
+            }
+        }
+        assert!(is_duplicate_key(
+            &check(r#"{"\u0061": 1, "a": 2}"#).expect_err("the same key, escaped")
+        ));
+        assert!(check(r#"["\ud800"]"#).is_err());
+        assert!(
+            check(r#"{"items": [{"a": 1}, {"a": 2}]}"#).is_ok(),
+            "one key per object"
+        );
     }
 }

@@ -325,7 +325,11 @@ pub(super) async fn run(
             None => Ok(out),
         });
     let (status, result, error, refusal) = match output {
-        Ok(out) => (ExecutionStatus::Success, out.structured, None, None),
+        Ok(out) => {
+            // Checked JSON when it arrived, so it parses.
+            let result = out.structured.and_then(|json| serde_json::from_str(json.get()).ok());
+            (ExecutionStatus::Success, result, None, None)
+        }
         Err(e) => {
             let r = call_refusal(e, false);
             (ExecutionStatus::Failed, None, Some(r.failure.message.clone()), Some(r))
