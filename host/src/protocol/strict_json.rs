@@ -105,6 +105,9 @@ fn duplicate<E: serde::de::Error>(key: &str) -> E {
     E::custom(format!("{DUPLICATE} `{shown}`"))
 }
 
+/// Most keys of an object [`Checked`] compares one by one.
+const SCANNED_KEYS: usize = 16;
+
 /// [`Strict`] without the tree: every value visited, nothing kept but each object's keys.
 struct Checked;
 
@@ -153,14 +156,23 @@ impl<'de> Visitor<'de> for Checked {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        // Hashed, not scanned: an object of many keys must not cost their square.
-        let mut keys = HashSet::new();
+        // A short object's keys are scanned (hashing them cost more than the parse); a
+        // long one's are hashed, so that many keys do not cost their square.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = access.next_key_seed(Key)? {
-            if keys.contains(&key) {
+            if few.contains(&key) || many.contains(&key) {
                 return Err(duplicate(&key));
             }
             access.next_value_seed(Checked)?;
-            keys.insert(key);
+            if few.len() < SCANNED_KEYS {
+                few.push(key);
+            } else {
+                if many.is_empty() {
+                    many.extend(few.drain(..));
+                }
+                many.insert(key);
+            }
         }
         Ok(())
     }
@@ -253,5 +265,14 @@ mod tests {
             check(r#"{"items": [{"a": 1}, {"a": 2}]}"#).is_ok(),
             "one key per object"
         );
+        // Past the scanned keys, a repeat is still found, early or late.
+        let long = |repeat: &str| {
+            let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}": {i}"#)).collect();
+            format!("{{{}, {repeat}}}", keys.join(", "))
+        };
+        assert!(check(&long(r#""k99": 0"#)).is_ok());
+        for repeat in [r#""k3": 0"#, r#""k39": 0"#] {
+            assert!(is_duplicate_key(&check(&long(repeat)).expect_err(repeat)), "{repeat}");
+        }
     }
 }
