@@ -4,8 +4,8 @@
 //!
 //! Like any real backend it can be slow or down, and the demo lets a caller make it so, to
 //! show (and let the conformance profiles check) what the gateway does then: a ticket whose
-//! title contains `[desk:slow]` takes 1.5 s to create, `[desk:stall]` 5 s (longer than the
-//! adapter's 3 s budget), and `[desk:down]` gets a `503`.
+//! title contains `[desk:slow]` takes 1.5 s to create, `[desk:stall]` is created at once but
+//! answered after 5 s (longer than the adapter's 3 s budget), and `[desk:down]` gets a `503`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -54,10 +54,8 @@ fn serve(mut stream: std::net::TcpStream, tickets: &Mutex<Vec<Value>>) -> std::i
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let fault = Fault::of(&body);
-    match fault {
-        Some(Fault::Slow) => std::thread::sleep(std::time::Duration::from_millis(1500)),
-        Some(Fault::Stall) => std::thread::sleep(std::time::Duration::from_secs(5)),
-        Some(Fault::Down) | None => {}
+    if fault == Some(Fault::Slow) {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
     }
     let mut tickets = tickets
         .lock()
@@ -86,6 +84,13 @@ fn serve(mut stream: std::net::TcpStream, tickets: &Mutex<Vec<Value>>) -> std::i
         },
         _ => ("404 Not Found", json!({"error": "no such route"})),
     };
+    drop(tickets);
+    // A stalled desk has done the work and answers past the adapter's budget: its ticket
+    // exists from the start, not seconds after the caller gave up (when it would change
+    // what another request's plan counts).
+    if fault == Some(Fault::Stall) {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
     let text = reply.to_string();
     write!(
         stream,
