@@ -102,7 +102,8 @@ impl Envelope {
 ///
 /// A read whose result needs nothing redacted answers with the plugin's own JSON text,
 /// checked when it arrived but never parsed into a tree: building that tree and
-/// serializing it again was a tenth of a ledger read's CPU (`BENCHMARKS.md`, session 15).
+/// serializing it again, once more over MCP, was 7 – 9% of a ledger read's CPU
+/// (`BENCHMARKS.md`, session 15).
 #[derive(Debug, Clone)]
 pub enum Data {
     Value(Value),
