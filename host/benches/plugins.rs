@@ -171,10 +171,7 @@ fn main() {
     let first = rt
         .block_on(ledger.invoke(&context(true), "transaction.list", read, Round::default()))
         .expect("invoke");
-    let listed: Option<serde_json::Value> = first
-        .structured
-        .as_ref()
-        .and_then(|s| serde_json::from_str(s.get()).ok());
+    let listed: Option<serde_json::Value> = first.structured.as_ref().and_then(|s| serde_json::from_str(s).ok());
     let total = listed.as_ref().and_then(|s| s.get("total")).cloned();
     assert_eq!(total, Some(2.into()), "{:?}", first.structured);
     let (p50, p99) = time_invokes(&rt, &ledger, true, "transaction.list", read);

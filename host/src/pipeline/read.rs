@@ -158,12 +158,13 @@ fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map
     let redact = !context.allow_sensitive_fields;
     let mut redacted = BTreeSet::new();
     let data = match output.structured {
-        Some(json) if redact && !sensitive.is_empty() => {
-            let mut data = Data::Json(json).into_value();
+        Some(text) if redact && !sensitive.is_empty() => {
+            // Checked text is JSON; `null` would only answer a serde_json bug.
+            let mut data = serde_json::from_str(&text).unwrap_or(Value::Null);
             redact_fields(&mut data, sensitive, &mut redacted);
             Data::Value(data)
         }
-        Some(json) => Data::Json(json),
+        Some(text) => Data::checked(text),
         None => Data::Value(json!({})),
     };
     if redact {

@@ -163,9 +163,9 @@ pub enum Content {
 /// What `invoke` returned.
 #[derive(Debug, Clone)]
 pub struct ToolOutput {
-    /// The structured result: checked JSON, not parsed (a read passes it on as written
-    /// when it has nothing to redact).
-    pub structured: Option<Box<serde_json::value::RawValue>>,
+    /// The structured result: JSON text checked by [`strict_json::check`], not parsed (a
+    /// read passes it on as written when it has nothing to redact).
+    pub structured: Option<String>,
     pub content: Vec<Content>,
     /// The plugin asked the client for input instead of answering (then the rest is empty).
     pub asked: Option<InputAsk>,
@@ -720,8 +720,6 @@ impl Plugin {
         let structured = match result.structured {
             Some(text) => {
                 check_size(text.len(), limit)?;
-                let refused =
-                    |problem: &str| CallError::Guest(GuestError::Internal(format!("structured result {problem}")));
                 // Passed on as written when nothing needs redacting: a key given twice
                 // would reach clients that each read it differently.
                 if let Err(e) = strict_json::check(&text) {
@@ -730,9 +728,11 @@ impl Plugin {
                     } else {
                         "is not JSON"
                     };
-                    return Err(refused(problem));
+                    return Err(CallError::Guest(GuestError::Internal(format!(
+                        "structured result {problem}"
+                    ))));
                 }
-                Some(serde_json::value::RawValue::from_string(text).map_err(|_| refused("is not JSON"))?)
+                Some(text)
             }
             None => None,
         };

@@ -327,7 +327,7 @@ pub(super) async fn run(
     let (status, result, error, refusal) = match output {
         Ok(out) => {
             // Checked JSON when it arrived, so it parses.
-            let result = out.structured.and_then(|json| serde_json::from_str(json.get()).ok());
+            let result = out.structured.and_then(|text| serde_json::from_str(&text).ok());
             (ExecutionStatus::Success, result, None, None)
         }
         Err(e) => {
