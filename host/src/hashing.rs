@@ -28,11 +28,11 @@ pub fn is_lower_hex(s: &str, len: usize) -> bool {
 /// The RFC 8785 canonical form of a JSON value.
 ///
 /// What the gateway hashes (payloads, audit details, impacts) almost always has ASCII keys
-/// and integer numbers; such a value is written directly, at well under half the
-/// generic canonicalizer's cost (BENCHMARKS.md, session 14). A non-ASCII key (JCS orders keys by UTF-16 code units, which
-/// byte order matches only for ASCII), a fraction, or an integer JCS would print as a
-/// rounded double sends the whole value through `serde_json_canonicalizer`. A property
-/// test holds the two equal.
+/// and integer numbers; such a value is written directly, at well under half the generic
+/// canonicalizer's cost (BENCHMARKS.md, session 14). A non-ASCII key (JCS orders keys by
+/// UTF-16 code units, which byte order matches only for ASCII), a fraction, or an integer
+/// JCS would print as a rounded double sends the whole value through
+/// `serde_json_canonicalizer`. A property test holds the two equal.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::with_capacity(128);
     if write_direct(&mut out, value).is_some() {
