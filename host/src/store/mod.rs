@@ -322,10 +322,27 @@ impl Meta {
     }
 }
 
+/// SQLite's answer to a connection that finds another one writing: wait and try again, up
+/// to about 5 s. SQLite's own `busy_timeout` sleeps 1, 2, 5, 10 ms and more between
+/// tries; a write transaction here holds the lock for tens of microseconds, and the waiter
+/// is often the request's own thread (the audit writer is a request: `audit/writer.rs`),
+/// so it tries again every 50 us for the first 10 ms, then every millisecond.
+fn wait_for_writer(attempt: i32) -> bool {
+    const FINE: i32 = 200;
+    const MAX: i32 = FINE + 4_990;
+    let pause = match attempt {
+        a if a >= MAX => return false,
+        a if a < FINE => std::time::Duration::from_micros(50),
+        _ => std::time::Duration::from_millis(1),
+    };
+    std::thread::sleep(pause);
+    true
+}
+
 /// Opens a connection with the settings every connection of the gateway uses. Public for
 /// tests that tamper with the database the way an attacker with file access would.
 pub fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     // WAL + synchronous=NORMAL: a committed transaction survives a process crash; a power
     // loss may lose the last commits (docs/operations.md says how to choose FULL).
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -337,7 +354,7 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // 32 MiB of page cache per connection keeps the audit table's hot pages in memory.
     conn.pragma_update(None, "cache_size", -32_768)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_handler(Some(wait_for_writer))?;
     // Every query is a cached prepared statement; the default cache (16) is smaller than
     // the number of distinct queries a request path runs, so statements were re-parsed.
     conn.set_prepared_statement_cache_capacity(256);
