@@ -582,9 +582,13 @@ fn a_crash_after_a_resumable_writes_effect_runs_it_again_with_the_same_execution
     let demo = DemoProcess::start();
     let (token, action, draft_id) = draft_slow_write(&demo, "hostile.resumable_write", "resume-1");
     let tenant = demo.store().drafts.get(&draft_id).expect("read").expect("draft").org_id;
-    // Killed after the plugin made its effect and recorded it, before it answered.
-    let recorded = |store: &openport::store::Store, e: &openport::store::ExecutionRecord| {
-        store
+    // Killed after the plugin made its effect and recorded it, before it answered. Read
+    // through a store opened for each look: a store caches key-value reads, a miss too,
+    // and this one is not the writer, so it would never see the record appear.
+    let db = demo.dir.path().join("openport.db");
+    let recorded = |_: &openport::store::Store, e: &openport::store::ExecutionRecord| {
+        openport::store::Store::open(&db)
+            .expect("store")
             .kv
             .get("slow", &tenant, &format!("done/{}", e.id))
             .expect("kv")

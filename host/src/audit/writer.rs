@@ -28,6 +28,10 @@ use crate::store::{AuditInsert, AuditRow, ChainWriter, PrunedCut};
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most events waiting for a leader. Only requests in flight queue one, and admission
+/// bounds them, but a request dropped while it waits (a closed connection) leaves its event
+/// behind: while the store stalls, new events are refused rather than memory grown.
+const MAX_QUEUED: usize = 16 * MAX_BATCH;
 
 /// A batch smaller than this, queued while the chain is busy, first lets the runtime run
 /// its other ready requests, which join it: a commit rewrites the log's last pages whatever
@@ -140,10 +144,11 @@ impl AuditLog {
                 loop {
                     thread::sleep(TICK);
                     let Some(shared) = weak.upgrade() else { return };
-                    shared.lead();
-                    if shared.with_chain(Chain::sign_if_due).is_err() {
-                        return;
-                    }
+                    // A poisoned chain answers what is queued with an error, each tick.
+                    let _ = shared.with_chain(|chain| {
+                        shared.write_queued(chain);
+                        chain.sign_if_due();
+                    });
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
@@ -157,6 +162,11 @@ impl AuditLog {
         let (done, mut answer) = oneshot::channel();
         let queued = {
             let mut queue = self.shared.queue();
+            if queue.len() >= MAX_QUEUED {
+                return Err(AuditError::Write(
+                    "the audit queue is full: the store is not keeping up".into(),
+                ));
+            }
             queue.push(Pending { row, split, done });
             queue.len()
         };
@@ -188,13 +198,19 @@ impl AuditLog {
             .map_err(AuditError::Write)
     }
 
-    /// Signs a checkpoint of the head now if it has none yet: a gateway that stops leaves
-    /// its last events covered.
+    /// Writes what is queued and signs a checkpoint of the head now if it has none yet: a
+    /// gateway that stops leaves its last events stored and covered.
     pub async fn seal(&self) -> Result<(), AuditError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.with_chain(Chain::seal))
-            .await
-            .map_err(|_| AuditError::WriterStopped)?
+        tokio::task::spawn_blocking(move || {
+            let shared = &*shared;
+            shared.with_chain(|chain| {
+                shared.write_queued(chain);
+                chain.seal();
+            })
+        })
+        .await
+        .map_err(|_| AuditError::WriterStopped)?
     }
 }
 
@@ -215,10 +231,9 @@ impl Shared {
         let chain = match self.chain.try_lock() {
             Ok(chain) => chain,
             Err(TryLockError::WouldBlock) => return,
-            // A writer panicked mid-batch: the head in memory may not be the stored one.
-            // Fail closed: every queued request is answered that the writer stopped.
-            Err(TryLockError::Poisoned(_)) => {
-                drop(std::mem::take(&mut *self.queue()));
+            Err(TryLockError::Poisoned(poisoned)) => {
+                drop(poisoned);
+                self.fail_queued();
                 return;
             }
         };
@@ -226,7 +241,13 @@ impl Shared {
             chain,
             _hand_on: HandOn(self),
         };
-        let chain = &mut *held.chain;
+        if self.write_one_batch(&mut held.chain) {
+            held.chain.sign_if_due();
+        }
+    }
+
+    /// Writes the oldest queued events (up to [`MAX_BATCH`]); whether there were any.
+    fn write_one_batch(&self, chain: &mut Chain) -> bool {
         // Out of the chain while it is written: a panic drops it, answering its waiters.
         let mut batch = std::mem::take(&mut chain.batch);
         {
@@ -234,21 +255,41 @@ impl Shared {
             let take = queue.len().min(MAX_BATCH);
             batch.extend(queue.drain(..take));
         }
-        if !batch.is_empty() {
+        let wrote = !batch.is_empty();
+        if wrote {
             self.metrics.batch_events.observe(batch.len() as f64);
             let started = Stopwatch::start();
             chain.write_batch(&mut batch);
             self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
             self.last_commit_us
                 .store(self.opened.elapsed().as_micros() as u64, Ordering::Relaxed);
-            chain.sign_if_due();
         }
         chain.batch = batch;
+        wrote
+    }
+
+    /// Writes everything queued.
+    fn write_queued(&self, chain: &mut Chain) {
+        while self.write_one_batch(chain) {}
+    }
+
+    /// A writer panicked mid-batch, so the head in memory may not be the stored one. Fail
+    /// closed: every queued request is answered that the writer stopped. Called with the
+    /// chain let go, so an event queued by a request that found it held is answered too.
+    fn fail_queued(&self) {
+        drop(std::mem::take(&mut *self.queue()));
     }
 
     /// Runs `f` on the chain, waiting for it: off the runtime's workers.
     fn with_chain<T>(&self, f: impl FnOnce(&mut Chain) -> T) -> Result<T, AuditError> {
-        let chain = self.chain.lock().map_err(|_| AuditError::WriterStopped)?;
+        let chain = match self.chain.lock() {
+            Ok(chain) => chain,
+            Err(poisoned) => {
+                drop(poisoned);
+                self.fail_queued();
+                return Err(AuditError::WriterStopped);
+            }
+        };
         let mut held = Held {
             chain,
             _hand_on: HandOn(self),
@@ -378,18 +419,29 @@ impl Chain {
             },
             Err(e) => return Err(e.to_string()),
         };
-        if let Ok(Some((seq, _))) = self.writer.head() {
-            self.head_seq = seq;
+        // The head and its position, read together: a checkpoint never pairs one with the
+        // other's predecessor.
+        match self.writer.head() {
+            Ok(Some((seq, hash))) => {
+                self.head = hash;
+                self.head_seq = seq;
+                self.seal();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "audit head not read after a prune; not signed"),
         }
-        self.seal();
         Ok(report)
     }
 }
 
-impl Drop for Chain {
-    /// The last handle is gone: the head is signed, as on a seal.
+impl Drop for Shared {
+    /// The last handle is gone: what is queued is written and the head signed, as on a
+    /// seal. Not after a panic, when the head in memory may not be the stored one.
     fn drop(&mut self) {
-        self.seal();
+        if let Ok(mut chain) = self.chain.lock() {
+            self.write_queued(&mut chain);
+            chain.seal();
+        }
     }
 }
 
@@ -444,6 +496,7 @@ impl Checkpoints {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+    use std::future::Future;
 
     use super::*;
     use crate::protocol::codes::SUCCESS;
@@ -485,5 +538,33 @@ mod tests {
         let (intact, report) = crate::audit::verify_store(&store, None, &[]).unwrap();
         assert!(intact, "{report}");
         assert_eq!(report["events"], 3200, "{report}");
+    }
+
+    /// A request that goes away (a closed connection) after queueing its event, before it
+    /// could lead, still has its event stored: by the seal here, else by the ticker.
+    #[test]
+    fn an_event_whose_request_stopped_waiting_is_still_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let log = AuditLog::start(store.chain_writer("").unwrap(), AuditWriterMetrics::default(), None).unwrap();
+        let event = || AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            log.record(event()).await.unwrap();
+            // Right after a commit the chain is busy: the next request queues its event and
+            // yields before it leads, and is dropped there.
+            let mut abandoned = Box::pin(log.record(event()));
+            let _ = abandoned
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            drop(abandoned);
+            log.seal().await.unwrap();
+        });
+        let (intact, report) = crate::audit::verify_store(&store, None, &[]).unwrap();
+        assert!(intact, "{report}");
+        assert_eq!(report["events"], 2, "{report}");
     }
 }
