@@ -344,7 +344,7 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
     let postgres = conn.is_postgres();
     let chunk = if postgres { POSTGRES_INSERT_ROWS } else { 1 };
     // The statement for a whole chunk is built once: building it per row was 26 `format!`s
-    // on the audit writer's thread, which every request waits for.
+    // in the audit commit, which every request waits for.
     static SQLITE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS, false));
     static ONE_ROW: LazyLock<String> = LazyLock::new(|| insert_sql(1, COLUMNS, true));
     static FULL_CHUNK: LazyLock<String> = LazyLock::new(|| insert_sql(POSTGRES_INSERT_ROWS, COLUMNS, true));
