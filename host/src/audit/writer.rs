@@ -502,13 +502,30 @@ mod tests {
     use crate::protocol::codes::SUCCESS;
     use crate::store::Store;
 
+    /// A fresh store and a writer on its chain (the directory lives as long as it is held).
+    fn open_log() -> (tempfile::TempDir, Store, AuditLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let log = AuditLog::start(store.chain_writer("").unwrap(), AuditWriterMetrics::default(), None).unwrap();
+        (dir, store, log)
+    }
+
+    fn event() -> AuditEvent {
+        AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into())
+    }
+
+    /// The store's chains verify and hold `events` events.
+    fn assert_intact_with(store: &Store, events: u64) {
+        let (intact, report) = crate::audit::verify_store(store, None, &[]).unwrap();
+        assert!(intact, "{report}");
+        assert_eq!(report["events"], events, "{report}");
+    }
+
     /// Requests on two workers record at once, as under load: each is answered once its
     /// event is stored, no event is lost or stored twice, and the chain is one unbroken line.
     #[test]
     fn concurrent_records_are_each_stored_once_in_one_unbroken_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("audit.db")).unwrap();
-        let log = AuditLog::start(store.chain_writer("").unwrap(), AuditWriterMetrics::default(), None).unwrap();
+        let (_dir, store, log) = open_log();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
@@ -520,7 +537,7 @@ mod tests {
                     tokio::spawn(async move {
                         let mut ids = Vec::new();
                         for i in 0..50 {
-                            let mut event = AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into());
+                            let mut event = event();
                             event.details.insert("n".into(), (task * 50 + i).into());
                             ids.push(log.record(event).await.unwrap());
                         }
@@ -535,19 +552,14 @@ mod tests {
             ids
         });
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 3200);
-        let (intact, report) = crate::audit::verify_store(&store, None, &[]).unwrap();
-        assert!(intact, "{report}");
-        assert_eq!(report["events"], 3200, "{report}");
+        assert_intact_with(&store, 3200);
     }
 
     /// A request that goes away (a closed connection) after queueing its event, before it
     /// could lead, still has its event stored: by the seal here, else by the ticker.
     #[test]
     fn an_event_whose_request_stopped_waiting_is_still_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("audit.db")).unwrap();
-        let log = AuditLog::start(store.chain_writer("").unwrap(), AuditWriterMetrics::default(), None).unwrap();
-        let event = || AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into());
+        let (_dir, store, log) = open_log();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -563,8 +575,6 @@ mod tests {
             drop(abandoned);
             log.seal().await.unwrap();
         });
-        let (intact, report) = crate::audit::verify_store(&store, None, &[]).unwrap();
-        assert!(intact, "{report}");
-        assert_eq!(report["events"], 2, "{report}");
+        assert_intact_with(&store, 2);
     }
 }
