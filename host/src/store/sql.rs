@@ -500,9 +500,12 @@ impl Db {
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         match self {
             Db::Sqlite(conn) => {
-                let mut conn = lock(conn)?;
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let out = f(&mut Conn::Sqlite(&tx))?;
+                let conn = lock(conn)?;
+                // `BEGIN` and `COMMIT` as cached statements: rusqlite's `Transaction` parses
+                // both again for every transaction (0.7% of the ledger read's CPU, most of
+                // it in the audit commit).
+                let tx = OpenTransaction::begin(&conn)?;
+                let out = f(&mut Conn::Sqlite(&conn))?;
                 tx.commit()?;
                 Ok(out)
             }
@@ -516,6 +519,35 @@ impl Db {
         match self {
             Db::Sqlite(_) => self.write(f),
             Db::Postgres(pg) => pg.transaction(false, f),
+        }
+    }
+}
+
+/// A SQLite transaction begun and not yet committed: rolled back when dropped (an error or
+/// a panic in its body, or a failed `COMMIT`), as rusqlite's `Transaction` would.
+struct OpenTransaction<'a> {
+    conn: &'a Connection,
+    committed: bool,
+}
+
+impl<'a> OpenTransaction<'a> {
+    fn begin(conn: &'a Connection) -> Result<Self, StoreError> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(OpenTransaction { conn, committed: false })
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        // SQLite may have rolled back already (some errors end the transaction).
+        if !self.committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
     }
 }
@@ -712,6 +744,38 @@ mod tests {
             dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d IS ?"),
             "SELECT a FROM t WHERE b = $1 AND c = $12 AND d IS ?"
         );
+    }
+
+    fn sqlite_db() -> Db {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").expect("create");
+        Db::Sqlite(Mutex::new(conn))
+    }
+
+    fn rows(db: &Db) -> i64 {
+        db.read(|c| c.query_optional("SELECT COUNT(*) FROM t", &[], |r| r.get(0)))
+            .expect("count")
+            .unwrap_or(-1)
+    }
+
+    #[test]
+    fn a_write_transaction_commits_its_body_or_nothing() {
+        let db = sqlite_db();
+        db.write(|c| c.execute("INSERT INTO t VALUES (1)", &[]))
+            .expect("commit");
+        assert_eq!(rows(&db), 1);
+
+        let failed = db.write(|c| {
+            c.execute("INSERT INTO t VALUES (2)", &[])?;
+            Err::<(), _>(StoreError::NoRow)
+        });
+        assert!(matches!(failed, Err(StoreError::NoRow)));
+        assert_eq!(rows(&db), 1, "the failed body's insert is rolled back");
+
+        // The connection is usable again: the next transaction begins and commits.
+        db.write(|c| c.execute("INSERT INTO t VALUES (3)", &[]))
+            .expect("commit");
+        assert_eq!(rows(&db), 2);
     }
 
     #[test]

@@ -32,7 +32,7 @@ impl Guest for Ledger {
         let payload = tools::parse_payload(&payload)?;
         let data = tools::invoke(&tool, &payload, ctx.allow_sensitive_fields)?;
         Ok(ToolResult {
-            structured: Some(data.to_string()),
+            structured: Some(data),
             content: Vec::new(),
         })
     }

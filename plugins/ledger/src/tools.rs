@@ -1,5 +1,9 @@
 //! The ledger tools: descriptors, impact plans and execution.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::openport::plugin::host;
@@ -321,10 +325,83 @@ fn transactions_in(payload: &Payload, ledger_id: &str) -> Result<Vec<Value>, Err
     Ok(rows)
 }
 
-fn list_transactions(payload: &Payload) -> Result<Value, Error> {
+/// A stored transaction as the list reads it: every field's JSON borrowed as stored, and
+/// only the three the filter and the order need decoded. The list is the governed read
+/// agents call most; building a `Value` tree of each record was most of its guest time.
+/// It writes the fields the reference shows to agents, in the order a `Value` map writes
+/// them (so the answer is the same text as [`public_transaction`]'s).
+#[derive(Deserialize, Serialize)]
+struct Listed<'a> {
+    #[serde(borrow, default)]
+    amount_home: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    currency_home: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    date: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, skip_serializing)]
+    is_deleted: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    ledger_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    notes: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    title: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    updated_at: Option<&'a RawValue>,
+}
+
+/// A raw JSON string field, decoded; `None` when absent or not a string.
+fn raw_str<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    raw.and_then(|r| serde_json::from_str::<Cow<'a, str>>(r.get()).ok())
+}
+
+/// One page of the ledger's live transactions, newest first (`transaction.list`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Page<'a> {
+    has_more: bool,
+    items: Vec<&'a Listed<'a>>,
+    page: u64,
+    page_size: u64,
+    total: usize,
+}
+
+fn list_transactions(payload: &Payload) -> Result<String, Error> {
     let ledger_id = required(payload, "ledgerId")?;
     ledger(ledger_id)?;
-    let rows = transactions_in(payload, ledger_id)?;
+    let start_date = str_field(payload, "startDate");
+    let end_date = str_field(payload, "endDate").map(end_bound);
+    let mut texts = Vec::new();
+    for key in host::kv_list("txn/")? {
+        if let Some(text) = host::kv_get(&key)? {
+            texts.push((key, text));
+        }
+    }
+    let mut rows: Vec<(Cow<'_, str>, &Listed<'_>)> = Vec::with_capacity(texts.len());
+    let mut parsed = Vec::with_capacity(texts.len());
+    for (key, text) in &texts {
+        let listed: Listed<'_> = serde_json::from_str(text)
+            .map_err(|e| Error::Internal(format!("stored `{key}` is not a transaction: {e}")))?;
+        parsed.push(listed);
+    }
+    for listed in &parsed {
+        let live = listed.is_deleted.is_none_or(|d| d.get() != "true");
+        let date = raw_str(listed.date);
+        let in_range = {
+            let d = date.as_deref().unwrap_or_default();
+            start_date.is_none_or(|s| d >= s) && end_date.as_deref().is_none_or(|e| d <= e)
+        };
+        if live && in_range && raw_str(listed.ledger_id).as_deref() == Some(ledger_id) {
+            rows.push((date.unwrap_or_default(), listed));
+        }
+    }
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
     let page = payload
         .get("page")
         .and_then(Value::as_u64)
@@ -336,20 +413,21 @@ fn list_transactions(payload: &Payload) -> Result<Value, Error> {
         .unwrap_or(50)
         .clamp(1, 200);
     let start = usize::try_from((page - 1) * page_size).unwrap_or(usize::MAX);
-    let items: Vec<Value> = rows
+    let items: Vec<&Listed<'_>> = rows
         .iter()
         .skip(start)
         .take(page_size as usize)
-        .map(public_transaction)
+        .map(|(_, t)| *t)
         .collect();
     let has_more = start.saturating_add(items.len()) < rows.len();
-    Ok(json!({
-        "items": items,
-        "total": rows.len(),
-        "page": page,
-        "pageSize": page_size,
-        "hasMore": has_more,
-    }))
+    let page = Page {
+        has_more,
+        items,
+        page,
+        page_size,
+        total: rows.len(),
+    };
+    serde_json::to_string(&page).map_err(|e| Error::Internal(format!("cannot write the page: {e}")))
 }
 
 /// The fields of a transaction taken from a create or update payload.
@@ -440,10 +518,17 @@ pub fn plan(tool: &str, payload: &Payload) -> Result<Impact, Error> {
     })
 }
 
-pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Result<Value, Error> {
+/// Runs a tool; its result as JSON text. The list writes its text directly.
+pub fn invoke(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Result<String, Error> {
+    match tool {
+        "transaction.list" => list_transactions(payload),
+        _ => execute(tool, payload, allow_sensitive_fields).map(|result| result.to_string()),
+    }
+}
+
+fn execute(tool: &str, payload: &Payload, allow_sensitive_fields: bool) -> Result<Value, Error> {
     match tool {
         "ledger.list" => Ok(json!({"items": load_all("ledger/")?})),
-        "transaction.list" => list_transactions(payload),
         "transaction.create" => {
             if let Some(done) = done_before()? {
                 return Ok(done);
