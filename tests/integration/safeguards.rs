@@ -255,10 +255,24 @@ fn a_thousand_parallel_distinct_creates_store_a_thousand_records_each_with_its_o
     assert_eq!(acknowledged.len(), threads * each);
     let mut stored = std::collections::HashMap::new();
     for page in 1.. {
-        let reply = gw.get(
-            &format!("/api/agent/v1/transactions?ledgerId=ledger_main&page={page}&pageSize=200"),
-            Some(&gw.full()),
-        );
+        let read = || {
+            gw.get(
+                &format!("/api/agent/v1/transactions?ledgerId=ledger_main&page={page}&pageSize=200"),
+                Some(&gw.full()),
+            )
+        };
+        // The demo list reads every record for each page: right after a thousand writes
+        // (each forgets its cached key) a debug build's first read of them can pass the
+        // plugin's 2 s deadline. The timeout is retryable, and the reads it did warm the
+        // cache, so the client's retry answers; what the test checks is what is stored.
+        let mut reply = read();
+        for _ in 0..3 {
+            if reply.code() != "agent.plugin_timeout" {
+                break;
+            }
+            reply = read();
+        }
+        reply.expect(200, "common.success");
         for t in reply.data()["items"].as_array().expect("items") {
             let (id, title) = (t["id"].as_str().expect("id"), t["title"].as_str().unwrap_or(""));
             assert!(
