@@ -383,14 +383,11 @@ fn list_transactions(payload: &Payload) -> Result<String, Error> {
             texts.push((key, text));
         }
     }
-    let mut rows: Vec<(Cow<'_, str>, &Listed<'_>)> = Vec::with_capacity(texts.len());
-    let mut parsed = Vec::with_capacity(texts.len());
+    // Each row keeps its decoded date for the order; its fields borrow from `texts`.
+    let mut rows: Vec<(Cow<'_, str>, Listed<'_>)> = Vec::with_capacity(texts.len());
     for (key, text) in &texts {
         let listed: Listed<'_> = serde_json::from_str(text)
             .map_err(|e| Error::Internal(format!("stored `{key}` is not a transaction: {e}")))?;
-        parsed.push(listed);
-    }
-    for listed in &parsed {
         let live = listed.is_deleted.is_none_or(|d| d.get() != "true");
         let date = raw_str(listed.date);
         let in_range = {
@@ -417,7 +414,7 @@ fn list_transactions(payload: &Payload) -> Result<String, Error> {
         .iter()
         .skip(start)
         .take(page_size as usize)
-        .map(|(_, t)| *t)
+        .map(|(_, t)| t)
         .collect();
     let has_more = start.saturating_add(items.len()) < rows.len();
     let page = Page {
