@@ -13,6 +13,9 @@ use crate::store::{self as kv, IncrementError};
 const MAX_KV_KEY: usize = 512;
 const MAX_KV_VALUE: usize = 256 * 1024;
 const MAX_KV_LIST: usize = 10_000;
+/// Most bytes of keys and values one `kv-scan` returns: the answer is copied into the
+/// guest's memory, which is bounded too.
+const MAX_KV_SCAN_BYTES: usize = 8 * 1024 * 1024;
 /// Most conditions, and most writes, in one `kv-batch`.
 const MAX_KV_BATCH: usize = 64;
 /// Log lines one call may write; the rest are dropped.
@@ -104,6 +107,23 @@ impl Host for CallState {
                 .kv
                 .list(&self.env.name, &self.tenant, &prefix, MAX_KV_LIST)
                 .map_err(backend)
+        })();
+        self.note(result)
+    }
+
+    fn kv_scan(&mut self, prefix: String) -> Result<Vec<(String, String)>, Error> {
+        let result = (|| -> Result<Vec<(String, String)>, Error> {
+            let store = self.kv("scan")?;
+            // A read, so it reads the namespace `kv-get` reads.
+            store
+                .kv
+                .scan(self.namespace(), &self.tenant, &prefix, MAX_KV_LIST, MAX_KV_SCAN_BYTES)
+                .map_err(backend)?
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "the entries under `{prefix}` pass {MAX_KV_SCAN_BYTES} bytes: read them with kv-list and kv-get"
+                    ))
+                })
         })();
         self.note(result)
     }

@@ -379,6 +379,34 @@ impl PluginKv {
             |cache, keys| cache.insert_list(plugin, tenant, prefix, limit, keys.clone()),
         )
     }
+
+    /// The keys under `prefix` (at most `limit`) with their values, in byte order of the
+    /// keys: [`list`](Self::list) and a [`get`](Self::get) of each key, through the cache,
+    /// so not a snapshot (a key deleted after the list is left out). `None` when the keys
+    /// and values pass `max_bytes`.
+    pub fn scan(
+        &self,
+        plugin: &str,
+        tenant: &str,
+        prefix: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        let keys = self.list(plugin, tenant, prefix, limit)?;
+        let mut entries = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
+        for key in keys {
+            let Some(value) = self.get(plugin, tenant, &key)? else {
+                continue;
+            };
+            bytes += key.len() + value.len();
+            if bytes > max_bytes {
+                return Ok(None);
+            }
+            entries.push((key, value));
+        }
+        Ok(Some(entries))
+    }
 }
 
 /// The keys under `prefix`, from the store.
@@ -500,6 +528,37 @@ mod tests {
         // A write elsewhere keeps the listing; the answer stays the same.
         kv.set("ledger", "org_a", "ledger/1", "v").unwrap();
         assert_eq!(list("org_a", "txn/"), ["txn/0", "txn/2", "txn/3"]);
+    }
+
+    #[test]
+    fn a_scan_reads_the_entries_under_a_prefix_in_key_order_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kv.db")).unwrap();
+        let kv = &store.kv;
+        let scan = |max_bytes: usize| kv.scan("ledger", "org_a", "txn/", 100, max_bytes).unwrap();
+        let entries = |pairs: &[(&str, &str)]| -> Option<Vec<(String, String)>> {
+            Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        };
+
+        assert_eq!(scan(1_000), entries(&[]));
+        kv.set("ledger", "org_a", "txn/2", "two").unwrap();
+        kv.set("ledger", "org_a", "txn/1", "one").unwrap();
+        kv.set("ledger", "org_a", "txo", "not under the prefix").unwrap();
+        kv.set("ledger", "org_b", "txn/3", "another tenant's").unwrap();
+        kv.set("tickets", "org_a", "txn/4", "another plugin's").unwrap();
+        assert_eq!(scan(1_000), entries(&[("txn/1", "one"), ("txn/2", "two")]));
+
+        kv.set("ledger", "org_a", "txn/1", "uno").unwrap();
+        kv.delete("ledger", "org_a", "txn/2").unwrap();
+        assert_eq!(
+            scan(1_000),
+            entries(&[("txn/1", "uno")]),
+            "writes show through the cache"
+        );
+
+        // "txn/1" + "uno" is 8 bytes: a bound of 8 holds it, 7 does not.
+        assert_eq!(scan(8), entries(&[("txn/1", "uno")]));
+        assert_eq!(scan(7), None);
     }
 
     #[test]

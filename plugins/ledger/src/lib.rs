@@ -52,13 +52,12 @@ fn load(key: &str) -> Result<Option<serde_json::Value>, Error> {
 
 /// Loads every stored object under a prefix.
 fn load_all(prefix: &str) -> Result<Vec<serde_json::Value>, Error> {
-    let mut out = Vec::new();
-    for key in host::kv_list(prefix)? {
-        if let Some(value) = load(&key)? {
-            out.push(value);
-        }
-    }
-    Ok(out)
+    host::kv_scan(prefix)?
+        .into_iter()
+        .map(|(key, text)| {
+            serde_json::from_str(&text).map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}")))
+        })
+        .collect()
 }
 
 /// Reads and decodes one stored JSON object with its version.

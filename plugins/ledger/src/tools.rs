@@ -377,12 +377,7 @@ fn list_transactions(payload: &Payload) -> Result<String, Error> {
     ledger(ledger_id)?;
     let start_date = str_field(payload, "startDate");
     let end_date = str_field(payload, "endDate").map(end_bound);
-    let mut texts = Vec::new();
-    for key in host::kv_list("txn/")? {
-        if let Some(text) = host::kv_get(&key)? {
-            texts.push((key, text));
-        }
-    }
+    let texts = host::kv_scan("txn/")?;
     // Each row keeps its decoded date for the order; its fields borrow from `texts`.
     let mut rows: Vec<(Cow<'_, str>, Listed<'_>)> = Vec::with_capacity(texts.len());
     for (key, text) in &texts {
