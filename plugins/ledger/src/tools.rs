@@ -329,30 +329,31 @@ fn transactions_in(payload: &Payload, ledger_id: &str) -> Result<Vec<Value>, Err
 /// only the three the filter and the order need decoded. The list is the governed read
 /// agents call most; building a `Value` tree of each record was most of its guest time.
 /// It writes the fields the reference shows to agents, in the order a `Value` map writes
-/// them (so the answer is the same text as [`public_transaction`]'s).
+/// them (so the answer is the same text as [`public_transaction`]'s). A field the record
+/// lacks is `None` (serde's rule for `Option`), written as `null`.
 #[derive(Deserialize, Serialize)]
 struct Listed<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     amount_home: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     created_at: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     currency_home: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     date: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing)]
+    #[serde(borrow, skip_serializing)]
     is_deleted: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     ledger_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     notes: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     title: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     updated_at: Option<&'a RawValue>,
 }
 
