@@ -281,8 +281,9 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
         "{items:#?}"
     );
 
-    // The gateway remembers it: a second gateway on the same data directory loads it.
-    let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
+    // The gateway remembers it: a second gateway on (a copy of) the data directory loads it.
+    let copy = gw.copy_of_data_dir();
+    let config = openport::Config::load(&copy.path().join("openport.toml")).expect("config");
     let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -631,14 +632,15 @@ fn plugin_versions_are_kept_in_the_store_uploaded_and_rolled_back() {
 
     // Rebuilt in place: the file on disk is junk now; a restart loads the kept version.
     std::fs::write(&component, b"not a component").expect("overwrite");
-    let config = openport::Config::load(&gw.dir.path().join("openport.toml")).expect("config");
+    let copy = gw.copy_of_data_dir();
+    let config = openport::Config::load(&copy.path().join("openport.toml")).expect("config");
     let clock: openport::clock::SharedClock = std::sync::Arc::new(openport::clock::SystemClock);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     let again = runtime
-        .block_on(openport::Gateway::start(config.clone(), clock.clone()))
+        .block_on(openport::Gateway::start(config, clock.clone()))
         .expect("starts");
     assert!(
         again
@@ -676,6 +678,8 @@ fn plugin_versions_are_kept_in_the_store_uploaded_and_rolled_back() {
     let db = openport::store::connect(&gw.dir.path().join("openport.db")).expect("connect");
     db.execute_batch("PRAGMA foreign_keys = OFF; UPDATE plugins SET version_id = 'gone' WHERE name = 'trap';")
         .expect("break it");
+    let copy = gw.copy_of_data_dir();
+    let config = openport::Config::load(&copy.path().join("openport.toml")).expect("config");
     let again = runtime
         .block_on(openport::Gateway::start(config, clock))
         .expect("starts anyway");

@@ -19,6 +19,9 @@ pub struct Split {
     /// sha256 already fed with everything before `prev_event_hash` (most of the event), so
     /// the chain writer hashes only the previous hash and the short tail.
     head: Sha256,
+    /// The text `head` was fed, for the event's canonical line in the embedded store's
+    /// journal.
+    head_text: String,
     tail: String,
     /// The canonical `details`, stored as the column's text.
     pub details: String,
@@ -135,6 +138,7 @@ pub fn split(row: &AuditRow) -> Split {
     hasher.update(head.as_bytes());
     Split {
         head: hasher,
+        head_text: head,
         tail,
         details,
         policy_ids,
@@ -150,6 +154,16 @@ pub fn hash(split: &Split, prev: &str) -> String {
     hasher.update(prev_json.as_bytes());
     hasher.update(split.tail.as_bytes());
     crate::hashing::digest_hex(hasher.finalize().into())
+}
+
+/// The canonical text of a split row chained after `prev`: the bytes [`hash`] hashes.
+pub fn text(split: &Split, prev: &str) -> String {
+    let mut text = String::with_capacity(split.head_text.len() + split.tail.len() + prev.len() + 24);
+    text.push_str(&split.head_text);
+    text.push_str("\"prev_event_hash\":");
+    jcs_string(&mut text, prev);
+    text.push_str(&split.tail);
+    text
 }
 
 /// The generic definition, for tests: JCS of the row as a JSON value.
@@ -236,7 +250,14 @@ mod tests {
                 ..row(json!({"a": 1}), None, Some(3))
             },
         ] {
-            assert_eq!(hash(&split(&r), &r.prev_event_hash), reference_hash(&r));
+            let split = split(&r);
+            assert_eq!(hash(&split, &r.prev_event_hash), reference_hash(&r));
+            let text = text(&split, &r.prev_event_hash);
+            assert_eq!(
+                crate::hashing::sha256_hex(text.as_bytes()),
+                reference_hash(&r),
+                "{text}"
+            );
         }
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, oneshot};
 use super::{AuditError, AuditEvent, GENESIS_HASH, canonical, checkpoint};
 use crate::clock::{SharedClock, Stopwatch};
 use crate::metrics::AuditWriterMetrics;
-use crate::store::{AuditInsert, AuditRow, ChainWriter, PrunedCut};
+use crate::store::{AuditAppend, AuditRow, ChainWriter, PrunedCut};
 
 /// Most events written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -78,14 +78,7 @@ struct Shared {
 struct Pending {
     row: AuditRow,
     split: canonical::Split,
-    done: oneshot::Sender<Result<Written, String>>,
-}
-
-/// A stored event handed back to its producer, which frees it: memory is cheapest to free
-/// on the thread that allocated it, and the leader holds the chain meanwhile.
-struct Written {
-    row: AuditRow,
-    _split: canonical::Split,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// What a retention run removed.
@@ -159,6 +152,7 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<String, AuditError> {
         // Serialized here, before the queue: the leader only chains and stores.
         let (row, split) = event.prepare(&self.node);
+        let id = row.id.clone();
         let (done, mut answer) = oneshot::channel();
         let queued = {
             let mut queue = self.shared.queue();
@@ -182,7 +176,7 @@ impl AuditLog {
             }
         };
         match outcome {
-            Ok(Ok(written)) => Ok(written.row.id),
+            Ok(Ok(())) => Ok(id),
             Ok(Err(message)) => Err(AuditError::Write(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
@@ -198,8 +192,8 @@ impl AuditLog {
             .map_err(AuditError::Write)
     }
 
-    /// Writes what is queued and signs a checkpoint of the head now if it has none yet: a
-    /// gateway that stops leaves its last events stored and covered.
+    /// Writes what is queued, signs a checkpoint of the head now if it has none yet and
+    /// indexes the journal: a gateway that stops leaves its last events stored and covered.
     pub async fn seal(&self) -> Result<(), AuditError> {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
@@ -207,6 +201,9 @@ impl AuditLog {
             shared.with_chain(|chain| {
                 shared.write_queued(chain);
                 chain.seal();
+                if let Err(e) = chain.writer.settle() {
+                    tracing::error!(error = %e, "audit journal not indexed at the seal; the next start recovers it");
+                }
             })
         })
         .await
@@ -328,36 +325,35 @@ struct Chain {
 }
 
 impl Chain {
-    /// Appends `batch` in one transaction and answers (and empties) every waiter.
+    /// Appends `batch` durably and answers (and empties) every waiter.
     fn write_batch(&mut self, batch: &mut Vec<Pending>) {
         let mut prev = self.head.clone();
-        for pending in batch.iter_mut() {
-            let row = &mut pending.row;
-            row.event_hash = canonical::hash(&pending.split, &prev);
+        let mut appends = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for Pending { mut row, split, done } in batch.drain(..) {
+            row.event_hash = canonical::hash(&split, &prev);
+            let canonical = canonical::text(&split, &prev);
             row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
+            appends.push(AuditAppend {
+                row,
+                details: split.details,
+                policy_ids: split.policy_ids,
+                canonical,
+            });
+            waiters.push(done);
         }
-        let inserts: Vec<AuditInsert<'_>> = batch
-            .iter()
-            .map(|p| AuditInsert {
-                row: &p.row,
-                details: &p.split.details,
-                policy_ids: &p.split.policy_ids,
-            })
-            .collect();
-        let result = self.writer.append(&inserts);
-        drop(inserts);
-        match result {
+        match self.writer.append(appends) {
             Ok(seq) => {
                 self.head = prev;
                 self.head_seq = seq;
-                for Pending { row, split, done } in batch.drain(..) {
-                    let _ = done.send(Ok(Written { row, _split: split }));
+                for done in waiters {
+                    let _ = done.send(Ok(()));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit batch not written");
-                for pending in batch.drain(..) {
-                    let _ = pending.done.send(Err(e.to_string()));
+                for done in waiters {
+                    let _ = done.send(Err(e.to_string()));
                 }
                 // A commit whose answer was lost may have been applied (a dropped database
                 // connection): the chain continues from what the store holds, not from memory.

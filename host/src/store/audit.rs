@@ -3,14 +3,16 @@
 
 use std::sync::{Arc, LazyLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::journal::Journal;
 use super::sql::{Conn, Db, args};
 use super::{StoreError, json_col, to_json};
 
-/// One audit event as stored, chain hashes included.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One audit event as stored, chain hashes included. Its serialized form is the event's
+/// canonical one (without `event_hash`), which the store's journal reads back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRow {
     #[serde(skip)]
     pub seq: i64,
@@ -42,15 +44,27 @@ pub struct AuditRow {
     pub latency_us: Option<i64>,
     pub created_at: String,
     pub prev_event_hash: String,
+    #[serde(default)]
     pub event_hash: String,
 }
 
-/// An audit row with its JSON columns already serialized (by the request's thread).
+/// An event the chain writer appends: its row, chain hashes computed, and its JSON columns
+/// and canonical text already serialized (by the request's thread and the leader).
 #[derive(Debug)]
-pub struct AuditInsert<'a> {
-    pub row: &'a AuditRow,
-    pub details: &'a str,
-    pub policy_ids: &'a str,
+pub struct AuditAppend {
+    pub row: AuditRow,
+    pub details: String,
+    pub policy_ids: String,
+    /// The bytes `row.event_hash` is the sha256 of: the journal's line.
+    pub canonical: String,
+}
+
+/// An audit row with its JSON columns already serialized.
+#[derive(Debug)]
+struct AuditInsert<'a> {
+    row: &'a AuditRow,
+    details: &'a str,
+    policy_ids: &'a str,
 }
 
 /// A signed checkpoint of the chain's head, as stored (and as a line of the checkpoint
@@ -95,19 +109,30 @@ const AUDIT_COLUMNS: &str =
      code, request_id, draft_id, execution_id, ip, user_agent, details, tool, risk, policy_ids, plugin,
      plugin_digest, latency_us, created_at, prev_event_hash, event_hash";
 
+/// The embedded store's journal, once this process's chain writer opened it: everything
+/// that reads `audit_events` indexes its pending rows first.
+pub(super) type JournalSlot = Arc<std::sync::OnceLock<Arc<Journal>>>;
+
+/// Indexes the rows appended to this process's journal and not yet in the table.
+pub(super) fn index_pending(journal: &JournalSlot) -> Result<(), StoreError> {
+    journal.get().map_or(Ok(()), |j| j.index_pending())
+}
+
 /// Audit queries on the request path's connection.
 #[derive(Debug)]
 pub struct AuditEvents {
     db: Arc<Db>,
+    journal: JournalSlot,
 }
 
 impl AuditEvents {
-    pub(super) fn new(db: Arc<Db>) -> Self {
-        AuditEvents { db }
+    pub(super) fn new(db: Arc<Db>, journal: JournalSlot) -> Self {
+        AuditEvents { db, journal }
     }
 
     /// The newest audit events first (or oldest first), after applying the filter.
     pub fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        index_pending(&self.journal)?;
         self.db.read(|conn| select(conn, None, filter, Order::Position))
     }
 
@@ -115,6 +140,7 @@ impl AuditEvents {
     /// position). A page starts after `after`, the `(created_at, seq)` of the last event of
     /// the page before.
     pub fn in_time_order(&self, filter: &AuditFilter, after: Option<(&str, i64)>) -> Result<Vec<AuditRow>, StoreError> {
+        index_pending(&self.journal)?;
         self.db.read(|conn| select(conn, None, filter, Order::Time { after }))
     }
 }
@@ -127,18 +153,21 @@ pub struct PrunedCut {
     pub removed: i64,
 }
 
-/// One node's audit writer: the only one that appends to or cuts that node's chain.
+/// One node's audit writer: the only one that appends to or cuts that node's chain. On the
+/// embedded store it appends to the journal (`store/journal.rs`), on PostgreSQL to the table.
 #[derive(Debug)]
 pub struct ChainWriter {
     db: Arc<Db>,
     node: String,
+    journal: Option<Arc<Journal>>,
 }
 
 impl ChainWriter {
-    pub(super) fn new(db: Arc<Db>, node: &str) -> ChainWriter {
+    pub(super) fn new(db: Arc<Db>, node: &str, journal: Option<Arc<Journal>>) -> ChainWriter {
         ChainWriter {
             db,
             node: node.to_string(),
+            journal,
         }
     }
 
@@ -148,14 +177,34 @@ impl ChainWriter {
 
     /// The newest event's sequence number and hash, where the chain continues.
     pub fn head(&self) -> Result<Option<(i64, String)>, StoreError> {
-        self.db.read(|conn| head(conn, &self.node))
+        match &self.journal {
+            Some(journal) => Ok(journal.head()),
+            None => self.db.read(|conn| head(conn, &self.node)),
+        }
     }
 
-    /// Appends rows in one transaction; the caller computed their chain hashes. Returns
-    /// the position of the last row.
-    pub fn append(&mut self, rows: &[AuditInsert<'_>]) -> Result<i64, StoreError> {
+    /// Copies what the journal holds into the table and removes its segments: after a clean
+    /// stop the database alone holds the chain.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.journal.as_ref().map_or(Ok(()), |j| j.settle())
+    }
+
+    /// Appends rows, durably; the caller computed their chain hashes. Returns the position
+    /// of the last row.
+    pub fn append(&mut self, rows: Vec<AuditAppend>) -> Result<i64, StoreError> {
+        if let Some(journal) = &self.journal {
+            return journal.append(rows);
+        }
+        let inserts: Vec<AuditInsert<'_>> = rows
+            .iter()
+            .map(|a| AuditInsert {
+                row: &a.row,
+                details: &a.details,
+                policy_ids: &a.policy_ids,
+            })
+            .collect();
         // Only this node appends to its chain: no lock across nodes is needed.
-        self.db.own_rows(|conn| insert(conn, &self.node, rows))
+        self.db.own_rows(|conn| insert(conn, &self.node, &inserts))
     }
 
     /// Keeps a signed checkpoint beside the chain.
@@ -183,6 +232,23 @@ impl ChainWriter {
     /// the checkpoint event `checkpoint(&cut)` builds, all in one transaction. `None` when
     /// nothing was old enough.
     pub fn prune(
+        &mut self,
+        before: &str,
+        now: &str,
+        checkpoint: impl FnOnce(&PrunedCut) -> AuditRow,
+    ) -> Result<Option<(PrunedCut, AuditRow)>, StoreError> {
+        if let Some(journal) = self.journal.clone() {
+            // The cut and its checkpoint event go to the table directly: first everything
+            // appended must be there, and the journal's head must follow the new event.
+            journal.index_pending()?;
+            let pruned = self.prune_table(before, now, checkpoint)?;
+            journal.reset_head(self.db.read(|conn| head(conn, &self.node))?);
+            return Ok(pruned);
+        }
+        self.prune_table(before, now, checkpoint)
+    }
+
+    fn prune_table(
         &mut self,
         before: &str,
         now: &str,
@@ -325,7 +391,7 @@ impl ChainReader {
     }
 }
 
-fn head(conn: &mut Conn<'_>, node: &str) -> Result<Option<(i64, String)>, StoreError> {
+pub(super) fn head(conn: &mut Conn<'_>, node: &str) -> Result<Option<(i64, String)>, StoreError> {
     conn.query_optional(
         "SELECT seq, event_hash FROM audit_events WHERE node = ?1 ORDER BY seq DESC LIMIT 1",
         args![node],
@@ -362,34 +428,7 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
         };
         let mut params: Vec<&dyn super::sql::Param> = Vec::with_capacity(part.len() * COLUMNS);
         for insert in part {
-            let e = insert.row;
-            params.extend_from_slice(args![
-                node,
-                e.id,
-                e.org_id,
-                e.app_id,
-                e.key_id,
-                e.actor_user_id,
-                e.performed_by_user_id,
-                e.action,
-                e.status,
-                e.code,
-                e.request_id,
-                e.draft_id,
-                e.execution_id,
-                e.ip,
-                e.user_agent,
-                insert.details,
-                e.tool,
-                e.risk,
-                insert.policy_ids,
-                e.plugin,
-                e.plugin_digest,
-                e.latency_us,
-                e.created_at,
-                e.prev_event_hash,
-                e.event_hash,
-            ]);
+            params.extend(row_values(&node, insert));
         }
         if let Some(seq) = conn.insert_rowid(sql, &params)? {
             last = seq;
@@ -399,6 +438,61 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
         last = positions.into_iter().max().unwrap_or(last);
     }
     Ok(last)
+}
+
+/// Copies journaled rows into the table at their positions. A row already there (another
+/// process recovering the same journal) is left as it is: the two are the same line.
+pub(super) fn index_rows(conn: &mut Conn<'_>, node: &str, rows: &[AuditAppend]) -> Result<(), StoreError> {
+    static INDEX_ROW: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT OR IGNORE INTO audit_events ({AUDIT_COLUMNS}) VALUES ({})",
+            (1..=26).map(|c| format!("?{c}")).collect::<Vec<_>>().join(", ")
+        )
+    });
+    for a in rows {
+        let insert = AuditInsert {
+            row: &a.row,
+            details: &a.details,
+            policy_ids: &a.policy_ids,
+        };
+        let mut params: Vec<&dyn super::sql::Param> = Vec::with_capacity(26);
+        params.push(&a.row.seq);
+        params.extend(row_values(&node, &insert));
+        conn.execute(&INDEX_ROW, &params)?;
+    }
+    Ok(())
+}
+
+/// A row's values in `AUDIT_COLUMNS` order after `seq`.
+fn row_values<'a>(node: &'a &'a str, insert: &'a AuditInsert<'a>) -> [&'a dyn super::sql::Param; 25] {
+    let e = insert.row;
+    [
+        node,
+        &e.id,
+        &e.org_id,
+        &e.app_id,
+        &e.key_id,
+        &e.actor_user_id,
+        &e.performed_by_user_id,
+        &e.action,
+        &e.status,
+        &e.code,
+        &e.request_id,
+        &e.draft_id,
+        &e.execution_id,
+        &e.ip,
+        &e.user_agent,
+        &insert.details,
+        &e.tool,
+        &e.risk,
+        &insert.policy_ids,
+        &e.plugin,
+        &e.plugin_digest,
+        &e.latency_us,
+        &e.created_at,
+        &e.prev_event_hash,
+        &e.event_hash,
+    ]
 }
 
 /// `INSERT INTO audit_events … VALUES (?1, …), …` for `rows` rows, with `RETURNING seq`

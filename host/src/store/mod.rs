@@ -30,6 +30,7 @@ mod apps;
 mod audit;
 mod drafts;
 mod idempotency;
+mod journal;
 mod kv;
 mod nodes;
 mod pg_tls;
@@ -49,7 +50,7 @@ use sql::{Db, Postgres, Row, args};
 
 pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{
-    AuditEvents, AuditFilter, AuditInsert, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
+    AuditAppend, AuditEvents, AuditFilter, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
 };
 pub use drafts::{
     DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, OrphanedExecution,
@@ -110,6 +111,8 @@ pub enum StoreError {
     Poisoned,
     #[error("cannot start a store thread: {0}")]
     Thread(String),
+    #[error("audit journal: {0}")]
+    Journal(String),
 }
 
 /// A node's claim on its name (see [`Store::claim_node`]), held as long as this lives.
@@ -146,6 +149,8 @@ impl std::fmt::Display for Location {
 pub struct Store {
     location: Location,
     db: Arc<Db>,
+    /// The embedded store's audit journal, once this process's chain writer opened it.
+    journal: audit::JournalSlot,
     pub apps: Apps,
     pub drafts: Drafts,
     pub idempotency: Idempotency,
@@ -171,7 +176,11 @@ impl Store {
             Location::File(path) => {
                 let mut conn = connect(path)?;
                 migrate(&mut conn, path)?;
-                Db::Sqlite(Mutex::new(conn))
+                let db = Db::Sqlite(Mutex::new(conn));
+                // What a stopped gateway appended and had not indexed yet: every process
+                // that opens the store sees every acknowledged event.
+                journal::recover(&journal::dir_of(path), &db, "")?;
+                db
             }
             Location::Postgres(url) => {
                 let pg = Postgres::connect(url)?;
@@ -189,16 +198,18 @@ impl Store {
         if let Db::Postgres(pg) = db.as_ref() {
             pg.listen(fresh.clone());
         }
+        let journal = audit::JournalSlot::default();
         Store {
             location,
             db: db.clone(),
+            journal: journal.clone(),
             apps: Apps::new(db.clone(), fresh.clone()),
             drafts: Drafts::new(db.clone()),
             idempotency: Idempotency::new(db.clone()),
             preflights: Preflights::new(db.clone()),
             tasks: Tasks::new(db.clone()),
             kv: PluginKv::new(db.clone(), fresh),
-            audit: AuditEvents::new(db.clone()),
+            audit: AuditEvents::new(db.clone(), journal),
             plugins: PluginRegistry::new(db.clone()),
             nodes: Nodes::new(db.clone()),
             sessions: SessionRows::new(db.clone()),
@@ -222,10 +233,10 @@ impl Store {
         self.db.is_postgres()
     }
 
-    /// The audit chain's writer: on SQLite its own connection beside the request path's, on
-    /// PostgreSQL the pool.
+    /// The audit chain's writer: on SQLite the journal, indexed on a connection of its own
+    /// beside the request path's; on PostgreSQL the pool. One per process and store.
     pub fn chain_writer(&self, node: &str) -> Result<ChainWriter, StoreError> {
-        let db = match &self.location {
+        match &self.location {
             Location::File(path) => {
                 let conn = connect(path)?;
                 // The writer's rows take `status` from `audit::Status`, a closed enum, so
@@ -234,15 +245,20 @@ impl Store {
                 // row (1.6% of the ledger read's CPU). This connection alone skips CHECK
                 // constraints; every other one still enforces them.
                 conn.pragma_update(None, "ignore_check_constraints", true)?;
-                Arc::new(Db::Sqlite(Mutex::new(conn)))
+                let db = Arc::new(Db::Sqlite(Mutex::new(conn)));
+                let journal = journal::Journal::open(&journal::dir_of(path), db.clone(), node)?;
+                if self.journal.set(journal.clone()).is_err() {
+                    return Err(StoreError::Journal("this store already has a chain writer".into()));
+                }
+                Ok(ChainWriter::new(db, node, Some(journal)))
             }
-            Location::Postgres(_) => self.db.clone(),
-        };
-        Ok(ChainWriter::new(db, node))
+            Location::Postgres(_) => Ok(ChainWriter::new(self.db.clone(), node, None)),
+        }
     }
 
     /// A reader of each audit chain in the store (one per node), for verification.
     pub fn chain_readers(&self) -> Result<Vec<ChainReader>, StoreError> {
+        audit::index_pending(&self.journal)?;
         ChainReader::all(self.own_connection()?)
     }
 
@@ -270,6 +286,7 @@ impl Store {
 
     /// A reader of `node`'s chain, whether or not the store still holds any of it.
     pub fn chain_reader(&self, node: &str) -> Result<ChainReader, StoreError> {
+        audit::index_pending(&self.journal)?;
         Ok(ChainReader::of(self.own_connection()?, node))
     }
 
