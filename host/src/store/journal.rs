@@ -36,6 +36,9 @@ const SEGMENT_BYTES: u64 = 16 << 20;
 const INDEX_BATCH: usize = 256;
 /// How long appended rows may wait for the indexer when fewer than a batch are pending.
 const INDEX_EVERY: Duration = Duration::from_millis(20);
+/// Most rows waiting for the index (their memory): past it, appends are refused until the
+/// indexer catches up, as the writer refuses events when its queue is full.
+const MAX_PENDING: usize = 64 * 1024;
 
 /// The journal's directory beside the SQLite file `db`: `openport.db` → `openport.db-audit`.
 pub(super) fn dir_of(db: &Path) -> PathBuf {
@@ -149,6 +152,12 @@ impl Journal {
         let mut appender = locked(&self.appender);
         if let Some(why) = &appender.broken {
             return Err(StoreError::Journal(why.clone()));
+        }
+        let waiting = locked(&self.pending).len();
+        if waiting >= MAX_PENDING {
+            return Err(StoreError::Journal(format!(
+                "{waiting} events wait for the audit index (is the database writable?); refusing more until it catches up"
+            )));
         }
         let mut seq = appender.head.as_ref().map_or(0, |(seq, _)| *seq);
         let mut lines = Vec::with_capacity(rows.iter().map(|r| r.canonical.len() + 24).sum());
