@@ -1,10 +1,11 @@
 //! The tamper-evident audit trail (SPEC section 8).
 //!
 //! One writer at a time holds the chain: it takes events in arrival order, computes
-//! `event_hash = sha256(JCS(event with prev_event_hash))`, and appends a batch in one
-//! transaction (group commit; [`writer`] says who writes). [`AuditLog::record`] resolves
-//! only after the batch holding the event committed, so every event a client was answered
-//! for is durable: a request is acknowledged after its audit event, never before.
+//! `event_hash = sha256(JCS(event with prev_event_hash))`, and appends a batch at once
+//! (group commit; [`writer`] says who writes, `store/journal.rs` where it goes on the
+//! embedded store). [`AuditLog::record`] resolves only after the batch holding the event is
+//! durable, so every event a client was answered for is: a request is acknowledged after its
+//! audit event, never before.
 
 mod canonical;
 pub mod checkpoint;

@@ -1,7 +1,8 @@
 //! The audit writer: group commits on the requests' own threads.
 //!
 //! A request queues its event, then tries to take the chain. The one that gets it, the
-//! leader, writes what is queued (up to [`MAX_BATCH`] events) in one transaction, answers
+//! leader, writes what is queued (up to [`MAX_BATCH`] events) in one append (a write to the
+//! embedded store's journal, a transaction on PostgreSQL: `ChainWriter::append`), answers
 //! each waiter and lets the chain go; the others, followers, wait for their answer. A
 //! leader that lets go with events still queued hands the turn to a waiting follower, so
 //! no leader serves more than one batch. An event is thus committed by a thread that was
@@ -26,7 +27,7 @@ use crate::clock::{SharedClock, Stopwatch};
 use crate::metrics::AuditWriterMetrics;
 use crate::store::{AuditAppend, AuditRow, ChainWriter, PrunedCut};
 
-/// Most events written in one transaction.
+/// Most events written in one append.
 const MAX_BATCH: usize = 512;
 /// Most events waiting for a leader. Only requests in flight queue one, and admission
 /// bounds them, but a request dropped while it waits (a closed connection) leaves its event

@@ -55,7 +55,8 @@ pub struct AuditAppend {
     pub row: AuditRow,
     pub details: String,
     pub policy_ids: String,
-    /// The bytes `row.event_hash` is the sha256 of: the journal's line.
+    /// The bytes `row.event_hash` is the sha256 of: the journal's line (PostgreSQL stores
+    /// have no journal and do not read it).
     pub canonical: String,
 }
 
