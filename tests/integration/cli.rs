@@ -832,12 +832,20 @@ fn audit_verify_catches_truncation_wipes_and_rehashed_rewrites_against_signed_ch
     }
     // The writer signs the head at least every second while events flow: wait for the
     // checkpoint of the last event, in the log outside the database.
-    let db = gw.dir.path().join("openport.db");
+    // Through the gateway's store, which indexes its audit journal before it reads: the
+    // table alone may still lack the last events.
     let head = || -> i64 {
-        openport::store::connect(&db)
-            .expect("connect")
-            .query_row("SELECT MAX(seq) FROM audit_events", [], |r| r.get(0))
-            .expect("head")
+        let newest = gw
+            .server
+            .gateway
+            .store
+            .audit
+            .query(&openport::store::AuditFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .expect("head");
+        newest.first().map_or(0, |e| e.seq)
     };
     let log = gw.dir.path().join("audit-checkpoints.log");
     let signed = || -> i64 {
