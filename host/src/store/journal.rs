@@ -100,11 +100,16 @@ impl Journal {
             .write(true)
             .open(dir.join("lock"))
             .map_err(|e| journal_error(dir, &e))?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Journal(format!(
-                "{}: another gateway process writes this store's audit journal; one process per data directory",
-                dir.display()
-            )));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Journal(format!(
+                    "{}: another gateway process writes this store's audit journal; one process per data directory",
+                    dir.display()
+                )));
+            }
+            // A file system without locks: refused rather than unguarded.
+            Err(std::fs::TryLockError::Error(e)) => return Err(journal_error(&dir.join("lock"), &e)),
         }
         recover(dir, &db, node)?;
         for (_, path) in segments(dir)? {
