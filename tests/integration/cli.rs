@@ -2,7 +2,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::support::TestGateway;
+use crate::support::{TestGateway, copy_data_dir};
 
 fn openport() -> Command {
     Command::new(env!("CARGO_BIN_EXE_openport"))
@@ -788,23 +788,6 @@ fn sigkill_at_any_point_of_an_execution_never_makes_two_effects() {
     // The kill points must have landed on both sides of the execution at least once.
     eprintln!("answers after each kill and restart: {outcomes:?}");
     assert!(outcomes.len() >= 2, "every kill landed in the same place: {outcomes:?}");
-}
-
-/// A consistent copy of a demo gateway's data directory (config, signing key, checkpoint
-/// log, and the store through `VACUUM INTO`), to tamper with.
-fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("dir");
-    for file in [
-        "openport.toml",
-        "audit-signing.key",
-        "audit-signing.key.pub",
-        "audit-checkpoints.log",
-    ] {
-        std::fs::copy(from.join(file), to.join(file)).expect("copy");
-    }
-    let conn = openport::store::connect(&from.join("openport.db")).expect("connect");
-    conn.execute("VACUUM INTO ?1", [to.join("openport.db").display().to_string()])
-        .expect("vacuum into");
 }
 
 /// `openport audit verify --data-dir DIR [args]`: its exit code and JSON report.

@@ -350,29 +350,12 @@ impl TestGateway {
         response.body_mut().read_to_string().expect("body")
     }
 
-    /// A copy of the data directory as it is now, for a second gateway: the database by
-    /// SQLite's `VACUUM INTO` (consistent while this one runs), every other file as it is.
-    /// Two live gateways on one directory are refused (each would continue one audit chain).
+    /// A copy of the data directory as it is now, for a second gateway (see
+    /// [`copy_data_dir`]). Two live gateways on one directory are refused (each would
+    /// continue one audit chain).
     pub fn copy_of_data_dir(&self) -> tempfile::TempDir {
-        fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-            std::fs::create_dir_all(to).expect("mkdir");
-            for entry in std::fs::read_dir(from).expect("read dir").flatten() {
-                let (path, name) = (entry.path(), entry.file_name());
-                if name.to_string_lossy().starts_with("openport.db") {
-                    continue;
-                }
-                if path.is_dir() {
-                    copy_tree(&path, &to.join(&name));
-                } else {
-                    std::fs::copy(&path, to.join(&name)).expect("copy");
-                }
-            }
-        }
         let copy = tempfile::tempdir().expect("temp dir");
-        copy_tree(self.dir.path(), copy.path());
-        let db = openport::store::connect(&self.dir.path().join("openport.db")).expect("connect");
-        db.execute("VACUUM INTO ?1", [copy.path().join("openport.db").to_string_lossy()])
-            .expect("vacuum into");
+        copy_data_dir(self.dir.path(), copy.path());
         copy
     }
 
@@ -409,4 +392,28 @@ fn read_response(mut response: ureq::http::Response<ureq::Body>) -> (u16, BTreeM
         .collect();
     let text = response.body_mut().read_to_string().expect("body");
     (response.status().as_u16(), headers, text)
+}
+
+/// Copies a live gateway's data directory: the database by SQLite's `VACUUM INTO`
+/// (consistent while the gateway runs; the table only, not its audit journal), every other
+/// file as it is.
+pub fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+            let (path, name) = (entry.path(), entry.file_name());
+            if name.to_string_lossy().starts_with("openport.db") {
+                continue;
+            }
+            if path.is_dir() {
+                copy_files(&path, &to.join(&name));
+            } else {
+                std::fs::copy(&path, to.join(&name)).expect("copy");
+            }
+        }
+    }
+    copy_files(from, to);
+    let db = openport::store::connect(&from.join("openport.db")).expect("connect");
+    db.execute("VACUUM INTO ?1", [to.join("openport.db").to_string_lossy()])
+        .expect("vacuum into");
 }

@@ -145,25 +145,35 @@ pub fn split(row: &AuditRow) -> Split {
     }
 }
 
-/// The event hash of a split row chained after `prev`.
-pub fn hash(split: &Split, prev: &str) -> String {
+/// `"prev_event_hash":"<prev>"`, the member spliced between a split row's head and tail.
+fn prev_member(prev: &str) -> String {
+    let mut member = String::with_capacity(prev.len() + 20);
+    member.push_str("\"prev_event_hash\":");
+    jcs_string(&mut member, prev);
+    member
+}
+
+fn hash_with(split: &Split, prev_member: &str) -> String {
     let mut hasher = split.head.clone();
-    hasher.update(b"\"prev_event_hash\":");
-    let mut prev_json = String::with_capacity(prev.len() + 2);
-    jcs_string(&mut prev_json, prev);
-    hasher.update(prev_json.as_bytes());
+    hasher.update(prev_member.as_bytes());
     hasher.update(split.tail.as_bytes());
     crate::hashing::digest_hex(hasher.finalize().into())
 }
 
-/// The canonical text of a split row chained after `prev`: the bytes [`hash`] hashes.
-pub fn text(split: &Split, prev: &str) -> String {
-    let mut text = String::with_capacity(split.head_text.len() + split.tail.len() + prev.len() + 24);
+/// The event hash of a split row chained after `prev`.
+pub fn hash(split: &Split, prev: &str) -> String {
+    hash_with(split, &prev_member(prev))
+}
+
+/// A split row chained after `prev`: its event hash, and its canonical text (the bytes that
+/// hash is the sha256 of, the embedded store's journal line).
+pub fn chain(split: &Split, prev: &str) -> (String, String) {
+    let member = prev_member(prev);
+    let mut text = String::with_capacity(split.head_text.len() + member.len() + split.tail.len());
     text.push_str(&split.head_text);
-    text.push_str("\"prev_event_hash\":");
-    jcs_string(&mut text, prev);
+    text.push_str(&member);
     text.push_str(&split.tail);
-    text
+    (hash_with(split, &member), text)
 }
 
 /// The generic definition, for tests: JCS of the row as a JSON value.
@@ -252,12 +262,9 @@ mod tests {
         ] {
             let split = split(&r);
             assert_eq!(hash(&split, &r.prev_event_hash), reference_hash(&r));
-            let text = text(&split, &r.prev_event_hash);
-            assert_eq!(
-                crate::hashing::sha256_hex(text.as_bytes()),
-                reference_hash(&r),
-                "{text}"
-            );
+            let (hash, text) = chain(&split, &r.prev_event_hash);
+            assert_eq!(hash, reference_hash(&r));
+            assert_eq!(crate::hashing::sha256_hex(text.as_bytes()), hash, "{text}");
         }
     }
 

@@ -22,6 +22,8 @@ use crate::protocol::codes::{Code, Reason};
 use crate::protocol::ids::{self, Kind};
 use crate::store::{AuditRow, ChainReader, StoreError};
 
+#[cfg(test)]
+pub(crate) use verify::assert_intact_with;
 pub use verify::{Anchors, BrokenLink, VerifyReport, verify_chain, verify_store};
 pub use writer::{AuditLog, PruneReport, Signing};
 

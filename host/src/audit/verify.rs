@@ -255,3 +255,11 @@ pub fn verify_store(
         }),
     ))
 }
+
+/// Test support: the store's chains verify and hold `events` events.
+#[cfg(test)]
+pub(crate) fn assert_intact_with(store: &crate::store::Store, events: u64) {
+    let (intact, report) = verify_store(store, None, &[]).unwrap_or_else(|e| panic!("verify: {e}"));
+    assert!(intact, "{report}");
+    assert_eq!(report["events"], events, "{report}");
+}

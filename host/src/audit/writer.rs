@@ -332,8 +332,8 @@ impl Chain {
         let mut appends = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         for Pending { mut row, split, done } in batch.drain(..) {
-            row.event_hash = canonical::hash(&split, &prev);
-            let canonical = canonical::text(&split, &prev);
+            let (event_hash, canonical) = canonical::chain(&split, &prev);
+            row.event_hash = event_hash;
             row.prev_event_hash = std::mem::replace(&mut prev, row.event_hash.clone());
             appends.push(AuditAppend {
                 row,
@@ -496,6 +496,7 @@ mod tests {
     use std::future::Future;
 
     use super::*;
+    use crate::audit::assert_intact_with;
     use crate::protocol::codes::SUCCESS;
     use crate::store::Store;
 
@@ -509,13 +510,6 @@ mod tests {
 
     fn event() -> AuditEvent {
         AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into())
-    }
-
-    /// The store's chains verify and hold `events` events.
-    fn assert_intact_with(store: &Store, events: u64) {
-        let (intact, report) = crate::audit::verify_store(store, None, &[]).unwrap();
-        assert!(intact, "{report}");
-        assert_eq!(report["events"], events, "{report}");
     }
 
     /// Requests on two workers record at once, as under load: each is answered once its

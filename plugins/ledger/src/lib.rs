@@ -40,34 +40,29 @@ impl Guest for Ledger {
 
 export!(Ledger);
 
+/// Decodes the stored JSON text read under `key`.
+fn decode(key: &str, text: &str) -> Result<serde_json::Value, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}")))
+}
+
 /// Reads and decodes one stored JSON object.
 fn load(key: &str) -> Result<Option<serde_json::Value>, Error> {
-    match host::kv_get(key)? {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}"))),
-    }
+    host::kv_get(key)?.map(|text| decode(key, &text)).transpose()
 }
 
 /// Loads every stored object under a prefix.
 fn load_all(prefix: &str) -> Result<Vec<serde_json::Value>, Error> {
     host::kv_scan(prefix)?
         .into_iter()
-        .map(|(key, text)| {
-            serde_json::from_str(&text).map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}")))
-        })
+        .map(|(key, text)| decode(&key, &text))
         .collect()
 }
 
 /// Reads and decodes one stored JSON object with its version.
 fn load_versioned(key: &str) -> Result<Option<(serde_json::Value, u64)>, Error> {
-    match host::kv_get_versioned(key)? {
-        None => Ok(None),
-        Some(found) => serde_json::from_str(&found.value)
-            .map(|value| Some((value, found.version)))
-            .map_err(|e| Error::Internal(format!("stored `{key}` is not JSON: {e}"))),
-    }
+    host::kv_get_versioned(key)?
+        .map(|found| Ok((decode(key, &found.value)?, found.version)))
+        .transpose()
 }
 
 /// Where a write records its result under its execution id.
