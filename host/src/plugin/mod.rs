@@ -355,6 +355,10 @@ impl PluginRuntime {
         }
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // No plugin world uses the component model's async ABI (WASIp3, streams, futures):
+        // without concurrency support, `call_async` runs the export on a fiber directly
+        // instead of through the concurrent scheduler's task and channel machinery.
+        config.concurrency_support(false);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(256)
             .total_core_instances(1024)
