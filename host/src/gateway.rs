@@ -408,7 +408,9 @@ impl Gateway {
                 })?;
             (chain, None, Some(scratch))
         };
-        let audit = AuditLog::start(chain, metrics.audit_writer(), signing)?;
+        let admission = Admission::new(config.admission.clone());
+        let audit =
+            AuditLog::start(chain, metrics.audit_writer(), signing)?.with_in_flight(admission.in_flight_counter());
         let checkpointer = match config.store_location() {
             crate::store::Location::File(path) => Some(crate::store::start_checkpointer(&path).map_err(store_err)?),
             crate::store::Location::Postgres(_) => None,
@@ -436,7 +438,7 @@ impl Gateway {
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let gateway = Arc::new(Gateway {
             tls,
-            admission: Admission::new(config.admission.clone()),
+            admission,
             refusals: Coalescer::new(config.audit_coalesce_per_second),
             disk: DiskGuard::new(config.store_path.parent().map(Path::to_path_buf), config.disk),
             metrics,

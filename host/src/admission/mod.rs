@@ -338,6 +338,11 @@ impl Admission {
         self.global.load(Ordering::Acquire)
     }
 
+    /// The count behind [`Admission::in_flight`], for the audit writer's batching.
+    pub fn in_flight_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.global)
+    }
+
     /// Before authentication: refuses an address that spent its budget of refusals.
     pub fn admit_address(&self, client: &str, now_ms: i64) -> Result<(), Refusal> {
         let Some(rate) = self.limits().unauthenticated else {

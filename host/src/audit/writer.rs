@@ -9,13 +9,14 @@
 //! already running: the hand-off to a writer thread and back, two wake-ups on two busy
 //! cores, was most of the audit stage's time at half load (BENCHMARKS.md, session 16).
 //!
-//! A batch forms while the previous one commits. Under load, a request about to lead a
-//! small batch first yields once to the runtime's other ready requests, which queue theirs
-//! beside it: no timer, and an idle gateway commits at once. The store call blocks the
+//! A batch forms while the previous one commits. Under load (the chain busy and other
+//! requests in flight), a request about to lead a small batch first yields once to the
+//! runtime's other ready requests, which queue theirs beside it: no timer, and a gateway
+//! below saturation commits at once, since a yield puts the request behind every ready one. The store call blocks the
 //! leader's thread (a PostgreSQL round trip is announced to the runtime, as every store
 //! call is); at most one thread at a time is in it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::thread;
 use std::time::Duration;
@@ -41,6 +42,11 @@ const SMALL_BATCH: usize = 32;
 /// The chain counts as busy when its last commit ended less than this ago; an idle
 /// gateway's event commits at once.
 const BUSY_GAP: Duration = Duration::from_millis(1);
+/// Other requests in flight from which a small batch waits for company. Below it a yield
+/// gathers almost nothing and costs the request a turn behind every ready one: at about
+/// three quarters of the peak it was most of the audit stage (p50 0.64 ms against 0.02 ms,
+/// BENCHMARKS.md, session 20).
+const COMPANY: usize = 4;
 
 /// The longest a head waits for its signed checkpoint while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -53,6 +59,10 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     /// The node whose chain the writer continues, named in every event it writes.
     node: Arc<str>,
+    /// Requests in flight (each holding an admission permit, the recording one included),
+    /// when the gateway counts them: a small batch waits for company only when there is
+    /// some. Without it, a busy chain is taken as company enough.
+    in_flight: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -146,7 +156,17 @@ impl AuditLog {
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
-        Ok(AuditLog { shared, node })
+        Ok(AuditLog {
+            shared,
+            node,
+            in_flight: None,
+        })
+    }
+
+    /// Counts `in_flight` (requests in flight) before a small batch waits for company.
+    pub fn with_in_flight(mut self, in_flight: Arc<AtomicUsize>) -> AuditLog {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// Appends an event and waits until it is durable. Returns the event id.
@@ -165,7 +185,7 @@ impl AuditLog {
             queue.push(Pending { row, split, done });
             queue.len()
         };
-        if queued < SMALL_BATCH && self.shared.busy() {
+        if queued < SMALL_BATCH && self.shared.busy() && self.has_company() {
             tokio::task::yield_now().await;
         }
         self.shared.lead();
@@ -181,6 +201,13 @@ impl AuditLog {
             Ok(Err(message)) => Err(AuditError::Write(message)),
             Err(_) => Err(AuditError::WriterStopped),
         }
+    }
+
+    /// Whether other requests in flight may queue events beside this one's.
+    fn has_company(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_none_or(|n| n.load(Ordering::Relaxed) > COMPANY)
     }
 
     /// Removes events created before `before` (RFC 3339), keeping the chain verifiable
@@ -510,6 +537,20 @@ mod tests {
 
     fn event() -> AuditEvent {
         AuditEvent::new("test.event", SUCCESS, "2026-12-02T00:00:00Z".into())
+    }
+
+    #[test]
+    fn a_small_batch_waits_for_company_only_when_other_requests_are_in_flight() {
+        let (_dir, _store, log) = open_log();
+        // Without a count (tests, benches), a busy chain is company enough.
+        assert!(log.has_company());
+        let in_flight = Arc::new(AtomicUsize::new(1));
+        let log = log.with_in_flight(Arc::clone(&in_flight));
+        assert!(!log.has_company(), "the recording request alone");
+        in_flight.store(COMPANY, Ordering::Relaxed);
+        assert!(!log.has_company(), "fewer than COMPANY others");
+        in_flight.store(COMPANY + 1, Ordering::Relaxed);
+        assert!(log.has_company());
     }
 
     /// Requests on two workers record at once, as under load: each is answered once its
