@@ -12,8 +12,8 @@
 //! A batch forms while the previous one commits. Under load (the chain busy and other
 //! requests in flight), a request about to lead a small batch first yields once to the
 //! runtime's other ready requests, which queue theirs beside it: no timer, and a gateway
-//! below saturation commits at once, since a yield puts the request behind every ready one. The store call blocks the
-//! leader's thread (a PostgreSQL round trip is announced to the runtime, as every store
+//! below saturation commits at once, since a yield puts the request behind every ready
+//! one. The store call blocks the leader's thread (a PostgreSQL round trip is announced to the runtime, as every store
 //! call is); at most one thread at a time is in it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,8 +43,8 @@ const SMALL_BATCH: usize = 32;
 /// gateway's event commits at once.
 const BUSY_GAP: Duration = Duration::from_millis(1);
 /// Other requests in flight from which a small batch waits for company. Below it a yield
-/// gathers almost nothing and costs the request a turn behind every ready one: at about
-/// three quarters of the peak it was most of the audit stage (p50 0.64 ms against 0.02 ms,
+/// gathers almost nothing and costs the request a turn behind every ready one: below
+/// saturation that turn was most of the audit stage (p50 up to 0.64 ms against 0.02 ms,
 /// BENCHMARKS.md, session 20).
 const COMPANY: usize = 4;
 
