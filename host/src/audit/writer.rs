@@ -13,8 +13,8 @@
 //! requests in flight), a request about to lead a small batch first yields once to the
 //! runtime's other ready requests, which queue theirs beside it: no timer, and a gateway
 //! below saturation commits at once, since a yield puts the request behind every ready
-//! one. The store call blocks the leader's thread (a PostgreSQL round trip is announced to the runtime, as every store
-//! call is); at most one thread at a time is in it.
+//! one. The store call blocks the leader's thread (a PostgreSQL round trip is announced
+//! to the runtime, as every store call is); at most one thread at a time is in it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
