@@ -96,6 +96,11 @@ pub fn iso(t: OffsetDateTime) -> String {
     )
 }
 
+/// [`iso`] of a Unix time in milliseconds.
+pub fn iso_ms(ms: i64) -> String {
+    iso(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+}
+
 /// Parses an RFC 3339 timestamp; `None` when it is not one.
 pub fn parse_iso(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()

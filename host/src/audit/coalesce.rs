@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::AuditEvent;
+use crate::clock;
 use crate::protocol::codes::Code;
 
 /// Distinct sources tracked before new ones share the overflow source.
@@ -41,9 +42,10 @@ pub struct Summary {
     pub code: Code,
     pub count: u64,
     pub first_request_id: String,
-    pub first_at: String,
+    /// Unix milliseconds: formatted once, when the summary is written, not per refusal.
+    pub first_at_ms: i64,
     pub last_request_id: String,
-    pub last_at: String,
+    pub last_at_ms: i64,
 }
 
 impl Summary {
@@ -55,9 +57,9 @@ impl Summary {
             json!({
                 "count": self.count,
                 "firstRequestId": self.first_request_id,
-                "firstAt": self.first_at,
+                "firstAt": clock::iso_ms(self.first_at_ms),
                 "lastRequestId": self.last_request_id,
-                "lastAt": self.last_at,
+                "lastAt": clock::iso_ms(self.last_at_ms),
             })
             .as_object()
             .cloned()
@@ -94,7 +96,7 @@ impl Coalescer {
 
     /// Counts one refusal of `source` with `code` at `now_ms` and says whether it gets an
     /// event of its own.
-    pub fn note(&self, source: IpAddr, code: Code, request_id: &str, now_ms: i64, now_iso: &str) -> Coalesced {
+    pub fn note(&self, source: IpAddr, code: Code, request_id: &str, now_ms: i64) -> Coalesced {
         if self.budget == 0 {
             return Coalesced::Record;
         }
@@ -122,8 +124,10 @@ impl Coalescer {
         match &mut window.pending {
             Some(summary) => {
                 summary.count += 1;
-                summary.last_request_id = request_id.to_string();
-                summary.last_at = now_iso.to_string();
+                // Reuses the buffer: a flood's refusals cost no allocation here.
+                summary.last_request_id.clear();
+                summary.last_request_id.push_str(request_id);
+                summary.last_at_ms = now_ms;
             }
             None => {
                 window.pending = Some(Summary {
@@ -131,9 +135,9 @@ impl Coalescer {
                     code,
                     count: 1,
                     first_request_id: request_id.to_string(),
-                    first_at: now_iso.to_string(),
+                    first_at_ms: now_ms,
                     last_request_id: request_id.to_string(),
-                    last_at: now_iso.to_string(),
+                    last_at_ms: now_ms,
                 });
             }
         }
@@ -163,7 +167,7 @@ mod tests {
         let mut recorded = 0;
         let mut summarized = 0;
         for i in 0..n {
-            match c.note(source, code, &format!("req_{i}"), at_ms, "t") {
+            match c.note(source, code, &format!("req_{i}"), at_ms) {
                 Coalesced::Record => recorded += 1,
                 Coalesced::Summarized => summarized += 1,
             }
@@ -191,6 +195,30 @@ mod tests {
             ("req_20", "req_499")
         );
         assert!(c.drain(1_950).is_empty(), "a drained summary is not written twice");
+    }
+
+    #[test]
+    fn a_summary_event_names_its_first_and_last_refusal_with_their_times() {
+        let c = Coalescer::new(20);
+        flood(&c, A, codes::TOKEN_INVALID, 21, 1_000);
+        assert_eq!(
+            c.note(A, codes::TOKEN_INVALID, "req_last", 1_250),
+            Coalesced::Summarized
+        );
+        let mut summaries = c.drain(1_900);
+        let event = summaries.pop().expect("one summary").into_event("now".into());
+        assert_eq!(event.action, "agent.refusals.coalesced");
+        assert_eq!(event.ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(
+            serde_json::Value::Object(event.details),
+            json!({
+                "count": 2,
+                "firstRequestId": "req_20",
+                "firstAt": "1970-01-01T00:00:01.000Z",
+                "lastRequestId": "req_last",
+                "lastAt": "1970-01-01T00:00:01.250Z",
+            })
+        );
     }
 
     #[test]

@@ -105,13 +105,12 @@ pub(super) async fn finish(
         Err(refused) => refused.failure.code,
     };
     let client_ip = trail.client_ip.unwrap_or(inbound.peer);
-    let now_iso = gw.now_iso();
     let refusal = matches!(&outcome, Err(refused) if refused.internal.is_none());
     if refusal
         && (trail.coalescable || trail.principal.is_none())
         && gw
             .refusals
-            .note(client_ip, code, &inbound.request_id, gw.clock.now_ms(), &now_iso)
+            .note(client_ip, code, &inbound.request_id, gw.clock.now_ms())
             == Coalesced::Summarized
     {
         // Accounted for in the source's summary event (written within a second).
@@ -123,7 +122,7 @@ pub(super) async fn finish(
     let mut event = AuditEvent::for_request(
         std::mem::take(&mut trail.action),
         code,
-        now_iso,
+        gw.now_iso(),
         &inbound.audit_facts(client_ip),
     );
     if let Some(p) = &trail.principal {
