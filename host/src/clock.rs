@@ -57,8 +57,7 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        let ms = self.unix_ms.load(Ordering::SeqCst);
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        from_unix_ms(self.unix_ms.load(Ordering::SeqCst))
     }
 }
 
@@ -98,7 +97,12 @@ pub fn iso(t: OffsetDateTime) -> String {
 
 /// [`iso`] of a Unix time in milliseconds.
 pub fn iso_ms(ms: i64) -> String {
-    iso(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+    iso(from_unix_ms(ms))
+}
+
+/// The instant `ms` Unix milliseconds name; the epoch for one out of range.
+fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Parses an RFC 3339 timestamp; `None` when it is not one.
