@@ -183,14 +183,22 @@ impl Page {
 
     /// One DevTools command; events in between are skipped.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|message| panic!("{method}: {message}"))
+    }
+
+    /// One DevTools command: its result, or the whole reply when DevTools answered an error.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         self.send_text(&json!({"id": id, "method": method, "params": params}).to_string());
         loop {
             let message: Value = serde_json::from_str(&self.read_message()).expect("json");
             if message["id"] == id {
-                assert!(message.get("error").is_none(), "{method}: {message}");
-                return message["result"].clone();
+                return match message.get("error") {
+                    None => Ok(message["result"].clone()),
+                    Some(_) => Err(message),
+                };
             }
         }
     }
@@ -215,12 +223,19 @@ impl Page {
     /// Polls a JavaScript condition until it is true.
     fn wait_for(&mut self, what: &str, condition: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let expression = format!("(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()");
         loop {
-            if self.eval(&format!(
-                "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
-            )) == json!(true)
-            {
-                return;
+            // A form post navigates the page; an evaluation that the navigation interrupts
+            // ("Inspected target navigated or closed") is only "not yet", so poll again.
+            let evaluated = self.try_call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            );
+            match evaluated {
+                Ok(result) if result["result"]["value"] == json!(true) => return,
+                Ok(_) => {}
+                Err(reply) if is_interrupted_by_navigation(&reply) => {}
+                Err(reply) => panic!("Runtime.evaluate while waiting for {what}: {reply}"),
             }
             assert!(
                 Instant::now() < deadline,
@@ -246,6 +261,15 @@ impl Page {
             json!(token)
         ));
     }
+}
+
+/// DevTools' answer to an evaluation that a navigation cut short: the page it ran in went
+/// away (or its execution context did) before the result came back.
+fn is_interrupted_by_navigation(reply: &Value) -> bool {
+    let message = reply["error"]["message"].as_str().unwrap_or("");
+    message.contains("Inspected target navigated or closed")
+        || message.contains("Cannot find context with specified id")
+        || message.contains("Execution context was destroyed")
 }
 
 fn draft(gw: &TestGateway, title: &str) -> String {
