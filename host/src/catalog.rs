@@ -147,12 +147,14 @@ impl Tool {
     }
 
     /// The arguments as Cedar sees them; a value that does not fit its type is refused
-    /// as invalid input, never passed on partly.
+    /// as invalid input, never passed on partly. The issue says what is wrong with the
+    /// value ("expected an integer, got a string"), as the schema check would: Cedar runs
+    /// first only because the pipeline orders it so.
     pub fn typed_args(&self, payload: &Value) -> Result<Attr, Issue> {
         self.args.value_of(payload).map_err(|m| Issue {
             code: m.code,
             path: m.path,
-            message: format!("policies cannot see this argument: {}", m.message),
+            message: m.message,
         })
     }
 

@@ -271,11 +271,18 @@ fn bad_input_gets_its_code_and_never_a_500() {
     gw.get("/nowhere", Some(&token)).expect(404, "agent.not_found");
     gw.get("/api/agent/v1/transactions", Some(&token))
         .expect(400, "common.validation");
-    gw.get(
+    let not_a_number = gw.get(
         "/api/agent/v1/transactions?ledgerId=ledger_main&page=zero",
         Some(&token),
-    )
-    .expect(400, "common.validation");
+    );
+    not_a_number.expect(400, "common.validation");
+    let issue = &not_a_number.body["details"]["issues"][0];
+    assert_eq!(issue["path"], json!(["page"]), "{:#}", not_a_number.body);
+    assert_eq!(
+        issue["message"], "expected an integer, got a string",
+        "{:#}",
+        not_a_number.body
+    );
     gw.get("/api/agent/v1/transactions?ledgerId=a&ledgerId=b", Some(&token))
         .expect(400, "common.validation");
     gw.get(&format!("/api/agent/v1/ledgers?access_token={token}"), None)
