@@ -6,10 +6,19 @@ use crate::support::TestGateway;
 fn missing_malformed_unknown_revoked_and_expired_tokens_are_refused() {
     let gw = TestGateway::start();
     let manifest = "/api/agent/v1/manifest";
-    gw.get(manifest, None).expect(401, "agent.token_invalid");
-    gw.get(manifest, Some("not-a-token")).expect(401, "agent.token_invalid");
-    gw.get(manifest, Some(&format!("op_{}", "A".repeat(43))))
-        .expect(401, "agent.token_invalid");
+    let missing = gw.get(manifest, None);
+    missing.expect(401, "agent.token_invalid");
+    assert_eq!(missing.body["message"], "Missing agent token");
+    // A token that was sent says "invalid", whether malformed or unknown (as the reference).
+    for sent in [
+        "not-a-token".to_string(),
+        "op_short".into(),
+        format!("op_{}", "A".repeat(43)),
+    ] {
+        let invalid = gw.get(manifest, Some(&sent));
+        invalid.expect(401, "agent.token_invalid");
+        assert_eq!(invalid.body["message"], "Invalid agent token", "{sent}");
+    }
     // Same prefix as a real token, different secret: still the one answer.
     let real = gw.full();
     let forged = format!("{}{}", &real[..12], "B".repeat(real.len() - 12));

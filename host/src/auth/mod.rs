@@ -50,9 +50,10 @@ pub fn mint(literal: &str) -> Minted {
 /// Why an agent credential was refused. Unknown, revoked and inactive share one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
-    /// No `Authorization: Bearer` header, or not a well-formed `op_` token.
+    /// No `Authorization: Bearer` header.
     Missing,
-    /// Unknown or revoked key, or an inactive or missing app.
+    /// A bearer token that is not a well-formed `op_` token, an unknown or revoked key,
+    /// or an inactive or missing app.
     Invalid,
     /// The key is past `expires_at`.
     Expired,
@@ -102,9 +103,13 @@ pub fn authenticate(
     header: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Result<Principal, AuthFailure>, StoreError> {
-    let Some(token) = bearer(header).filter(|t| well_formed(t, "op_")) else {
+    // As the reference: a token that was sent but is no key is invalid, not missing.
+    let Some(token) = bearer(header) else {
         return Ok(Err(AuthFailure::Missing));
     };
+    if !well_formed(token, "op_") {
+        return Ok(Err(AuthFailure::Invalid));
+    }
     let hash = sha256_hex(token.as_bytes());
     let prefix: String = token.chars().take(PREFIX_LEN).collect();
     // Compare every candidate, so timing does not tell how many share the prefix.
