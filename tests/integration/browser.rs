@@ -204,12 +204,19 @@ impl Page {
     }
 
     fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-        );
+        let result = self
+            .try_eval(expression)
+            .unwrap_or_else(|reply| panic!("Runtime.evaluate: {reply}"));
         assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
         result["result"]["value"].clone()
+    }
+
+    /// `Runtime.evaluate` of an expression: DevTools' result, or its error reply.
+    fn try_eval(&mut self, expression: &str) -> Result<Value, Value> {
+        self.try_call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        )
     }
 
     fn goto(&mut self, url: &str) {
@@ -227,11 +234,7 @@ impl Page {
         loop {
             // A form post navigates the page; an evaluation that the navigation interrupts
             // ("Inspected target navigated or closed") is only "not yet", so poll again.
-            let evaluated = self.try_call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
-            );
-            match evaluated {
+            match self.try_eval(&expression) {
                 Ok(result) if result["result"]["value"] == json!(true) => return,
                 Ok(_) => {}
                 Err(reply) if is_interrupted_by_navigation(&reply) => {}
