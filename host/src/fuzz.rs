@@ -210,7 +210,7 @@ proptest! {
     #[test]
     fn error_envelopes_are_json_with_the_code(message in any::<String>(), index in 0..codes::ALL.len()) {
         let code = codes::ALL[index];
-        let bytes = Envelope::failure(&Failure::new(code, message.clone()), "req_x").to_bytes();
+        let bytes = Envelope::failure(Failure::new(code, message.clone()), "req_x").to_bytes();
         let parsed: Value = serde_json::from_slice(&bytes).expect("envelope is JSON");
         prop_assert_eq!(&parsed["code"], code.name);
         prop_assert_eq!(&parsed["message"], message.as_str());

@@ -70,7 +70,7 @@ pub fn envelope_response(request_id: &str, outcome: Result<Reply, Refused>) -> O
         ),
         Err(refused) => Outbound::json(
             refused.failure.code.status,
-            Envelope::failure(&refused.failure, request_id).to_bytes(),
+            Envelope::failure(refused.failure, request_id).to_bytes(),
             refused.headers,
             request_id,
         ),

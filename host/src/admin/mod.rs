@@ -277,7 +277,7 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         tracing::error!(error = %e, "admin audit event not durable");
         return respond(
             500,
-            Envelope::failure(&Failure::internal(), &inbound.request_id),
+            Envelope::failure(Failure::internal(), &inbound.request_id),
             &inbound.request_id,
         );
     }
@@ -300,7 +300,7 @@ pub async fn handle(gw: &Gateway, inbound: Inbound) -> Outbound {
         ),
         Err(f) => respond(
             f.code.status,
-            Envelope::failure(&f, &inbound.request_id),
+            Envelope::failure(f, &inbound.request_id),
             &inbound.request_id,
         ),
     }

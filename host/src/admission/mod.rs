@@ -251,10 +251,19 @@ impl Buckets {
         if self.map.len() >= SWEEP_AT {
             self.map.retain(|_, b| b.level(rate, now_ms) < rate.capacity);
         }
-        let bucket = self.map.entry(key.to_string()).or_insert(Bucket {
-            tokens: rate.capacity,
-            updated_ms: now_ms,
-        });
+        // The key is copied only for a new bucket: most calls find theirs.
+        if !self.map.contains_key(key) {
+            self.map.insert(
+                key.to_string(),
+                Bucket {
+                    tokens: rate.capacity,
+                    updated_ms: now_ms,
+                },
+            );
+        }
+        let Some(bucket) = self.map.get_mut(key) else {
+            return;
+        };
         bucket.tokens = bucket.level(rate, now_ms) - 1.0;
         bucket.updated_ms = now_ms.max(bucket.updated_ms);
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, HeaderMap, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -202,7 +202,7 @@ async fn dispatch(
             .with("plugins", json!(unavailable));
             return write(Outbound::json(
                 503,
-                Envelope::failure(&failure, &request_id).to_bytes(),
+                Envelope::failure(failure, &request_id).to_bytes(),
                 Vec::new(),
                 &request_id,
             ));
@@ -430,17 +430,73 @@ fn write(outbound: Outbound) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(outbound.body)));
     *response.status_mut() =
         hyper::StatusCode::from_u16(outbound.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.reserve(outbound.headers.len());
     for (name, value) in outbound.headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
+        // Visible ASCII only, as `HeaderValue::from_str`; the buffer is taken, not copied.
+        if !value.is_ascii() {
+            continue;
+        }
+        if let (Some(name), Ok(value)) = (header_name(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
         }
     }
     response
 }
 
+/// The name of a header the pipeline sets. The ones every response or refusal carries are
+/// constants: looking a mixed-case name up parses it each time, and a nonstandard one
+/// (`X-Request-Id`, `RateLimit`) is copied to a new buffer, on every response.
+fn header_name(name: &'static str) -> Option<HeaderName> {
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    Some(match name {
+        "Content-Type" => CONTENT_TYPE,
+        "X-Request-Id" => X_REQUEST_ID,
+        "Cache-Control" => CACHE_CONTROL,
+        "Retry-After" => RETRY_AFTER,
+        "RateLimit" => RATELIMIT,
+        "RateLimit-Policy" => RATELIMIT_POLICY,
+        other => HeaderName::from_bytes(other.as_bytes()).ok()?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_carries_its_headers_by_their_lowercase_names_and_drops_values_that_are_not_ascii() {
+        let names = [
+            "Content-Type",
+            "X-Request-Id",
+            "Cache-Control",
+            "Retry-After",
+            "RateLimit",
+            "RateLimit-Policy",
+            "Location",
+        ];
+        let headers = names
+            .iter()
+            .map(|n| (*n, format!("v-{n}")))
+            .chain([("Allow", "caf\u{e9}".to_string())])
+            .collect();
+        let response = write(Outbound {
+            status: 429,
+            headers,
+            body: Vec::new(),
+        });
+        for name in names {
+            let value = response.headers().get(name.to_ascii_lowercase()).expect(name);
+            assert_eq!(value.to_str().ok(), Some(format!("v-{name}").as_str()));
+        }
+        assert!(
+            response.headers().get("allow").is_none(),
+            "a value that is not ASCII is dropped"
+        );
+        assert_eq!(response.headers().len(), names.len());
+    }
 
     fn head(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -102,8 +102,8 @@ impl Responder<'_> {
         data: Map<String, Value>,
         mut headers: Vec<(&'static str, String)>,
     ) -> Outbound {
-        let mut envelope =
-            serde_json::to_value(Envelope::failure(&refused.failure, self.request_id)).unwrap_or_else(|_| json!({}));
+        let mut envelope = serde_json::to_value(Envelope::failure(refused.failure.clone(), self.request_id))
+            .unwrap_or_else(|_| json!({}));
         if let Value::Object(fields) = &mut envelope {
             fields.extend(data);
         }

@@ -178,7 +178,7 @@ fn write_outcome(data: &Value) -> Option<String> {
 /// A governance refusal of a `tools/call`: a tool error the model can read and react to,
 /// with the REST envelope (its `agent.*` code, message and details) as structured content.
 pub fn refusal_result(refused: &Refused, request_id: &str) -> Value {
-    let envelope = Envelope::failure(&refused.failure, request_id);
+    let envelope = Envelope::failure(refused.failure.clone(), request_id);
     let text = format!("{}: {}", refused.failure.code.name, refused.failure.message);
     json!({
         "content": [{"type": "text", "text": text}],

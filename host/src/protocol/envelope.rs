@@ -74,14 +74,14 @@ impl Envelope {
         }
     }
 
-    pub fn failure(failure: &Failure, request_id: &str) -> Self {
-        let mut details = failure.details.clone();
+    pub fn failure(failure: Failure, request_id: &str) -> Self {
+        let mut details = failure.details;
         details.insert("retryable".into(), Value::Bool(failure.code.retryable));
         Envelope {
             ok: false,
             code: failure.code.name,
             data: None,
-            message: Some(failure.message.clone()),
+            message: Some(failure.message),
             details: Some(details),
             request_id: request_id.to_string(),
         }
