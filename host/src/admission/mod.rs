@@ -226,6 +226,12 @@ impl Bucket {
         let elapsed = (now_ms - self.updated_ms).max(0) as f64;
         (self.tokens + elapsed * rate.per_ms).min(rate.capacity)
     }
+
+    /// Takes one token, after refilling.
+    fn spend(&mut self, rate: Share, now_ms: i64) {
+        self.tokens = self.level(rate, now_ms) - 1.0;
+        self.updated_ms = now_ms.max(self.updated_ms);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -252,20 +258,16 @@ impl Buckets {
             self.map.retain(|_, b| b.level(rate, now_ms) < rate.capacity);
         }
         // The key is copied only for a new bucket: most calls find theirs.
-        if !self.map.contains_key(key) {
-            self.map.insert(
-                key.to_string(),
-                Bucket {
-                    tokens: rate.capacity,
-                    updated_ms: now_ms,
-                },
-            );
+        if let Some(bucket) = self.map.get_mut(key) {
+            bucket.spend(rate, now_ms);
+        } else {
+            let mut bucket = Bucket {
+                tokens: rate.capacity,
+                updated_ms: now_ms,
+            };
+            bucket.spend(rate, now_ms);
+            self.map.insert(key.to_string(), bucket);
         }
-        let Some(bucket) = self.map.get_mut(key) else {
-            return;
-        };
-        bucket.tokens = bucket.level(rate, now_ms) - 1.0;
-        bucket.updated_ms = now_ms.max(bucket.updated_ms);
     }
 }
 
