@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::hashing::sha256_hex;
-use crate::plugin::{Budgets, PluginRuntime, Profiler, World};
+use crate::plugin::{Budgets, EngineSettings, PluginRuntime, World};
 use crate::protocol::ids::{self, Kind};
 use crate::store::Store;
 
@@ -197,7 +197,7 @@ async fn describe(name: &str, bytes: &[u8]) -> Result<(World, Vec<String>), Auth
     let scratch = tempfile_dir()?;
     let store = Store::open(&scratch.join("pack.db")).map_err(|e| AuthoringError::Load(e.to_string()))?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let runtime = PluginRuntime::new(Arc::new(store), clock, None, Budgets::default(), Profiler::Off)
+    let runtime = PluginRuntime::new(Arc::new(store), clock, None, Budgets::default(), EngineSettings::default())
         .map_err(|e| AuthoringError::Load(e.to_string()))?;
     let described = runtime.describe(name, bytes).await;
     let _ = std::fs::remove_dir_all(&scratch);

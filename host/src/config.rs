@@ -56,6 +56,9 @@ struct RawPluginRuntime {
     /// inside a guest. Off by default: the file grows with every compiled plugin.
     #[serde(default)]
     perf_map: bool,
+    /// Plugin instances that may exist at once, warm ones included.
+    #[serde(default = "default_instance_slots")]
+    instance_slots: u32,
 }
 
 impl Default for RawPluginRuntime {
@@ -66,8 +69,13 @@ impl Default for RawPluginRuntime {
             reuse_calls: default_reuse_calls(),
             reuse_seconds: default_reuse_seconds(),
             perf_map: false,
+            instance_slots: default_instance_slots(),
         }
     }
+}
+
+fn default_instance_slots() -> u32 {
+    crate::plugin::DEFAULT_INSTANCE_SLOTS
 }
 
 fn default_plugin_memory_mib() -> u64 {
@@ -448,8 +456,8 @@ pub struct Config {
     pub plugin_wait: std::time::Duration,
     /// How plugin instances are reused within an isolation domain.
     pub plugin_reuse: crate::plugin::Reuse,
-    /// Whether `perf` can name the plugins' compiled functions.
-    pub plugin_profiler: crate::plugin::Profiler,
+    /// Whether `perf` can name the plugins' compiled functions, and the instance pool's size.
+    pub plugin_engine: crate::plugin::EngineSettings,
     /// The file this was read from, for reloads.
     pub path: Option<PathBuf>,
     pub draft_review_window_seconds: u64,
@@ -636,10 +644,13 @@ impl Config {
                 max_age: std::time::Duration::from_secs(raw.plugin_runtime.reuse_seconds),
                 ..crate::plugin::Reuse::default()
             },
-            plugin_profiler: if raw.plugin_runtime.perf_map {
-                crate::plugin::Profiler::PerfMap
-            } else {
-                crate::plugin::Profiler::Off
+            plugin_engine: crate::plugin::EngineSettings {
+                profiler: if raw.plugin_runtime.perf_map {
+                    crate::plugin::Profiler::PerfMap
+                } else {
+                    crate::plugin::Profiler::Off
+                },
+                instance_slots: raw.plugin_runtime.instance_slots,
             },
             path: None,
             draft_review_window_seconds: raw.drafts.review_window_seconds,

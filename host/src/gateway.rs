@@ -428,7 +428,7 @@ impl Gateway {
             clock.clone(),
             config.cache_dir.as_deref(),
             budgets(&config, &metrics),
-            config.plugin_profiler,
+            config.plugin_engine,
         )
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),
@@ -998,7 +998,7 @@ pub async fn offline_policies(config: &Config) -> Result<(Arc<Catalog>, Authoriz
             clock,
             config.cache_dir.as_deref(),
             budgets(config, &Metrics::new()),
-            crate::plugin::Profiler::Off,
+            crate::plugin::EngineSettings::default(),
         )
         .map_err(|source| StartError::Plugin {
             name: "runtime".into(),

@@ -330,6 +330,30 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
+/// How the engine is built: what it tells profilers and how many instances it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    pub profiler: Profiler,
+    /// Plugin instances that may exist at once, warm ones included (`[plugin_runtime]
+    /// instance_slots`). The pool reserves address space for each up front (two memories of
+    /// 4 GiB each, mostly guard region): fewer slots fit an address-space limit (`ulimit -v`,
+    /// valgrind).
+    pub instance_slots: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            profiler: Profiler::Off,
+            instance_slots: DEFAULT_INSTANCE_SLOTS,
+        }
+    }
+}
+
+/// Room for the demo's plugins and a busy gateway's warm instances, in about 2 TiB of
+/// reserved (not resident) address space.
+pub const DEFAULT_INSTANCE_SLOTS: u32 = 256;
+
 /// Whether the engine tells profilers the names of the plugins' compiled functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profiler {
@@ -346,11 +370,11 @@ impl PluginRuntime {
         clock: SharedClock,
         cache_dir: Option<&Path>,
         budgets: Budgets,
-        profiler: Profiler,
+        settings: EngineSettings,
     ) -> Result<PluginRuntime, LoadError> {
         let runtime = |e: wasmtime::Error| LoadError::Runtime(e.to_string());
         let mut config = Config::new();
-        if profiler == Profiler::PerfMap {
+        if settings.profiler == Profiler::PerfMap {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         config.epoch_interruption(true);
@@ -359,12 +383,15 @@ impl PluginRuntime {
         // without concurrency support, `call_async` runs the export on a fiber directly
         // instead of through the concurrent scheduler's task and channel machinery.
         config.concurrency_support(false);
+        // A component instance holds a few core instances, memories and tables (its WASI
+        // adapter's among them), and one fiber stack while it runs.
+        let slots = settings.instance_slots.max(1);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(1024)
-            .total_memories(512)
-            .total_tables(512)
-            .total_stacks(256)
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(2))
+            .total_stacks(slots)
             .max_memory_size(1 << 30)
             // A fresh instance per call must not pay a page-table flush (madvise, and its
             // cross-core TLB shootdown) every time: reset slots in place instead. The
