@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use openport::clock::{SharedClock, SystemClock};
 use openport::demo::{self, artifacts};
 use openport::plugin::interaction::Round;
-use openport::plugin::{Budgets, CallContext, Plugin, PluginManifest, PluginRuntime, EngineSettings};
+use openport::plugin::{Budgets, CallContext, EngineSettings, Plugin, PluginManifest, PluginRuntime};
 use openport::{Config, Server};
 
 fn manifest(dir: &Path, name: &str, krate: &str, tools: &[&str], extra: &str) -> PluginManifest {

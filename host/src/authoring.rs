@@ -197,8 +197,14 @@ async fn describe(name: &str, bytes: &[u8]) -> Result<(World, Vec<String>), Auth
     let scratch = tempfile_dir()?;
     let store = Store::open(&scratch.join("pack.db")).map_err(|e| AuthoringError::Load(e.to_string()))?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let runtime = PluginRuntime::new(Arc::new(store), clock, None, Budgets::default(), EngineSettings::default())
-        .map_err(|e| AuthoringError::Load(e.to_string()))?;
+    let runtime = PluginRuntime::new(
+        Arc::new(store),
+        clock,
+        None,
+        Budgets::default(),
+        EngineSettings::default(),
+    )
+    .map_err(|e| AuthoringError::Load(e.to_string()))?;
     let described = runtime.describe(name, bytes).await;
     let _ = std::fs::remove_dir_all(&scratch);
     described.map_err(|e| AuthoringError::Load(e.to_string()))
