@@ -86,6 +86,7 @@ fn main() {
     let policy: openport::app_policy::AppPolicy =
         serde_json::from_value(json!({"data": {"allowed_ledger_ids": ["ledger_main"], "max_days": 90}}))
             .expect("policy");
+    let data_policy = policy.cedar_data_policy();
     let args_type = arg_type();
     let typed = |v: serde_json::Value| args_type.value_of(&v).expect("typed");
     let args = typed(
@@ -130,7 +131,7 @@ fn main() {
                     org_id: "org_demo",
                     key_id: "key",
                     scopes: &scopes,
-                    data_policy: policy.cedar_data_policy(),
+                    data_policy: &data_policy,
                     tags: openport::authz::no_tags(),
                 };
                 let tool = ToolFacts {
@@ -177,7 +178,7 @@ fn main() {
         org_id: "org_demo",
         key_id: "key",
         scopes: &scopes,
-        data_policy: policy.cedar_data_policy(),
+        data_policy: &data_policy,
         tags: openport::authz::no_tags(),
     };
     let discover = RequestFacts {

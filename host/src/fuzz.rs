@@ -301,7 +301,7 @@ proptest! {
         let required = vec!["transaction.write".to_string()];
         let app = AppFacts {
             app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes,
-            data_policy: policy.cedar_data_policy(), tags: crate::authz::no_tags(),
+            data_policy: &policy.cedar_data_policy(), tags: crate::authz::no_tags(),
         };
         let tool = ToolFacts { name: "transaction.create", risk: Risk::Medium, effect: Effect::Write, required_scopes: &required, plugin: "ledger" };
         // Arguments that do not fit are refused before Cedar, with a stable issue code.
@@ -340,7 +340,7 @@ proptest! {
         let scopes = vec!["s".to_string()];
         let app = AppFacts {
             app_id: "app_x", app_name: "x", org_id: "org_x", key_id: "key_x", scopes: &scopes,
-            data_policy: AppPolicy::default().cedar_data_policy(), tags: crate::authz::no_tags(),
+            data_policy: &AppPolicy::default().cedar_data_policy(), tags: crate::authz::no_tags(),
         };
         let tool = ToolFacts { name: "x.call", risk: Risk::Low, effect: Effect::Write, required_scopes: &scopes, plugin: "p" };
         // The reference path checks the context against the generated schema.

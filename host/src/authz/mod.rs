@@ -81,7 +81,7 @@ pub struct AppFacts<'a> {
     pub key_id: &'a str,
     pub scopes: &'a [String],
     /// The app's data policy as the schema's `DataPolicy` record (see `app_policy`).
-    pub data_policy: Attr,
+    pub data_policy: &'a Attr,
     /// Operator-set tags, Cedar entity tags of the app.
     pub tags: &'a BTreeMap<String, String>,
 }
@@ -350,7 +350,7 @@ impl<'a> DecisionQuery<'a> {
             app_name: app.app_name,
             org_id: app.org_id,
             scopes: app.scopes,
-            data_policy: &app.data_policy,
+            data_policy: app.data_policy,
             tags: app.tags,
             action,
             tool: tool.name,
@@ -1380,6 +1380,13 @@ mod tests {
         }
     }
 
+    /// The default app policy's data policy, as the pipeline builds it for Cedar.
+    fn default_data_policy() -> &'static Attr {
+        static POLICY: std::sync::LazyLock<Attr> =
+            std::sync::LazyLock::new(|| crate::app_policy::AppPolicy::default().cedar_data_policy());
+        &POLICY
+    }
+
     fn app<'a>(app_id: &'a str, org_id: &'a str, key_id: &'a str, scopes: &'a [String]) -> AppFacts<'a> {
         AppFacts {
             app_id,
@@ -1387,7 +1394,7 @@ mod tests {
             org_id,
             key_id,
             scopes,
-            data_policy: crate::app_policy::AppPolicy::default().cedar_data_policy(),
+            data_policy: default_data_policy(),
             tags: no_tags(),
         }
     }

@@ -218,14 +218,14 @@ pub fn run(file: &ScenarioFile, authz: &Authorizer) -> Vec<Outcome> {
 }
 
 impl PrincipalSpec {
-    fn facts<'a>(&'a self, key_id: &'a str) -> AppFacts<'a> {
+    fn facts<'a>(&'a self, key_id: &'a str, data_policy: &'a Attr) -> AppFacts<'a> {
         AppFacts {
             app_id: &self.app,
             app_name: self.name.as_deref().unwrap_or(&self.app),
             org_id: &self.tenant,
             key_id,
             scopes: &self.scopes,
-            data_policy: self.policy.cedar_data_policy(),
+            data_policy,
             tags: &self.tags,
         }
     }
@@ -274,7 +274,8 @@ fn input_schema(file: &ScenarioFile, s: &Scenario) -> Value {
 
 fn check(file: &ScenarioFile, s: &Scenario, authz: &Authorizer) -> Result<(), String> {
     let action = action(&s.action)?;
-    let app = s.principal.facts("key_scenario");
+    let data_policy = s.principal.policy.cedar_data_policy();
+    let app = s.principal.facts("key_scenario", &data_policy);
     let (arg_type, _) = ArgType::of_input_schema(&input_schema(file, s));
     let args = match s.context.typed_args(action, &arg_type) {
         Ok(args) => args,
@@ -340,7 +341,8 @@ pub struct Question {
 /// conditions hold (each decided alone), errors, and the shadow decision.
 pub fn explain(q: &Question, tool: ToolFacts<'_>, arg_type: &ArgType, authz: &Authorizer) -> Result<Value, String> {
     let action = action(&q.action)?;
-    let app = q.principal.facts("key_explain");
+    let data_policy = q.principal.policy.cedar_data_policy();
+    let app = q.principal.facts("key_explain", &data_policy);
     let args = q
         .context
         .typed_args(action, arg_type)

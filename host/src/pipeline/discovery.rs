@@ -25,13 +25,14 @@ pub struct Viewer<'a> {
 pub fn visible_tools(gw: &Gateway, app: &AppRecord, viewer: Viewer<'_>) -> Vec<Value> {
     let catalog = gw.catalog();
     let authz = gw.authorizer();
+    let data_policy = app.policy.cedar_data_policy();
     let facts = AppFacts {
         app_id: &app.id,
         app_name: &app.name,
         org_id: app.org_id.as_deref().unwrap_or(""),
         key_id: viewer.key_id,
         scopes: &app.scopes,
-        data_policy: app.policy.cedar_data_policy(),
+        data_policy: &data_policy,
         tags: &app.tags,
     };
     let request = RequestFacts {

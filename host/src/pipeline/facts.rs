@@ -14,7 +14,7 @@ impl Governed<'_> {
             org_id: &self.principal.org_id,
             key_id: &self.principal.key.id,
             scopes: &self.principal.app.scopes,
-            data_policy: self.principal.app.policy.cedar_data_policy(),
+            data_policy: &self.data_policy,
             tags: &self.principal.app.tags,
         }
     }

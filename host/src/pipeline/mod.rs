@@ -31,6 +31,7 @@ use crate::authz::Action;
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::gateway::Gateway;
+use crate::metrics::Stage;
 use crate::outcome::{Refused, Reply, auth_refusal, rate_refusal};
 use crate::plugin::CallContext;
 use crate::protocol::trace::TraceContext;
@@ -104,7 +105,7 @@ async fn steps(
             .details
             .insert("authentication".into(), "anonymous-loopback".into());
     }
-    let authenticated = trail.time("authenticate", || match anonymous {
+    let authenticated = trail.time(Stage::Authenticate, || match anonymous {
         Some(app_id) => auth::anonymous(&gw.store, app_id),
         None => auth::authenticate(&gw.store, inbound.authorization.as_deref(), now),
     });
@@ -142,7 +143,7 @@ async fn steps(
         tool: operation.tool_hint(),
         class: principal.app.policy.rate_class(),
     };
-    match trail.time("admission", || gw.admission.admit(&caller, gw.clock.now_ms())) {
+    match trail.time(Stage::Admission, || gw.admission.admit(&caller, gw.clock.now_ms())) {
         Ok(permit) => trail.permit = Some(permit),
         Err(refusal) => {
             gw.metrics.refusal(refusal.limit.name());
@@ -158,6 +159,7 @@ async fn steps(
         request_id: &inbound.request_id,
         binding,
         trace,
+        data_policy: principal.app.policy.cedar_data_policy(),
     };
     match operation {
         Operation::Manifest => request.manifest(),
@@ -182,6 +184,8 @@ struct Governed<'a> {
     binding: &'a dyn Binding,
     /// Passed on to the outbound calls plugins make for this request.
     trace: Option<&'a TraceContext>,
+    /// The app's data policy as Cedar sees it, built once for the request's decisions.
+    data_policy: Attr,
 }
 
 impl Governed<'_> {
@@ -212,7 +216,7 @@ impl Governed<'_> {
         // (12) Cedar, without arguments: may this app see the tool at all?
         let authorizer = self.gw.authorizer();
         let discover = self.facts(None, flags);
-        let visible = trail.time("cedar", || {
+        let visible = trail.time(Stage::Cedar, || {
             authorizer.decide(&self.app_facts(), Action::Discover, &tool.facts(), &discover)
         });
         trail.record_shadow(&visible, &authorizer, &self.gw.metrics);
@@ -262,7 +266,7 @@ impl Governed<'_> {
         let args = typed_args(tool, payload)?;
         let facts = self.facts(Some(&args), flags);
         let authorizer = self.gw.authorizer();
-        let decision = trail.time("cedar", || {
+        let decision = trail.time(Stage::Cedar, || {
             authorizer.decide(&self.app_facts(), action, &tool.facts(), &facts)
         });
         trail.record_shadow(&decision, &authorizer, &self.gw.metrics);
@@ -276,7 +280,7 @@ impl Governed<'_> {
                 .into());
         }
         // (13) Input validation against the tool's schema.
-        if let Err(issues) = trail.time("validate", || tool.validate(payload)) {
+        if let Err(issues) = trail.time(Stage::Validate, || tool.validate(payload)) {
             return Err(invalid_payload(tool, &issues));
         }
         Ok((context, args))

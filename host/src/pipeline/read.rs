@@ -14,6 +14,7 @@ use crate::authz::Action;
 use crate::catalog::Tool;
 use crate::clock::Stopwatch;
 use crate::hashing::canonical_json;
+use crate::metrics::Stage;
 use crate::outcome::{Refused, Reply, call_refusal};
 use crate::plugin::interaction::Round;
 use crate::plugin::{CallContext, TaskSupport, ToolOutput};
@@ -26,7 +27,7 @@ impl Governed<'_> {
         // (9) Tool resolved from the route.
         let tool = self.gw.catalog().tool_for_route(route).cloned();
         let tool = tool.ok_or_else(|| Failure::new(codes::NOT_FOUND, "Route not found"))?;
-        trail.action = format!("agent.{}", tool.name);
+        trail.action = ["agent.", &tool.name].concat();
         let payload = query_payload(query, &tool.input_schema)?;
         self.run_read(&tool, payload, None, trail).await
     }
@@ -47,7 +48,7 @@ impl Governed<'_> {
         let Some(tool) = read else {
             return self.action(body, trail).await;
         };
-        trail.action = format!("agent.{}", tool.name);
+        trail.action = ["agent.", &tool.name].concat();
         let payload = body.payload.unwrap_or_else(|| json!({}));
         if !payload.is_object() {
             return Err(Failure::validation(&["arguments"], "arguments must be an object").into());
@@ -93,7 +94,7 @@ impl Governed<'_> {
             match self.gw.tasks.run(job).await? {
                 Started::Inline(output) => *output,
                 Started::Task(task) => {
-                    trail.stages.push(("plugin", started.elapsed()));
+                    trail.stages.push((Stage::Plugin, started.elapsed()));
                     trail.details.insert("taskId".into(), task.id.clone().into());
                     return Ok(Reply {
                         task: Some(*task),
@@ -107,7 +108,7 @@ impl Governed<'_> {
                 .invoke(&context, &tool.name, &payload, round.unwrap_or_default())
                 .await
         };
-        trail.stages.push(("plugin", started.elapsed()));
+        trail.stages.push((Stage::Plugin, started.elapsed()));
         self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
         let output = output.map_err(|e| call_refusal(e, true))?;
         if let Some(ask) = output.asked {

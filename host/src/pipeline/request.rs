@@ -171,7 +171,7 @@ impl Operation {
     pub(super) fn audit_action(&self) -> String {
         match self {
             Operation::Manifest => "agent.manifest.read".into(),
-            Operation::Read { route, .. } => format!("agent.read.{route}"),
+            Operation::Read { route, .. } => ["agent.read.", route].concat(),
             Operation::Action(_) => "agent.action.propose".into(),
             Operation::Preflight(_) => "agent.action.preflight".into(),
             Operation::Draft { .. } => "agent.draft.read".into(),

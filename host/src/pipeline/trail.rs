@@ -16,7 +16,7 @@ use crate::clock::Stopwatch;
 use crate::config::Capture;
 use crate::gateway::Gateway;
 use crate::hashing::{canonical_json, sha256_hex};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stage};
 use crate::outcome::{Refused, Reply};
 use crate::protocol::Failure;
 
@@ -36,7 +36,7 @@ pub struct Trail {
     /// Held until the request is answered: it counts the call as in flight.
     pub permit: Option<Permit>,
     /// Time spent per pipeline stage, for the metrics.
-    pub stages: Vec<(&'static str, std::time::Duration)>,
+    pub stages: Vec<(Stage, std::time::Duration)>,
     /// Refused by admission or network policy (or before any step): under a flood such a
     /// refusal may be counted in a summary event instead of one of its own. Refusals
     /// before authentication always may.
@@ -56,7 +56,7 @@ impl Trail {
     }
 
     /// Runs `f` and records how long it took as `stage`.
-    pub(super) fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+    pub(super) fn time<T>(&mut self, stage: Stage, f: impl FnOnce() -> T) -> T {
         let started = Stopwatch::start();
         let out = f();
         self.stages.push((stage, started.elapsed()));
@@ -163,9 +163,9 @@ pub(super) async fn finish(
 
     let audit_started = Stopwatch::start();
     let recorded = gw.audit.record(event).await;
-    gw.metrics.stage("audit", audit_started.elapsed());
-    for (stage, elapsed) in &trail.stages {
-        gw.metrics.stage(stage, *elapsed);
+    gw.metrics.stage(Stage::Audit, audit_started.elapsed());
+    for &(stage, elapsed) in &trail.stages {
+        gw.metrics.stage(stage, elapsed);
     }
     let app = trail.principal.as_ref().map(|p| p.app.id.as_str());
     gw.metrics
