@@ -567,6 +567,9 @@ impl Config {
                 "reuse_calls must be at least 1 and reuse_seconds at most 3600",
             ));
         }
+        if raw.plugin_runtime.instance_slots == 0 {
+            return Err(ConfigError::new("plugin_runtime.instance_slots", "must be at least 1"));
+        }
         if raw.plugin_runtime.wait_ms > 60_000 {
             return Err(ConfigError::new("plugin_runtime.wait_ms", "must be at most 60000"));
         }
@@ -740,5 +743,17 @@ path = "data/openport.db"
         let err = Config::parse(&format!("{GOOD}\n[admission.default]\nrequests = 0\n"), Path::new("/"))
             .expect_err("refused");
         assert_eq!(err.key, "admission.default.requests");
+        let err = Config::parse(
+            &format!("{GOOD}\n[plugin_runtime]\ninstance_slots = 0\n"),
+            Path::new("/"),
+        )
+        .expect_err("refused");
+        assert_eq!(err.key, "plugin_runtime.instance_slots");
+        let slots = Config::parse(
+            &format!("{GOOD}\n[plugin_runtime]\ninstance_slots = 4\n"),
+            Path::new("/"),
+        )
+        .expect("valid");
+        assert_eq!(slots.plugin_engine.instance_slots, 4);
     }
 }

@@ -239,14 +239,10 @@ struct Buckets {
     map: HashMap<String, Bucket>,
 }
 
-/// `owner|part`, a bucket's key: joined by hand, as `format!` costs several times as much
-/// on every admitted request.
+/// `owner|part`, a bucket's key (joined without `format!`, which costs several times as
+/// much on every admitted request).
 fn bucket_key(owner: &str, part: &str) -> String {
-    let mut key = String::with_capacity(owner.len() + 1 + part.len());
-    key.push_str(owner);
-    key.push('|');
-    key.push_str(part);
-    key
+    [owner, "|", part].concat()
 }
 
 /// Buckets kept before idle full ones are swept.

@@ -385,7 +385,7 @@ impl PluginRuntime {
         config.concurrency_support(false);
         // A component instance holds a few core instances, memories and tables (its WASI
         // adapter's among them), and one fiber stack while it runs.
-        let slots = settings.instance_slots.max(1);
+        let slots = settings.instance_slots;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
