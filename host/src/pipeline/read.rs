@@ -4,8 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::payload::{query_payload, redact_fields};
@@ -173,7 +171,7 @@ fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map
     }
     let listed = match &data {
         Data::Value(value) => value.get("items").and_then(Value::as_array).map(Vec::len),
-        Data::Json(json) => listed_items(json),
+        Data::Json(_) => output.listed,
     };
     if let Some(count) = listed {
         details.insert("resultCount".into(), count.into());
@@ -184,13 +182,4 @@ fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map
         ..Reply::ok(data)
     };
     (reply, details)
-}
-
-/// How many `items` a result lists, read without building the result.
-fn listed_items(json: &RawValue) -> Option<usize> {
-    #[derive(serde::Deserialize)]
-    struct Listing {
-        items: Vec<IgnoredAny>,
-    }
-    serde_json::from_str::<Listing>(json.get()).ok().map(|l| l.items.len())
 }

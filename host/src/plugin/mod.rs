@@ -166,6 +166,8 @@ pub struct ToolOutput {
     /// The structured result: JSON text checked by [`strict_json::check`], not parsed (a
     /// read passes it on as written when it has nothing to redact).
     pub structured: Option<String>,
+    /// How many `items` the structured result lists, counted in the same check.
+    pub listed: Option<usize>,
     pub content: Vec<Content>,
     /// The plugin asked the client for input instead of answering (then the rest is empty).
     pub asked: Option<InputAsk>,
@@ -742,30 +744,33 @@ impl Plugin {
         if let Some(ask) = interaction.asked {
             return Ok(ToolOutput {
                 structured: None,
+                listed: None,
                 content: Vec::new(),
                 asked: Some(ask),
                 progress: interaction.progress,
             });
         }
         let limit = self.manifest.limits.max_output_bytes;
-        let structured = match result.structured {
+        let (structured, listed) = match result.structured {
             Some(text) => {
                 check_size(text.len(), limit)?;
                 // Passed on as written when nothing needs redacting: a key given twice
                 // would reach clients that each read it differently.
-                if let Err(e) = strict_json::check(&text) {
-                    let problem = if strict_json::is_duplicate_key(&e) {
-                        "repeats a key"
-                    } else {
-                        "is not JSON"
-                    };
-                    return Err(CallError::Guest(GuestError::Internal(format!(
-                        "structured result {problem}"
-                    ))));
+                match strict_json::check(&text, "items") {
+                    Ok(listed) => (Some(text), listed),
+                    Err(e) => {
+                        let problem = if strict_json::is_duplicate_key(&e) {
+                            "repeats a key"
+                        } else {
+                            "is not JSON"
+                        };
+                        return Err(CallError::Guest(GuestError::Internal(format!(
+                            "structured result {problem}"
+                        ))));
+                    }
                 }
-                Some(text)
             }
-            None => None,
+            None => (None, None),
         };
         let mut total = 0;
         let mut content = Vec::with_capacity(result.content.len());
@@ -794,6 +799,7 @@ impl Plugin {
         }
         Ok(ToolOutput {
             structured,
+            listed,
             content,
             asked: None,
             progress: interaction.progress,

@@ -18,11 +18,14 @@ pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 }
 
 /// Checks that `text` is one JSON document with no duplicate object key, without building
-/// it: for JSON the gateway passes on as it was written (a plugin's read result).
-pub fn check(text: &str) -> Result<(), serde_json::Error> {
+/// it: for JSON the gateway passes on as it was written (a plugin's read result). Answers,
+/// from the same pass, how many elements the array at the top-level member `listing` has
+/// (`None` when the document is not an object with such an array).
+pub fn check(text: &str, listing: &str) -> Result<Option<usize>, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    Checked.deserialize(&mut deserializer)?;
-    deserializer.end()
+    let listed = Checked { listing: Some(listing) }.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(listed)
 }
 
 /// Whether a parse error is a duplicate key (rather than broken JSON).
@@ -109,73 +112,100 @@ fn duplicate<E: serde::de::Error>(key: &str) -> E {
 const SCANNED_KEYS: usize = 16;
 
 /// [`Strict`] without the tree: every value visited, nothing kept but each object's keys.
-struct Checked;
+/// It answers one count: with a `listing`, the elements of the array at that member of
+/// the object visited; without, the elements of the array visited.
+struct Checked<'l> {
+    listing: Option<&'l str>,
+}
 
-impl<'de> DeserializeSeed<'de> for Checked {
-    type Value = ();
+/// A value inside the document, counted only where its parent asks.
+const INNER: Checked<'static> = Checked { listing: None };
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+impl<'de> DeserializeSeed<'de> for Checked<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Option<usize>, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Checked {
-    type Value = ();
+impl<'de> Visitor<'de> for Checked<'_> {
+    type Value = Option<usize>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, _: bool) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, _: i64) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, _: u64) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, _: f64) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, _: &str) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_unit<E>(self) -> Result<Option<usize>, E> {
+        Ok(None)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Checked)?.is_some() {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        // A short object's keys are scanned (hashing them cost more than the parse); a
-        // long one's are hashed, so that many keys do not cost their square.
-        let mut few: Vec<Cow<'de, str>> = Vec::new();
-        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = access.next_key_seed(Key)? {
-            if few.contains(&key) || many.contains(&key) {
-                return Err(duplicate(&key));
-            }
-            access.next_value_seed(Checked)?;
-            if few.len() < SCANNED_KEYS {
-                few.push(key);
-            } else {
-                if many.is_empty() {
-                    many.extend(few.drain(..));
-                }
-                many.insert(key);
-            }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<usize>, A::Error> {
+        let mut count = 0;
+        while seq.next_element_seed(INNER)?.is_some() {
+            count += 1;
         }
-        Ok(())
+        Ok(self.listing.is_none().then_some(count))
     }
+
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Option<usize>, A::Error> {
+        let mut listed = None;
+        check_members(access, |key, access| {
+            let count = access.next_value_seed(INNER)?;
+            if self.listing == Some(key) {
+                listed = count;
+            }
+            Ok(())
+        })?;
+        Ok(listed)
+    }
+}
+
+/// Reads an object's members, refusing a key given twice; `value` reads each member's
+/// value after its key.
+fn check_members<'de, A: MapAccess<'de>>(
+    mut access: A,
+    mut value: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    // A short object's keys are scanned (hashing them cost more than the parse); a long
+    // one's are hashed, so that many keys do not cost their square.
+    let mut few: Vec<Cow<'de, str>> = Vec::new();
+    let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+    while let Some(key) = access.next_key_seed(Key)? {
+        if few.contains(&key) || many.contains(&key) {
+            return Err(duplicate(&key));
+        }
+        value(&key, &mut access)?;
+        if few.len() < SCANNED_KEYS {
+            few.push(key);
+        } else {
+            if many.is_empty() {
+                many.extend(few.drain(..));
+            }
+            many.insert(key);
+        }
+    }
+    Ok(())
 }
 
 /// An object key, borrowed from the text where it has no escapes.
@@ -252,18 +282,18 @@ mod tests {
         ];
         for text in REPEATED.into_iter().chain(PLAIN).chain(others) {
             let parsed = parse(text.as_bytes());
-            let checked = check(text);
+            let checked = check(text, "items");
             assert_eq!(checked.is_ok(), parsed.is_ok(), "{text}");
             if let (Err(checked), Err(parsed)) = (checked, parsed) {
                 assert_eq!(is_duplicate_key(&checked), is_duplicate_key(&parsed), "{text}");
             }
         }
         for text in REPEATED {
-            assert!(is_duplicate_key(&check(text).expect_err(text)), "{text}");
+            assert!(is_duplicate_key(&check(text, "items").expect_err(text)), "{text}");
         }
-        assert!(check(r#"["\ud800"]"#).is_err());
+        assert!(check(r#"["\ud800"]"#, "items").is_err());
         assert!(
-            check(r#"{"items": [{"a": 1}, {"a": 2}]}"#).is_ok(),
+            check(r#"{"items": [{"a": 1}, {"a": 2}]}"#, "items").is_ok(),
             "one key per object"
         );
         // Past the scanned keys, a repeat is still found, early or late.
@@ -271,9 +301,24 @@ mod tests {
             let keys: Vec<String> = (0..40).map(|i| format!(r#""k{i}": {i}"#)).collect();
             format!("{{{}, {repeat}}}", keys.join(", "))
         };
-        assert!(check(&long(r#""k99": 0"#)).is_ok());
+        assert!(check(&long(r#""k99": 0"#), "items").is_ok());
         for repeat in [r#""k3": 0"#, r#""k39": 0"#] {
-            assert!(is_duplicate_key(&check(&long(repeat)).expect_err(repeat)), "{repeat}");
+            assert!(
+                is_duplicate_key(&check(&long(repeat), "items").expect_err(repeat)),
+                "{repeat}"
+            );
         }
+    }
+
+    #[test]
+    fn check_counts_the_listing_members_elements_in_the_same_pass() {
+        let listed = |text: &str| check(text, "items").unwrap();
+        assert_eq!(listed(r#"{"items": [1, [2, 3], {"items": []}], "total": 3}"#), Some(3));
+        assert_eq!(listed(r#"{"total": 0, "items": []}"#), Some(0));
+        assert_eq!(listed(r#"{"items": {"a": [1]}}"#), None, "not an array");
+        assert_eq!(listed(r#"{"page": {"items": [1]}}"#), None, "only at the top");
+        assert_eq!(listed(r#"[[1, 2]]"#), None, "not an object");
+        assert_eq!(listed(r#""items""#), None);
+        assert!(check(r#"{"items": [1], "items": [1, 2]}"#, "items").is_err());
     }
 }
