@@ -26,7 +26,7 @@ use tokio::sync::{Notify, oneshot};
 use super::{AuditError, AuditEvent, GENESIS_HASH, canonical, checkpoint};
 use crate::clock::{SharedClock, Stopwatch};
 use crate::metrics::AuditWriterMetrics;
-use crate::store::{AuditAppend, AuditRow, ChainWriter, PrunedCut};
+use crate::store::{AuditAppend, AuditRow, ChainWriter, CheckpointStore, PrunedCut};
 
 /// Most events written in one append.
 const MAX_BATCH: usize = 512;
@@ -50,7 +50,8 @@ const COMPANY: usize = 4;
 
 /// The longest a head waits for its signed checkpoint while events flow.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// How often the ticker looks for events left queued and a head due a checkpoint.
+/// How often the ticker looks for events left queued and a head due a checkpoint. It signs
+/// a head due within the next tick, so that no head waits past [`CHECKPOINT_EVERY`].
 const TICK: Duration = Duration::from_millis(250);
 
 /// Handle to the audit writer. Cheap to clone.
@@ -84,6 +85,11 @@ struct Shared {
     last_commit_us: AtomicU64,
     opened: Stopwatch,
     metrics: AuditWriterMetrics,
+    /// Taken after the chain, never before it: the ticker signs with the chain let go,
+    /// since a signature is a database row and a synced log line, and holding the chain
+    /// through them held up every request's event (a WAL restart blocks the row's insert
+    /// for as long as it copies the log).
+    checkpoints: Option<Mutex<Checkpoints>>,
 }
 
 struct Pending {
@@ -118,18 +124,20 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let node: Arc<str> = Arc::from(writer.node());
         let (head_seq, head) = writer.head()?.unwrap_or_else(|| (0, GENESIS_HASH.into()));
-        let mut chain = Chain {
+        let checkpoints = signing.map(|signing| {
+            Mutex::new(Checkpoints {
+                signing,
+                store: writer.checkpoint_store(),
+                signed_seq: -1,
+                last: None,
+            })
+        });
+        let chain = Chain {
             writer,
             head,
             head_seq,
-            checkpoints: signing.map(|signing| Checkpoints {
-                signing,
-                signed_seq: -1,
-                last: None,
-            }),
             batch: Vec::new(),
         };
-        chain.sign_if_due();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             chain: Mutex::new(chain),
@@ -137,10 +145,12 @@ impl AuditLog {
             last_commit_us: AtomicU64::new(0),
             opened: Stopwatch::start(),
             metrics,
+            checkpoints,
         });
+        // A restart is a checkpoint too.
+        let _ = shared.with_chain(|chain| shared.sign_unsigned(chain));
         // The writer's one thread. It commits events whose request stopped waiting before
-        // it could lead (a dropped connection), and signs a head that stopped moving; a
-        // moving head is signed by its leaders.
+        // it could lead (a dropped connection), and signs the head when it is due.
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         thread::Builder::new()
             .name("audit-ticker".into())
@@ -149,10 +159,8 @@ impl AuditLog {
                     thread::sleep(TICK);
                     let Some(shared) = weak.upgrade() else { return };
                     // A poisoned chain answers what is queued with an error, each tick.
-                    let _ = shared.with_chain(|chain| {
-                        shared.write_queued(chain);
-                        chain.sign_if_due();
-                    });
+                    let _ = shared.with_chain(|chain| shared.write_queued(chain));
+                    shared.sign_if_due();
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
@@ -214,10 +222,18 @@ impl AuditLog {
     /// through a checkpoint event, which is signed at once.
     pub async fn prune(&self, before: String, now: String) -> Result<PruneReport, AuditError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.with_chain(|chain| chain.prune(&before, &now)))
-            .await
-            .map_err(|_| AuditError::WriterStopped)??
-            .map_err(AuditError::Write)
+        tokio::task::spawn_blocking(move || {
+            shared.with_chain(|chain| {
+                let report = chain.prune(&before, &now)?;
+                // Signed at once, so the retention event that attests the cut is the head
+                // of a signed checkpoint before anyone hears back.
+                shared.sign_unsigned(chain);
+                Ok(report)
+            })
+        })
+        .await
+        .map_err(|_| AuditError::WriterStopped)??
+        .map_err(AuditError::Write)
     }
 
     /// Writes what is queued, signs a checkpoint of the head now if it has none yet and
@@ -228,7 +244,7 @@ impl AuditLog {
             let shared = &*shared;
             shared.with_chain(|chain| {
                 shared.write_queued(chain);
-                chain.seal();
+                shared.sign_unsigned(chain);
                 if let Err(e) = chain.writer.settle() {
                     tracing::error!(error = %e, "audit journal not indexed at the seal; the next start recovers it");
                 }
@@ -266,9 +282,7 @@ impl Shared {
             chain,
             _hand_on: HandOn(self),
         };
-        if self.write_one_batch(&mut held.chain) {
-            held.chain.sign_if_due();
-        }
+        self.write_one_batch(&mut held.chain);
     }
 
     /// Writes the oldest queued events (up to [`MAX_BATCH`]); whether there were any.
@@ -298,6 +312,33 @@ impl Shared {
         while self.write_one_batch(chain) {}
     }
 
+    /// Signs the head if its checkpoint is due within a tick, holding the chain only to
+    /// read the head: the events behind it are not held up by the signature.
+    fn sign_if_due(&self) {
+        let Some(checkpoints) = &self.checkpoints else {
+            return;
+        };
+        let Ok((head_seq, head)) = self.with_chain(|chain| (chain.head_seq, chain.head.clone())) else {
+            return;
+        };
+        let mut checkpoints = lock(checkpoints);
+        // A head that moved on meanwhile, or was signed by a prune, is no longer due.
+        if checkpoints.due_in(head_seq).is_some_and(|due| due <= TICK) {
+            checkpoints.sign(head_seq, &head);
+        }
+    }
+
+    /// Signs the head of `chain`, which the caller holds, now if it is not signed yet: at a
+    /// start, a seal or a prune.
+    fn sign_unsigned(&self, chain: &Chain) {
+        if let Some(checkpoints) = &self.checkpoints {
+            let mut checkpoints = lock(checkpoints);
+            if checkpoints.due_in(chain.head_seq).is_some() {
+                checkpoints.sign(chain.head_seq, &chain.head);
+            }
+        }
+    }
+
     /// A writer panicked mid-batch, so the head in memory may not be the stored one. Fail
     /// closed: every queued request is answered that the writer stopped. Called with the
     /// chain let go, so an event queued by a request that found it held is answered too.
@@ -321,6 +362,12 @@ impl Shared {
         };
         Ok(f(&mut held.chain))
     }
+}
+
+/// The checkpoint state, whatever panicked while it was held: a signature either was
+/// kept or is retried at the next one.
+fn lock(checkpoints: &Mutex<Checkpoints>) -> MutexGuard<'_, Checkpoints> {
+    checkpoints.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The chain while someone writes to it. Its fields drop in order: the chain is let go
@@ -347,7 +394,6 @@ struct Chain {
     writer: ChainWriter,
     head: String,
     head_seq: i64,
-    checkpoints: Option<Checkpoints>,
     /// A spare batch, kept to reuse its allocation.
     batch: Vec<Pending>,
 }
@@ -393,27 +439,8 @@ impl Chain {
         }
     }
 
-    /// Signs the head if its checkpoint is due.
-    fn sign_if_due(&mut self) {
-        if let Some(c) = &mut self.checkpoints
-            && c.due_in(self.head_seq) == Some(Duration::ZERO)
-        {
-            c.sign(&self.writer, self.head_seq, &self.head);
-        }
-    }
-
-    /// Signs the head now if it has no checkpoint yet.
-    fn seal(&mut self) {
-        if let Some(c) = &mut self.checkpoints
-            && c.due_in(self.head_seq).is_some()
-        {
-            c.sign(&self.writer, self.head_seq, &self.head);
-        }
-    }
-
-    /// Removes events created before `before` and chains a checkpoint event; the cut is
-    /// signed at once, so the retention event that attests it is the head of a signed
-    /// checkpoint before anyone hears back.
+    /// Removes events created before `before` and chains a checkpoint event. The caller
+    /// signs the new head at once.
     fn prune(&mut self, before: &str, now: &str) -> Result<PruneReport, String> {
         let prev = self.head.clone();
         let node = self.writer.node().to_string();
@@ -449,7 +476,6 @@ impl Chain {
             Ok(Some((seq, hash))) => {
                 self.head = hash;
                 self.head_seq = seq;
-                self.seal();
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "audit head not read after a prune; not signed"),
@@ -464,7 +490,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         if let Ok(mut chain) = self.chain.lock() {
             self.write_queued(&mut chain);
-            chain.seal();
+            self.sign_unsigned(&chain);
         }
     }
 }
@@ -472,15 +498,17 @@ impl Drop for Shared {
 /// The writer's checkpoint state.
 struct Checkpoints {
     signing: Signing,
+    store: CheckpointStore,
     /// The position of the last signed head (-1: none yet in this process).
     signed_seq: i64,
     last: Option<Stopwatch>,
 }
 
 impl Checkpoints {
-    /// How long until the head at `head_seq` is due a checkpoint; `None` if it is signed.
+    /// How long until the head at `head_seq` is due a checkpoint; `None` if it, or a later
+    /// head, is signed.
     fn due_in(&self, head_seq: i64) -> Option<Duration> {
-        if head_seq == self.signed_seq {
+        if head_seq <= self.signed_seq {
             return None;
         }
         Some(
@@ -492,19 +520,19 @@ impl Checkpoints {
     /// Signs the head, keeps the checkpoint in the database and appends it to the log. A
     /// checkpoint that cannot be kept is logged and retried at the next one: the events
     /// themselves are durable, and the next checkpoint covers them.
-    fn sign(&mut self, chain: &ChainWriter, head_seq: i64, head: &str) {
+    fn sign(&mut self, head_seq: i64, head: &str) {
         self.last = Some(Stopwatch::start());
         if head_seq == 0 {
             self.signed_seq = 0;
             return;
         }
         let checkpoint = self.signing.signer.sign(
-            chain.node(),
+            self.store.node(),
             head_seq,
             head,
             &crate::clock::iso(self.signing.clock.now()),
         );
-        let stored = chain.insert_checkpoint(&checkpoint).map_err(|e| e.to_string());
+        let stored = self.store.insert(&checkpoint).map_err(|e| e.to_string());
         let logged = self
             .signing
             .signer
@@ -608,5 +636,54 @@ mod tests {
             log.seal().await.unwrap();
         });
         assert_intact_with(&store, 2);
+    }
+
+    /// A checkpoint whose row cannot be written yet (another connection holds SQLite's
+    /// write lock, as a WAL restart does while it copies the log) holds up no event: events
+    /// are answered meanwhile, and the head is signed once the lock is let go.
+    #[test]
+    fn a_stalled_checkpoint_holds_up_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let store = Store::open(&path).unwrap();
+        let key = dir.path().join("audit.key");
+        checkpoint::generate_key(&key).unwrap();
+        let signing = Signing {
+            signer: checkpoint::Signer::new(checkpoint::load_signing_key(&key).unwrap(), None),
+            clock: Arc::new(crate::clock::SystemClock),
+        };
+        let log = AuditLog::start(
+            store.chain_writer("").unwrap(),
+            AuditWriterMetrics::default(),
+            Some(signing),
+        )
+        .unwrap();
+        let blocker = crate::store::connect(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Past a checkpoint's due time (a second), so one is tried while the lock is held;
+        // its insert then waits up to about 5 s for it.
+        let slowest = runtime.block_on(async {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..30 {
+                let started = Stopwatch::start();
+                log.record(event()).await.unwrap();
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            slowest
+        });
+        assert!(slowest < Duration::from_secs(1), "an event waited {slowest:?}");
+        blocker.execute_batch("ROLLBACK").unwrap();
+        let reader = store.chain_reader("").unwrap();
+        let signed = (0..100).any(|_| {
+            thread::sleep(Duration::from_millis(50));
+            reader.checkpoints().unwrap().iter().any(|c| c.seq == 30)
+        });
+        assert!(signed, "the head after the stall is signed");
+        assert_intact_with(&store, 30);
     }
 }

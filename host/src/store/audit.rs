@@ -154,6 +154,39 @@ pub struct PrunedCut {
     pub removed: i64,
 }
 
+/// A chain's signed checkpoints, kept beside it (`ChainWriter::checkpoint_store`).
+pub struct CheckpointStore {
+    db: Arc<Db>,
+    node: String,
+}
+
+impl CheckpointStore {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Keeps a signed checkpoint beside the chain.
+    pub fn insert(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
+        self.db.read(|conn| {
+            conn.execute(
+                "INSERT INTO audit_signed_checkpoints (seq, node, head_hash, created_at, key_id, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (seq) DO UPDATE SET node = excluded.node, head_hash = excluded.head_hash,
+                     created_at = excluded.created_at, key_id = excluded.key_id, signature = excluded.signature",
+                args![
+                    checkpoint.seq,
+                    checkpoint.node,
+                    checkpoint.head_hash,
+                    checkpoint.created_at,
+                    checkpoint.key_id,
+                    checkpoint.signature
+                ],
+            )?;
+            Ok(())
+        })
+    }
+}
+
 /// One node's audit writer: the only one that appends to or cuts that node's chain. On the
 /// embedded store it appends to the journal (`store/journal.rs`), on PostgreSQL to the table.
 #[derive(Debug)]
@@ -208,25 +241,12 @@ impl ChainWriter {
         self.db.own_rows(|conn| insert(conn, &self.node, &inserts))
     }
 
-    /// Keeps a signed checkpoint beside the chain.
-    pub fn insert_checkpoint(&self, checkpoint: &SignedCheckpoint) -> Result<(), StoreError> {
-        self.db.read(|conn| {
-            conn.execute(
-                "INSERT INTO audit_signed_checkpoints (seq, node, head_hash, created_at, key_id, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (seq) DO UPDATE SET node = excluded.node, head_hash = excluded.head_hash,
-                     created_at = excluded.created_at, key_id = excluded.key_id, signature = excluded.signature",
-                args![
-                    checkpoint.seq,
-                    checkpoint.node,
-                    checkpoint.head_hash,
-                    checkpoint.created_at,
-                    checkpoint.key_id,
-                    checkpoint.signature
-                ],
-            )?;
-            Ok(())
-        })
+    /// Where this chain's signed checkpoints are kept, written apart from its appends.
+    pub fn checkpoint_store(&self) -> CheckpointStore {
+        CheckpointStore {
+            db: Arc::clone(&self.db),
+            node: self.node.clone(),
+        }
     }
 
     /// Removes this node's events created before `before`, records the cut, and appends

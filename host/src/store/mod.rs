@@ -50,7 +50,8 @@ use sql::{Db, Postgres, Row, args};
 
 pub use apps::{AdminTokenRecord, AppRecord, Apps, KeyRecord};
 pub use audit::{
-    AuditAppend, AuditEvents, AuditFilter, AuditRow, ChainReader, ChainWriter, PrunedCut, SignedCheckpoint,
+    AuditAppend, AuditEvents, AuditFilter, AuditRow, ChainReader, ChainWriter, CheckpointStore, PrunedCut,
+    SignedCheckpoint,
 };
 pub use drafts::{
     DraftFilter, DraftRecord, DraftStatus, Drafts, ExecutionRecord, ExecutionStatus, OrphanedExecution,
