@@ -224,10 +224,12 @@ impl AuditLog {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             shared.with_chain(|chain| {
-                let report = chain.prune(&before, &now)?;
+                let (report, head_read) = chain.prune(&before, &now)?;
                 // Signed at once, so the retention event that attests the cut is the head
                 // of a signed checkpoint before anyone hears back.
-                shared.sign_unsigned(chain);
+                if head_read {
+                    shared.sign_unsigned(chain);
+                }
                 Ok(report)
             })
         })
@@ -440,8 +442,9 @@ impl Chain {
     }
 
     /// Removes events created before `before` and chains a checkpoint event. The caller
-    /// signs the new head at once.
-    fn prune(&mut self, before: &str, now: &str) -> Result<PruneReport, String> {
+    /// signs the new head at once, if it was read back (`true`): a head whose position is
+    /// not known is not signed.
+    fn prune(&mut self, before: &str, now: &str) -> Result<(PruneReport, bool), String> {
         let prev = self.head.clone();
         let node = self.writer.node().to_string();
         let result = self.writer.prune(before, now, |cut: &PrunedCut| {
@@ -472,15 +475,19 @@ impl Chain {
         };
         // The head and its position, read together: a checkpoint never pairs one with the
         // other's predecessor.
-        match self.writer.head() {
+        let head_read = match self.writer.head() {
             Ok(Some((seq, hash))) => {
                 self.head = hash;
                 self.head_seq = seq;
+                true
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "audit head not read after a prune; not signed"),
-        }
-        Ok(report)
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "audit head not read after a prune; not signed");
+                false
+            }
+        };
+        Ok((report, head_read))
     }
 }
 

@@ -417,8 +417,8 @@ impl PluginKv {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Option<Vec<(String, String)>>, StoreError> {
-        // Every read of a ledger lists its transactions: from the cache that is one lock
-        // and one lookup a key, not a lock and a listing clone for each.
+        // Every read of a ledger scans its transactions: from the cache that is one lock
+        // and one lookup a key, not a listing clone plus a lock and three lookups a key.
         let generation = self.fresh.generation(Cache::Kv);
         if let Some(found) = self.cached(generation, |cache| cache.scan(plugin, tenant, prefix, limit, max_bytes)) {
             return Ok(found);
