@@ -159,8 +159,13 @@ impl AuditLog {
                     thread::sleep(TICK);
                     let Some(shared) = weak.upgrade() else { return };
                     // A poisoned chain answers what is queued with an error, each tick.
-                    let _ = shared.with_chain(|chain| shared.write_queued(chain));
-                    shared.sign_if_due();
+                    let head = shared.with_chain(|chain| {
+                        shared.write_queued(chain);
+                        (chain.head_seq, chain.head.clone())
+                    });
+                    if let Ok((head_seq, head)) = head {
+                        shared.sign_if_due(head_seq, &head);
+                    }
                 }
             })
             .map_err(|e| AuditError::Write(e.to_string()))?;
@@ -314,19 +319,15 @@ impl Shared {
         while self.write_one_batch(chain) {}
     }
 
-    /// Signs the head if its checkpoint is due within a tick, holding the chain only to
-    /// read the head: the events behind it are not held up by the signature.
-    fn sign_if_due(&self) {
-        let Some(checkpoints) = &self.checkpoints else {
-            return;
-        };
-        let Ok((head_seq, head)) = self.with_chain(|chain| (chain.head_seq, chain.head.clone())) else {
-            return;
-        };
-        let mut checkpoints = lock(checkpoints);
-        // A head that moved on meanwhile, or was signed by a prune, is no longer due.
-        if checkpoints.due_in(head_seq).is_some_and(|due| due <= TICK) {
-            checkpoints.sign(head_seq, &head);
+    /// Signs `head`, read from the chain and let go, if its checkpoint is due within a
+    /// tick: the events behind it are not held up by the signature.
+    fn sign_if_due(&self, head_seq: i64, head: &str) {
+        if let Some(checkpoints) = &self.checkpoints {
+            let mut checkpoints = lock(checkpoints);
+            // A head that a prune signed meanwhile, with a later one, is no longer due.
+            if checkpoints.due_in(head_seq).is_some_and(|due| due <= TICK) {
+                checkpoints.sign(head_seq, head);
+            }
         }
     }
 

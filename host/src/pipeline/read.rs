@@ -15,7 +15,7 @@ use crate::hashing::canonical_json;
 use crate::metrics::Stage;
 use crate::outcome::{Refused, Reply, call_refusal};
 use crate::plugin::interaction::Round;
-use crate::plugin::{CallContext, TaskSupport, ToolOutput};
+use crate::plugin::{CallContext, LISTING, TaskSupport, ToolOutput};
 use crate::protocol::{ActionBody, Data, Failure, codes};
 use crate::tasks::{Job, Owner, Started};
 
@@ -170,7 +170,7 @@ fn shaped(tool: &Tool, context: &CallContext, output: ToolOutput) -> (Reply, Map
         details.insert("redactedFields".into(), json!(redacted));
     }
     let listed = match &data {
-        Data::Value(value) => value.get("items").and_then(Value::as_array).map(Vec::len),
+        Data::Value(value) => value.get(LISTING).and_then(Value::as_array).map(Vec::len),
         Data::Json(_) => output.listed,
     };
     if let Some(count) = listed {

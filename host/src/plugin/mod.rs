@@ -166,7 +166,8 @@ pub struct ToolOutput {
     /// The structured result: JSON text checked by [`strict_json::check`], not parsed (a
     /// read passes it on as written when it has nothing to redact).
     pub structured: Option<String>,
-    /// How many `items` the structured result lists, counted in the same check.
+    /// How many elements the structured result's [`LISTING`] array has, counted in the
+    /// same check.
     pub listed: Option<usize>,
     pub content: Vec<Content>,
     /// The plugin asked the client for input instead of answering (then the rest is empty).
@@ -174,6 +175,10 @@ pub struct ToolOutput {
     /// What it reported along the way, when the client asked for progress.
     pub progress: Vec<Progress>,
 }
+
+/// The member of a structured result whose array is the list a read answers with: its
+/// length is the audit event's `resultCount`.
+pub const LISTING: &str = "items";
 
 /// What `plan` returned.
 #[derive(Debug, Clone, PartialEq)]
@@ -756,7 +761,7 @@ impl Plugin {
                 check_size(text.len(), limit)?;
                 // Passed on as written when nothing needs redacting: a key given twice
                 // would reach clients that each read it differently.
-                match strict_json::check(&text, "items") {
+                match strict_json::check(&text, LISTING) {
                     Ok(listed) => (Some(text), listed),
                     Err(e) => {
                         let problem = if strict_json::is_duplicate_key(&e) {
