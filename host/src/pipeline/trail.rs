@@ -47,6 +47,8 @@ impl Trail {
     pub(super) fn new(binding: Option<&'static str>) -> Trail {
         let mut trail = Trail {
             action: "agent.request".into(),
+            // A read times seven stages (Cedar twice): one allocation, not three.
+            stages: Vec::with_capacity(8),
             ..Trail::default()
         };
         if let Some(name) = binding {

@@ -49,7 +49,9 @@ pub struct AuditRow {
 }
 
 /// An event the chain writer appends: its row, chain hashes computed, and its JSON columns
-/// and canonical text already serialized (by the request's thread and the leader).
+/// and canonical text already serialized (by the request's thread and the leader). The
+/// JSON columns stored are these texts; the row's own `details` and `policy_ids` may be
+/// left empty.
 #[derive(Debug)]
 pub struct AuditAppend {
     pub row: AuditRow,
@@ -66,6 +68,85 @@ struct AuditInsert<'a> {
     row: &'a AuditRow,
     details: &'a str,
     policy_ids: &'a str,
+}
+
+/// The text columns of a row, in `AUDIT_COLUMNS` order without `seq`, `node` and
+/// `latency_us`; `None` is NULL.
+type Texts<'a> = [Option<&'a str>; 23];
+
+impl<'a> AuditInsert<'a> {
+    fn texts(&self) -> Texts<'a> {
+        let e = self.row;
+        [
+            Some(e.id.as_str()),
+            e.org_id.as_deref(),
+            e.app_id.as_deref(),
+            e.key_id.as_deref(),
+            e.actor_user_id.as_deref(),
+            e.performed_by_user_id.as_deref(),
+            Some(e.action.as_str()),
+            Some(e.status.as_str()),
+            Some(e.code.as_str()),
+            e.request_id.as_deref(),
+            e.draft_id.as_deref(),
+            e.execution_id.as_deref(),
+            e.ip.as_deref(),
+            e.user_agent.as_deref(),
+            Some(self.details),
+            e.tool.as_deref(),
+            e.risk.as_deref(),
+            Some(self.policy_ids),
+            e.plugin.as_deref(),
+            e.plugin_digest.as_deref(),
+            Some(e.created_at.as_str()),
+            Some(e.prev_event_hash.as_str()),
+            Some(e.event_hash.as_str()),
+        ]
+    }
+}
+
+/// A journaled row waiting for the index, its text columns packed in one buffer. The
+/// indexer thread drops it, and a block freed by another thread than the one that
+/// allocated it costs the allocator a cache miss and a collection: one block here, where
+/// an [`AuditAppend`] holds twenty or more (BENCHMARKS.md, session 27).
+#[derive(Debug)]
+pub(super) struct IndexRow {
+    pub(super) seq: i64,
+    latency_us: Option<i64>,
+    text: String,
+    /// Where each of [`Texts`] is in `text`; `None` is NULL.
+    spans: [Option<(u32, u32)>; 23],
+}
+
+impl IndexRow {
+    pub(super) fn pack(append: &AuditAppend) -> IndexRow {
+        let texts = AuditInsert {
+            row: &append.row,
+            details: &append.details,
+            policy_ids: &append.policy_ids,
+        }
+        .texts();
+        let mut text = String::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
+        let spans = texts.map(|column| {
+            column.map(|column| {
+                let start = text.len();
+                text.push_str(column);
+                // An event is bounded far below 4 GiB (its details are capped).
+                (start as u32, text.len() as u32)
+            })
+        });
+        IndexRow {
+            seq: append.row.seq,
+            latency_us: append.row.latency_us,
+            text,
+            spans,
+        }
+    }
+
+    fn texts(&self) -> Texts<'_> {
+        self.spans
+            .map(|span| span.map(|(start, end)| &self.text[start as usize..end as usize]))
+    }
 }
 
 /// A signed checkpoint of the chain's head, as stored (and as a line of the checkpoint
@@ -447,9 +528,10 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
                 &built
             }
         };
+        let texts: Vec<Texts<'_>> = part.iter().map(AuditInsert::texts).collect();
         let mut params: Vec<&dyn super::sql::Param> = Vec::with_capacity(part.len() * COLUMNS);
-        for insert in part {
-            params.extend(row_values(&node, insert));
+        for (insert, texts) in part.iter().zip(&texts) {
+            params.extend(row_values(&node, texts, &insert.row.latency_us));
         }
         if let Some(seq) = conn.insert_rowid(sql, &params)? {
             last = seq;
@@ -463,56 +545,80 @@ fn insert(conn: &mut Conn<'_>, node: &str, rows: &[AuditInsert<'_>]) -> Result<i
 
 /// Copies journaled rows into the table at their positions. A row already there (another
 /// process recovering the same journal) is left as it is: the two are the same line.
-pub(super) fn index_rows(conn: &mut Conn<'_>, node: &str, rows: &[AuditAppend]) -> Result<(), StoreError> {
+pub(super) fn index_rows(conn: &mut Conn<'_>, node: &str, rows: &[IndexRow]) -> Result<(), StoreError> {
     static INDEX_ROW: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT OR IGNORE INTO audit_events ({AUDIT_COLUMNS}) VALUES ({})",
             (1..=26).map(|c| format!("?{c}")).collect::<Vec<_>>().join(", ")
         )
     });
-    for a in rows {
-        let insert = AuditInsert {
-            row: &a.row,
-            details: &a.details,
-            policy_ids: &a.policy_ids,
-        };
+    for row in rows {
+        let texts = row.texts();
         let mut params: Vec<&dyn super::sql::Param> = Vec::with_capacity(26);
-        params.push(&a.row.seq);
-        params.extend(row_values(&node, &insert));
+        params.push(&row.seq);
+        params.extend(row_values(&node, &texts, &row.latency_us));
         conn.execute(&INDEX_ROW, &params)?;
     }
     Ok(())
 }
 
 /// A row's values in `AUDIT_COLUMNS` order after `seq`.
-fn row_values<'a>(node: &'a &'a str, insert: &'a AuditInsert<'a>) -> [&'a dyn super::sql::Param; 25] {
-    let e = insert.row;
+fn row_values<'a>(
+    node: &'a &'a str,
+    texts: &'a Texts<'a>,
+    latency_us: &'a Option<i64>,
+) -> [&'a dyn super::sql::Param; 25] {
+    let [
+        id,
+        org_id,
+        app_id,
+        key_id,
+        actor_user_id,
+        performed_by_user_id,
+        action,
+        status,
+        code,
+        request_id,
+        draft_id,
+        execution_id,
+        ip,
+        user_agent,
+        details,
+        tool,
+        risk,
+        policy_ids,
+        plugin,
+        plugin_digest,
+        created_at,
+        prev_event_hash,
+        event_hash,
+    ] = texts;
     [
         node,
-        &e.id,
-        &e.org_id,
-        &e.app_id,
-        &e.key_id,
-        &e.actor_user_id,
-        &e.performed_by_user_id,
-        &e.action,
-        &e.status,
-        &e.code,
-        &e.request_id,
-        &e.draft_id,
-        &e.execution_id,
-        &e.ip,
-        &e.user_agent,
-        &insert.details,
-        &e.tool,
-        &e.risk,
-        &insert.policy_ids,
-        &e.plugin,
-        &e.plugin_digest,
-        &e.latency_us,
-        &e.created_at,
-        &e.prev_event_hash,
-        &e.event_hash,
+        id,
+        org_id,
+        app_id,
+        key_id,
+        actor_user_id,
+        performed_by_user_id,
+        action,
+        status,
+        code,
+        request_id,
+        draft_id,
+        execution_id,
+        ip,
+        user_agent,
+        details,
+        tool,
+        risk,
+        policy_ids,
+        plugin,
+        plugin_digest,
+        latency_us,
+        created_at,
+        prev_event_hash,
+        event_hash,
     ]
 }
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use super::StoreError;
-use super::audit::{AuditAppend, AuditRow, index_rows};
+use super::audit::{AuditAppend, AuditRow, IndexRow, index_rows};
 use super::sql::Db;
 
 /// A segment past this size is closed and a new one begun at the next append.
@@ -56,7 +56,7 @@ pub(crate) struct Journal {
     node: String,
     appender: Mutex<Appender>,
     /// Appended rows not yet in the index, in chain order.
-    pending: Mutex<VecDeque<AuditAppend>>,
+    pending: Mutex<VecDeque<IndexRow>>,
     /// Wakes the indexer early when a batch is pending.
     wake: Condvar,
     /// Held while rows move from `pending` to the index, so they land in chain order.
@@ -196,8 +196,11 @@ impl Journal {
         *len += lines.len() as u64;
         appender.head = Some(head);
         drop(appender);
+        let packed: Vec<IndexRow> = numbered.iter().map(IndexRow::pack).collect();
+        // The rows themselves are freed here, on the thread that made them.
+        drop(numbered);
         let mut pending = locked(&self.pending);
-        pending.extend(numbered);
+        pending.extend(packed);
         if pending.len() >= INDEX_BATCH {
             self.wake.notify_one();
         }
@@ -234,19 +237,19 @@ impl Journal {
     pub(crate) fn index_pending(&self) -> Result<(), StoreError> {
         let _indexing = locked(&self.indexing);
         loop {
-            let batch: Vec<AuditAppend> = {
+            let batch: Vec<IndexRow> = {
                 let mut pending = locked(&self.pending);
                 let take = pending.len().min(INDEX_BATCH);
                 pending.drain(..take).collect()
             };
-            let Some(last) = batch.last().map(|a| a.row.seq) else {
+            let Some(last) = batch.last().map(|row| row.seq) else {
                 break;
             };
             if let Err(e) = self.db.own_rows(|conn| index_rows(conn, &self.node, &batch)) {
                 // Put back in front, in order: the next try indexes them first.
                 let mut pending = locked(&self.pending);
-                for append in batch.into_iter().rev() {
-                    pending.push_front(append);
+                for row in batch.into_iter().rev() {
+                    pending.push_front(row);
                 }
                 return Err(e);
             }
@@ -404,7 +407,7 @@ pub(super) fn recover(dir: &Path, db: &Db, node: &str) -> Result<usize, StoreErr
                 return Err(bad_line(path, number, "does not continue the chain the database holds"));
             }
             head = Some((seq, append.row.event_hash.clone()));
-            batch.push(append);
+            batch.push(IndexRow::pack(&append));
             if batch.len() == INDEX_BATCH {
                 recovered += batch.len();
                 db.own_rows(|conn| index_rows(conn, node, &batch))?;
@@ -523,6 +526,44 @@ mod tests {
             // Read at once, before the indexer's next round: the read indexes first.
             assert_eq!(events_in(&store), n);
         }
+    }
+
+    #[test]
+    fn an_indexed_row_holds_every_column_the_writer_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let log = writer_on(&store);
+        let mut event = AuditEvent::new("test.columns", SUCCESS, "2026-12-02T00:00:00Z".into());
+        event.org_id = Some("org_1".into());
+        event.tool = Some("ledger.list".into());
+        event.user_agent = Some("agent/1 (ünïcode)".into());
+        event.policy_ids = vec!["allow-reads".into()];
+        event.latency_us = Some(42);
+        event.details.insert("resultCount".into(), 2.into());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let id = runtime.block_on(log.record(event)).unwrap();
+
+        let rows = store
+            .audit
+            .query(&AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .unwrap();
+        let [row] = rows.as_slice() else {
+            panic!("one row, not {rows:?}");
+        };
+        assert_eq!(row.id, id);
+        assert_eq!(row.action, "test.columns");
+        assert_eq!(row.org_id.as_deref(), Some("org_1"));
+        assert_eq!(row.app_id, None, "an absent column is NULL, not empty text");
+        assert_eq!(row.tool.as_deref(), Some("ledger.list"));
+        assert_eq!(row.user_agent.as_deref(), Some("agent/1 (ünïcode)"));
+        assert_eq!(row.policy_ids, ["allow-reads"]);
+        assert_eq!(row.latency_us, Some(42));
+        assert_eq!(row.details, serde_json::json!({"resultCount": 2}));
+        assert_eq!(row.created_at, "2026-12-02T00:00:00Z");
+        assert_intact_with(&store, 1);
     }
 
     #[test]
