@@ -23,7 +23,7 @@ impl Governed<'_> {
     pub(super) fn facts<'p>(&'p self, args: Option<&'p Attr>, flags: Flags) -> RequestFacts<'p> {
         RequestFacts {
             client_ip: self.client_ip,
-            now: self.gw.clock.now(),
+            now: self.now,
             channel: self.channel(),
             actor: &self.principal.actor_user_id,
             args,

@@ -29,7 +29,7 @@ use crate::attr::Attr;
 use crate::auth::{self, Principal, network};
 use crate::authz::Action;
 use crate::catalog::Tool;
-use crate::clock::Stopwatch;
+use crate::clock::{Stopwatch, unix_ms};
 use crate::gateway::Gateway;
 use crate::metrics::Stage;
 use crate::outcome::{Refused, Reply, auth_refusal, rate_refusal};
@@ -94,7 +94,8 @@ async fn steps(
     trail.action = operation.audit_action();
 
     // (2)-(6) Token present and well formed, found, not revoked, not expired, app active,
-    // actor and tenant bound; then the binding's own check of the caller.
+    // actor and tenant bound; then the binding's own check of the caller. Every step below
+    // decides at this one reading of the clock, so Cedar's two decisions see the same time.
     let now = gw.clock.now();
     let anonymous = match credentials {
         Credentials::Anonymous { app_id } if inbound.authorization.is_none() => Some(app_id),
@@ -143,7 +144,7 @@ async fn steps(
         tool: operation.tool_hint(),
         class: principal.app.policy.rate_class(),
     };
-    match trail.time(Stage::Admission, || gw.admission.admit(&caller, gw.clock.now_ms())) {
+    match trail.time(Stage::Admission, || gw.admission.admit(&caller, unix_ms(now))) {
         Ok(permit) => trail.permit = Some(permit),
         Err(refusal) => {
             gw.metrics.refusal(refusal.limit.name());
@@ -160,6 +161,7 @@ async fn steps(
         binding,
         trace,
         data_policy: principal.app.policy.cedar_data_policy(),
+        now,
     };
     match operation {
         Operation::Manifest => request.manifest(),
@@ -186,6 +188,8 @@ struct Governed<'a> {
     trace: Option<&'a TraceContext>,
     /// The app's data policy as Cedar sees it, built once for the request's decisions.
     data_policy: Attr,
+    /// The time the request's decisions are made at.
+    now: time::OffsetDateTime,
 }
 
 impl Governed<'_> {
@@ -249,7 +253,7 @@ impl Governed<'_> {
             payload,
             tool.plugin.manifest().data_policy.date_range.as_ref(),
             policy.max_days(),
-            self.gw.clock.now().date(),
+            self.now.date(),
         )?;
         let context = CallContext {
             tenant: self.principal.org_id.clone(),

@@ -106,8 +106,9 @@ impl Governed<'_> {
                 .invoke(&context, &tool.name, &payload, round.unwrap_or_default())
                 .await
         };
-        trail.stages.push((Stage::Plugin, started.elapsed()));
-        self.gw.metrics.plugin(tool.plugin.name(), started.elapsed());
+        let ran = started.elapsed();
+        trail.stages.push((Stage::Plugin, ran));
+        self.gw.metrics.plugin(tool.plugin.name(), ran);
         let output = output.map_err(|e| call_refusal(e, true))?;
         if let Some(ask) = output.asked {
             let names: Vec<&String> = ask.requests.keys().collect();

@@ -160,18 +160,20 @@ pub(super) async fn finish(
         }
         event.details.insert("error".into(), internal.clone().into());
     }
-    event.latency_us = Some(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+    // Two clock reads, before and after the audit event, serve every figure below.
+    let before_audit = started.elapsed();
+    event.latency_us = Some(i64::try_from(before_audit.as_micros()).unwrap_or(i64::MAX));
     let tool_name = event.tool.clone();
 
-    let audit_started = Stopwatch::start();
     let recorded = gw.audit.record(event).await;
-    gw.metrics.stage(Stage::Audit, audit_started.elapsed());
+    let answered = started.elapsed();
+    gw.metrics.stage(Stage::Audit, answered.saturating_sub(before_audit));
     for &(stage, elapsed) in &trail.stages {
         gw.metrics.stage(stage, elapsed);
     }
     let app = trail.principal.as_ref().map(|p| p.app.id.as_str());
     gw.metrics
-        .request("agent", tool_name.as_deref(), app, code.name, started.elapsed());
+        .request("agent", tool_name.as_deref(), app, code.name, answered);
     tracing::info!(
         target: "openport::access",
         request_id = %inbound.request_id,
@@ -184,7 +186,7 @@ pub(super) async fn finish(
         key_id = trail.principal.as_ref().map_or("", |p| p.key.id.as_str()),
         client = %client_ip,
         user_agent = bounded(inbound.user_agent.as_deref().unwrap_or(""), 256),
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        latency_us = u64::try_from(answered.as_micros()).unwrap_or(u64::MAX),
     );
     drop(trail.permit);
     if let Err(e) = recorded {
