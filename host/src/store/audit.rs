@@ -74,6 +74,9 @@ struct AuditInsert<'a> {
 /// `latency_us`; `None` is NULL.
 type Texts<'a> = [Option<&'a str>; 23];
 
+/// How many of a row's [`Texts`] come before `latency_us` (`id` to `plugin_digest`).
+const TEXTS_BEFORE_LATENCY: usize = 20;
+
 impl<'a> AuditInsert<'a> {
     fn texts(&self) -> Texts<'a> {
         let e = self.row;
@@ -562,64 +565,19 @@ pub(super) fn index_rows(conn: &mut Conn<'_>, node: &str, rows: &[IndexRow]) -> 
     Ok(())
 }
 
-/// A row's values in `AUDIT_COLUMNS` order after `seq`.
+/// A row's values in `AUDIT_COLUMNS` order after `seq`: `node`, then its texts with
+/// `latency_us`, the one number among them, after the first [`TEXTS_BEFORE_LATENCY`].
 fn row_values<'a>(
     node: &'a &'a str,
     texts: &'a Texts<'a>,
     latency_us: &'a Option<i64>,
-) -> [&'a dyn super::sql::Param; 25] {
-    let [
-        id,
-        org_id,
-        app_id,
-        key_id,
-        actor_user_id,
-        performed_by_user_id,
-        action,
-        status,
-        code,
-        request_id,
-        draft_id,
-        execution_id,
-        ip,
-        user_agent,
-        details,
-        tool,
-        risk,
-        policy_ids,
-        plugin,
-        plugin_digest,
-        created_at,
-        prev_event_hash,
-        event_hash,
-    ] = texts;
-    [
-        node,
-        id,
-        org_id,
-        app_id,
-        key_id,
-        actor_user_id,
-        performed_by_user_id,
-        action,
-        status,
-        code,
-        request_id,
-        draft_id,
-        execution_id,
-        ip,
-        user_agent,
-        details,
-        tool,
-        risk,
-        policy_ids,
-        plugin,
-        plugin_digest,
-        latency_us,
-        created_at,
-        prev_event_hash,
-        event_hash,
-    ]
+) -> impl Iterator<Item = &'a dyn super::sql::Param> {
+    let (before, after) = texts.split_at(TEXTS_BEFORE_LATENCY);
+    let text = |t: &'a Option<&'a str>| t as &dyn super::sql::Param;
+    std::iter::once(node as &dyn super::sql::Param)
+        .chain(before.iter().map(text))
+        .chain(std::iter::once(latency_us as &dyn super::sql::Param))
+        .chain(after.iter().map(text))
 }
 
 /// `INSERT INTO audit_events … VALUES (?1, …), …` for `rows` rows, with `RETURNING seq`
