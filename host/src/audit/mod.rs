@@ -200,8 +200,8 @@ impl AuditEvent {
 
     /// The row without its chain hashes, and its canonical form split for the writer. The
     /// details and policy ids go on as the split's text, so their trees are freed here, on
-    /// the request's thread: the row itself is dropped by the journal's indexer thread, and
-    /// a block freed by another thread than its own costs the allocator more.
+    /// the thread that built them: the row goes on to the batch's leader, maybe another
+    /// thread, and a block freed by another thread than its own costs the allocator more.
     fn prepare(self, node: &str) -> (AuditRow, canonical::Split) {
         let mut row = self.unchained_row(String::new(), node);
         let split = canonical::split(&row);
