@@ -1,5 +1,7 @@
 //! Prometheus metrics, served on the admin plane (`GET /api/agent-admin/v1/metrics`).
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -99,6 +101,48 @@ struct StateLabels {
     state: String,
 }
 
+/// The series of one tool's or one app's successful answers, resolved at its first one: a
+/// family lookup hashes its labels, allocates them and locks the family, and a governed read
+/// made five of them (plugin, tool and app series). Other codes are counted through the
+/// families.
+#[derive(Debug)]
+struct Answers {
+    seconds: Histogram,
+    succeeded: Counter,
+}
+
+/// Series kept by the name they were resolved for, so that a request finds them without
+/// allocating a label.
+#[derive(Debug)]
+struct ByName<T>(RwLock<HashMap<String, T>>);
+
+impl<T> Default for ByName<T> {
+    fn default() -> Self {
+        ByName(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<T> ByName<T> {
+    /// Runs `record` on the series of `name` if they were resolved; whether they were.
+    fn find(&self, name: &str, record: impl FnOnce(&T)) -> bool {
+        let known = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        known.get(name).map(record).is_some()
+    }
+
+    /// Runs `record` on the series of `name`, resolving them first with `resolve`.
+    fn with(&self, name: &str, resolve: impl FnOnce() -> T, record: impl FnOnce(&T)) {
+        if let Some(series) = self.0.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return record(series);
+        }
+        let mut known = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        record(known.entry(name.to_string()).or_insert_with(resolve));
+    }
+}
+
+/// The code a successful answer is counted under (`codes::SUCCESS`, named here: metrics
+/// sits in protocol's layer, not above it).
+const SUCCESS: &str = "common.success";
+
 fn latency_buckets() -> Histogram {
     // 10 µs to ~10 s.
     Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
@@ -150,12 +194,17 @@ impl PluginBudgetMetrics {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_seconds: Family<PlaneLabels, Histogram, fn() -> Histogram>,
     tool_seconds: Family<ToolLabels, Histogram, fn() -> Histogram>,
     app_requests: Family<AppCodeLabels, Counter>,
     app_seconds: Family<AppLabels, Histogram, fn() -> Histogram>,
     /// The app ids that have series of their own (at most [`MAX_APP_LABELS`]).
     labelled_apps: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// `request_seconds{plane="agent"}`, resolved once.
+    agent_seconds: Histogram,
+    tool_answers: ByName<Answers>,
+    /// Only apps with series of their own, so this stays bounded as `labelled_apps` is.
+    app_answers: ByName<Answers>,
+    plugin_series: ByName<Histogram>,
     /// `stage_seconds`' series, one a [`Stage`] in `Stage::ALL`'s order, resolved once: a
     /// request times several stages, and a lookup by label hashes and locks each time.
     stage_seconds: [Histogram; Stage::ALL.len()],
@@ -339,6 +388,7 @@ impl Metrics {
             "Plugins and policy sets another node activated that this node could not apply (it serves its own)",
             cluster_unapplied.clone(),
         );
+        let agent_seconds = request_seconds.get_or_create(&PlaneLabels { plane: "agent" }).clone();
         Metrics {
             registry,
             plugin_info,
@@ -349,11 +399,14 @@ impl Metrics {
             disk_budget_exceeded,
             plugin_budget,
             requests,
-            request_seconds,
             tool_seconds,
             app_requests,
             app_seconds,
             labelled_apps: std::sync::Mutex::new(std::collections::HashSet::new()),
+            agent_seconds,
+            tool_answers: ByName::default(),
+            app_answers: ByName::default(),
+            plugin_series: ByName::default(),
             stage_seconds,
             plugin_seconds,
             refusals,
@@ -370,37 +423,88 @@ impl Metrics {
     }
 
     /// An agent-plane request: by tool and code, and, once authenticated, by app.
-    pub fn request(
-        &self,
-        plane: &'static str,
-        tool: Option<&str>,
-        app: Option<&str>,
-        code: &'static str,
-        elapsed: Duration,
-    ) {
+    pub fn request(&self, tool: Option<&str>, app: Option<&str>, code: &'static str, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        self.requests
-            .get_or_create(&RequestLabels {
-                plane,
-                tool: tool.unwrap_or("").to_string(),
-                code,
-            })
-            .inc();
-        self.request_seconds
-            .get_or_create(&PlaneLabels { plane })
-            .observe(seconds);
-        if let Some(tool) = tool {
-            self.tool_seconds
-                .get_or_create(&ToolLabels { tool: tool.to_string() })
+        self.agent_seconds.observe(seconds);
+        match tool {
+            Some(tool) => self.tool_answers.with(
+                tool,
+                || Answers {
+                    seconds: self
+                        .tool_seconds
+                        .get_or_create(&ToolLabels { tool: tool.to_string() })
+                        .clone(),
+                    succeeded: self.request_counter(tool, SUCCESS),
+                },
+                |answers| {
+                    answers.seconds.observe(seconds);
+                    if code == SUCCESS {
+                        answers.succeeded.inc();
+                    } else {
+                        self.request_counter(tool, code).inc();
+                    }
+                },
+            ),
+            None => {
+                self.request_counter("", code).inc();
+            }
+        }
+        let Some(app) = app else { return };
+        let count = |answers: &Answers| {
+            answers.seconds.observe(seconds);
+            if code == SUCCESS {
+                answers.succeeded.inc();
+            } else {
+                self.app_requests
+                    .get_or_create(&AppCodeLabels {
+                        app: app.to_string(),
+                        code,
+                    })
+                    .inc();
+            }
+        };
+        if self.app_answers.find(app, count) {
+            return;
+        }
+        let label = self.app_label(app);
+        if label == app {
+            let resolve = || Answers {
+                seconds: self
+                    .app_seconds
+                    .get_or_create(&AppLabels { app: label.clone() })
+                    .clone(),
+                succeeded: self
+                    .app_requests
+                    .get_or_create(&AppCodeLabels {
+                        app: label.clone(),
+                        code: SUCCESS,
+                    })
+                    .clone(),
+            };
+            self.app_answers.with(app, resolve, count);
+        } else {
+            // Past the label budget: `other`'s series, looked up each time, so that
+            // `app_answers` holds no more apps than have series of their own.
+            self.app_requests
+                .get_or_create(&AppCodeLabels {
+                    app: label.clone(),
+                    code,
+                })
+                .inc();
+            self.app_seconds
+                .get_or_create(&AppLabels { app: label })
                 .observe(seconds);
         }
-        if let Some(app) = app {
-            let app = self.app_label(app);
-            self.app_requests
-                .get_or_create(&AppCodeLabels { app: app.clone(), code })
-                .inc();
-            self.app_seconds.get_or_create(&AppLabels { app }).observe(seconds);
-        }
+    }
+
+    fn request_counter(&self, tool: &str, code: &'static str) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                plane: "agent",
+                tool: tool.to_string(),
+                code,
+            })
+            .clone()
     }
 
     /// The label an app's series use: its id while fewer than [`MAX_APP_LABELS`] apps
@@ -451,11 +555,15 @@ impl Metrics {
     }
 
     pub fn plugin(&self, plugin: &str, elapsed: Duration) {
-        self.plugin_seconds
-            .get_or_create(&PluginLabels {
-                plugin: plugin.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        let resolve = || {
+            self.plugin_seconds
+                .get_or_create(&PluginLabels {
+                    plugin: plugin.to_string(),
+                })
+                .clone()
+        };
+        self.plugin_series
+            .with(plugin, resolve, |seconds| seconds.observe(elapsed.as_secs_f64()));
     }
 
     pub fn policy_shadow_disagreement(&self, policy: &str) {
@@ -534,7 +642,6 @@ mod tests {
         let m = Metrics::new();
         m.start_at_zero(&["quota"], &["agent.overloaded"]);
         m.request(
-            "agent",
             Some("ledger.list"),
             Some("app_1"),
             "common.success",
@@ -575,18 +682,36 @@ mod tests {
     }
 
     #[test]
+    fn every_answer_of_a_tool_and_an_app_counts_under_its_own_code() {
+        assert_eq!(SUCCESS, crate::protocol::codes::SUCCESS.name);
+        let m = Metrics::new();
+        for code in ["common.success", "common.success", "agent.policy_denied"] {
+            m.request(Some("ledger.list"), Some("app_1"), code, Duration::from_micros(50));
+        }
+        m.plugin("ledger", Duration::from_micros(40));
+        m.plugin("ledger", Duration::from_micros(40));
+        let text = m.render(&[], 0, &[]);
+        for needle in [
+            "openport_requests_total{plane=\"agent\",tool=\"ledger.list\",code=\"common.success\"} 2",
+            "openport_requests_total{plane=\"agent\",tool=\"ledger.list\",code=\"agent.policy_denied\"} 1",
+            "openport_app_requests_total{app=\"app_1\",code=\"common.success\"} 2",
+            "openport_app_requests_total{app=\"app_1\",code=\"agent.policy_denied\"} 1",
+            "openport_request_seconds_count{plane=\"agent\"} 3",
+            "openport_tool_request_seconds_count{tool=\"ledger.list\"} 3",
+            "openport_app_request_seconds_count{app=\"app_1\"} 3",
+            "openport_plugin_seconds_count{plugin=\"ledger\"} 2",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
     fn apps_past_the_label_budget_share_one_series() {
         let m = Metrics::new();
         for i in 0..MAX_APP_LABELS + 5 {
-            m.request(
-                "agent",
-                None,
-                Some(&format!("app_{i}")),
-                "common.success",
-                Duration::ZERO,
-            );
+            m.request(None, Some(&format!("app_{i}")), "common.success", Duration::ZERO);
         }
-        m.request("agent", None, Some("app_0"), "common.success", Duration::ZERO);
+        m.request(None, Some("app_0"), "common.success", Duration::ZERO);
         let text = m.render(&[], 0, &[]);
         assert!(
             text.contains("openport_app_requests_total{app=\"app_0\",code=\"common.success\"} 2"),

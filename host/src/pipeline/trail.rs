@@ -117,7 +117,7 @@ pub(super) async fn finish(
     {
         // Accounted for in the source's summary event (written within a second).
         gw.metrics.coalesced_refusal();
-        gw.metrics.request("agent", None, None, code.name, started.elapsed());
+        gw.metrics.request(None, None, code.name, started.elapsed());
         drop(trail.permit);
         return outcome;
     }
@@ -172,8 +172,7 @@ pub(super) async fn finish(
         gw.metrics.stage(stage, elapsed);
     }
     let app = trail.principal.as_ref().map(|p| p.app.id.as_str());
-    gw.metrics
-        .request("agent", tool_name.as_deref(), app, code.name, answered);
+    gw.metrics.request(tool_name.as_deref(), app, code.name, answered);
     tracing::info!(
         target: "openport::access",
         request_id = %inbound.request_id,
