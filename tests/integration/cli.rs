@@ -176,44 +176,58 @@ impl DemoProcess {
     /// Starts `openport demo --data-dir DATA_DIR` (resolved against `cwd` when given) and
     /// waits until it answers; `dir` lives as long as the process.
     fn spawn(dir: tempfile::TempDir, data_dir: &std::path::Path, cwd: Option<&std::path::Path>) -> DemoProcess {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port()
-        };
-        let (a, b) = (free(), free());
-        let mut command = openport();
-        if let Some(cwd) = cwd {
-            command.current_dir(cwd);
+        // A port found free here can be taken by another test's process before the demo
+        // binds it: the demo then exits, and another gateway may answer on the agent port.
+        // So the demo counts as started only while it runs and both of its ports answer;
+        // one that exited is started again on other ports.
+        for _ in 0..5 {
+            let free = || {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .expect("bind")
+                    .local_addr()
+                    .expect("addr")
+                    .port()
+            };
+            let (a, b) = (free(), free());
+            let mut command = openport();
+            if let Some(cwd) = cwd {
+                command.current_dir(cwd);
+            }
+            let mut child = command
+                .args(["demo", "--data-dir"])
+                .arg(data_dir)
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{a}"),
+                    "--admin-listen",
+                    &format!("127.0.0.1:{b}"),
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn");
+            let agent = format!("http://127.0.0.1:{a}");
+            let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                if child.try_wait().expect("child").is_some() {
+                    break;
+                }
+                if client.get(&format!("{agent}/healthz")).call().is_ok()
+                    && std::net::TcpStream::connect(("127.0.0.1", b)).is_ok()
+                {
+                    return DemoProcess {
+                        child,
+                        dir,
+                        agent,
+                        admin: format!("http://127.0.0.1:{b}"),
+                    };
+                }
+                assert!(std::time::Instant::now() < deadline, "the demo did not start");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
-        let child = command
-            .args(["demo", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{a}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{b}"),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let agent = format!("http://127.0.0.1:{a}");
-        let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while client.get(&format!("{agent}/healthz")).call().is_err() {
-            assert!(std::time::Instant::now() < deadline, "the demo did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        DemoProcess {
-            child,
-            dir,
-            agent,
-            admin: format!("http://127.0.0.1:{b}"),
-        }
+        panic!("the demo exited on start five times");
     }
 
     fn credential(&self, kind: &str, name: &str) -> String {
