@@ -122,8 +122,9 @@ const SCANNED_KEYS: usize = 16;
 struct Checked<'l, 'k, 'de> {
     listing: Option<&'l str>,
     /// The scanned keys of the objects being read, outermost first: an object's own follow
-    /// its parents' and are dropped when it ends. One buffer for the document; a `Vec` an
-    /// object cost up to three allocations each (eight for a page of the demo's ledger).
+    /// its parents' and are dropped when it ends. One buffer for the document, where a `Vec`
+    /// of each object's own cost up to three allocations (eight for a page of the demo's
+    /// ledger).
     keys: &'k mut Vec<Cow<'de, str>>,
 }
 
