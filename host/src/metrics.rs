@@ -111,6 +111,18 @@ struct Answers {
     succeeded: Counter,
 }
 
+impl Answers {
+    /// One answer: its latency, and its code here if a success, else by `other_code`.
+    fn record(&self, seconds: f64, code: &str, other_code: impl FnOnce()) {
+        self.seconds.observe(seconds);
+        if code == SUCCESS {
+            self.succeeded.inc();
+        } else {
+            other_code();
+        }
+    }
+}
+
 /// Series kept by the name they were resolved for, so that a request finds them without
 /// allocating a label.
 #[derive(Debug)]
@@ -437,12 +449,9 @@ impl Metrics {
                     succeeded: self.request_counter(tool, SUCCESS),
                 },
                 |answers| {
-                    answers.seconds.observe(seconds);
-                    if code == SUCCESS {
-                        answers.succeeded.inc();
-                    } else {
+                    answers.record(seconds, code, || {
                         self.request_counter(tool, code).inc();
-                    }
+                    });
                 },
             ),
             None => {
@@ -451,17 +460,14 @@ impl Metrics {
         }
         let Some(app) = app else { return };
         let count = |answers: &Answers| {
-            answers.seconds.observe(seconds);
-            if code == SUCCESS {
-                answers.succeeded.inc();
-            } else {
+            answers.record(seconds, code, || {
                 self.app_requests
                     .get_or_create(&AppCodeLabels {
                         app: app.to_string(),
                         code,
                     })
                     .inc();
-            }
+            });
         };
         if self.app_answers.find(app, count) {
             return;
