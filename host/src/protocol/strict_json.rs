@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Number, Value};
 
 /// Parses `bytes` as one JSON document, refusing duplicate object keys at any depth.
@@ -98,11 +99,13 @@ impl<'de> Visitor<'de> for Strict {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(duplicate(&key));
+            // One hash of the key: its slot is found once, to refuse or to fill.
+            match map.entry(key) {
+                Entry::Occupied(taken) => return Err(duplicate(taken.key())),
+                Entry::Vacant(free) => {
+                    free.insert(access.next_value_seed(Strict)?);
+                }
             }
-            let value = access.next_value_seed(Strict)?;
-            map.insert(key, value);
         }
         Ok(Value::Object(map))
     }
