@@ -823,7 +823,11 @@ impl Gateway {
             base: stored.base.clone(),
             sources: stored.sources(),
         };
-        let authz = next.compile(&self.catalog()).map_err(|e| e.to_string())?;
+        let (compiling, catalog) = (next.clone(), self.catalog());
+        let authz = off_workers(move || compiling.compile(&catalog))
+            .await
+            .ok_or_else(|| ReloadError::Stopping.to_string())?
+            .map_err(|e| e.to_string())?;
         let mut event = AuditEvent::new("policy.sync", codes::SUCCESS, self.now_iso());
         event.policy_ids = authz.policy_ids().to_vec();
         event.performed_by_user_id = Some(by.to_string());
@@ -1038,6 +1042,8 @@ pub enum ReloadError {
     Tls(#[from] TlsError),
     #[error("turning TLS on or off needs a restart (the listeners are bound with or without it)")]
     TlsToggled,
+    #[error("the gateway is stopping")]
+    Stopping,
 }
 
 /// A reload checked in full and not yet applied: the config, the operator's policies, the
@@ -1050,7 +1056,15 @@ impl Gateway {
     /// validation changes nothing. Each reload and refusal is an audit event.
     pub async fn reload(&self, by: &str) -> Result<String, ReloadError> {
         let mut operator = self.operator_policies.lock().await;
-        let result = self.prepare_reload();
+        let result = match self.config.path.clone() {
+            None => Err(ReloadError::NoConfigFile),
+            Some(path) => {
+                let (serving_tls, catalog) = (self.tls.is_some(), self.catalog());
+                off_workers(move || prepare_reload(&path, serving_tls, &catalog))
+                    .await
+                    .unwrap_or(Err(ReloadError::Stopping))
+            }
+        };
         let mut event = match &result {
             Ok((_, _, authz, _)) => {
                 let mut e = AuditEvent::new("gateway.reload", codes::SUCCESS, self.now_iso());
@@ -1090,19 +1104,32 @@ impl Gateway {
         tracing::info!(by, %summary, "config and policies reloaded");
         Ok(summary)
     }
+}
 
-    fn prepare_reload(&self) -> Result<Prepared, ReloadError> {
-        let path = self.config.path.as_deref().ok_or(ReloadError::NoConfigFile)?;
-        let config = Config::load(path)?;
-        // New certificate files (or the same paths, renewed) take effect for new
-        // connections; a file that does not load refuses the reload, and the old stay.
-        let tls = match (&self.tls, &config.tls) {
-            (Some(_), Some(files)) => Some(Tls::prepare(files)?),
-            (None, None) => None,
-            _ => return Err(ReloadError::TlsToggled),
-        };
-        let operator = OperatorPolicies::read(&config)?;
-        let authz = operator.compile(&self.catalog())?;
-        Ok((config, operator, authz, tls))
+/// Reads the config file at `path` and checks all of it against `catalog`: its policy set
+/// compiled, its certificates loaded (if the listeners serve TLS).
+fn prepare_reload(path: &Path, serving_tls: bool, catalog: &Catalog) -> Result<Prepared, ReloadError> {
+    let config = Config::load(path)?;
+    // New certificate files (or the same paths, renewed) take effect for new
+    // connections; a file that does not load refuses the reload, and the old stay.
+    let tls = match (serving_tls, &config.tls) {
+        (true, Some(files)) => Some(Tls::prepare(files)?),
+        (false, None) => None,
+        _ => return Err(ReloadError::TlsToggled),
+    };
+    let operator = OperatorPolicies::read(&config)?;
+    let authz = operator.compile(catalog)?;
+    Ok((config, operator, authz, tls))
+}
+
+/// Runs `work` on a blocking thread, not on a request worker: compiling a policy set of
+/// 1,000 policies takes about 280 ms, and every agent request queued on the worker that
+/// compiled it waited as long (BENCHMARKS.md, session 29). `None` if the runtime stopped
+/// first; a panic in `work` goes on in the caller.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Some(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }

@@ -76,6 +76,7 @@ pub struct Builder {
     audit_config: String,
     anonymous_mcp: bool,
     clock: Option<SharedClock>,
+    one_worker: bool,
 }
 
 impl Builder {
@@ -103,6 +104,12 @@ impl Builder {
     pub fn store_config(mut self, line: &str) -> Self {
         self.store_config.push_str(line);
         self.store_config.push('\n');
+        self
+    }
+
+    /// Serves on one runtime worker instead of two: whatever blocks it holds up every request.
+    pub fn one_worker(mut self) -> Self {
+        self.one_worker = true;
         self
     }
 
@@ -143,7 +150,7 @@ impl Builder {
         }
         let config = Config::load(&path).expect("valid config");
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(if self.one_worker { 1 } else { 2 })
             .enable_all()
             .build()
             .expect("runtime");
