@@ -461,12 +461,7 @@ impl Metrics {
         let Some(app) = app else { return };
         let count = |answers: &Answers| {
             answers.record(seconds, code, || {
-                self.app_requests
-                    .get_or_create(&AppCodeLabels {
-                        app: app.to_string(),
-                        code,
-                    })
-                    .inc();
+                self.app_counter(app, code).inc();
             });
         };
         if self.app_answers.find(app, count) {
@@ -479,24 +474,13 @@ impl Metrics {
                     .app_seconds
                     .get_or_create(&AppLabels { app: label.clone() })
                     .clone(),
-                succeeded: self
-                    .app_requests
-                    .get_or_create(&AppCodeLabels {
-                        app: label.clone(),
-                        code: SUCCESS,
-                    })
-                    .clone(),
+                succeeded: self.app_counter(&label, SUCCESS),
             };
             self.app_answers.with(app, resolve, count);
         } else {
             // Past the label budget: `other`'s series, looked up each time, so that
             // `app_answers` holds no more apps than have series of their own.
-            self.app_requests
-                .get_or_create(&AppCodeLabels {
-                    app: label.clone(),
-                    code,
-                })
-                .inc();
+            self.app_counter(&label, code).inc();
             self.app_seconds
                 .get_or_create(&AppLabels { app: label })
                 .observe(seconds);
@@ -508,6 +492,15 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 plane: "agent",
                 tool: tool.to_string(),
+                code,
+            })
+            .clone()
+    }
+
+    fn app_counter(&self, app: &str, code: &'static str) -> Counter {
+        self.app_requests
+            .get_or_create(&AppCodeLabels {
+                app: app.to_string(),
                 code,
             })
             .clone()

@@ -180,14 +180,15 @@ impl DemoProcess {
         // binds it: the demo then exits, and another gateway may answer on the agent port.
         // So the demo counts as started only while it runs and both of its ports answer;
         // one that exited is started again on other ports.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port()
+        };
+        let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         for _ in 0..5 {
-            let free = || {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .expect("bind")
-                    .local_addr()
-                    .expect("addr")
-                    .port()
-            };
             let (a, b) = (free(), free());
             let mut command = openport();
             if let Some(cwd) = cwd {
@@ -207,7 +208,6 @@ impl DemoProcess {
                 .spawn()
                 .expect("spawn");
             let agent = format!("http://127.0.0.1:{a}");
-            let client: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             loop {
                 if child.try_wait().expect("child").is_some() {
