@@ -1,5 +1,5 @@
-# Sourced by bench/ab, bench/paced and bench/mcp-ab: one fresh demo gateway with its
-# admission limits raised out of the way, checked (260 requests in a row admitted).
+# Sourced by the bench scripts: one fresh demo gateway with its admission limits raised out
+# of the way, checked (260 requests in a row admitted); and bench/run's row 3 policy set.
 #
 #   raised_demo BINARY PATH
 #
@@ -37,4 +37,16 @@ TOML
 
 demo_credential() { # section name
   python3 -c "import json,sys;print(json.load(open('$dir/demo-credentials.json'))[sys.argv[1]][sys.argv[2]])" "$@"
+}
+
+# Writes FILE: 1,000 forbids about other apps' arguments, the policy set bench/run's row 3
+# and bench/reload-stall load beside the default one.
+bench_policies() { # file
+  python3 - "$1" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    for i in range(1000):
+        tool = ("transaction.create", "transaction.update")[i % 2]
+        f.write(f'@id("bench.p{i}")\nforbid (principal == OpenPort::App::"app_{i % 100}", action in OpenPort::Action::"{tool}", resource) when {{ context has args && context.args has amount_home && context.args.amount_home.greaterThan(decimal("{i + 1}.0")) }};\n')
+PY
 }
