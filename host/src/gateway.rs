@@ -44,6 +44,8 @@ pub enum StartError {
     Catalog { name: String, message: String },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("the gateway is stopping")]
+    Stopping,
 }
 
 /// Everything a request needs. Shared behind an `Arc`.
@@ -572,6 +574,14 @@ impl Gateway {
         }
     }
 
+    /// Makes `catalog` and its compiled policy set the current ones. The caller holds
+    /// `operator_policies` and compiled `authz` off the request workers: requests only
+    /// wait for the two pointer swaps.
+    fn swap_catalog(&self, catalog: Catalog, authz: Authorizer) {
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+    }
+
     /// The current policy set.
     pub fn authorizer(&self) -> Arc<Authorizer> {
         match self.authz.read() {
@@ -625,13 +635,20 @@ impl Gateway {
                     source,
                 })?;
             let plugin = loaded.plugin.clone();
-            let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            let next = with_loaded(&guard, loaded, &overrides)?;
-            // The active policies must still hold against the new tools' vocabulary.
-            let authz = operator.compile(&next).map_err(|source| StartError::BreaksPolicies {
-                name: name.clone(),
-                source,
-            })?;
+            // Every catalog writer holds `operator`, so this snapshot is still the current
+            // catalog when the new one replaces it below.
+            let (current, policies, compiling) = (self.catalog(), operator.clone(), name.clone());
+            let (next, authz) = off_workers(move || {
+                let next = with_loaded(&current, loaded, &overrides)?;
+                // The active policies must still hold against the new tools' vocabulary.
+                let authz = policies.compile(&next).map_err(|source| StartError::BreaksPolicies {
+                    name: compiling,
+                    source,
+                })?;
+                Ok::<_, StartError>((next, authz))
+            })
+            .await
+            .ok_or(StartError::Stopping)??;
             for tool in next.tools().filter(|t| t.plugin.name() == name) {
                 for omitted in &tool.args_omitted {
                     tracing::warn!(
@@ -643,8 +660,7 @@ impl Gateway {
                     );
                 }
             }
-            *guard = Arc::new(next);
-            *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+            self.swap_catalog(next, authz);
             Ok::<_, StartError>(plugin)
         }
         .await;
@@ -671,8 +687,6 @@ impl Gateway {
         result.map(|_| ())
     }
 
-    /// Removes a plugin and its tools; calls in flight finish on it. `false` when no
-    /// plugin has that name.
     /// Loads a plugin version and keeps it in the store as the plugin's active version:
     /// after a restart it comes back from the store alone, whatever happened to the files
     /// it came from. `source` says where it came from (a path, `upload`).
@@ -922,23 +936,26 @@ impl Gateway {
         self.unavailable.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Removes a plugin and its tools; calls in flight finish on it. `false` when no
+    /// plugin has that name.
     pub async fn remove_plugin(&self, name: &str, by: &str) -> Result<bool, StartError> {
         let operator = self.operator_policies.lock().await;
-        let removed = {
-            let mut guard = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            let existed = guard.plugins().any(|p| p.name() == name);
-            if existed {
-                let next = guard.without_plugin(name);
+        let current = self.catalog();
+        let removed = current.plugins().any(|p| p.name() == name);
+        if removed {
+            let (policies, removing) = (operator.clone(), name.to_string());
+            let (next, authz) = off_workers(move || {
+                let next = current.without_plugin(&removing);
                 // A policy naming one of its tools would no longer validate: refused.
-                let authz = operator.compile(&next).map_err(|source| StartError::BreaksPolicies {
-                    name: name.to_string(),
-                    source,
-                })?;
-                *guard = Arc::new(next);
-                *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
-            }
-            existed
-        };
+                let authz = policies
+                    .compile(&next)
+                    .map_err(|source| StartError::BreaksPolicies { name: removing, source })?;
+                Ok::<_, StartError>((next, authz))
+            })
+            .await
+            .ok_or(StartError::Stopping)??;
+            self.swap_catalog(next, authz);
+        }
         drop(operator);
         // A remembered plugin that did not load can be removed too (the gateway is ready
         // again without it).

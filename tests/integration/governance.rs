@@ -534,19 +534,17 @@ fn a_key_is_rotated_and_the_old_token_stops_working_at_once() {
     assert_eq!(event[0].action, "agent_key.rotate");
 }
 
-/// A policy reload compiles the new set off the request workers: on a gateway with a single
-/// worker, agent reads are answered within a fraction of the time a large set takes to
-/// compile, rather than after it.
+/// A policy reload, and a plugin added or removed, compile the policy set off the request
+/// workers: on a gateway with a single worker, agent reads are answered within a fraction of
+/// the time a large set takes to compile, rather than after it.
 #[test]
 fn agent_reads_go_on_while_a_large_policy_set_compiles() {
-    // The demo's 240 reads a minute would refuse the loop below before the set compiled.
+    // The demo's 240 reads a minute would refuse the loops below before the set compiled.
     let gw = TestGateway::builder()
         .one_worker()
         .config("\n[admission.default]\nrequests = 100000\nwindow_seconds = 1\n")
         .start();
     let op = gw.admin_token("operator");
-    let token = gw.token("Demo Integration");
-    let read = "/api/agent/v1/transactions?ledgerId=ledger_main";
     let mut large = String::new();
     for i in 0..3000 {
         large.push_str(&format!(
@@ -555,27 +553,52 @@ fn agent_reads_go_on_while_a_large_policy_set_compiles() {
         ));
     }
     std::fs::write(gw.dir.path().join("policies").join("large.cedar"), large).expect("write");
-    let (reload, slowest) = std::thread::scope(|scope| {
-        let reloading = scope.spawn(|| {
+    reads_go_on_during(&gw, "the reload", || {
+        gw.admin_post("/api/agent-admin/v1/policies/reload", Some(&op), &json!({}))
+            .expect(200, "common.success");
+    });
+    let trap = crate::plugins::manifest(&gw, "trap", "test-trap", &["hostile.trap"], "");
+    reads_go_on_during(&gw, "adding a plugin", || {
+        gw.admin_post("/api/agent-admin/v1/plugins", Some(&op), &json!({"manifest": trap}))
+            .expect(200, "common.success");
+    });
+    reads_go_on_during(&gw, "removing a plugin", || {
+        gw.send_url(
+            "DELETE",
+            &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
+            Some(&op),
+            None,
+            b"",
+        )
+        .expect(200, "common.success");
+    });
+}
+
+/// Runs `change` while reading the ledger in a loop; no read may wait half as long as the
+/// change took.
+fn reads_go_on_during(gw: &TestGateway, what: &str, change: impl FnOnce() + Send) {
+    let token = gw.token("Demo Integration");
+    let read = "/api/agent/v1/transactions?ledgerId=ledger_main";
+    let (took, slowest) = std::thread::scope(|scope| {
+        let changing = scope.spawn(|| {
             let started = Instant::now();
-            gw.admin_post("/api/agent-admin/v1/policies/reload", Some(&op), &json!({}))
-                .expect(200, "common.success");
+            change();
             started.elapsed()
         });
         let mut slowest = Duration::ZERO;
-        while !reloading.is_finished() {
+        while !changing.is_finished() {
             let started = Instant::now();
             gw.get(read, Some(&token)).expect(200, "common.success");
             slowest = slowest.max(started.elapsed());
         }
-        (reloading.join().expect("reload"), slowest)
+        (changing.join().expect(what), slowest)
     });
     assert!(
-        reload >= Duration::from_millis(200),
-        "the set compiled in {reload:?}: too fast to tell a held-up worker from a free one"
+        took >= Duration::from_millis(200),
+        "{what} took {took:?}: too fast to tell a held-up worker from a free one"
     );
     assert!(
-        slowest < reload / 2,
-        "a read waited {slowest:?} while the reload took {reload:?}"
+        slowest < took / 2,
+        "a read waited {slowest:?} while {what} took {took:?}"
     );
 }

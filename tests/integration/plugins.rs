@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::support::TestGateway;
 
 /// Writes a manifest for a built fixture into the test's directory; returns its path.
-fn manifest(gw: &TestGateway, name: &str, crate_name: &str, tools: &[&str], extra: &str) -> PathBuf {
+pub(crate) fn manifest(gw: &TestGateway, name: &str, crate_name: &str, tools: &[&str], extra: &str) -> PathBuf {
     let component = Path::new(artifacts::ARTIFACT_DIR).join(format!("{}.wasm", crate_name.replace('-', "_")));
     let bytes = std::fs::read(&component).unwrap_or_else(|e| panic!("{}: {e}", component.display()));
     let digest = openport::hashing::sha256_hex(&bytes);

@@ -561,7 +561,7 @@ async fn run(
                 .await
                 .map_err(|e| match e {
                     crate::gateway::StartError::Audit(e) => internal(&e),
-                    crate::gateway::StartError::Store { .. } => internal(&e),
+                    crate::gateway::StartError::Store { .. } | crate::gateway::StartError::Stopping => internal(&e),
                     other => Failure::validation(&["manifest"], other.to_string()),
                 })?;
             let catalog = gw.catalog();
