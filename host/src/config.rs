@@ -409,6 +409,22 @@ pub fn log_filter() -> String {
 }
 
 impl Config {
+    /// The newest modification time among the config file and the policy directory's
+    /// files: what a reload reads.
+    pub fn files_changed_at(&self) -> Option<std::time::SystemTime> {
+        let mut paths: Vec<PathBuf> = self.path.iter().cloned().collect();
+        if let Some(dir) = &self.policies_dir {
+            paths.push(dir.clone());
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+        paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+    }
+
     /// Where the store lives: the PostgreSQL database if one is named, else the SQLite file.
     pub fn store_location(&self) -> crate::store::Location {
         match &self.database_url {

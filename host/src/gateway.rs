@@ -2,7 +2,7 @@
 
 use crate::tasks::{OrphanError, TaskRunner};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::admission::Admission;
 use crate::audit::coalesce::Coalescer;
@@ -87,6 +87,9 @@ pub struct Gateway {
     /// shipped policies, they make the active set. Held while the catalog or the policy
     /// set changes, so the two change together.
     operator_policies: tokio::sync::Mutex<OperatorPolicies>,
+    /// [`Config::files_changed_at`] when the files were last read (at start or by a
+    /// reload, applied or refused). Changed under `operator_policies`.
+    files_read_at: Mutex<Option<std::time::SystemTime>>,
 }
 
 /// The configured signing key; on a store with no audit events yet, a missing key file is
@@ -455,6 +458,7 @@ impl Gateway {
             unavailable: RwLock::new(std::collections::BTreeMap::new()),
             authz: RwLock::new(Arc::new(authz)),
             operator_policies: tokio::sync::Mutex::new(before_plugins),
+            files_read_at: Mutex::new(config.files_changed_at()),
             store,
             audit,
             clock,
@@ -1072,7 +1076,28 @@ impl Gateway {
     /// limits and the policy set. All or nothing: a file or policy set that fails
     /// validation changes nothing. Each reload and refusal is an audit event.
     pub async fn reload(&self, by: &str) -> Result<String, ReloadError> {
-        let mut operator = self.operator_policies.lock().await;
+        let operator = self.operator_policies.lock().await;
+        self.reload_locked(operator, by).await
+    }
+
+    /// [`reload`](Self::reload), if the config file or a policy file changed since the
+    /// files were last read; `None` if none did (an operator's reload already read them).
+    pub async fn reload_changed_files(&self, by: &str) -> Option<Result<String, ReloadError>> {
+        let operator = self.operator_policies.lock().await;
+        let read_at = *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner());
+        if self.config.files_changed_at() == read_at {
+            return None;
+        }
+        Some(self.reload_locked(operator, by).await)
+    }
+
+    async fn reload_locked(
+        &self,
+        mut operator: tokio::sync::MutexGuard<'_, OperatorPolicies>,
+        by: &str,
+    ) -> Result<String, ReloadError> {
+        // Taken before the files are read: a change while they are read shows as newer.
+        *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner()) = self.config.files_changed_at();
         let result = match self.config.path.clone() {
             None => Err(ReloadError::NoConfigFile),
             Some(path) => {

@@ -340,36 +340,18 @@ async fn retention(gateway: Arc<Gateway>, days: u32, mut shutdown: watch::Receiv
     }
 }
 
-/// The newest modification time among the config file and the policy directory's files.
-fn newest_change(config: &Config) -> Option<std::time::SystemTime> {
-    let mut paths: Vec<std::path::PathBuf> = config.path.iter().cloned().collect();
-    if let Some(dir) = &config.policies_dir {
-        paths.push(dir.clone());
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-        }
-    }
-    paths
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .max()
-}
-
-/// Reloads when the config file or a policy file changes (polled every 2 s).
+/// Reloads when the config file or a policy file changed since the last reload (polled
+/// every 2 s); a change an operator already reloaded is not reloaded again.
 async fn watch_files(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let mut seen = newest_change(&gateway.config);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }
-        let now = newest_change(&gateway.config);
-        if now != seen {
-            seen = now;
-            match gateway.reload("file-watch").await {
-                Ok(summary) => tracing::info!(%summary, "reloaded after a file change"),
-                Err(e) => tracing::warn!(error = %e, "a changed config or policy set was refused; the old one stays"),
-            }
+        match gateway.reload_changed_files("file-watch").await {
+            None => {}
+            Some(Ok(summary)) => tracing::info!(%summary, "reloaded after a file change"),
+            Some(Err(e)) => tracing::warn!(error = %e, "a changed config or policy set was refused; the old one stays"),
         }
     }
 }
