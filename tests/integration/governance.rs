@@ -399,9 +399,8 @@ fn apps_are_restored_without_their_old_keys_and_deleted_only_when_revoked() {
     );
     let id = created.data()["app"]["id"].as_str().expect("id").to_string();
     let old = created.data()["token"].as_str().expect("token").to_string();
-    let delete = format!("{}/api/agent-admin/v1/apps/{id}", gw.admin);
-    gw.send_url("DELETE", &delete, Some(&op), None, b"")
-        .expect(400, "common.validation");
+    let delete = format!("/api/agent-admin/v1/apps/{id}");
+    gw.admin_delete(&delete, Some(&op)).expect(400, "common.validation");
     gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/revoke"), Some(&op), &json!({}))
         .expect(200, "common.success");
     gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/restore"), Some(&op), &json!({}))
@@ -421,8 +420,7 @@ fn apps_are_restored_without_their_old_keys_and_deleted_only_when_revoked() {
     assert_eq!(tools.data()["items"][0]["name"], "ledger.list");
     gw.admin_post(&format!("/api/agent-admin/v1/apps/{id}/revoke"), Some(&op), &json!({}))
         .expect(200, "common.success");
-    gw.send_url("DELETE", &delete, Some(&op), None, b"")
-        .expect(200, "common.success");
+    gw.admin_delete(&delete, Some(&op)).expect(200, "common.success");
     gw.admin_get("/api/agent-admin/v1/apps", Some(&op)).data()["items"]
         .as_array()
         .expect("items")
@@ -563,14 +561,8 @@ fn agent_reads_go_on_while_a_large_policy_set_compiles() {
             .expect(200, "common.success");
     });
     reads_go_on_during(&gw, "removing a plugin", || {
-        gw.send_url(
-            "DELETE",
-            &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
-            Some(&op),
-            None,
-            b"",
-        )
-        .expect(200, "common.success");
+        gw.admin_delete("/api/agent-admin/v1/plugins/trap", Some(&op))
+            .expect(200, "common.success");
     });
 }
 

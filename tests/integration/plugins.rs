@@ -301,24 +301,12 @@ fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts
     drop(again);
 
     let op = gw.admin_token("operator");
-    gw.send_url(
-        "DELETE",
-        &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
-        Some(&op),
-        None,
-        b"",
-    )
-    .expect(200, "common.success");
+    gw.admin_delete("/api/agent-admin/v1/plugins/trap", Some(&op))
+        .expect(200, "common.success");
     gw.get("/api/agent/v1/hostile-trap", Some(&token))
         .expect(404, "agent.not_found");
-    gw.send_url(
-        "DELETE",
-        &format!("{}/api/agent-admin/v1/plugins/trap", gw.admin),
-        Some(&op),
-        None,
-        b"",
-    )
-    .expect(404, "agent.not_found");
+    gw.admin_delete("/api/agent-admin/v1/plugins/trap", Some(&op))
+        .expect(404, "agent.not_found");
     let actions: Vec<String> = gw
         .audit()
         .into_iter()

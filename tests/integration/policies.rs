@@ -165,13 +165,7 @@ mod arguments {
         let gw = TestGateway::start();
         let operator = gw.admin_token("operator");
         // The demo's `tool-arguments.cedar` names ticket.create.
-        let removal = gw.send_url(
-            "DELETE",
-            &format!("{}/api/agent-admin/v1/plugins/tickets", gw.admin),
-            Some(&operator),
-            None,
-            b"",
-        );
+        let removal = gw.admin_delete("/api/agent-admin/v1/plugins/tickets", Some(&operator));
         assert_ne!(removal.status, 200, "{:#}", removal.body);
         assert!(removal.body.to_string().contains("ticket.create"), "{:#}", removal.body);
         assert!(

@@ -322,6 +322,10 @@ impl TestGateway {
         self.get_url(&format!("{}{path}", self.admin), token)
     }
 
+    pub fn admin_delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send_url("DELETE", &format!("{}{path}", self.admin), token, None, b"")
+    }
+
     /// Replaces sections of the demo app's auto-execute policy, as an operator.
     /// Writes `policies/FILE` into the demo's policy directory and reloads the gateway
     /// through the admin plane; the reload's answer.
