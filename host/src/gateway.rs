@@ -627,8 +627,9 @@ impl Gateway {
     async fn load_plugin_bytes(&self, manifest: PluginManifest, bytes: &[u8], by: &str) -> Result<(), StartError> {
         let name = manifest.name.clone();
         let overrides = manifest.risk.clone();
-        let replaces = self.catalog().plugins().any(|p| p.name() == name);
         let operator = self.operator_policies.lock().await;
+        // Under the lock: of two loads of one name at once, the second replaces the first.
+        let replaces = self.catalog().plugins().any(|p| p.name() == name);
         let result = async {
             let loaded = self
                 .runtime

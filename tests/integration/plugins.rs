@@ -247,6 +247,28 @@ fn refused_loads_name_the_reason_and_the_old_version_keeps_serving() {
     );
 }
 
+/// Two loads of one plugin at once: the first is a load, the second a replacement, as if
+/// they had come one after the other.
+#[test]
+fn two_loads_of_one_plugin_at_once_are_audited_as_a_load_and_a_replacement() {
+    let gw = TestGateway::start();
+    let trap = manifest(&gw, "trap", "test-trap", &["hostile.trap"], "");
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = (0..2).map(|_| scope.spawn(|| add(&gw, &trap))).collect();
+        for load in loads {
+            load.join().expect("load").expect(200, "common.success");
+        }
+    });
+    let mut actions: Vec<String> = gw
+        .audit()
+        .into_iter()
+        .filter(|e| e.plugin.as_deref() == Some("trap"))
+        .map(|e| e.action)
+        .collect();
+    actions.sort();
+    assert_eq!(actions, ["plugin.load", "plugin.replace"]);
+}
+
 #[test]
 fn a_plugin_is_replaced_and_removed_while_serving_and_remembered_across_restarts() {
     let gw = TestGateway::start();
