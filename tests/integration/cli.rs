@@ -397,12 +397,7 @@ fn a_changed_policy_file_is_picked_up_without_a_call() {
 fn a_policy_file_an_operator_reloaded_is_not_reloaded_again() {
     let gw = TestGateway::start();
     let watcher = || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime
-            .block_on(gw.server.gateway.reload_changed_files("test"))
+        crate::support::block_on(gw.server.gateway.reload_changed_files("test"))
             .map(|reloaded| reloaded.map_err(|e| e.to_string()))
     };
     assert_eq!(watcher(), None, "nothing changed since the start");

@@ -53,11 +53,7 @@ impl Drop for TestDatabase {
 
 /// Runs `work` with a connection to the server of `url`, outside the gateway.
 fn on_server<T>(url: &str, work: impl AsyncFnOnce(&tokio_postgres::Client) -> T) -> T {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    crate::support::block_on(async {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("OPENPORT_TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}"));

@@ -10,6 +10,16 @@ use openport::store::{AuditFilter, AuditRow};
 use openport::{Config, Server};
 use serde_json::Value;
 
+/// Runs `future` to its end on a runtime of its own: a test thread awaiting the gateway
+/// (a reload) or a client of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
 pub struct TestGateway {
     pub dir: tempfile::TempDir,
     pub agent: String,

@@ -61,11 +61,7 @@ fn get_with(
     client: Option<(&rcgen::Certificate, &KeyPair)>,
     token: Option<&str>,
 ) -> Result<(String, Vec<u8>), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    crate::support::block_on(async {
         let mut roots = RootCertStore::empty();
         roots.add(ca.cert.der().clone()).expect("root");
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
@@ -151,13 +147,7 @@ fn both_listeners_serve_tls_from_files_and_a_reload_renews_the_certificate() {
     // A renewed certificate is picked up by a reload, without a restart.
     let (second, second_key) = ca.issue(&["localhost"]);
     write_pair(certs.path(), "server", &second, &second_key);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime
-        .block_on(gw.server.gateway.reload("test"))
-        .expect("the reload takes the new files");
+    crate::support::block_on(gw.server.gateway.reload("test")).expect("the reload takes the new files");
     let (_, presented) = get(agent, "/healthz", &ca, None).expect("TLS after the reload");
     assert_eq!(
         presented,
@@ -167,7 +157,7 @@ fn both_listeners_serve_tls_from_files_and_a_reload_renews_the_certificate() {
 
     // A broken file refuses the reload, and the certificate in use stays.
     std::fs::write(certs.path().join("server.key"), "not a key").expect("write");
-    let refused = runtime.block_on(gw.server.gateway.reload("test"));
+    let refused = crate::support::block_on(gw.server.gateway.reload("test"));
     assert!(refused.is_err(), "a broken key is refused");
     let (_, presented) = get(agent, "/healthz", &ca, None).expect("TLS still served");
     assert_eq!(presented, second.der().to_vec());
