@@ -1078,27 +1078,29 @@ impl Gateway {
     /// validation changes nothing. Each reload and refusal is an audit event.
     pub async fn reload(&self, by: &str) -> Result<String, ReloadError> {
         let operator = self.operator_policies.lock().await;
-        self.reload_locked(operator, by).await
+        self.reload_locked(operator, self.config.files_changed_at(), by).await
     }
 
     /// [`reload`](Self::reload), if the config file or a policy file changed since the
     /// files were last read; `None` if none did (an operator's reload already read them).
     pub async fn reload_changed_files(&self, by: &str) -> Option<Result<String, ReloadError>> {
         let operator = self.operator_policies.lock().await;
-        let read_at = *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner());
-        if self.config.files_changed_at() == read_at {
+        let changed_at = self.config.files_changed_at();
+        if changed_at == *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner()) {
             return None;
         }
-        Some(self.reload_locked(operator, by).await)
+        Some(self.reload_locked(operator, changed_at, by).await)
     }
 
+    /// `changed_at`: [`Config::files_changed_at`] taken before the files are read, so a
+    /// change while they are read shows as newer.
     async fn reload_locked(
         &self,
         mut operator: tokio::sync::MutexGuard<'_, OperatorPolicies>,
+        changed_at: Option<std::time::SystemTime>,
         by: &str,
     ) -> Result<String, ReloadError> {
-        // Taken before the files are read: a change while they are read shows as newer.
-        *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner()) = self.config.files_changed_at();
+        *self.files_read_at.lock().unwrap_or_else(|p| p.into_inner()) = changed_at;
         let result = match self.config.path.clone() {
             None => Err(ReloadError::NoConfigFile),
             Some(path) => {
