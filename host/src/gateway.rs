@@ -578,12 +578,31 @@ impl Gateway {
         }
     }
 
-    /// Makes `catalog` and its compiled policy set the current ones. The caller holds
-    /// `operator_policies` and compiled `authz` off the request workers: requests only
-    /// wait for the two pointer swaps.
-    fn swap_catalog(&self, catalog: Catalog, authz: Authorizer) {
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+    /// Changes the catalog: `next` builds the new one from the current one, the operator's
+    /// policies are compiled against it (they must still validate: refused as
+    /// `BreaksPolicies` of `plugin` if not), both on a blocking thread, and then the two
+    /// are swapped in, so requests only wait for two pointer swaps. The caller holds
+    /// `operator_policies`, as every catalog writer does: the catalog `next` starts from is
+    /// still the current one at the swap. The new catalog.
+    async fn change_catalog(
+        &self,
+        operator: &OperatorPolicies,
+        plugin: &str,
+        next: impl FnOnce(&Catalog) -> Result<Catalog, StartError> + Send + 'static,
+    ) -> Result<Arc<Catalog>, StartError> {
+        let (current, policies, plugin) = (self.catalog(), operator.clone(), plugin.to_string());
+        let (catalog, authz) = off_workers(move || {
+            let catalog = next(&current)?;
+            let authz = policies
+                .compile(&catalog)
+                .map_err(|source| StartError::BreaksPolicies { name: plugin, source })?;
+            Ok::<_, StartError>((Arc::new(catalog), authz))
+        })
+        .await
+        .ok_or(StartError::Stopping)??;
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog.clone();
         *self.authz.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(authz);
+        Ok(catalog)
     }
 
     /// The current policy set.
@@ -640,20 +659,12 @@ impl Gateway {
                     source,
                 })?;
             let plugin = loaded.plugin.clone();
-            // Every catalog writer holds `operator`, so this snapshot is still the current
-            // catalog when the new one replaces it below.
-            let (current, policies, compiling) = (self.catalog(), operator.clone(), name.clone());
-            let (next, authz) = off_workers(move || {
-                let next = with_loaded(&current, loaded, &overrides)?;
-                // The active policies must still hold against the new tools' vocabulary.
-                let authz = policies.compile(&next).map_err(|source| StartError::BreaksPolicies {
-                    name: compiling,
-                    source,
-                })?;
-                Ok::<_, StartError>((next, authz))
-            })
-            .await
-            .ok_or(StartError::Stopping)??;
+            // The active policies must still hold against the new tools' vocabulary.
+            let next = self
+                .change_catalog(&operator, &name, move |current| {
+                    with_loaded(current, loaded, &overrides)
+                })
+                .await?;
             for tool in next.tools().filter(|t| t.plugin.name() == name) {
                 for omitted in &tool.args_omitted {
                     tracing::warn!(
@@ -665,7 +676,6 @@ impl Gateway {
                     );
                 }
             }
-            self.swap_catalog(next, authz);
             Ok::<_, StartError>(plugin)
         }
         .await;
@@ -945,21 +955,12 @@ impl Gateway {
     /// plugin has that name.
     pub async fn remove_plugin(&self, name: &str, by: &str) -> Result<bool, StartError> {
         let operator = self.operator_policies.lock().await;
-        let current = self.catalog();
-        let removed = current.plugins().any(|p| p.name() == name);
+        let removed = self.catalog().plugins().any(|p| p.name() == name);
         if removed {
-            let (policies, removing) = (operator.clone(), name.to_string());
-            let (next, authz) = off_workers(move || {
-                let next = current.without_plugin(&removing);
-                // A policy naming one of its tools would no longer validate: refused.
-                let authz = policies
-                    .compile(&next)
-                    .map_err(|source| StartError::BreaksPolicies { name: removing, source })?;
-                Ok::<_, StartError>((next, authz))
-            })
-            .await
-            .ok_or(StartError::Stopping)??;
-            self.swap_catalog(next, authz);
+            // A policy naming one of its tools would no longer validate: refused.
+            let removing = name.to_string();
+            self.change_catalog(&operator, name, move |current| Ok(current.without_plugin(&removing)))
+                .await?;
         }
         drop(operator);
         // A remembered plugin that did not load can be removed too (the gateway is ready
