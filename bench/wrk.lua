@@ -16,10 +16,16 @@ if extra then
 end
 
 -- WRK_DELAY_MS paces each connection (a wait after each answer): a rough fixed rate, for
--- measuring latency below saturation.
+-- measuring latency below saturation. wrk waits whole milliseconds, so a fractional pause
+-- is rounded up or down at random, to the asked mean.
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
 if delay_ms then
-  function delay() return delay_ms end
+  local whole = math.floor(delay_ms)
+  local fraction = delay_ms - whole
+  function delay()
+    if math.random() < fraction then return whole + 1 end
+    return whole
+  end
 end
 
 function done(summary, latency, requests)
