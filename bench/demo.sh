@@ -6,6 +6,9 @@
 # sets $dir, $port, $admin, $pid (stopped on exit), $token (the demo integration's) and
 # $op (the operator's).
 
+# CPU a process has used so far (user and system, all its threads), in clock ticks.
+process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 raised_demo() {

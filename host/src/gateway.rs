@@ -583,7 +583,7 @@ impl Gateway {
     /// `BreaksPolicies` of `plugin` if not), both on a blocking thread, and then the two
     /// are swapped in, so requests only wait for two pointer swaps. The caller holds
     /// `operator_policies`, as every catalog writer does: the catalog `next` starts from is
-    /// still the current one at the swap. The new catalog.
+    /// still the current one at the swap. Returns the new catalog.
     async fn change_catalog(
         &self,
         operator: &OperatorPolicies,
