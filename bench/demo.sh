@@ -9,6 +9,11 @@
 # CPU a process has used so far (user and system, all its threads), in clock ticks.
 process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# Microseconds of CPU a request, from two readings of process_ticks around COUNT requests.
+cpu_us_per_request() { # ticks_before ticks_after count
+  python3 -c "import sys; t0, t1, n = map(int, sys.argv[1:4]); print(round((t1 - t0) * 1e6 / int(sys.argv[4]) / max(n, 1), 1))" "$1" "$2" "$3" "$(getconf CLK_TCK)"
+}
+
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 raised_demo() {
