@@ -22,7 +22,7 @@ raised_demo() {
   port=$(free_port) admin=$(free_port)
   env -u RUST_BACKTRACE OPENPORT_LOG=warn "$bin" demo --data-dir "$dir" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin >/dev/null 2>&1 &
   pid=$!
-  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+  trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
   for _ in $(seq 150); do [ -f "$dir/demo-credentials.json" ] && curl -fs 127.0.0.1:$port/healthz >/dev/null 2>&1 && break; sleep 0.2; done
   cat >> "$dir/openport.toml" <<'TOML'
 [admission]
